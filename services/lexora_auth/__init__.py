@@ -1,0 +1,1 @@
+"""auth: accounts and API keys (stored hashed), key verification for the gateway."""

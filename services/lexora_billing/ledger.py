@@ -1,0 +1,224 @@
+"""The credit ledger in the database (billing owns balances, reservations and ledger_entries).
+
+Every balance change is one transaction that also writes an entry with a unique idempotency key,
+so a redelivered event or a retried grant can never apply twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from lexora_contracts.errors import InsufficientCredits
+from lexora_contracts.messages import Balance, UsageEvent
+from lexora_contracts.money import apply_charge, micro_to_usd_str
+from lexora_runtime.db import is_sqlite
+from lexora_runtime.schema import balances, ledger_entries, reservations
+
+
+class Ledger:
+    def __init__(self, engine: AsyncEngine, url: str):
+        self._engine = engine
+        # SQLite has one writer at a time anyway; queueing writers here avoids lock-timeout errors.
+        self._write_lock: asyncio.Lock | None = asyncio.Lock() if is_sqlite(url) else None
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        async with self._write_lock or contextlib.nullcontext():
+            async with self._engine.begin() as conn:
+                yield conn
+
+    async def reserve(self, request_id: str, account_id: str, amount_micro: int, ttl_s: float, now: datetime) -> int:
+        """Hold `amount_micro` for a request, atomically, or refuse with 402. Returns what remains available."""
+        async with self._transaction() as conn:
+            held = await conn.execute(
+                update(balances)
+                .where(
+                    balances.c.account_id == account_id,
+                    balances.c.balance_micro - balances.c.held_micro >= amount_micro,
+                )
+                .values(held_micro=balances.c.held_micro + amount_micro, updated_at=now)
+                .returning(balances.c.balance_micro - balances.c.held_micro)
+            )
+            remaining = held.scalar_one_or_none()
+            if remaining is None:
+                available = await self._available(conn, account_id)
+                raise InsufficientCredits(
+                    f"Insufficient balance: this request may cost up to ${micro_to_usd_str(amount_micro)} and "
+                    f"${micro_to_usd_str(max(available, 0))} is available. Add credits to continue."
+                )
+            await conn.execute(
+                insert(reservations).values(
+                    request_id=request_id,
+                    account_id=account_id,
+                    amount_micro=amount_micro,
+                    status="held",
+                    created_at=now,
+                    expires_at=now + timedelta(seconds=ttl_s),
+                )
+            )
+        return int(remaining)
+
+    async def settle(self, event: UsageEvent, now: datetime) -> bool:
+        """Charge a finished request's exact cost and release the rest of its hold. Idempotent.
+
+        Returns False when the event was already applied.
+        """
+        try:
+            async with self._transaction() as conn:
+                reservation = (
+                    await conn.execute(
+                        select(reservations.c.amount_micro, reservations.c.status)
+                        .where(reservations.c.request_id == event.request_id)
+                        .with_for_update()
+                    )
+                ).first()
+                if reservation is not None and reservation.status == "settled":
+                    return False
+                # A hold the sweeper already released is no longer part of held_micro.
+                still_held = reservation.amount_micro if reservation and reservation.status == "held" else 0
+                charged = 0
+                if event.cost_pico > 0:
+                    charged = await self._charge(conn, event, still_held, now)
+                elif still_held:
+                    await conn.execute(
+                        update(balances)
+                        .where(balances.c.account_id == event.account_id)
+                        .values(held_micro=balances.c.held_micro - still_held, updated_at=now)
+                    )
+                if reservation is not None:
+                    await conn.execute(
+                        update(reservations)
+                        .where(reservations.c.request_id == event.request_id)
+                        .values(status="settled", charged_micro=charged, closed_at=now)
+                    )
+            return True
+        except IntegrityError:
+            return False  # the charge entry exists: this event was applied before
+
+    async def _charge(self, conn: AsyncConnection, event: UsageEvent, still_held: int, now: datetime) -> int:
+        row = (
+            await conn.execute(
+                select(balances.c.carry_pico).where(balances.c.account_id == event.account_id).with_for_update()
+            )
+        ).first()
+        carry = row.carry_pico if row else 0
+        deduct, new_carry = apply_charge(carry, event.cost_pico)
+        await conn.execute(
+            insert(ledger_entries).values(
+                account_id=event.account_id,
+                kind="charge",
+                amount_micro=-deduct,
+                cost_pico=event.cost_pico,
+                idempotency_key=f"charge:{event.request_id}",
+                actor="billing",
+                reason=f"{event.model} {event.prompt_tokens}+{event.completion_tokens} tokens",
+                created_at=now,
+            )
+        )
+        await conn.execute(
+            update(balances)
+            .where(balances.c.account_id == event.account_id)
+            .values(
+                balance_micro=balances.c.balance_micro - deduct,
+                held_micro=balances.c.held_micro - still_held,
+                carry_pico=new_carry,
+                updated_at=now,
+            )
+        )
+        return deduct
+
+    async def grant(
+        self, account_id: str, amount_micro: int, idempotency_key: str, actor: str, reason: str, now: datetime
+    ) -> bool:
+        """Add credit (an adjustment by an operator). Returns False if this key was already granted."""
+        try:
+            async with self._transaction() as conn:
+                await conn.execute(
+                    insert(ledger_entries).values(
+                        account_id=account_id,
+                        kind="adjustment",
+                        amount_micro=amount_micro,
+                        idempotency_key=f"grant:{idempotency_key}",
+                        actor=actor,
+                        reason=reason,
+                        created_at=now,
+                    )
+                )
+                credited = await conn.execute(
+                    update(balances)
+                    .where(balances.c.account_id == account_id)
+                    .values(balance_micro=balances.c.balance_micro + amount_micro, updated_at=now)
+                )
+                if credited.rowcount == 0:
+                    await conn.execute(
+                        insert(balances).values(
+                            account_id=account_id, balance_micro=amount_micro, held_micro=0, carry_pico=0, updated_at=now
+                        )
+                    )
+            return True
+        except IntegrityError:
+            return False
+
+    async def balance(self, account_id: str) -> Balance:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(balances.c.balance_micro, balances.c.held_micro, balances.c.carry_pico).where(
+                        balances.c.account_id == account_id
+                    )
+                )
+            ).first()
+        if row is None:
+            return Balance(account_id=account_id, balance_micro=0, held_micro=0, carry_pico=0)
+        return Balance(
+            account_id=account_id,
+            balance_micro=row.balance_micro,
+            held_micro=row.held_micro,
+            carry_pico=row.carry_pico,
+        )
+
+    async def release_expired(self, now: datetime) -> int:
+        """Release holds whose request never settled (its gateway or router died). Returns how many."""
+        async with self._engine.connect() as conn:
+            expired = (
+                await conn.execute(
+                    select(reservations.c.request_id).where(
+                        reservations.c.status == "held", reservations.c.expires_at < now
+                    )
+                )
+            ).all()
+        released = 0
+        for (request_id,) in expired:
+            async with self._transaction() as conn:
+                row = (
+                    await conn.execute(
+                        update(reservations)
+                        .where(reservations.c.request_id == request_id, reservations.c.status == "held")
+                        .values(status="released", closed_at=now)
+                        .returning(reservations.c.account_id, reservations.c.amount_micro)
+                    )
+                ).first()
+                if row is None:
+                    continue
+                await conn.execute(
+                    update(balances)
+                    .where(balances.c.account_id == row.account_id)
+                    .values(held_micro=balances.c.held_micro - row.amount_micro, updated_at=now)
+                )
+                released += 1
+        return released
+
+    async def ping(self) -> None:
+        async with self._engine.connect() as conn:
+            await conn.execute(select(1))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,130 @@
+"""The one error hierarchy. Services raise these; the gateway renders them in the client's envelope.
+
+Each error knows its HTTP status, its OpenAI-style `type` and `code`, and the Anthropic error type,
+so no route ever builds an error body by hand. Errors cross NATS as `ErrorInfo`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import BaseModel
+
+
+class ErrorInfo(BaseModel):
+    """An error as it travels between services (and the shape the envelopes are built from)."""
+
+    status: int
+    type: str
+    code: str
+    message: str
+    param: str | None = None
+    retry_after: int | None = None
+
+
+class LexoraError(Exception):
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "internal_error"
+    code: ClassVar[str] = "internal_error"
+    anthropic_type: ClassVar[str] = "api_error"
+    retry_after: int | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, retry_after: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if retry_after is not None:
+            self.retry_after = retry_after
+
+    def info(self) -> ErrorInfo:
+        return ErrorInfo(
+            status=self.status,
+            type=self.type,
+            code=self.code,
+            message=self.message,
+            param=self.param,
+            retry_after=self.retry_after,
+        )
+
+
+class InvalidRequest(LexoraError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+    anthropic_type = "invalid_request_error"
+
+
+class Unauthorized(LexoraError):
+    status = 401
+    type = "authentication_error"
+    code = "unauthorized"
+    anthropic_type = "authentication_error"
+
+
+class InsufficientCredits(LexoraError):
+    status = 402
+    type = "insufficient_credits"
+    code = "insufficient_credits"
+    anthropic_type = "billing_error"
+
+
+class ModelNotFound(LexoraError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+    anthropic_type = "not_found_error"
+
+
+class RouteNotFound(LexoraError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+    anthropic_type = "not_found_error"
+
+
+class RateLimitExceeded(LexoraError):
+    status = 429
+    type = "rate_limit_exceeded"
+    code = "rate_limit_exceeded"
+    anthropic_type = "rate_limit_error"
+
+
+class InternalError(LexoraError):
+    pass
+
+
+class ModelUnavailable(LexoraError):
+    status = 503
+    type = "model_unavailable"
+    code = "model_unavailable"
+    anthropic_type = "overloaded_error"
+    retry_after = 30
+
+
+class JobTimeout(LexoraError):
+    status = 504
+    type = "timeout"
+    code = "timeout"
+    anthropic_type = "api_error"
+
+
+_BY_CODE: dict[str, type[LexoraError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidRequest,
+        Unauthorized,
+        InsufficientCredits,
+        ModelNotFound,
+        RouteNotFound,
+        RateLimitExceeded,
+        InternalError,
+        ModelUnavailable,
+        JobTimeout,
+    )
+}
+
+
+def error_from_info(info: ErrorInfo) -> LexoraError:
+    """Rebuild the typed error a remote service raised."""
+    cls = _BY_CODE.get(info.code, InternalError)
+    return cls(info.message, param=info.param, retry_after=info.retry_after)

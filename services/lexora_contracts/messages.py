@@ -1,0 +1,156 @@
+"""Payloads that travel over NATS between services."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from lexora_contracts.errors import ErrorInfo
+from lexora_contracts.registry import Pricing
+
+Plan = Literal["free", "pro", "enterprise"]
+
+
+# ---- auth -------------------------------------------------------------------------------------
+class VerifyKeyRequest(BaseModel):
+    api_key: str
+
+
+class Identity(BaseModel):
+    """Who is calling: the result of verifying a key (cacheable in the gateway)."""
+
+    account_id: str
+    key_id: str
+    plan: Plan
+
+
+class CreateAccountRequest(BaseModel):
+    plan: Plan = "free"
+    name: str | None = None
+    timezone: str = "UTC"
+
+
+class CreateAccountReply(BaseModel):
+    account_id: str
+    key_id: str
+    api_key: str  # shown once; only its hash is stored
+    plan: Plan
+
+
+class KeyRevoked(BaseModel):
+    key_id: str
+
+
+# ---- billing ----------------------------------------------------------------------------------
+class ReserveRequest(BaseModel):
+    request_id: str
+    account_id: str
+    amount_micro: int = Field(ge=0)
+    ttl_s: float = Field(gt=0)
+
+
+class ReserveReply(BaseModel):
+    reserved_micro: int
+    available_micro: int
+
+
+class GrantRequest(BaseModel):
+    account_id: str
+    amount_micro: int = Field(gt=0)
+    idempotency_key: str
+    actor: str
+    reason: str
+
+
+class BalanceRequest(BaseModel):
+    account_id: str
+
+
+class Balance(BaseModel):
+    account_id: str
+    balance_micro: int
+    held_micro: int
+    carry_pico: int  # exact cost consumed but below one micro-USD, deducted with the next charge
+
+    @property
+    def available_micro(self) -> int:
+        return self.balance_micro - self.held_micro
+
+    @property
+    def exact_balance_pico(self) -> int:
+        return self.balance_micro * 1_000_000 - self.carry_pico
+
+
+# ---- router -----------------------------------------------------------------------------------
+class ChatTurn(BaseModel):
+    role: str
+    content: str
+
+
+class GenerationRequest(BaseModel):
+    request_id: str
+    account_id: str
+    key_id: str
+    model: str
+    messages: list[ChatTurn]
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int | None = None
+    stop: list[str] = Field(default_factory=list)
+    stream: bool
+    deadline: float  # unix seconds; the router gives up (504, not charged) after it
+    pricing: Pricing  # the price the gateway reserved with; settled at this price
+    reserved_micro: int
+    received_at: float
+
+
+class GenerationChunk(BaseModel):
+    """One message on the caller's inbox: a text delta, the final counts, or an error."""
+
+    kind: Literal["accepted", "delta", "done", "error"]
+    text: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    cost_pico: int = 0
+    error: ErrorInfo | None = None
+
+
+class CancelGeneration(BaseModel):
+    request_id: str
+
+
+# ---- usage ------------------------------------------------------------------------------------
+class UsageEvent(BaseModel):
+    """The outcome of one request, published once to JetStream with Nats-Msg-Id = request_id.
+
+    Billing settles the reservation from it; usage stores it. Both consume idempotently.
+    """
+
+    request_id: str
+    account_id: str
+    key_id: str
+    model: str
+    endpoint: str = "/v1/chat/completions"
+    status_code: int
+    error_type: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_pico: int = 0
+    reserved_micro: int = 0
+    finish_reason: str | None = None
+    stream: bool = False
+    received_at: float
+    latency_ms: int
+
+
+class HealthProbe(BaseModel):
+    pass
+
+
+class HealthReply(BaseModel):
+    service: str
+    status: Literal["ok", "degraded", "down"]
+    checks: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,41 @@
+"""NATS subject names: `<service>.v1.<noun>.<verb>` for request/reply, past tense for events."""
+
+# auth
+AUTH_KEY_VERIFY = "auth.v1.key.verify"
+AUTH_ACCOUNT_CREATE = "auth.v1.account.create"
+AUTH_KEY_REVOKED = "auth.v1.key.revoked"  # event: gateways drop cached verifications
+AUTH_HEALTH = "auth.v1.health.get"
+
+# billing
+BILLING_CREDITS_RESERVE = "billing.v1.credits.reserve"
+BILLING_CREDITS_GRANT = "billing.v1.credits.grant"
+BILLING_BALANCE_GET = "billing.v1.balance.get"
+BILLING_HEALTH = "billing.v1.health.get"
+
+# router: generation streams chunks to the caller's reply inbox
+ROUTER_GENERATION_START = "router.v1.generation.start"
+ROUTER_GENERATION_CANCEL = "router.v1.generation.cancel"  # broadcast; the owning router stops
+ROUTER_HEALTH = "router.v1.health.get"
+
+# usage: JetStream stream of request outcomes, consumed by billing (settle) and usage (record)
+USAGE_STREAM = "USAGE"
+USAGE_REQUEST_COMPLETED = "usage.v1.request.completed"
+USAGE_STREAM_SUBJECTS = ["usage.v1.request.>"]
+USAGE_HEALTH = "usage.v1.health.get"
+
+BILLING_SETTLE_CONSUMER = "billing-settle"
+USAGE_RECORD_CONSUMER = "usage-record"
+
+# model registry (NATS KV), written by the operator / local stack, read by router and gateway
+MODEL_REGISTRY_BUCKET = "lexora-models"
+
+# headers
+REQUEST_ID_HEADER = "Lexora-Request-Id"
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+SERVICE_QUEUE = {
+    "auth": "auth",
+    "billing": "billing",
+    "usage": "usage",
+    "router": "router",
+}

@@ -1,0 +1,140 @@
+"""Launch the real Triton Inference Server bundled in the ``nvidia-pytriton`` wheel, on CPU.
+
+The wheel ships ``tritonserver`` 2.51 plus the Python backend, but the backend is incomplete
+as installed: the per-interpreter ``triton_python_backend_stub`` lives under
+``python_backend_stubs/<major.minor>/`` and has to sit next to ``libtriton_python.so``.
+Rather than writing into site-packages we assemble a backends directory under a state dir.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import sysconfig
+from pathlib import Path
+
+__all__ = ["prepare_backends", "triton_command", "tritonserver_binary", "pytriton_root"]
+
+_STUB_NAME = "triton_python_backend_stub"
+
+
+def pytriton_root() -> Path:
+    """The installed ``pytriton/tritonserver`` directory (found without importing pytriton,
+    whose import pulls in a lot and configures logging)."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("nvidia-pytriton is not installed (pip install 'lexora[local]')")
+    root = Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
+    if not root.is_dir():
+        raise RuntimeError(f"pytriton has no bundled tritonserver at {root}")
+    return root
+
+
+def tritonserver_binary() -> Path:
+    binary = pytriton_root() / "bin" / "tritonserver"
+    if not binary.is_file():
+        raise RuntimeError(f"tritonserver binary missing: {binary}")
+    return binary
+
+
+def _wheel_libs_dir() -> Path:
+    # auditwheel puts the vendored shared libraries beside the package, in site-packages.
+    return pytriton_root().parent.parent / "nvidia_pytriton.libs"
+
+
+def _link(target: Path, link: Path) -> None:
+    """Make ``link`` a symlink to ``target``; a no-op when it already is one.
+
+    Goes through a temporary name + rename so a concurrent launcher never sees a missing file.
+    """
+    if link.is_symlink() and Path(os.readlink(link)) == target:
+        return
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    os.replace(tmp, link)
+
+
+def prepare_backends(state_dir: Path) -> Path:
+    """Build ``state_dir/tritonserver/backends`` mirroring the wheel's backends, with the
+    Python stub for the running interpreter added to ``python/``. Returns that directory.
+
+    Files are symlinked, so a second call only re-checks a handful of links. The stub is
+    linked too: its RPATH is ``$ORIGIN``-relative and the loader resolves ``$ORIGIN`` for an
+    executable through /proc/self/exe, i.e. to the real file inside the wheel.
+    """
+    wheel = pytriton_root()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = wheel / "python_backend_stubs" / version / _STUB_NAME
+    if not stub.is_file():
+        raise RuntimeError(f"nvidia-pytriton has no Python backend stub for Python {version}")
+
+    backends = Path(state_dir).resolve() / "tritonserver" / "backends"
+    for backend in sorted(p for p in (wheel / "backends").iterdir() if p.is_dir()):
+        dest = backends / backend.name
+        dest.mkdir(parents=True, exist_ok=True)
+        for item in backend.iterdir():
+            if item.name != "__pycache__":
+                _link(item, dest / item.name)
+    _link(stub, backends / "python" / _STUB_NAME)
+    return backends
+
+
+def _python_paths() -> list[str]:
+    paths = sysconfig.get_paths()
+    return list(dict.fromkeys([paths["purelib"], paths["platlib"]]))
+
+
+def triton_command(
+    model_repo: Path,
+    state_dir: Path,
+    http_port: int,
+    grpc_port: int,
+    metrics_port: int,
+) -> tuple[list[str], dict[str, str]]:
+    """argv and the environment variables to add to ``os.environ`` for running tritonserver.
+
+    Loopback only: this is the developer/test engine, not a network service.
+    """
+    backends = prepare_backends(state_dir)
+    argv = [
+        str(tritonserver_binary()),
+        f"--model-repository={Path(model_repo).resolve()}",
+        f"--backend-directory={backends}",
+        "--http-address=127.0.0.1",
+        f"--http-port={http_port}",
+        "--grpc-address=127.0.0.1",
+        f"--grpc-port={grpc_port}",
+        "--allow-metrics=true",
+        "--allow-gpu-metrics=false",
+        "--allow-cpu-metrics=true",
+        "--metrics-address=127.0.0.1",
+        f"--metrics-port={metrics_port}",
+        "--model-control-mode=none",
+        # Every model in the repository ships a complete config.pbtxt; backends must not guess.
+        "--disable-auto-complete-config",
+        "--strict-readiness=true",
+        "--exit-on-error=true",
+        "--log-verbose=0",
+        # No CUDA here: a pinned host pool would only produce allocation warnings.
+        "--pinned-memory-pool-byte-size=0",
+        "--model-load-thread-count=2",
+        "--exit-timeout-secs=10",
+    ]
+    # The stub links libpython3.11.so.1.0 by soname; without the running interpreter's lib dir
+    # first, the loader may pick a different build's libpython (e.g. the distro's) and the stub
+    # crashes at start-up. The wheel's vendored libs cover the symlinked backend library, whose
+    # $ORIGIN RPATH no longer points at them from the state dir.
+    ld_path = [sysconfig.get_config_var("LIBDIR") or "", str(_wheel_libs_dir())]
+    if os.environ.get("LD_LIBRARY_PATH"):
+        ld_path.append(os.environ["LD_LIBRARY_PATH"])
+    # The stub embeds the base interpreter, which knows nothing of the virtualenv.
+    py_path = _python_paths()
+    if os.environ.get("PYTHONPATH"):
+        py_path.append(os.environ["PYTHONPATH"])
+    env = {
+        "LD_LIBRARY_PATH": os.pathsep.join(p for p in ld_path if p),
+        "PYTHONPATH": os.pathsep.join(py_path),
+    }
+    return argv, env

@@ -1,0 +1,73 @@
+"""gateway wiring: settings, NATS, the registry view, routes under /v1 and /api/v1, /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import Response
+from nats.aio.msg import Msg
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from lexora_contracts import subjects
+from lexora_contracts.messages import KeyRevoked
+from lexora_gateway.auth_cache import KeyCache
+from lexora_gateway.errors import install_error_handlers
+from lexora_gateway.metrics_middleware import MetricsMiddleware
+from lexora_gateway.routes import api
+from lexora_gateway.settings import GatewaySettings
+from lexora_gateway.state import GatewayState
+from lexora_runtime.bus import ensure_usage_stream
+from lexora_runtime.logs import configure_logging
+from lexora_runtime.metrics import create_metrics
+from lexora_runtime.model_registry import ModelRegistryView
+from lexora_runtime.service import connect_with_patience
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+    metrics = create_metrics("gateway")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        nc = await connect_with_patience(settings.nats_url, "lexora-gateway")
+        js = nc.jetstream()
+        await ensure_usage_stream(js)
+        registry = ModelRegistryView()
+        await registry.start(js)
+        keys = KeyCache(settings.auth_cache_ttl_s)
+
+        async def on_revoked(msg: Msg) -> None:
+            keys.revoke(KeyRevoked.model_validate_json(msg.data).key_id)
+
+        await nc.subscribe(subjects.AUTH_KEY_REVOKED, cb=on_revoked)
+        app.state.gateway = GatewayState(settings, nc, js, registry, keys, metrics)
+        try:
+            yield
+        finally:
+            await registry.stop()
+            await nc.drain()
+
+    app = FastAPI(title="Lexora API", version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
+    app.include_router(api, prefix="/v1")
+    app.include_router(api, prefix="/api/v1", include_in_schema=False)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def main() -> None:
+    settings = GatewaySettings()
+    configure_logging("gateway", settings.log_level)
+    common = {"host": settings.host, "port": settings.port, "log_config": None, "access_log": False}
+    if settings.workers > 1:
+        uvicorn.run("lexora_gateway.app:create_app", factory=True, workers=settings.workers, **common)
+    else:
+        uvicorn.run(create_app(settings), **common)

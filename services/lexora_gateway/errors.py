@@ -1,0 +1,75 @@
+"""The one place errors become HTTP: the OpenAI envelope, with Retry-After where it applies."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lexora_contracts.errors import (
+    InternalError,
+    InvalidRequest,
+    LexoraError,
+    RouteNotFound,
+)
+
+
+def openai_error_body(error: LexoraError) -> dict[str, Any]:
+    return {"error": {"message": error.message, "type": error.type, "param": error.param, "code": error.code}}
+
+
+def error_response(error: LexoraError) -> Response:
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
+    return JSONResponse(openai_error_body(error), status_code=error.status, headers=headers)
+
+
+def sse_error_event(error: LexoraError) -> bytes:
+    return b"data: " + json.dumps(openai_error_body(error)).encode() + b"\n\n"
+
+
+def _param_name(location: Sequence[str | int]) -> str:
+    name = ""
+    for part in location:
+        if isinstance(part, int):
+            name += f"[{part}]"
+        elif not part.startswith(("function-", "literal[")) and not part[:1].isupper():
+            name += f".{part}" if name else part
+    return name
+
+
+def invalid_request_from(exc: ValidationError) -> InvalidRequest:
+    """Turn pydantic's first complaint into a message a developer can act on, naming the field."""
+    first = exc.errors()[0]
+    if first["type"] == "json_invalid":
+        return InvalidRequest("The request body is not valid JSON")
+    param = _param_name(first["loc"])
+    if first["type"] == "missing":
+        return InvalidRequest(f"Missing required parameter: '{param}'", param=param)
+    return InvalidRequest(f"Invalid value for '{param}': {first['msg']}", param=param)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_lexora_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, LexoraError)
+        return error_response(exc)
+
+    async def on_http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 404:
+            return error_response(
+                RouteNotFound("Unknown API route. See /openapi.json for the routes this server offers.")
+            )
+        return JSONResponse(openai_error_body(InvalidRequest(str(exc.detail))), status_code=exc.status_code)
+
+    async def on_unexpected(_: Request, exc: Exception) -> Response:
+        return error_response(InternalError("Internal error"))
+
+    app.add_exception_handler(LexoraError, on_lexora_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)
+

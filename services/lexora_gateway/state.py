@@ -1,0 +1,32 @@
+"""What the routes share for the life of the process, built in the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from lexora_gateway.auth_cache import KeyCache
+from lexora_gateway.settings import GatewaySettings
+from lexora_runtime.metrics import ServiceMetrics
+from lexora_runtime.model_registry import ModelRegistryView
+
+
+@dataclass
+class GatewayState:
+    settings: GatewaySettings
+    nc: NATS
+    js: JetStreamContext
+    registry: ModelRegistryView
+    keys: KeyCache
+    metrics: ServiceMetrics
+
+
+def _state(request: Request) -> GatewayState:
+    return request.app.state.gateway  # type: ignore[no-any-return]
+
+
+StateDep = Annotated[GatewayState, Depends(_state)]

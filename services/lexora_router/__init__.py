@@ -1,0 +1,1 @@
+"""router: picks a ready Triton endpoint for a model, streams tokens back, records the outcome."""

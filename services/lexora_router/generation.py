@@ -1,0 +1,164 @@
+"""One generation job: route it, stream its tokens to the caller's inbox, record its outcome.
+
+The router that accepted a job is the only one that reports its outcome: exactly one UsageEvent
+per job, published to JetStream (deduplicated by request id) before the caller sees the final
+message, so a completed request is durably on record before its answer is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from lexora_contracts.errors import InvalidRequest, JobTimeout, LexoraError, ModelUnavailable
+from lexora_contracts.messages import GenerationChunk, GenerationRequest, UsageEvent
+from lexora_contracts.money import request_cost_pico
+from lexora_runtime.bus import encode, publish_usage_event
+from lexora_runtime.metrics import ServiceMetrics
+from lexora_runtime.model_registry import ModelRegistryView
+from lexora_router.routing import RoutingPolicy
+from lexora_router.triton_engine import EngineRejected, EngineUnreachable, TritonEngine
+
+log = logging.getLogger("lexora.router")
+
+CLIENT_CLOSED = 499  # nginx's code for "client closed request": charged for what was produced
+
+
+@dataclass
+class Outcome:
+    status_code: int = 200
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    error: LexoraError | None = None
+    endpoint: str | None = None
+
+
+@dataclass
+class Router:
+    nc: NATS
+    js: JetStreamContext
+    registry: ModelRegistryView
+    engine: TritonEngine
+    policy: RoutingPolicy
+    metrics: ServiceMetrics
+    max_endpoint_attempts: int
+    max_job_s: float
+    in_flight: Counter[str] = field(default_factory=Counter)
+    jobs: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    cancelled_by_client: set[str] = field(default_factory=set)
+
+    def cancel(self, request_id: str) -> None:
+        task = self.jobs.get(request_id)
+        if task is not None and not task.done():
+            self.cancelled_by_client.add(request_id)
+            task.cancel()
+
+    async def run(self, request: GenerationRequest, reply: str) -> None:
+        started = time.monotonic()
+        outcome = Outcome()
+        await self._send(reply, GenerationChunk(kind="accepted"))
+        try:
+            timeout = min(request.deadline - time.time(), self.max_job_s)
+            async with asyncio.timeout(max(timeout, 0)):
+                await self._generate(request, reply, outcome)
+        except TimeoutError:
+            outcome.status_code, outcome.error = 504, JobTimeout("The job took longer than the time limit and was stopped")
+        except asyncio.CancelledError:
+            if request.request_id not in self.cancelled_by_client:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            outcome.status_code, outcome.finish_reason = CLIENT_CLOSED, "cancelled"
+        except LexoraError as exc:
+            outcome.status_code, outcome.error = exc.status, exc
+        finally:
+            self.cancelled_by_client.discard(request.request_id)
+        cost = self._cost(request, outcome)
+        await self._record(request, outcome, cost, started)
+        if outcome.error is not None:
+            await self._send(reply, GenerationChunk(kind="error", error=outcome.error.info()))
+        else:
+            await self._send(
+                reply,
+                GenerationChunk(
+                    kind="done",
+                    prompt_tokens=outcome.prompt_tokens,
+                    completion_tokens=outcome.completion_tokens,
+                    finish_reason=outcome.finish_reason,
+                    cost_pico=cost,
+                ),
+            )
+        self.metrics.requests.labels("router", "generate", str(outcome.status_code)).inc()
+        self.metrics.latency.labels("router", "generate").observe(time.monotonic() - started)
+
+    async def _generate(self, request: GenerationRequest, reply: str, outcome: Outcome) -> None:
+        record = self.registry.get(request.model)
+        if record is None or not record.ready_endpoints:
+            raise ModelUnavailable(f"No ready instance of {request.model}; retry in 30 seconds")
+        tried: set[str] = set()
+        for _ in range(self.max_endpoint_attempts):
+            endpoint = self.policy.choose(record.ready_endpoints, self.in_flight, tried)
+            if endpoint is None:
+                break
+            address = endpoint.grpc_address
+            self.in_flight[address] += 1
+            try:
+                async for output in self.engine.generate(address, record.triton_model, request):
+                    outcome.endpoint = address
+                    outcome.prompt_tokens = output.prompt_tokens
+                    outcome.completion_tokens = output.completion_tokens
+                    if output.text:
+                        await self._send(reply, GenerationChunk(kind="delta", text=output.text))
+                    if output.finish_reason:
+                        outcome.finish_reason = output.finish_reason
+                return
+            except EngineUnreachable as exc:
+                log.warning("endpoint unreachable, trying another", extra={"fields": {"error": str(exc)}})
+                tried.add(address)
+            except EngineRejected as exc:
+                raise InvalidRequest(f"The model rejected the request: {exc}") from exc
+            finally:
+                self.in_flight[address] -= 1
+        raise ModelUnavailable(f"No reachable instance of {request.model}; retry in 30 seconds")
+
+    @staticmethod
+    def _cost(request: GenerationRequest, outcome: Outcome) -> int:
+        if outcome.error is not None:
+            return 0  # failed jobs are not charged
+        return request_cost_pico(
+            outcome.prompt_tokens,
+            outcome.completion_tokens,
+            request.pricing.input_micro_per_mtok,
+            request.pricing.output_micro_per_mtok,
+        )
+
+    async def _record(self, request: GenerationRequest, outcome: Outcome, cost: int, started: float) -> None:
+        event = UsageEvent(
+            request_id=request.request_id,
+            account_id=request.account_id,
+            key_id=request.key_id,
+            model=request.model,
+            status_code=outcome.status_code,
+            error_type=outcome.error.type if outcome.error else None,
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+            cost_pico=cost,
+            reserved_micro=request.reserved_micro,
+            finish_reason=outcome.finish_reason,
+            stream=request.stream,
+            received_at=request.received_at,
+            latency_ms=int((time.time() - request.received_at) * 1000),
+        )
+        self.metrics.tokens.labels("router", request.model, "input").inc(outcome.prompt_tokens)
+        self.metrics.tokens.labels("router", request.model, "output").inc(outcome.completion_tokens)
+        await publish_usage_event(self.js, event)
+
+    async def _send(self, reply: str, chunk: GenerationChunk) -> None:
+        await self.nc.publish(reply, encode(chunk))
+

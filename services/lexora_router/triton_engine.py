@@ -1,0 +1,133 @@
+"""Talks to Triton over gRPC streaming, with the TensorRT-LLM ensemble's tensor names.
+
+The same protocol serves the local Python-backend model and TensorRT-LLM on GPUs: `text_input`,
+`max_tokens`, `stream`, `temperature`, `top_p`, `seed`, `stop_words` in; `text_output` out, plus
+the token counts the engine measured. Chat messages go as JSON with `apply_chat_template` so the
+model renders its own template and counts its own tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.grpc.aio import InferenceServerClient
+from tritonclient.utils import InferenceServerException
+
+from lexora_contracts.messages import GenerationRequest
+
+OUTPUTS = ("text_output", "num_input_tokens", "num_output_tokens", "finish_reason")
+
+
+class EngineUnreachable(Exception):
+    """The endpoint could not be reached: safe to retry elsewhere (nothing was generated)."""
+
+
+class EngineRejected(Exception):
+    """The engine answered with an error for this request (bad input, over context, ...)."""
+
+
+@dataclass
+class EngineOutput:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str | None  # set on the last output only
+
+
+def _tensor(name: str, dtype: str, value: np.ndarray) -> InferInput:
+    tensor = InferInput(name, list(value.shape), dtype)
+    tensor.set_data_from_numpy(value)
+    return tensor
+
+
+def build_inputs(request: GenerationRequest) -> list[InferInput]:
+    messages = json.dumps([m.model_dump() for m in request.messages])
+    inputs = [
+        _tensor("text_input", "BYTES", np.array([messages.encode()], dtype=np.object_)),
+        _tensor("apply_chat_template", "BOOL", np.array([True], dtype=bool)),
+        _tensor("max_tokens", "INT32", np.array([request.max_tokens], dtype=np.int32)),
+        _tensor("stream", "BOOL", np.array([True], dtype=bool)),
+        _tensor("temperature", "FP32", np.array([request.temperature], dtype=np.float32)),
+        _tensor("top_p", "FP32", np.array([request.top_p], dtype=np.float32)),
+    ]
+    if request.seed is not None:
+        inputs.append(_tensor("seed", "UINT64", np.array([request.seed], dtype=np.uint64)))
+    if request.stop:
+        inputs.append(_tensor("stop_words", "BYTES", np.array([s.encode() for s in request.stop], dtype=np.object_)))
+    return inputs
+
+
+def _scalar(result: object, name: str) -> object:
+    value = result.as_numpy(name)  # type: ignore[attr-defined]
+    return None if value is None else value.reshape(-1)[0]
+
+
+class TritonEngine:
+    """One gRPC channel per endpoint, reused across requests."""
+
+    def __init__(self) -> None:
+        self._clients: dict[str, InferenceServerClient] = {}
+
+    def _client(self, address: str) -> InferenceServerClient:
+        client = self._clients.get(address)
+        if client is None:
+            client = self._clients[address] = InferenceServerClient(address)
+        return client
+
+    async def ready(self, address: str, model: str) -> bool:
+        try:
+            return bool(await self._client(address).is_model_ready(model))
+        except Exception:
+            return False
+
+    async def generate(self, address: str, model: str, request: GenerationRequest) -> AsyncIterator[EngineOutput]:
+        """Stream outputs; raise EngineUnreachable before the first output, EngineRejected on an engine error."""
+        inputs = build_inputs(request)
+
+        async def one_request():  # type: ignore[no-untyped-def]
+            yield {
+                "model_name": model,
+                "inputs": inputs,
+                "outputs": [InferRequestedOutput(name) for name in OUTPUTS],
+                "request_id": request.request_id,
+            }
+
+        responses = self._client(address).stream_infer(one_request())
+        produced = False
+        try:
+            async for result, error in responses:
+                if error is not None:
+                    raise EngineRejected(str(error.message()))
+                text = _scalar(result, "text_output")
+                finish = _scalar(result, "finish_reason")
+                finish_reason = finish.decode() if isinstance(finish, bytes) else None
+                output = EngineOutput(
+                    text=text.decode("utf-8") if isinstance(text, bytes) else "",
+                    prompt_tokens=int(_scalar(result, "num_input_tokens") or 0),
+                    completion_tokens=int(_scalar(result, "num_output_tokens") or 0),
+                    finish_reason=finish_reason or None,
+                )
+                produced = True
+                yield output
+                if output.finish_reason:
+                    return
+        except grpc.aio.AioRpcError as exc:
+            if not produced and exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise EngineUnreachable(f"{address}: {exc.code().name}") from exc
+            if exc.code() == grpc.StatusCode.NOT_FOUND or "unknown model" in (exc.details() or ""):
+                raise EngineUnreachable(f"{address}: model {model} not loaded") from exc
+            raise EngineRejected(exc.details() or exc.code().name) from exc
+        except InferenceServerException as exc:
+            raise EngineRejected(str(exc.message())) from exc
+        finally:
+            # Tells Triton to stop generating when the caller went away early.
+            responses.cancel()
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()

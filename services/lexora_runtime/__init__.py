@@ -1,0 +1,1 @@
+"""Plumbing every service shares: settings, structured logs, metrics, NATS and database helpers."""

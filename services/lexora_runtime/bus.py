@@ -1,0 +1,194 @@
+"""NATS helpers: connecting, typed request/reply, micro-service endpoints, JetStream setup."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import nats
+from nats import micro
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError
+from nats.micro.request import ERROR_CODE_HEADER
+from pydantic import BaseModel, ValidationError
+
+from lexora_contracts import subjects
+from lexora_contracts.messages import UsageEvent
+from lexora_contracts.errors import ErrorInfo, InternalError, InvalidRequest, LexoraError, error_from_info
+from lexora_runtime.logs import request_id_var
+
+log = logging.getLogger(__name__)
+
+Req = TypeVar("Req", bound=BaseModel)
+Rep = TypeVar("Rep", bound=BaseModel)
+
+USAGE_RETENTION_S = 7 * 24 * 3600
+USAGE_DEDUP_WINDOW_S = 3600
+USAGE_PUBLISH_ATTEMPTS = 10
+
+
+async def connect(url: str, name: str) -> NATS:
+    return await nats.connect(
+        url,
+        name=name,
+        allow_reconnect=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=2,
+    )
+
+
+def encode(model: BaseModel) -> bytes:
+    return model.model_dump_json().encode()
+
+
+def request_headers(request_id: str | None = None) -> dict[str, str] | None:
+    request_id = request_id or request_id_var.get()
+    return {subjects.REQUEST_ID_HEADER: request_id} if request_id else None
+
+
+async def call(nc: NATS, subject: str, payload: BaseModel, reply_model: type[Rep], *, timeout: float = 5.0) -> Rep:
+    """Request/reply to another service; its typed errors are raised here as they were raised there."""
+    try:
+        msg = await nc.request(subject, encode(payload), timeout=timeout, headers=request_headers())
+    except nats.errors.NoRespondersError as exc:
+        raise InternalError(f"service behind {subject.split('.')[0]} is not running") from exc
+    except nats.errors.TimeoutError as exc:
+        raise InternalError(f"service behind {subject.split('.')[0]} did not answer in time") from exc
+    if msg.headers and msg.headers.get(ERROR_CODE_HEADER):
+        raise error_from_info(ErrorInfo.model_validate_json(msg.data))
+    return reply_model.model_validate_json(msg.data)
+
+
+Handler = Callable[[Req], Awaitable[BaseModel]]
+
+
+class EndpointRunner:
+    """Adapts typed async handlers to nats micro endpoints.
+
+    nats-py runs a subscription's callbacks one at a time; each request is handled in its own task
+    so a slow one never blocks the next. Errors travel as micro error headers plus ErrorInfo JSON.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def adapt(self, request_model: type[Req], handler: Handler[Req]) -> Callable[[micro.Request], Awaitable[None]]:
+        async def handle(request: micro.Request) -> None:
+            request_id_var.set((request.headers or {}).get(subjects.REQUEST_ID_HEADER))
+            try:
+                payload = request_model.model_validate_json(request.data)
+                reply = await handler(payload)
+                await request.respond(encode(reply))
+            except ValidationError as exc:
+                await _respond_error(request, InvalidRequest(f"malformed message: {exc.errors()[0]['msg']}"))
+            except LexoraError as exc:
+                await _respond_error(request, exc)
+            except Exception:
+                log.exception("handler failed")
+                await _respond_error(request, InternalError("internal error"))
+
+        async def spawn(request: micro.Request) -> None:
+            task = asyncio.create_task(handle(request))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        return spawn
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
+
+async def _respond_error(request: micro.Request, error: LexoraError) -> None:
+    await request.respond_error(str(error.status), error.message, data=encode(error.info()))
+
+
+async def start_service(
+    nc: NATS,
+    name: str,
+    endpoints: dict[str, tuple[str, type[BaseModel], Handler]],  # type: ignore[type-arg]
+    runner: EndpointRunner,
+) -> micro.Service:
+    """Register a micro service (PING/INFO/STATS for free) with one queue-grouped endpoint per subject."""
+    service = await micro.add_service(nc, name=name, version="0.1.0", description=f"lexora {name}")
+    for endpoint_name, (subject, request_model, handler) in endpoints.items():
+        await service.add_endpoint(
+            name=endpoint_name,
+            subject=subject,
+            handler=runner.adapt(request_model, handler),
+            queue_group=subjects.SERVICE_QUEUE[name],
+        )
+    return service
+
+
+async def ensure_usage_stream(js: JetStreamContext) -> None:
+    config = StreamConfig(
+        name=subjects.USAGE_STREAM,
+        subjects=subjects.USAGE_STREAM_SUBJECTS,
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=USAGE_RETENTION_S,
+        duplicate_window=USAGE_DEDUP_WINDOW_S,
+    )
+    try:
+        await js.add_stream(config)
+    except BadRequestError:
+        # Already there with another config (e.g. created by an older version): keep it.
+        await js.stream_info(subjects.USAGE_STREAM)
+
+
+async def consume_usage_events(
+    js: JetStreamContext,
+    durable: str,
+    handle: Callable[[bytes], Awaitable[None]],
+    stop: asyncio.Event,
+    batch: int = 64,
+) -> None:
+    """Pull usage events with a durable consumer; ack only after `handle` has committed.
+
+    A crash between commit and ack redelivers the event, so handlers must be idempotent.
+    """
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    await ensure_usage_stream(js)
+    sub = await js.pull_subscribe(
+        subjects.USAGE_REQUEST_COMPLETED,
+        durable=durable,
+        stream=subjects.USAGE_STREAM,
+        config=ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=30, max_ack_pending=1000
+        ),
+    )
+    while not stop.is_set():
+        try:
+            messages = await sub.fetch(batch, timeout=1)
+        except nats.errors.TimeoutError:
+            continue
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+            await asyncio.sleep(0.5)
+            continue
+        for msg in messages:
+            try:
+                await handle(msg.data)
+            except Exception:
+                log.exception("usage event handling failed; will be redelivered")
+                await msg.nak(delay=1)
+                continue
+            await msg.ack()
+
+
+async def publish_usage_event(js: JetStreamContext, event: UsageEvent) -> None:
+    """Publish once, retrying through NATS hiccups; JetStream drops duplicates of the same id."""
+    headers = {subjects.MSG_ID_HEADER: event.request_id, subjects.REQUEST_ID_HEADER: event.request_id}
+    for attempt in range(USAGE_PUBLISH_ATTEMPTS):
+        try:
+            await js.publish(subjects.USAGE_REQUEST_COMPLETED, encode(event), headers=headers, timeout=5)
+            return
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionReconnectingError):
+            await asyncio.sleep(min(0.2 * 2**attempt, 5))
+    log.error("usage event could not be published; its hold will be released by the sweeper")

@@ -1,0 +1,102 @@
+"""Tables, grouped by the service that owns them. A service reads and writes only its own tables."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+)
+
+metadata = MetaData()
+
+# ---- auth -------------------------------------------------------------------------------------
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200)),
+    Column("plan", String(20), nullable=False),
+    Column("timezone", String(64), nullable=False, server_default="UTC"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("key_hash", String(64), nullable=False, unique=True),  # HMAC-SHA256(pepper, key), hex
+    Column("display_prefix", String(24), nullable=False),  # e.g. "sk-lexora-AbC…", never the key
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+    Column("last_used_at", DateTime(timezone=True)),
+)
+
+# ---- billing ----------------------------------------------------------------------------------
+balances = Table(
+    "balances",
+    metadata,
+    Column("account_id", String(40), primary_key=True),
+    Column("balance_micro", BigInteger, nullable=False),
+    Column("held_micro", BigInteger, nullable=False, server_default="0"),
+    Column("carry_pico", BigInteger, nullable=False, server_default="0"),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("account_id", String(40), nullable=False, index=True),
+    Column("amount_micro", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # held | settled | released
+    Column("charged_micro", BigInteger, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("closed_at", DateTime(timezone=True)),
+    Index("ix_reservations_held_expiry", "status", "expires_at"),
+)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("account_id", String(40), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),  # topup | adjustment | charge | refund
+    Column("amount_micro", BigInteger, nullable=False),  # signed; balance = sum(amount_micro)
+    Column("cost_pico", BigInteger, nullable=False, server_default="0"),  # exact cost of a charge
+    Column("idempotency_key", String(128), nullable=False, unique=True),
+    Column("actor", String(128)),
+    Column("reason", String(500)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# ---- usage ------------------------------------------------------------------------------------
+usage_records = Table(
+    "usage_records",
+    metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("account_id", String(40), nullable=False),
+    Column("key_id", String(40), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("endpoint", String(64), nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("error_type", String(64)),
+    Column("prompt_tokens", Integer, nullable=False),
+    Column("completion_tokens", Integer, nullable=False),
+    Column("cost_pico", BigInteger, nullable=False),
+    Column("finish_reason", String(32)),
+    Column("stream", Boolean, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("latency_ms", Integer, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Index("ix_usage_account_time", "account_id", "received_at"),
+)

@@ -1,0 +1,1 @@
+"""usage: durable usage events from JetStream into queryable storage."""

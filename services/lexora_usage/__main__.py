@@ -1,0 +1,4 @@
+from lexora_usage.app import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+from lexora_runtime.settings import DatabaseSettings
+
+
+class UsageSettings(DatabaseSettings):
+    pass

