@@ -129,12 +129,18 @@ def triton_command(
     ld_path = [sysconfig.get_config_var("LIBDIR") or "", str(_wheel_libs_dir())]
     if os.environ.get("LD_LIBRARY_PATH"):
         ld_path.append(os.environ["LD_LIBRARY_PATH"])
-    # The stub embeds the base interpreter, which knows nothing of the virtualenv.
+    # The stub embeds the base interpreter, which knows nothing of the virtualenv, and its
+    # interpreter ignores PYTHONPATH (checked: the variable is set, sys.path lacks it). What
+    # works is PATH: the embedded Python derives sys.executable from the first `python3` on
+    # PATH, finds the venv's pyvenv.cfg next to it and adds the venv's site-packages -- the
+    # same trick pytriton uses. PYTHONPATH is still set for anything that does honour it.
     py_path = _python_paths()
     if os.environ.get("PYTHONPATH"):
         py_path.append(os.environ["PYTHONPATH"])
+    bin_path = [sysconfig.get_path("scripts"), os.environ.get("PATH") or os.defpath]
     env = {
         "LD_LIBRARY_PATH": os.pathsep.join(p for p in ld_path if p),
         "PYTHONPATH": os.pathsep.join(py_path),
+        "PATH": os.pathsep.join(bin_path),
     }
     return argv, env

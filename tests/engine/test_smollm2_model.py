@@ -8,11 +8,9 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -20,12 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lexora_dev.triton_server import triton_command
+
 ROOT = Path(__file__).resolve().parents[2]
-try:
-    from lexora_dev.triton_server import triton_command
-except ImportError:  # running from a checkout that is not pip-installed
-    sys.path.insert(0, str(ROOT / "services"))
-    from lexora_dev.triton_server import triton_command
 
 grpcclient = pytest.importorskip("tritonclient.grpc")
 aio = pytest.importorskip("tritonclient.grpc.aio")
@@ -141,8 +136,7 @@ async def generate(url, text, max_tokens=16, *, chat=True, stream=False, tempera
     done = asyncio.Event()
 
     async def requests():
-        yield {"model_name": MODEL, "inputs": tensors,
-               "parameters": {"triton_enable_empty_final_response": True}}
+        yield {"model_name": MODEL, "inputs": tensors}
         await done.wait()  # keep the stream open until the final response arrives
 
     responses, error = [], None
@@ -155,17 +149,19 @@ async def generate(url, text, max_tokens=16, *, chat=True, stream=False, tempera
                     break
                 out = {n: result.as_numpy(n) for n in
                        ("text_output", "num_input_tokens", "num_output_tokens", "finish_reason")}
-                if out["text_output"] is not None:
-                    responses.append({
-                        "text": out["text_output"][0].decode(),
-                        "n_in": int(out["num_input_tokens"][0]),
-                        "n_out": int(out["num_output_tokens"][0]),
-                        "finish": out["finish_reason"][0].decode(),
-                    })
+                responses.append({
+                    "text": out["text_output"][0].decode(),
+                    "n_in": int(out["num_input_tokens"][0]),
+                    "n_out": int(out["num_output_tokens"][0]),
+                    "finish": out["finish_reason"][0].decode(),
+                })
                 if cancel_after is not None and len(responses) >= cancel_after:
                     it.cancel()
                     break
-                if result.get_response().parameters["triton_final_response"].bool_param:
+                # The aio client cannot ask for Triton's final-response marker (the
+                # triton_* parameters are reserved), so rely on the model's contract: the
+                # final response, and only it, carries a finish_reason.
+                if responses[-1]["finish"]:
                     break
         finally:
             done.set()

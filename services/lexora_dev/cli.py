@@ -1,0 +1,246 @@
+"""`lexora`: run the local platform (`lexora dev`) and administer it (`lexora admin ...`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from lexora_contracts import subjects
+from lexora_contracts.errors import LexoraError
+from lexora_contracts.messages import (
+    Balance,
+    BalanceRequest,
+    CreateAccountReply,
+    CreateAccountRequest,
+    GrantRequest,
+)
+from lexora_contracts.money import micro_to_usd_str, usd_to_micro
+from lexora_dev import stack
+from lexora_dev.catalog import LOCAL_CHAT_MODEL, local_catalog
+from lexora_dev.processes import ManagedProcess, port_is_free
+from lexora_runtime.bus import call, connect
+
+DEFAULT_STATE_DIR = ".lexora"
+DEFAULT_NATS_PORT = 4222
+
+
+def state_dir_from_env() -> Path:
+    return Path(os.environ.get("LEXORA_STATE_DIR", DEFAULT_STATE_DIR)).resolve()
+
+
+# ---- lexora dev --------------------------------------------------------------------------------
+def run_dev(args: argparse.Namespace) -> int:
+    state_dir = state_dir_from_env()
+    gateway_port = int(os.environ.get("LEXORA_PORT", "8080"))
+    database_url = os.environ.get("DATABASE_URL") or f"sqlite+aiosqlite:///{state_dir / 'lexora.db'}"
+    if not port_is_free(gateway_port):
+        print(f"Port {gateway_port} is taken; set LEXORA_PORT to another port.", file=sys.stderr)
+        return 1
+    nats_port = DEFAULT_NATS_PORT if port_is_free(DEFAULT_NATS_PORT) else stack.free_port()
+    nats_url = f"nats://127.0.0.1:{nats_port}"
+    processes: list[ManagedProcess] = []
+    stopping = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        say(f"state directory {state_dir}")
+        processes.append(stack.start_nats(state_dir, nats_port))
+        say(f"nats-server with JetStream on {nats_url}")
+        stack.prepare_database(database_url)
+        say(f"database ready ({database_url.split('://')[0]})")
+        say("starting tritonserver (loading the model takes a few seconds)")
+        triton, grpc_address = stack.start_triton(state_dir)
+        processes.append(triton)
+        say(f"tritonserver serving model-repo/ (gRPC {grpc_address})")
+        stack.publish_catalog(nats_url, local_catalog(grpc_address))
+        config = stack.ServiceConfig(nats_url, database_url, state_dir, gateway_port)
+        for service in stack.SERVICES:
+            processes.append(stack.start_service(service, config))
+        stack.wait_for_gateway(gateway_port, processes[-1])
+        stack.write_stack_file(state_dir, {"nats_url": nats_url, "gateway_url": f"http://127.0.0.1:{gateway_port}"})
+        print_welcome(gateway_port, state_dir)
+        while True:
+            for process in processes:
+                if not process.alive:
+                    say(f"{process.name} exited unexpectedly; stopping. Its log:\n{process.log_tail()}")
+                    return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return 0
+    except Exception as exc:  # start-up failed: say why, then clean up
+        say(f"could not start: {exc}")
+        return 1
+    finally:
+        say("stopping..." if not stopping else "stopping (SIGTERM)...")
+        for process in reversed(processes):
+            process.stop()
+        (state_dir / "stack.json").unlink(missing_ok=True)
+        say("stopped")
+
+
+def say(message: str) -> None:
+    print(f"[lexora] {message}", flush=True)
+
+
+def print_welcome(port: int, state_dir: Path) -> None:
+    print(
+        f"""
+Lexora is up.
+  API:      http://127.0.0.1:{port}/v1   (also /api/v1)
+  Health:   http://127.0.0.1:{port}/v1/health
+  Model:    {LOCAL_CHAT_MODEL}
+  Logs:     {state_dir / 'logs'}
+
+Create a key with $5 of credit (in another terminal):
+  .venv/bin/lexora admin create-key --credits 5
+
+Then, with the openai SDK:
+  OpenAI(base_url="http://127.0.0.1:{port}/v1", api_key="<api_key>")
+
+Ctrl-C stops everything.
+""",
+        flush=True,
+    )
+
+
+# ---- lexora admin -----------------------------------------------------------------------------
+def nats_url_for_admin() -> str:
+    return (
+        os.environ.get("LEXORA_NATS_URL")
+        or stack.read_stack_file(state_dir_from_env()).get("nats_url")
+        or f"nats://127.0.0.1:{DEFAULT_NATS_PORT}"
+    )
+
+
+async def create_key(args: argparse.Namespace) -> dict[str, object]:
+    amount = usd_to_micro(args.credits)
+    nc = await connect(nats_url_for_admin(), "lexora-admin")
+    try:
+        account = await call(
+            nc, subjects.AUTH_ACCOUNT_CREATE, CreateAccountRequest(plan=args.plan, name=args.name), CreateAccountReply
+        )
+        result: dict[str, object] = account.model_dump()
+        if amount:
+            balance = await call(
+                nc,
+                subjects.BILLING_CREDITS_GRANT,
+                GrantRequest(
+                    account_id=account.account_id,
+                    amount_micro=amount,
+                    idempotency_key=f"create-key:{account.account_id}",
+                    actor=args.actor,
+                    reason="initial credit at account creation",
+                ),
+                Balance,
+            )
+            result["balance_usd"] = micro_to_usd_str(balance.balance_micro)
+        else:
+            result["balance_usd"] = micro_to_usd_str(0)
+        return result
+    finally:
+        await nc.drain()
+
+
+async def grant(args: argparse.Namespace) -> dict[str, object]:
+    nc = await connect(nats_url_for_admin(), "lexora-admin")
+    try:
+        balance = await call(
+            nc,
+            subjects.BILLING_CREDITS_GRANT,
+            GrantRequest(
+                account_id=args.account,
+                amount_micro=usd_to_micro(args.credits),
+                idempotency_key=args.idempotency_key or f"admin:{uuid.uuid4().hex}",
+                actor=args.actor,
+                reason=args.reason,
+            ),
+            Balance,
+        )
+        return balance_view(balance)
+    finally:
+        await nc.drain()
+
+
+async def balance(args: argparse.Namespace) -> dict[str, object]:
+    nc = await connect(nats_url_for_admin(), "lexora-admin")
+    try:
+        return balance_view(
+            await call(nc, subjects.BILLING_BALANCE_GET, BalanceRequest(account_id=args.account), Balance)
+        )
+    finally:
+        await nc.drain()
+
+
+def balance_view(balance: Balance) -> dict[str, object]:
+    return {
+        **balance.model_dump(),
+        "balance_usd": micro_to_usd_str(balance.balance_micro),
+        "available_usd": micro_to_usd_str(balance.available_micro),
+    }
+
+
+def run_admin(handler, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    try:
+        result = asyncio.run(handler(args))
+    except LexoraError as exc:
+        print(json.dumps({"error": exc.info().model_dump()}), file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(json.dumps({"error": {"message": str(exc)}}), file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="lexora", description="Lexora: self-hosted inference API platform")
+    commands = root.add_subparsers(dest="command", required=True)
+    commands.add_parser("dev", help="run the whole platform locally (NATS, database, Triton, services)")
+    migrate = commands.add_parser("migrate", help="bring the database schema up to date")
+    migrate.add_argument("--database-url", default=os.environ.get("DATABASE_URL") or os.environ.get("LEXORA_DATABASE_URL"))
+
+    admin = commands.add_parser("admin", help="administer a running stack over NATS").add_subparsers(
+        dest="admin_command", required=True
+    )
+    create = admin.add_parser("create-key", help="create an account with an API key and initial credit")
+    create.add_argument("--credits", default="0", help="initial credit in USD (e.g. 5 or 0.25)")
+    create.add_argument("--plan", choices=["free", "pro", "enterprise"], default="free")
+    create.add_argument("--name", default=None)
+    create.add_argument("--actor", default=os.environ.get("USER", "admin"))
+    add = admin.add_parser("grant", help="add credit to an account (recorded as an adjustment)")
+    add.add_argument("--account", required=True)
+    add.add_argument("--credits", required=True, help="amount in USD")
+    add.add_argument("--reason", required=True)
+    add.add_argument("--actor", default=os.environ.get("USER", "admin"))
+    add.add_argument("--idempotency-key", default=None)
+    show = admin.add_parser("balance", help="show an account's balance")
+    show.add_argument("--account", required=True)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "dev":
+        return run_dev(args)
+    if args.command == "migrate":
+        url = args.database_url or f"sqlite+aiosqlite:///{state_dir_from_env() / 'lexora.db'}"
+        stack.prepare_database(url)
+        return 0
+    handlers = {"create-key": create_key, "grant": grant, "balance": balance}
+    return run_admin(handlers[args.admin_command], args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

