@@ -164,23 +164,26 @@ async def consume_usage_events(
             ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=30, max_ack_pending=1000
         ),
     )
-    while not stop.is_set():
-        try:
-            messages = await sub.fetch(batch, timeout=1)
-        except nats.errors.TimeoutError:
-            continue
-        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
-            await asyncio.sleep(0.5)
-            continue
-        for msg in messages:
+    try:
+        while not stop.is_set():
             try:
-                await handle(msg.data)
-            except Exception:
-                log.exception("usage event handling failed; will be redelivered")
-                await msg.nak(delay=1)
+                messages = await sub.fetch(batch, timeout=1)
+            except nats.errors.TimeoutError:
                 continue
-            await msg.ack()
-
+            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+                await asyncio.sleep(0.5)
+                continue
+            for msg in messages:
+                try:
+                    await handle(msg.data)
+                except Exception:
+                    log.exception("usage event handling failed; will be redelivered")
+                    await msg.nak(delay=1)
+                    continue
+                await msg.ack()
+    finally:
+        # A pull subscription left open makes the connection's drain wait out its whole timeout.
+        await sub.unsubscribe()
 
 async def publish_usage_event(js: JetStreamContext, event: UsageEvent) -> None:
     """Publish once, retrying through NATS hiccups; JetStream drops duplicates of the same id."""

@@ -73,16 +73,19 @@ def triton(tmp_path_factory):
             time.sleep(0.5)
         yield f"127.0.0.1:{ports[1]}", log_path
     finally:
-        # The Python stub processes share the server's process group.
-        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(timeout=wait)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        # SIGTERM to the server alone: it then unloads the model through its stub and exits
+        # in ~2 s. Signalling the whole group would kill the stub under it and the server
+        # would wait out its full exit timeout for the unload that can no longer happen.
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        try:  # whatever is left of the group: the server if it hung, stray stubs
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -202,6 +205,20 @@ async def test_streaming_deltas_concatenate_to_the_greedy_output(triton):
     assert all(d["n_in"] == whole["n_in"] for d in deltas)
 
 
+async def test_multibyte_characters_are_never_split(triton):
+    """SmolLM2's byte-level BPE spells most CJK characters with two tokens."""
+    url, _ = triton
+    prompt = "Translate to Japanese: good morning, my friend. Japanese:"
+    whole = await complete(url, prompt, 24, chat=False)
+    responses, error = await generate(url, prompt, 24, chat=False, stream=True)
+    assert error is None, error
+    deltas = [r["text"] for r in responses[:-1]]
+    assert any(not c.isascii() for c in "".join(deltas)), deltas
+    assert not any("\ufffd" in d for d in deltas) and "\ufffd" not in whole["text"]
+    assert "".join(deltas) == whole["text"]
+    assert responses[-1]["n_out"] == whole["n_out"] > len(deltas)
+
+
 async def test_max_tokens_is_respected_and_counted(triton, vocab):
     url, _ = triton
     prompt = "Once upon a time, in a small village by the sea,"
@@ -218,7 +235,9 @@ async def test_stop_word_truncates_before_it(triton):
     baseline = await complete(url, GREETING, max_tokens=24)
     words = baseline["text"].split()
     assert len(words) >= 4, baseline
-    stop = " " + words[2]  # something the greedy answer is known to contain
+    # Something the greedy answer is known to contain, spanning several tokens so that
+    # streaming has to hold back " word" until it knows whether the stop follows.
+    stop = f" {words[2]} {words[3]}"
     expected = baseline["text"][: baseline["text"].index(stop)]
 
     out = await complete(url, GREETING, max_tokens=24, stop=[stop, "never-appears"])

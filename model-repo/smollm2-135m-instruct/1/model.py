@@ -192,13 +192,15 @@ class TritonPythonModel:
         tokens = self.llm.generate(prompt, temp=temperature, top_p=top_p, top_k=0, min_p=0.0,
                                    typical_p=1.0, repeat_penalty=1.0)
         # Bytes of a multi-byte character can arrive in different tokens; the incremental
-        # decoder keeps the partial bytes until the character is whole.
+        # decoder keeps the partial bytes until the character is whole. It is never flushed:
+        # a character cut off by max_tokens or a stop is dropped rather than shown as U+FFFD.
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         text, safe, sent, n_out = "", 0, 0, 0
-        finish_reason, stop_word_hit = "length", False
+        finish_reason = "length"
         try:
             for token in tokens:
-                if sender.is_cancelled() or request.is_cancelled():
+                # One IPC round trip to the server per token; negligible next to a decode.
+                if sender.is_cancelled():
                     finish_reason = "cancelled"
                     break
                 if llama_vocab_is_eog(self.vocab, token):
@@ -210,7 +212,7 @@ class TritonPythonModel:
                 hits = [i for i in (text.find(s, safe) for s in stops) if i >= 0]
                 if hits:
                     text = text[:min(hits)]
-                    finish_reason, stop_word_hit = "stop", True
+                    finish_reason = "stop"
                     break
                 if n_out >= max_tokens:
                     break
@@ -221,8 +223,6 @@ class TritonPythonModel:
         finally:
             tokens.close()
 
-        if not stop_word_hit:  # bytes past a stop word are dropped anyway
-            text += decoder.decode(b"", final=True)
         if finish_reason == "cancelled":
             pb_utils.Logger.log_info(f"request cancelled after {n_out} generated tokens")
             # Nobody is listening; the FINAL flag alone releases the request.
