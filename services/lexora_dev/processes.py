@@ -84,11 +84,13 @@ class ManagedProcess:
             return "(no log)"
 
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM the whole group, then SIGKILL whatever is left after `timeout`."""
+        """SIGTERM the process, then SIGKILL its whole group after it exits or after `timeout`."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            _signal_group(self.proc.pid, signal.SIGTERM)
+            # The leader alone: tritonserver stops its Python stubs itself, and exits slowly if
+            # they were already killed under it.
+            self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -1,0 +1,138 @@
+"""A running Lexora stack for end-to-end tests, with helpers that act as an operator would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from lexora_contracts import subjects
+from lexora_contracts.messages import Balance, BalanceRequest, CreateAccountReply, CreateAccountRequest, GrantRequest
+from lexora_dev import stack
+from lexora_dev.processes import ManagedProcess
+from lexora_runtime.bus import call, connect
+from lexora_runtime.db import create_engine
+
+
+@dataclass
+class Account:
+    account_id: str
+    api_key: str
+
+
+@dataclass
+class RunningStack:
+    name: str
+    config: stack.ServiceConfig
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.gateway_port}/v1"
+
+    @property
+    def database_url(self) -> str:
+        return self.config.database_url
+
+    # ---- acting as the operator ----------------------------------------------------------------
+    def create_account(self, credits_micro: int = 5_000_000, plan: str = "free") -> Account:
+        async def create() -> Account:
+            nc = await connect(self.config.nats_url, "tests")
+            try:
+                reply = await call(nc, subjects.AUTH_ACCOUNT_CREATE, CreateAccountRequest(plan=plan), CreateAccountReply)
+                if credits_micro:
+                    await call(
+                        nc,
+                        subjects.BILLING_CREDITS_GRANT,
+                        GrantRequest(
+                            account_id=reply.account_id,
+                            amount_micro=credits_micro,
+                            idempotency_key=f"test:{reply.account_id}",
+                            actor="tests",
+                            reason="test credit",
+                        ),
+                        Balance,
+                    )
+                return Account(reply.account_id, reply.api_key)
+            finally:
+                await nc.drain()
+
+        return asyncio.run(create())
+
+    def balance(self, account_id: str) -> Balance:
+        async def get() -> Balance:
+            nc = await connect(self.config.nats_url, "tests")
+            try:
+                return await call(nc, subjects.BILLING_BALANCE_GET, BalanceRequest(account_id=account_id), Balance)
+            finally:
+                await nc.drain()
+
+        return asyncio.run(get())
+
+    def settled_balance(self, account_id: str, timeout: float = 15.0) -> Balance:
+        """The balance once every hold of the account is settled (settlement is asynchronous)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            balance = self.balance(account_id)
+            if balance.held_micro == 0 or time.monotonic() > deadline:
+                return balance
+            time.sleep(0.1)
+
+    def query(self, sql: str, **params: Any) -> list[dict[str, Any]]:
+        async def run() -> list[dict[str, Any]]:
+            engine = create_engine(self.database_url)
+            try:
+                async with engine.connect() as conn:
+                    rows = (await conn.execute(text(sql), params)).mappings().all()
+                    return [dict(row) for row in rows]
+            finally:
+                await engine.dispose()
+
+        return asyncio.run(run())
+
+    def usage_rows(self, account_id: str) -> list[dict[str, Any]]:
+        return self.query("SELECT * FROM usage_records WHERE account_id = :a ORDER BY received_at", a=account_id)
+
+    def wait_for_usage_rows(self, account_id: str, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        rows = self.usage_rows(account_id)
+        while len(rows) < count and time.monotonic() < deadline:
+            time.sleep(0.2)
+            rows = self.usage_rows(account_id)
+        return rows
+
+    def ledger_charges(self, account_id: str) -> list[dict[str, Any]]:
+        return self.query(
+            "SELECT * FROM ledger_entries WHERE account_id = :a AND kind = 'charge' ORDER BY id", a=account_id
+        )
+
+    # ---- processes -----------------------------------------------------------------------------
+    def start(self, service: str, log_name: str | None = None, **extra_env: str) -> ManagedProcess:
+        config = self.config
+        if extra_env:
+            config = stack.ServiceConfig(**{**config.__dict__, "extra_env": {**config.extra_env, **extra_env}})
+        process = stack.start_service(service, config, log_name)
+        self.processes[log_name or service] = process
+        return process
+
+    def admin_cli(self, *args: str) -> dict[str, Any]:
+        result = subprocess.run(
+            [str(Path(sys.executable).parent / "lexora"), "admin", *args],
+            env={**os.environ, "LEXORA_NATS_URL": self.config.nats_url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def logs(self) -> str:
+        return "\n".join(p.log_path.read_text(errors="replace") for p in self.processes.values())
