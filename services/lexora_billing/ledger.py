@@ -65,6 +65,15 @@ class Ledger:
             )
         return int(remaining)
 
+    @staticmethod
+    async def _available(conn: AsyncConnection, account_id: str) -> int:
+        row = (
+            await conn.execute(
+                select(balances.c.balance_micro - balances.c.held_micro).where(balances.c.account_id == account_id)
+            )
+        ).first()
+        return int(row[0]) if row else 0
+
     async def settle(self, event: UsageEvent, now: datetime) -> bool:
         """Charge a finished request's exact cost and release the rest of its hold. Idempotent.
 

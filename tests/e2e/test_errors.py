@@ -1,0 +1,171 @@
+"""Every error on the serving path, as the OpenAI SDK and a raw HTTP client see it."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import openai
+import pytest
+
+from lexora_dev.catalog import LOCAL_CHAT_MODEL
+
+from support.stack import RunningStack
+
+HELLO = [{"role": "user", "content": "Hello"}]
+
+
+def sdk(lexora: RunningStack, api_key: str, base_url: str | None = None) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base_url or lexora.base_url, api_key=api_key, max_retries=0)
+
+
+def post(lexora: RunningStack, body: object, **headers: str) -> httpx.Response:
+    return httpx.post(f"{lexora.base_url}/chat/completions", json=body, headers=headers, timeout=60)
+
+
+def assert_envelope(response: httpx.Response, status: int, error_type: str, code: str) -> dict:
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error["type"] == error_type and error["code"] == code
+    assert error["message"]
+    assert set(error) == {"message", "type", "param", "code"}
+    return error
+
+
+def test_missing_key_is_401(lexora: RunningStack) -> None:
+    response = post(lexora, {"model": LOCAL_CHAT_MODEL, "messages": HELLO})
+    error = assert_envelope(response, 401, "authentication_error", "unauthorized")
+    assert "Authorization: Bearer" in error["message"]
+
+
+def test_bad_key_is_401_through_the_sdk(lexora: RunningStack) -> None:
+    with pytest.raises(openai.AuthenticationError) as caught:
+        sdk(lexora, "sk-lexora-not-a-real-key").chat.completions.create(model=LOCAL_CHAT_MODEL, messages=HELLO)
+    assert caught.value.status_code == 401
+    assert caught.value.body["code"] == "unauthorized"
+
+
+def test_no_credit_is_402_and_nothing_is_charged(lexora: RunningStack) -> None:
+    account = lexora.create_account(credits_micro=0)
+    with pytest.raises(openai.APIStatusError) as caught:
+        sdk(lexora, account.api_key).chat.completions.create(model=LOCAL_CHAT_MODEL, messages=HELLO)
+    assert caught.value.status_code == 402
+    assert caught.value.body["type"] == "insufficient_credits"
+    assert "Add credits" in caught.value.body["message"]
+    assert lexora.balance(account.account_id).balance_micro == 0
+    assert lexora.usage_rows(account.account_id) == []
+
+
+def test_unknown_model_is_404_naming_the_param(lexora: RunningStack) -> None:
+    account = lexora.create_account()
+    with pytest.raises(openai.NotFoundError) as caught:
+        sdk(lexora, account.api_key).chat.completions.create(model="no/such-model", messages=HELLO)
+    assert caught.value.body["code"] == "model_not_found"
+    assert caught.value.body["param"] == "model"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": LOCAL_CHAT_MODEL}, "messages"),
+        ({"model": LOCAL_CHAT_MODEL, "messages": []}, "messages"),
+        ({"model": LOCAL_CHAT_MODEL, "messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
+        ({"model": LOCAL_CHAT_MODEL, "messages": HELLO, "temperature": 3}, "temperature"),
+        ({"model": LOCAL_CHAT_MODEL, "messages": HELLO, "max_tokens": 0}, "max_tokens"),
+        ({"model": LOCAL_CHAT_MODEL, "messages": HELLO, "max_tokens": 10000}, "max_tokens"),
+        ({"model": LOCAL_CHAT_MODEL, "messages": HELLO, "n": 2}, "n"),
+    ],
+)
+def test_malformed_body_is_400_naming_the_field(lexora: RunningStack, body: dict, param: str) -> None:
+    account = lexora.create_account()
+    error = assert_envelope(
+        post(lexora, body, authorization=f"Bearer {account.api_key}"), 400, "invalid_request_error", "invalid_request"
+    )
+    assert error["param"] == param
+
+
+def test_body_that_is_not_json_is_400(lexora: RunningStack) -> None:
+    account = lexora.create_account()
+    response = httpx.post(
+        f"{lexora.base_url}/chat/completions",
+        content=b"{not json",
+        headers={"authorization": f"Bearer {account.api_key}", "content-type": "application/json"},
+    )
+    error = assert_envelope(response, 400, "invalid_request_error", "invalid_request")
+    assert "not valid JSON" in error["message"]
+
+
+def test_model_without_ready_instance_is_503_with_retry_after(lexora: RunningStack) -> None:
+    account = lexora.create_account()
+    with pytest.raises(openai.InternalServerError) as caught:
+        sdk(lexora, account.api_key).chat.completions.create(model="meta-llama/Llama-3.2-3B-Instruct", messages=HELLO)
+    assert caught.value.status_code == 503
+    assert caught.value.response.headers["retry-after"] == "30"
+    assert caught.value.body["type"] == "model_unavailable"
+    assert lexora.settled_balance(account.account_id).balance_micro == 5_000_000
+
+
+def test_unknown_route_is_404_in_the_envelope(lexora: RunningStack) -> None:
+    response = httpx.get(f"{lexora.base_url}/no-such-thing")
+    assert_envelope(response, 404, "invalid_request_error", "not_found")
+
+
+@pytest.fixture(scope="module")
+def impatient_gateway(lexora: RunningStack) -> str:
+    """A second gateway on the same platform whose jobs time out after one second."""
+    from lexora_dev import stack
+    from lexora_dev.processes import free_port
+
+    port = free_port()
+    process = stack.start_service(
+        "gateway",
+        stack.ServiceConfig(**{**lexora.config.__dict__, "gateway_port": port, "job_timeout_s": 1.0}),
+        log_name=f"gateway-impatient-{port}",
+    )
+    lexora.processes[f"gateway-impatient-{port}"] = process
+    stack.wait_for_gateway(port, process)
+    return f"http://127.0.0.1:{port}/v1"
+
+
+LONG_JOB = [{"role": "user", "content": "Write a very long and detailed story about a dragon and a knight."}]
+
+
+def test_job_over_the_time_limit_is_504_and_not_charged(lexora: RunningStack, impatient_gateway: str) -> None:
+    account = lexora.create_account()
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as caught:
+        sdk(lexora, account.api_key, impatient_gateway).chat.completions.create(
+            model=LOCAL_CHAT_MODEL, messages=LONG_JOB, max_tokens=2000, temperature=0
+        )
+    assert caught.value.status_code == 504
+    assert caught.value.body["type"] == "timeout"
+    assert time.monotonic() - started < 10
+    balance = lexora.settled_balance(account.account_id)
+    assert balance.held_micro == 0 and balance.exact_balance_pico == 5_000_000 * 10**6
+    [row] = lexora.wait_for_usage_rows(account.account_id, 1)
+    assert row["status_code"] == 504 and row["cost_pico"] == 0
+
+
+def test_error_after_streaming_began_arrives_as_final_sse_event(lexora: RunningStack, impatient_gateway: str) -> None:
+    account = lexora.create_account()
+    with httpx.stream(
+        "POST",
+        f"{impatient_gateway}/chat/completions",
+        headers={"Authorization": f"Bearer {account.api_key}"},
+        json={"model": LOCAL_CHAT_MODEL, "messages": LONG_JOB, "max_tokens": 2000, "stream": True, "temperature": 0},
+        timeout=60,
+    ) as response:
+        assert response.status_code == 200
+        events = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert len(events) > 2, "tokens were streamed before the time limit"
+    assert '"content"' in events[1]
+    assert events[-1].startswith('data: {"error"') and '"code": "timeout"' in events[-1]
+    assert "[DONE]" not in events[-1]
+    # The SDK surfaces the same event as an error.
+    with pytest.raises(openai.APIError):
+        for _ in sdk(lexora, account.api_key, impatient_gateway).chat.completions.create(
+            model=LOCAL_CHAT_MODEL, messages=LONG_JOB, max_tokens=2000, stream=True, temperature=0
+        ):
+            pass
+    balance = lexora.settled_balance(account.account_id)
+    assert balance.exact_balance_pico == 5_000_000 * 10**6, "a timed-out job is a failed job: not charged"
