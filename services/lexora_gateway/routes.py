@@ -23,6 +23,7 @@ from lexora_gateway.dispatch import GenerationStream, NoRouter
 from lexora_gateway.errors import invalid_request_from, sse_error_event
 from lexora_gateway.state import GatewayState, StateDep
 from lexora_runtime.bus import call, publish_usage_event
+from lexora_runtime.logs import request_id_var
 
 api = APIRouter()
 M = TypeVar("M", bound=BaseModel)
@@ -68,6 +69,7 @@ async def chat_completions(request: Request, state: StateDep) -> Response:
     model = chat_model(state, body.model)
     max_tokens = chat.resolve_max_tokens(body, model)
     request_id = chat.new_request_id()
+    request_id_var.set(request_id)  # carried to billing and the router in NATS headers
     reserved = chat.reservation_micro(body, model, max_tokens)
     if reserved:
         await call(

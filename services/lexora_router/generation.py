@@ -94,6 +94,20 @@ class Router:
                     cost_pico=cost,
                 ),
             )
+        log.info(
+            "generation finished",
+            extra={
+                "fields": {
+                    "status": outcome.status_code,
+                    "model": request.model,
+                    "endpoint": outcome.endpoint,
+                    "prompt_tokens": outcome.prompt_tokens,
+                    "completion_tokens": outcome.completion_tokens,
+                    "cost_pico": cost,
+                    "ms": int((time.monotonic() - started) * 1000),
+                }
+            },
+        )
         self.metrics.requests.labels("router", "generate", str(outcome.status_code)).inc()
         self.metrics.latency.labels("router", "generate").observe(time.monotonic() - started)
 
