@@ -18,10 +18,13 @@ from support.stack import RunningStack
 
 
 @pytest.fixture(scope="session")
-def state_root() -> Iterator[Path]:
+def state_root(request: pytest.FixtureRequest) -> Iterator[Path]:
     root = Path(tempfile.mkdtemp(prefix="lexora-tests-"))
     yield root
-    shutil.rmtree(root, ignore_errors=True)
+    if request.session.testsfailed:
+        print(f"\nservice logs kept for inspection under {root}/*/logs")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

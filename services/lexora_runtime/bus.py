@@ -170,7 +170,10 @@ async def consume_usage_events(
                 messages = await sub.fetch(batch, timeout=1)
             except nats.errors.TimeoutError:
                 continue
-            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+            except Exception:
+                # Whatever goes wrong with the server (reconnecting, JetStream briefly unavailable),
+                # the consumer must outlive it: an event left unacked is simply fetched again.
+                log.warning("fetching usage events failed; retrying", exc_info=True)
                 await asyncio.sleep(0.5)
                 continue
             for msg in messages:
