@@ -42,8 +42,8 @@ def postgres_url() -> Iterator[str]:
 
 
 def _start_stack(name: str, database_url: str, state_dir: Path, triton_address: str) -> Iterator[RunningStack]:
-    nats_port = free_port()
-    nats_process = stack.start_nats(state_dir, nats_port)
+    nats_port, monitor_port = free_port(), free_port()
+    nats_process = stack.start_nats(state_dir, nats_port, monitor_port)
     config = stack.ServiceConfig(
         nats_url=f"nats://127.0.0.1:{nats_port}",
         database_url=database_url,
@@ -51,7 +51,7 @@ def _start_stack(name: str, database_url: str, state_dir: Path, triton_address: 
         gateway_port=free_port(),
         log_level="INFO",
     )
-    running = RunningStack(name, config, {"nats": nats_process})
+    running = RunningStack(name, config, {"nats": nats_process}, nats_monitor_port=monitor_port)
     try:
         stack.prepare_database(database_url)
         stack.publish_catalog(config.nats_url, local_catalog(triton_address))

@@ -88,7 +88,7 @@ async def serve(settings: BillingSettings, ctx: ServiceContext) -> None:
     consumer = asyncio.create_task(consume_usage_events(ctx.js, subjects.BILLING_SETTLE_CONSUMER, settle, stop))
     sweeper = asyncio.create_task(sweep())
     try:
-        await ctx.stopped()
+        await ctx.stopped_or_failed(consumer, sweeper)
     finally:
         stop.set()
         sweeper.cancel()

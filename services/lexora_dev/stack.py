@@ -35,14 +35,13 @@ def nats_server_binary() -> str:
     return found
 
 
-def start_nats(state_dir: Path, port: int) -> ManagedProcess:
+def start_nats(state_dir: Path, port: int, monitor_port: int | None = None) -> ManagedProcess:
     store = state_dir / "nats"
     store.mkdir(parents=True, exist_ok=True)
-    process = ManagedProcess(
-        "nats-server",
-        [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)],
-        state_dir / "logs" / "nats.log",
-    ).start()
+    argv = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)]
+    if monitor_port:
+        argv += ["-m", str(monitor_port)]  # HTTP monitoring (/connz, /jsz) on 127.0.0.1 via -a
+    process = ManagedProcess("nats-server", argv, state_dir / "logs" / "nats.log").start()
     wait_until(lambda: tcp_open(port), 20, "nats-server", process)
     return process
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import nats
@@ -77,3 +78,19 @@ class GenerationStream:
         if self._sub is not None:
             await self._sub.unsubscribe()
             self._sub = None
+
+    async def release(self) -> None:
+        """Cancel (if unfinished) and drop the inbox, even from code that is being cancelled.
+
+        A disconnected client's response is cancelled under an anyio cancel scope, where every
+        await in cleanup code is cancelled too; a shielded task runs to the end regardless, so the
+        router is told and the inbox subscription does not leak.
+        """
+
+        async def cancel_and_close() -> None:
+            try:
+                await self.cancel()
+            finally:
+                await self.close()
+
+        await asyncio.shield(asyncio.ensure_future(cancel_and_close()))

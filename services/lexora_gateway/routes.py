@@ -95,8 +95,7 @@ async def chat_completions(request: Request, state: StateDep) -> Response:
         await stream.close()
         raise
     except BaseException:
-        await stream.cancel()
-        await stream.close()
+        await stream.release()
         raise
     headers = {"X-Request-Id": request_id}
     if body.stream:
@@ -107,8 +106,7 @@ async def chat_completions(request: Request, state: StateDep) -> Response:
     try:
         return JSONBody(await _complete(stream, first, model.id), headers=headers)
     finally:
-        await stream.cancel()
-        await stream.close()
+        await stream.release()
 
 
 async def _complete(stream: GenerationStream, first: Any, model_id: str) -> dict[str, Any]:
@@ -159,8 +157,7 @@ async def _sse(stream: GenerationStream, first: Any, model_id: str, include_usag
         yield sse_error_event(exc)
     finally:
         # A client that disconnected lands here too (the generator is cancelled): stop the engine.
-        await asyncio.shield(stream.cancel())
-        await stream.close()
+        await stream.release()
 
 
 async def _record_unrouted(state: GatewayState, job: Any, error: LexoraError) -> None:

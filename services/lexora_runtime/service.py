@@ -42,6 +42,18 @@ class ServiceContext:
     async def stopped(self) -> None:
         await self._stop.wait()
 
+    async def stopped_or_failed(self, *workers: asyncio.Task[None]) -> None:
+        """Wait for shutdown; if a background worker dies first, raise its error so the process
+        exits and its supervisor restarts it, instead of running on half alive."""
+        stop = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait([stop, *workers], return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        for worker in workers:
+            if worker in done and not self._stop.is_set():
+                log.error("background worker stopped; exiting")
+                worker.result()
+                raise RuntimeError("background worker stopped")
+
     async def close(self) -> None:
         for service in self._services:
             await service.stop()

@@ -36,7 +36,7 @@ async def serve(settings: UsageSettings, ctx: ServiceContext) -> None:
     stop = asyncio.Event()
     consumer = asyncio.create_task(consume_usage_events(ctx.js, subjects.USAGE_RECORD_CONSUMER, record, stop))
     try:
-        await ctx.stopped()
+        await ctx.stopped_or_failed(consumer)
     finally:
         stop.set()
         await asyncio.wait([consumer], timeout=5)

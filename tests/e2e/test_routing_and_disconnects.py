@@ -85,6 +85,7 @@ def test_no_reachable_endpoint_is_503_and_not_charged(lexora: RunningStack, extr
 
 def test_client_disconnecting_mid_stream_pays_only_for_tokens_produced(lexora: RunningStack) -> None:
     account = lexora.create_account()
+    subscriptions_before = lexora.nats_subscriptions("lexora-gateway")
     with httpx.stream(
         "POST",
         f"{lexora.base_url}/chat/completions",
@@ -105,3 +106,4 @@ def test_client_disconnecting_mid_stream_pays_only_for_tokens_produced(lexora: R
     balance = lexora.settled_balance(account.account_id)
     assert balance.held_micro == 0
     assert 5_000_000 * 10**6 - balance.exact_balance_pico == row["cost_pico"]
+    assert lexora.nats_subscriptions("lexora-gateway") == subscriptions_before, "the reply inbox was dropped"

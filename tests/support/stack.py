@@ -33,6 +33,7 @@ class RunningStack:
     name: str
     config: stack.ServiceConfig
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
+    nats_monitor_port: int | None = None
 
     @property
     def base_url(self) -> str:
@@ -133,6 +134,13 @@ class RunningStack:
         )
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
+
+    def nats_subscriptions(self, connection_name: str) -> int:
+        """How many subscriptions a client holds, from nats-server's monitoring endpoint."""
+        import httpx
+
+        connz = httpx.get(f"http://127.0.0.1:{self.nats_monitor_port}/connz?subs=1").json()
+        return sum(c.get("subscriptions", 0) for c in connz["connections"] if c.get("name") == connection_name)
 
     def logs(self) -> str:
         return "\n".join(p.log_path.read_text(errors="replace") for p in self.processes.values())
