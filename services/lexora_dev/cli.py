@@ -46,14 +46,13 @@ def run_dev(args: argparse.Namespace) -> int:
     nats_port = DEFAULT_NATS_PORT if port_is_free(DEFAULT_NATS_PORT) else stack.free_port()
     nats_url = f"nats://127.0.0.1:{nats_port}"
     processes: list[ManagedProcess] = []
-    stopping = False
 
     def request_stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
         raise KeyboardInterrupt
 
+    # Installed explicitly: a launcher started in the background inherits SIGINT as ignored.
     signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
     try:
         say(f"state directory {state_dir}")
         processes.append(stack.start_nats(state_dir, nats_port))
@@ -83,7 +82,7 @@ def run_dev(args: argparse.Namespace) -> int:
         say(f"could not start: {exc}")
         return 1
     finally:
-        say("stopping..." if not stopping else "stopping (SIGTERM)...")
+        say("stopping...")
         for process in reversed(processes):
             process.stop()
         (state_dir / "stack.json").unlink(missing_ok=True)
