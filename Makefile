@@ -12,11 +12,15 @@ dev: bootstrap
 	@$(VENV)/bin/lexora dev
 
 ## Run the whole test suite against real NATS, Postgres, Triton and the OpenAI SDK.
-test: bootstrap
+test: bootstrap lint
 	@$(PY) -m pytest -q
 
 test-unit: bootstrap
 	@$(PY) -m pytest -q tests/unit
+
+lint: bootstrap
+	@$(VENV)/bin/ruff check services tests model-repo
+	@$(VENV)/bin/ruff format --check -q services tests model-repo
 
 clean:
 	rm -rf .lexora .pytest_cache

@@ -12,7 +12,6 @@ import pytest
 from lexora_dev import stack
 from lexora_dev.catalog import local_catalog
 from lexora_dev.processes import free_port
-
 from support.postgres import private_postgres
 from support.stack import RunningStack
 

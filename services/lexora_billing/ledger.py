@@ -30,9 +30,8 @@ class Ledger:
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
-        async with self._write_lock or contextlib.nullcontext():
-            async with self._engine.begin() as conn:
-                yield conn
+        async with self._write_lock or contextlib.nullcontext(), self._engine.begin() as conn:
+            yield conn
 
     async def reserve(self, request_id: str, account_id: str, amount_micro: int, ttl_s: float, now: datetime) -> int:
         """Hold `amount_micro` for a request, atomically, or refuse with 402. Returns what remains available."""
@@ -168,7 +167,11 @@ class Ledger:
                 if credited.rowcount == 0:
                     await conn.execute(
                         insert(balances).values(
-                            account_id=account_id, balance_micro=amount_micro, held_micro=0, carry_pico=0, updated_at=now
+                            account_id=account_id,
+                            balance_micro=amount_micro,
+                            held_micro=0,
+                            carry_pico=0,
+                            updated_at=now,
                         )
                     )
             return True

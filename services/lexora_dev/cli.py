@@ -100,7 +100,7 @@ Lexora is up.
   API:      http://127.0.0.1:{port}/v1   (also /api/v1)
   Health:   http://127.0.0.1:{port}/v1/health
   Model:    {LOCAL_CHAT_MODEL}
-  Logs:     {state_dir / 'logs'}
+  Logs:     {state_dir / "logs"}
 
 Create a key with $5 of credit (in another terminal):
   .venv/bin/lexora admin create-key --credits 5
@@ -208,7 +208,9 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True)
     commands.add_parser("dev", help="run the whole platform locally (NATS, database, Triton, services)")
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
-    migrate.add_argument("--database-url", default=os.environ.get("DATABASE_URL") or os.environ.get("LEXORA_DATABASE_URL"))
+    migrate.add_argument(
+        "--database-url", default=os.environ.get("DATABASE_URL") or os.environ.get("LEXORA_DATABASE_URL")
+    )
 
     admin = commands.add_parser("admin", help="administer a running stack over NATS").add_subparsers(
         dest="admin_command", required=True

@@ -3,6 +3,7 @@ and killed by the kernel if the launcher itself dies, so nothing is ever orphane
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -36,10 +37,8 @@ def port_is_free(port: int) -> bool:
 
 
 def _die_with_parent() -> None:
-    try:
+    with contextlib.suppress(OSError):  # not Linux: Ctrl-C still stops the group
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass  # not Linux: Ctrl-C still stops the group
 
 
 class ProcessDied(RuntimeError):
@@ -93,10 +92,8 @@ class ManagedProcess:
             # The leader alone: tritonserver stops its Python stubs itself, and exits slowly if
             # they were already killed under it.
             self.proc.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
         _signal_group(self.proc.pid, signal.SIGKILL)  # stragglers in the group (e.g. Triton stubs)
         self.proc.wait()
 
@@ -107,10 +104,8 @@ class ManagedProcess:
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, process: ManagedProcess | None = None) -> None:

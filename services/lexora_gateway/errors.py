@@ -72,4 +72,3 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(LexoraError, on_lexora_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
-

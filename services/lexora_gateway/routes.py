@@ -138,9 +138,7 @@ async def _sse(stream: GenerationStream, first: Any, model_id: str, include_usag
     created = int(stream.request.received_at)
     try:
         chunk = first
-        yield _event(
-            chat.chunk_body(request_id, model_id, created, {"role": "assistant", "content": chunk.text or ""})
-        )
+        yield _event(chat.chunk_body(request_id, model_id, created, {"role": "assistant", "content": chunk.text or ""}))
         while chunk.kind != "done":
             chunk = await stream.next()
             if chunk.kind == "delta" and chunk.text:

@@ -19,11 +19,11 @@ from nats.js import JetStreamContext
 from lexora_contracts.errors import InvalidRequest, JobTimeout, LexoraError, ModelUnavailable
 from lexora_contracts.messages import GenerationChunk, GenerationRequest, UsageEvent
 from lexora_contracts.money import request_cost_pico
+from lexora_router.routing import RoutingPolicy
+from lexora_router.triton_engine import EngineRejected, EngineUnreachable, TritonEngine
 from lexora_runtime.bus import encode, publish_usage_event
 from lexora_runtime.metrics import ServiceMetrics
 from lexora_runtime.model_registry import ModelRegistryView
-from lexora_router.routing import RoutingPolicy
-from lexora_router.triton_engine import EngineRejected, EngineUnreachable, TritonEngine
 
 log = logging.getLogger("lexora.router")
 
@@ -69,7 +69,10 @@ class Router:
             async with asyncio.timeout(max(timeout, 0)):
                 await self._generate(request, reply, outcome)
         except TimeoutError:
-            outcome.status_code, outcome.error = 504, JobTimeout("The job took longer than the time limit and was stopped")
+            outcome.status_code, outcome.error = (
+                504,
+                JobTimeout("The job took longer than the time limit and was stopped"),
+            )
         except asyncio.CancelledError:
             if request.request_id not in self.cancelled_by_client:
                 raise
@@ -175,4 +178,3 @@ class Router:
 
     async def _send(self, reply: str, chunk: GenerationChunk) -> None:
         await self.nc.publish(reply, encode(chunk))
-

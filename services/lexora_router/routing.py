@@ -11,9 +11,7 @@ from lexora_contracts.registry import Endpoint
 
 class RoutingPolicy(ABC):
     @abstractmethod
-    def choose(
-        self, endpoints: Sequence[Endpoint], in_flight: Mapping[str, int], exclude: set[str]
-    ) -> Endpoint | None:
+    def choose(self, endpoints: Sequence[Endpoint], in_flight: Mapping[str, int], exclude: set[str]) -> Endpoint | None:
         """Pick an endpoint among `endpoints` not in `exclude`, or None if none is left."""
 
 
@@ -23,9 +21,7 @@ class LeastInFlight(RoutingPolicy):
     def __init__(self) -> None:
         self._turn = 0
 
-    def choose(
-        self, endpoints: Sequence[Endpoint], in_flight: Mapping[str, int], exclude: set[str]
-    ) -> Endpoint | None:
+    def choose(self, endpoints: Sequence[Endpoint], in_flight: Mapping[str, int], exclude: set[str]) -> Endpoint | None:
         candidates = [e for e in endpoints if e.ready and e.grpc_address not in exclude]
         if not candidates:
             return None

@@ -17,8 +17,8 @@ from nats.micro.request import ERROR_CODE_HEADER
 from pydantic import BaseModel, ValidationError
 
 from lexora_contracts import subjects
-from lexora_contracts.messages import UsageEvent
 from lexora_contracts.errors import ErrorInfo, InternalError, InvalidRequest, LexoraError, error_from_info
+from lexora_contracts.messages import UsageEvent
 from lexora_runtime.logs import request_id_var
 
 log = logging.getLogger(__name__)
@@ -187,6 +187,7 @@ async def consume_usage_events(
     finally:
         # A pull subscription left open makes the connection's drain wait out its whole timeout.
         await sub.unsubscribe()
+
 
 async def publish_usage_event(js: JetStreamContext, event: UsageEvent) -> None:
     """Publish once, retrying through NATS hiccups; JetStream drops duplicates of the same id."""

@@ -21,9 +21,7 @@ def create_metrics(service: str) -> ServiceMetrics:
     registry = CollectorRegistry()
     return ServiceMetrics(
         registry=registry,
-        requests=Counter(
-            "lexora_requests", "Requests handled", ["service", "operation", "outcome"], registry=registry
-        ),
+        requests=Counter("lexora_requests", "Requests handled", ["service", "operation", "outcome"], registry=registry),
         latency=Histogram(
             "lexora_request_seconds",
             "Time to handle a request",

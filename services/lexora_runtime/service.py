@@ -66,7 +66,7 @@ async def connect_with_patience(url: str, name: str) -> NATS:
     while True:
         try:
             return await bus.connect(url, name)
-        except (OSError, nats.errors.NoServersError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, nats.errors.NoServersError):
             if asyncio.get_running_loop().time() > deadline:
                 raise
             await asyncio.sleep(0.5)

@@ -13,7 +13,6 @@ from lexora_contracts import subjects
 from lexora_contracts.messages import UsageEvent
 from lexora_dev.catalog import LOCAL_CHAT_MODEL
 from lexora_runtime.bus import encode
-
 from support.stack import RunningStack
 
 HELLO = [{"role": "user", "content": "Hi"}]

@@ -9,8 +9,7 @@ import openai
 import pytest
 
 from lexora_dev.catalog import LOCAL_CHAT_MODEL
-
-from support.stack import RunningStack
+from support.stack import LONG_JOB, RunningStack, stream_long_job
 
 HELLO = [{"role": "user", "content": "Hello"}]
 
@@ -127,9 +126,6 @@ def impatient_gateway(lexora: RunningStack) -> str:
     return f"http://127.0.0.1:{port}/v1"
 
 
-LONG_JOB = [{"role": "user", "content": "Write a very long and detailed story about a dragon and a knight."}]
-
-
 def test_job_over_the_time_limit_is_504_and_not_charged(lexora: RunningStack, impatient_gateway: str) -> None:
     account = lexora.create_account()
     started = time.monotonic()
@@ -148,13 +144,7 @@ def test_job_over_the_time_limit_is_504_and_not_charged(lexora: RunningStack, im
 
 def test_error_after_streaming_began_arrives_as_final_sse_event(lexora: RunningStack, impatient_gateway: str) -> None:
     account = lexora.create_account()
-    with httpx.stream(
-        "POST",
-        f"{impatient_gateway}/chat/completions",
-        headers={"Authorization": f"Bearer {account.api_key}"},
-        json={"model": LOCAL_CHAT_MODEL, "messages": LONG_JOB, "max_tokens": 2000, "stream": True, "temperature": 0},
-        timeout=60,
-    ) as response:
+    with stream_long_job(impatient_gateway, account.api_key, max_tokens=2000) as response:
         assert response.status_code == 200
         events = [line for line in response.iter_lines() if line.startswith("data: ")]
     assert len(events) > 2, "tokens were streamed before the time limit"

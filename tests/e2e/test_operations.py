@@ -8,7 +8,6 @@ import httpx
 import openai
 
 from lexora_dev.catalog import LOCAL_CHAT_MODEL
-
 from support.stack import RunningStack
 
 

@@ -16,11 +16,9 @@ from lexora_dev import stack
 from lexora_dev.catalog import LOCAL_CHAT_MODEL
 from lexora_dev.processes import free_port
 from lexora_runtime.model_registry import registry_bucket
-
-from support.stack import RunningStack
+from support.stack import RunningStack, stream_long_job
 
 PRICE = 40_000
-LONG_JOB = [{"role": "user", "content": "Write a very long and detailed story about a dragon and a knight."}]
 
 
 def _registered(lexora: RunningStack, model_id: str) -> ModelRecord:
@@ -86,13 +84,7 @@ def test_no_reachable_endpoint_is_503_and_not_charged(lexora: RunningStack, extr
 def test_client_disconnecting_mid_stream_pays_only_for_tokens_produced(lexora: RunningStack) -> None:
     account = lexora.create_account()
     subscriptions_before = lexora.nats_subscriptions("lexora-gateway")
-    with httpx.stream(
-        "POST",
-        f"{lexora.base_url}/chat/completions",
-        headers={"Authorization": f"Bearer {account.api_key}"},
-        json={"model": LOCAL_CHAT_MODEL, "messages": LONG_JOB, "max_tokens": 3000, "stream": True, "temperature": 0},
-        timeout=60,
-    ) as response:
+    with stream_long_job(lexora.base_url, account.api_key, max_tokens=3000) as response:
         received = 0
         for line in response.iter_lines():
             if line.startswith("data: "):

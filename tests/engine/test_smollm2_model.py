@@ -6,19 +6,14 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lexora_dev.triton_server import triton_command
+from lexora_dev.stack import start_triton
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,60 +27,19 @@ MODEL_DIR = ROOT / "model-repo" / MODEL
 GREETING = [{"role": "user", "content": "Hello! How are you today?"}]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _log_tail(path: Path, n: int = 4000) -> str:
-    return path.read_text(errors="replace")[-n:] if path.exists() else ""
-
-
 @pytest.fixture(scope="session")
 def triton(tmp_path_factory):
     """A real tritonserver serving only this model (other models in model-repo/ are not its
-    business), on free loopback ports. Yields (grpc_url, log_path)."""
+    business), started like the local stack starts it. Yields (grpc_url, log_path)."""
     state = tmp_path_factory.mktemp("triton")
     repo = state / "models"
     repo.mkdir()
     (repo / MODEL).symlink_to(MODEL_DIR)
-    ports = [_free_port() for _ in range(3)]
-    argv, env = triton_command(repo, state, *ports)
-    log_path = state / "tritonserver.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, env={**os.environ, **env}, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+    process, grpc_address = start_triton(state, model_repo=repo, timeout=120)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"tritonserver exited with {proc.returncode}:\n{_log_tail(log_path)}")
-            try:
-                url = f"http://127.0.0.1:{ports[0]}/v2/health/ready"
-                with urllib.request.urlopen(url, timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"tritonserver not ready after 120 s:\n{_log_tail(log_path)}")
-            time.sleep(0.5)
-        yield f"127.0.0.1:{ports[1]}", log_path
+        yield grpc_address, process.log_path
     finally:
-        # SIGTERM to the server alone: it then unloads the model through its stub and exits
-        # in ~2 s. Signalling the whole group would kill the stub under it and the server
-        # would wait out its full exit timeout for the unload that can no longer happen.
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-        try:  # whatever is left of the group: the server if it hung, stray stubs
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+        process.stop()
 
 
 @pytest.fixture(scope="session")
@@ -102,7 +56,8 @@ def chat_prompt_tokens(llm, messages) -> list[int]:
     text = lambda t: llm._model.token_get_text(t)  # noqa: E731
     formatter = Jinja2ChatFormatter(
         template=llm.metadata["tokenizer.chat_template"],
-        eos_token=text(llm.token_eos()), bos_token=text(llm.token_bos()),
+        eos_token=text(llm.token_eos()),
+        bos_token=text(llm.token_bos()),
         add_generation_prompt=True,
     )
     prompt = formatter(messages=messages).prompt
@@ -111,15 +66,28 @@ def chat_prompt_tokens(llm, messages) -> list[int]:
 
 def _tensor(name, dtype, values):
     arr = np.array(values, dtype=dtype)
-    t = grpcclient.InferInput(name, list(arr.shape), {
-        np.object_: "BYTES", np.int32: "INT32", np.bool_: "BOOL",
-        np.float32: "FP32", np.uint64: "UINT64"}[dtype])
+    t = grpcclient.InferInput(
+        name,
+        list(arr.shape),
+        {np.object_: "BYTES", np.int32: "INT32", np.bool_: "BOOL", np.float32: "FP32", np.uint64: "UINT64"}[dtype],
+    )
     t.set_data_from_numpy(arr)
     return t
 
 
-async def generate(url, text, max_tokens=16, *, chat=True, stream=False, temperature=0.0,
-                   stop=None, seed=None, omit=(), cancel_after=None):
+async def generate(
+    url,
+    text,
+    max_tokens=16,
+    *,
+    chat=True,
+    stream=False,
+    temperature=0.0,
+    stop=None,
+    seed=None,
+    omit=(),
+    cancel_after=None,
+):
     """Send one request on a gRPC stream; return (responses, error) where each response is
     a dict of decoded outputs. With cancel_after=n the stream is cancelled after n responses."""
     if chat and not isinstance(text, str):
@@ -150,14 +118,18 @@ async def generate(url, text, max_tokens=16, *, chat=True, stream=False, tempera
                 if err is not None:
                     error = err
                     break
-                out = {n: result.as_numpy(n) for n in
-                       ("text_output", "num_input_tokens", "num_output_tokens", "finish_reason")}
-                responses.append({
-                    "text": out["text_output"][0].decode(),
-                    "n_in": int(out["num_input_tokens"][0]),
-                    "n_out": int(out["num_output_tokens"][0]),
-                    "finish": out["finish_reason"][0].decode(),
-                })
+                out = {
+                    n: result.as_numpy(n)
+                    for n in ("text_output", "num_input_tokens", "num_output_tokens", "finish_reason")
+                }
+                responses.append(
+                    {
+                        "text": out["text_output"][0].decode(),
+                        "n_in": int(out["num_input_tokens"][0]),
+                        "n_out": int(out["num_output_tokens"][0]),
+                        "finish": out["finish_reason"][0].decode(),
+                    }
+                )
                 if cancel_after is not None and len(responses) >= cancel_after:
                     it.cancel()
                     break
@@ -283,12 +255,11 @@ async def test_cancelled_stream_stops_generation(triton):
     long = [{"role": "user", "content": "Count from 1 to 2000, one number per line."}]
     responses, _ = await generate(url, long, max_tokens=4000, stream=True, cancel_after=1)
     assert len(responses) == 1
-    # The model notices the cancellation on its next token and frees the engine: a new request
-    # is served at once rather than after thousands of tokens.
-    started = time.monotonic()
+    # The model notices the cancellation on its next token and frees the engine for the next
+    # request: it logs how few tokens it generated, far short of the 4000 asked for.
     assert (await complete(url, GREETING, max_tokens=2))["n_out"] == 2
-    assert time.monotonic() - started < 20
     deadline = time.monotonic() + 10
-    while "cancelled after " not in _log_tail(log_path, 100_000) and time.monotonic() < deadline:
+    while "cancelled after " not in log_path.read_text(errors="replace") and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
-    assert "cancelled after " in _log_tail(log_path, 100_000)
+    [generated] = re.findall(r"cancelled after (\d+) generated tokens", log_path.read_text(errors="replace"))
+    assert int(generated) < 100

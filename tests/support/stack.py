@@ -21,6 +21,30 @@ from lexora_dev.processes import ManagedProcess
 from lexora_runtime.bus import call, connect
 from lexora_runtime.db import create_engine
 
+# A prompt the local model answers at length: for timeouts and disconnects mid-stream.
+LONG_JOB = [{"role": "user", "content": "Write a very long and detailed story about a dragon and a knight."}]
+
+
+def stream_long_job(base_url: str, api_key: str, max_tokens: int) -> Any:
+    """A raw streaming chat request (httpx), to read the SSE events or hang up part-way."""
+    import httpx
+
+    from lexora_dev.catalog import LOCAL_CHAT_MODEL
+
+    return httpx.stream(
+        "POST",
+        f"{base_url}/chat/completions",
+        headers={"Authorization": f"Bearer {api_key}"},
+        json={
+            "model": LOCAL_CHAT_MODEL,
+            "messages": LONG_JOB,
+            "max_tokens": max_tokens,
+            "stream": True,
+            "temperature": 0,
+        },
+        timeout=60,
+    )
+
 
 @dataclass
 class Account:
@@ -48,7 +72,9 @@ class RunningStack:
         async def create() -> Account:
             nc = await connect(self.config.nats_url, "tests")
             try:
-                reply = await call(nc, subjects.AUTH_ACCOUNT_CREATE, CreateAccountRequest(plan=plan), CreateAccountReply)
+                reply = await call(
+                    nc, subjects.AUTH_ACCOUNT_CREATE, CreateAccountRequest(plan=plan), CreateAccountReply
+                )
                 if credits_micro:
                     await call(
                         nc,

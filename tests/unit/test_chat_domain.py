@@ -55,7 +55,10 @@ def test_free_models_hold_nothing() -> None:
 def test_generation_request_carries_price_deadline_and_text() -> None:
     identity = Identity(account_id="a", key_id="k", plan="free")
     request = body(
-        messages=[{"role": "developer", "content": [{"type": "text", "text": "be brief"}]}, {"role": "user", "content": "x"}],
+        messages=[
+            {"role": "developer", "content": [{"type": "text", "text": "be brief"}]},
+            {"role": "user", "content": "x"},
+        ],
         stop="END",
     )
     job = chat.generation_request(request, MODEL, identity, "r1", 10, 5, 1000.0, 120)

@@ -14,7 +14,12 @@ def test_errors_survive_the_trip_between_services() -> None:
 
 def test_openai_envelope_shape() -> None:
     assert openai_error_body(InsufficientCredits("add credits")) == {
-        "error": {"message": "add credits", "type": "insufficient_credits", "param": None, "code": "insufficient_credits"}
+        "error": {
+            "message": "add credits",
+            "type": "insufficient_credits",
+            "param": None,
+            "code": "insufficient_credits",
+        }
     }
 
 

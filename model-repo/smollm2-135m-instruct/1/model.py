@@ -107,19 +107,20 @@ class TritonPythonModel:
     @staticmethod
     def _fail(sender, message, code):
         try:
-            sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code)),
-                        flags=FINAL)
+            sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code)), flags=FINAL)
         except Exception as exc:  # final already sent, or the client went away
             pb_utils.Logger.log_warn(f"could not report error {message!r}: {exc!r}")
 
     @staticmethod
     def _response(text, n_in, n_out, finish_reason):
-        return pb_utils.InferenceResponse(output_tensors=[
-            pb_utils.Tensor("text_output", np.array([text.encode("utf-8")], dtype=np.object_)),
-            pb_utils.Tensor("num_input_tokens", np.array([n_in], dtype=np.int32)),
-            pb_utils.Tensor("num_output_tokens", np.array([n_out], dtype=np.int32)),
-            pb_utils.Tensor("finish_reason", np.array([finish_reason.encode()], dtype=np.object_)),
-        ])
+        return pb_utils.InferenceResponse(
+            output_tensors=[
+                pb_utils.Tensor("text_output", np.array([text.encode("utf-8")], dtype=np.object_)),
+                pb_utils.Tensor("num_input_tokens", np.array([n_in], dtype=np.int32)),
+                pb_utils.Tensor("num_output_tokens", np.array([n_out], dtype=np.int32)),
+                pb_utils.Tensor("finish_reason", np.array([finish_reason.encode()], dtype=np.object_)),
+            ]
+        )
 
     def _prompt_tokens(self, request) -> list[int]:
         raw = _scalar(request, "text_input")
@@ -141,12 +142,15 @@ class TritonPythonModel:
                 messages = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise BadRequest(f"text_input is not a JSON array of messages: {exc}") from None
-            if not isinstance(messages, list) or not messages or not all(
-                isinstance(m, dict) and isinstance(m.get("role"), str)
-                and isinstance(m.get("content"), str) for m in messages
+            if (
+                not isinstance(messages, list)
+                or not messages
+                or not all(
+                    isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                    for m in messages
+                )
             ):
-                raise BadRequest('text_input must be a non-empty JSON array of '
-                                 '{"role": str, "content": str} messages')
+                raise BadRequest('text_input must be a non-empty JSON array of {"role": str, "content": str} messages')
             try:
                 prompt = self.chat_formatter(messages=messages).prompt
             except Exception as exc:  # the template's raise_exception() or a Jinja error
@@ -172,25 +176,31 @@ class TritonPythonModel:
         seed = _scalar(request, "seed")
         stream = bool(_scalar(request, "stream", False))
         stop_tensor = pb_utils.get_input_tensor_by_name(request, "stop_words")
-        stops = [] if stop_tensor is None else [
-            s.decode("utf-8", "replace") if isinstance(s, bytes) else str(s)
-            for s in stop_tensor.as_numpy().reshape(-1)
-        ]
+        stops = (
+            []
+            if stop_tensor is None
+            else [
+                s.decode("utf-8", "replace") if isinstance(s, bytes) else str(s)
+                for s in stop_tensor.as_numpy().reshape(-1)
+            ]
+        )
         stops = [s for s in stops if s]
 
         prompt = self._prompt_tokens(request)
         n_in = len(prompt)
         if n_in + max_tokens > self.n_ctx:
-            raise BadRequest(f"prompt ({n_in} tokens) + max_tokens ({max_tokens}) exceeds "
-                             f"the context window of {self.n_ctx} tokens")
+            raise BadRequest(
+                f"prompt ({n_in} tokens) + max_tokens ({max_tokens}) exceeds the context window of {self.n_ctx} tokens"
+            )
 
         # llama.cpp seeds are 32-bit and LLAMA_DEFAULT_SEED (0xFFFFFFFF) means "random",
         # so fold an explicit seed below it to stay reproducible.
         self.llm.set_seed(LLAMA_DEFAULT_SEED if seed is None else int(seed) % LLAMA_DEFAULT_SEED)
         # Only temperature/top_p shape the distribution (OpenAI semantics), hence top_k=0 and
         # min_p=0 which disable llama_cpp's default top-k 40 / min-p 0.05 filters.
-        tokens = self.llm.generate(prompt, temp=temperature, top_p=top_p, top_k=0, min_p=0.0,
-                                   typical_p=1.0, repeat_penalty=1.0)
+        tokens = self.llm.generate(
+            prompt, temp=temperature, top_p=top_p, top_k=0, min_p=0.0, typical_p=1.0, repeat_penalty=1.0
+        )
         # Bytes of a multi-byte character can arrive in different tokens; the incremental
         # decoder keeps the partial bytes until the character is whole. It is never flushed:
         # a character cut off by max_tokens or a stop is dropped rather than shown as U+FFFD.
@@ -211,7 +221,7 @@ class TritonPythonModel:
                 # A stop word completed now must start inside the held-back tail (see below).
                 hits = [i for i in (text.find(s, safe) for s in stops) if i >= 0]
                 if hits:
-                    text = text[:min(hits)]
+                    text = text[: min(hits)]
                     finish_reason = "stop"
                     break
                 if n_out >= max_tokens:
