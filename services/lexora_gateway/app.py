@@ -55,6 +55,22 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(api, prefix="/v1")
     app.include_router(api, prefix="/api/v1", include_in_schema=False)
 
+    @app.get("/livez", include_in_schema=False)
+    async def livez() -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        # Ready to take traffic: connected to NATS with the model registry loaded. Other services'
+        # health is /v1/health's business; a probe must not take every gateway out with them.
+        state = getattr(app.state, "gateway", None)
+        ready = state is not None and state.nc.is_connected and state.registry.loaded
+        return Response(
+            b'{"status":"ok"}' if ready else b'{"status":"not ready"}',
+            status_code=200 if ready else 503,
+            media_type="application/json",
+        )
+
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -140,3 +140,9 @@ def test_health_reports_each_dependency(lexora: RunningStack) -> None:
     assert set(body["checks"]) == {"nats", "auth", "billing", "usage", "router"}
     assert body["checks"]["billing"]["checks"]["database"] == "ok"
     assert body["models"][LOCAL_CHAT_MODEL] == "live"
+
+
+def test_probes_report_liveness_and_readiness(lexora: RunningStack) -> None:
+    root = lexora.base_url.removesuffix("/v1")
+    assert httpx.get(f"{root}/livez").status_code == 200
+    assert httpx.get(f"{root}/readyz").json() == {"status": "ok"}
