@@ -97,6 +97,7 @@ class GenerationRequest(BaseModel):
     max_tokens: int
     temperature: float
     top_p: float
+    top_k: int | None = None
     seed: int | None = None
     stop: list[str] = Field(default_factory=list)
     stream: bool
@@ -104,6 +105,7 @@ class GenerationRequest(BaseModel):
     pricing: Pricing  # the price the gateway reserved with; settled at this price
     reserved_micro: int
     received_at: float
+    endpoint: str = "/v1/chat/completions"  # the API route, recorded with the usage
 
 
 class GenerationChunk(BaseModel):
@@ -114,12 +116,22 @@ class GenerationChunk(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str | None = None
+    stop_sequence: str | None = None  # the caller's stop sequence that ended generation
     cost_pico: int = 0
     error: ErrorInfo | None = None
 
 
 class CancelGeneration(BaseModel):
     request_id: str
+
+
+class CountTokensRequest(BaseModel):
+    model: str
+    messages: list[ChatTurn]
+
+
+class CountTokensReply(BaseModel):
+    input_tokens: int
 
 
 # ---- usage ------------------------------------------------------------------------------------

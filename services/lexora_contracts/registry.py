@@ -46,6 +46,8 @@ class ModelRecord(BaseModel):
     # role markers). Used only to bound the credit reservation from above.
     template_overhead_tokens: int = Field(default=64, ge=0)
     capabilities: list[str] = Field(default_factory=list)
+    # Other names clients may send for this model (e.g. the Claude model names Claude Code asks for).
+    aliases: list[str] = Field(default_factory=list)
     created: int = 0
     endpoints: list[Endpoint] = Field(default_factory=list)
 

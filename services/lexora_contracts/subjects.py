@@ -15,6 +15,7 @@ BILLING_HEALTH = "billing.v1.health.get"
 # router: generation streams chunks to the caller's reply inbox
 ROUTER_GENERATION_START = "router.v1.generation.start"
 ROUTER_GENERATION_CANCEL = "router.v1.generation.cancel"  # broadcast; the owning router stops
+ROUTER_TOKENS_COUNT = "router.v1.tokens.count"  # the model's own tokenizer; not billed
 ROUTER_HEALTH = "router.v1.health.get"
 
 # usage: JetStream stream of request outcomes, consumed by billing (settle) and usage (record)

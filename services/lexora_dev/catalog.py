@@ -27,6 +27,7 @@ def local_catalog(triton_grpc_address: str | None) -> list[ModelRecord]:
             # Priced like the contract's Llama-3.2-3B row: $0.04 per 1M tokens, input and output.
             pricing=_per_mtok("0.04"),
             capabilities=["chat"],
+            aliases=["smollm2"],
             created=CREATED,
             endpoints=endpoints,
         ),

@@ -13,10 +13,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lexora_contracts import subjects
 from lexora_contracts.messages import KeyRevoked
+from lexora_gateway import routes_anthropic, routes_openai, routes_platform
 from lexora_gateway.auth_cache import KeyCache
 from lexora_gateway.errors import install_error_handlers
 from lexora_gateway.metrics_middleware import MetricsMiddleware
-from lexora_gateway.routes import api
 from lexora_gateway.settings import GatewaySettings
 from lexora_gateway.state import GatewayState
 from lexora_runtime.bus import ensure_usage_stream
@@ -52,8 +52,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     app = FastAPI(title="Lexora API", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
-    app.include_router(api, prefix="/v1")
-    app.include_router(api, prefix="/api/v1", include_in_schema=False)
+    for routes in (routes_openai.router, routes_anthropic.router, routes_platform.router):
+        app.include_router(routes, prefix="/v1")
+        app.include_router(routes, prefix="/api/v1", include_in_schema=False)
 
     @app.get("/livez", include_in_schema=False)
     async def livez() -> Response:

@@ -1,4 +1,4 @@
-"""The one place errors become HTTP: the OpenAI envelope, with Retry-After where it applies."""
+"""The one place errors become HTTP: the OpenAI envelope, or Anthropic's on its routes."""
 
 from __future__ import annotations
 
@@ -11,25 +11,35 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lexora_contracts.errors import (
-    InternalError,
-    InvalidRequest,
-    LexoraError,
-    RouteNotFound,
-)
+from lexora_contracts.errors import InternalError, InvalidRequest, LexoraError, RouteNotFound
+
+ANTHROPIC_ROUTES = ("/v1/messages", "/v1/messages/count_tokens")
+
+
+def speaks_anthropic(path: str) -> bool:
+    return path.removeprefix("/api").rstrip("/") in ANTHROPIC_ROUTES
 
 
 def openai_error_body(error: LexoraError) -> dict[str, Any]:
     return {"error": {"message": error.message, "type": error.type, "param": error.param, "code": error.code}}
 
 
-def error_response(error: LexoraError) -> Response:
+def anthropic_error_body(error: LexoraError) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": error.anthropic_type, "message": error.message}}
+
+
+def error_response(error: LexoraError, anthropic: bool = False) -> Response:
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
-    return JSONResponse(openai_error_body(error), status_code=error.status, headers=headers)
+    body = anthropic_error_body(error) if anthropic else openai_error_body(error)
+    return JSONResponse(body, status_code=error.status, headers=headers)
 
 
 def sse_error_event(error: LexoraError) -> bytes:
     return b"data: " + json.dumps(openai_error_body(error)).encode() + b"\n\n"
+
+
+def anthropic_sse_error_event(error: LexoraError) -> bytes:
+    return b"event: error\ndata: " + json.dumps(anthropic_error_body(error)).encode() + b"\n\n"
 
 
 def _param_name(location: Sequence[str | int]) -> str:
@@ -54,20 +64,22 @@ def invalid_request_from(exc: ValidationError) -> InvalidRequest:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    async def on_lexora_error(_: Request, exc: Exception) -> Response:
+    async def on_lexora_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, LexoraError)
-        return error_response(exc)
+        return error_response(exc, speaks_anthropic(request.url.path))
 
-    async def on_http_error(_: Request, exc: Exception) -> Response:
+    async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        anthropic = speaks_anthropic(request.url.path)
         if exc.status_code == 404:
-            return error_response(
-                RouteNotFound("Unknown API route. See /openapi.json for the routes this server offers.")
-            )
-        return JSONResponse(openai_error_body(InvalidRequest(str(exc.detail))), status_code=exc.status_code)
+            unknown = RouteNotFound("Unknown API route. See /openapi.json for the routes this server offers.")
+            return error_response(unknown, anthropic)
+        error = InvalidRequest(str(exc.detail))
+        body = anthropic_error_body(error) if anthropic else openai_error_body(error)
+        return JSONResponse(body, status_code=exc.status_code)
 
-    async def on_unexpected(_: Request, exc: Exception) -> Response:
-        return error_response(InternalError("Internal error"))
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        return error_response(InternalError("Internal error"), speaks_anthropic(request.url.path))
 
     app.add_exception_handler(LexoraError, on_lexora_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

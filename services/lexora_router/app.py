@@ -8,7 +8,13 @@ import logging
 from nats.aio.msg import Msg
 
 from lexora_contracts import subjects
-from lexora_contracts.messages import CancelGeneration, GenerationRequest, HealthProbe, HealthReply
+from lexora_contracts.messages import (
+    CancelGeneration,
+    CountTokensRequest,
+    GenerationRequest,
+    HealthProbe,
+    HealthReply,
+)
 from lexora_router.generation import Router
 from lexora_router.routing import PolicyName, make_policy
 from lexora_router.settings import RouterSettings
@@ -72,7 +78,13 @@ async def serve(settings: RouterSettings, ctx: ServiceContext) -> None:
 
     await ctx.nc.subscribe(subjects.ROUTER_GENERATION_START, queue=subjects.SERVICE_QUEUE["router"], cb=on_generate)
     await ctx.nc.subscribe(subjects.ROUTER_GENERATION_CANCEL, cb=on_cancel)
-    await ctx.start_service("router", {"health": (subjects.ROUTER_HEALTH, HealthProbe, health)})
+    await ctx.start_service(
+        "router",
+        {
+            "count_tokens": (subjects.ROUTER_TOKENS_COUNT, CountTokensRequest, router.count_tokens),
+            "health": (subjects.ROUTER_HEALTH, HealthProbe, health),
+        },
+    )
     try:
         await ctx.stopped()
     finally:

@@ -17,7 +17,13 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from lexora_contracts.errors import InvalidRequest, JobTimeout, LexoraError, ModelUnavailable
-from lexora_contracts.messages import GenerationChunk, GenerationRequest, UsageEvent
+from lexora_contracts.messages import (
+    CountTokensReply,
+    CountTokensRequest,
+    GenerationChunk,
+    GenerationRequest,
+    UsageEvent,
+)
 from lexora_contracts.money import request_cost_pico
 from lexora_router.routing import RoutingPolicy
 from lexora_router.triton_engine import EngineRejected, EngineUnreachable, TritonEngine
@@ -36,6 +42,7 @@ class Outcome:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str | None = None
+    stop_sequence: str | None = None
     error: LexoraError | None = None
     endpoint: str | None = None
 
@@ -94,6 +101,7 @@ class Router:
                     prompt_tokens=outcome.prompt_tokens,
                     completion_tokens=outcome.completion_tokens,
                     finish_reason=outcome.finish_reason,
+                    stop_sequence=outcome.stop_sequence,
                     cost_pico=cost,
                 ),
             )
@@ -131,9 +139,18 @@ class Router:
                     outcome.prompt_tokens = output.prompt_tokens
                     outcome.completion_tokens = output.completion_tokens
                     if output.text:
-                        await self._send(reply, GenerationChunk(kind="delta", text=output.text))
+                        await self._send(
+                            reply,
+                            GenerationChunk(
+                                kind="delta",
+                                text=output.text,
+                                prompt_tokens=output.prompt_tokens,
+                                completion_tokens=output.completion_tokens,
+                            ),
+                        )
                     if output.finish_reason:
                         outcome.finish_reason = output.finish_reason
+                        outcome.stop_sequence = output.stop_word
                 return
             except EngineUnreachable as exc:
                 log.warning("endpoint unreachable, trying another", extra={"fields": {"error": str(exc)}})
@@ -142,6 +159,24 @@ class Router:
                 raise InvalidRequest(f"The model rejected the request: {exc}") from exc
             finally:
                 self.in_flight[address] -= 1
+        raise ModelUnavailable(f"No reachable instance of {request.model}; retry in 30 seconds")
+
+    async def count_tokens(self, request: CountTokensRequest) -> CountTokensReply:
+        record = self.registry.get(request.model)
+        if record is None or not record.ready_endpoints:
+            raise ModelUnavailable(f"No ready instance of {request.model}; retry in 30 seconds")
+        tried: set[str] = set()
+        for _ in range(self.max_endpoint_attempts):
+            endpoint = self.policy.choose(record.ready_endpoints, self.in_flight, tried)
+            if endpoint is None:
+                break
+            try:
+                count = await self.engine.count_tokens(endpoint.grpc_address, record.triton_model, request.messages)
+                return CountTokensReply(input_tokens=count)
+            except EngineUnreachable:
+                tried.add(endpoint.grpc_address)
+            except EngineRejected as exc:
+                raise InvalidRequest(f"The model rejected the request: {exc}") from exc
         raise ModelUnavailable(f"No reachable instance of {request.model}; retry in 30 seconds")
 
     @staticmethod
@@ -161,6 +196,7 @@ class Router:
             account_id=request.account_id,
             key_id=request.key_id,
             model=request.model,
+            endpoint=request.endpoint,
             status_code=outcome.status_code,
             error_type=outcome.error.type if outcome.error else None,
             prompt_tokens=outcome.prompt_tokens,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 
 import grpc
@@ -18,9 +19,9 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
-from lexora_contracts.messages import GenerationRequest
+from lexora_contracts.messages import ChatTurn, GenerationRequest
 
-OUTPUTS = ("text_output", "num_input_tokens", "num_output_tokens", "finish_reason")
+OUTPUTS = ("text_output", "num_input_tokens", "num_output_tokens", "finish_reason", "stop_word")
 
 
 class EngineUnreachable(Exception):
@@ -37,6 +38,7 @@ class EngineOutput:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str | None  # set on the last output only
+    stop_word: str | None = None  # the stop word that ended generation, on the last output
 
 
 def _tensor(name: str, dtype: str, value: np.ndarray) -> InferInput:
@@ -45,21 +47,42 @@ def _tensor(name: str, dtype: str, value: np.ndarray) -> InferInput:
     return tensor
 
 
-def build_inputs(request: GenerationRequest) -> list[InferInput]:
-    messages = json.dumps([m.model_dump() for m in request.messages])
-    inputs = [
-        _tensor("text_input", "BYTES", np.array([messages.encode()], dtype=np.object_)),
+def _chat_inputs(messages: list[ChatTurn], max_tokens: int) -> list[InferInput]:
+    text = json.dumps([m.model_dump() for m in messages])
+    return [
+        _tensor("text_input", "BYTES", np.array([text.encode()], dtype=np.object_)),
         _tensor("apply_chat_template", "BOOL", np.array([True], dtype=bool)),
-        _tensor("max_tokens", "INT32", np.array([request.max_tokens], dtype=np.int32)),
+        _tensor("max_tokens", "INT32", np.array([max_tokens], dtype=np.int32)),
+    ]
+
+
+def build_inputs(request: GenerationRequest) -> list[InferInput]:
+    inputs = [
+        *_chat_inputs(request.messages, request.max_tokens),
         _tensor("stream", "BOOL", np.array([True], dtype=bool)),
         _tensor("temperature", "FP32", np.array([request.temperature], dtype=np.float32)),
         _tensor("top_p", "FP32", np.array([request.top_p], dtype=np.float32)),
     ]
+    if request.top_k:
+        inputs.append(_tensor("top_k", "INT32", np.array([request.top_k], dtype=np.int32)))
     if request.seed is not None:
         inputs.append(_tensor("seed", "UINT64", np.array([request.seed], dtype=np.uint64)))
     if request.stop:
         inputs.append(_tensor("stop_words", "BYTES", np.array([s.encode() for s in request.stop], dtype=np.object_)))
     return inputs
+
+
+def _engine_output(result: object) -> EngineOutput:
+    text = _scalar(result, "text_output")
+    finish = _scalar(result, "finish_reason")
+    stop_word = _scalar(result, "stop_word")
+    return EngineOutput(
+        text=text.decode("utf-8") if isinstance(text, bytes) else "",
+        prompt_tokens=int(_scalar(result, "num_input_tokens") or 0),  # type: ignore[call-overload]
+        completion_tokens=int(_scalar(result, "num_output_tokens") or 0),  # type: ignore[call-overload]
+        finish_reason=(finish.decode() if isinstance(finish, bytes) else "") or None,
+        stop_word=(stop_word.decode("utf-8") if isinstance(stop_word, bytes) else "") or None,
+    )
 
 
 def _scalar(result: object, name: str) -> object:
@@ -87,14 +110,28 @@ class TritonEngine:
 
     async def generate(self, address: str, model: str, request: GenerationRequest) -> AsyncIterator[EngineOutput]:
         """Stream outputs; raise EngineUnreachable before the first output, EngineRejected on an engine error."""
-        inputs = build_inputs(request)
+        # aclosing: when our caller stops early, the Triton stream is cancelled now, not at GC.
+        async with aclosing(self._stream(address, model, build_inputs(request), request.request_id)) as outputs:
+            async for output in outputs:
+                yield output
 
+    async def count_tokens(self, address: str, model: str, messages: list[ChatTurn]) -> int:
+        """The prompt's token count by the model's own tokenizer and template (max_tokens 0)."""
+        async with aclosing(self._stream(address, model, _chat_inputs(messages, 0), "")) as outputs:
+            async for output in outputs:
+                return output.prompt_tokens
+        raise EngineRejected("the engine returned no count")
+
+    async def _stream(
+        self, address: str, model: str, inputs: list[InferInput], request_id: str
+    ) -> AsyncIterator[EngineOutput]:
+        # Decoupled models answer only on the streaming API, even for a single response.
         async def one_request():  # type: ignore[no-untyped-def]
             yield {
                 "model_name": model,
                 "inputs": inputs,
                 "outputs": [InferRequestedOutput(name) for name in OUTPUTS],
-                "request_id": request.request_id,
+                "request_id": request_id,
             }
 
         responses = self._client(address).stream_infer(one_request())
@@ -103,15 +140,7 @@ class TritonEngine:
             async for result, error in responses:
                 if error is not None:
                     raise EngineRejected(str(error.message()))
-                text = _scalar(result, "text_output")
-                finish = _scalar(result, "finish_reason")
-                finish_reason = finish.decode() if isinstance(finish, bytes) else None
-                output = EngineOutput(
-                    text=text.decode("utf-8") if isinstance(text, bytes) else "",
-                    prompt_tokens=int(_scalar(result, "num_input_tokens") or 0),
-                    completion_tokens=int(_scalar(result, "num_output_tokens") or 0),
-                    finish_reason=finish_reason or None,
-                )
+                output = _engine_output(result)
                 produced = True
                 yield output
                 if output.finish_reason:

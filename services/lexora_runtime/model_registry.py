@@ -37,11 +37,13 @@ class ModelRegistryView:
 
     def __init__(self) -> None:
         self._models: dict[str, ModelRecord] = {}
+        self._by_alias: dict[str, ModelRecord] = {}
         self._task: asyncio.Task[None] | None = None
         self._loaded = asyncio.Event()
 
     def get(self, model_id: str) -> ModelRecord | None:
-        return self._models.get(model_id)
+        """By id, else by alias."""
+        return self._models.get(model_id) or self._by_alias.get(model_id)
 
     def all(self) -> list[ModelRecord]:
         return sorted(self._models.values(), key=lambda m: m.id)
@@ -67,6 +69,7 @@ class ModelRegistryView:
                 continue
             if entry.operation in ("DEL", "PURGE") or not entry.value:
                 self._models.pop(entry.key, None)
+                self._index_aliases()
                 continue
             try:
                 record = ModelRecord.model_validate_json(entry.value)
@@ -74,4 +77,8 @@ class ModelRegistryView:
                 log.error("ignoring malformed registry record", extra={"fields": {"key": entry.key}})
                 continue
             self._models[record.id] = record
+            self._index_aliases()
             self._loaded.set()
+
+    def _index_aliases(self) -> None:
+        self._by_alias = {alias: m for m in self._models.values() for alias in m.aliases}

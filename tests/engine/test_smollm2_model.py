@@ -85,6 +85,7 @@ async def generate(
     temperature=0.0,
     stop=None,
     seed=None,
+    top_k=None,
     omit=(),
     cancel_after=None,
 ):
@@ -103,6 +104,8 @@ async def generate(
         inputs["stop_words"] = (np.object_, [s.encode() for s in stop])
     if seed is not None:
         inputs["seed"] = (np.uint64, [seed])
+    if top_k is not None:
+        inputs["top_k"] = (np.int32, [top_k])
     tensors = [_tensor(n, d, v) for n, (d, v) in inputs.items() if n not in omit]
     done = asyncio.Event()
 
@@ -120,7 +123,7 @@ async def generate(
                     break
                 out = {
                     n: result.as_numpy(n)
-                    for n in ("text_output", "num_input_tokens", "num_output_tokens", "finish_reason")
+                    for n in ("text_output", "num_input_tokens", "num_output_tokens", "finish_reason", "stop_word")
                 }
                 responses.append(
                     {
@@ -128,6 +131,7 @@ async def generate(
                         "n_in": int(out["num_input_tokens"][0]),
                         "n_out": int(out["num_output_tokens"][0]),
                         "finish": out["finish_reason"][0].decode(),
+                        "stop_word": out["stop_word"][0].decode(),
                     }
                 )
                 if cancel_after is not None and len(responses) >= cancel_after:
@@ -212,14 +216,30 @@ async def test_stop_word_truncates_before_it(triton):
     stop = f" {words[2]} {words[3]}"
     expected = baseline["text"][: baseline["text"].index(stop)]
 
-    out = await complete(url, GREETING, max_tokens=24, stop=[stop, "never-appears"])
-    assert (out["text"], out["finish"]) == (expected, "stop")
+    out = await complete(url, GREETING, max_tokens=24, stop=["never-appears", stop])
+    assert (out["text"], out["finish"], out["stop_word"]) == (expected, "stop", stop)
     assert out["n_out"] < baseline["n_out"] or baseline["finish"] == "length"
 
     responses, error = await generate(url, GREETING, 24, stream=True, stop=[stop])
     assert error is None, error
     assert "".join(r["text"] for r in responses) == expected
     assert responses[-1]["finish"] == "stop"
+    assert responses[-1]["stop_word"] == stop
+    assert baseline["stop_word"] == ""
+
+
+async def test_zero_max_tokens_counts_the_prompt_without_generating(triton, vocab):
+    url, _ = triton
+    out = await complete(url, GREETING, max_tokens=0)
+    assert out["n_in"] == len(chat_prompt_tokens(vocab, GREETING))
+    assert (out["text"], out["n_out"]) == ("", 0)
+
+
+async def test_top_k_one_is_greedy(triton):
+    url, _ = triton
+    greedy = await complete(url, GREETING, 10, temperature=0.0)
+    sampled = await complete(url, GREETING, 10, temperature=1.5, top_k=1, seed=7)
+    assert sampled["text"] == greedy["text"]
 
 
 async def test_seeded_sampling_is_reproducible(triton):
@@ -234,7 +254,7 @@ async def test_seeded_sampling_is_reproducible(triton):
     [
         ("{not json", {}, "JSON"),
         ('{"role": "user"}', {}, "messages"),
-        (GREETING, {"max_tokens": 0}, "max_tokens"),
+        (GREETING, {"max_tokens": -1}, "max_tokens"),
         (GREETING, {"max_tokens": 9000}, "context window"),
         (GREETING, {"omit": ("text_input",)}, "text_input"),
     ],

@@ -5,7 +5,7 @@ from lexora_contracts.messages import Identity
 from lexora_contracts.money import ceil_micro, request_cost_pico
 from lexora_contracts.openai import ChatCompletionRequest
 from lexora_contracts.registry import Endpoint, ModelRecord, Pricing
-from lexora_gateway import chat
+from lexora_gateway import jobs, openai_chat
 
 MODEL = ModelRecord(
     id="m",
@@ -17,39 +17,41 @@ MODEL = ModelRecord(
 FREE = MODEL.model_copy(update={"pricing": Pricing(input_micro_per_mtok=0, output_micro_per_mtok=0)})
 
 
-def body(**kwargs: object) -> ChatCompletionRequest:
-    return ChatCompletionRequest.model_validate(
-        {"model": "m", "messages": [{"role": "user", "content": "héllo"}], **kwargs}
+def body(**kwargs: object) -> jobs.ChatJob:
+    return openai_chat.to_job(
+        ChatCompletionRequest.model_validate(
+            {"model": "m", "messages": [{"role": "user", "content": "héllo"}], **kwargs}
+        )
     )
 
 
 def test_max_tokens_defaults_to_512_within_context() -> None:
-    assert chat.resolve_max_tokens(body(), MODEL) == 512
+    assert jobs.resolve_max_tokens(body(), MODEL) == 512
     small = MODEL.model_copy(update={"context_length": 100})
-    assert chat.resolve_max_tokens(body(), small) == 100
+    assert jobs.resolve_max_tokens(body(), small) == 100
 
 
 def test_max_tokens_past_the_context_is_refused_naming_the_param() -> None:
     with pytest.raises(InvalidRequest) as caught:
-        chat.resolve_max_tokens(body(max_tokens=1001), MODEL)
+        jobs.resolve_max_tokens(body(max_tokens=1001), MODEL)
     assert caught.value.param == "max_tokens"
 
 
 def test_max_completion_tokens_is_honoured() -> None:
-    assert chat.resolve_max_tokens(body(max_completion_tokens=7), MODEL) == 7
+    assert jobs.resolve_max_tokens(body(max_completion_tokens=7), MODEL) == 7
 
 
 def test_reservation_bounds_the_worst_case_cost_from_above() -> None:
     request = body()
-    prompt_bound = chat.prompt_token_bound(request, MODEL)
+    prompt_bound = jobs.prompt_token_bound(request, MODEL)
     assert prompt_bound >= len("héllo".encode())  # at least one byte of text per token
-    reserved = chat.reservation_micro(request, MODEL, 50)
+    reserved = jobs.reservation_micro(request, MODEL, 50)
     assert reserved * 10**6 >= request_cost_pico(prompt_bound, 50, 40_000, 80_000) + 10**6 - 1
     assert reserved == ceil_micro(request_cost_pico(prompt_bound, 50, 40_000, 80_000)) + 1
 
 
 def test_free_models_hold_nothing() -> None:
-    assert chat.reservation_micro(body(), FREE, 50) == 0
+    assert jobs.reservation_micro(body(), FREE, 50) == 0
 
 
 def test_generation_request_carries_price_deadline_and_text() -> None:
@@ -61,7 +63,7 @@ def test_generation_request_carries_price_deadline_and_text() -> None:
         ],
         stop="END",
     )
-    job = chat.generation_request(request, MODEL, identity, "r1", 10, 5, 1000.0, 120)
+    job = jobs.generation_request(request, MODEL, identity, "r1", 10, 5, 1000.0, 120)
     assert job.deadline == 1120.0
     assert job.pricing == MODEL.pricing
     assert [(m.role, m.content) for m in job.messages] == [("system", "be brief"), ("user", "x")]
@@ -69,5 +71,5 @@ def test_generation_request_carries_price_deadline_and_text() -> None:
 
 
 def test_usage_block_reports_cost_in_usd() -> None:
-    usage = chat.usage_block(25, 10, 1_400_000)
+    usage = openai_chat.usage_block(25, 10, 1_400_000)
     assert usage == {"prompt_tokens": 25, "completion_tokens": 10, "total_tokens": 35, "cost": 1.4e-06}

@@ -112,13 +112,14 @@ class TritonPythonModel:
             pb_utils.Logger.log_warn(f"could not report error {message!r}: {exc!r}")
 
     @staticmethod
-    def _response(text, n_in, n_out, finish_reason):
+    def _response(text, n_in, n_out, finish_reason, stop_word=""):
         return pb_utils.InferenceResponse(
             output_tensors=[
                 pb_utils.Tensor("text_output", np.array([text.encode("utf-8")], dtype=np.object_)),
                 pb_utils.Tensor("num_input_tokens", np.array([n_in], dtype=np.int32)),
                 pb_utils.Tensor("num_output_tokens", np.array([n_out], dtype=np.int32)),
                 pb_utils.Tensor("finish_reason", np.array([finish_reason.encode()], dtype=np.object_)),
+                pb_utils.Tensor("stop_word", np.array([stop_word.encode("utf-8")], dtype=np.object_)),
             ]
         )
 
@@ -164,9 +165,12 @@ class TritonPythonModel:
 
     def _serve(self, request, sender):
         max_tokens = _scalar(request, "max_tokens")
-        if max_tokens is None or int(max_tokens) < 1:
-            raise BadRequest("max_tokens must be at least 1")
+        if max_tokens is None or int(max_tokens) < 0:
+            raise BadRequest("max_tokens must be at least 0 (0 counts the prompt's tokens only)")
         max_tokens = int(max_tokens)
+        top_k = int(_scalar(request, "top_k", 0))
+        if top_k < 0:
+            raise BadRequest("top_k must be >= 0")
         temperature = float(_scalar(request, "temperature", 1.0))
         top_p = float(_scalar(request, "top_p", 1.0))
         if temperature < 0:
@@ -188,6 +192,9 @@ class TritonPythonModel:
 
         prompt = self._prompt_tokens(request)
         n_in = len(prompt)
+        if max_tokens == 0:
+            sender.send(self._response("", n_in, 0, "length"), flags=FINAL)
+            return
         if n_in + max_tokens > self.n_ctx:
             raise BadRequest(
                 f"prompt ({n_in} tokens) + max_tokens ({max_tokens}) exceeds the context window of {self.n_ctx} tokens"
@@ -196,17 +203,17 @@ class TritonPythonModel:
         # llama.cpp seeds are 32-bit and LLAMA_DEFAULT_SEED (0xFFFFFFFF) means "random",
         # so fold an explicit seed below it to stay reproducible.
         self.llm.set_seed(LLAMA_DEFAULT_SEED if seed is None else int(seed) % LLAMA_DEFAULT_SEED)
-        # Only temperature/top_p shape the distribution (OpenAI semantics), hence top_k=0 and
-        # min_p=0 which disable llama_cpp's default top-k 40 / min-p 0.05 filters.
+        # Only temperature/top_p (and top_k when asked) shape the distribution, hence min_p=0 and
+        # top_k=0 by default, which disable llama_cpp's default top-k 40 / min-p 0.05 filters.
         tokens = self.llm.generate(
-            prompt, temp=temperature, top_p=top_p, top_k=0, min_p=0.0, typical_p=1.0, repeat_penalty=1.0
+            prompt, temp=temperature, top_p=top_p, top_k=top_k, min_p=0.0, typical_p=1.0, repeat_penalty=1.0
         )
         # Bytes of a multi-byte character can arrive in different tokens; the incremental
         # decoder keeps the partial bytes until the character is whole. It is never flushed:
         # a character cut off by max_tokens or a stop is dropped rather than shown as U+FFFD.
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         text, safe, sent, n_out = "", 0, 0, 0
-        finish_reason = "length"
+        finish_reason, stop_word = "length", ""
         try:
             for token in tokens:
                 # One IPC round trip to the server per token; negligible next to a decode.
@@ -219,9 +226,10 @@ class TritonPythonModel:
                 n_out += 1
                 text += decoder.decode(self.llm.detokenize([token]))
                 # A stop word completed now must start inside the held-back tail (see below).
-                hits = [i for i in (text.find(s, safe) for s in stops) if i >= 0]
+                hits = [(i, s) for i, s in ((text.find(s, safe), s) for s in stops) if i >= 0]
                 if hits:
-                    text = text[: min(hits)]
+                    cut, stop_word = min(hits)
+                    text = text[:cut]
                     finish_reason = "stop"
                     break
                 if n_out >= max_tokens:
@@ -240,6 +248,6 @@ class TritonPythonModel:
         elif stream:
             if len(text) > sent:
                 sender.send(self._response(text[sent:], n_in, n_out, ""))
-            sender.send(self._response("", n_in, n_out, finish_reason), flags=FINAL)
+            sender.send(self._response("", n_in, n_out, finish_reason, stop_word), flags=FINAL)
         else:
-            sender.send(self._response(text, n_in, n_out, finish_reason), flags=FINAL)
+            sender.send(self._response(text, n_in, n_out, finish_reason, stop_word), flags=FINAL)

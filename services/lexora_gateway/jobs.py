@@ -1,0 +1,103 @@
+"""A chat job, protocol-free: what the OpenAI and Anthropic routes both translate into, and the
+pure decisions made about it before dispatch (limits, the credit hold, the engine request)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lexora_contracts.errors import InvalidRequest, ModelNotFound, ModelUnavailable
+from lexora_contracts.messages import ChatTurn, GenerationRequest, Identity
+from lexora_contracts.money import ceil_micro, request_cost_pico
+from lexora_contracts.openai import DEFAULT_MAX_TOKENS
+from lexora_contracts.registry import ModelRecord
+
+# Role markers and separators a chat template adds per message, beyond the message text.
+PER_MESSAGE_OVERHEAD_TOKENS = 8
+
+
+@dataclass
+class ChatJob:
+    model: str
+    messages: list[ChatTurn]
+    max_tokens: int | None  # None: the default, within the model's context
+    temperature: float
+    top_p: float
+    stream: bool
+    endpoint: str
+    top_k: int | None = None
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+
+
+def chat_model(model: ModelRecord | None, model_id: str) -> ModelRecord:
+    """The registry record to serve a chat job with, or the error the client should see."""
+    if model is None:
+        raise ModelNotFound(f"The model '{model_id}' does not exist; GET /v1/models lists them", param="model")
+    if model.kind != "chat":
+        raise InvalidRequest(f"'{model_id}' is a {model.kind} model, not a chat model", param="model")
+    if not model.ready_endpoints:
+        raise ModelUnavailable(f"No ready instance of {model.id}; retry in 30 seconds")
+    return model
+
+
+def resolve_max_tokens(job: ChatJob, model: ModelRecord) -> int:
+    if job.max_tokens is None:
+        return min(DEFAULT_MAX_TOKENS, model.context_length)
+    if job.max_tokens > model.context_length:
+        raise InvalidRequest(
+            f"max_tokens is {job.max_tokens}, but {model.id} has a context of {model.context_length} tokens",
+            param="max_tokens",
+        )
+    return job.max_tokens
+
+
+def prompt_token_bound(job: ChatJob, model: ModelRecord) -> int:
+    """An upper bound on prompt tokens without tokenizing: a byte-level BPE token is at least one
+    byte of text, and the template adds a bounded number of special tokens."""
+    text_bytes = sum(len(m.content.encode()) for m in job.messages)
+    return text_bytes + PER_MESSAGE_OVERHEAD_TOKENS * len(job.messages) + model.template_overhead_tokens
+
+
+def reservation_micro(job: ChatJob, model: ModelRecord, max_tokens: int) -> int:
+    """Credit to hold before dispatch: the most this request can cost, plus one micro-USD for the
+    sub-micro remainder the account may carry. Free models hold nothing."""
+    if model.pricing.is_free:
+        return 0
+    bound = request_cost_pico(
+        prompt_token_bound(job, model),
+        max_tokens,
+        model.pricing.input_micro_per_mtok,
+        model.pricing.output_micro_per_mtok,
+    )
+    return ceil_micro(bound) + 1
+
+
+def generation_request(
+    job: ChatJob,
+    model: ModelRecord,
+    identity: Identity,
+    request_id: str,
+    max_tokens: int,
+    reserved_micro: int,
+    received_at: float,
+    job_timeout_s: float,
+) -> GenerationRequest:
+    return GenerationRequest(
+        request_id=request_id,
+        account_id=identity.account_id,
+        key_id=identity.key_id,
+        model=model.id,
+        messages=job.messages,
+        max_tokens=max_tokens,
+        temperature=job.temperature,
+        top_p=job.top_p,
+        top_k=job.top_k,
+        seed=job.seed,
+        stop=job.stop,
+        stream=job.stream,
+        deadline=received_at + job_timeout_s,
+        pricing=model.pricing,
+        reserved_micro=reserved_micro,
+        received_at=received_at,
+        endpoint=job.endpoint,
+    )

@@ -1,0 +1,68 @@
+"""Routes about the platform itself: the model catalog and health."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from lexora_contracts import subjects
+from lexora_contracts.errors import LexoraError
+from lexora_contracts.messages import HealthProbe, HealthReply
+from lexora_contracts.registry import ModelRecord
+from lexora_gateway.http import JSONBody
+from lexora_gateway.state import StateDep
+from lexora_runtime.bus import call
+
+router = APIRouter()
+
+HEALTH_SUBJECTS = {
+    "auth": subjects.AUTH_HEALTH,
+    "billing": subjects.BILLING_HEALTH,
+    "usage": subjects.USAGE_HEALTH,
+    "router": subjects.ROUTER_HEALTH,
+}
+
+
+@router.get("/models")
+async def list_models(state: StateDep) -> Response:
+    return JSONBody({"object": "list", "data": [_model_card(m) for m in state.registry.all()]})
+
+
+def _model_card(model: ModelRecord) -> dict[str, Any]:
+    return {
+        "id": model.id,
+        "object": "model",
+        "created": model.created,
+        "owned_by": model.owned_by,
+        "kind": model.kind,
+        "context_length": model.context_length,
+        "status": model.status,
+        "aliases": model.aliases,
+        "pricing": {
+            "input_micro_usd_per_1m_tokens": model.pricing.input_micro_per_mtok,
+            "output_micro_usd_per_1m_tokens": model.pricing.output_micro_per_mtok,
+        },
+    }
+
+
+@router.get("/health")
+async def health(state: StateDep) -> Response:
+    async def probe(subject: str) -> dict[str, Any]:
+        try:
+            reply = await call(state.nc, subject, HealthProbe(), HealthReply, timeout=2.0)
+            return reply.model_dump(exclude={"service"})
+        except LexoraError as exc:
+            return {"status": "down", "error": exc.message}
+
+    results = await asyncio.gather(*(probe(subject) for subject in HEALTH_SUBJECTS.values()))
+    checks: dict[str, Any] = {"nats": {"status": "ok" if state.nc.is_connected else "down"}}
+    checks.update(zip(HEALTH_SUBJECTS, results, strict=True))
+    models = {m.id: m.status for m in state.registry.all()}
+    healthy = all(c["status"] == "ok" for c in checks.values())
+    return JSONBody(
+        {"status": "ok" if healthy else "degraded", "checks": checks, "models": models},
+        status_code=200 if healthy else 503,
+    )
