@@ -1,0 +1,296 @@
+{{/*
+Names and labels. Component-scoped helpers take (dict "root" $ "component" "<name>").
+*/}}
+
+{{- define "lexora.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* "<release>-<chart>", or the release name when it already contains the chart name. */}}
+{{- define "lexora.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "lexora.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "lexora.namespace" -}}
+{{- .Release.Namespace }}
+{{- end }}
+
+{{- define "lexora.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "lexora.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "lexora.labels" -}}
+helm.sh/chart: {{ include "lexora.chart" . }}
+{{ include "lexora.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: lexora
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "lexora.component.fullname" -}}
+{{- printf "%s-%s" (include "lexora.fullname" .root | trunc 50 | trimSuffix "-") .component }}
+{{- end }}
+
+{{- define "lexora.component.selectorLabels" -}}
+{{ include "lexora.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "lexora.component.labels" -}}
+{{ include "lexora.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "lexora.component.serviceAccountName" -}}
+{{- $values := index .root.Values .component }}
+{{- if $values.serviceAccount.create }}
+{{- default (include "lexora.component.fullname" .) $values.serviceAccount.name }}
+{{- else }}
+{{- default "default" $values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The five NATS services, in the order they are rendered. */}}
+{{- define "lexora.services" -}}
+gateway auth billing usage router
+{{- end }}
+
+{{/*
+Images. `image` takes a dict with repository/tag/digest and the root context.
+*/}}
+{{- define "lexora.imageRef" -}}
+{{- $image := .image }}
+{{- if $image.digest }}
+{{- printf "%s@%s" $image.repository $image.digest }}
+{{- else }}
+{{- printf "%s:%s" $image.repository (default .root.Chart.AppVersion $image.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "lexora.image" -}}
+{{- include "lexora.imageRef" (dict "image" .Values.image "root" .) }}
+{{- end }}
+
+{{- define "lexora.operator.image" -}}
+{{- include "lexora.imageRef" (dict "image" .Values.operator.image "root" .) }}
+{{- end }}
+
+{{- define "lexora.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+Secrets: the name every secretKeyRef points at, and the key names inside it.
+*/}}
+{{- define "lexora.secretName" -}}
+{{- default (include "lexora.fullname" .) .Values.secrets.existingSecret }}
+{{- end }}
+
+{{/* The migration hook reads the database URL from its own hook Secret (see secret-migrations.yaml). */}}
+{{- define "lexora.migrations.secretName" -}}
+{{- if or .Values.secrets.existingSecret .Values.postgresql.enabled }}
+{{- include "lexora.secretName" . }}
+{{- else }}
+{{- printf "%s-migrations" (include "lexora.fullname" . | trunc 52 | trimSuffix "-") }}
+{{- end }}
+{{- end }}
+
+{{/*
+Connection to NATS: the bundled server, or the URL of yours.
+*/}}
+{{- define "lexora.nats.fullname" -}}
+{{- include "lexora.component.fullname" (dict "root" . "component" "nats") }}
+{{- end }}
+
+{{- define "lexora.natsUrl" -}}
+{{- if .Values.nats.enabled }}
+{{- printf "nats://%s.%s.svc:4222" (include "lexora.nats.fullname" .) (include "lexora.namespace" .) }}
+{{- else }}
+{{- required "nats.url is required when nats.enabled is false (the URL of a NATS server with JetStream)" .Values.nats.url }}
+{{- end }}
+{{- end }}
+
+{{/*
+Connection to Postgres: env entries that set LEXORA_DATABASE_URL. With the bundled Postgres the URL is
+assembled from its generated password (Kubernetes expands $(POSTGRES_PASSWORD)); otherwise it is read
+whole from the Secret. `secretName` lets the migration hook point at its own Secret.
+*/}}
+{{- define "lexora.postgresql.fullname" -}}
+{{- include "lexora.component.fullname" (dict "root" . "component" "postgresql") }}
+{{- end }}
+
+{{- define "lexora.databaseEnv" -}}
+{{- $secretName := default (include "lexora.secretName" .root) .secretName }}
+{{- if .root.Values.postgresql.enabled }}
+- name: POSTGRES_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secretName }}
+      key: postgres-password
+- name: LEXORA_DATABASE_URL
+  value: {{ printf "postgresql+asyncpg://%s:$(POSTGRES_PASSWORD)@%s.%s.svc:5432/%s" .root.Values.postgresql.username (include "lexora.postgresql.fullname" .root) (include "lexora.namespace" .root) .root.Values.postgresql.database | quote }}
+{{- else }}
+{{- if not (or .root.Values.secrets.existingSecret .root.Values.secrets.databaseUrl) }}
+{{- fail "postgresql.enabled is false: set secrets.databaseUrl or secrets.existingSecret (with a database-url key)" }}
+{{- end }}
+- name: LEXORA_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secretName }}
+      key: database-url
+{{- end }}
+{{- end }}
+
+{{/*
+Environment every Lexora process gets. Takes (dict "root" $ "component" name "metricsPort" port).
+*/}}
+{{- define "lexora.commonEnv" -}}
+- name: LEXORA_NATS_URL
+  value: {{ include "lexora.natsUrl" .root | quote }}
+- name: LEXORA_LOG_LEVEL
+  value: {{ .root.Values.logLevel | quote }}
+- name: LEXORA_METRICS_HOST
+  value: "0.0.0.0"
+- name: LEXORA_METRICS_PORT
+  value: {{ .metricsPort | quote }}
+{{- end }}
+
+{{/* Per-service environment on top of lexora.commonEnv. */}}
+{{- define "lexora.gateway.env" -}}
+- name: LEXORA_HOST
+  value: "0.0.0.0"
+- name: LEXORA_PORT
+  value: {{ .Values.gateway.port | quote }}
+- name: LEXORA_WORKERS
+  value: {{ .Values.gateway.workers | quote }}
+- name: LEXORA_JOB_TIMEOUT_S
+  value: {{ .Values.gateway.jobTimeoutSeconds | quote }}
+{{- end }}
+
+{{- define "lexora.auth.env" -}}
+{{ include "lexora.databaseEnv" (dict "root" .) }}
+- name: LEXORA_ENVIRONMENT
+  value: {{ .Values.environment | quote }}
+- name: LEXORA_KEY_PREFIX
+  value: {{ .Values.auth.keyPrefix | quote }}
+- name: LEXORA_KEY_PEPPER
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "lexora.secretName" . }}
+      key: key-pepper
+{{- end }}
+
+{{/* Stripe keys are reserved for billing's top-ups; optional so a Secret without them still starts. */}}
+{{- define "lexora.billing.env" -}}
+{{ include "lexora.databaseEnv" (dict "root" .) }}
+- name: LEXORA_STRIPE_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "lexora.secretName" . }}
+      key: stripe-secret-key
+      optional: true
+- name: LEXORA_STRIPE_WEBHOOK_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "lexora.secretName" . }}
+      key: stripe-webhook-secret
+      optional: true
+{{- end }}
+
+{{- define "lexora.usage.env" -}}
+{{ include "lexora.databaseEnv" (dict "root" .) }}
+{{- end }}
+
+{{- define "lexora.router.env" -}}
+{{- end }}
+
+{{/*
+Probes. The gateway has /livez and /readyz; the other services expose only their metrics port,
+which opens once they are connected to NATS. The startup probe covers the NATS connect patience.
+*/}}
+{{- define "lexora.probes" -}}
+{{- $path := ternary "/livez" "/metrics" (eq .component "gateway") }}
+{{- $ready := ternary "/readyz" "/metrics" (eq .component "gateway") }}
+{{- $port := ternary "http" "metrics" (eq .component "gateway") }}
+startupProbe:
+  httpGet:
+    path: {{ $path }}
+    port: {{ $port }}
+  periodSeconds: 2
+  failureThreshold: 45
+livenessProbe:
+  httpGet:
+    path: {{ $path }}
+    port: {{ $port }}
+  periodSeconds: 10
+  timeoutSeconds: 3
+  failureThreshold: 3
+readinessProbe:
+  httpGet:
+    path: {{ $ready }}
+    port: {{ $port }}
+  periodSeconds: 5
+  timeoutSeconds: 3
+  failureThreshold: 2
+{{- end }}
+
+{{/*
+Wait for the bundled Postgres before running something that needs it (an initContainer).
+*/}}
+{{- define "lexora.waitForPostgres" -}}
+- name: wait-for-postgres
+  image: {{ include "lexora.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  command:
+    - python
+    - -c
+    - |
+      import socket, sys, time
+      address = ("{{ include "lexora.postgresql.fullname" . }}.{{ include "lexora.namespace" . }}.svc", 5432)
+      deadline = time.monotonic() + 600
+      while True:
+          try:
+              socket.create_connection(address, timeout=3).close()
+              sys.exit(0)
+          except OSError as exc:
+              if time.monotonic() > deadline:
+                  sys.exit(f"postgres not reachable at {address}: {exc}")
+              time.sleep(2)
+  securityContext:
+    {{- toYaml .Values.securityContext | nindent 4 }}
+  resources:
+    {{- toYaml .Values.migrations.resources | nindent 4 }}
+{{- end }}
+
+{{/*
+A Secret value, base64: the one given in values, else the live one (lookup), else a new random one.
+*/}}
+{{- define "lexora.secretValue" -}}
+{{- if .value }}
+{{- .value | b64enc }}
+{{- else if hasKey .live .key }}
+{{- index .live .key }}
+{{- else }}
+{{- randAlphaNum 48 | b64enc }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,382 @@
+"""Spec -> child manifests, as plain dicts. Pure: no API calls, no clock, no randomness.
+
+The same spec always renders the same dicts, which is what makes drift detection a comparison.
+Ownership (ownerReferences) is added by the reconciler with kopf.adopt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from lexora_operator import model_repository as repo
+from lexora_operator.spec import GPU_PRODUCT_LABEL, GROUP, ModelDeploymentSpec
+
+HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
+TRITON_UID = 1000  # triton-server in NVIDIA's Triton images
+INSTANCE_LABEL = f"{GROUP}/model-deployment"
+MODEL_ID_ANNOTATION = f"{GROUP}/model-id"
+CONFIG_HASH_ANNOTATION = f"{GROUP}/config-hash"
+MANAGED_BY = "lexora-operator"
+# How long a pod may spend fetching and loading before the Deployment reports no progress.
+FETCH_ALLOWANCE_S = 1800
+# The router's job deadline is 120 s: Triton finishes requests in flight for that long on SIGTERM.
+DRAIN_S = 120
+
+
+@dataclass(frozen=True)
+class Children:
+    config_map: dict[str, Any]
+    deployment: dict[str, Any]
+    service: dict[str, Any]
+    pdb: dict[str, Any]
+    hpa: dict[str, Any] | None
+
+    def all(self) -> list[dict[str, Any]]:
+        return [c for c in (self.config_map, self.deployment, self.service, self.pdb, self.hpa) if c is not None]
+
+
+def selector_labels(name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "triton", INSTANCE_LABEL: name}
+
+
+def labels(name: str) -> dict[str, str]:
+    return {
+        **selector_labels(name),
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": "model-server",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+    }
+
+
+def config_map_name(name: str) -> str:
+    return f"{name}-model-repo"
+
+
+def grpc_address(name: str, namespace: str) -> str:
+    return f"{name}.{namespace}.svc.cluster.local:{GRPC_PORT}"
+
+
+def render_children(name: str, namespace: str, spec: ModelDeploymentSpec) -> Children:
+    files = repo.model_repository_files(spec)
+    return Children(
+        config_map=render_config_map(name, namespace, files),
+        deployment=render_deployment(name, namespace, spec, config_hash(files)),
+        service=render_service(name, namespace),
+        pdb=render_pdb(name, namespace),
+        hpa=render_hpa(name, namespace, spec) if spec.autoscaling else None,
+    )
+
+
+def config_hash(files: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _metadata(name: str, namespace: str, spec: ModelDeploymentSpec | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels(name)}
+    if spec is not None:
+        meta["annotations"] = {MODEL_ID_ANNOTATION: spec.model.id}
+    return meta
+
+
+def render_config_map(name: str, namespace: str, files: dict[str, str]) -> dict[str, Any]:
+    meta = _metadata(config_map_name(name), namespace)
+    meta["labels"] = labels(name)
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": dict(sorted(files.items()))}
+
+
+def render_service(name: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(name, namespace),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(name),
+            "ports": [
+                {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"},
+                {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+def render_pdb(name: str, namespace: str) -> dict[str, Any]:
+    # maxUnavailable (not minAvailable): a single-replica model must not block node drains forever;
+    # AlwaysAllow: a pod stuck loading or crash-looping never holds a drain up either.
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(name, namespace),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector_labels(name)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+def render_hpa(name: str, namespace: str, spec: ModelDeploymentSpec) -> dict[str, Any]:
+    scaling = spec.autoscaling
+    assert scaling is not None
+    target = {"type": "AverageValue", "averageValue": str(scaling.target_pending_requests)}
+    metrics: list[dict[str, Any]] = [
+        {
+            # Triton's per-model gauge of requests waiting to be scheduled, via a custom metrics adapter.
+            "type": "Pods",
+            "pods": {
+                "metric": {
+                    "name": scaling.pending_requests_metric,
+                    "selector": {"matchLabels": {"model": spec.triton_model_name}},
+                },
+                "target": target,
+            },
+        }
+    ]
+    if scaling.min_replicas == 0:
+        # With no pod there is no Triton metric: scaling up from zero needs demand measured upstream.
+        metrics.append(
+            {
+                "type": "External",
+                "external": {
+                    "metric": {"name": "lexora_pending_requests", "selector": {"matchLabels": {"model_deployment": name}}},
+                    "target": target,
+                },
+            }
+        )
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(name, namespace),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": metrics,
+            "behavior": {
+                "scaleUp": {"stabilizationWindowSeconds": 0},
+                "scaleDown": {"stabilizationWindowSeconds": scaling.scale_down_stabilization_seconds},
+            },
+        },
+    }
+
+
+def render_deployment(name: str, namespace: str, spec: ModelDeploymentSpec, files_hash: str) -> dict[str, Any]:
+    deployment_spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(name)},
+        # One pod at a time, old pod first: never needs a spare GPU (see docs/operator.md).
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+        "progressDeadlineSeconds": spec.triton.startup_timeout_seconds + FETCH_ALLOWANCE_S,
+        "revisionHistoryLimit": 3,
+        "template": {
+            "metadata": {
+                "labels": labels(name),
+                "annotations": {
+                    CONFIG_HASH_ANNOTATION: files_hash,
+                    MODEL_ID_ANNOTATION: spec.model.id,
+                    "prometheus.io/scrape": "true",
+                    "prometheus.io/port": str(METRICS_PORT),
+                },
+            },
+            "spec": _pod_spec(name, spec),
+        },
+    }
+    if spec.autoscaling is None:  # with autoscaling the HPA owns replicas
+        deployment_spec = {"replicas": spec.replicas, **deployment_spec}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(name, namespace, spec),
+        "spec": deployment_spec,
+    }
+
+
+def _pod_spec(name: str, spec: ModelDeploymentSpec) -> dict[str, Any]:
+    pod: dict[str, Any] = {
+        "automountServiceAccountToken": False,  # Triton never talks to the API server
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": DRAIN_S + 15,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": TRITON_UID,
+            "runAsGroup": TRITON_UID,
+            "fsGroup": TRITON_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "initContainers": [_fetch_container(spec)],
+        "containers": [_triton_container(spec)],
+        "volumes": _volumes(name, spec),
+    }
+    node_selector = dict(spec.node_selector)
+    if spec.gpu.count and spec.gpu.product:
+        node_selector[GPU_PRODUCT_LABEL] = spec.gpu.product
+    if node_selector:
+        pod["nodeSelector"] = dict(sorted(node_selector.items()))
+    tolerations = [dict(t) for t in spec.tolerations]
+    if spec.gpu.count and not any(t.get("key") == spec.gpu.resource_name for t in tolerations):
+        # GPU node pools are commonly tainted with the GPU resource name.
+        tolerations.append({"key": spec.gpu.resource_name, "operator": "Exists", "effect": "NoSchedule"})
+    if tolerations:
+        pod["tolerations"] = tolerations
+    if spec.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": secret} for secret in spec.image_pull_secrets]
+    return pod
+
+
+def _container_security(read_only: bool) -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": read_only,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _resources(spec: ModelDeploymentSpec) -> dict[str, Any]:
+    resources: dict[str, dict[str, str]] = {
+        kind: {resource: str(quantity) for resource, quantity in values.items()}
+        for kind, values in spec.resources.items()
+        if kind in ("requests", "limits") and values
+    }
+    if spec.gpu.count:
+        resources.setdefault("limits", {})[spec.gpu.resource_name] = str(spec.gpu.count)
+    return resources
+
+
+def _triton_container(spec: ModelDeploymentSpec) -> dict[str, Any]:
+    args = [
+        f"--model-repository={repo.MODEL_REPO_DIR}",
+        f"--http-port={HTTP_PORT}",
+        f"--grpc-port={GRPC_PORT}",
+        f"--metrics-port={METRICS_PORT}",
+        "--model-control-mode=none",
+        "--strict-readiness=true",
+        "--exit-on-error=true",
+        f"--exit-timeout-secs={DRAIN_S}",
+        *spec.triton.extra_args,
+    ]
+    env = [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HOME", "value": f"{repo.CACHE_DIR}/hf"}]
+    if spec.backend == "tensorrtllm" and spec.gpu.count > 1:
+        # Multi-GPU engines: the backend spawns its own workers instead of needing mpirun.
+        env.append({"name": "TRTLLM_ORCHESTRATOR", "value": "1"})
+    http = {"path": "/v2/health/ready", "port": "http"}
+    container: dict[str, Any] = {
+        "name": "triton",
+        "image": spec.triton.image,
+        "imagePullPolicy": spec.triton.image_pull_policy,
+        "command": ["tritonserver"],
+        "args": args,
+        "env": env,
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        # Triton serves HTTP only once every model has loaded: the startup probe allows for the load.
+        "startupProbe": {
+            "httpGet": http,
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": math.ceil(spec.triton.startup_timeout_seconds / 10),
+        },
+        "readinessProbe": {"httpGet": http, "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 6,
+        },
+        "securityContext": _container_security(spec.triton.read_only_root_filesystem),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": _mounts(spec, config=False),
+    }
+    resources = _resources(spec)
+    if resources:
+        container["resources"] = resources
+    return container
+
+
+def source_fingerprint(spec: ModelDeploymentSpec) -> str:
+    source = spec.source
+    if source.hugging_face is not None:
+        return f"hf:{source.hugging_face.repo}@{source.hugging_face.revision}"
+    if source.object_store is not None:
+        return f"uri:{source.object_store.uri}"
+    assert source.pvc is not None
+    return f"pvc:{source.pvc.claim_name}/{source.pvc.sub_path}"
+
+
+def _fetch_container(spec: ModelDeploymentSpec) -> dict[str, Any]:
+    source = spec.source
+    env: list[dict[str, Any]] = [
+        {"name": "LEXORA_SOURCE_KIND", "value": source.kind},
+        {"name": "LEXORA_SOURCE_DIR", "value": repo.source_dir(spec)},
+        {"name": "LEXORA_SOURCE_FINGERPRINT", "value": source_fingerprint(spec)},
+        {"name": "LEXORA_MODEL_REPO", "value": repo.MODEL_REPO_DIR},
+        {"name": "LEXORA_CONFIG_DIR", "value": repo.CONFIG_DIR},
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "HF_HOME", "value": f"{repo.CACHE_DIR}/hf"},
+    ]
+    container: dict[str, Any] = {
+        "name": "fetch-model",
+        "image": source.fetcher_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["/bin/sh", f"{repo.CONFIG_DIR}/{repo.FETCH_SCRIPT_KEY}"],
+        "env": env,
+        "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "4Gi"}},
+        "securityContext": _container_security(True),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": _mounts(spec, config=True),
+    }
+    if source.hugging_face is not None:
+        hf = source.hugging_face
+        env += [
+            {"name": "LEXORA_HF_REPO", "value": hf.repo},
+            {"name": "LEXORA_HF_REVISION", "value": hf.revision},
+        ]
+        if hf.token_secret is not None:
+            ref = {"name": hf.token_secret.name, "key": hf.token_secret.key}
+            env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}})
+    if source.object_store is not None:
+        store = source.object_store
+        env.append({"name": "LEXORA_SOURCE_URI", "value": store.uri})
+        if store.endpoint_url:
+            env.append({"name": "LEXORA_SOURCE_ENDPOINT", "value": store.endpoint_url})
+        if store.credentials_secret:
+            container["envFrom"] = [{"secretRef": {"name": store.credentials_secret}}]
+    return container
+
+
+def _mounts(spec: ModelDeploymentSpec, *, config: bool) -> list[dict[str, Any]]:
+    mounts: list[dict[str, Any]] = [
+        {"name": "models", "mountPath": repo.MODEL_REPO_DIR},
+        {"name": "cache", "mountPath": repo.CACHE_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if config:
+        mounts.append({"name": "model-repo-config", "mountPath": repo.CONFIG_DIR, "readOnly": True})
+    else:
+        mounts.append({"name": "shm", "mountPath": "/dev/shm"})
+    if spec.source.pvc is not None:
+        pvc_mount = {"name": "source", "mountPath": repo.PVC_SOURCE_DIR, "readOnly": True}
+        if spec.source.pvc.sub_path:
+            pvc_mount["subPath"] = spec.source.pvc.sub_path
+        mounts.append(pvc_mount)
+    return mounts
+
+
+def _volumes(name: str, spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = [
+        {"name": "models", "emptyDir": {"sizeLimit": "1Gi"}},
+        {"name": "cache", "emptyDir": {"sizeLimit": spec.cache.size_limit}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}},
+        # The Python backend passes tensors through shared memory; FLUX images need room.
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.triton.shm_size}},
+        {"name": "model-repo-config", "configMap": {"name": config_map_name(name), "defaultMode": 0o555}},
+    ]
+    if spec.source.pvc is not None:
+        volumes.append({"name": "source", "persistentVolumeClaim": {"claimName": spec.source.pvc.claim_name}})
+    return volumes

@@ -1,0 +1,230 @@
+"""The ModelDeployment spec as pydantic models, and the checks the CRD's OpenAPI schema cannot express.
+
+The CRD refuses most bad specs at `kubectl apply` time; what is left (cross-field rules on clusters
+without CEL validation, names that do not fit a Service, a model id that is not a registry key)
+is caught here and turned into one readable message for the `Ready` condition.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+from lexora_contracts.money import usd_per_mtok_to_micro, usd_to_micro
+from lexora_contracts.registry import ModelKind, Pricing, registry_key
+
+GROUP = "serving.lexora.network"
+VERSION = "v1alpha1"
+PLURAL = "modeldeployments"
+KIND = "ModelDeployment"
+
+Backend = Literal["tensorrtllm", "python"]
+
+DEFAULT_FETCHER_IMAGE = "ghcr.io/lexora/model-fetcher:0.1.0"
+DEFAULT_PENDING_METRIC = "nv_inference_pending_request_count"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+USD = r"^[0-9]+(\.[0-9]+)?$"
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_TRITON_MODEL_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+
+
+class SpecModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class PricingSpec(SpecModel):
+    input_per_m_tok: str = Field(default="0", pattern=USD)
+    output_per_m_tok: str = Field(default="0", pattern=USD)
+    per_image: str = Field(default="0", pattern=USD)
+
+    def to_pricing(self) -> Pricing:
+        return Pricing(
+            input_micro_per_mtok=usd_per_mtok_to_micro(self.input_per_m_tok),
+            output_micro_per_mtok=usd_per_mtok_to_micro(self.output_per_m_tok),
+            image_micro=usd_to_micro(self.per_image),
+        )
+
+
+class ModelSpec(SpecModel):
+    id: str = Field(min_length=1, max_length=256)
+    kind: ModelKind = "chat"
+    owned_by: str | None = None
+    context_length: int | None = Field(default=None, gt=0)
+    capabilities: list[str] = Field(default_factory=list)
+    template_overhead_tokens: int = Field(default=64, ge=0)
+    pricing: PricingSpec = Field(default_factory=PricingSpec)
+
+
+class SecretKeyRef(SpecModel):
+    name: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+
+
+class PvcSource(SpecModel):
+    claim_name: str = Field(min_length=1)
+    sub_path: str = ""
+
+
+class ObjectStoreSource(SpecModel):
+    uri: str = Field(pattern=r"^(s3|gs|https?)://.+")
+    endpoint_url: str | None = None
+    # A Secret whose keys become the fetcher's environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...).
+    credentials_secret: str | None = None
+
+
+class HuggingFaceSource(SpecModel):
+    repo: str = Field(pattern=r"^[A-Za-z0-9][-\w.]*/[-\w.]+$")
+    revision: str = "main"
+    token_secret: SecretKeyRef | None = None
+
+
+class SourceSpec(SpecModel):
+    pvc: PvcSource | None = None
+    object_store: ObjectStoreSource | None = None
+    hugging_face: HuggingFaceSource | None = None
+    fetcher_image: str = DEFAULT_FETCHER_IMAGE
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SourceSpec:
+        given = [name for name in ("pvc", "objectStore", "huggingFace") if getattr(self, _snake(name)) is not None]
+        if len(given) != 1:
+            raise ValueError(f"set exactly one of pvc, objectStore, huggingFace (got {', '.join(given) or 'none'})")
+        return self
+
+    @property
+    def kind(self) -> Literal["pvc", "objectStore", "huggingFace"]:
+        if self.pvc is not None:
+            return "pvc"
+        return "objectStore" if self.object_store is not None else "huggingFace"
+
+
+class CacheSpec(SpecModel):
+    size_limit: str = "100Gi"
+
+
+class GpuSpec(SpecModel):
+    count: int = Field(default=1, ge=0)
+    product: str | None = None  # value of the nvidia.com/gpu.product node label (GPU feature discovery)
+    resource_name: str = "nvidia.com/gpu"
+
+
+class AutoscalingSpec(SpecModel):
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(ge=1)
+    target_pending_requests: int = Field(default=8, ge=1)
+    pending_requests_metric: str = DEFAULT_PENDING_METRIC
+    scale_down_stabilization_seconds: int = Field(default=300, ge=0)
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"minReplicas ({self.min_replicas}) is above maxReplicas ({self.max_replicas})")
+        return self
+
+
+class TritonSpec(SpecModel):
+    image: str = Field(min_length=1)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    model_name: str | None = Field(default=None, pattern=_TRITON_MODEL_NAME.pattern)
+    # Unset: 64 for tensorrtllm (in-flight batching); 0 for python (the model batches itself, if at all).
+    max_batch_size: int | None = Field(default=None, ge=0)
+    kv_cache_free_gpu_mem_fraction: float = Field(default=0.9, gt=0, le=1)
+    # Unset: true for chat models (tokens stream as they are produced), false for embedding and image.
+    decoupled: bool | None = None
+    max_queue_delay_microseconds: int = Field(default=0, ge=0)
+    instance_count: int = Field(default=1, ge=1)
+    startup_timeout_seconds: int = Field(default=1200, ge=30)
+    read_only_root_filesystem: bool = True
+    shm_size: str = "2Gi"
+    parameters: dict[str, str] = Field(default_factory=dict)
+    extra_args: list[str] = Field(default_factory=list)
+
+
+class ModelDeploymentSpec(SpecModel):
+    model: ModelSpec
+    backend: Backend
+    triton: TritonSpec
+    source: SourceSpec
+    cache: CacheSpec = Field(default_factory=CacheSpec)
+    gpu: GpuSpec = Field(default_factory=GpuSpec)
+    replicas: int = Field(default=1, ge=0)
+    autoscaling: AutoscalingSpec | None = None
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    resources: dict[str, dict[str, str | int]] = Field(default_factory=dict)
+    image_pull_secrets: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ModelDeploymentSpec:
+        if self.backend == "tensorrtllm":
+            if self.model.kind != "chat":
+                raise ValueError(f"backend tensorrtllm serves chat models only, not kind {self.model.kind}")
+            if self.gpu.count < 1:
+                raise ValueError("backend tensorrtllm needs gpu.count of at least 1")
+            if self.triton.max_batch_size == 0:
+                raise ValueError("backend tensorrtllm needs triton.maxBatchSize of at least 1")
+        if self.model.kind != "image" and self.model.context_length is None:
+            raise ValueError(f"model.contextLength is required for {self.model.kind} models")
+        registry_key(self.model.id)  # raises ValueError with the reason
+        return self
+
+    @property
+    def triton_model_name(self) -> str:
+        if self.triton.model_name:
+            return self.triton.model_name
+        if self.backend == "tensorrtllm":
+            return "ensemble"  # the router calls the ensemble: preprocessing -> tensorrt_llm -> postprocessing
+        return re.sub(r"[^a-z0-9_-]+", "-", self.model.id.rsplit("/", 1)[-1].lower()).strip("-")
+
+    @property
+    def max_batch_size(self) -> int:
+        if self.triton.max_batch_size is not None:
+            return self.triton.max_batch_size
+        return 64 if self.backend == "tensorrtllm" else 0
+
+    @property
+    def decoupled(self) -> bool:
+        return self.triton.decoupled if self.triton.decoupled is not None else self.model.kind == "chat"
+
+    @property
+    def context_length(self) -> int:
+        # Image models have no token context the gateway checks; 512 is FLUX's prompt limit.
+        return self.model.context_length or 512
+
+    @property
+    def owned_by(self) -> str:
+        return self.model.owned_by or (self.model.id.split("/", 1)[0].lower() if "/" in self.model.id else "lexora")
+
+
+class InvalidSpec(ValueError):
+    """A spec that can never work as written; the message says which field and why."""
+
+
+def parse_spec(name: str, spec: dict[str, Any]) -> ModelDeploymentSpec:
+    """Parse and check a ModelDeployment; raise InvalidSpec with every problem on one line."""
+    problems: list[str] = []
+    if len(name) > 63 or not _DNS_1035.match(name):
+        problems.append(
+            f"metadata.name {name!r} must be a DNS-1035 label of at most 63 characters (it names the Service)"
+        )
+    try:
+        parsed = ModelDeploymentSpec.model_validate(spec)
+    except ValidationError as exc:
+        problems.extend(_describe(error) for error in exc.errors())
+        raise InvalidSpec("; ".join(problems)) from None
+    if problems:
+        raise InvalidSpec("; ".join(problems))
+    return parsed
+
+
+def _describe(error: Any) -> str:
+    where = "spec." + ".".join(str(part) for part in error["loc"]) if error["loc"] else "spec"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}"
+
+
+def _snake(camel: str) -> str:
+    return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), camel)
