@@ -8,7 +8,6 @@ import pytest
 
 from lexora_contracts.money import request_cost_pico
 from lexora_dev.catalog import LOCAL_CHAT_MODEL
-
 from support.stack import RunningStack
 
 PRICE = 40_000

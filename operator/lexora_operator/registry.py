@@ -1,0 +1,93 @@
+"""The model registry (NATS KV `lexora-models`) as the operator writes it.
+
+`model_record` is pure: spec + whether the model serves -> the record the router and gateway read.
+A model that does not serve keeps its catalog entry with `endpoints=[]` (listed as "pipeline",
+answered with 503 model_unavailable); a deleted ModelDeployment is withdrawn (its key deleted).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
+
+from lexora_contracts.registry import Endpoint, ModelRecord, registry_key
+from lexora_operator.render import grpc_address
+from lexora_operator.spec import ModelDeploymentSpec
+from lexora_runtime.model_registry import publish_model, registry_bucket, withdraw_model
+
+log = logging.getLogger("lexora.operator.registry")
+
+
+def model_record(name: str, namespace: str, spec: ModelDeploymentSpec, *, serving: bool, created: int) -> ModelRecord:
+    endpoints = [Endpoint(name=f"{namespace}/{name}", grpc_address=grpc_address(name, namespace))] if serving else []
+    return ModelRecord(
+        id=spec.model.id,
+        kind=spec.model.kind,
+        owned_by=spec.owned_by,
+        triton_model=spec.triton_model_name,
+        context_length=spec.context_length,
+        pricing=spec.model.pricing.to_pricing(),
+        template_overhead_tokens=spec.model.template_overhead_tokens,
+        capabilities=list(spec.model.capabilities) or [spec.model.kind],
+        created=created,
+        endpoints=endpoints,
+    )
+
+
+class RegistryPublisher:
+    """Writes records only when they differ from what the bucket holds, so resyncs cost one read."""
+
+    def __init__(self, nats_url: str) -> None:
+        self.nats_url = nats_url
+        self._nc: NATS | None = None
+        self._js: JetStreamContext | None = None
+
+    async def connect(self) -> None:
+        self._nc = await nats.connect(
+            self.nats_url,
+            name="lexora-operator",
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+            connect_timeout=5,
+        )
+        self._js = self._nc.jetstream()
+
+    async def close(self) -> None:
+        if self._nc is not None:
+            await self._nc.drain()
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise RuntimeError("the registry publisher is not connected")
+        return self._js
+
+    async def current(self, model_id: str) -> ModelRecord | None:
+        kv = await registry_bucket(self.js)
+        try:
+            entry = await kv.get(registry_key(model_id))
+        except KeyNotFoundError:
+            return None
+        return ModelRecord.model_validate_json(entry.value) if entry.value else None
+
+    async def publish(self, record: ModelRecord) -> bool:
+        """Publish unless the bucket already holds exactly this record. Returns whether it wrote."""
+        if await self.current(record.id) == record:
+            return False
+        await publish_model(self.js, record)
+        log.info(
+            "published model",
+            extra={"fields": {"model": record.id, "endpoints": [e.grpc_address for e in record.endpoints]}},
+        )
+        return True
+
+    async def withdraw(self, model_id: str) -> None:
+        if await self.current(model_id) is None:
+            return
+        await withdraw_model(self.js, model_id)
+        log.info("withdrew model", extra={"fields": {"model": model_id}})

@@ -1,0 +1,137 @@
+"""The Anthropic <-> chat-job translation, on transcripts of real requests and event streams."""
+
+import json
+
+import pytest
+
+from lexora_contracts.anthropic import MessagesRequest
+from lexora_contracts.errors import InvalidRequest
+from lexora_gateway import anthropic_chat as fmt
+
+CLAUDE_CODE_LIKE = {
+    "model": "claude-sonnet-5-5",
+    "max_tokens": 512,
+    "system": [{"type": "text", "text": "You are a coding agent."}, {"type": "text", "text": "Be brief."}],
+    "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "List the files."}]},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "Let me think", "signature": "x"},
+                {"type": "text", "text": "ok"},
+            ],
+        },
+        {"role": "user", "content": "Thanks"},
+    ],
+    "stop_sequences": ["\n\nHuman:"],
+    "metadata": {"user_id": "u1"},
+    "stream": True,
+}
+
+
+def test_request_becomes_a_chat_job_with_system_first() -> None:
+    job = fmt.to_job(MessagesRequest.model_validate(CLAUDE_CODE_LIKE))
+    assert [(t.role, t.content) for t in job.messages] == [
+        ("system", "You are a coding agent.\n\nBe brief."),
+        ("user", "List the files."),
+        ("assistant", "ok"),
+        ("user", "Thanks"),
+    ]
+    assert (job.max_tokens, job.stream, job.stop, job.endpoint) == (512, True, ["\n\nHuman:"], "/v1/messages")
+    assert job.temperature == 0.7 and job.top_k is None
+
+
+def test_sampling_parameters_carry_over() -> None:
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+    job = fmt.to_job(MessagesRequest.model_validate({**body, "temperature": 0.2, "top_p": 0.9, "top_k": 40}))
+    assert (job.temperature, job.top_p, job.top_k) == (0.2, 0.9, 40)
+
+
+@pytest.mark.parametrize(
+    ("content", "param"),
+    [
+        (
+            [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}],
+            "messages[0].content[0]",
+        ),
+        ([{"type": "tool_result", "tool_use_id": "t1", "content": "42"}], "messages[0].content[0]"),
+    ],
+)
+def test_content_the_engine_cannot_take_is_refused_naming_the_block(content: list, param: str) -> None:
+    body = MessagesRequest.model_validate(
+        {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": content}]}
+    )
+    with pytest.raises(InvalidRequest) as caught:
+        fmt.to_job(body)
+    assert caught.value.param == param
+
+
+def test_tool_choice_none_lets_a_request_with_tools_through() -> None:
+    body = {
+        "model": "m",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "x"}],
+        "tools": [{"name": "t", "input_schema": {"type": "object"}}],
+    }
+    with pytest.raises(InvalidRequest):
+        fmt.to_job(MessagesRequest.model_validate(body))
+    assert fmt.to_job(MessagesRequest.model_validate({**body, "tool_choice": {"type": "none"}})).messages
+
+
+@pytest.mark.parametrize(
+    ("engine", "stop", "expected"),
+    [("stop", None, "end_turn"), ("stop", "END", "stop_sequence"), ("length", None, "max_tokens")],
+)
+def test_stop_reasons(engine: str, stop: str | None, expected: str) -> None:
+    assert fmt.stop_reason(engine, stop) == expected
+
+
+def test_message_body_matches_the_documented_shape() -> None:
+    body = fmt.message_body("msg_1", "m", "Hi!", "stop", None, fmt.usage_block(25, 150, 7_000_000))
+    assert body == {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "m",
+        "content": [{"type": "text", "text": "Hi!"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": 25,
+            "output_tokens": 150,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "cost": 7e-06,
+        },
+    }
+
+
+def _parse(stream: bytes) -> list[tuple[str, dict]]:
+    events = []
+    for block in stream.decode().strip().split("\n\n"):
+        name_line, data_line = block.split("\n")
+        events.append((name_line.removeprefix("event: "), json.loads(data_line.removeprefix("data: "))))
+    return events
+
+
+def test_event_stream_transcript() -> None:
+    usage = fmt.usage_block(10, 2, 480_000)
+    stream = b"".join(
+        [
+            fmt.message_start("msg_1", "m", 10),
+            fmt.text_block_start(),
+            fmt.ping(),
+            fmt.text_delta("Hel"),
+            fmt.text_delta("lo"),
+            fmt.block_stop(),
+            fmt.message_delta("stop", "END", usage),
+            fmt.message_stop(),
+        ]
+    )
+    events = _parse(stream)
+    assert [name for name, _ in events] == [data["type"] for _, data in events]
+    assert events[0][1]["message"]["usage"] == {"input_tokens": 10, "output_tokens": 0}
+    assert events[1][1] == {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+    assert events[3][1] == {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}}
+    assert events[6][1]["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "END"}
+    assert events[6][1]["usage"]["output_tokens"] == 2
