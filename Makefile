@@ -24,3 +24,14 @@ lint: bootstrap
 
 clean:
 	rm -rf .lexora .pytest_cache
+
+.PHONY: kind-up deploy
+
+## Create a local Kubernetes cluster named "lexora" with kind (needs docker and kind).
+kind-up:
+	@kind get clusters 2>/dev/null | grep -qx lexora || kind create cluster --name lexora --wait 120s
+	@kubectl config use-context kind-lexora >/dev/null && echo "kind cluster lexora is up (context kind-lexora)"
+
+## Build the images and install the chart into the kind cluster (needs skaffold, helm, kubectl).
+deploy:
+	skaffold run --kube-context kind-lexora

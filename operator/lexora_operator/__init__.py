@@ -1,0 +1,1 @@
+"""Lexora model operator: reconciles ModelDeployment resources into Triton Inference Server."""

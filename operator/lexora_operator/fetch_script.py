@@ -83,7 +83,10 @@ assemble() {
         mkdir -p "$repo/$name"
         cp "$LEXORA_CONFIG_DIR/$name.config.pbtxt" "$repo/$name/config.pbtxt"
         if [ -n "${link:-}" ]; then
-          ln -s "$src/$link" "$repo/$name/1"
+          # An absolute link points into the Triton image (model code baked there); it resolves in
+          # the Triton container, not in this one.
+          case "$link" in /*) target="$link" ;; *) target="$src/$link" ;; esac
+          ln -s "$target" "$repo/$name/1"
         else
           mkdir -p "$repo/$name/1"
         fi

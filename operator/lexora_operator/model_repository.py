@@ -52,7 +52,8 @@ def model_repository_files(spec: ModelDeploymentSpec) -> dict[str, str]:
         ]
     else:
         configs = {spec.triton_model_name: python_config(spec)}
-        layout = ["require 1/model.py", f"model {spec.triton_model_name} 1"]
+        code = spec.triton.model_code_dir
+        layout = [f"model {spec.triton_model_name} {code}"] if code else ["require 1/model.py", f"model {spec.triton_model_name} 1"]
     data = {config_key(model): text for model, text in configs.items()}
     data[LAYOUT_KEY] = "\n".join(layout) + "\n"
     data[FETCH_SCRIPT_KEY] = FETCH_SCRIPT

@@ -7,6 +7,7 @@ answered with 503 model_unavailable); a deleted ModelDeployment is withdrawn (it
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import nats
@@ -20,6 +21,7 @@ from lexora_operator.spec import ModelDeploymentSpec
 from lexora_runtime.model_registry import publish_model, registry_bucket, withdraw_model
 
 log = logging.getLogger("lexora.operator.registry")
+CONNECT_TIMEOUT_S = 10
 
 
 def model_record(name: str, namespace: str, spec: ModelDeploymentSpec, *, serving: bool, created: int) -> ModelRecord:
@@ -45,30 +47,31 @@ class RegistryPublisher:
         self.nats_url = nats_url
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
+        self._connecting = asyncio.Lock()
 
-    async def connect(self) -> None:
-        self._nc = await nats.connect(
-            self.nats_url,
-            name="lexora-operator",
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=1,
-            connect_timeout=5,
-        )
-        self._js = self._nc.jetstream()
+    async def _connect(self) -> JetStreamContext:
+        """Connect on first use: the operator reconciles children even while NATS is still starting."""
+        async with self._connecting:
+            if self._js is not None:
+                return self._js
+            connecting = nats.connect(
+                self.nats_url,
+                name="lexora-operator",
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                connect_timeout=5,
+            )
+            self._nc = await asyncio.wait_for(connecting, CONNECT_TIMEOUT_S)
+            self._js = self._nc.jetstream()
+            return self._js
 
     async def close(self) -> None:
         if self._nc is not None:
             await self._nc.drain()
 
-    @property
-    def js(self) -> JetStreamContext:
-        if self._js is None:
-            raise RuntimeError("the registry publisher is not connected")
-        return self._js
-
     async def current(self, model_id: str) -> ModelRecord | None:
-        kv = await registry_bucket(self.js)
+        kv = await registry_bucket(await self._connect())
         try:
             entry = await kv.get(registry_key(model_id))
         except KeyNotFoundError:
@@ -79,7 +82,7 @@ class RegistryPublisher:
         """Publish unless the bucket already holds exactly this record. Returns whether it wrote."""
         if await self.current(record.id) == record:
             return False
-        await publish_model(self.js, record)
+        await publish_model(await self._connect(), record)
         log.info(
             "published model",
             extra={"fields": {"model": record.id, "endpoints": [e.grpc_address for e in record.endpoints]}},
@@ -89,5 +92,5 @@ class RegistryPublisher:
     async def withdraw(self, model_id: str) -> None:
         if await self.current(model_id) is None:
             return
-        await withdraw_model(self.js, model_id)
+        await withdraw_model(await self._connect(), model_id)
         log.info("withdrew model", extra={"fields": {"model": model_id}})

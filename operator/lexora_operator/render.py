@@ -371,10 +371,10 @@ def _mounts(spec: ModelDeploymentSpec, *, config: bool) -> list[dict[str, Any]]:
 def _volumes(name: str, spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
     volumes: list[dict[str, Any]] = [
         {"name": "models", "emptyDir": {"sizeLimit": "1Gi"}},
-        {"name": "cache", "emptyDir": {"sizeLimit": spec.cache.size_limit}},
+        {"name": "cache", "emptyDir": {"sizeLimit": str(spec.cache.size_limit)}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}},
         # The Python backend passes tensors through shared memory; FLUX images need room.
-        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.triton.shm_size}},
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": str(spec.triton.shm_size)}},
         {"name": "model-repo-config", "configMap": {"name": config_map_name(name), "defaultMode": 0o555}},
     ]
     if spec.source.pvc is not None:

@@ -102,7 +102,7 @@ class SourceSpec(SpecModel):
 
 
 class CacheSpec(SpecModel):
-    size_limit: str = "100Gi"
+    size_limit: str | int = "100Gi"
 
 
 class GpuSpec(SpecModel):
@@ -138,7 +138,10 @@ class TritonSpec(SpecModel):
     instance_count: int = Field(default=1, ge=1)
     startup_timeout_seconds: int = Field(default=1200, ge=30)
     read_only_root_filesystem: bool = True
-    shm_size: str = "2Gi"
+    shm_size: str | int = "2Gi"
+    # python backend: the model's version directory (holding model.py) inside the Triton image.
+    # Unset: the model source carries it as 1/model.py.
+    model_code_dir: str | None = Field(default=None, pattern=r"^/.+")
     parameters: dict[str, str] = Field(default_factory=dict)
     extra_args: list[str] = Field(default_factory=list)
 

@@ -100,6 +100,9 @@ class GenerationRequest(BaseModel):
     top_k: int | None = None
     seed: int | None = None
     stop: list[str] = Field(default_factory=list)
+    # Guided decoding as TensorRT-LLM names it: ("json" | "json_schema" | "ebnf_grammar", guide text).
+    guide_type: str | None = None
+    guide: str | None = None
     stream: bool
     deadline: float  # unix seconds; the router gives up (504, not charged) after it
     pricing: Pricing  # the price the gateway reserved with; settled at this price

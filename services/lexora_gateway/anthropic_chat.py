@@ -1,6 +1,6 @@
 """Anthropic Messages <-> chat jobs, and Anthropic's SSE events. Pure: no I/O.
 
-What the engine does not support yet (tool calls, image input) is refused here with a clear
+What the engine does not support yet (image input) is refused here with a clear
 invalid_request_error naming the field, rather than silently dropped.
 """
 
@@ -17,7 +17,6 @@ from lexora_contracts.anthropic import (
     Message,
     MessagesRequest,
     TextBlock,
-    ThinkingBlock,
     ToolResultBlock,
     ToolUseBlock,
 )
@@ -25,6 +24,7 @@ from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import ChatTurn
 from lexora_contracts.money import pico_to_usd
 from lexora_gateway.jobs import ChatJob
+from lexora_gateway.tools import ToolCall, ToolSpec, ToolUse, call_text, with_instructions
 
 ENDPOINT = "/v1/messages"
 
@@ -39,33 +39,63 @@ def to_turns(system: str | list[TextBlock] | None, messages: list[Message]) -> l
         text = system if isinstance(system, str) else "\n\n".join(block.text for block in system)
         turns.append(ChatTurn(role="system", content=text))
     for index, message in enumerate(messages):
-        turns.append(ChatTurn(role=message.role, content=_text_of(message, index)))
+        turns.extend(_turns_of(message, index))
     return turns
 
 
-def _text_of(message: Message, index: int) -> str:
+def _turns_of(message: Message, index: int) -> list[ChatTurn]:
+    """One message as the engine reads it: tool results become turns of their own."""
     if isinstance(message.content, str):
-        return message.content
-    parts = []
+        return [ChatTurn(role=message.role, content=message.content)]
+    turns, parts = [], []
     for block_index, block in enumerate(message.content):
         where = f"messages[{index}].content[{block_index}]"
         if isinstance(block, TextBlock):
             parts.append(block.text)
-        elif isinstance(block, ThinkingBlock):
-            continue  # earlier thinking is not fed back to the model
+        elif isinstance(block, ToolUseBlock):
+            parts.append(call_text(block.name, block.input))
+        elif isinstance(block, ToolResultBlock):
+            turns.append(ChatTurn(role="tool", content=_tool_result_text(block, where)))
         elif isinstance(block, ImageBlock):
             raise InvalidRequest("Image input is not supported by this model", param=where)
-        elif isinstance(block, ToolUseBlock | ToolResultBlock):
-            raise InvalidRequest("Tool use is not supported by this model yet", param=where)
-    return "".join(parts)
+        # thinking blocks from earlier turns are not fed back to the model
+    if parts or not turns:
+        turns.append(ChatTurn(role=message.role, content="\n".join(parts)))
+    return turns
+
+
+def _tool_result_text(block: ToolResultBlock, where: str) -> str:
+    if isinstance(block.content, list):
+        if any(isinstance(part, ImageBlock) for part in block.content):
+            raise InvalidRequest("Image input is not supported by this model", param=where)
+        text = "".join(part.text for part in block.content if isinstance(part, TextBlock))
+    else:
+        text = block.content or ""
+    return f"Error: {text}" if block.is_error else text
+
+
+def tool_use_of(body: MessagesRequest | CountTokensRequest) -> ToolUse:
+    tools = [ToolSpec(t.name, t.description or "", t.input_schema) for t in body.tools or []]
+    choice = body.tool_choice if isinstance(body, MessagesRequest) else None
+    if choice is None or choice.type == "auto":
+        use = ToolUse(tools, "auto" if tools else "none")
+    elif choice.type == "any":
+        use = ToolUse(tools, "required")
+    elif choice.type == "tool":
+        if not choice.name:
+            raise InvalidRequest("tool_choice of type 'tool' needs a name", param="tool_choice.name")
+        use = ToolUse(tools, "auto", choice.name)
+    else:
+        use = ToolUse(tools, "none")
+    use.check("tool_choice")
+    return use
 
 
 def to_job(body: MessagesRequest) -> ChatJob:
-    if body.tools and (body.tool_choice is None or body.tool_choice.type != "none"):
-        raise InvalidRequest("Tool use is not supported by this model yet", param="tools")
     return ChatJob(
         model=body.model,
         messages=to_turns(body.system, body.messages),
+        tools=tool_use_of(body),
         max_tokens=body.max_tokens,
         temperature=body.temperature,
         top_p=body.top_p,
@@ -77,10 +107,13 @@ def to_job(body: MessagesRequest) -> ChatJob:
 
 
 def count_turns(body: CountTokensRequest) -> list[ChatTurn]:
-    return to_turns(body.system, body.messages)
+    """What the model would read, tool descriptions included, so the count matches the bill."""
+    return with_instructions(to_turns(body.system, body.messages), tool_use_of(body))
 
 
-def stop_reason(engine_reason: str | None, stop_sequence: str | None) -> str:
+def stop_reason(engine_reason: str | None, stop_sequence: str | None, call: ToolCall | None = None) -> str:
+    if call is not None:
+        return "tool_use"
     if engine_reason == "length":
         return "max_tokens"
     return "stop_sequence" if stop_sequence else "end_turn"
@@ -96,6 +129,10 @@ def usage_block(input_tokens: int, output_tokens: int, cost_pico: int) -> dict[s
     }
 
 
+def tool_use_block(call: ToolCall) -> dict[str, Any]:
+    return {"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments}
+
+
 def message_body(
     message_id: str,
     requested_model: str,
@@ -103,14 +140,15 @@ def message_body(
     engine_reason: str | None,
     stop_sequence: str | None,
     usage: dict[str, Any],
+    call: ToolCall | None = None,
 ) -> dict[str, Any]:
     return {
         "id": message_id,
         "type": "message",
         "role": "assistant",
         "model": requested_model,
-        "content": [{"type": "text", "text": text}],
-        "stop_reason": stop_reason(engine_reason, stop_sequence),
+        "content": [tool_use_block(call)] if call else [{"type": "text", "text": text}],
+        "stop_reason": stop_reason(engine_reason, stop_sequence, call),
         "stop_sequence": stop_sequence,
         "usage": usage,
     }
@@ -138,6 +176,21 @@ def message_start(message_id: str, requested_model: str, input_tokens: int) -> b
     )
 
 
+def tool_use_events(call: ToolCall) -> bytes:
+    """A tool_use block: opened with empty input, the input as one input_json_delta, closed."""
+    opening = {**tool_use_block(call), "input": {}}
+    return b"".join(
+        [
+            event("content_block_start", {"index": 0, "content_block": opening}),
+            event(
+                "content_block_delta",
+                {"index": 0, "delta": {"type": "input_json_delta", "partial_json": call.arguments_json}},
+            ),
+            block_stop(),
+        ]
+    )
+
+
 def text_block_start() -> bytes:
     return event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
 
@@ -150,11 +203,13 @@ def block_stop() -> bytes:
     return event("content_block_stop", {"index": 0})
 
 
-def message_delta(engine_reason: str | None, stop_sequence: str | None, usage: dict[str, Any]) -> bytes:
+def message_delta(
+    engine_reason: str | None, stop_sequence: str | None, usage: dict[str, Any], call: ToolCall | None = None
+) -> bytes:
     return event(
         "message_delta",
         {
-            "delta": {"stop_reason": stop_reason(engine_reason, stop_sequence), "stop_sequence": stop_sequence},
+            "delta": {"stop_reason": stop_reason(engine_reason, stop_sequence, call), "stop_sequence": stop_sequence},
             "usage": usage,
         },
     )

@@ -10,6 +10,7 @@ from lexora_contracts.messages import ChatTurn, GenerationRequest, Identity
 from lexora_contracts.money import ceil_micro, request_cost_pico
 from lexora_contracts.openai import DEFAULT_MAX_TOKENS
 from lexora_contracts.registry import ModelRecord
+from lexora_gateway.tools import ToolUse, guide, with_instructions
 
 # Role markers and separators a chat template adds per message, beyond the message text.
 PER_MESSAGE_OVERHEAD_TOKENS = 8
@@ -27,6 +28,11 @@ class ChatJob:
     top_k: int | None = None
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    tools: ToolUse = field(default_factory=ToolUse)
+
+    def engine_messages(self) -> list[ChatTurn]:
+        """What the model reads: the conversation, with the tools described when offered."""
+        return with_instructions(self.messages, self.tools)
 
 
 def chat_model(model: ModelRecord | None, model_id: str) -> ModelRecord:
@@ -54,8 +60,9 @@ def resolve_max_tokens(job: ChatJob, model: ModelRecord) -> int:
 def prompt_token_bound(job: ChatJob, model: ModelRecord) -> int:
     """An upper bound on prompt tokens without tokenizing: a byte-level BPE token is at least one
     byte of text, and the template adds a bounded number of special tokens."""
-    text_bytes = sum(len(m.content.encode()) for m in job.messages)
-    return text_bytes + PER_MESSAGE_OVERHEAD_TOKENS * len(job.messages) + model.template_overhead_tokens
+    messages = job.engine_messages()
+    text_bytes = sum(len(m.content.encode()) for m in messages)
+    return text_bytes + PER_MESSAGE_OVERHEAD_TOKENS * len(messages) + model.template_overhead_tokens
 
 
 def reservation_micro(job: ChatJob, model: ModelRecord, max_tokens: int) -> int:
@@ -82,12 +89,15 @@ def generation_request(
     received_at: float,
     job_timeout_s: float,
 ) -> GenerationRequest:
+    guide_type, guide_text = guide(job.tools) or (None, None)
     return GenerationRequest(
         request_id=request_id,
         account_id=identity.account_id,
         key_id=identity.key_id,
         model=model.id,
-        messages=job.messages,
+        messages=job.engine_messages(),
+        guide_type=guide_type,
+        guide=guide_text,
         max_tokens=max_tokens,
         temperature=job.temperature,
         top_p=job.top_p,

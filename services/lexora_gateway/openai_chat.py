@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
+from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import ChatTurn
 from lexora_contracts.money import pico_to_usd
-from lexora_contracts.openai import ChatCompletionRequest
+from lexora_contracts.openai import ChatCompletionRequest, ChatMessage, NamedToolChoice
 from lexora_gateway.jobs import ChatJob
+from lexora_gateway.tools import ToolCall, ToolSpec, ToolUse, call_text
 
 ENDPOINT = "/v1/chat/completions"
 
@@ -18,9 +21,12 @@ def new_request_id() -> str:
 
 
 def to_job(body: ChatCompletionRequest) -> ChatJob:
+    tool_use = _tool_use(body)
+    tool_use.check("tool_choice")
     return ChatJob(
         model=body.model,
-        messages=[ChatTurn(role=_engine_role(m.role), content=m.text()) for m in body.messages],
+        messages=[_turn(m, i) for i, m in enumerate(body.messages)],
+        tools=tool_use,
         max_tokens=body.requested_max_tokens(),
         temperature=body.temperature,
         top_p=body.top_p,
@@ -31,8 +37,37 @@ def to_job(body: ChatCompletionRequest) -> ChatJob:
     )
 
 
-def _engine_role(role: str) -> str:
-    return "system" if role == "developer" else role
+def _turn(message: ChatMessage, index: int) -> ChatTurn:
+    if message.role == "assistant" and message.tool_calls:
+        calls = []
+        for call_index, call in enumerate(message.tool_calls):
+            try:
+                arguments = json.loads(call.function.arguments or "{}")
+            except ValueError:
+                raise InvalidRequest(
+                    "Tool call arguments must be a JSON object",
+                    param=f"messages[{index}].tool_calls[{call_index}].function.arguments",
+                ) from None
+            calls.append(call_text(call.function.name, arguments))
+        return ChatTurn(role="assistant", content="\n".join([message.text(), *calls]).strip())
+    return ChatTurn(role="system" if message.role == "developer" else message.role, content=message.text())
+
+
+def _tool_use(body: ChatCompletionRequest) -> ToolUse:
+    tools = [ToolSpec(t.function.name, t.function.description, t.function.parameters) for t in body.tools or []]
+    choice = body.tool_choice
+    if isinstance(choice, NamedToolChoice):
+        return ToolUse(tools, "auto", choice.function.name)
+    return ToolUse(tools, choice or ("auto" if tools else "none"))
+
+
+def tool_call_body(call: ToolCall, index: int = 0) -> dict[str, Any]:
+    return {
+        "index": index,
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments_json},
+    }
 
 
 def usage_block(prompt_tokens: int, completion_tokens: int, cost_pico: int) -> dict[str, Any]:
@@ -45,8 +80,18 @@ def usage_block(prompt_tokens: int, completion_tokens: int, cost_pico: int) -> d
 
 
 def completion_body(
-    request_id: str, model: str, created: int, text: str, finish_reason: str | None, usage: dict[str, Any]
+    request_id: str,
+    model: str,
+    created: int,
+    text: str,
+    finish_reason: str | None,
+    usage: dict[str, Any],
+    call: ToolCall | None = None,
 ) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if call is not None:
+        message = {"role": "assistant", "content": None, "tool_calls": [tool_call_body(call)]}
+        finish_reason = "tool_calls"
     return {
         "id": request_id,
         "object": "chat.completion",
@@ -55,7 +100,7 @@ def completion_body(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "message": message,
                 "finish_reason": finish_reason,
                 "logprobs": None,
             }

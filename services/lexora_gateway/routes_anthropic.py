@@ -18,13 +18,15 @@ from lexora_gateway.authn import authenticate
 from lexora_gateway.dispatch import GenerationStream
 from lexora_gateway.errors import anthropic_sse_error_event
 from lexora_gateway.http import JSONBody, parse_body
-from lexora_gateway.jobs import chat_model
+from lexora_gateway.jobs import ChatJob, chat_model
 from lexora_gateway.state import StateDep
-from lexora_gateway.submit import start_chat_job
+from lexora_gateway.submit import collect, start_chat_job
+from lexora_gateway.tools import parse_call
 from lexora_runtime.bus import call
 
 router = APIRouter()
 COUNT_TIMEOUT_S = 30.0
+TOOL_ID_PREFIX = "toolu_"
 
 
 @router.post("/messages", response_model=None)
@@ -33,24 +35,24 @@ async def create_message(request: Request, state: StateDep) -> Response:
     identity = await authenticate(request, state)
     body = parse_body(MessagesRequest, await request.body())
     message_id = fmt.new_message_id()
-    stream, first, _ = await start_chat_job(state, identity, fmt.to_job(body), message_id, received_at)
+    job = fmt.to_job(body)
+    stream, first, _ = await start_chat_job(state, identity, job, message_id, received_at)
     headers = {"request-id": message_id}
     if body.stream:
-        return StreamingResponse(_events(stream, first, body.model), media_type="text/event-stream", headers=headers)
+        events = (
+            _events_with_tools(stream, first, body.model, job)
+            if job.tools.active
+            else _events(stream, first, body.model)
+        )
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
     try:
-        parts = []
-        chunk = first
-        while True:
-            if chunk.kind == "delta":
-                parts.append(chunk.text)
-            if chunk.kind == "done":
-                break
-            chunk = await stream.next()
+        text, done = await collect(stream, first)
     finally:
         await stream.release()
-    usage = fmt.usage_block(chunk.prompt_tokens, chunk.completion_tokens, chunk.cost_pico)
+    usage = fmt.usage_block(done.prompt_tokens, done.completion_tokens, done.cost_pico)
+    call = parse_call(text, job.tools, TOOL_ID_PREFIX)
     return JSONBody(
-        fmt.message_body(message_id, body.model, "".join(parts), chunk.finish_reason, chunk.stop_sequence, usage),
+        fmt.message_body(message_id, body.model, text, done.finish_reason, done.stop_sequence, usage, call),
         headers=headers,
     )
 
@@ -70,6 +72,29 @@ async def _events(stream: GenerationStream, first: GenerationChunk, requested_mo
         yield fmt.block_stop()
         usage = fmt.usage_block(chunk.prompt_tokens, chunk.completion_tokens, chunk.cost_pico)
         yield fmt.message_delta(chunk.finish_reason, chunk.stop_sequence, usage)
+        yield fmt.message_stop()
+    except LexoraError as exc:
+        yield anthropic_sse_error_event(exc)
+    finally:
+        await stream.release()
+
+
+async def _events_with_tools(
+    stream: GenerationStream, first: GenerationChunk, requested_model: str, job: ChatJob
+) -> AsyncIterator[bytes]:
+    """With tools offered, the answer is read whole first: only then is it known whether it is a
+    tool_use block or text."""
+    try:
+        yield fmt.message_start(stream.request.request_id, requested_model, first.prompt_tokens)
+        yield fmt.ping()
+        text, done = await collect(stream, first)
+        call = parse_call(text, job.tools, TOOL_ID_PREFIX)
+        if call is not None:
+            yield fmt.tool_use_events(call)
+        else:
+            yield fmt.text_block_start() + fmt.text_delta(text) + fmt.block_stop()
+        usage = fmt.usage_block(done.prompt_tokens, done.completion_tokens, done.cost_pico)
+        yield fmt.message_delta(done.finish_reason, done.stop_sequence, usage, call)
         yield fmt.message_stop()
     except LexoraError as exc:
         yield anthropic_sse_error_event(exc)

@@ -19,9 +19,11 @@ from lexora_gateway.dispatch import GenerationStream
 from lexora_gateway.errors import sse_error_event
 from lexora_gateway.http import JSONBody, parse_body
 from lexora_gateway.state import StateDep
-from lexora_gateway.submit import start_chat_job
+from lexora_gateway.submit import collect, start_chat_job
+from lexora_gateway.tools import ToolUse, parse_call
 
 router = APIRouter()
+CALL_ID_PREFIX = "call_"
 
 
 @router.post("/chat/completions", response_model=None)
@@ -30,41 +32,52 @@ async def chat_completions(request: Request, state: StateDep) -> Response:
     identity = await authenticate(request, state)
     body = parse_body(ChatCompletionRequest, await request.body())
     request_id = openai_chat.new_request_id()
-    stream, first, model = await start_chat_job(state, identity, openai_chat.to_job(body), request_id, received_at)
+    job = openai_chat.to_job(body)
+    stream, first, model = await start_chat_job(state, identity, job, request_id, received_at)
     headers = {"X-Request-Id": request_id}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(
-            _sse(stream, first, model.id, include_usage), media_type="text/event-stream", headers=headers
+        events = (
+            _sse_with_tools(stream, first, model.id, include_usage, job.tools)
+            if job.tools.active
+            else _sse(stream, first, model.id, include_usage)
         )
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
     try:
-        return JSONBody(await _complete(stream, first, model.id), headers=headers)
+        text, done = await collect(stream, first)
     finally:
         await stream.release()
-
-
-async def _complete(stream: GenerationStream, first: GenerationChunk, model_id: str) -> dict[str, Any]:
-    parts = []
-    chunk = first
-    while True:
-        if chunk.kind == "delta":
-            parts.append(chunk.text)
-        if chunk.kind == "done":
-            break
-        chunk = await stream.next()
-    usage = openai_chat.usage_block(chunk.prompt_tokens, chunk.completion_tokens, chunk.cost_pico)
-    return openai_chat.completion_body(
-        stream.request.request_id,
-        model_id,
-        int(stream.request.received_at),
-        "".join(parts),
-        openai_chat.openai_finish_reason(chunk.finish_reason),
-        usage,
+    return JSONBody(
+        openai_chat.completion_body(
+            request_id,
+            model.id,
+            int(received_at),
+            text,
+            openai_chat.openai_finish_reason(done.finish_reason),
+            openai_chat.usage_block(done.prompt_tokens, done.completion_tokens, done.cost_pico),
+            parse_call(text, job.tools, CALL_ID_PREFIX),
+        ),
+        headers=headers,
     )
 
 
 def _event(body: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+def _ending(stream: GenerationStream, model_id: str, finish: str, done: GenerationChunk, include_usage: bool) -> bytes:
+    """The finish chunk with usage (or, with include_usage, a separate usage chunk), then [DONE]."""
+    request_id, created = stream.request.request_id, int(stream.request.received_at)
+    usage = openai_chat.usage_block(done.prompt_tokens, done.completion_tokens, done.cost_pico)
+    chunk_body = openai_chat.chunk_body
+    if include_usage:
+        events = [
+            _event(chunk_body(request_id, model_id, created, {}, finish)),
+            _event(chunk_body(request_id, model_id, created, {}, usage=usage, with_choice=False)),
+        ]
+    else:
+        events = [_event(chunk_body(request_id, model_id, created, {}, finish, usage=usage))]
+    return b"".join(events) + b"data: [DONE]\n\n"
 
 
 async def _sse(
@@ -80,16 +93,41 @@ async def _sse(
             chunk = await stream.next()
             if chunk.kind == "delta" and chunk.text:
                 yield _event(chunk_body(request_id, model_id, created, {"content": chunk.text}))
-        usage = openai_chat.usage_block(chunk.prompt_tokens, chunk.completion_tokens, chunk.cost_pico)
         finish = openai_chat.openai_finish_reason(chunk.finish_reason)
-        if include_usage:
-            yield _event(chunk_body(request_id, model_id, created, {}, finish))
-            yield _event(chunk_body(request_id, model_id, created, {}, usage=usage, with_choice=False))
-        else:
-            yield _event(chunk_body(request_id, model_id, created, {}, finish, usage=usage))
-        yield b"data: [DONE]\n\n"
+        yield _ending(stream, model_id, finish, chunk, include_usage)
     except LexoraError as exc:
         yield sse_error_event(exc)
     finally:
         # A client that disconnected lands here too (the generator is cancelled): stop the engine.
+        await stream.release()
+
+
+async def _sse_with_tools(
+    stream: GenerationStream, first: GenerationChunk, model_id: str, include_usage: bool, tools: ToolUse
+) -> AsyncIterator[bytes]:
+    """With tools offered, the answer is read whole before it is sent: only then is it known
+    whether it is a tool call or prose."""
+    request_id = stream.request.request_id
+    created = int(stream.request.received_at)
+    chunk_body = openai_chat.chunk_body
+    try:
+        text, done = await collect(stream, first)
+        call = parse_call(text, tools, CALL_ID_PREFIX)
+        if call is None:
+            yield _event(chunk_body(request_id, model_id, created, {"role": "assistant", "content": text}))
+            finish = openai_chat.openai_finish_reason(done.finish_reason)
+        else:
+            opening = {**openai_chat.tool_call_body(call), "function": {"name": call.name, "arguments": ""}}
+            yield _event(
+                chunk_body(
+                    request_id, model_id, created, {"role": "assistant", "content": None, "tool_calls": [opening]}
+                )
+            )
+            arguments = {"index": 0, "function": {"arguments": call.arguments_json}}
+            yield _event(chunk_body(request_id, model_id, created, {"tool_calls": [arguments]}))
+            finish = "tool_calls"
+        yield _ending(stream, model_id, finish, done, include_usage)
+    except LexoraError as exc:
+        yield sse_error_event(exc)
+    finally:
         await stream.release()

@@ -78,3 +78,15 @@ async def _record_unrouted(state: GatewayState, request: GenerationRequest, erro
             latency_ms=int((time.time() - request.received_at) * 1000),
         ),
     )
+
+
+async def collect(stream: GenerationStream, first: GenerationChunk) -> tuple[str, GenerationChunk]:
+    """The whole answer and its final chunk (counts, finish reason, cost)."""
+    parts = []
+    chunk = first
+    while True:
+        if chunk.kind == "delta":
+            parts.append(chunk.text)
+        if chunk.kind == "done":
+            return "".join(parts), chunk
+        chunk = await stream.next()

@@ -65,6 +65,13 @@ def build_inputs(request: GenerationRequest) -> list[InferInput]:
     ]
     if request.top_k:
         inputs.append(_tensor("top_k", "INT32", np.array([request.top_k], dtype=np.int32)))
+    if request.guide_type:
+        inputs.append(
+            _tensor("guided_decoding_guide_type", "BYTES", np.array([request.guide_type.encode()], dtype=np.object_))
+        )
+        inputs.append(
+            _tensor("guided_decoding_guide", "BYTES", np.array([(request.guide or "").encode()], dtype=np.object_))
+        )
     if request.seed is not None:
         inputs.append(_tensor("seed", "UINT64", np.array([request.seed], dtype=np.uint64)))
     if request.stop:

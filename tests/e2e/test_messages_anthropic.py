@@ -189,18 +189,6 @@ def test_bearer_auth_works_too(lexora: RunningStack) -> None:
     assert sdk.messages.create(model=LOCAL_CHAT_MODEL, max_tokens=4, messages=HELLO).usage.output_tokens > 0
 
 
-def test_tools_are_refused_clearly_until_the_engine_supports_them(lexora: RunningStack) -> None:
-    account = lexora.create_account()
-    with pytest.raises(anthropic.BadRequestError) as caught:
-        client(lexora, account.api_key).messages.create(
-            model=LOCAL_CHAT_MODEL,
-            max_tokens=8,
-            messages=HELLO,
-            tools=[{"name": "get_weather", "input_schema": {"type": "object", "properties": {}}}],
-        )
-    assert "Tool use is not supported" in caught.value.body["error"]["message"]
-
-
 def test_error_after_streaming_began_is_an_error_event(lexora: RunningStack) -> None:
     from lexora_dev import stack
     from lexora_dev.processes import free_port

@@ -86,6 +86,7 @@ async def generate(
     stop=None,
     seed=None,
     top_k=None,
+    guide=None,
     omit=(),
     cancel_after=None,
 ):
@@ -106,6 +107,9 @@ async def generate(
         inputs["seed"] = (np.uint64, [seed])
     if top_k is not None:
         inputs["top_k"] = (np.int32, [top_k])
+    if guide is not None:
+        inputs["guided_decoding_guide_type"] = (np.object_, [guide[0].encode()])
+        inputs["guided_decoding_guide"] = (np.object_, [guide[1].encode()])
     tensors = [_tensor(n, d, v) for n, (d, v) in inputs.items() if n not in omit]
     done = asyncio.Event()
 
@@ -233,6 +237,28 @@ async def test_zero_max_tokens_counts_the_prompt_without_generating(triton, voca
     out = await complete(url, GREETING, max_tokens=0)
     assert out["n_in"] == len(chat_prompt_tokens(vocab, GREETING))
     assert (out["text"], out["n_out"]) == ("", 0)
+
+
+async def test_json_schema_guide_constrains_the_output(triton):
+    url, _ = triton
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]}, "days": {"type": "integer"}},
+        "required": ["city", "days"],
+    }
+    ask = [{"role": "user", "content": "Plan a trip. Answer in JSON."}]
+    out = await complete(url, ask, 60, guide=("json_schema", json.dumps(schema)))
+    assert out["finish"] == "stop", out  # the grammar ends the object, then only end-of-text is allowed
+    answer = json.loads(out["text"])
+    assert answer["city"] in ("Paris", "Rome") and isinstance(answer["days"], int)
+
+
+async def test_unusable_guide_is_a_clear_error(triton):
+    url, _ = triton
+    _, error = await generate(url, GREETING, 8, guide=("json_schema", "{not json"))
+    assert "guided_decoding_guide" in str(error)
+    _, error = await generate(url, GREETING, 8, guide=("regex", "a+"))
+    assert "guided_decoding_guide_type" in str(error)
 
 
 async def test_top_k_one_is_greedy(triton):

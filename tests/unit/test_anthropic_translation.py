@@ -54,7 +54,16 @@ def test_sampling_parameters_carry_over() -> None:
             [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}],
             "messages[0].content[0]",
         ),
-        ([{"type": "tool_result", "tool_use_id": "t1", "content": "42"}], "messages[0].content[0]"),
+        (
+            [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "t1",
+                    "content": [{"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}],
+                }
+            ],
+            "messages[0].content[0]",
+        ),
     ],
 )
 def test_content_the_engine_cannot_take_is_refused_naming_the_block(content: list, param: str) -> None:
@@ -66,16 +75,62 @@ def test_content_the_engine_cannot_take_is_refused_naming_the_block(content: lis
     assert caught.value.param == param
 
 
-def test_tool_choice_none_lets_a_request_with_tools_through() -> None:
+TOOLS = [{"name": "get_weather", "description": "Weather now", "input_schema": {"type": "object"}}]
+
+
+@pytest.mark.parametrize(
+    ("choice", "mode", "forced_name"),
+    [
+        (None, "auto", None),
+        ({"type": "auto"}, "auto", None),
+        ({"type": "any"}, "required", None),
+        ({"type": "tool", "name": "get_weather"}, "auto", "get_weather"),
+        ({"type": "none"}, "none", None),
+    ],
+)
+def test_tool_choice_maps_onto_the_protocol_free_modes(choice: dict | None, mode: str, forced_name: str | None) -> None:
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "tools": TOOLS}
+    if choice:
+        body["tool_choice"] = choice
+    use = fmt.to_job(MessagesRequest.model_validate(body)).tools
+    assert (use.mode, use.forced_name) == (mode, forced_name)
+
+
+def test_tool_history_becomes_calls_and_tool_turns() -> None:
     body = {
         "model": "m",
         "max_tokens": 5,
-        "messages": [{"role": "user", "content": "x"}],
-        "tools": [{"name": "t", "input_schema": {"type": "object"}}],
+        "tools": TOOLS,
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C, sunny"},
+                    {"type": "text", "text": "Summarise."},
+                ],
+            },
+        ],
     }
-    with pytest.raises(InvalidRequest):
-        fmt.to_job(MessagesRequest.model_validate(body))
-    assert fmt.to_job(MessagesRequest.model_validate({**body, "tool_choice": {"type": "none"}})).messages
+    job = fmt.to_job(MessagesRequest.model_validate(body))
+    assert [(t.role, t.content) for t in job.messages] == [
+        ("user", "Weather in Paris?"),
+        ("assistant", '{"name": "get_weather", "arguments": {"city": "Paris"}}'),
+        ("tool", "18C, sunny"),
+        ("user", "Summarise."),
+    ]
+    assert job.engine_messages()[0].role == "system" and "get_weather" in job.engine_messages()[0].content
+
+
+def test_forcing_an_unknown_tool_is_refused() -> None:
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "tools": TOOLS}
+    with pytest.raises(InvalidRequest) as caught:
+        fmt.to_job(MessagesRequest.model_validate({**body, "tool_choice": {"type": "tool", "name": "nope"}}))
+    assert caught.value.param == "tool_choice"
 
 
 @pytest.mark.parametrize(

@@ -225,30 +225,34 @@ Environment every Lexora process gets. Takes (dict "root" $ "component" name "me
 {{- end }}
 
 {{/*
-Probes. The gateway has /livez and /readyz; the other services expose only their metrics port,
-which opens once they are connected to NATS. The startup probe covers the NATS connect patience.
+Probes. The gateway has /livez and /readyz; the operator kopf's /healthz; the other services expose
+only their metrics port, which opens once they are connected to NATS. The startup probe covers the
+NATS connect patience.
 */}}
 {{- define "lexora.probes" -}}
-{{- $path := ternary "/livez" "/metrics" (eq .component "gateway") }}
-{{- $ready := ternary "/readyz" "/metrics" (eq .component "gateway") }}
-{{- $port := ternary "http" "metrics" (eq .component "gateway") }}
+{{- $probe := dict "port" "metrics" "live" "/metrics" "ready" "/metrics" }}
+{{- if eq .component "gateway" }}
+{{- $probe = dict "port" "http" "live" "/livez" "ready" "/readyz" }}
+{{- else if eq .component "operator" }}
+{{- $probe = dict "port" "health" "live" "/healthz" "ready" "/healthz" }}
+{{- end }}
 startupProbe:
   httpGet:
-    path: {{ $path }}
-    port: {{ $port }}
+    path: {{ $probe.live }}
+    port: {{ $probe.port }}
   periodSeconds: 2
   failureThreshold: 45
 livenessProbe:
   httpGet:
-    path: {{ $path }}
-    port: {{ $port }}
+    path: {{ $probe.live }}
+    port: {{ $probe.port }}
   periodSeconds: 10
   timeoutSeconds: 3
   failureThreshold: 3
 readinessProbe:
   httpGet:
-    path: {{ $ready }}
-    port: {{ $port }}
+    path: {{ $probe.ready }}
+    port: {{ $probe.port }}
   periodSeconds: 5
   timeoutSeconds: 3
   failureThreshold: 2

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from llama_cpp import LLAMA_DEFAULT_SEED, Llama, llama_vocab_is_eog
+from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -43,6 +44,32 @@ def _scalar(request, name, default=None):
         return default
     value = values[0]
     return value.item() if isinstance(value, np.generic) else value
+
+
+def _text(request, name):
+    raw = _scalar(request, name)
+    if raw is None:
+        return None
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+def _grammar(request):
+    """The guided-decoding constraint, as a llama.cpp grammar (None: unconstrained)."""
+    kind = _text(request, "guided_decoding_guide_type")
+    if not kind:
+        return None
+    guide = _text(request, "guided_decoding_guide") or ""
+    try:
+        if kind == "json":
+            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        if kind == "json_schema":
+            json.loads(guide)  # a clear error for malformed JSON before the converter's own
+            return LlamaGrammar.from_json_schema(guide, verbose=False)
+        if kind == "ebnf_grammar":
+            return LlamaGrammar.from_string(guide, verbose=False)
+    except Exception as exc:
+        raise BadRequest(f"guided_decoding_guide is not a usable {kind}: {exc}") from None
+    raise BadRequest(f"guided_decoding_guide_type must be json, json_schema or ebnf_grammar, not {kind!r}")
 
 
 def _held_back(text: str, stops: list[str]) -> int:
@@ -190,6 +217,7 @@ class TritonPythonModel:
         )
         stops = [s for s in stops if s]
 
+        grammar = _grammar(request)
         prompt = self._prompt_tokens(request)
         n_in = len(prompt)
         if max_tokens == 0:
@@ -206,7 +234,14 @@ class TritonPythonModel:
         # Only temperature/top_p (and top_k when asked) shape the distribution, hence min_p=0 and
         # top_k=0 by default, which disable llama_cpp's default top-k 40 / min-p 0.05 filters.
         tokens = self.llm.generate(
-            prompt, temp=temperature, top_p=top_p, top_k=top_k, min_p=0.0, typical_p=1.0, repeat_penalty=1.0
+            prompt,
+            temp=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            min_p=0.0,
+            typical_p=1.0,
+            repeat_penalty=1.0,
+            grammar=grammar,
         )
         # Bytes of a multi-byte character can arrive in different tokens; the incremental
         # decoder keeps the partial bytes until the character is whole. It is never flushed:

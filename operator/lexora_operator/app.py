@@ -1,0 +1,73 @@
+"""Operator wiring: credentials, the API client, the registry publisher, and kopf's main loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import kopf
+
+from lexora_operator.handlers import build_registry
+from lexora_operator.kube import KubeApi
+from lexora_operator.reconcile import Reconciler
+from lexora_operator.registry import RegistryPublisher
+from lexora_operator.settings import OperatorSettings
+from lexora_operator.spec import GROUP
+
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+def kopf_settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # Kubernetes Events only for problems
+    # Resources are fixed: no watch on CRDs (and no permission for it) is needed.
+    settings.scanning.disabled = True
+    settings.watching.server_timeout = 300
+    return settings
+
+
+def connection_info(settings: OperatorSettings) -> kopf.ConnectionInfo:
+    if settings.kube_server:
+        return kopf.ConnectionInfo(server=settings.kube_server, insecure=True)
+    base = kopf.OperatorSettings()
+    info = kopf.login_with_service_account(settings=base) or kopf.login_with_kubeconfig(settings=base)
+    if info is None:
+        raise SystemExit("no Kubernetes credentials: not in a pod, no kubeconfig, and LEXORA_KUBE_SERVER unset")
+    return info
+
+
+async def run_operator(
+    settings: OperatorSettings,
+    connection: kopf.ConnectionInfo,
+    *,
+    stop_flag: asyncio.Event | None = None,
+    ready_flag: asyncio.Event | None = None,
+) -> None:
+    api = KubeApi(connection, token_file=SERVICE_ACCOUNT_TOKEN if connection.token else None)
+    publisher = RegistryPublisher(settings.nats_url)
+    registry = build_registry(settings.resync_seconds)
+
+    @kopf.on.login(registry=registry)
+    def login(**_: object) -> kopf.ConnectionInfo:
+        return connection
+
+    liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+    try:
+        await kopf.operator(
+            registry=registry,
+            settings=kopf_settings(),
+            clusterwide=True,
+            standalone=True,
+            memo=kopf.Memo(reconciler=Reconciler(api, publisher)),
+            liveness_endpoint=liveness,
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )
+    finally:
+        await publisher.close()
+        await api.close()

@@ -1,0 +1,70 @@
+"""Drift: does a live object still carry every field the operator rendered? Pure.
+
+The API server adds defaults (container terminationMessagePath, Service clusterIP, ...) and writes
+quantities in canonical form ("0.5" becomes "500m"), so the check is "rendered is a subset of live",
+with quantities and numbers compared by value. Fields the operator never sets are left alone.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_SUFFIX = {
+    None: Decimal(1),
+    "m": Decimal("0.001"),
+    "k": Decimal(10) ** 3,
+    "M": Decimal(10) ** 6,
+    "G": Decimal(10) ** 9,
+    "T": Decimal(10) ** 12,
+    "P": Decimal(10) ** 15,
+    "E": Decimal(10) ** 18,
+    "Ki": Decimal(2) ** 10,
+    "Mi": Decimal(2) ** 20,
+    "Gi": Decimal(2) ** 30,
+    "Ti": Decimal(2) ** 40,
+    "Pi": Decimal(2) ** 50,
+    "Ei": Decimal(2) ** 60,
+}
+
+
+def quantity(value: Any) -> Decimal | None:
+    """A Kubernetes quantity ("500m", "32Gi", 4) as a number, or None if it is not one."""
+    if isinstance(value, bool):
+        return None
+    match = _QUANTITY.match(str(value).strip())
+    if not match:
+        return None
+    try:
+        return Decimal(match.group(1)) * _SUFFIX[match.group(2)]
+    except InvalidOperation:
+        return None
+
+
+def _same_scalar(desired: Any, actual: Any) -> bool:
+    if desired == actual and type(desired) is type(actual):
+        return True
+    if isinstance(desired, bool) or isinstance(actual, bool):
+        return False
+    wanted, have = quantity(desired), quantity(actual)
+    return wanted is not None and wanted == have
+
+
+def is_subset(desired: Any, actual: Any) -> bool:
+    if isinstance(desired, dict):
+        return isinstance(actual, dict) and all(k in actual and is_subset(v, actual[k]) for k, v in desired.items())
+    if isinstance(desired, list):
+        return (
+            isinstance(actual, list) and len(desired) == len(actual) and all(map(is_subset, desired, actual))
+        )
+    return _same_scalar(desired, actual)
+
+
+def drift_patch(desired: dict[str, Any]) -> dict[str, Any]:
+    """The merge patch that puts a drifted object back: every field the operator owns."""
+    meta = desired.get("metadata") or {}
+    patch: dict[str, Any] = {k: v for k, v in desired.items() if k not in ("apiVersion", "kind", "metadata")}
+    patch["metadata"] = {k: meta[k] for k in ("labels", "annotations", "ownerReferences") if k in meta}
+    return patch

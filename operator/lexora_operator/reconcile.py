@@ -1,0 +1,243 @@
+"""One idempotent pass over a ModelDeployment: children to spec, status from children, registry from status.
+
+Every trigger (create, spec change, resume, a change to the Triton Deployment, the resync timer) runs
+the same pass, serialised per ModelDeployment, so the last pass always sees the freshest state and
+the registry never goes back to an older answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from lexora_operator import status as st
+from lexora_operator.drift import drift_patch, is_subset
+from lexora_operator.kube import KubeApi, KubeError, object_path, path_for
+from lexora_operator.registry import RegistryPublisher, model_record
+from lexora_operator.render import Children, config_map_name, grpc_address, render_children, selector_labels
+from lexora_operator.spec import GROUP, KIND, VERSION, InvalidSpec, ModelDeploymentSpec, parse_spec
+
+log = logging.getLogger("lexora.operator")
+
+# Who owns a model id: "namespace/name" of the oldest ModelDeployment claiming it, None if nobody does.
+OwnerLookup = Callable[[str], str | None]
+
+
+@dataclass
+class Reconciler:
+    api: KubeApi
+    publisher: RegistryPublisher
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    def _lock(self, uid: str) -> asyncio.Lock:
+        return self._locks.setdefault(uid, asyncio.Lock())
+
+    async def reconcile_by_name(self, namespace: str, name: str, owner_of: OwnerLookup) -> st.StatusReport | None:
+        body = await self.api.get(md_path(namespace, name))
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        try:
+            return await self.reconcile(body, owner_of)
+        except InvalidSpec:
+            return None  # already reported in the status; only a spec change can help
+
+    async def reconcile(self, body: Mapping[str, Any], owner_of: OwnerLookup) -> st.StatusReport:
+        """Raises InvalidSpec (after writing the Failed status) for a spec that can never work."""
+        meta = body["metadata"]
+        async with self._lock(meta["uid"]):
+            name, namespace = meta["name"], meta["namespace"]
+            old_status = dict(body.get("status") or {})
+            try:
+                spec = parse_spec(name, dict(body.get("spec") or {}))
+            except InvalidSpec as exc:
+                report = st.compute_status(st.Observation(name, 0, None, invalid_spec=str(exc)))
+                published = await self._unlist(old_status.get("publishedModelId"))
+                await self._write_status(body, None, report, published, old_status.get("publishedModelId"))
+                raise
+
+            me = f"{namespace}/{name}"
+            owner = owner_of(spec.model.id) or me
+            if owner != me:
+                report = st.compute_status(st.Observation(name, 0, None, duplicate_of=owner))
+                published = st.Condition("Published", "False", "DuplicateModelId", f"{owner} publishes this model id")
+                await self._write_status(body, spec, report, published, None)
+                return report
+
+            children = render_children(name, namespace, spec)
+            deployment = await self._apply_children(body, children)
+            report = st.compute_status(await self._observe(name, namespace, spec, deployment))
+
+            previous_id = old_status.get("publishedModelId")
+            if previous_id and previous_id != spec.model.id and owner_of(previous_id) in (None, me):
+                await self._withdraw_quietly(previous_id)
+            created = _epoch(meta.get("creationTimestamp"))
+            record = model_record(name, namespace, spec, serving=report.serving, created=created)
+            try:
+                await self.publisher.publish(record)
+                if record.endpoints:
+                    published = st.Condition("Published", "True", "Live", f"Routed to {grpc_address(name, namespace)}")
+                else:
+                    message = "Listed without endpoints: requests get 503 model_unavailable until a replica is ready"
+                    published = st.Condition("Published", "True", "NoReadyEndpoint", message)
+                published_id: str | None = spec.model.id
+            except Exception as exc:  # noqa: BLE001 - any NATS failure reads the same to a human
+                log.warning("registry publish failed", extra={"fields": {"model": spec.model.id, "error": repr(exc)}})
+                message = f"Cannot write the model registry ({exc!r}); retrying on the next resync"
+                published = st.Condition("Published", "False", "RegistryUnavailable", message)
+                published_id = previous_id
+            await self._write_status(body, spec, report, published, published_id)
+            return report
+
+    async def delete(self, body: Mapping[str, Any], owner_of: OwnerLookup) -> None:
+        """Withdraw the model first (so nothing routes to pods about to go), then remove the children."""
+        meta = body["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
+        me = f"{namespace}/{name}"
+        async with self._lock(meta["uid"]):
+            model_id = (body.get("status") or {}).get("publishedModelId")
+            if model_id and owner_of(model_id) in (None, me):
+                await self.publisher.withdraw(model_id)
+            for child in _child_refs(name, namespace):
+                await self.api.delete(child)
+        self._locks.pop(meta["uid"], None)
+
+    async def _apply_children(self, owner: Mapping[str, Any], children: Children) -> dict[str, Any]:
+        live: dict[str, Any] = {}
+        for child in children.all():
+            kopf.append_owner_reference(child, owner=owner)  # type: ignore[arg-type]
+            live[child["kind"]] = await self._apply(child)
+        if children.hpa is None:
+            name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
+            await self.api.delete(path_for("autoscaling/v2", "HorizontalPodAutoscaler", namespace, name))
+        return dict(live["Deployment"])
+
+    async def _apply(self, desired: dict[str, Any]) -> dict[str, Any]:
+        path = object_path(desired)
+        current = await self.api.get(path)
+        if current is None:
+            meta = desired["metadata"]
+            try:
+                created = await self.api.create(path_for(desired["apiVersion"], desired["kind"], meta["namespace"]), desired)
+                log.info("created child", extra={"fields": {"kind": desired["kind"], "name": meta["name"]}})
+                return created
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+                current = await self.api.get(path) or {}
+        if is_subset(desired, current):
+            return current
+        log.info(
+            "correcting drift",
+            extra={"fields": {"kind": desired["kind"], "name": desired["metadata"]["name"]}},
+        )
+        return await self.api.patch(path, drift_patch(desired))
+
+    async def _observe(
+        self, name: str, namespace: str, spec: ModelDeploymentSpec, deployment: dict[str, Any]
+    ) -> st.Observation:
+        pods = await self.api.list(path_for("v1", "Pod", namespace), selector_labels(name))
+        if spec.autoscaling is None:
+            desired = spec.replicas
+        else:
+            desired = int((deployment.get("spec") or {}).get("replicas", spec.autoscaling.min_replicas or 1))
+        ready = int((deployment.get("status") or {}).get("readyReplicas") or 0)
+        matching: int | None = None
+        if spec.gpu.count and desired and not ready:
+            selector = dict((deployment["spec"]["template"]["spec"]).get("nodeSelector") or {})
+            try:
+                nodes = await self.api.list(path_for("v1", "Node"))
+                matching = st.count_matching_gpu_nodes(nodes, selector, spec.gpu.resource_name, spec.gpu.count)
+            except KubeError as exc:  # nodes are a hint; without the permission the pods still tell
+                log.debug("cannot list nodes", extra={"fields": {"error": str(exc)}})
+        return st.Observation(
+            name=name,
+            desired_replicas=desired,
+            deployment=deployment,
+            pods=pods,
+            gpu_count=spec.gpu.count,
+            matching_gpu_nodes=matching,
+        )
+
+    async def _unlist(self, model_id: str | None) -> st.Condition:
+        """Keep a failed model in the catalog but without endpoints, so the gateway answers 503."""
+        if not model_id:
+            return st.Condition("Published", "False", "InvalidSpec", "Nothing is published for an invalid spec")
+        try:
+            record = await self.publisher.current(model_id)
+            if record is not None:
+                await self.publisher.publish(record.model_copy(update={"endpoints": []}))
+        except Exception as exc:  # noqa: BLE001
+            return st.Condition("Published", "False", "RegistryUnavailable", f"Cannot write the registry ({exc!r})")
+        message = f"{model_id} stays listed without endpoints (503 model_unavailable) until the spec is fixed"
+        return st.Condition("Published", "True", "NoReadyEndpoint", message)
+
+    async def _withdraw_quietly(self, model_id: str) -> None:
+        try:
+            await self.publisher.withdraw(model_id)
+        except Exception as exc:  # noqa: BLE001 - the next resync tries again
+            log.warning("withdraw failed", extra={"fields": {"model": model_id, "error": repr(exc)}})
+
+    async def _write_status(
+        self,
+        body: Mapping[str, Any],
+        spec: ModelDeploymentSpec | None,
+        report: st.StatusReport,
+        published: st.Condition,
+        published_id: str | None,
+    ) -> None:
+        meta = body["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
+        old = dict(body.get("status") or {})
+        now = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+        endpoints = (
+            [{"name": f"{namespace}/{name}", "grpcAddress": grpc_address(name, namespace), "ready": True}]
+            if report.serving
+            else []
+        )
+        status = {
+            "phase": report.phase,
+            "replicas": report.replicas,
+            "readyReplicas": report.ready_replicas,
+            "selector": ",".join(f"{k}={v}" for k, v in selector_labels(name).items()),
+            "observedGeneration": meta.get("generation"),
+            "modelId": spec.model.id if spec else None,
+            "tritonModel": spec.triton_model_name if spec else None,
+            "publishedModelId": published_id,
+            "endpoints": endpoints,
+            "conditions": st.merge_conditions(
+                old.get("conditions") or [], [report.ready, report.progressing, published], now
+            ),
+        }
+        if all(old.get(k) == v for k, v in status.items()):
+            return
+        await self.api.patch(md_path(namespace, name) + "/status", {"status": status})
+
+
+def md_path(namespace: str, name: str) -> str:
+    return path_for(f"{GROUP}/{VERSION}", KIND, namespace, name)
+
+
+def _child_refs(name: str, namespace: str) -> list[str]:
+    return [
+        path_for("autoscaling/v2", "HorizontalPodAutoscaler", namespace, name),
+        path_for("policy/v1", "PodDisruptionBudget", namespace, name),
+        path_for("v1", "Service", namespace, name),
+        path_for("apps/v1", "Deployment", namespace, name),
+        path_for("v1", "ConfigMap", namespace, config_map_name(name)),
+    ]
+
+
+def _epoch(timestamp: str | None) -> int:
+    if not timestamp:
+        return 0
+    try:
+        return int(datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return 0

@@ -1,0 +1,79 @@
+"""The chart's CRD is the operator's CRD, samples fit it, and the rendered install matches the chart."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from chart_support import CHART_DIR, REPO_ROOT, Helm, objects_of
+
+CRD_NAME = "modeldeployments.serving.lexora.network.yaml"
+MANIFEST_CRD = REPO_ROOT / "manifests" / "crds" / CRD_NAME
+CHART_CRD = CHART_DIR / "crds" / CRD_NAME
+SAMPLES = sorted((REPO_ROOT / "manifests" / "samples").glob("*.yaml"))
+INSTALL = REPO_ROOT / "manifests" / "install" / "lexora.yaml"
+
+
+def test_chart_crd_is_a_byte_identical_copy_of_the_manifest() -> None:
+    if not MANIFEST_CRD.exists():
+        pytest.skip(f"{MANIFEST_CRD.relative_to(REPO_ROOT)} does not exist yet (written with the operator)")
+    assert CHART_CRD.read_bytes() == MANIFEST_CRD.read_bytes(), "run scripts/sync-crds.sh"
+
+
+def test_chart_crd_is_a_valid_custom_resource_definition() -> None:
+    (crd,) = [doc for doc in yaml.safe_load_all(CHART_CRD.read_text()) if doc]
+    kubernetes_validate.validate(crd, kubernetes_validate.latest_version(), strict=True)
+    assert crd["spec"]["group"] == "serving.lexora.network"
+    assert crd["spec"]["names"]["kind"] == "ModelDeployment"
+
+
+def _served_schemas() -> dict[str, dict]:
+    (crd,) = [doc for doc in yaml.safe_load_all(CHART_CRD.read_text()) if doc]
+    group = crd["spec"]["group"]
+    return {
+        f"{group}/{version['name']}": version["schema"]["openAPIV3Schema"]
+        for version in crd["spec"]["versions"]
+        if version["served"]
+    }
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=[path.name for path in SAMPLES])
+def test_sample_model_deployments_fit_the_crd_schema(sample: Path) -> None:
+    schemas = _served_schemas()
+    for doc in yaml.safe_load_all(sample.read_text()):
+        if not doc or doc.get("kind") != "ModelDeployment":
+            continue
+        assert doc["apiVersion"] in schemas, f"{sample.name}: {doc['apiVersion']} is not served by the CRD"
+        # OpenAPI v3.0 schemas follow draft 4 (boolean exclusiveMinimum); x-kubernetes-* keys are ignored.
+        jsonschema.Draft4Validator(schemas[doc["apiVersion"]]).validate(doc)
+
+
+def test_rendered_install_is_up_to_date(helm: Helm, tmp_path: Path) -> None:
+    assert INSTALL.exists(), "run scripts/render-install.sh"
+    fresh = tmp_path / "lexora.yaml"
+    env = {**os.environ, "HELM": str(helm.binary), "HOME": str(helm.home)}
+    env.update({name: str(helm.home / name.lower()) for name in ("HELM_CONFIG_HOME", "HELM_CACHE_HOME")})
+    subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / "render-install.sh"), str(fresh)],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert fresh.read_text() == INSTALL.read_text(), "manifests/install/lexora.yaml is stale: rerun the script"
+
+
+def test_rendered_install_brings_everything_but_secrets() -> None:
+    objects = [doc for doc in yaml.safe_load_all(INSTALL.read_text()) if doc]
+    assert not objects_of(objects, "Secret"), "the committed install must not carry secrets"
+    assert not objects_of(objects, "Pod"), "helm test pods are for helm users"
+    assert [crd["metadata"]["name"] for crd in objects_of(objects, "CustomResourceDefinition")] == [
+        "modeldeployments.serving.lexora.network"
+    ]
+    assert len(objects_of(objects, "Deployment")) == 6
+    assert objects_of(objects, "Job"), "the migration Job runs for kubectl users too"

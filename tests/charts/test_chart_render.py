@@ -1,0 +1,135 @@
+"""The chart lints and renders for every value set, and everything it renders is a valid Kubernetes object."""
+
+from __future__ import annotations
+
+import kubernetes_validate
+import pytest
+import yaml
+from chart_support import CHART_DIR, NAMESPACE, RELEASE, VALUE_SETS, Helm, named, objects_of
+
+# Custom kinds kubernetes-validate has no schema for; each is named here on purpose, so that a new
+# unknown kind fails the test instead of being skipped silently.
+KINDS_WITHOUT_SCHEMA = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schemas at hand.
+KUBE_VERSIONS = ("1.27", kubernetes_validate.latest_version())
+SERVICES = ("gateway", "auth", "billing", "usage", "router")
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_helm_lint_passes_strictly(helm: Helm, name: str) -> None:
+    values = VALUE_SETS[name]
+    result = helm.run("lint", "--strict", str(CHART_DIR), *(["--values", str(values)] if values else []))
+    assert "0 chart(s) failed" in result.stdout
+    assert "[ERROR]" not in result.stdout and "[WARNING]" not in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_every_rendered_object_validates_against_kubernetes_schemas(
+    renders: dict[str, list[dict]], value_set: str, kube_version: str
+) -> None:
+    problems = []
+    for obj in renders[value_set]:
+        if (obj["apiVersion"], obj["kind"]) in KINDS_WITHOUT_SCHEMA:
+            continue
+        # The CRD itself is an apiextensions.k8s.io/v1 CustomResourceDefinition like any other object.
+        try:
+            kubernetes_validate.validate(obj, kube_version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            path = ".".join(str(part) for part in error.path)
+            problems.append(f"{obj['kind']}/{obj['metadata']['name']}: {path}: {error.message}")
+        except kubernetes_validate.SchemaNotFoundError as error:
+            problems.append(f"{obj['kind']}/{obj['metadata']['name']}: {error.message}")
+    assert not problems, "\n".join(problems)
+
+
+def test_chart_ships_the_modeldeployment_crd(renders: dict[str, list[dict]]) -> None:
+    crds = objects_of(renders["default"], "CustomResourceDefinition")
+    assert [crd["metadata"]["name"] for crd in crds] == ["modeldeployments.serving.lexora.network"]
+    spec = crds[0]["spec"]
+    assert spec["group"] == "serving.lexora.network"
+    assert spec["names"]["kind"] == "ModelDeployment"
+    assert "v1alpha1" in [version["name"] for version in spec["versions"] if version["served"]]
+
+
+def test_every_component_has_deployment_service_account_service_and_pdb(renders: dict[str, list[dict]]) -> None:
+    objects = renders["default"]
+    for component in (*SERVICES, "operator"):
+        name = f"{RELEASE}-{component}"
+        named(objects, "Deployment", name)
+        named(objects, "ServiceAccount", name)
+        named(objects, "PodDisruptionBudget", name)
+    # The operator serves nothing but kopf's liveness endpoint: only the services get a Service.
+    assert sorted(service["metadata"]["name"] for service in objects_of(objects, "Service")) == sorted(
+        [f"{RELEASE}-{component}" for component in SERVICES]
+        + [f"{RELEASE}-nats", f"{RELEASE}-nats-headless", f"{RELEASE}-postgresql"]
+    )
+
+
+def test_gateway_and_router_autoscale_and_leave_replicas_to_the_hpa(renders: dict[str, list[dict]]) -> None:
+    objects = renders["default"]
+    targets = sorted(hpa["spec"]["scaleTargetRef"]["name"] for hpa in objects_of(objects, "HorizontalPodAutoscaler"))
+    assert targets == [f"{RELEASE}-gateway", f"{RELEASE}-router"]
+    for name in targets:
+        assert "replicas" not in named(objects, "Deployment", name)["spec"], f"{name} fights its HPA over replicas"
+
+
+def test_services_select_the_pods_they_front(renders: dict[str, list[dict]], value_set: str) -> None:
+    objects = renders[value_set]
+    pod_labels = [
+        obj["spec"]["template"]["metadata"]["labels"] for obj in objects if obj["kind"] in ("Deployment", "StatefulSet")
+    ]
+    for service in objects_of(objects, "Service"):
+        selector = service["spec"]["selector"]
+        matching = [labels for labels in pod_labels if selector.items() <= labels.items()]
+        assert len(matching) == 1, f"Service/{service['metadata']['name']} selects {len(matching)} workloads"
+
+
+def test_every_namespaced_object_is_labelled_and_placed_in_the_release_namespace(
+    renders: dict[str, list[dict]], value_set: str
+) -> None:
+    cluster_scoped = {"CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
+    for obj in renders[value_set]:
+        if obj["kind"] == "CustomResourceDefinition":
+            continue
+        labels = obj["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/instance") == RELEASE, f"{obj['kind']}/{obj['metadata']['name']}"
+        assert labels.get("app.kubernetes.io/part-of") == "lexora"
+        if obj["kind"] not in cluster_scoped:
+            assert obj["metadata"].get("namespace") == NAMESPACE, f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def test_chart_declares_no_dependencies_so_it_renders_offline() -> None:
+    chart = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
+    assert not chart.get("dependencies"), "helm refuses to render a chart whose dependencies are not vendored"
+    assert not (CHART_DIR / "charts").exists()
+
+
+def test_ingress_routes_the_api_to_the_gateway_over_tls(renders: dict[str, list[dict]]) -> None:
+    ingress = named(renders["production"], "Ingress", RELEASE)
+    assert ingress["spec"]["tls"] == [{"hosts": ["api.lexora.example"], "secretName": "lexora-api-tls"}]
+    (rule,) = ingress["spec"]["rules"]
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": f"{RELEASE}-gateway", "port": {"name": "http"}}
+    assert not objects_of(renders["default"], "Ingress"), "the Ingress is opt-in"
+
+
+def test_service_monitors_are_off_by_default_and_scrape_every_component(renders: dict[str, list[dict]]) -> None:
+    assert not objects_of(renders["default"], "ServiceMonitor")
+    monitors = {monitor["metadata"]["name"]: monitor for monitor in objects_of(renders["production"], "ServiceMonitor")}
+    assert sorted(monitors) == sorted(f"{RELEASE}-{component}" for component in SERVICES)
+    assert monitors[f"{RELEASE}-gateway"]["spec"]["endpoints"][0]["port"] == "http"
+    assert monitors[f"{RELEASE}-router"]["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+def test_notes_print_the_api_url_and_how_to_create_the_first_key(helm: Helm) -> None:
+    def notes(*values: str) -> str:
+        args = ["install", RELEASE, str(CHART_DIR), "--namespace", NAMESPACE, "--dry-run=client"]
+        for path in values:
+            args += ["--values", path]
+        return helm.run(*args).stdout.split("NOTES:", 1)[1]
+
+    default = notes()
+    assert "port-forward svc/lexora-gateway 8080:80" in default
+    assert "http://127.0.0.1:8080/v1" in default
+    assert "exec deploy/lexora-auth -- lexora admin create-key" in default
+    assert "https://api.lexora.example/v1" in notes(str(VALUE_SETS["production"]))
