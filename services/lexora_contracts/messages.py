@@ -98,6 +98,8 @@ class GenerationRequest(BaseModel):
     temperature: float
     top_p: float
     top_k: int | None = None
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
     seed: int | None = None
     stop: list[str] = Field(default_factory=list)
     # Guided decoding as TensorRT-LLM names it: ("json" | "json_schema" | "ebnf_grammar", guide text).

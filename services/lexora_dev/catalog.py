@@ -26,7 +26,7 @@ def local_catalog(triton_grpc_address: str | None) -> list[ModelRecord]:
             context_length=8192,
             # Priced like the contract's Llama-3.2-3B row: $0.04 per 1M tokens, input and output.
             pricing=_per_mtok("0.04"),
-            capabilities=["chat"],
+            capabilities=["chat", "tools", "json_output"],
             aliases=["smollm2"],
             created=CREATED,
             endpoints=endpoints,

@@ -28,7 +28,11 @@ class ChatJob:
     top_k: int | None = None
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
     tools: ToolUse = field(default_factory=ToolUse)
+    # Guided decoding the client asked for (e.g. a JSON response format): (type, guide text).
+    output_guide: tuple[str, str] | None = None
 
     def engine_messages(self) -> list[ChatTurn]:
         """What the model reads: the conversation, with the tools described when offered."""
@@ -89,7 +93,8 @@ def generation_request(
     received_at: float,
     job_timeout_s: float,
 ) -> GenerationRequest:
-    guide_type, guide_text = guide(job.tools) or (None, None)
+    # A forced tool call decides the output's shape; otherwise the requested response format does.
+    guide_type, guide_text = guide(job.tools) or job.output_guide or (None, None)
     return GenerationRequest(
         request_id=request_id,
         account_id=identity.account_id,
@@ -102,6 +107,8 @@ def generation_request(
         temperature=job.temperature,
         top_p=job.top_p,
         top_k=job.top_k,
+        frequency_penalty=job.frequency_penalty,
+        presence_penalty=job.presence_penalty,
         seed=job.seed,
         stop=job.stop,
         stream=job.stream,

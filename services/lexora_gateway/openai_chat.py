@@ -27,6 +27,9 @@ def to_job(body: ChatCompletionRequest) -> ChatJob:
         model=body.model,
         messages=[_turn(m, i) for i, m in enumerate(body.messages)],
         tools=tool_use,
+        output_guide=_output_guide(body),
+        frequency_penalty=body.frequency_penalty,
+        presence_penalty=body.presence_penalty,
         max_tokens=body.requested_max_tokens(),
         temperature=body.temperature,
         top_p=body.top_p,
@@ -51,6 +54,19 @@ def _turn(message: ChatMessage, index: int) -> ChatTurn:
             calls.append(call_text(call.function.name, arguments))
         return ChatTurn(role="assistant", content="\n".join([message.text(), *calls]).strip())
     return ChatTurn(role="system" if message.role == "developer" else message.role, content=message.text())
+
+
+def _output_guide(body: ChatCompletionRequest) -> tuple[str, str] | None:
+    response_format = body.response_format
+    if response_format is None or response_format.type == "text":
+        return None
+    if response_format.type == "json_object":
+        return "json", ""
+    if response_format.json_schema is None:
+        raise InvalidRequest(
+            "response_format of type json_schema needs a json_schema", param="response_format.json_schema"
+        )
+    return "json_schema", json.dumps(response_format.json_schema.schema_)
 
 
 def _tool_use(body: ChatCompletionRequest) -> ToolUse:

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from lexora_contracts import subjects
-from lexora_contracts.errors import LexoraError
+from lexora_contracts.errors import LexoraError, ModelNotFound
 from lexora_contracts.messages import HealthProbe, HealthReply
 from lexora_contracts.registry import ModelRecord
 from lexora_gateway.http import JSONBody
@@ -31,6 +31,14 @@ async def list_models(state: StateDep) -> Response:
     return JSONBody({"object": "list", "data": [_model_card(m) for m in state.registry.all()]})
 
 
+@router.get("/models/{model_id:path}")
+async def get_model(model_id: str, state: StateDep) -> Response:
+    model = state.registry.get(model_id)
+    if model is None:
+        raise ModelNotFound(f"The model '{model_id}' does not exist; GET /v1/models lists them", param="model")
+    return JSONBody(_model_card(model))
+
+
 def _model_card(model: ModelRecord) -> dict[str, Any]:
     return {
         "id": model.id,
@@ -41,6 +49,7 @@ def _model_card(model: ModelRecord) -> dict[str, Any]:
         "context_length": model.context_length,
         "status": model.status,
         "aliases": model.aliases,
+        "capabilities": model.capabilities,
         "pricing": {
             "input_micro_usd_per_1m_tokens": model.pricing.input_micro_per_mtok,
             "output_micro_usd_per_1m_tokens": model.pricing.output_micro_per_mtok,

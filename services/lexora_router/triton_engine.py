@@ -63,6 +63,9 @@ def build_inputs(request: GenerationRequest) -> list[InferInput]:
         _tensor("temperature", "FP32", np.array([request.temperature], dtype=np.float32)),
         _tensor("top_p", "FP32", np.array([request.top_p], dtype=np.float32)),
     ]
+    if request.frequency_penalty or request.presence_penalty:
+        inputs.append(_tensor("frequency_penalty", "FP32", np.array([request.frequency_penalty], dtype=np.float32)))
+        inputs.append(_tensor("presence_penalty", "FP32", np.array([request.presence_penalty], dtype=np.float32)))
     if request.top_k:
         inputs.append(_tensor("top_k", "INT32", np.array([request.top_k], dtype=np.int32)))
     if request.guide_type:

@@ -87,6 +87,7 @@ async def generate(
     seed=None,
     top_k=None,
     guide=None,
+    penalties=None,
     omit=(),
     cancel_after=None,
 ):
@@ -107,6 +108,9 @@ async def generate(
         inputs["seed"] = (np.uint64, [seed])
     if top_k is not None:
         inputs["top_k"] = (np.int32, [top_k])
+    if penalties is not None:
+        inputs["frequency_penalty"] = (np.float32, [penalties[0]])
+        inputs["presence_penalty"] = (np.float32, [penalties[1]])
     if guide is not None:
         inputs["guided_decoding_guide_type"] = (np.object_, [guide[0].encode()])
         inputs["guided_decoding_guide"] = (np.object_, [guide[1].encode()])
@@ -259,6 +263,18 @@ async def test_unusable_guide_is_a_clear_error(triton):
     assert "guided_decoding_guide" in str(error)
     _, error = await generate(url, GREETING, 8, guide=("regex", "a+"))
     assert "guided_decoding_guide_type" in str(error)
+
+
+async def test_penalties_reach_the_sampler(triton):
+    url, _ = triton
+    ask = [{"role": "user", "content": "Write a poem about the sea."}]
+    plain = await complete(url, ask, 40)
+    penalised = await complete(url, ask, 40, penalties=(2.0, 2.0))
+    # Greedy decoding is deterministic, so a different answer means the penalties reached the sampler.
+    assert penalised["text"] != plain["text"]
+    assert (await complete(url, ask, 40))["text"] == plain["text"]
+    _, error = await generate(url, ask, 4, penalties=(3.0, 0.0))
+    assert "penalty" in str(error)
 
 
 async def test_top_k_one_is_greedy(triton):

@@ -204,6 +204,10 @@ class TritonPythonModel:
             raise BadRequest("temperature must be >= 0")
         if not 0 < top_p <= 1:
             raise BadRequest("top_p must be in (0, 1]")
+        frequency_penalty = float(_scalar(request, "frequency_penalty", 0.0))
+        presence_penalty = float(_scalar(request, "presence_penalty", 0.0))
+        if not (-2 <= frequency_penalty <= 2 and -2 <= presence_penalty <= 2):
+            raise BadRequest("frequency_penalty and presence_penalty must be in [-2, 2]")
         seed = _scalar(request, "seed")
         stream = bool(_scalar(request, "stream", False))
         stop_tensor = pb_utils.get_input_tensor_by_name(request, "stop_words")
@@ -241,6 +245,8 @@ class TritonPythonModel:
             min_p=0.0,
             typical_p=1.0,
             repeat_penalty=1.0,
+            frequency_penalty=frequency_penalty,
+            presence_penalty=presence_penalty,
             grammar=grammar,
         )
         # Bytes of a multi-byte character can arrive in different tokens; the incremental
