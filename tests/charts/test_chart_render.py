@@ -133,3 +133,12 @@ def test_notes_print_the_api_url_and_how_to_create_the_first_key(helm: Helm) -> 
     assert "http://127.0.0.1:8080/v1" in default
     assert "exec deploy/lexora-auth -- lexora admin create-key" in default
     assert "https://api.lexora.example/v1" in notes(str(VALUE_SETS["production"]))
+
+
+def test_long_release_names_still_give_valid_object_names(helm: Helm) -> None:
+    release = "a-very-long-release-name-that-uses-every-allowed-char"  # helm allows 53 characters
+    assert len(release) == 53
+    output = helm.run("template", release, str(CHART_DIR), "--namespace", NAMESPACE).stdout
+    for obj in (doc for doc in yaml.safe_load_all(output) if doc):
+        limit = 52 if obj["kind"] == "StatefulSet" else 63
+        assert len(obj["metadata"]["name"]) <= limit, f"{obj['kind']}/{obj['metadata']['name']}"

@@ -45,7 +45,8 @@ app.kubernetes.io/part-of: lexora
 {{- end }}
 
 {{- define "lexora.component.fullname" -}}
-{{- printf "%s-%s" (include "lexora.fullname" .root | trunc 50 | trimSuffix "-") .component }}
+{{- /* 40 + "-" + the longest component (postgresql) stays under the 52 characters a StatefulSet may have. */}}
+{{- printf "%s-%s" (include "lexora.fullname" .root | trunc 40 | trimSuffix "-") .component }}
 {{- end }}
 
 {{- define "lexora.component.selectorLabels" -}}
