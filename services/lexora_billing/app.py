@@ -46,7 +46,13 @@ async def serve(settings: BillingSettings, ctx: ServiceContext) -> None:
 
     async def grant(request: GrantRequest) -> Balance:
         applied = await ledger.grant(
-            request.account_id, request.amount_micro, request.idempotency_key, request.actor, request.reason, utcnow()
+            request.account_id,
+            request.amount_micro,
+            request.idempotency_key,
+            request.actor,
+            request.reason,
+            utcnow(),
+            kind=request.kind,
         )
         log.info(
             "credit granted" if applied else "grant already applied",

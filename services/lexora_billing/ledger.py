@@ -143,15 +143,23 @@ class Ledger:
         return deduct
 
     async def grant(
-        self, account_id: str, amount_micro: int, idempotency_key: str, actor: str, reason: str, now: datetime
+        self,
+        account_id: str,
+        amount_micro: int,
+        idempotency_key: str,
+        actor: str,
+        reason: str,
+        now: datetime,
+        kind: str = "adjustment",
     ) -> bool:
-        """Add credit (an adjustment by an operator). Returns False if this key was already granted."""
+        """Add credit (an operator's adjustment or a paid top-up). Returns False if this key was
+        already granted, so a retried or re-delivered grant credits once."""
         try:
             async with self._transaction() as conn:
                 await conn.execute(
                     insert(ledger_entries).values(
                         account_id=account_id,
-                        kind="adjustment",
+                        kind=kind,
                         amount_micro=amount_micro,
                         idempotency_key=f"grant:{idempotency_key}",
                         actor=actor,

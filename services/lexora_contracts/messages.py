@@ -61,6 +61,7 @@ class GrantRequest(BaseModel):
     idempotency_key: str
     actor: str
     reason: str
+    kind: Literal["adjustment", "topup"] = "adjustment"  # topup: paid for (e.g. a Stripe event)
 
 
 class BalanceRequest(BaseModel):
