@@ -56,9 +56,7 @@ def is_subset(desired: Any, actual: Any) -> bool:
     if isinstance(desired, dict):
         return isinstance(actual, dict) and all(k in actual and is_subset(v, actual[k]) for k, v in desired.items())
     if isinstance(desired, list):
-        return (
-            isinstance(actual, list) and len(desired) == len(actual) and all(map(is_subset, desired, actual))
-        )
+        return isinstance(actual, list) and len(desired) == len(actual) and all(map(is_subset, desired, actual))
     return _same_scalar(desired, actual)
 
 

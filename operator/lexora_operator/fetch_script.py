@@ -12,7 +12,7 @@ FETCH_SCRIPT = r"""#!/bin/sh
 set -eu
 
 fail() {
-  echo "$1" | tee /dev/termination-log >&2
+  echo "$1" | tee "${LEXORA_TERMINATION_LOG:-/dev/termination-log}" >&2
   exit 1
 }
 
@@ -40,8 +40,10 @@ fetch() {
         return 0
       fi
       mkdir -p "$src"
+      what="$LEXORA_HF_REPO@$LEXORA_HF_REVISION"
       retry hf download "$LEXORA_HF_REPO" --revision "$LEXORA_HF_REVISION" --local-dir "$src" \
-        || fail "model source unreachable: cannot download $LEXORA_HF_REPO@$LEXORA_HF_REVISION from Hugging Face (gated repo without a valid token, wrong revision, or no egress)"
+        || fail "model source unreachable: cannot download $what from Hugging Face \
+(a gated repo without a valid token, a wrong revision, or no egress)"
       echo "$LEXORA_SOURCE_FINGERPRINT" > "$marker"
       ;;
     objectStore)
@@ -54,11 +56,14 @@ fetch() {
         s3://*|gs://*)
           endpoint=""
           [ -n "${LEXORA_SOURCE_ENDPOINT:-}" ] && endpoint="--endpoint-url=$LEXORA_SOURCE_ENDPOINT"
-          [ -z "$endpoint" ] && case "$LEXORA_SOURCE_URI" in gs://*) endpoint="--endpoint-url=https://storage.googleapis.com" ;; esac
+          if [ -z "$endpoint" ]; then
+            case "$LEXORA_SOURCE_URI" in gs://*) endpoint="--endpoint-url=https://storage.googleapis.com" ;; esac
+          fi
           uri=$(echo "$LEXORA_SOURCE_URI" | sed 's#^gs://#s3://#; s#/*$##')
           # shellcheck disable=SC2086
           retry s5cmd $endpoint sync "$uri/*" "$src/" \
-            || fail "model source unreachable: cannot copy $LEXORA_SOURCE_URI (check the bucket, the credentials Secret and the endpoint)"
+            || fail "model source unreachable: cannot copy $LEXORA_SOURCE_URI \
+(check the bucket, the credentials Secret and the endpoint)"
           ;;
         http://*|https://*)
           retry sh -c 'curl -fsSL "$0" | tar -x -z -C "$1"' "$LEXORA_SOURCE_URI" "$src" \

@@ -6,6 +6,7 @@ Triton Deployment or the resync timer updates it too, outside any ModelDeploymen
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import kopf
@@ -31,30 +32,35 @@ def owner_lookup(claims: kopf.Index[str, tuple[str, str]]) -> OwnerLookup:
 def build_registry(resync_seconds: float) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
-    @kopf.index(*MODEL_DEPLOYMENTS, registry=registry)
+    @kopf.index(*MODEL_DEPLOYMENTS, id="model_claims", registry=registry)
     def model_claims(name: str, namespace: str, spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> dict[str, Any] | None:
         model_id = (spec.get("model") or {}).get("id")
         if not model_id or meta.get("deletionTimestamp"):
             return None
         return {model_id: (meta.get("creationTimestamp") or "", f"{namespace}/{name}")}
 
-    @kopf.on.resume(*MODEL_DEPLOYMENTS, registry=registry)
-    @kopf.on.create(*MODEL_DEPLOYMENTS, registry=registry)
-    @kopf.on.update(*MODEL_DEPLOYMENTS, field="spec", registry=registry)
+    # Handlers are nested (one registry per operator run), so their ids are given explicitly:
+    # kopf names an index's kwarg and a handler's progress annotation after the id.
+    @kopf.on.resume(*MODEL_DEPLOYMENTS, id="reconcile", registry=registry)
+    @kopf.on.create(*MODEL_DEPLOYMENTS, id="reconcile", registry=registry)
+    @kopf.on.update(*MODEL_DEPLOYMENTS, id="reconcile", field="spec", registry=registry)
     async def reconcile_model_deployment(body: kopf.Body, memo: kopf.Memo, model_claims: kopf.Index, **_: Any) -> None:
         try:
             await memo.reconciler.reconcile(body, owner_lookup(model_claims))
         except InvalidSpec as exc:
             raise kopf.PermanentError(str(exc)) from exc
 
-    @kopf.timer(*MODEL_DEPLOYMENTS, interval=resync_seconds, initial_delay=resync_seconds, registry=registry)
+    @kopf.timer(
+        *MODEL_DEPLOYMENTS, id="resync", interval=resync_seconds, initial_delay=resync_seconds, registry=registry
+    )
     async def resync_model_deployment(body: kopf.Body, memo: kopf.Memo, model_claims: kopf.Index, **_: Any) -> None:
-        try:
+        # An invalid spec was reported when it changed; re-checking it cannot help, so stay quiet.
+        with contextlib.suppress(InvalidSpec):
             await memo.reconciler.reconcile(body, owner_lookup(model_claims))
-        except InvalidSpec:
-            pass  # reported in the status when the spec changed; retrying cannot help
 
-    @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY}, registry=registry)
+    @kopf.on.event(
+        "apps", "v1", "deployments", id="triton", labels={"app.kubernetes.io/managed-by": MANAGED_BY}, registry=registry
+    )
     async def triton_deployment_changed(
         namespace: str, labels: kopf.Labels, memo: kopf.Memo, model_claims: kopf.Index, **_: Any
     ) -> None:
@@ -62,7 +68,7 @@ def build_registry(resync_seconds: float) -> kopf.OperatorRegistry:
         if parent:
             await memo.reconciler.reconcile_by_name(namespace, parent, owner_lookup(model_claims))
 
-    @kopf.on.delete(*MODEL_DEPLOYMENTS, retries=DELETE_RETRIES, registry=registry)
+    @kopf.on.delete(*MODEL_DEPLOYMENTS, id="withdraw", retries=DELETE_RETRIES, registry=registry)
     async def withdraw_model_deployment(body: kopf.Body, memo: kopf.Memo, model_claims: kopf.Index, **_: Any) -> None:
         try:
             await memo.reconciler.delete(body, owner_lookup(model_claims))

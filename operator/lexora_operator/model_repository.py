@@ -53,7 +53,11 @@ def model_repository_files(spec: ModelDeploymentSpec) -> dict[str, str]:
     else:
         configs = {spec.triton_model_name: python_config(spec)}
         code = spec.triton.model_code_dir
-        layout = [f"model {spec.triton_model_name} {code}"] if code else ["require 1/model.py", f"model {spec.triton_model_name} 1"]
+        layout = (
+            [f"model {spec.triton_model_name} {code}"]
+            if code
+            else ["require 1/model.py", f"model {spec.triton_model_name} 1"]
+        )
     data = {config_key(model): text for model, text in configs.items()}
     data[LAYOUT_KEY] = "\n".join(layout) + "\n"
     data[FETCH_SCRIPT_KEY] = FETCH_SCRIPT
@@ -243,9 +247,12 @@ def postprocessing_config(spec: ModelDeploymentSpec) -> str:
 
 
 def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
-    maps = [f'      input_map {{\n        key: "{key}"\n        value: "{value}"\n      }}' for key, value in inputs.items()]
+    maps = [
+        f'      input_map {{\n        key: "{key}"\n        value: "{value}"\n      }}' for key, value in inputs.items()
+    ]
     maps += [
-        f'      output_map {{\n        key: "{key}"\n        value: "{value}"\n      }}' for key, value in outputs.items()
+        f'      output_map {{\n        key: "{key}"\n        value: "{value}"\n      }}'
+        for key, value in outputs.items()
     ]
     return "    {\n" + f'      model_name: "{model}"\n      model_version: -1\n' + "\n".join(maps) + "\n    }"
 

@@ -124,7 +124,9 @@ class Reconciler:
         if current is None:
             meta = desired["metadata"]
             try:
-                created = await self.api.create(path_for(desired["apiVersion"], desired["kind"], meta["namespace"]), desired)
+                created = await self.api.create(
+                    path_for(desired["apiVersion"], desired["kind"], meta["namespace"]), desired
+                )
                 log.info("created child", extra={"fields": {"kind": desired["kind"], "name": meta["name"]}})
                 return created
             except KubeError as exc:

@@ -143,7 +143,10 @@ def render_hpa(name: str, namespace: str, spec: ModelDeploymentSpec) -> dict[str
             {
                 "type": "External",
                 "external": {
-                    "metric": {"name": "lexora_pending_requests", "selector": {"matchLabels": {"model_deployment": name}}},
+                    "metric": {
+                        "name": "lexora_pending_requests",
+                        "selector": {"matchLabels": {"model_deployment": name}},
+                    },
                     "target": target,
                 },
             }

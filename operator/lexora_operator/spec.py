@@ -70,7 +70,7 @@ class PvcSource(SpecModel):
 
 class ObjectStoreSource(SpecModel):
     uri: str = Field(pattern=r"^(s3|gs|https?)://.+")
-    endpoint_url: str | None = None
+    endpoint_url: str | None = Field(default=None, alias="endpointURL")
     # A Secret whose keys become the fetcher's environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...).
     credentials_secret: str | None = None
 

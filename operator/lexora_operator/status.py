@@ -132,7 +132,9 @@ def compute_status(obs: Observation) -> StatusReport:
         reason, what = ("FetchingModel", "fetching the model") if fetching else ("LoadingModel", "loading the model")
         message = f"{len(started)} pod(s) {what}; the startup probe allows for the load"
         return _report(obs, "Loading", reason, message, current, progressing)
-    return _report(obs, "Pending", "WaitingForPods", "Waiting for pods to be created and scheduled", current, progressing)
+    return _report(
+        obs, "Pending", "WaitingForPods", "Waiting for pods to be created and scheduled", current, progressing
+    )
 
 
 def _report(
@@ -255,9 +257,7 @@ def count_matching_gpu_nodes(
     return count
 
 
-def merge_conditions(
-    previous: list[dict[str, Any]], current: Iterable[Condition], now: str
-) -> list[dict[str, Any]]:
+def merge_conditions(previous: list[dict[str, Any]], current: Iterable[Condition], now: str) -> list[dict[str, Any]]:
     """New condition dicts, keeping lastTransitionTime where the status did not change."""
     by_type = {c.get("type"): c for c in previous}
     return [condition.as_dict(now, by_type.get(condition.type)) for condition in current]

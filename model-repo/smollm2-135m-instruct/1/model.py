@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from llama_cpp import LLAMA_DEFAULT_SEED, Llama, llama_vocab_is_eog
-from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL

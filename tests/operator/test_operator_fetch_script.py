@@ -1,0 +1,63 @@
+"""The init container's script, run for real with /bin/sh on a PVC-style source directory."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+from pathlib import Path
+
+from conftest import load_sample
+from lexora_operator.model_repository import model_repository_files
+from lexora_operator.spec import parse_spec
+
+
+def run_fetch(tmp_path: Path, source: Path) -> subprocess.CompletedProcess[str]:
+    manifest = load_sample("llama-3.2-3b-instruct.yaml")
+    files = model_repository_files(parse_spec(manifest["metadata"]["name"], copy.deepcopy(manifest["spec"])))
+    config = tmp_path / "config"
+    config.mkdir()
+    for key, text in files.items():
+        (config / key).write_text(text)
+    (tmp_path / "models").mkdir()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "LEXORA_SOURCE_KIND": "pvc",
+        "LEXORA_SOURCE_DIR": str(source),
+        "LEXORA_SOURCE_FINGERPRINT": "pvc:test",
+        "LEXORA_MODEL_REPO": str(tmp_path / "models"),
+        "LEXORA_CONFIG_DIR": str(config),
+        "LEXORA_TERMINATION_LOG": str(tmp_path / "termination-log"),
+    }
+    return subprocess.run(["/bin/sh", str(config / "fetch.sh")], env=env, capture_output=True, text=True, timeout=30)
+
+
+def test_fetch_assembles_the_tensorrtllm_repository_from_the_source(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    for path in [
+        "engine/config.json",
+        "tokenizer/tokenizer.json",
+        "preprocessing/1/model.py",
+        "postprocessing/1/model.py",
+    ]:
+        (source / path).parent.mkdir(parents=True, exist_ok=True)
+        (source / path).write_text("{}")
+
+    result = run_fetch(tmp_path, source)
+
+    assert result.returncode == 0, result.stderr
+    models = tmp_path / "models"
+    assert sorted(p.name for p in models.iterdir()) == ["ensemble", "postprocessing", "preprocessing", "tensorrt_llm"]
+    assert (models / "ensemble" / "config.pbtxt").read_text().startswith('name: "ensemble"')
+    assert (models / "tensorrt_llm" / "1").is_dir()
+    assert (models / "preprocessing" / "1" / "model.py").exists()
+
+
+def test_fetch_fails_with_a_readable_reason_when_the_engine_is_missing(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+
+    result = run_fetch(tmp_path, source)
+
+    assert result.returncode == 1
+    message = (tmp_path / "termination-log").read_text().strip()
+    assert message == "model source incomplete: engine/config.json is missing from the model source"

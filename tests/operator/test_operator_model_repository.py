@@ -1,0 +1,127 @@
+"""The generated Triton model repository: config.pbtxt files Triton can parse, wired end to end."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from conftest import load_sample
+from lexora_operator.model_repository import model_repository_files
+from lexora_operator.spec import parse_spec
+
+# What lexora_router.triton_engine sends and reads, for every chat model whatever its backend.
+ROUTER_INPUTS = {
+    "text_input",
+    "max_tokens",
+    "stream",
+    "temperature",
+    "top_p",
+    "seed",
+    "stop_words",
+    "apply_chat_template",
+}
+ROUTER_OUTPUTS = {"text_output", "num_input_tokens", "num_output_tokens", "finish_reason"}
+
+
+def configs(sample: str, **triton: Any) -> dict[str, model_config_pb2.ModelConfig]:
+    manifest = load_sample(sample)
+    spec = copy.deepcopy(manifest["spec"])
+    spec["triton"].update(triton)
+    files = model_repository_files(parse_spec(manifest["metadata"]["name"], spec))
+    return {
+        key.removesuffix(".config.pbtxt"): text_format.Parse(text, model_config_pb2.ModelConfig())
+        for key, text in files.items()
+        if key.endswith(".config.pbtxt")
+    }
+
+
+def parameters(config: model_config_pb2.ModelConfig) -> dict[str, str]:
+    return {key: value.string_value for key, value in config.parameters.items()}
+
+
+def test_tensorrtllm_repository_is_the_inflight_batcher_ensemble() -> None:
+    assert sorted(configs("llama-3.2-3b-instruct.yaml")) == [
+        "ensemble",
+        "postprocessing",
+        "preprocessing",
+        "tensorrt_llm",
+    ]
+
+
+def test_tensorrt_llm_engine_gets_batch_size_kv_cache_fraction_and_streaming() -> None:
+    engine = configs("llama-3.2-3b-instruct.yaml", maxBatchSize=32, kvCacheFreeGpuMemFraction=0.85)["tensorrt_llm"]
+    assert engine.backend == "tensorrtllm"
+    assert engine.max_batch_size == 32
+    assert engine.model_transaction_policy.decoupled is True
+    params = parameters(engine)
+    assert params["kv_cache_free_gpu_mem_fraction"] == "0.85"
+    assert params["gpt_model_type"] == "inflight_fused_batching"
+    assert params["gpt_model_path"] == "/source/engine"
+
+
+def test_ensemble_exposes_exactly_the_router_tensors() -> None:
+    ensemble = configs("llama-3.2-3b-instruct.yaml")["ensemble"]
+    assert ensemble.platform == "ensemble"
+    assert {t.name for t in ensemble.input} == ROUTER_INPUTS
+    assert {t.name for t in ensemble.output} == ROUTER_OUTPUTS
+
+
+def test_every_ensemble_step_maps_tensors_its_model_declares_with_matching_types() -> None:
+    models = configs("llama-3.2-3b-instruct.yaml")
+    ensemble = models["ensemble"]
+    types = {t.name: t.data_type for t in ensemble.input}
+    produced = set(types)
+    for step in ensemble.ensemble_scheduling.step:
+        model = models[step.model_name]
+        declared_in = {t.name: t.data_type for t in model.input}
+        declared_out = {t.name: t.data_type for t in model.output}
+        for model_tensor, ensemble_tensor in step.input_map.items():
+            assert model_tensor in declared_in, f"{step.model_name} has no input {model_tensor}"
+            assert ensemble_tensor in produced, f"{ensemble_tensor} is used before any step produces it"
+            assert types[ensemble_tensor] == declared_in[model_tensor], (step.model_name, model_tensor)
+        for model_tensor, ensemble_tensor in step.output_map.items():
+            assert model_tensor in declared_out, f"{step.model_name} has no output {model_tensor}"
+            types[ensemble_tensor] = declared_out[model_tensor]
+            produced.add(ensemble_tensor)
+        required = {t.name for t in model.input if not t.optional}
+        assert required <= set(step.input_map), f"{step.model_name} misses {required - set(step.input_map)}"
+    assert produced >= ROUTER_OUTPUTS
+    for output in ensemble.output:
+        assert types[output.name] == output.data_type
+
+
+def test_python_chat_model_declares_the_router_interface() -> None:
+    manifest = load_sample("flux-1-schnell.yaml")
+    spec = copy.deepcopy(manifest["spec"])
+    spec["model"] = {"id": "HuggingFaceTB/SmolLM2-135M-Instruct", "kind": "chat", "contextLength": 8192}
+    spec["gpu"] = {"count": 0}
+    del spec["triton"]["decoupled"]
+    files = model_repository_files(parse_spec("smollm2", spec))
+    config = text_format.Parse(files["smollm2-135m-instruct.config.pbtxt"], model_config_pb2.ModelConfig())
+    assert config.backend == "python"
+    assert config.model_transaction_policy.decoupled is True  # chat streams by default
+    assert {t.name for t in config.input} == ROUTER_INPUTS
+    assert {t.name for t in config.output} == ROUTER_OUTPUTS
+    assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+
+
+def test_flux_is_one_python_model_on_the_gpu_with_its_code_from_the_image() -> None:
+    manifest = load_sample("flux-1-schnell.yaml")
+    files = model_repository_files(parse_spec(manifest["metadata"]["name"], manifest["spec"]))
+    config = text_format.Parse(files["flux-1-schnell.config.pbtxt"], model_config_pb2.ModelConfig())
+    assert config.backend == "python"
+    assert config.max_batch_size == 0 and config.model_transaction_policy.decoupled is False
+    assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    assert parameters(config)["model_dir"] == "/cache/source"
+    assert files["layout"] == "model flux-1-schnell /opt/lexora/models/flux/1\n"
+
+
+def test_the_fetch_script_is_shipped_with_the_layout_it_reads() -> None:
+    manifest = load_sample("llama-3.2-3b-instruct.yaml")
+    files = model_repository_files(parse_spec(manifest["metadata"]["name"], manifest["spec"]))
+    assert files["fetch.sh"].startswith("#!/bin/sh")
+    assert "require engine/config.json" in files["layout"]
+    assert "model preprocessing preprocessing/1" in files["layout"]

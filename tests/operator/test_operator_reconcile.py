@@ -1,0 +1,241 @@
+"""The running operator against the kmock API emulator and a real NATS model registry.
+
+The tests play the platform engineer (apply, edit, scale, delete ModelDeployments) and the kubelet
+(Deployment status, pods), and assert what a user sees: children in the cluster, the
+ModelDeployment's status, and the registry record the gateway answers from (no ready endpoint ->
+503 model_unavailable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+from conftest import RESYNC_SECONDS, Cluster, eventually, load_sample
+
+LLAMA_ID = "meta-llama/Llama-3.2-3B-Instruct"
+LLAMA = "llama-3-2-3b-instruct"
+FLUX_ID = "black-forest-labs/FLUX.1-schnell"
+FLUX = "flux-1-schnell"
+LLAMA_ADDRESS = f"{LLAMA}.lexora-models.svc.cluster.local:8001"
+
+
+async def status_of(cluster: Cluster, name: str) -> dict[str, Any]:
+    md = await cluster.get("ModelDeployment", name)
+    return dict((md or {}).get("status") or {})
+
+
+async def until_phase(cluster: Cluster, name: str, phase: str, reason: str | None = None) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        status = await status_of(cluster, name)
+        ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
+        if status.get("phase") == phase and (reason is None or ready.get("reason") == reason):
+            return status
+        return None
+
+    return await eventually(check, what=f"{name} phase {phase} {reason or ''}")
+
+
+def ready_condition(status: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == "Ready")
+
+
+async def registry_endpoints(cluster: Cluster, model_id: str, want: list[str]) -> None:
+    async def check() -> bool:
+        record = cluster.record(model_id)
+        return record is not None and [e.grpc_address for e in record.ready_endpoints] == want
+
+    await eventually(check, what=f"{model_id} endpoints {want}")
+
+
+async def test_create_renders_owned_children_and_lists_the_model_without_endpoints(cluster: Cluster) -> None:
+    md = await cluster.apply(load_sample("llama-3.2-3b-instruct.yaml"))
+    uid = md["metadata"]["uid"]
+    for kind, name in [
+        ("Deployment", LLAMA),
+        ("Service", LLAMA),
+        ("ConfigMap", f"{LLAMA}-model-repo"),
+        ("PodDisruptionBudget", LLAMA),
+        ("HorizontalPodAutoscaler", LLAMA),
+    ]:
+        child = await eventually(lambda kind=kind, name=name: cluster.get(kind, name), what=f"{kind} {name}")
+        assert child["metadata"]["ownerReferences"][0]["uid"] == uid, kind
+
+    status = await eventually(lambda: status_of(cluster, LLAMA), what="status")
+    assert status["phase"] == "Pending"
+    assert status["observedGeneration"] == 1
+    # Catalog entry with prices and no endpoint: listed as "pipeline", the gateway answers 503.
+    await registry_endpoints(cluster, LLAMA_ID, [])
+    record = cluster.record(LLAMA_ID)
+    assert record.status == "pipeline" and record.triton_model == "ensemble"
+    assert record.pricing.input_micro_per_mtok == 40_000 and record.context_length == 131072
+    live = await cluster.get("ModelDeployment", LLAMA)
+    assert "serving.lexora.network/finalizer" in live["metadata"]["finalizers"]
+
+
+async def test_ready_replica_publishes_the_service_endpoint(cluster: Cluster) -> None:
+    await cluster.apply(load_sample("llama-3.2-3b-instruct.yaml"))
+    await eventually(lambda: cluster.get("Deployment", LLAMA), what="deployment")
+    await cluster.add_node("gpu-1", {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, gpus=8)
+
+    await cluster.report_deployment(LLAMA, ready=1)
+
+    status = await until_phase(cluster, LLAMA, "Ready")
+    assert status["readyReplicas"] == 1
+    assert status["endpoints"] == [{"name": f"lexora-models/{LLAMA}", "grpcAddress": LLAMA_ADDRESS, "ready": True}]
+    await registry_endpoints(cluster, LLAMA_ID, [LLAMA_ADDRESS])
+    assert cluster.record(LLAMA_ID).status == "live"
+
+
+async def test_scaling_changes_replicas_and_partial_readiness_is_degraded(cluster: Cluster) -> None:
+    await cluster.apply(load_sample("flux-1-schnell.yaml"))
+    await eventually(lambda: cluster.get("Deployment", FLUX), what="deployment")
+
+    await cluster.patch("ModelDeployment", FLUX, {"spec": {"replicas": 3}})  # what `kubectl scale md` writes
+
+    async def three() -> bool:
+        deployment = await cluster.get("Deployment", FLUX)
+        return deployment["spec"]["replicas"] == 3
+
+    await eventually(three, what="Deployment scaled to 3")
+    await cluster.report_deployment(FLUX, ready=1, replicas=3)
+    status = await until_phase(cluster, FLUX, "Degraded")
+    assert ready_condition(status)["message"].startswith("Serving from 1/3 replicas")
+    await registry_endpoints(cluster, FLUX_ID, [f"{FLUX}.lexora-models.svc.cluster.local:8001"])
+
+
+async def test_spec_change_rolls_out_a_new_pod_template(cluster: Cluster) -> None:
+    await cluster.apply(load_sample("llama-3.2-3b-instruct.yaml"))
+    before = await eventually(lambda: cluster.get("Deployment", LLAMA), what="deployment")
+    old_hash = before["spec"]["template"]["metadata"]["annotations"]["serving.lexora.network/config-hash"]
+
+    triton = {"image": "nvcr.io/nvidia/tritonserver:25.02-trtllm-python-py3", "kvCacheFreeGpuMemFraction": 0.8}
+    await cluster.patch("ModelDeployment", LLAMA, {"spec": {"triton": triton}})
+
+    async def rolled() -> dict[str, Any] | None:
+        deployment = await cluster.get("Deployment", LLAMA)
+        image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        return deployment if image == triton["image"] else None
+
+    after = await eventually(rolled, what="new image in the pod template")
+    assert after["spec"]["template"]["metadata"]["annotations"]["serving.lexora.network/config-hash"] != old_hash
+    config = await cluster.get("ConfigMap", f"{LLAMA}-model-repo")
+    assert 'string_value: "0.8"' in config["data"]["tensorrt_llm.config.pbtxt"]
+    status = await eventually(
+        lambda: _when(status_of(cluster, LLAMA), lambda s: s.get("observedGeneration") == 2), what="generation 2"
+    )
+    assert status["observedGeneration"] == 2
+
+
+async def test_manual_edits_to_children_are_put_back(cluster: Cluster) -> None:
+    await cluster.apply(load_sample("llama-3.2-3b-instruct.yaml"))
+    deployment = await eventually(lambda: cluster.get("Deployment", LLAMA), what="deployment")
+    await eventually(lambda: cluster.get("Service", LLAMA), what="service")
+    original = deployment["spec"]["template"]["spec"]["containers"][0]
+
+    edited = copy.deepcopy(deployment["spec"]["template"]["spec"]["containers"])
+    edited[0]["image"] = "nginx:latest"
+    await cluster.patch("Deployment", LLAMA, {"spec": {"template": {"spec": {"containers": edited}}}})
+    await cluster.delete("Service", LLAMA)
+
+    async def restored() -> bool:
+        live = await cluster.get("Deployment", LLAMA)
+        service = await cluster.get("Service", LLAMA)
+        return live["spec"]["template"]["spec"]["containers"][0]["image"] == original["image"] and service is not None
+
+    await eventually(restored, timeout=10 * RESYNC_SECONDS + 10, what="drift corrected")
+
+
+async def test_invalid_spec_fails_once_with_a_clear_condition_and_creates_nothing(cluster: Cluster) -> None:
+    manifest = load_sample("flux-1-schnell.yaml")
+    manifest["spec"]["backend"] = "tensorrtllm"  # an image model cannot run on TensorRT-LLM
+    await cluster.apply(manifest)
+
+    status = await until_phase(cluster, FLUX, "Failed", "InvalidSpec")
+    assert "tensorrtllm serves chat models only" in ready_condition(status)["message"]
+    assert await cluster.get("Deployment", FLUX) is None
+    assert cluster.record(FLUX_ID) is None
+    # Not retried: several resyncs later nothing was written again.
+    version = (await cluster.get("ModelDeployment", FLUX))["metadata"]["resourceVersion"]
+    await asyncio.sleep(3 * RESYNC_SECONDS)
+    assert (await cluster.get("ModelDeployment", FLUX))["metadata"]["resourceVersion"] == version
+
+
+async def test_failing_pods_mark_the_model_failed_and_withdraw_its_endpoint(cluster: Cluster) -> None:
+    await cluster.apply(load_sample("llama-3.2-3b-instruct.yaml"))
+    await eventually(lambda: cluster.get("Deployment", LLAMA), what="deployment")
+    await cluster.report_deployment(LLAMA, ready=1)
+    await registry_endpoints(cluster, LLAMA_ID, [LLAMA_ADDRESS])
+
+    # The pod is replaced and the new one cannot fetch the model: nothing is ready any more.
+    await cluster.add_pod(
+        LLAMA,
+        f"{LLAMA}-7f9c-x2k",
+        {
+            "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}],
+            "initContainerStatuses": [
+                {
+                    "name": "fetch-model",
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {
+                        "terminated": {
+                            "exitCode": 1,
+                            "message": "model source incomplete: engine/config.json is missing",
+                        }
+                    },
+                }
+            ],
+        },
+    )
+    await cluster.report_deployment(LLAMA, ready=0, replicas=1)
+
+    status = await until_phase(cluster, LLAMA, "Failed", "ModelSourceIncomplete")
+    assert "engine/config.json is missing" in ready_condition(status)["message"]
+    assert status["endpoints"] == []
+    await registry_endpoints(cluster, LLAMA_ID, [])  # still listed: the gateway answers 503, never hangs
+
+
+async def test_no_gpu_node_is_reported_as_the_reason_for_pending(cluster: Cluster) -> None:
+    await cluster.apply(load_sample("flux-1-schnell.yaml"))
+    await cluster.add_node("cpu-1", {"kubernetes.io/os": "linux"}, gpus=0)
+    status = await until_phase(cluster, FLUX, "Pending", "NoMatchingGPUNode")
+    assert "spec.gpu.product" in ready_condition(status)["message"]
+
+
+async def test_deleting_withdraws_the_model_and_removes_the_children(cluster: Cluster) -> None:
+    await cluster.apply(load_sample("llama-3.2-3b-instruct.yaml"))
+    await eventually(lambda: cluster.get("Deployment", LLAMA), what="deployment")
+    await cluster.report_deployment(LLAMA, ready=1)
+    await registry_endpoints(cluster, LLAMA_ID, [LLAMA_ADDRESS])
+
+    await cluster.delete("ModelDeployment", LLAMA)
+
+    async def gone() -> bool:
+        return await cluster.get("ModelDeployment", LLAMA) is None
+
+    await eventually(gone, what="finalizer released")
+    await eventually(lambda: _sync(cluster.record(LLAMA_ID) is None), what="registry record withdrawn")
+    for kind, name in [("Deployment", LLAMA), ("Service", LLAMA), ("ConfigMap", f"{LLAMA}-model-repo")]:
+        assert await cluster.get(kind, name) is None, kind
+
+
+async def test_a_second_deployment_of_the_same_model_id_is_refused(cluster: Cluster) -> None:
+    await cluster.apply(load_sample("flux-1-schnell.yaml"))
+    await until_phase(cluster, FLUX, "Pending")
+    twin = load_sample("flux-1-schnell.yaml")
+    twin["metadata"]["name"] = "flux-twin"
+    await cluster.apply(twin)
+
+    status = await until_phase(cluster, "flux-twin", "Failed", "DuplicateModelId")
+    assert f"lexora-models/{FLUX}" in ready_condition(status)["message"]
+    assert await cluster.get("Deployment", "flux-twin") is None
+
+
+async def _when(value: Any, predicate: Any) -> Any:
+    result = await value
+    return result if predicate(result) else None
+
+
+async def _sync(value: bool) -> bool:
+    return value

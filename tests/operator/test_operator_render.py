@@ -1,0 +1,168 @@
+"""Spec -> child manifests: what lands in the cluster, checked against the Kubernetes 1.37 schemas."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from conftest import load_sample
+from lexora_operator.render import CONFIG_HASH_ANNOTATION, render_children
+from lexora_operator.spec import InvalidSpec, parse_spec
+
+K8S_VERSION = "1.37"
+
+
+def children_of(sample: str, **overrides: Any):
+    manifest = load_sample(sample)
+    spec = copy.deepcopy(manifest["spec"])
+    spec.update(overrides)
+    return render_children(
+        manifest["metadata"]["name"], "lexora-models", parse_spec(manifest["metadata"]["name"], spec)
+    )
+
+
+@pytest.mark.parametrize("sample", ["llama-3.2-3b-instruct.yaml", "flux-1-schnell.yaml"])
+def test_every_child_of_the_samples_is_valid_kubernetes(sample: str) -> None:
+    for child in children_of(sample).all():
+        kubernetes_validate.validate(child, K8S_VERSION, strict=True)
+
+
+def test_llama_runs_triton_on_one_h100_with_probes_and_ports() -> None:
+    deployment = children_of("llama-3.2-3b-instruct.yaml").deployment
+    pod = deployment["spec"]["template"]["spec"]
+    triton = pod["containers"][0]
+    assert triton["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["nodeSelector"]["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert [p["containerPort"] for p in triton["ports"]] == [8000, 8001, 8002]
+    assert triton["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert triton["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    # startupTimeoutSeconds 900 at a 10 s period: the load may take 15 minutes before a restart.
+    startup = triton["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 900
+    assert "--model-repository=/models" in triton["args"]
+
+
+def test_triton_runs_as_non_root_with_a_read_only_root_filesystem() -> None:
+    pod = children_of("flux-1-schnell.yaml").deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    for container in pod["containers"] + pod["initContainers"]:
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    mounts = {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert {"/tmp", "/dev/shm", "/models", "/cache"} <= mounts
+
+
+def test_rollout_replaces_one_pod_at_a_time_without_a_spare_gpu() -> None:
+    strategy = children_of("llama-3.2-3b-instruct.yaml").deployment["spec"]["strategy"]
+    assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+
+
+def test_autoscaling_hands_replicas_to_an_hpa_on_triton_pending_requests() -> None:
+    children = children_of("llama-3.2-3b-instruct.yaml")
+    assert "replicas" not in children.deployment["spec"]
+    hpa = children.hpa["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 4)
+    metric = hpa["metrics"][0]["pods"]
+    assert metric["metric"]["name"] == "nv_inference_pending_request_count"
+    assert metric["target"] == {"type": "AverageValue", "averageValue": "16"}
+
+
+def test_scale_to_zero_adds_a_demand_metric_that_exists_without_pods() -> None:
+    autoscaling = {"minReplicas": 0, "maxReplicas": 2}
+    hpa = children_of("llama-3.2-3b-instruct.yaml", autoscaling=autoscaling).hpa
+    assert hpa["spec"]["minReplicas"] == 0
+    assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Pods", "External"]
+
+
+def test_fixed_replicas_render_no_hpa() -> None:
+    children = children_of("flux-1-schnell.yaml", replicas=3)
+    assert children.hpa is None
+    assert children.deployment["spec"]["replicas"] == 3
+
+
+def test_pdb_never_blocks_a_drain_of_a_single_replica() -> None:
+    pdb = children_of("flux-1-schnell.yaml").pdb["spec"]
+    assert pdb["maxUnavailable"] == 1 and "minAvailable" not in pdb
+
+
+def test_hugging_face_source_is_fetched_by_an_init_container_with_the_token_secret() -> None:
+    init = children_of("flux-1-schnell.yaml").deployment["spec"]["template"]["spec"]["initContainers"][0]
+    env = {e["name"]: e for e in init["env"]}
+    assert env["LEXORA_SOURCE_KIND"]["value"] == "huggingFace"
+    assert env["LEXORA_HF_REPO"]["value"] == "black-forest-labs/FLUX.1-schnell"
+    assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "huggingface-token", "key": "HF_TOKEN"}
+    assert {"mountPath": "/cache", "name": "cache"} in init["volumeMounts"]
+
+
+def test_pvc_source_is_mounted_read_only_and_not_copied() -> None:
+    pod = children_of("llama-3.2-3b-instruct.yaml").deployment["spec"]["template"]["spec"]
+    source = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "source")
+    assert source == {"name": "source", "mountPath": "/source", "readOnly": True, "subPath": "h100-bf16-tp1"}
+
+
+def test_object_store_source_passes_the_uri_endpoint_and_credentials() -> None:
+    source = {
+        "objectStore": {
+            "uri": "s3://models/flux",
+            "endpointURL": "http://minio.minio:9000",
+            "credentialsSecret": "minio-creds",
+        }
+    }
+    init = children_of("flux-1-schnell.yaml", source=source).deployment["spec"]["template"]["spec"]["initContainers"][0]
+    env = {e["name"]: e.get("value") for e in init["env"]}
+    assert env["LEXORA_SOURCE_URI"] == "s3://models/flux"
+    assert env["LEXORA_SOURCE_ENDPOINT"] == "http://minio.minio:9000"
+    assert init["envFrom"] == [{"secretRef": {"name": "minio-creds"}}]
+
+
+def test_a_triton_parameter_change_rolls_the_pods_through_the_config_hash() -> None:
+    before = children_of("llama-3.2-3b-instruct.yaml")
+    triton = {**load_sample("llama-3.2-3b-instruct.yaml")["spec"]["triton"], "kvCacheFreeGpuMemFraction": 0.8}
+    after = children_of("llama-3.2-3b-instruct.yaml", triton=triton)
+    annotation = ["spec", "template", "metadata", "annotations", CONFIG_HASH_ANNOTATION]
+
+    def dig(obj: dict[str, Any]) -> Any:
+        for key in annotation:
+            obj = obj[key]
+        return obj
+
+    assert dig(before.deployment) != dig(after.deployment)
+    assert "0.8" in after.config_map["data"]["tensorrt_llm.config.pbtxt"]
+
+
+def test_rendering_is_deterministic() -> None:
+    assert children_of("llama-3.2-3b-instruct.yaml") == children_of("llama-3.2-3b-instruct.yaml")
+
+
+def test_cpu_model_on_the_python_backend_asks_for_no_gpu() -> None:
+    children = children_of("flux-1-schnell.yaml", gpu={"count": 0})
+    pod = children.deployment["spec"]["template"]["spec"]
+    assert "nvidia.com/gpu" not in pod["containers"][0]["resources"].get("limits", {})
+    assert "tolerations" not in pod and "nodeSelector" not in pod
+    assert "kind: KIND_CPU" in children.config_map["data"]["flux-1-schnell.config.pbtxt"]
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        ({"backend": "tensorrtllm"}, "tensorrtllm serves chat models only"),
+        ({"autoscaling": {"minReplicas": 3, "maxReplicas": 2}}, "minReplicas (3) is above maxReplicas (2)"),
+        ({"source": {}}, "set exactly one of pvc, objectStore, huggingFace"),
+        ({"gpu": {"count": -1}}, "spec.gpu.count"),
+        ({"model": {"id": "a model with spaces", "kind": "image"}}, "cannot be a registry key"),
+        ({"replicaz": 2}, "spec.replicaz"),
+    ],
+)
+def test_specs_that_can_never_work_are_refused_with_the_field_named(change: dict[str, Any], complaint: str) -> None:
+    manifest = load_sample("flux-1-schnell.yaml")
+    with pytest.raises(InvalidSpec, match=complaint.replace("(", r"\(").replace(")", r"\)")):
+        parse_spec("flux-1-schnell", {**manifest["spec"], **change})
+
+
+def test_a_name_that_cannot_name_a_service_is_refused() -> None:
+    with pytest.raises(InvalidSpec, match="DNS-1035"):
+        parse_spec("Flux_1", load_sample("flux-1-schnell.yaml")["spec"])
