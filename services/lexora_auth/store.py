@@ -43,7 +43,7 @@ class AccountStore:
             return None
         key_hash = keys.hash_api_key(self._pepper, api_key)
         query = (
-            select(api_keys.c.id, api_keys.c.account_id, accounts.c.plan)
+            select(api_keys.c.id, api_keys.c.account_id, accounts.c.plan, accounts.c.timezone)
             .join(accounts, accounts.c.id == api_keys.c.account_id)
             .where(api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))
         )
@@ -51,7 +51,7 @@ class AccountStore:
             row = (await conn.execute(query)).first()
         if row is None:
             return None
-        return Identity(account_id=row.account_id, key_id=row.id, plan=row.plan)
+        return Identity(account_id=row.account_id, key_id=row.id, plan=row.plan, timezone=row.timezone)
 
     async def ping(self) -> None:
         async with self._engine.connect() as conn:

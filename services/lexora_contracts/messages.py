@@ -23,6 +23,7 @@ class Identity(BaseModel):
     account_id: str
     key_id: str
     plan: Plan
+    timezone: str = "UTC"  # the account's; daily limits reset at its midnight
 
 
 class CreateAccountRequest(BaseModel):

@@ -20,6 +20,7 @@ from lexora_gateway.metrics_middleware import MetricsMiddleware
 from lexora_gateway.settings import GatewaySettings
 from lexora_gateway.state import GatewayState
 from lexora_runtime.bus import ensure_usage_stream
+from lexora_runtime.counters import CounterStore, limits_bucket
 from lexora_runtime.logs import configure_logging
 from lexora_runtime.metrics import create_metrics
 from lexora_runtime.model_registry import ModelRegistryView
@@ -43,7 +44,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             keys.revoke(KeyRevoked.model_validate_json(msg.data).key_id)
 
         await nc.subscribe(subjects.AUTH_KEY_REVOKED, cb=on_revoked)
-        app.state.gateway = GatewayState(settings, nc, js, registry, keys, metrics)
+        counters = CounterStore(await limits_bucket(js))
+        app.state.gateway = GatewayState(settings, nc, js, registry, keys, metrics, counters)
         try:
             yield
         finally:

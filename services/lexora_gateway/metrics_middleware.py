@@ -1,10 +1,12 @@
-"""Request counts and latencies per route and status, as a plain ASGI middleware (cheap)."""
+"""The edge middleware (plain ASGI, cheap): request counts and latencies per route and status, and
+the X-RateLimit-* headers the rate limiter decided, on every response that carries them."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+from lexora_gateway.ratelimit import SCOPE_KEY
 from lexora_runtime.metrics import ServiceMetrics
 
 
@@ -23,6 +25,12 @@ class MetricsMiddleware:
         async def send_recording_status(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                rate_headers = scope.get(SCOPE_KEY)
+                if rate_headers:
+                    message["headers"] = [
+                        *message.get("headers", []),
+                        *((name.lower().encode(), value.encode()) for name, value in rate_headers.items()),
+                    ]
             await send(message)
 
         try:

@@ -14,6 +14,7 @@ from lexora_contracts.errors import LexoraError
 from lexora_contracts.messages import CountTokensReply, GenerationChunk
 from lexora_contracts.messages import CountTokensRequest as EngineCountRequest
 from lexora_gateway import anthropic_chat as fmt
+from lexora_gateway import ratelimit
 from lexora_gateway.authn import authenticate
 from lexora_gateway.dispatch import GenerationStream
 from lexora_gateway.errors import anthropic_sse_error_event
@@ -36,7 +37,8 @@ async def create_message(request: Request, state: StateDep) -> Response:
     body = parse_body(MessagesRequest, await request.body())
     message_id = fmt.new_message_id()
     job = fmt.to_job(body)
-    stream, first, _ = await start_chat_job(state, identity, job, message_id, received_at)
+    model = await ratelimit.admit_chat(request, state, identity, job.model)
+    stream, first = await start_chat_job(state, identity, job, model, message_id, received_at)
     headers = {"request-id": message_id}
     if body.stream:
         events = (
@@ -104,7 +106,8 @@ async def _events_with_tools(
 
 @router.post("/messages/count_tokens")
 async def count_tokens(request: Request, state: StateDep) -> Response:
-    await authenticate(request, state)
+    identity = await authenticate(request, state)
+    await ratelimit.peek(request, state, identity)
     body = parse_body(CountTokensRequest, await request.body())
     model = chat_model(state.registry.get(body.model), body.model)
     reply = await call(

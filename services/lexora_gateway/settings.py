@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from pydantic import Field
+
+from lexora_contracts.plans import DEFAULT_PLANS, PlanLimits
 from lexora_runtime.settings import ServiceSettings
 
 
@@ -13,3 +16,5 @@ class GatewaySettings(ServiceSettings):
     auth_cache_ttl_s: float = 60.0
     # How long reservations outlive their job's deadline before billing's sweeper releases them.
     reservation_grace_s: float = 60.0
+    # Limits per plan, e.g. LEXORA_PLANS='{"free": {"requests_per_minute": 20, ...}, ...}'.
+    plans: dict[str, PlanLimits] = Field(default_factory=lambda: dict(DEFAULT_PLANS))

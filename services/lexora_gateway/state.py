@@ -11,6 +11,7 @@ from nats.js import JetStreamContext
 
 from lexora_gateway.auth_cache import KeyCache
 from lexora_gateway.settings import GatewaySettings
+from lexora_runtime.counters import CounterStore
 from lexora_runtime.metrics import ServiceMetrics
 from lexora_runtime.model_registry import ModelRegistryView
 
@@ -23,6 +24,7 @@ class GatewayState:
     registry: ModelRegistryView
     keys: KeyCache
     metrics: ServiceMetrics
+    counters: CounterStore
 
 
 def _state(request: Request) -> GatewayState:

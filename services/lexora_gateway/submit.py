@@ -23,12 +23,11 @@ from lexora_runtime.logs import request_id_var
 
 
 async def start_chat_job(
-    state: GatewayState, identity: Identity, job: jobs.ChatJob, request_id: str, received_at: float
-) -> tuple[GenerationStream, GenerationChunk, ModelRecord]:
+    state: GatewayState, identity: Identity, job: jobs.ChatJob, model: ModelRecord, request_id: str, received_at: float
+) -> tuple[GenerationStream, GenerationChunk]:
     """Returns the live stream and its first delta (or final chunk). Errors before any output are
     raised here, so a streaming client still gets a proper HTTP status for them."""
     request_id_var.set(request_id)  # carried to billing and the router in NATS headers
-    model = jobs.chat_model(state.registry.get(job.model), job.model)
     max_tokens = jobs.resolve_max_tokens(job, model)
     reserved = jobs.reservation_micro(job, model, max_tokens)
     if reserved:
@@ -57,7 +56,7 @@ async def start_chat_job(
     except BaseException:
         await stream.release()
         raise
-    return stream, first, model
+    return stream, first
 
 
 async def _record_unrouted(state: GatewayState, request: GenerationRequest, error: LexoraError) -> None:

@@ -112,18 +112,7 @@ def test_unknown_route_is_404_in_the_envelope(lexora: RunningStack) -> None:
 @pytest.fixture(scope="module")
 def impatient_gateway(lexora: RunningStack) -> str:
     """A second gateway on the same platform whose jobs time out after one second."""
-    from lexora_dev import stack
-    from lexora_dev.processes import free_port
-
-    port = free_port()
-    process = stack.start_service(
-        "gateway",
-        stack.ServiceConfig(**{**lexora.config.__dict__, "gateway_port": port, "job_timeout_s": 1.0}),
-        log_name=f"gateway-impatient-{port}",
-    )
-    lexora.processes[f"gateway-impatient-{port}"] = process
-    stack.wait_for_gateway(port, process)
-    return f"http://127.0.0.1:{port}/v1"
+    return lexora.start_gateway(job_timeout_s=1.0)
 
 
 def test_job_over_the_time_limit_is_504_and_not_charged(lexora: RunningStack, impatient_gateway: str) -> None:

@@ -190,21 +190,11 @@ def test_bearer_auth_works_too(lexora: RunningStack) -> None:
 
 
 def test_error_after_streaming_began_is_an_error_event(lexora: RunningStack) -> None:
-    from lexora_dev import stack
-    from lexora_dev.processes import free_port
-
-    port = free_port()
-    process = stack.start_service(
-        "gateway",
-        stack.ServiceConfig(**{**lexora.config.__dict__, "gateway_port": port, "job_timeout_s": 1.0}),
-        log_name=f"gateway-anthropic-impatient-{port}",
-    )
-    lexora.processes[f"gateway-anthropic-impatient-{port}"] = process
-    stack.wait_for_gateway(port, process)
+    impatient = lexora.start_gateway(job_timeout_s=1.0)
     account = lexora.create_account()
     with httpx.stream(
         "POST",
-        f"http://127.0.0.1:{port}/v1/messages",
+        f"{impatient}/messages",
         headers={"x-api-key": account.api_key},
         json={
             "model": LOCAL_CHAT_MODEL,

@@ -2,42 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import httpx
-import nats
 import openai
 import pytest
 
 from lexora_contracts.money import request_cost_pico
-from lexora_contracts.registry import Endpoint, ModelRecord
+from lexora_contracts.registry import Endpoint
 from lexora_dev import stack
 from lexora_dev.catalog import LOCAL_CHAT_MODEL
 from lexora_dev.processes import free_port
-from lexora_runtime.model_registry import registry_bucket
 from support.stack import RunningStack, stream_long_job
 
 PRICE = 40_000
-
-
-def _registered(lexora: RunningStack, model_id: str) -> ModelRecord:
-    async def read() -> ModelRecord:
-        nc = await nats.connect(lexora.config.nats_url)
-        try:
-            entry = await (await registry_bucket(nc.jetstream())).get(model_id)
-            return ModelRecord.model_validate_json(entry.value)
-        finally:
-            await nc.drain()
-
-    return asyncio.run(read())
 
 
 @pytest.fixture(scope="module")
 def extra_models(lexora: RunningStack) -> dict[str, str]:
     """Registry records as an operator might leave them: one model whose endpoints include a dead
     one, one whose only endpoint is dead."""
-    live = _registered(lexora, LOCAL_CHAT_MODEL)
+    live = lexora.registry_record(LOCAL_CHAT_MODEL)
     dead = Endpoint(name="dead", grpc_address=f"127.0.0.1:{free_port()}")
     failover = live.model_copy(update={"id": "test/failover", "endpoints": [dead, *live.endpoints]})
     all_dead = live.model_copy(update={"id": "test/all-dead", "endpoints": [dead]})

@@ -16,6 +16,7 @@ from sqlalchemy import text
 
 from lexora_contracts import subjects
 from lexora_contracts.messages import Balance, BalanceRequest, CreateAccountReply, CreateAccountRequest, GrantRequest
+from lexora_contracts.registry import ModelRecord
 from lexora_dev import stack
 from lexora_dev.processes import ManagedProcess
 from lexora_runtime.bus import call, connect
@@ -68,7 +69,9 @@ class RunningStack:
         return self.config.database_url
 
     # ---- acting as the operator ----------------------------------------------------------------
-    def create_account(self, credits_micro: int = 5_000_000, plan: str = "free") -> Account:
+    def create_account(self, credits_micro: int = 5_000_000, plan: str = "enterprise") -> Account:
+        """An account with credit; unlimited by default so only the rate-limit tests meet limits."""
+
         async def create() -> Account:
             nc = await connect(self.config.nats_url, "tests")
             try:
@@ -149,6 +152,36 @@ class RunningStack:
         process = stack.start_service(service, config, log_name)
         self.processes[log_name or service] = process
         return process
+
+    def start_gateway(self, job_timeout_s: float | None = None, **extra_env: str) -> str:
+        """Another gateway replica on the same platform (its own port and settings); returns its /v1 URL."""
+        from lexora_dev.processes import free_port
+
+        port = free_port()
+        changes: dict[str, Any] = {"gateway_port": port, "extra_env": {**self.config.extra_env, **extra_env}}
+        if job_timeout_s is not None:
+            changes["job_timeout_s"] = job_timeout_s
+        name = f"gateway-{port}"
+        process = stack.start_service("gateway", stack.ServiceConfig(**{**self.config.__dict__, **changes}), name)
+        self.processes[name] = process
+        stack.wait_for_gateway(port, process)
+        return f"http://127.0.0.1:{port}/v1"
+
+    def registry_record(self, model_id: str) -> ModelRecord:
+        """A model's record in the registry, as the operator (or lexora dev) published it."""
+        import nats
+
+        from lexora_runtime.model_registry import registry_bucket
+
+        async def read() -> ModelRecord:
+            nc = await nats.connect(self.config.nats_url)
+            try:
+                entry = await (await registry_bucket(nc.jetstream())).get(model_id)
+                return ModelRecord.model_validate_json(entry.value)
+            finally:
+                await nc.drain()
+
+        return asyncio.run(read())
 
     def admin_cli(self, *args: str) -> dict[str, Any]:
         result = subprocess.run(

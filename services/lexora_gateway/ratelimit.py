@@ -1,0 +1,62 @@
+"""Applies the plan limits at the edge: counters shared by all gateway replicas in NATS KV."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import Request
+
+from lexora_contracts.errors import LexoraError, RateLimitExceeded
+from lexora_contracts.messages import Identity
+from lexora_contracts.plans import PlanLimits
+from lexora_contracts.registry import ModelRecord
+from lexora_gateway import limits
+from lexora_gateway.jobs import chat_model
+from lexora_gateway.state import GatewayState
+
+SCOPE_KEY = "lexora.ratelimit"
+
+
+def _plan(state: GatewayState, identity: Identity) -> PlanLimits:
+    return state.settings.plans.get(identity.plan) or PlanLimits()
+
+
+def _remember(request: Request, admission: limits.Admission) -> None:
+    # Read by the edge middleware, which puts the X-RateLimit-* headers on whatever response goes out.
+    request.scope[SCOPE_KEY] = admission.headers()
+
+
+async def admit_chat(request: Request, state: GatewayState, identity: Identity, model_id: str) -> ModelRecord:
+    """Resolve the model and count the request against the caller's limits (429 with Retry-After
+    when one is reached). A refused model still gets the caller's rate-limit headers."""
+    try:
+        model = chat_model(state.registry.get(model_id), model_id)
+    except LexoraError:
+        await peek(request, state, identity)
+        raise
+    await admit(request, state, identity, model)
+    return model
+
+
+async def admit(request: Request, state: GatewayState, identity: Identity, model: ModelRecord) -> None:
+    """Count an inference request; 429 with Retry-After when a limit is reached."""
+    plan = _plan(state, identity)
+    now = datetime.now(UTC)
+    key_counter = f"key.{identity.key_id}"
+    try:
+        admission = await state.counters.apply(key_counter, lambda s: limits.admit_key(s, plan, now, identity.timezone))
+    except RateLimitExceeded:
+        _remember(request, limits.peek_key(await state.counters.read(key_counter), plan, now))
+        raise
+    _remember(request, admission)
+    if model.pricing.is_free and plan.free_model_requests_per_day is not None:
+        await state.counters.apply(
+            f"acct.{identity.account_id}",
+            lambda s: (limits.admit_free_model(s, plan, now, identity.timezone), None),
+        )
+
+
+async def peek(request: Request, state: GatewayState, identity: Identity) -> None:
+    """Headers for a request that does not count against the limits."""
+    plan = _plan(state, identity)
+    _remember(request, limits.peek_key(await state.counters.read(f"key.{identity.key_id}"), plan, datetime.now(UTC)))
