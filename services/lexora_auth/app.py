@@ -11,11 +11,18 @@ from lexora_contracts.errors import Unauthorized
 from lexora_contracts.messages import (
     CreateAccountReply,
     CreateAccountRequest,
+    CreateKeyReply,
+    CreateKeyRequest,
     HealthProbe,
     HealthReply,
     Identity,
+    KeyList,
+    KeyRevoked,
+    ListKeysRequest,
+    RevokeKeyRequest,
     VerifyKeyRequest,
 )
+from lexora_runtime.bus import encode
 from lexora_runtime.db import create_engine
 from lexora_runtime.metrics import create_metrics, serve_metrics
 from lexora_runtime.service import ServiceContext, health_of, run_until_stopped
@@ -41,6 +48,22 @@ async def serve(settings: AuthSettings, ctx: ServiceContext) -> None:
         log.info("account created", extra={"fields": {"account_id": reply.account_id, "key_id": reply.key_id}})
         return reply
 
+    async def create_key(request: CreateKeyRequest) -> CreateKeyReply:
+        reply = await store.create_key(request.account_id, request.name, request.spend_limit_micro)
+        log.info("key created", extra={"fields": {"account_id": request.account_id, "key_id": reply.key_id}})
+        return reply
+
+    async def list_keys(request: ListKeysRequest) -> KeyList:
+        return KeyList(account_id=request.account_id, keys=await store.list_keys(request.account_id))
+
+    async def revoke_key(request: RevokeKeyRequest) -> KeyRevoked:
+        await store.revoke_key(request.key_id, request.account_id)
+        # Every gateway drops its cached verification of this key on this event; announced again
+        # on a repeated revoke, in case a gateway missed it the first time.
+        await ctx.nc.publish(subjects.AUTH_KEY_REVOKED, encode(KeyRevoked(key_id=request.key_id)))
+        log.info("key revoked", extra={"fields": {"key_id": request.key_id}})
+        return KeyRevoked(key_id=request.key_id)
+
     async def health(_: HealthProbe) -> HealthReply:
         return await health_of("auth", database=store.ping)
 
@@ -49,6 +72,9 @@ async def serve(settings: AuthSettings, ctx: ServiceContext) -> None:
         {
             "verify": (subjects.AUTH_KEY_VERIFY, VerifyKeyRequest, verify),
             "create_account": (subjects.AUTH_ACCOUNT_CREATE, CreateAccountRequest, create_account),
+            "create_key": (subjects.AUTH_KEY_CREATE, CreateKeyRequest, create_key),
+            "list_keys": (subjects.AUTH_KEY_LIST, ListKeysRequest, list_keys),
+            "revoke_key": (subjects.AUTH_KEY_REVOKE, RevokeKeyRequest, revoke_key),
             "health": (subjects.AUTH_HEALTH, HealthProbe, health),
         },
     )

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import insert, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from lexora_auth import keys
-from lexora_contracts.messages import CreateAccountReply, Identity, Plan
+from lexora_contracts.errors import NotFound
+from lexora_contracts.messages import CreateAccountReply, CreateKeyReply, Identity, KeyInfo, Plan
 from lexora_runtime.schema import accounts, api_keys
+
+LAST_USE_PRECISION = timedelta(seconds=30)
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes (stored as UTC).
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class AccountStore:
@@ -21,29 +29,83 @@ class AccountStore:
     async def create_account(self, plan: Plan, name: str | None, timezone: str) -> CreateAccountReply:
         now = datetime.now(UTC)
         account_id = keys.new_id("acct")
-        key_id = keys.new_id("key")
-        api_key = keys.new_api_key(self._key_prefix)
         async with self._engine.begin() as conn:
             await conn.execute(
                 insert(accounts).values(id=account_id, name=name, plan=plan, timezone=timezone, created_at=now)
             )
-            await conn.execute(
-                insert(api_keys).values(
-                    id=key_id,
-                    account_id=account_id,
-                    key_hash=keys.hash_api_key(self._pepper, api_key),
-                    display_prefix=keys.display_prefix(self._key_prefix, api_key),
-                    created_at=now,
-                )
+            key = await self._insert_key(conn, account_id, None, None, now)
+        return CreateAccountReply(account_id=account_id, key_id=key.key_id, api_key=key.api_key, plan=plan)
+
+    async def create_key(self, account_id: str, name: str | None, spend_limit_micro: int | None) -> CreateKeyReply:
+        async with self._engine.begin() as conn:
+            exists = (await conn.execute(select(accounts.c.id).where(accounts.c.id == account_id))).first()
+            if exists is None:
+                raise NotFound(f"No account {account_id}")
+            return await self._insert_key(conn, account_id, name, spend_limit_micro, datetime.now(UTC))
+
+    async def _insert_key(
+        self, conn: AsyncConnection, account_id: str, name: str | None, spend_limit_micro: int | None, now: datetime
+    ) -> CreateKeyReply:
+        key_id = keys.new_id("key")
+        api_key = keys.new_api_key(self._key_prefix)
+        prefix = keys.display_prefix(self._key_prefix, api_key)
+        await conn.execute(
+            insert(api_keys).values(
+                id=key_id,
+                account_id=account_id,
+                key_hash=keys.hash_api_key(self._pepper, api_key),
+                display_prefix=prefix,
+                name=name,
+                spend_limit_micro=spend_limit_micro,
+                created_at=now,
             )
-        return CreateAccountReply(account_id=account_id, key_id=key_id, api_key=api_key, plan=plan)
+        )
+        return CreateKeyReply(key_id=key_id, api_key=api_key, display_prefix=prefix)
+
+    async def list_keys(self, account_id: str) -> list[KeyInfo]:
+        query = select(api_keys).where(api_keys.c.account_id == account_id).order_by(api_keys.c.created_at)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            KeyInfo(
+                key_id=row.id,
+                name=row.name,
+                display_prefix=row.display_prefix,
+                created_at=row.created_at,
+                last_used_at=row.last_used_at,
+                revoked_at=row.revoked_at,
+                spend_limit_micro=row.spend_limit_micro,
+            )
+            for row in rows
+        ]
+
+    async def revoke_key(self, key_id: str, account_id: str | None) -> bool:
+        """Returns False when the key was already revoked."""
+        condition = [api_keys.c.id == key_id]
+        if account_id is not None:
+            condition.append(api_keys.c.account_id == account_id)
+        async with self._engine.begin() as conn:
+            found = (await conn.execute(select(api_keys.c.revoked_at).where(*condition))).first()
+            if found is None:
+                raise NotFound(f"No key {key_id}" + (f" on account {account_id}" if account_id else ""))
+            if found.revoked_at is not None:
+                return False
+            await conn.execute(update(api_keys).where(*condition).values(revoked_at=datetime.now(UTC)))
+        return True
 
     async def identify(self, api_key: str) -> Identity | None:
         if not api_key.startswith(self._key_prefix):
             return None
         key_hash = keys.hash_api_key(self._pepper, api_key)
         query = (
-            select(api_keys.c.id, api_keys.c.account_id, accounts.c.plan, accounts.c.timezone)
+            select(
+                api_keys.c.id,
+                api_keys.c.account_id,
+                api_keys.c.spend_limit_micro,
+                api_keys.c.last_used_at,
+                accounts.c.plan,
+                accounts.c.timezone,
+            )
             .join(accounts, accounts.c.id == api_keys.c.account_id)
             .where(api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))
         )
@@ -51,7 +113,23 @@ class AccountStore:
             row = (await conn.execute(query)).first()
         if row is None:
             return None
-        return Identity(account_id=row.account_id, key_id=row.id, plan=row.plan, timezone=row.timezone)
+        await self._note_use(row.id, row.last_used_at)
+        return Identity(
+            account_id=row.account_id,
+            key_id=row.id,
+            plan=row.plan,
+            timezone=row.timezone,
+            spend_limit_micro=row.spend_limit_micro,
+        )
+
+    async def _note_use(self, key_id: str, last_used_at: datetime | None) -> None:
+        # Gateways cache verifications, so a key in steady use is verified about once a minute per
+        # gateway: that is the precision of "last used", and it costs no write on the hot path.
+        now = datetime.now(UTC)
+        if last_used_at is not None and now - _aware(last_used_at) < LAST_USE_PRECISION:
+            return
+        async with self._engine.begin() as conn:
+            await conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=now))
 
     async def ping(self) -> None:
         async with self._engine.connect() as conn:

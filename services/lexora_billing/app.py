@@ -36,7 +36,13 @@ async def serve(settings: BillingSettings, ctx: ServiceContext) -> None:
         with metrics.latency.labels("billing", "reserve").time():
             try:
                 available = await ledger.reserve(
-                    request.request_id, request.account_id, request.amount_micro, request.ttl_s, utcnow()
+                    request.request_id,
+                    request.account_id,
+                    request.amount_micro,
+                    request.ttl_s,
+                    utcnow(),
+                    key_id=request.key_id,
+                    key_limit_micro=request.key_spend_limit_micro,
                 )
             except Exception:
                 metrics.requests.labels("billing", "reserve", "refused").inc()

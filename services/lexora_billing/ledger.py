@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from lexora_contracts.errors import InsufficientCredits
 from lexora_contracts.messages import Balance, UsageEvent
 from lexora_contracts.money import apply_charge, micro_to_usd_str
-from lexora_runtime.db import is_sqlite
-from lexora_runtime.schema import balances, ledger_entries, reservations
+from lexora_runtime.db import insert_ignoring_duplicates, is_sqlite
+from lexora_runtime.schema import balances, key_spend, ledger_entries, reservations
 
 
 class Ledger:
@@ -27,15 +27,29 @@ class Ledger:
         self._engine = engine
         # SQLite has one writer at a time anyway; queueing writers here avoids lock-timeout errors.
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if is_sqlite(url) else None
+        self._new_key_row = insert_ignoring_duplicates(url, key_spend)
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
         async with self._write_lock or contextlib.nullcontext(), self._engine.begin() as conn:
             yield conn
 
-    async def reserve(self, request_id: str, account_id: str, amount_micro: int, ttl_s: float, now: datetime) -> int:
-        """Hold `amount_micro` for a request, atomically, or refuse with 402. Returns what remains available."""
+    async def reserve(
+        self,
+        request_id: str,
+        account_id: str,
+        amount_micro: int,
+        ttl_s: float,
+        now: datetime,
+        key_id: str | None = None,
+        key_limit_micro: int | None = None,
+    ) -> int:
+        """Hold `amount_micro` for a request, atomically, or refuse with 402. Returns what remains
+        available. A key with a spend limit also holds the amount against that limit."""
+        limited_key = key_id if key_limit_micro is not None else None
         async with self._transaction() as conn:
+            if limited_key is not None:
+                await self._hold_on_key(conn, limited_key, amount_micro, key_limit_micro or 0)
             held = await conn.execute(
                 update(balances)
                 .where(
@@ -56,6 +70,7 @@ class Ledger:
                 insert(reservations).values(
                     request_id=request_id,
                     account_id=account_id,
+                    key_id=limited_key,
                     amount_micro=amount_micro,
                     status="held",
                     created_at=now,
@@ -63,6 +78,22 @@ class Ledger:
                 )
             )
         return int(remaining)
+
+    async def _hold_on_key(self, conn: AsyncConnection, key_id: str, amount_micro: int, limit_micro: int) -> None:
+        await conn.execute(self._new_key_row.values(key_id=key_id, spent_micro=0, held_micro=0))
+        held = await conn.execute(
+            update(key_spend)
+            .where(
+                key_spend.c.key_id == key_id,
+                key_spend.c.spent_micro + key_spend.c.held_micro + amount_micro <= limit_micro,
+            )
+            .values(held_micro=key_spend.c.held_micro + amount_micro)
+        )
+        if held.rowcount == 0:
+            raise InsufficientCredits(
+                f"This API key's spend limit of ${micro_to_usd_str(limit_micro)} would be exceeded by this request. "
+                "Raise the key's limit or use another key."
+            )
 
     @staticmethod
     async def _available(conn: AsyncConnection, account_id: str) -> int:
@@ -82,7 +113,7 @@ class Ledger:
             async with self._transaction() as conn:
                 reservation = (
                     await conn.execute(
-                        select(reservations.c.amount_micro, reservations.c.status)
+                        select(reservations.c.amount_micro, reservations.c.status, reservations.c.key_id)
                         .where(reservations.c.request_id == event.request_id)
                         .with_for_update()
                     )
@@ -100,6 +131,8 @@ class Ledger:
                         .where(balances.c.account_id == event.account_id)
                         .values(held_micro=balances.c.held_micro - still_held, updated_at=now)
                     )
+                key_held = still_held if reservation is not None and reservation.key_id else 0
+                await self._settle_key(conn, event.key_id, charged, key_held)
                 if reservation is not None:
                     await conn.execute(
                         update(reservations)
@@ -109,6 +142,30 @@ class Ledger:
             return True
         except IntegrityError:
             return False  # the charge entry exists: this event was applied before
+
+    async def _settle_key(self, conn: AsyncConnection, key_id: str, charged_micro: int, held_micro: int) -> None:
+        """Every key's spend is kept (so a limit set later counts what came before)."""
+        if not charged_micro and not held_micro:
+            return
+        await conn.execute(self._new_key_row.values(key_id=key_id, spent_micro=0, held_micro=0))
+        await conn.execute(
+            update(key_spend)
+            .where(key_spend.c.key_id == key_id)
+            .values(
+                spent_micro=key_spend.c.spent_micro + charged_micro,
+                held_micro=key_spend.c.held_micro - held_micro,
+            )
+        )
+
+    async def key_spend(self, key_id: str) -> tuple[int, int]:
+        """(spent, held) in micro-USD."""
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(key_spend.c.spent_micro, key_spend.c.held_micro).where(key_spend.c.key_id == key_id)
+                )
+            ).first()
+        return (row.spent_micro, row.held_micro) if row else (0, 0)
 
     async def _charge(self, conn: AsyncConnection, event: UsageEvent, still_held: int, now: datetime) -> int:
         row = (
@@ -222,7 +279,7 @@ class Ledger:
                         update(reservations)
                         .where(reservations.c.request_id == request_id, reservations.c.status == "held")
                         .values(status="released", closed_at=now)
-                        .returning(reservations.c.account_id, reservations.c.amount_micro)
+                        .returning(reservations.c.account_id, reservations.c.amount_micro, reservations.c.key_id)
                     )
                 ).first()
                 if row is None:
@@ -232,6 +289,8 @@ class Ledger:
                     .where(balances.c.account_id == row.account_id)
                     .values(held_micro=balances.c.held_micro - row.amount_micro, updated_at=now)
                 )
+                if row.key_id:
+                    await self._settle_key(conn, row.key_id, 0, row.amount_micro)
                 released += 1
         return released
 

@@ -75,11 +75,17 @@ class ModelNotFound(LexoraError):
     anthropic_type = "not_found_error"
 
 
-class RouteNotFound(LexoraError):
+class NotFound(LexoraError):
+    """A resource other than a model (an account, a key) does not exist."""
+
     status = 404
     type = "invalid_request_error"
     code = "not_found"
     anthropic_type = "not_found_error"
+
+
+class RouteNotFound(NotFound):
+    """The HTTP route itself does not exist."""
 
 
 class RateLimitExceeded(LexoraError):
@@ -115,7 +121,7 @@ _BY_CODE: dict[str, type[LexoraError]] = {
         Unauthorized,
         InsufficientCredits,
         ModelNotFound,
-        RouteNotFound,
+        NotFound,
         RateLimitExceeded,
         InternalError,
         ModelUnavailable,

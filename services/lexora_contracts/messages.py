@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -24,6 +25,7 @@ class Identity(BaseModel):
     key_id: str
     plan: Plan
     timezone: str = "UTC"  # the account's; daily limits reset at its midnight
+    spend_limit_micro: int | None = None  # this key's optional cap on total spend
 
 
 class CreateAccountRequest(BaseModel):
@@ -43,12 +45,52 @@ class KeyRevoked(BaseModel):
     key_id: str
 
 
+class CreateKeyRequest(BaseModel):
+    account_id: str
+    name: str | None = None
+    spend_limit_micro: int | None = Field(default=None, ge=0)
+
+
+class CreateKeyReply(BaseModel):
+    key_id: str
+    api_key: str  # shown once; only its hash is stored
+    display_prefix: str
+
+
+class ListKeysRequest(BaseModel):
+    account_id: str
+
+
+class KeyInfo(BaseModel):
+    """What a listing shows of a key: never the key, only its prefix and when it was last used."""
+
+    key_id: str
+    name: str | None
+    display_prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+    spend_limit_micro: int | None
+
+
+class KeyList(BaseModel):
+    account_id: str
+    keys: list[KeyInfo]
+
+
+class RevokeKeyRequest(BaseModel):
+    key_id: str
+    account_id: str | None = None  # when given, the key must belong to this account
+
+
 # ---- billing ----------------------------------------------------------------------------------
 class ReserveRequest(BaseModel):
     request_id: str
     account_id: str
     amount_micro: int = Field(ge=0)
     ttl_s: float = Field(gt=0)
+    key_id: str | None = None
+    key_spend_limit_micro: int | None = None  # the key's cap, checked in the same transaction
 
 
 class ReserveReply(BaseModel):

@@ -3,6 +3,9 @@
 # auth
 AUTH_KEY_VERIFY = "auth.v1.key.verify"
 AUTH_ACCOUNT_CREATE = "auth.v1.account.create"
+AUTH_KEY_CREATE = "auth.v1.key.create"
+AUTH_KEY_LIST = "auth.v1.key.list"
+AUTH_KEY_REVOKE = "auth.v1.key.revoke"
 AUTH_KEY_REVOKED = "auth.v1.key.revoked"  # event: gateways drop cached verifications
 AUTH_HEALTH = "auth.v1.health.get"
 

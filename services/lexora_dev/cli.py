@@ -11,6 +11,9 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel
 
 from lexora_contracts import subjects
 from lexora_contracts.errors import LexoraError
@@ -19,7 +22,13 @@ from lexora_contracts.messages import (
     BalanceRequest,
     CreateAccountReply,
     CreateAccountRequest,
+    CreateKeyReply,
+    CreateKeyRequest,
     GrantRequest,
+    KeyList,
+    KeyRevoked,
+    ListKeysRequest,
+    RevokeKeyRequest,
 )
 from lexora_contracts.money import micro_to_usd_str, usd_to_micro
 from lexora_dev import stack
@@ -27,6 +36,7 @@ from lexora_dev.catalog import LOCAL_CHAT_MODEL, local_catalog
 from lexora_dev.processes import ManagedProcess, port_is_free
 from lexora_runtime.bus import call, connect
 
+R = TypeVar("R", bound=BaseModel)
 DEFAULT_STATE_DIR = ".lexora"
 DEFAULT_NATS_PORT = 4222
 
@@ -153,31 +163,40 @@ async def create_key(args: argparse.Namespace) -> dict[str, object]:
 
 
 async def grant(args: argparse.Namespace) -> dict[str, object]:
-    nc = await connect(nats_url_for_admin(), "lexora-admin")
-    try:
-        balance = await call(
-            nc,
-            subjects.BILLING_CREDITS_GRANT,
-            GrantRequest(
-                account_id=args.account,
-                amount_micro=usd_to_micro(args.credits),
-                idempotency_key=args.idempotency_key or f"admin:{uuid.uuid4().hex}",
-                actor=args.actor,
-                reason=args.reason,
-            ),
-            Balance,
-        )
-        return balance_view(balance)
-    finally:
-        await nc.drain()
+    request = GrantRequest(
+        account_id=args.account,
+        amount_micro=usd_to_micro(args.credits),
+        idempotency_key=args.idempotency_key or f"admin:{uuid.uuid4().hex}",
+        actor=args.actor,
+        reason=args.reason,
+    )
+    return balance_view(await _ask(subjects.BILLING_CREDITS_GRANT, request, Balance))
 
 
 async def balance(args: argparse.Namespace) -> dict[str, object]:
+    return balance_view(await _ask(subjects.BILLING_BALANCE_GET, BalanceRequest(account_id=args.account), Balance))
+
+
+async def add_key(args: argparse.Namespace) -> dict[str, object]:
+    limit = usd_to_micro(args.spend_limit) if args.spend_limit is not None else None
+    request = CreateKeyRequest(account_id=args.account, name=args.name, spend_limit_micro=limit)
+    return (await _ask(subjects.AUTH_KEY_CREATE, request, CreateKeyReply)).model_dump()
+
+
+async def list_keys(args: argparse.Namespace) -> dict[str, object]:
+    listing = await _ask(subjects.AUTH_KEY_LIST, ListKeysRequest(account_id=args.account), KeyList)
+    return listing.model_dump(mode="json")
+
+
+async def revoke_key(args: argparse.Namespace) -> dict[str, object]:
+    revoked = await _ask(subjects.AUTH_KEY_REVOKE, RevokeKeyRequest(key_id=args.key), KeyRevoked)
+    return {"revoked": revoked.key_id}
+
+
+async def _ask(subject: str, request: BaseModel, reply_model: type[R]) -> R:
     nc = await connect(nats_url_for_admin(), "lexora-admin")
     try:
-        return balance_view(
-            await call(nc, subjects.BILLING_BALANCE_GET, BalanceRequest(account_id=args.account), Balance)
-        )
+        return await call(nc, subject, request, reply_model)
     finally:
         await nc.drain()
 
@@ -228,6 +247,14 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--idempotency-key", default=None)
     show = admin.add_parser("balance", help="show an account's balance")
     show.add_argument("--account", required=True)
+    new_key = admin.add_parser("add-key", help="create another API key for an account (shown once)")
+    new_key.add_argument("--account", required=True)
+    new_key.add_argument("--name", default=None)
+    new_key.add_argument("--spend-limit", default=None, help="optional cap on the key's total spend, in USD")
+    listing = admin.add_parser("list-keys", help="list an account's keys (prefix and last use, never the key)")
+    listing.add_argument("--account", required=True)
+    revoke = admin.add_parser("revoke-key", help="revoke a key; every gateway refuses it within a second")
+    revoke.add_argument("--key", required=True)
     return root
 
 
@@ -239,7 +266,14 @@ def main(argv: list[str] | None = None) -> int:
         url = args.database_url or f"sqlite+aiosqlite:///{state_dir_from_env() / 'lexora.db'}"
         stack.prepare_database(url)
         return 0
-    handlers = {"create-key": create_key, "grant": grant, "balance": balance}
+    handlers = {
+        "create-key": create_key,
+        "grant": grant,
+        "balance": balance,
+        "add-key": add_key,
+        "list-keys": list_keys,
+        "revoke-key": revoke_key,
+    }
     return run_admin(handlers[args.admin_command], args)
 
 

@@ -39,6 +39,8 @@ async def start_chat_job(
                 account_id=identity.account_id,
                 amount_micro=reserved,
                 ttl_s=state.settings.job_timeout_s + state.settings.reservation_grace_s,
+                key_id=identity.key_id,
+                key_spend_limit_micro=identity.spend_limit_micro,
             ),
             ReserveReply,
         )

@@ -35,6 +35,8 @@ api_keys = Table(
     Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False, index=True),
     Column("key_hash", String(64), nullable=False, unique=True),  # HMAC-SHA256(pepper, key), hex
     Column("display_prefix", String(24), nullable=False),  # e.g. "sk-lexora-AbC…", never the key
+    Column("name", String(200)),
+    Column("spend_limit_micro", BigInteger),  # optional cap on what this key may spend, in total
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
     Column("last_used_at", DateTime(timezone=True)),
@@ -57,12 +59,23 @@ reservations = Table(
     Column("request_id", String(64), primary_key=True),
     Column("account_id", String(40), nullable=False, index=True),
     Column("amount_micro", BigInteger, nullable=False),
+    Column("key_id", String(40)),
     Column("status", String(16), nullable=False),  # held | settled | released
     Column("charged_micro", BigInteger, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("closed_at", DateTime(timezone=True)),
     Index("ix_reservations_held_expiry", "status", "expires_at"),
+)
+
+# What each key has spent and holds, for keys with a spend limit (checked in the same transaction
+# as the account's hold).
+key_spend = Table(
+    "key_spend",
+    metadata,
+    Column("key_id", String(40), primary_key=True),
+    Column("spent_micro", BigInteger, nullable=False, server_default="0"),
+    Column("held_micro", BigInteger, nullable=False, server_default="0"),
 )
 
 ledger_entries = Table(
