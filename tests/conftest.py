@@ -14,6 +14,7 @@ from lexora_dev.catalog import local_catalog
 from lexora_dev.processes import free_port
 from support.postgres import private_postgres
 from support.stack import RunningStack
+from support.stripe_events import STRIPE_TEST_ENV
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +50,7 @@ def _start_stack(name: str, database_url: str, state_dir: Path, triton_address: 
         state_dir=state_dir,
         gateway_port=free_port(),
         log_level="INFO",
+        extra_env=STRIPE_TEST_ENV,
     )
     running = RunningStack(name, config, {"nats": nats_process}, nats_monitor_port=monitor_port)
     try:

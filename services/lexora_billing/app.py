@@ -1,4 +1,4 @@
-"""billing service wiring: reserve/grant/balance endpoints, the settle consumer and the sweeper."""
+"""billing service wiring: reserve/grant/balance and top-up endpoints, the settle consumer and the sweeper."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 
 from lexora_billing.ledger import Ledger, utcnow
 from lexora_billing.settings import BillingSettings
+from lexora_billing.topup_endpoints import TopUpEndpoints, stripe_from
 from lexora_contracts import subjects
 from lexora_contracts.messages import (
     Balance,
@@ -17,6 +18,14 @@ from lexora_contracts.messages import (
     ReserveReply,
     ReserveRequest,
     UsageEvent,
+)
+from lexora_contracts.usage_api import (
+    BILLING_CREDITS_SUMMARY,
+    BILLING_KEY_SPEND_GET,
+    CreditsSummary,
+    CreditsSummaryRequest,
+    KeySpend,
+    KeySpendRequest,
 )
 from lexora_runtime.bus import consume_usage_events
 from lexora_runtime.db import create_engine
@@ -31,6 +40,8 @@ async def serve(settings: BillingSettings, ctx: ServiceContext) -> None:
     ledger = Ledger(engine, settings.database_url)
     metrics = create_metrics("billing")
     serve_metrics(metrics, settings.metrics_host, settings.metrics_port)
+    stripe = stripe_from(settings)
+    topups = TopUpEndpoints(ledger, stripe, metrics)
 
     async def reserve(request: ReserveRequest) -> ReserveReply:
         with metrics.latency.labels("billing", "reserve").time():
@@ -69,6 +80,15 @@ async def serve(settings: BillingSettings, ctx: ServiceContext) -> None:
     async def balance(request: BalanceRequest) -> Balance:
         return await ledger.balance(request.account_id)
 
+    async def credits_summary(request: CreditsSummaryRequest) -> CreditsSummary:
+        credited, charged = await ledger.credits_summary(request.account_id)
+        balance = await ledger.balance(request.account_id)
+        return CreditsSummary(credited_micro=credited, charged_micro=charged, balance_micro=balance.balance_micro)
+
+    async def key_spend(request: KeySpendRequest) -> KeySpend:
+        spent, held = await ledger.key_spend(request.key_id)
+        return KeySpend(key_id=request.key_id, spent_micro=spent, held_micro=held)
+
     async def health(_: HealthProbe) -> HealthReply:
         return await health_of("billing", database=ledger.ping)
 
@@ -93,7 +113,10 @@ async def serve(settings: BillingSettings, ctx: ServiceContext) -> None:
             "reserve": (subjects.BILLING_CREDITS_RESERVE, ReserveRequest, reserve),
             "grant": (subjects.BILLING_CREDITS_GRANT, GrantRequest, grant),
             "balance": (subjects.BILLING_BALANCE_GET, BalanceRequest, balance),
+            "credits_summary": (BILLING_CREDITS_SUMMARY, CreditsSummaryRequest, credits_summary),
+            "key_spend": (BILLING_KEY_SPEND_GET, KeySpendRequest, key_spend),
             "health": (subjects.BILLING_HEALTH, HealthProbe, health),
+            **topups.endpoints(),
         },
     )
     stop = asyncio.Event()
@@ -105,6 +128,7 @@ async def serve(settings: BillingSettings, ctx: ServiceContext) -> None:
         stop.set()
         sweeper.cancel()
         await asyncio.wait([consumer], timeout=5)
+        await stripe.close()
         await engine.dispose()
 
 

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -28,6 +28,8 @@ class Ledger:
         # SQLite has one writer at a time anyway; queueing writers here avoids lock-timeout errors.
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if is_sqlite(url) else None
         self._new_key_row = insert_ignoring_duplicates(url, key_spend)
+        self._new_balance_row = insert_ignoring_duplicates(url, balances)
+        self._new_ledger_entry = insert_ignoring_duplicates(url, ledger_entries)
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -157,6 +159,14 @@ class Ledger:
             )
         )
 
+    async def credits_summary(self, account_id: str) -> tuple[int, int]:
+        """(credited, charged) in micro-USD, from the ledger entries."""
+        credited = func.coalesce(func.sum(case((ledger_entries.c.amount_micro > 0, ledger_entries.c.amount_micro))), 0)
+        charged = func.coalesce(func.sum(case((ledger_entries.c.kind == "charge", -ledger_entries.c.amount_micro))), 0)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(credited, charged).where(ledger_entries.c.account_id == account_id))).one()
+        return int(row[0]), int(row[1])
+
     async def key_spend(self, key_id: str) -> tuple[int, int]:
         """(spent, held) in micro-USD."""
         async with self._engine.connect() as conn:
@@ -211,37 +221,33 @@ class Ledger:
     ) -> bool:
         """Add credit (an operator's adjustment or a paid top-up). Returns False if this key was
         already granted, so a retried or re-delivered grant credits once."""
-        try:
-            async with self._transaction() as conn:
-                await conn.execute(
-                    insert(ledger_entries).values(
-                        account_id=account_id,
-                        kind=kind,
-                        amount_micro=amount_micro,
-                        idempotency_key=f"grant:{idempotency_key}",
-                        actor=actor,
-                        reason=reason,
-                        created_at=now,
-                    )
+        async with self._transaction() as conn:
+            # Only a clash on the ledger key means "already applied". The balance row is created
+            # without conflict first: two first grants to a new account must both land.
+            entry = await conn.execute(
+                self._new_ledger_entry.values(
+                    account_id=account_id,
+                    kind=kind,
+                    amount_micro=amount_micro,
+                    idempotency_key=f"grant:{idempotency_key}",
+                    actor=actor,
+                    reason=reason,
+                    created_at=now,
+                ).returning(ledger_entries.c.id)
+            )
+            if entry.first() is None:
+                return False
+            await conn.execute(
+                self._new_balance_row.values(
+                    account_id=account_id, balance_micro=0, held_micro=0, carry_pico=0, updated_at=now
                 )
-                credited = await conn.execute(
-                    update(balances)
-                    .where(balances.c.account_id == account_id)
-                    .values(balance_micro=balances.c.balance_micro + amount_micro, updated_at=now)
-                )
-                if credited.rowcount == 0:
-                    await conn.execute(
-                        insert(balances).values(
-                            account_id=account_id,
-                            balance_micro=amount_micro,
-                            held_micro=0,
-                            carry_pico=0,
-                            updated_at=now,
-                        )
-                    )
-            return True
-        except IntegrityError:
-            return False
+            )
+            await conn.execute(
+                update(balances)
+                .where(balances.c.account_id == account_id)
+                .values(balance_micro=balances.c.balance_micro + amount_micro, updated_at=now)
+            )
+        return True
 
     async def balance(self, account_id: str) -> Balance:
         async with self._engine.connect() as conn:

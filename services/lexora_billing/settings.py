@@ -1,8 +1,25 @@
 from __future__ import annotations
 
+from pydantic import Field, SecretStr, field_validator
+
+from lexora_contracts.topups import CHECKOUT_CREATE_TIMEOUT_S
 from lexora_runtime.settings import DatabaseSettings
 
 
 class BillingSettings(DatabaseSettings):
     # How often held reservations past their expiry (a crashed gateway/router) are released.
     sweep_interval_s: float = 5.0
+    # Stripe top-ups. Without a secret key there is no checkout (credit comes from admin grants);
+    # without a webhook secret, webhooks are refused. Both come from the Stripe dashboard.
+    stripe_secret_key: SecretStr | None = None  # LEXORA_STRIPE_SECRET_KEY (sk_live_… / sk_test_…)
+    stripe_webhook_secret: SecretStr | None = None  # LEXORA_STRIPE_WEBHOOK_SECRET (whsec_…)
+    # Where users reach this installation (checkout returns them to <public_url>/billing/…).
+    public_url: str | None = None  # LEXORA_PUBLIC_URL
+    # Billing gives up on Stripe before the gateway gives up on billing, so the caller gets a 502.
+    stripe_timeout_s: float = Field(default=15.0, gt=0, lt=CHECKOUT_CREATE_TIMEOUT_S)
+
+    @field_validator("stripe_secret_key", "stripe_webhook_secret", "public_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # Deployments often template an unset secret as an empty variable.
+        return None if isinstance(value, str) and not value.strip() else value

@@ -203,6 +203,7 @@ class UsageEvent(BaseModel):
     reserved_micro: int = 0
     finish_reason: str | None = None
     stream: bool = False
+    thinking_used: bool = False  # the model reasoned (reasoning tokens are billed as output)
     received_at: float
     latency_ms: int
 

@@ -37,8 +37,7 @@ async def create_message(request: Request, state: StateDep) -> Response:
     body = parse_body(MessagesRequest, await request.body())
     message_id = fmt.new_message_id()
     job = fmt.to_job(body)
-    model = await ratelimit.admit_chat(request, state, identity, job.model)
-    stream, first = await start_chat_job(state, identity, job, model, message_id, received_at)
+    stream, first = await start_chat_job(request, state, identity, job, message_id, received_at)
     headers = {"request-id": message_id}
     if body.stream:
         events = (

@@ -13,7 +13,7 @@ from fastapi.responses import Response, StreamingResponse
 from lexora_contracts.errors import LexoraError
 from lexora_contracts.messages import GenerationChunk
 from lexora_contracts.openai import ChatCompletionRequest
-from lexora_gateway import openai_chat, ratelimit
+from lexora_gateway import openai_chat
 from lexora_gateway.authn import authenticate
 from lexora_gateway.dispatch import GenerationStream
 from lexora_gateway.errors import sse_error_event
@@ -33,15 +33,14 @@ async def chat_completions(request: Request, state: StateDep) -> Response:
     body = parse_body(ChatCompletionRequest, await request.body())
     request_id = openai_chat.new_request_id()
     job = openai_chat.to_job(body)
-    model = await ratelimit.admit_chat(request, state, identity, job.model)
-    stream, first = await start_chat_job(state, identity, job, model, request_id, received_at)
+    stream, first = await start_chat_job(request, state, identity, job, request_id, received_at)
     headers = {"X-Request-Id": request_id}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         events = (
-            _sse_with_tools(stream, first, model.id, include_usage, job.tools)
+            _sse_with_tools(stream, first, stream.request.model, include_usage, job.tools)
             if job.tools.active
-            else _sse(stream, first, model.id, include_usage)
+            else _sse(stream, first, stream.request.model, include_usage)
         )
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
     try:
@@ -51,7 +50,7 @@ async def chat_completions(request: Request, state: StateDep) -> Response:
     return JSONBody(
         openai_chat.completion_body(
             request_id,
-            model.id,
+            stream.request.model,
             int(received_at),
             text,
             openai_chat.openai_finish_reason(done.finish_reason),

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import time
 
+from fastapi import Request
+
 from lexora_contracts import subjects
 from lexora_contracts.errors import LexoraError
 from lexora_contracts.messages import (
     GenerationChunk,
-    GenerationRequest,
     Identity,
     ReserveReply,
     ReserveRequest,
     UsageEvent,
 )
-from lexora_contracts.registry import ModelRecord
-from lexora_gateway import jobs
+from lexora_gateway import jobs, ratelimit
 from lexora_gateway.dispatch import GenerationStream, NoRouter
 from lexora_gateway.state import GatewayState
 from lexora_runtime.bus import call, publish_usage_event
@@ -23,27 +23,36 @@ from lexora_runtime.logs import request_id_var
 
 
 async def start_chat_job(
-    state: GatewayState, identity: Identity, job: jobs.ChatJob, model: ModelRecord, request_id: str, received_at: float
+    http: Request, state: GatewayState, identity: Identity, job: jobs.ChatJob, request_id: str, received_at: float
 ) -> tuple[GenerationStream, GenerationChunk]:
-    """Returns the live stream and its first delta (or final chunk). Errors before any output are
-    raised here, so a streaming client still gets a proper HTTP status for them."""
+    """Admit, hold credit, dispatch; returns the live stream and its first delta (or final chunk).
+
+    Errors before any output are raised here, so a streaming client still gets a proper HTTP status
+    for them. Every outcome is on record exactly once: a job a router took is recorded by that
+    router; one refused before dispatch (unknown model, limits, credit) is recorded here, at cost 0.
+    """
     request_id_var.set(request_id)  # carried to billing and the router in NATS headers
-    max_tokens = jobs.resolve_max_tokens(job, model)
-    reserved = jobs.reservation_micro(job, model, max_tokens)
-    if reserved:
-        await call(
-            state.nc,
-            subjects.BILLING_CREDITS_RESERVE,
-            ReserveRequest(
-                request_id=request_id,
-                account_id=identity.account_id,
-                amount_micro=reserved,
-                ttl_s=state.settings.job_timeout_s + state.settings.reservation_grace_s,
-                key_id=identity.key_id,
-                key_spend_limit_micro=identity.spend_limit_micro,
-            ),
-            ReserveReply,
-        )
+    try:
+        model = await ratelimit.admit_chat(http, state, identity, job.model)
+        max_tokens = jobs.resolve_max_tokens(job, model)
+        reserved = jobs.reservation_micro(job, model, max_tokens)
+        if reserved:
+            await call(
+                state.nc,
+                subjects.BILLING_CREDITS_RESERVE,
+                ReserveRequest(
+                    request_id=request_id,
+                    account_id=identity.account_id,
+                    amount_micro=reserved,
+                    ttl_s=state.settings.job_timeout_s + state.settings.reservation_grace_s,
+                    key_id=identity.key_id,
+                    key_spend_limit_micro=identity.spend_limit_micro,
+                ),
+                ReserveReply,
+            )
+    except LexoraError as exc:
+        await _record_failure(state, identity, job, request_id, received_at, exc)
+        raise
     request = jobs.generation_request(
         job, model, identity, request_id, max_tokens, reserved, received_at, state.settings.job_timeout_s
     )
@@ -52,7 +61,7 @@ async def start_chat_job(
         await stream.start()
         first = await stream.next()
     except NoRouter as exc:
-        await _record_unrouted(state, request, exc)
+        await _record_failure(state, identity, job, request_id, received_at, exc, model.id, reserved)
         await stream.close()
         raise
     except BaseException:
@@ -61,22 +70,31 @@ async def start_chat_job(
     return stream, first
 
 
-async def _record_unrouted(state: GatewayState, request: GenerationRequest, error: LexoraError) -> None:
-    """No router took the job, so the gateway reports its outcome (and billing releases the hold)."""
+async def _record_failure(
+    state: GatewayState,
+    identity: Identity,
+    job: jobs.ChatJob,
+    request_id: str,
+    received_at: float,
+    error: LexoraError,
+    model_id: str | None = None,
+    reserved_micro: int = 0,
+) -> None:
+    """A request no router took: the gateway records it (cost 0); billing releases any hold."""
     await publish_usage_event(
         state.js,
         UsageEvent(
-            request_id=request.request_id,
-            account_id=request.account_id,
-            key_id=request.key_id,
-            model=request.model,
-            endpoint=request.endpoint,
+            request_id=request_id,
+            account_id=identity.account_id,
+            key_id=identity.key_id,
+            model=model_id or job.model,
+            endpoint=job.endpoint,
             status_code=error.status,
             error_type=error.type,
-            reserved_micro=request.reserved_micro,
-            stream=request.stream,
-            received_at=request.received_at,
-            latency_ms=int((time.time() - request.received_at) * 1000),
+            reserved_micro=reserved_micro,
+            stream=job.stream,
+            received_at=received_at,
+            latency_ms=int((time.time() - received_at) * 1000),
         ),
     )
 

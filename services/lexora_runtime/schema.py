@@ -108,6 +108,7 @@ usage_records = Table(
     Column("cost_pico", BigInteger, nullable=False),
     Column("finish_reason", String(32)),
     Column("stream", Boolean, nullable=False),
+    Column("thinking_used", Boolean, nullable=False, server_default="false"),
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("latency_ms", Integer, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),

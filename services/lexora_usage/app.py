@@ -7,11 +7,13 @@ from datetime import UTC, datetime
 
 from lexora_contracts import subjects
 from lexora_contracts.messages import HealthProbe, HealthReply, UsageEvent
+from lexora_contracts.usage_api import USAGE_REPORT_GET, UsageReport, UsageReportRequest
 from lexora_runtime.bus import consume_usage_events
-from lexora_runtime.db import create_engine
+from lexora_runtime.db import create_engine, is_sqlite
 from lexora_runtime.metrics import create_metrics, serve_metrics
 from lexora_runtime.service import ServiceContext, health_of, run_until_stopped
 from lexora_usage.recorder import UsageRecorder
+from lexora_usage.report import usage_report
 from lexora_usage.settings import UsageSettings
 
 
@@ -32,7 +34,16 @@ async def serve(settings: UsageSettings, ctx: ServiceContext) -> None:
     async def health(_: HealthProbe) -> HealthReply:
         return await health_of("usage", database=recorder.ping)
 
-    await ctx.start_service("usage", {"health": (subjects.USAGE_HEALTH, HealthProbe, health)})
+    async def report(request: UsageReportRequest) -> UsageReport:
+        return await usage_report(engine, request, is_sqlite(settings.database_url))
+
+    await ctx.start_service(
+        "usage",
+        {
+            "report": (USAGE_REPORT_GET, UsageReportRequest, report),
+            "health": (subjects.USAGE_HEALTH, HealthProbe, health),
+        },
+    )
     stop = asyncio.Event()
     consumer = asyncio.create_task(consume_usage_events(ctx.js, subjects.USAGE_RECORD_CONSUMER, record, stop))
     try:

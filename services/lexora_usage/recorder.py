@@ -34,6 +34,7 @@ class UsageRecorder:
                     cost_pico=event.cost_pico,
                     finish_reason=event.finish_reason,
                     stream=event.stream,
+                    thinking_used=event.thinking_used,
                     received_at=datetime.fromtimestamp(event.received_at, UTC),
                     latency_ms=event.latency_ms,
                     recorded_at=now,

@@ -40,8 +40,11 @@ def test_parallel_requests_never_overdraw_and_charges_equal_settled_usage(lexora
     balance = lexora.settled_balance(account.account_id)
     assert balance.held_micro == 0
     assert balance.balance_micro >= 0
-    rows = lexora.wait_for_usage_rows(account.account_id, len(served))
-    assert {r["request_id"] for r in rows} == {r.id for r in served}
+    rows = lexora.wait_for_usage_rows(account.account_id, len(results))
+    assert {r["request_id"] for r in rows if r["status_code"] == 200} == {r.id for r in served}
+    refused_rows = [r for r in rows if r["status_code"] != 200]
+    assert len(refused_rows) == len(refused), "refused requests are on record too"
+    assert {(r["status_code"], r["cost_pico"]) for r in refused_rows} == {(402, 0)}
     settled_cost = sum(r["cost_pico"] for r in rows)
     charges = lexora.ledger_charges(account.account_id)
     assert len(charges) == len(served)

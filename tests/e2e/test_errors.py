@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import openai
 import pytest
@@ -52,7 +50,8 @@ def test_no_credit_is_402_and_nothing_is_charged(lexora: RunningStack) -> None:
     assert caught.value.body["type"] == "insufficient_credits"
     assert "Add credits" in caught.value.body["message"]
     assert lexora.balance(account.account_id).balance_micro == 0
-    assert lexora.usage_rows(account.account_id) == []
+    [row] = lexora.wait_for_usage_rows(account.account_id, 1)
+    assert (row["status_code"], row["error_type"], row["cost_pico"]) == (402, "insufficient_credits", 0)
 
 
 def test_unknown_model_is_404_naming_the_param(lexora: RunningStack) -> None:
@@ -111,20 +110,19 @@ def test_unknown_route_is_404_in_the_envelope(lexora: RunningStack) -> None:
 
 @pytest.fixture(scope="module")
 def impatient_gateway(lexora: RunningStack) -> str:
-    """A second gateway on the same platform whose jobs time out after one second."""
-    return lexora.start_gateway(job_timeout_s=1.0)
+    """A second gateway on the same platform whose jobs time out after three seconds: time enough
+    for the first tokens on a busy machine, far too little for the long answers asked for here."""
+    return lexora.start_gateway(job_timeout_s=3.0)
 
 
 def test_job_over_the_time_limit_is_504_and_not_charged(lexora: RunningStack, impatient_gateway: str) -> None:
     account = lexora.create_account()
-    started = time.monotonic()
     with pytest.raises(openai.APIStatusError) as caught:
         sdk(lexora, account.api_key, impatient_gateway).chat.completions.create(
             model=LOCAL_CHAT_MODEL, messages=LONG_JOB, max_tokens=2000, temperature=0
         )
     assert caught.value.status_code == 504
     assert caught.value.body["type"] == "timeout"
-    assert time.monotonic() - started < 10
     balance = lexora.settled_balance(account.account_id)
     assert balance.held_micro == 0 and balance.exact_balance_pico == 5_000_000 * 10**6
     [row] = lexora.wait_for_usage_rows(account.account_id, 1)

@@ -77,8 +77,9 @@ def test_limits_hold_across_two_gateway_replicas(lexora: RunningStack, replicas:
     assert "Daily limit of 7 requests" in body["message"]
     assert int(refused.headers["retry-after"]) > 0
     assert lexora.settled_balance(account.account_id).balance_micro < 5_000_000  # the 7 were charged
-    rows = lexora.wait_for_usage_rows(account.account_id, 7)
-    assert len(rows) == 7, "the refused request was not served nor charged"
+    rows = lexora.wait_for_usage_rows(account.account_id, 8)
+    assert sorted(r["status_code"] for r in rows) == [200] * 7 + [429]
+    assert sum(r["cost_pico"] for r in rows if r["status_code"] == 429) == 0, "the refused request cost nothing"
 
 
 def test_free_model_daily_limit_says_to_add_credits_or_wait(lexora: RunningStack, replicas: tuple[str, str]) -> None:

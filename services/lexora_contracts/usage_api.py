@@ -1,0 +1,85 @@
+"""Queries about past usage and money: what /v1/usage, /v1/key and /v1/credits are built from."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from pydantic import BaseModel, Field
+
+USAGE_REPORT_GET = "usage.v1.report.get"
+BILLING_CREDITS_SUMMARY = "billing.v1.credits.summary"
+BILLING_KEY_SPEND_GET = "billing.v1.keyspend.get"
+
+DAILY_DAYS = 30
+
+
+class UsageReportRequest(BaseModel):
+    account_id: str
+    start: datetime | None = None  # inclusive
+    end: datetime | None = None  # exclusive
+    model: str | None = None
+    limit: int = Field(default=50, ge=1, le=100)
+    page: int = Field(default=1, ge=1)
+    today: date  # the caller's today (UTC): the daily series is the 30 days ending today
+
+
+class Totals(BaseModel):
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_pico: int = 0
+    avg_latency_ms: int = 0
+
+
+class DailyTotals(BaseModel):
+    date: date
+    requests: int
+    tokens: int
+    cost_pico: int
+
+
+class ModelTotals(BaseModel):
+    model: str
+    requests: int
+    tokens: int
+    cost_pico: int
+
+
+class Activity(BaseModel):
+    request_id: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_pico: int
+    latency_ms: int
+    status_code: int
+    thinking_used: bool
+    created_at: datetime
+
+
+class UsageReport(BaseModel):
+    summary: Totals
+    daily: list[DailyTotals]
+    by_model: list[ModelTotals]
+    recent: list[Activity]
+    total_recent: int
+
+
+class CreditsSummaryRequest(BaseModel):
+    account_id: str
+
+
+class CreditsSummary(BaseModel):
+    credited_micro: int  # everything ever added: top-ups and adjustments
+    charged_micro: int  # everything ever charged
+    balance_micro: int
+
+
+class KeySpendRequest(BaseModel):
+    key_id: str
+
+
+class KeySpend(BaseModel):
+    key_id: str
+    spent_micro: int
+    held_micro: int
