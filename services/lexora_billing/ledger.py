@@ -68,6 +68,7 @@ class Ledger:
                     f"Insufficient balance: this request may cost up to ${micro_to_usd_str(amount_micro)} and "
                     f"${micro_to_usd_str(max(available, 0))} is available. Add credits to continue."
                 )
+            await self._journal_hold(conn, account_id, request_id, "hold", amount_micro, now)
             await conn.execute(
                 insert(reservations).values(
                     request_id=request_id,
@@ -80,6 +81,25 @@ class Ledger:
                 )
             )
         return int(remaining)
+
+    @staticmethod
+    async def _journal_hold(
+        conn: AsyncConnection, account_id: str, request_id: str, kind: str, amount_micro: int, now: datetime
+    ) -> None:
+        """Holds and releases are ledger entries too, so `held` can be re-derived like the balance."""
+        if not amount_micro:
+            return
+        await conn.execute(
+            insert(ledger_entries).values(
+                account_id=account_id,
+                kind=kind,
+                amount_micro=0,
+                held_delta_micro=amount_micro if kind == "hold" else -amount_micro,
+                idempotency_key=f"{kind}:{request_id}",
+                actor="billing",
+                created_at=now,
+            )
+        )
 
     async def _hold_on_key(self, conn: AsyncConnection, key_id: str, amount_micro: int, limit_micro: int) -> None:
         await conn.execute(self._new_key_row.values(key_id=key_id, spent_micro=0, held_micro=0))
@@ -133,6 +153,7 @@ class Ledger:
                         .where(balances.c.account_id == event.account_id)
                         .values(held_micro=balances.c.held_micro - still_held, updated_at=now)
                     )
+                await self._journal_hold(conn, event.account_id, event.request_id, "release", still_held, now)
                 key_held = still_held if reservation is not None and reservation.key_id else 0
                 await self._settle_key(conn, event.key_id, charged, key_held)
                 if reservation is not None:
@@ -158,6 +179,19 @@ class Ledger:
                 held_micro=key_spend.c.held_micro - held_micro,
             )
         )
+
+    async def rederive(self, account_id: str) -> tuple[int, int]:
+        """(balance, held) recomputed from the ledger entries alone: the audit of the balances row."""
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        func.coalesce(func.sum(ledger_entries.c.amount_micro), 0),
+                        func.coalesce(func.sum(ledger_entries.c.held_delta_micro), 0),
+                    ).where(ledger_entries.c.account_id == account_id)
+                )
+            ).one()
+        return int(row[0]), int(row[1])
 
     async def credits_summary(self, account_id: str) -> tuple[int, int]:
         """(credited, charged) in micro-USD, from the ledger entries."""
@@ -290,6 +324,7 @@ class Ledger:
                 ).first()
                 if row is None:
                     continue
+                await self._journal_hold(conn, row.account_id, request_id, "release", row.amount_micro, now)
                 await conn.execute(
                     update(balances)
                     .where(balances.c.account_id == row.account_id)

@@ -7,6 +7,7 @@ model id; read by the router (to pick an endpoint) and the gateway (to answer 40
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -25,6 +26,14 @@ class Pricing(BaseModel):
     @property
     def is_free(self) -> bool:
         return self.input_micro_per_mtok == 0 and self.output_micro_per_mtok == 0 and self.image_micro == 0
+
+
+class ScheduledPrice(BaseModel):
+    """A price that takes effect at a moment: requests are priced when they arrive, so a change
+    never re-prices past usage (each usage record keeps the cost it was charged)."""
+
+    effective_from: datetime
+    pricing: Pricing
 
 
 class Endpoint(BaseModel):
@@ -46,10 +55,16 @@ class ModelRecord(BaseModel):
     # role markers). Used only to bound the credit reservation from above.
     template_overhead_tokens: int = Field(default=64, ge=0)
     capabilities: list[str] = Field(default_factory=list)
+    price_changes: list[ScheduledPrice] = Field(default_factory=list)
     # Other names clients may send for this model (e.g. the Claude model names Claude Code asks for).
     aliases: list[str] = Field(default_factory=list)
     created: int = 0
     endpoints: list[Endpoint] = Field(default_factory=list)
+
+    def pricing_at(self, moment: datetime) -> Pricing:
+        """The price in force at `moment`: the latest scheduled change already in effect, else `pricing`."""
+        due = [change for change in self.price_changes if change.effective_from <= moment]
+        return max(due, key=lambda change: change.effective_from).pricing if due else self.pricing
 
     @property
     def ready_endpoints(self) -> list[Endpoint]:

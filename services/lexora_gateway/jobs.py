@@ -9,7 +9,7 @@ from lexora_contracts.errors import InvalidRequest, ModelNotFound, ModelUnavaila
 from lexora_contracts.messages import ChatTurn, GenerationRequest, Identity
 from lexora_contracts.money import ceil_micro, request_cost_pico
 from lexora_contracts.openai import DEFAULT_MAX_TOKENS
-from lexora_contracts.registry import ModelRecord
+from lexora_contracts.registry import ModelRecord, Pricing
 from lexora_gateway.tools import ToolUse, guide, with_instructions
 
 # Role markers and separators a chat template adds per message, beyond the message text.
@@ -69,16 +69,16 @@ def prompt_token_bound(job: ChatJob, model: ModelRecord) -> int:
     return text_bytes + PER_MESSAGE_OVERHEAD_TOKENS * len(messages) + model.template_overhead_tokens
 
 
-def reservation_micro(job: ChatJob, model: ModelRecord, max_tokens: int) -> int:
+def reservation_micro(job: ChatJob, model: ModelRecord, pricing: Pricing, max_tokens: int) -> int:
     """Credit to hold before dispatch: the most this request can cost, plus one micro-USD for the
     sub-micro remainder the account may carry. Free models hold nothing."""
-    if model.pricing.is_free:
+    if pricing.is_free:
         return 0
     bound = request_cost_pico(
         prompt_token_bound(job, model),
         max_tokens,
-        model.pricing.input_micro_per_mtok,
-        model.pricing.output_micro_per_mtok,
+        pricing.input_micro_per_mtok,
+        pricing.output_micro_per_mtok,
     )
     return ceil_micro(bound) + 1
 
@@ -86,6 +86,7 @@ def reservation_micro(job: ChatJob, model: ModelRecord, max_tokens: int) -> int:
 def generation_request(
     job: ChatJob,
     model: ModelRecord,
+    pricing: Pricing,
     identity: Identity,
     request_id: str,
     max_tokens: int,
@@ -113,7 +114,7 @@ def generation_request(
         stop=job.stop,
         stream=job.stream,
         deadline=received_at + job_timeout_s,
-        pricing=model.pricing,
+        pricing=pricing,
         reserved_micro=reserved_micro,
         received_at=received_at,
         endpoint=job.endpoint,

@@ -49,7 +49,7 @@ async def admit(request: Request, state: GatewayState, identity: Identity, model
         _remember(request, limits.peek_key(await state.counters.read(key_counter), plan, now))
         raise
     _remember(request, admission)
-    if model.pricing.is_free and plan.free_model_requests_per_day is not None:
+    if model.pricing_at(now).is_free and plan.free_model_requests_per_day is not None:
         await state.counters.apply(
             f"acct.{identity.account_id}",
             lambda s: (limits.admit_free_model(s, plan, now, identity.timezone), None),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 from fastapi import Request
 
@@ -35,7 +36,8 @@ async def start_chat_job(
     try:
         model = await ratelimit.admit_chat(http, state, identity, job.model)
         max_tokens = jobs.resolve_max_tokens(job, model)
-        reserved = jobs.reservation_micro(job, model, max_tokens)
+        pricing = model.pricing_at(datetime.fromtimestamp(received_at, UTC))  # the price when it arrived
+        reserved = jobs.reservation_micro(job, model, pricing, max_tokens)
         if reserved:
             await call(
                 state.nc,
@@ -54,7 +56,7 @@ async def start_chat_job(
         await _record_failure(state, identity, job, request_id, received_at, exc)
         raise
     request = jobs.generation_request(
-        job, model, identity, request_id, max_tokens, reserved, received_at, state.settings.job_timeout_s
+        job, model, pricing, identity, request_id, max_tokens, reserved, received_at, state.settings.job_timeout_s
     )
     stream = GenerationStream(state.nc, request)
     try:

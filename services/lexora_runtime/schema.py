@@ -83,8 +83,9 @@ ledger_entries = Table(
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("account_id", String(40), nullable=False, index=True),
-    Column("kind", String(16), nullable=False),  # topup | adjustment | charge | refund
+    Column("kind", String(16), nullable=False),  # topup | adjustment | charge | refund | hold | release
     Column("amount_micro", BigInteger, nullable=False),  # signed; balance = sum(amount_micro)
+    Column("held_delta_micro", BigInteger, nullable=False, server_default="0"),  # held = sum(held_delta)
     Column("cost_pico", BigInteger, nullable=False, server_default="0"),  # exact cost of a charge
     Column("idempotency_key", String(128), nullable=False, unique=True),
     Column("actor", String(128)),

@@ -139,6 +139,17 @@ class RunningStack:
             rows = self.usage_rows(account_id)
         return rows
 
+    def assert_ledger_consistent(self, account_id: str) -> None:
+        """The balances row is exactly what the ledger entries re-derive, and never negative."""
+        [row] = self.query("SELECT balance_micro, held_micro FROM balances WHERE account_id = :a", a=account_id)
+        [sums] = self.query(
+            "SELECT COALESCE(SUM(amount_micro), 0) AS balance, COALESCE(SUM(held_delta_micro), 0) AS held "
+            "FROM ledger_entries WHERE account_id = :a",
+            a=account_id,
+        )
+        assert (row["balance_micro"], row["held_micro"]) == (sums["balance"], sums["held"])
+        assert row["balance_micro"] >= 0 and row["held_micro"] >= 0
+
     def ledger_charges(self, account_id: str) -> list[dict[str, Any]]:
         return self.query(
             "SELECT * FROM ledger_entries WHERE account_id = :a AND kind = 'charge' ORDER BY id", a=account_id

@@ -45,13 +45,13 @@ def test_reservation_bounds_the_worst_case_cost_from_above() -> None:
     request = body()
     prompt_bound = jobs.prompt_token_bound(request, MODEL)
     assert prompt_bound >= len("héllo".encode())  # at least one byte of text per token
-    reserved = jobs.reservation_micro(request, MODEL, 50)
+    reserved = jobs.reservation_micro(request, MODEL, MODEL.pricing, 50)
     assert reserved * 10**6 >= request_cost_pico(prompt_bound, 50, 40_000, 80_000) + 10**6 - 1
     assert reserved == ceil_micro(request_cost_pico(prompt_bound, 50, 40_000, 80_000)) + 1
 
 
 def test_free_models_hold_nothing() -> None:
-    assert jobs.reservation_micro(body(), FREE, 50) == 0
+    assert jobs.reservation_micro(body(), FREE, FREE.pricing, 50) == 0
 
 
 def test_generation_request_carries_price_deadline_and_text() -> None:
@@ -63,7 +63,7 @@ def test_generation_request_carries_price_deadline_and_text() -> None:
         ],
         stop="END",
     )
-    job = jobs.generation_request(request, MODEL, identity, "r1", 10, 5, 1000.0, 120)
+    job = jobs.generation_request(request, MODEL, MODEL.pricing, identity, "r1", 10, 5, 1000.0, 120)
     assert job.deadline == 1120.0
     assert job.pricing == MODEL.pricing
     assert [(m.role, m.content) for m in job.messages] == [("system", "be brief"), ("user", "x")]
@@ -73,3 +73,25 @@ def test_generation_request_carries_price_deadline_and_text() -> None:
 def test_usage_block_reports_cost_in_usd() -> None:
     usage = openai_chat.usage_block(25, 10, 1_400_000)
     assert usage == {"prompt_tokens": 25, "completion_tokens": 10, "total_tokens": 35, "cost": 1.4e-06}
+
+
+def test_scheduled_price_changes_apply_from_their_moment() -> None:
+    from datetime import UTC, datetime
+
+    from lexora_contracts.registry import ScheduledPrice
+
+    raise_at = datetime(2026, 12, 1, tzinfo=UTC)
+    cut_at = datetime(2027, 1, 1, tzinfo=UTC)
+    model = MODEL.model_copy(
+        update={
+            "price_changes": [
+                ScheduledPrice(effective_from=cut_at, pricing=Pricing(input_micro_per_mtok=0, output_micro_per_mtok=0)),
+                ScheduledPrice(
+                    effective_from=raise_at, pricing=Pricing(input_micro_per_mtok=50_000, output_micro_per_mtok=90_000)
+                ),
+            ]
+        }
+    )
+    assert model.pricing_at(datetime(2026, 11, 30, tzinfo=UTC)) == MODEL.pricing
+    assert model.pricing_at(raise_at).output_micro_per_mtok == 90_000
+    assert model.pricing_at(datetime(2027, 6, 1, tzinfo=UTC)).is_free
