@@ -15,9 +15,8 @@ from typing import Any
 import stripe
 
 from lexora_billing.topups import CUSTOM_PACKAGE, TopUp
-from lexora_contracts.errors import InvalidRequest
+from lexora_contracts.errors import InvalidRequest, PaymentProviderError, PaymentsNotConfigured
 from lexora_contracts.messages import GrantRequest
-from lexora_contracts.topups import PaymentProviderError, PaymentsNotConfigured
 
 log = logging.getLogger("lexora.billing.stripe")
 

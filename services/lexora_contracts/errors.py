@@ -114,6 +114,24 @@ class JobTimeout(LexoraError):
     anthropic_type = "api_error"
 
 
+class PaymentsNotConfigured(LexoraError):
+    """This installation takes no card payments (no Stripe keys): credit comes from admin grants."""
+
+    status = 501
+    type = "payments_not_configured"
+    code = "payments_not_configured"
+    anthropic_type = "api_error"
+
+
+class PaymentProviderError(LexoraError):
+    """Stripe could not be reached or refused the request (details are in billing's log)."""
+
+    status = 502
+    type = "payment_provider_error"
+    code = "payment_provider_error"
+    anthropic_type = "api_error"
+
+
 _BY_CODE: dict[str, type[LexoraError]] = {
     cls.code: cls
     for cls in (
@@ -126,6 +144,8 @@ _BY_CODE: dict[str, type[LexoraError]] = {
         InternalError,
         ModelUnavailable,
         JobTimeout,
+        PaymentsNotConfigured,
+        PaymentProviderError,
     )
 }
 

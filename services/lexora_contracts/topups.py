@@ -11,8 +11,6 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from lexora_contracts.errors import ErrorInfo, LexoraError, error_from_info
-
 # ---- subjects (request/reply, gateway → billing) ----------------------------------------------
 BILLING_PACKAGES_LIST = "billing.v1.packages.list"
 BILLING_CHECKOUT_CREATE = "billing.v1.checkout.create"
@@ -21,36 +19,6 @@ BILLING_WEBHOOK_STRIPE = "billing.v1.webhook.stripe"
 # How long the gateway waits for a checkout session. Billing gives up on Stripe before this
 # (its `stripe_timeout_s` is capped below it), so a slow Stripe answers 502, never a NATS timeout.
 CHECKOUT_CREATE_TIMEOUT_S = 30.0
-
-
-# ---- errors -----------------------------------------------------------------------------------
-class PaymentsNotConfigured(LexoraError):
-    """This installation takes no card payments (no Stripe keys): credit comes from admin grants."""
-
-    status = 501
-    type = "payments_not_configured"
-    code = "payments_not_configured"
-    anthropic_type = "api_error"
-
-
-class PaymentProviderError(LexoraError):
-    """Stripe could not be reached or refused the request (details are in billing's log)."""
-
-    status = 502
-    type = "payment_provider_error"
-    code = "payment_provider_error"
-    anthropic_type = "api_error"
-
-
-_TOPUP_ERRORS: dict[str, type[LexoraError]] = {cls.code: cls for cls in (PaymentsNotConfigured, PaymentProviderError)}
-
-
-def topup_error_from_info(info: ErrorInfo) -> LexoraError:
-    """Rebuild a typed error from billing's top-up endpoints (the shared hierarchy does the rest)."""
-    cls = _TOPUP_ERRORS.get(info.code)
-    if cls is None:
-        return error_from_info(info)
-    return cls(info.message, param=info.param, retry_after=info.retry_after)
 
 
 # ---- HTTP body of POST /v1/billing/checkout ---------------------------------------------------

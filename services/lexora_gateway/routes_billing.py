@@ -7,15 +7,10 @@ authentication, checked by billing.
 
 from __future__ import annotations
 
-from typing import TypeVar
-
-import nats
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from nats.micro.request import ERROR_CODE_HEADER
-from pydantic import BaseModel
 
-from lexora_contracts.errors import ErrorInfo, InternalError, InvalidRequest
+from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.topups import (
     BILLING_CHECKOUT_CREATE,
     BILLING_PACKAGES_LIST,
@@ -28,16 +23,13 @@ from lexora_contracts.topups import (
     PackagesRequest,
     StripeWebhookReply,
     StripeWebhookRequest,
-    topup_error_from_info,
 )
 from lexora_gateway.authn import authenticate
 from lexora_gateway.http import JSONBody, parse_body
-from lexora_gateway.state import GatewayState, StateDep
-from lexora_runtime.bus import encode, request_headers
+from lexora_gateway.state import StateDep
+from lexora_runtime.bus import call
 
 router = APIRouter()
-
-Rep = TypeVar("Rep", bound=BaseModel)
 
 # Stripe's events are a few KiB; anything far larger is not from Stripe.
 MAX_WEBHOOK_BYTES = 512 * 1024
@@ -47,25 +39,9 @@ def usd_from_cents(cents: int) -> str:
     return f"{cents // 100}.{cents % 100:02d}"
 
 
-async def call_billing(
-    state: GatewayState, subject: str, payload: BaseModel, reply_model: type[Rep], timeout: float = 5.0
-) -> Rep:
-    """Like `lexora_runtime.bus.call`, but also rebuilds the top-up errors (501/502), which the
-    shared error hierarchy does not know yet."""
-    try:
-        msg = await state.nc.request(subject, encode(payload), timeout=timeout, headers=request_headers())
-    except nats.errors.NoRespondersError as exc:
-        raise InternalError("The billing service is not running") from exc
-    except nats.errors.TimeoutError as exc:
-        raise InternalError("The billing service did not answer in time") from exc
-    if msg.headers and msg.headers.get(ERROR_CODE_HEADER):
-        raise topup_error_from_info(ErrorInfo.model_validate_json(msg.data))
-    return reply_model.model_validate_json(msg.data)
-
-
 @router.get("/billing/packages")
 async def list_packages(state: StateDep) -> Response:
-    reply = await call_billing(state, BILLING_PACKAGES_LIST, PackagesRequest(), PackagesReply)
+    reply = await call(state.nc, BILLING_PACKAGES_LIST, PackagesRequest(), PackagesReply)
     return JSONBody(
         {
             "object": "list",
@@ -93,8 +69,8 @@ async def list_packages(state: StateDep) -> Response:
 async def create_checkout(request: Request, state: StateDep) -> Response:
     identity = await authenticate(request, state)
     body = parse_body(CheckoutCreate, await request.body())
-    reply = await call_billing(
-        state,
+    reply = await call(
+        state.nc,
         BILLING_CHECKOUT_CREATE,
         CheckoutRequest(account_id=identity.account_id, package=body.package, amount_usd=body.amount_usd),
         CheckoutReply,
@@ -123,8 +99,8 @@ async def stripe_webhook(request: Request, state: StateDep) -> Response:
         payload = raw.decode("utf-8")  # Stripe signs the UTF-8 text of the body
     except UnicodeDecodeError as exc:
         raise InvalidRequest("The webhook body is not UTF-8") from exc
-    reply = await call_billing(
-        state,
+    reply = await call(
+        state.nc,
         BILLING_WEBHOOK_STRIPE,
         StripeWebhookRequest(payload=payload, signature=request.headers.get("stripe-signature")),
         StripeWebhookReply,

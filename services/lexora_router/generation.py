@@ -11,7 +11,9 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -33,6 +35,7 @@ from lexora_runtime.model_registry import ModelRegistryView
 
 log = logging.getLogger("lexora.router")
 
+T = TypeVar("T")
 CLIENT_CLOSED = 499  # nginx's code for "client closed request": charged for what was produced
 
 
@@ -123,9 +126,39 @@ class Router:
         self.metrics.latency.labels("router", "generate").observe(time.monotonic() - started)
 
     async def _generate(self, request: GenerationRequest, reply: str, outcome: Outcome) -> None:
-        record = self.registry.get(request.model)
+        async def stream_from(address: str, triton_model: str) -> None:
+            async for output in self.engine.generate(address, triton_model, request):
+                outcome.endpoint = address
+                outcome.prompt_tokens = output.prompt_tokens
+                outcome.completion_tokens = output.completion_tokens
+                if output.text:
+                    await self._send(
+                        reply,
+                        GenerationChunk(
+                            kind="delta",
+                            text=output.text,
+                            prompt_tokens=output.prompt_tokens,
+                            completion_tokens=output.completion_tokens,
+                        ),
+                    )
+                if output.finish_reason:
+                    outcome.finish_reason = output.finish_reason
+                    outcome.stop_sequence = output.stop_word
+
+        await self._on_an_endpoint(request.model, stream_from)
+
+    async def count_tokens(self, request: CountTokensRequest) -> CountTokensReply:
+        async def count_on(address: str, triton_model: str) -> int:
+            return await self.engine.count_tokens(address, triton_model, request.messages)
+
+        return CountTokensReply(input_tokens=await self._on_an_endpoint(request.model, count_on))
+
+    async def _on_an_endpoint(self, model_id: str, work: Callable[[str, str], Awaitable[T]]) -> T:
+        """Run `work` on a ready endpoint the policy picks; on one that cannot be reached (nothing was
+        produced there), try another. The engine refusing the request is the caller's error."""
+        record = self.registry.get(model_id)
         if record is None or not record.ready_endpoints:
-            raise ModelUnavailable(f"No ready instance of {request.model}; retry in 30 seconds")
+            raise ModelUnavailable(f"No ready instance of {model_id}; retry in 30 seconds")
         tried: set[str] = set()
         for _ in range(self.max_endpoint_attempts):
             endpoint = self.policy.choose(record.ready_endpoints, self.in_flight, tried)
@@ -134,24 +167,7 @@ class Router:
             address = endpoint.grpc_address
             self.in_flight[address] += 1
             try:
-                async for output in self.engine.generate(address, record.triton_model, request):
-                    outcome.endpoint = address
-                    outcome.prompt_tokens = output.prompt_tokens
-                    outcome.completion_tokens = output.completion_tokens
-                    if output.text:
-                        await self._send(
-                            reply,
-                            GenerationChunk(
-                                kind="delta",
-                                text=output.text,
-                                prompt_tokens=output.prompt_tokens,
-                                completion_tokens=output.completion_tokens,
-                            ),
-                        )
-                    if output.finish_reason:
-                        outcome.finish_reason = output.finish_reason
-                        outcome.stop_sequence = output.stop_word
-                return
+                return await work(address, record.triton_model)
             except EngineUnreachable as exc:
                 log.warning("endpoint unreachable, trying another", extra={"fields": {"error": str(exc)}})
                 tried.add(address)
@@ -159,25 +175,7 @@ class Router:
                 raise InvalidRequest(f"The model rejected the request: {exc}") from exc
             finally:
                 self.in_flight[address] -= 1
-        raise ModelUnavailable(f"No reachable instance of {request.model}; retry in 30 seconds")
-
-    async def count_tokens(self, request: CountTokensRequest) -> CountTokensReply:
-        record = self.registry.get(request.model)
-        if record is None or not record.ready_endpoints:
-            raise ModelUnavailable(f"No ready instance of {request.model}; retry in 30 seconds")
-        tried: set[str] = set()
-        for _ in range(self.max_endpoint_attempts):
-            endpoint = self.policy.choose(record.ready_endpoints, self.in_flight, tried)
-            if endpoint is None:
-                break
-            try:
-                count = await self.engine.count_tokens(endpoint.grpc_address, record.triton_model, request.messages)
-                return CountTokensReply(input_tokens=count)
-            except EngineUnreachable:
-                tried.add(endpoint.grpc_address)
-            except EngineRejected as exc:
-                raise InvalidRequest(f"The model rejected the request: {exc}") from exc
-        raise ModelUnavailable(f"No reachable instance of {request.model}; retry in 30 seconds")
+        raise ModelUnavailable(f"No reachable instance of {model_id}; retry in 30 seconds")
 
     @staticmethod
     def _cost(request: GenerationRequest, outcome: Outcome) -> int:

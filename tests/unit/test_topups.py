@@ -15,12 +15,15 @@ from pydantic import ValidationError
 from lexora_billing.settings import BillingSettings
 from lexora_billing.stripe_checkout import StripeCheckout, checkout_session_params, decide, session_metadata
 from lexora_billing.topups import PACKAGES, TopUp, custom_amount_cents, package_by_id, topup_for
-from lexora_contracts.errors import InternalError, InvalidRequest
-from lexora_contracts.topups import (
-    CheckoutCreate,
+from lexora_contracts.errors import (
+    InternalError,
+    InvalidRequest,
     PaymentProviderError,
     PaymentsNotConfigured,
-    topup_error_from_info,
+    error_from_info,
+)
+from lexora_contracts.topups import (
+    CheckoutCreate,
 )
 from support.stripe_events import checkout_session_event, signature_header
 
@@ -239,11 +242,11 @@ def test_webhooks_without_a_secret_say_they_are_not_configured() -> None:
 
 # ---- contracts and settings -------------------------------------------------------------------
 def test_top_up_errors_cross_nats_as_themselves() -> None:
-    rebuilt = topup_error_from_info(PaymentProviderError("Stripe is down").info())
+    rebuilt = error_from_info(PaymentProviderError("Stripe is down").info())
     assert isinstance(rebuilt, PaymentProviderError) and rebuilt.status == 502
-    assert isinstance(topup_error_from_info(PaymentsNotConfigured("no").info()), PaymentsNotConfigured)
-    assert isinstance(topup_error_from_info(InvalidRequest("bad", param="package").info()), InvalidRequest)
-    assert isinstance(topup_error_from_info(InternalError("boom").info()), InternalError)
+    assert isinstance(error_from_info(PaymentsNotConfigured("no").info()), PaymentsNotConfigured)
+    assert isinstance(error_from_info(InvalidRequest("bad", param="package").info()), InvalidRequest)
+    assert isinstance(error_from_info(InternalError("boom").info()), InternalError)
 
 
 def test_empty_stripe_settings_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
