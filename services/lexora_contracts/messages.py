@@ -138,6 +138,7 @@ class GenerationRequest(BaseModel):
     key_id: str
     model: str
     messages: list[ChatTurn]
+    raw_prompt: str | None = None  # legacy completions: the prompt as is, no chat template
     max_tokens: int
     temperature: float
     top_p: float

@@ -33,6 +33,7 @@ class ChatJob:
     tools: ToolUse = field(default_factory=ToolUse)
     # Guided decoding the client asked for (e.g. a JSON response format): (type, guide text).
     output_guide: tuple[str, str] | None = None
+    raw_prompt: str | None = None  # legacy completions: no chat template, no messages
 
     def engine_messages(self) -> list[ChatTurn]:
         """What the model reads: the conversation, with the tools described when offered."""
@@ -64,6 +65,8 @@ def resolve_max_tokens(job: ChatJob, model: ModelRecord) -> int:
 def prompt_token_bound(job: ChatJob, model: ModelRecord) -> int:
     """An upper bound on prompt tokens without tokenizing: a byte-level BPE token is at least one
     byte of text, and the template adds a bounded number of special tokens."""
+    if job.raw_prompt is not None:
+        return len(job.raw_prompt.encode()) + model.template_overhead_tokens
     messages = job.engine_messages()
     text_bytes = sum(len(m.content.encode()) for m in messages)
     return text_bytes + PER_MESSAGE_OVERHEAD_TOKENS * len(messages) + model.template_overhead_tokens
@@ -102,6 +105,7 @@ def generation_request(
         key_id=identity.key_id,
         model=model.id,
         messages=job.engine_messages(),
+        raw_prompt=job.raw_prompt,
         guide_type=guide_type,
         guide=guide_text,
         max_tokens=max_tokens,

@@ -9,15 +9,16 @@ from typing import Any
 from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import ChatTurn
 from lexora_contracts.money import pico_to_usd
-from lexora_contracts.openai import ChatCompletionRequest, ChatMessage, NamedToolChoice
+from lexora_contracts.openai import ChatCompletionRequest, ChatMessage, CompletionRequest, NamedToolChoice
 from lexora_gateway.jobs import ChatJob
 from lexora_gateway.tools import ToolCall, ToolSpec, ToolUse, call_text
 
 ENDPOINT = "/v1/chat/completions"
+COMPLETIONS_ENDPOINT = "/v1/completions"
 
 
-def new_request_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"
+def new_request_id(prefix: str = "chatcmpl") -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
 
 
 def to_job(body: ChatCompletionRequest) -> ChatJob:
@@ -38,6 +39,43 @@ def to_job(body: ChatCompletionRequest) -> ChatJob:
         stream=body.stream,
         endpoint=ENDPOINT,
     )
+
+
+def completion_to_job(body: CompletionRequest) -> ChatJob:
+    try:
+        prompt = body.single_prompt()
+    except ValueError:
+        raise InvalidRequest("Send one prompt per request (a string, or a list of one)", param="prompt") from None
+    return ChatJob(
+        model=body.model,
+        messages=[],
+        raw_prompt=prompt,
+        max_tokens=body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        seed=body.seed,
+        stop=body.stop_list(),
+        stream=body.stream,
+        frequency_penalty=body.frequency_penalty,
+        presence_penalty=body.presence_penalty,
+        endpoint=COMPLETIONS_ENDPOINT,
+    )
+
+
+def text_completion_body(
+    request_id: str, model: str, created: int, text: str, finish_reason: str | None, usage: dict[str, Any] | None
+) -> dict[str, Any]:
+    """A legacy completion, or (with usage None and object "text_completion") one streamed chunk."""
+    body: dict[str, Any] = {
+        "id": request_id,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}],
+    }
+    if usage is not None:
+        body["usage"] = usage
+    return body
 
 
 def _turn(message: ChatMessage, index: int) -> ChatTurn:

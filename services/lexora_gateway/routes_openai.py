@@ -12,7 +12,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from lexora_contracts.errors import LexoraError
 from lexora_contracts.messages import GenerationChunk
-from lexora_contracts.openai import ChatCompletionRequest
+from lexora_contracts.openai import ChatCompletionRequest, CompletionRequest
 from lexora_gateway import openai_chat
 from lexora_gateway.authn import authenticate
 from lexora_gateway.dispatch import GenerationStream
@@ -127,6 +127,60 @@ async def _sse_with_tools(
             yield _event(chunk_body(request_id, model_id, created, {"tool_calls": [arguments]}))
             finish = "tool_calls"
         yield _ending(stream, model_id, finish, done, include_usage)
+    except LexoraError as exc:
+        yield sse_error_event(exc)
+    finally:
+        await stream.release()
+
+
+@router.post("/completions", response_model=None)
+async def completions(request: Request, state: StateDep) -> Response:
+    """The legacy text completion: a raw prompt, continued by the model without a chat template."""
+    received_at = time.time()
+    identity = await authenticate(request, state)
+    body = parse_body(CompletionRequest, await request.body())
+    request_id = openai_chat.new_request_id("cmpl")
+    job = openai_chat.completion_to_job(body)
+    stream, first = await start_chat_job(request, state, identity, job, request_id, received_at)
+    headers = {"X-Request-Id": request_id}
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(
+            _completion_sse(stream, first, include_usage), media_type="text/event-stream", headers=headers
+        )
+    try:
+        text, done = await collect(stream, first)
+    finally:
+        await stream.release()
+    usage = openai_chat.usage_block(done.prompt_tokens, done.completion_tokens, done.cost_pico)
+    finish = openai_chat.openai_finish_reason(done.finish_reason)
+    return JSONBody(
+        openai_chat.text_completion_body(request_id, stream.request.model, int(received_at), text, finish, usage),
+        headers=headers,
+    )
+
+
+async def _completion_sse(
+    stream: GenerationStream, first: GenerationChunk, include_usage: bool
+) -> AsyncIterator[bytes]:
+    request_id, model_id = stream.request.request_id, stream.request.model
+    created = int(stream.request.received_at)
+    body = openai_chat.text_completion_body
+    try:
+        chunk = first
+        if chunk.text:
+            yield _event(body(request_id, model_id, created, chunk.text, None, None))
+        while chunk.kind != "done":
+            chunk = await stream.next()
+            if chunk.kind == "delta" and chunk.text:
+                yield _event(body(request_id, model_id, created, chunk.text, None, None))
+        usage = openai_chat.usage_block(chunk.prompt_tokens, chunk.completion_tokens, chunk.cost_pico)
+        finish = openai_chat.openai_finish_reason(chunk.finish_reason)
+        last = body(request_id, model_id, created, "", finish, None if include_usage else usage)
+        yield _event(last)
+        if include_usage:
+            yield _event({**body(request_id, model_id, created, "", None, usage), "choices": []})
+        yield b"data: [DONE]\n\n"
     except LexoraError as exc:
         yield sse_error_event(exc)
     finally:

@@ -47,18 +47,19 @@ def _tensor(name: str, dtype: str, value: np.ndarray) -> InferInput:
     return tensor
 
 
-def _chat_inputs(messages: list[ChatTurn], max_tokens: int) -> list[InferInput]:
-    text = json.dumps([m.model_dump() for m in messages])
+def _chat_inputs(messages: list[ChatTurn], max_tokens: int, raw_prompt: str | None = None) -> list[InferInput]:
+    chat = raw_prompt is None
+    text = json.dumps([m.model_dump() for m in messages]) if chat else raw_prompt
     return [
         _tensor("text_input", "BYTES", np.array([text.encode()], dtype=np.object_)),
-        _tensor("apply_chat_template", "BOOL", np.array([True], dtype=bool)),
+        _tensor("apply_chat_template", "BOOL", np.array([chat], dtype=bool)),
         _tensor("max_tokens", "INT32", np.array([max_tokens], dtype=np.int32)),
     ]
 
 
 def build_inputs(request: GenerationRequest) -> list[InferInput]:
     inputs = [
-        *_chat_inputs(request.messages, request.max_tokens),
+        *_chat_inputs(request.messages, request.max_tokens, request.raw_prompt),
         _tensor("stream", "BOOL", np.array([True], dtype=bool)),
         _tensor("temperature", "FP32", np.array([request.temperature], dtype=np.float32)),
         _tensor("top_p", "FP32", np.array([request.top_p], dtype=np.float32)),
