@@ -17,6 +17,7 @@ from lexora_gateway import routes_account, routes_anthropic, routes_billing, rou
 from lexora_gateway.auth_cache import KeyCache
 from lexora_gateway.errors import install_error_handlers
 from lexora_gateway.metrics_middleware import MetricsMiddleware
+from lexora_gateway.openapi import install_openapi
 from lexora_gateway.settings import GatewaySettings
 from lexora_gateway.state import GatewayState
 from lexora_runtime.bus import ensure_usage_stream
@@ -54,6 +55,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     app = FastAPI(title="Lexora API", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    install_openapi(app)
     all_routes = (routes_openai, routes_anthropic, routes_platform, routes_account, routes_billing)
     for routes in (module.router for module in all_routes):
         app.include_router(routes, prefix="/v1")
