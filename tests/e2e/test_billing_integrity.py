@@ -102,9 +102,9 @@ def test_usage_service_killed_mid_way_records_every_request_exactly_once(lexora:
         lexora.start("usage")
     rows = lexora.wait_for_usage_rows(account.account_id, 6)
     assert sorted(r["request_id"] for r in rows) == sorted(r.id for r in responses)
+    lexora.settled_balance(account.account_id)
     charges = lexora.ledger_charges(account.account_id)
     assert sorted(c["idempotency_key"] for c in charges) == sorted(f"charge:{r.id}" for r in responses)
-    lexora.settled_balance(account.account_id)
     lexora.assert_ledger_consistent(account.account_id)
 
 
@@ -141,8 +141,8 @@ def test_redelivered_usage_event_is_neither_recorded_nor_charged_twice(lexora: R
     assert not isinstance(marker, int)
     rows = lexora.wait_for_usage_rows(account.account_id, 2)
     assert len(rows) == 2
+    after = lexora.settled_balance(account.account_id)  # billing consumes apart from usage: wait for it
     assert len(lexora.ledger_charges(account.account_id)) == 2
-    after = lexora.settled_balance(account.account_id)
     marker_cost = next(r["cost_pico"] for r in rows if r["request_id"] == marker.id)
     assert balance.exact_balance_pico - after.exact_balance_pico == marker_cost
     lexora.assert_ledger_consistent(account.account_id)

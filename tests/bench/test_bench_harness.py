@@ -1,0 +1,184 @@
+"""The benchmark harness's pure parts: statistics, derived figures, the report, profile summaries,
+and the load generator's HTTP response reader. No timing is asserted."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import math
+from pathlib import Path
+from types import ModuleType
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+report = _load("report")
+profiles = _load("profiles")
+loadgen = _load("loadgen")
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    assert report.percentile([1, 2, 3, 4], 50) == 2.5
+    assert report.percentile([5], 99) == 5
+    assert report.percentile(list(range(101)), 99) == 99
+    assert math.isnan(report.percentile([], 50))
+
+
+def test_summaries_of_lists_and_of_wrk() -> None:
+    summary = report.summarize([1.0, 2.0, 3.0, 4.0])
+    assert summary["n"] == 4 and summary["p50"] == 2.5 and summary["max"] == 4.0 and summary["mean"] == 2.5
+    assert report.summarize([]) == {"n": 0}
+    wrk = {
+        "requests": 10,
+        "duration_us": 1_000_000,
+        "errors": {"connect": 0, "read": 0, "write": 0, "status": 2, "timeout": 0},
+        "latency_us": {
+            "min": 100,
+            "max": 9000,
+            "mean": 1500.0,
+            "stdev": 1.0,
+            "percentiles": {"50": 1000, "75": 1200, "90": 2000, "95": 3000, "99": 8000, "99.9": 9000},
+        },
+    }
+    assert report.summarize_wrk(wrk)["p99"] == 8.0
+    assert report.summarize_wrk(wrk)["p999"] == 9.0
+    assert report.wrk_counts(wrk) == (10, 8, {"status": 2})
+
+
+def test_saturation_is_the_first_level_near_the_peak() -> None:
+    points = [(1, 49.0), (4, 72.0), (16, 55.0)]
+    assert report.peak(points) == (4, 72.0)
+    assert report.saturation_concurrency(points) == 4
+    assert report.saturation_concurrency([(1, 95.0), (4, 100.0)]) == 1
+    assert report.saturation_concurrency([]) == 0
+
+
+def _run(target: str, mode: str, concurrency: int, rps: float, p50: float, p99: float) -> dict:
+    metric = "ttft_ms" if mode == "stream" else "latency_ms"
+    lat = {"n": 100, "p50": p50, "p75": p50, "p90": p99, "p95": p99, "p99": p99, "p999": p99, "max": p99}
+    return {
+        "target": target,
+        "mode": mode,
+        "concurrency": concurrency,
+        "workers": 1,
+        "rps": rps,
+        "ok": 100,
+        "requests": 100,
+        metric: lat,
+        "latency_ms": lat,
+        "cpu_ms_per_request": {"gateway": 1.0},
+    }
+
+
+def _results() -> dict:
+    runs = []
+    for mode in ("nonstream", "stream"):
+        runs += [
+            _run("direct", mode, 1, 2000, 0.5, 1.0),
+            _run("direct", mode, 4, 2500, 1.5, 3.0),
+            _run("shim", mode, 1, 900, 1.0, 2.0),
+            _run("shim", mode, 4, 1000, 3.0, 6.0),
+            _run("litellm", mode, 1, 50, 20.0, 40.0),
+            _run("litellm", mode, 4, 70, 55.0, 80.0),
+            _run("stack", mode, 1, 300, 3.0, 6.0),
+            _run("stack", mode, 4, 400, 9.0, 15.0),
+        ]
+    return {
+        "config": {"workers": [1], "quick": True},
+        "runs": runs,
+        "e2e": {"stack_vs_direct_tokens_per_s": 0.97},
+        "meta": {
+            "versions": {"litellm": "1.106.2"},
+            "litellm_mode": "no database",
+            "started_at": "now",
+            "machine": {"cores": 2, "cpu_model": "cpu", "mem_gib": 8},
+        },
+    }
+
+
+def test_overhead_and_headline_from_runs() -> None:
+    results = _results()
+    section = report.overhead(results["runs"], 1, "nonstream")
+    assert section["litellm_saturation_concurrency"] == 4
+    assert section["rps_ratio_vs_litellm"] == round(400 / 70, 3)
+    assert section["added_ms"]["4"]["stack_vs_direct"]["p50"] == 7.5
+    assert section["added_ms"]["4"]["litellm_vs_shim"]["p99"] == 74.0
+    head = report.headline(results)
+    assert head["p50_added_ms"] == 7.5 and head["p99_added_ms"] == 12.0
+    assert head["ttft_added_ms_p50"] == 7.5
+    assert head["p50_added_ms_c1"] == 2.5
+    assert head["stack_vs_direct_tokens_per_s"] == 0.97
+    assert head["targets_met"] == {
+        "p50_added_under_2ms": False,
+        "p99_added_under_10ms": False,
+        "rps_at_least_3x_litellm": True,
+    }
+    results["headline"] = head
+    markdown = report.render_markdown(results)
+    assert "Lexora req/s ÷ LiteLLM req/s" in markdown and "| Lexora stack → Triton | 4 |" in markdown
+
+
+def test_memory_growth_per_ten_thousand_requests() -> None:
+    assert report.per_10k(100.0, 101.0, 5000) == 2.0
+    assert report.per_10k(100.0, 101.0, 0) is None
+
+
+def test_profile_summary_leaves_idle_threads_out() -> None:
+    collapsed = "\n".join(
+        [
+            "process 1:x;main (lexora_router/app.py:5);Runner.run (asyncio/runners.py:118) 50",
+            "process 1:x;main (lexora_router/app.py:5);Router.run (lexora_router/generation.py:80);"
+            "InferResult.as_numpy (tritonclient/grpc/_infer_result.py:40) 30",
+            "process 1:x;main (lexora_router/app.py:5);Router.run (lexora_router/generation.py:80);"
+            "BaseModel.model_dump_json (pydantic/main.py:10) 20",
+            "process 1:x;Thread._bootstrap (threading.py:1002);Queue.get (queue.py:171);"
+            "Condition.wait (threading.py:327) 400",
+        ]
+    )
+    summary = profiles.summarize_collapsed(collapsed)
+    assert summary["samples"] == 100 and summary["idle_samples"] == 400
+    areas = {e["name"]: e["share"] for e in summary["self_by_area"]}
+    assert areas["tritonclient (request/response building)"] == 0.3
+    assert areas["event loop in C (uvloop: epoll, socket reads, callbacks)"] == 0.5
+    functions = {e["name"]: e["share"] for e in summary["inclusive_key_functions"]}
+    assert functions["Router.run (lexora_router/generation.py)"] == 0.5
+    assert "main (lexora_router/app.py)" not in functions
+    with_cpu = profiles.with_cpu(summary, 4.0)
+    assert with_cpu["self_by_area"][0]["ms_per_request"] == 2.0
+    assert "Router.run" in profiles.render_text("router", with_cpu)
+
+
+def _read(raw: bytes, marker: bytes | None) -> tuple:
+    async def go() -> tuple:
+        reader = asyncio.StreamReader()
+        reader.feed_data(raw)
+        reader.feed_eof()
+        return await loadgen.read_response(reader, marker)
+
+    return asyncio.run(go())
+
+
+def test_loadgen_reads_chunked_and_sized_bodies_and_finds_the_first_token() -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7\r\ndata: {\r\n12\r\ndata: Hello there\n\r\n0\r\n\r\n"
+    )
+    response, reusable = _read(chunked, b"Hello")
+    assert response.status == 200 and reusable and response.first_at > 0
+    sized = b"HTTP/1.1 402 Payment Required\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+    response, reusable = _read(sized, None)
+    assert response.status == 402 and not reusable and response.first_at == 0
+
+
+def test_loadgen_renders_one_request_per_key() -> None:
+    requests = loadgen.build_requests("http://127.0.0.1:8080/v1/chat/completions", b"{}", [], ["k1", "k2"])
+    assert len(requests) == 2
+    assert requests[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+    assert b"Authorization: Bearer k2\r\n" in requests[1] and requests[1].endswith(b"\r\n\r\n{}")
