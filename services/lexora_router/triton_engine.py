@@ -41,13 +41,25 @@ class EngineOutput:
     stop_word: str | None = None  # the stop word that ended generation, on the last output
 
 
-def _tensor(name: str, dtype: str, value: np.ndarray) -> InferInput:
-    tensor = InferInput(name, list(value.shape), dtype)
-    tensor.set_data_from_numpy(value)
-    return tensor
+Tensors = list[tuple[str, str, np.ndarray]]
 
 
-def _chat_inputs(messages: list[ChatTurn], max_tokens: int, raw_prompt: str | None = None) -> list[InferInput]:
+def _tensor(name: str, dtype: str, value: np.ndarray) -> tuple[str, str, np.ndarray]:
+    return name, dtype, value
+
+
+def to_triton(tensors: Tensors, batched: bool) -> list[InferInput]:
+    """A model with max_batch_size > 0 (TensorRT-LLM's) takes a leading batch dimension: [1, ...]."""
+    inputs = []
+    for name, dtype, value in tensors:
+        shaped = value.reshape(1, *value.shape) if batched else value
+        tensor = InferInput(name, list(shaped.shape), dtype)
+        tensor.set_data_from_numpy(shaped)
+        inputs.append(tensor)
+    return inputs
+
+
+def _chat_inputs(messages: list[ChatTurn], max_tokens: int, raw_prompt: str | None = None) -> Tensors:
     chat = raw_prompt is None
     text = json.dumps([m.model_dump() for m in messages]) if chat else raw_prompt
     return [
@@ -57,7 +69,7 @@ def _chat_inputs(messages: list[ChatTurn], max_tokens: int, raw_prompt: str | No
     ]
 
 
-def build_inputs(request: GenerationRequest) -> list[InferInput]:
+def build_inputs(request: GenerationRequest) -> Tensors:
     inputs = [
         *_chat_inputs(request.messages, request.max_tokens, request.raw_prompt),
         _tensor("stream", "BOOL", np.array([True], dtype=bool)),
@@ -106,6 +118,7 @@ class TritonEngine:
 
     def __init__(self) -> None:
         self._clients: dict[str, InferenceServerClient] = {}
+        self._batched: dict[tuple[str, str], bool] = {}
 
     def _client(self, address: str) -> InferenceServerClient:
         client = self._clients.get(address)
@@ -133,9 +146,20 @@ class TritonEngine:
                 return output.prompt_tokens
         raise EngineRejected("the engine returned no count")
 
-    async def _stream(
-        self, address: str, model: str, inputs: list[InferInput], request_id: str
-    ) -> AsyncIterator[EngineOutput]:
+    async def _takes_batches(self, address: str, model: str) -> bool:
+        """Read once per endpoint and model from the model's own config."""
+        known = self._batched.get((address, model))
+        if known is None:
+            try:
+                config = await self._client(address).get_model_config(model, as_json=True)
+            except InferenceServerException:
+                return False  # unreachable or unknown: the request itself will say so
+            known = self._batched[(address, model)] = int(config.get("config", {}).get("max_batch_size", 0)) > 0
+        return known
+
+    async def _stream(self, address: str, model: str, tensors: Tensors, request_id: str) -> AsyncIterator[EngineOutput]:
+        inputs = to_triton(tensors, await self._takes_batches(address, model))
+
         # Decoupled models answer only on the streaming API, even for a single response.
         async def one_request():  # type: ignore[no-untyped-def]
             yield {

@@ -325,3 +325,11 @@ async def test_cancelled_stream_stops_generation(triton):
         await asyncio.sleep(0.2)
     [generated] = re.findall(r"cancelled after (\d+) generated tokens", log_path.read_text(errors="replace"))
     assert int(generated) < 100
+
+
+async def test_greedy_answer_does_not_depend_on_earlier_requests(triton):
+    url, _ = triton
+    ask = [{"role": "user", "content": "Tell me about lions."}]
+    first = await complete(url, ask, 16)
+    await complete(url, [{"role": "user", "content": "Write a story about a lion's roar."}], 16)
+    assert (await complete(url, ask, 16))["text"] == first["text"]

@@ -234,6 +234,10 @@ class TritonPythonModel:
 
         # llama.cpp seeds are 32-bit and LLAMA_DEFAULT_SEED (0xFFFFFFFF) means "random",
         # so fold an explicit seed below it to stay reproducible.
+        # Start each request from an empty KV cache: reusing a cached prompt prefix evaluates the
+        # prompt in a different batch split, which shifts logits slightly and can change a greedy
+        # answer. The same request must give the same answer whatever ran before it.
+        self.llm.reset()
         self.llm.set_seed(LLAMA_DEFAULT_SEED if seed is None else int(seed) % LLAMA_DEFAULT_SEED)
         # Only temperature/top_p (and top_k when asked) shape the distribution, hence min_p=0 and
         # top_k=0 by default, which disable llama_cpp's default top-k 40 / min-p 0.05 filters.
