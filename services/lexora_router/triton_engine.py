@@ -72,7 +72,9 @@ def _chat_inputs(messages: list[ChatTurn], max_tokens: int, raw_prompt: str | No
 def build_inputs(request: GenerationRequest) -> Tensors:
     inputs = [
         *_chat_inputs(request.messages, request.max_tokens, request.raw_prompt),
-        _tensor("stream", "BOOL", np.array([True], dtype=bool)),
+        # Token by token only when the client streams: otherwise one response carries the answer,
+        # saving the engine, the router and NATS a message per token.
+        _tensor("stream", "BOOL", np.array([request.stream], dtype=bool)),
         _tensor("temperature", "FP32", np.array([request.temperature], dtype=np.float32)),
         _tensor("top_p", "FP32", np.array([request.top_p], dtype=np.float32)),
     ]

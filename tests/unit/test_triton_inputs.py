@@ -34,3 +34,10 @@ def test_optional_inputs_are_sent_only_when_asked_for() -> None:
     names = {name for name, _, _ in build_inputs(REQUEST)}
     assert "top_k" not in names and "seed" not in names and "guided_decoding_guide" not in names
     assert {"text_input", "apply_chat_template", "max_tokens", "stream", "temperature", "top_p", "stop_words"} <= names
+
+
+def test_the_engine_streams_only_when_the_client_does() -> None:
+    values = {name: value for name, _, value in build_inputs(REQUEST)}
+    assert values["stream"].tolist() == [True]
+    quiet = {name: value for name, _, value in build_inputs(REQUEST.model_copy(update={"stream": False}))}
+    assert quiet["stream"].tolist() == [False]
