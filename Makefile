@@ -35,3 +35,10 @@ kind-up:
 ## Build the images and install the chart into the kind cluster (needs skaffold, helm, kubectl).
 deploy:
 	skaffold run --kube-context kind-lexora
+
+.PHONY: bench
+
+## Gateway overhead and throughput side by side with LiteLLM (docs/benchmarks.md); BENCH_QUICK=1: < 5 min.
+bench: bootstrap
+	@bash bench/setup.sh
+	@$(PY) bench/run.py

@@ -1,0 +1,500 @@
+"""Pure statistics and reporting for the benchmark: summaries, derived figures, markdown.
+
+No I/O beyond what callers pass in, so it is unit-tested (tests/bench/test_bench_harness.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+PERCENTILES = (50, 75, 90, 95, 99, 99.9)
+TARGETS = ("direct", "shim", "litellm", "stack")
+TARGET_LABELS = {
+    "direct": "Triton direct",
+    "shim": "OpenAI shim → Triton",
+    "litellm": "LiteLLM → shim → Triton",
+    "stack": "Lexora stack → Triton",
+}
+HOP_LABELS = {
+    "nats_request_reply": "NATS request/reply to an idle service ($SRV.PING)",
+    "billing_reserve": "billing reserve (NATS + one Postgres transaction)",
+    "kv_counter_cas": "rate-limit counter: NATS KV get + compare-and-set",
+    "jetstream_publish_ack": "JetStream publish + ack (usage event)",
+    "triton_grpc_stream": "Triton gRPC, a response per token (the router today)",
+    "triton_grpc_single": "Triton gRPC, one response (stream=false)",
+    "triton_http_generate": "Triton HTTP generate (the direct baseline)",
+    "router_job": "router job over NATS (router + Triton + usage event)",
+    "gateway_http": "whole request through the gateway",
+}
+# A level counts as saturated from the first concurrency reaching this share of the peak rate.
+SATURATION_SHARE = 0.9
+TARGET_P50_ADDED_MS = 2.0
+TARGET_P99_ADDED_MS = 10.0
+TARGET_RPS_RATIO = 3.0
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def _key(q: float) -> str:
+    return f"p{q:g}".replace(".", "")
+
+
+def summarize(values: Sequence[float]) -> dict[str, float]:
+    """p50 … p99.9, max and mean of a list of milliseconds."""
+    if not values:
+        return {"n": 0}
+    out: dict[str, float] = {"n": len(values)}
+    for q in PERCENTILES:
+        out[_key(q)] = round(percentile(values, q), 3)
+    out["max"] = round(max(values), 3)
+    out["mean"] = round(sum(values) / len(values), 3)
+    return out
+
+
+def summarize_wrk(wrk: dict[str, Any]) -> dict[str, float]:
+    """wrk's own histogram percentiles (microseconds) as the same summary shape in milliseconds."""
+    lat = wrk["latency_us"]
+    out: dict[str, float] = {"n": wrk["requests"]}
+    for q in PERCENTILES:
+        out[_key(q)] = round(lat["percentiles"][f"{q:g}"] / 1000, 3)
+    out["max"] = round(lat["max"] / 1000, 3)
+    out["mean"] = round(lat["mean"] / 1000, 3)
+    return out
+
+
+def wrk_counts(wrk: dict[str, Any]) -> tuple[int, int, dict[str, int]]:
+    """(requests answered, answered with 2xx/3xx, errors by kind) from wrk's summary."""
+    errors = {k: v for k, v in wrk["errors"].items() if v}
+    return wrk["requests"], wrk["requests"] - wrk["errors"]["status"], errors
+
+
+def peak(points: Iterable[tuple[int, float]]) -> tuple[int, float]:
+    """(concurrency, rate) with the highest rate; (0, 0.0) for no points."""
+    best = (0, 0.0)
+    for concurrency, rate in points:
+        if rate > best[1]:
+            best = (concurrency, rate)
+    return best
+
+
+def saturation_concurrency(points: Sequence[tuple[int, float]], share: float = SATURATION_SHARE) -> int:
+    """The lowest client concurrency at which the rate reaches `share` of its peak."""
+    _, top = peak(points)
+    for concurrency, rate in sorted(points):
+        if rate >= share * top:
+            return concurrency
+    return 0
+
+
+def added(over: dict[str, float], base: dict[str, float]) -> dict[str, float]:
+    """Percentile by percentile, what `over` adds on top of `base` (ms)."""
+    return {k: round(over[k] - base[k], 3) for k in over if k.startswith("p") and k in base}
+
+
+def ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b else None
+
+
+def find_run(runs: Sequence[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
+    for run in runs:
+        if all(run.get(k) == v for k, v in match.items()):
+            return run
+    return None
+
+
+def overhead(runs: Sequence[dict[str, Any]], workers: int, mode: str) -> dict[str, Any]:
+    """Peak rates, LiteLLM's saturation point and added latencies for one worker count and mode."""
+    metric = "ttft_ms" if mode == "stream" else "latency_ms"
+    selected = [r for r in runs if r.get("workers") == workers and r.get("mode") == mode and r.get("ok")]
+    # Triton and the shim do not depend on the front's worker count: measured once, used for all.
+    for target in ("direct", "shim"):
+        if not any(r["target"] == target for r in selected):
+            selected += [r for r in runs if r.get("target") == target and r.get("mode") == mode and r.get("ok")]
+    by_target: dict[str, list[tuple[int, float]]] = {}
+    for run in selected:
+        by_target.setdefault(run["target"], []).append((run["concurrency"], run["rps"]))
+    peaks = {t: peak(points) for t, points in by_target.items()}
+    c_sat = saturation_concurrency(by_target.get("litellm", []))
+
+    def lat(target: str, concurrency: int) -> dict[str, float] | None:
+        run = find_run(selected, target=target, concurrency=concurrency)
+        return run.get(metric) if run else None
+
+    added_at: dict[str, dict[str, Any]] = {}
+    levels = sorted({1, c_sat} - {0})
+    for concurrency in levels:
+        entry: dict[str, Any] = {}
+        for name, over, base in (
+            ("stack_vs_direct", "stack", "direct"),
+            ("litellm_vs_shim", "litellm", "shim"),
+            ("litellm_vs_direct", "litellm", "direct"),
+            ("shim_vs_direct", "shim", "direct"),
+        ):
+            a, b = lat(over, concurrency), lat(base, concurrency)
+            if a and b and a.get("n") and b.get("n"):
+                entry[name] = added(a, b)
+        added_at[str(concurrency)] = entry
+    stack_peak, litellm_peak = peaks.get("stack", (0, 0.0))[1], peaks.get("litellm", (0, 0.0))[1]
+    return {
+        "workers": workers,
+        "mode": mode,
+        "metric": metric,
+        "peak_rps": {t: {"concurrency": c, "rps": round(r, 1)} for t, (c, r) in peaks.items()},
+        "litellm_saturation_concurrency": c_sat,
+        "rps_ratio_vs_litellm": ratio(stack_peak, litellm_peak),
+        "stack_vs_direct_rps": ratio(stack_peak, peaks.get("direct", (0, 0.0))[1]),
+        "added_ms": added_at,
+    }
+
+
+def headline(results: dict[str, Any]) -> dict[str, Any]:
+    """The top-level keys of latest.json: ratios first (absolute times vary between runs)."""
+    runs = results.get("runs", [])
+    workers = results["config"]["workers"][0]
+    nonstream = overhead(runs, workers, "nonstream")
+    stream = overhead(runs, workers, "stream")
+
+    def at_sat(section: dict[str, Any], name: str, key: str) -> float | None:
+        c_sat = str(section["litellm_saturation_concurrency"])
+        return section["added_ms"].get(c_sat, {}).get(name, {}).get(key)
+
+    out = {
+        "rps_ratio_vs_litellm": nonstream["rps_ratio_vs_litellm"],
+        "rps_ratio_vs_litellm_stream": stream["rps_ratio_vs_litellm"],
+        "p50_added_ms": at_sat(nonstream, "stack_vs_direct", "p50"),
+        "p95_added_ms": at_sat(nonstream, "stack_vs_direct", "p95"),
+        "p99_added_ms": at_sat(nonstream, "stack_vs_direct", "p99"),
+        "ttft_added_ms_p50": at_sat(stream, "stack_vs_direct", "p50"),
+        "ttft_added_ms_p99": at_sat(stream, "stack_vs_direct", "p99"),
+        "litellm_p50_added_ms": at_sat(nonstream, "litellm_vs_shim", "p50"),
+        "litellm_p99_added_ms": at_sat(nonstream, "litellm_vs_shim", "p99"),
+        "added_ms_measured_at_concurrency": nonstream["litellm_saturation_concurrency"],
+        "p50_added_ms_c1": nonstream["added_ms"].get("1", {}).get("stack_vs_direct", {}).get("p50"),
+        "p99_added_ms_c1": nonstream["added_ms"].get("1", {}).get("stack_vs_direct", {}).get("p99"),
+        "stack_vs_direct_tokens_per_s": (results.get("e2e") or {}).get("stack_vs_direct_tokens_per_s"),
+        "litellm_version": results["meta"]["versions"].get("litellm"),
+        "litellm_mode": results["meta"].get("litellm_mode"),
+        "workers": workers,
+        "rps_ratio_vs_litellm_by_workers": {
+            str(w): overhead(runs, w, "nonstream")["rps_ratio_vs_litellm"] for w in results["config"]["workers"]
+        },
+    }
+    p50, p99, rps = out["p50_added_ms"], out["p99_added_ms"], out["rps_ratio_vs_litellm"]
+    out["targets_met"] = {
+        "p50_added_under_2ms": p50 is not None and p50 < TARGET_P50_ADDED_MS,
+        "p99_added_under_10ms": p99 is not None and p99 < TARGET_P99_ADDED_MS,
+        "rps_at_least_3x_litellm": rps is not None and rps >= TARGET_RPS_RATIO,
+    }
+    return out
+
+
+def per_10k(before: float, after: float, requests: int) -> float | None:
+    return round((after - before) / requests * 10_000, 2) if requests else None
+
+
+# ---- markdown ---------------------------------------------------------------------------------
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "**no**"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_fmt(c) if not isinstance(c, str) else c for c in row) + " |" for row in rows]
+    return lines
+
+
+def _sweep_table(runs: Sequence[dict[str, Any]], workers: int, mode: str) -> list[str]:
+    metric = "ttft_ms" if mode == "stream" else "latency_ms"
+    name = "TTFT" if mode == "stream" else "latency"
+    rows = []
+    for run in sorted(
+        (r for r in runs if r.get("workers") == workers and r.get("mode") == mode),
+        key=lambda r: (TARGETS.index(r["target"]) if r["target"] in TARGETS else 9, r["concurrency"]),
+    ):
+        lat = run.get(metric) or {}
+        rows.append(
+            [
+                TARGET_LABELS.get(run["target"], run["target"]),
+                str(run["concurrency"]),
+                _fmt(run.get("rps")),
+                _fmt(lat.get("p50"), 2),
+                _fmt(lat.get("p95"), 2),
+                _fmt(lat.get("p99"), 2),
+                _fmt((run.get("latency_ms") or {}).get("p50"), 2) if mode == "stream" else _fmt(lat.get("max"), 2),
+                f"{run.get('ok', 0)}/{run.get('requests', 0)}",
+                _fmt(run.get("foreign_cpu_cores"), 2),
+            ]
+        )
+    last = "whole stream p50" if mode == "stream" else "max"
+    return _table(
+        [
+            "target",
+            "clients",
+            "req/s",
+            f"{name} p50 ms",
+            f"{name} p95 ms",
+            f"{name} p99 ms",
+            last,
+            "ok/sent",
+            "other load (cores)",
+        ],
+        rows,
+    )
+
+
+def _added_table(section: dict[str, Any]) -> list[str]:
+    rows = []
+    for concurrency, entry in section["added_ms"].items():
+        for name, label in (
+            ("stack_vs_direct", "Lexora stack over Triton direct"),
+            ("litellm_vs_shim", "LiteLLM over its backend (the shim)"),
+            ("litellm_vs_direct", "LiteLLM + shim over Triton direct"),
+            ("shim_vs_direct", "shim over Triton direct"),
+        ):
+            if name in entry:
+                d = entry[name]
+                rows.append([label, concurrency, _fmt(d.get("p50"), 2), _fmt(d.get("p95"), 2), _fmt(d.get("p99"), 2)])
+    return _table(["what", "clients", "added p50 ms", "added p95 ms", "added p99 ms"], rows)
+
+
+CPU_PROCESSES = {
+    "stack": ("gateway", "auth", "billing", "usage", "router", "nats", "postgres", "triton", "client"),
+    "litellm": ("litellm", "shim", "triton", "client"),
+}
+
+
+def _cpu_table(runs: Sequence[dict[str, Any]], workers: int) -> list[str]:
+    rows = []
+    for target, processes in CPU_PROCESSES.items():
+        candidates = [
+            r
+            for r in runs
+            if r.get("workers") == workers and r.get("target") == target and r.get("mode") == "nonstream"
+        ]
+        if not candidates:
+            continue
+        run = max(candidates, key=lambda r: r.get("rps", 0))
+        cpu = run.get("cpu_ms_per_request") or {}
+        for component in sorted(processes, key=lambda c: -cpu.get(c, 0.0)):
+            if component in cpu:
+                rows.append([TARGET_LABELS[target], str(run["concurrency"]), component, _fmt(cpu[component], 2)])
+        total = sum(cpu.get(c, 0.0) for c in processes)
+        rows.append([TARGET_LABELS[target], str(run["concurrency"]), "**total**", f"**{total:.2f}**"])
+    return _table(["target (at its peak)", "clients", "process (with children)", "CPU ms per request"], rows)
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    meta, head, config = results["meta"], results["headline"], results["config"]
+    out: list[str] = []
+    out.append(f"Run: {meta['started_at']} · mode: {'quick' if config['quick'] else 'full'} · ")
+    out[-1] += f"{meta['machine']['cores']} cores ({meta['machine']['cpu_model']}), {meta['machine']['mem_gib']} GiB"
+    out.append("")
+    out.append(f"### Headline (gateway and LiteLLM with {head['workers']} worker process(es))")
+    out.append("")
+    c_sat = head["added_ms_measured_at_concurrency"]
+    out += _table(
+        ["figure", "value", "target"],
+        [
+            ["Lexora req/s ÷ LiteLLM req/s (non-streaming, peak)", _fmt(head["rps_ratio_vs_litellm"], 2), "≥ 3"],
+            ["Lexora req/s ÷ LiteLLM req/s (streaming, peak)", _fmt(head["rps_ratio_vs_litellm_stream"], 2), ""],
+            [f"added p50 ms over Triton direct ({c_sat} clients)", _fmt(head["p50_added_ms"], 2), "< 2"],
+            [f"added p99 ms over Triton direct ({c_sat} clients)", _fmt(head["p99_added_ms"], 2), "< 10"],
+            [f"added TTFT p50 ms over Triton direct ({c_sat} clients)", _fmt(head["ttft_added_ms_p50"], 2), ""],
+            [
+                "added p50 / p99 ms over Triton direct (1 client)",
+                f"{_fmt(head['p50_added_ms_c1'], 2)} / {_fmt(head['p99_added_ms_c1'], 2)}",
+                "",
+            ],
+            [
+                f"LiteLLM's added p50 / p99 ms over its backend ({c_sat} clients)",
+                f"{_fmt(head['litellm_p50_added_ms'], 2)} / {_fmt(head['litellm_p99_added_ms'], 2)}",
+                "",
+            ],
+            ["tokens/s through the stack ÷ directly (SmolLM2)", _fmt(head["stack_vs_direct_tokens_per_s"], 3), ""],
+            ["LiteLLM", f"{head['litellm_version']} ({head['litellm_mode']})", ""],
+        ],
+    )
+    out.append("")
+    met = head["targets_met"]
+    out.append(
+        "Targets met: "
+        + ", ".join(f"{k.replace('_', ' ')}: {_fmt(v)}" for k, v in met.items())
+        + f'. "Added" latencies are measured at {c_sat} clients, the lowest concurrency at which LiteLLM '
+        f"reaches {int(SATURATION_SHARE * 100)}% of its peak rate."
+    )
+    for workers in config["workers"]:
+        for mode, title in (("nonstream", "Non-streaming"), ("stream", "Streaming (time to first token)")):
+            section = overhead(results["runs"], workers, mode)
+            if not section["peak_rps"]:
+                continue
+            out += ["", f"### {title}, {workers} worker(s)", ""]
+            out += _sweep_table(results["runs"], workers, mode)
+            out += ["", f"LiteLLM saturates at {section['litellm_saturation_concurrency']} clients. Added latency:", ""]
+            out += _added_table(section)
+        out += ["", f"### CPU per request by process ({workers} worker(s), non-streaming, at each target's peak)", ""]
+        out += _cpu_table(results["runs"], workers)
+        stack_runs = [
+            r
+            for r in results["runs"]
+            if r.get("workers") == workers and r.get("target") == "stack" and "nats_msgs_in_per_request" in r
+        ]
+        if stack_runs:
+            out += ["", "NATS messages per stack request (published in / delivered out), by run: "]
+            out[-1] += ", ".join(
+                f"{r['mode']} c={r['concurrency']}: "
+                f"{r['nats_msgs_in_per_request']:g}/{r['nats_msgs_out_per_request']:g}"
+                for r in stack_runs
+            )
+    billing = results.get("billing")
+    if billing:
+        out += ["", "### Billing under load (Postgres)", ""]
+        rows = []
+        for case in billing.get("cases", []):
+            rows.append(
+                [
+                    case["path"],
+                    case["accounts_label"],
+                    str(case["concurrency"]),
+                    _fmt(case.get("rps")),
+                    _fmt(case.get("settle_rps")),
+                    _fmt((case.get("reserve_ms") or {}).get("p50"), 2),
+                    _fmt((case.get("reserve_ms") or {}).get("p99"), 2),
+                    _fmt(case.get("settle_lag_ms_p99"), 1),
+                    _fmt(case.get("charged_exactly_once")),
+                ]
+            )
+        out += _table(
+            [
+                "path",
+                "accounts",
+                "clients",
+                "req/s (reserve)",
+                "settled/s",
+                "reserve p50 ms",
+                "reserve p99 ms",
+                "settle lag p99 ms",
+                "each charged once",
+            ],
+            rows,
+        )
+    check = results.get("exactly_once")
+    if check:
+        out += ["", "### Exactly-once check over the whole run", ""]
+        out += _table(["check", "result"], [[k, _fmt(v)] for k, v in check.items() if k != "problems"])
+        if check.get("problems"):
+            out += ["", "Problems: " + "; ".join(check["problems"])]
+    hops = results.get("hops")
+    if hops and "error" not in hops:
+        out += ["", f"### Each hop alone, 1 client ({hops.get('n')} calls each, {hops.get('max_tokens')} tokens)", ""]
+        rows = []
+        for name, entry in hops.items():
+            if isinstance(entry, dict) and "p50" in entry:
+                rows.append(
+                    [
+                        HOP_LABELS.get(name.rsplit("_", 1)[0] if name[-1].isdigit() else name, name),
+                        _fmt(entry["p50"], 3),
+                        _fmt(entry["p90"], 3),
+                        _fmt(entry["p99"], 3),
+                        _fmt(entry.get("client_cpu_ms"), 3),
+                    ]
+                )
+        out += _table(["hop", "p50 ms", "p90 ms", "p99 ms", "caller CPU ms"], rows)
+    memory = results.get("memory")
+    if memory:
+        out += ["", f"### Resident memory ({memory['requests']} requests in the long run)", ""]
+        rows = []
+        for name, entry in memory["processes"].items():
+            rows.append(
+                [
+                    name,
+                    _fmt(entry.get("start_rss_mib")),
+                    _fmt(entry.get("before_rss_mib")),
+                    _fmt(entry.get("after_rss_mib")),
+                    _fmt(entry.get("rss_growth_mib_per_10k"), 2),
+                    _fmt(entry.get("pss_growth_mib_per_10k"), 2),
+                ]
+            )
+        header = [
+            "process (with children)",
+            "RSS at start MiB",
+            "RSS before MiB",
+            "RSS after MiB",
+            "RSS growth MiB / 10k req",
+            "PSS growth MiB / 10k req",
+        ]
+        out += _table(header, rows)
+        out += [
+            "",
+            "RSS is each process tree's resident memory. PSS divides shared pages among their sharers: it is"
+            " the meaningful figure for Postgres (its backends share the buffer pool), but it also moves when"
+            " unrelated processes that map the same libraries start or stop (on a shared machine).",
+        ]
+    e2e = results.get("e2e")
+    if e2e and "direct" in e2e:
+        out += ["", f"### End to end on SmolLM2-135M (llama.cpp on CPU, {e2e['max_tokens']} tokens per request)", ""]
+        out += _table(
+            ["path", "requests", "completion tokens", "tokens/s (best)", "tokens/s (median)"],
+            [
+                [
+                    p,
+                    str(e2e[p]["requests"]),
+                    ", ".join(str(t) for t in e2e[p]["completion_tokens"]),
+                    _fmt(e2e[p]["tokens_per_s_best"], 1),
+                    _fmt(e2e[p]["tokens_per_s_median"], 1),
+                ]
+                for p in ("direct", "stack")
+            ],
+        )
+        out += [
+            "",
+            f"Stack ÷ direct: **{_fmt(e2e['stack_vs_direct_tokens_per_s'], 3)}** (best), "
+            f"{_fmt(e2e.get('stack_vs_direct_tokens_per_s_median'), 3)} (median); "
+            f"other load during these requests: {_fmt(e2e.get('foreign_cpu_cores'), 2)} cores.",
+        ]
+    prof = results.get("profile")
+    if prof and "load" in prof:
+        load = prof["load"]
+        out += [
+            "",
+            f"### py-spy profiles under load ({load['requests']} requests at {load['concurrency']} clients, "
+            f"{_fmt(load['rps'])} req/s while sampled)",
+            "",
+        ]
+        rows = []
+        for service, summary in prof.items():
+            if service == "load" or "self_by_area" not in summary:
+                continue
+            for entry in summary["self_by_area"][:6]:
+                rows.append(
+                    [
+                        service,
+                        entry["name"],
+                        f"{entry['share'] * 100:.1f}%",
+                        _fmt(entry.get("ms_per_request"), 3),
+                    ]
+                )
+        out += _table(["service", "area (self time)", "share of its working samples", "≈ CPU ms per request"], rows)
+        out += ["", "Full summaries: `bench/results/profiles/<service>.txt`."]
+    out += ["", "### Versions", ""]
+    out += _table(["component", "version"], [[k, str(v)] for k, v in meta["versions"].items()])
+    out += ["", "### Commands", "", "```"]
+    out += meta.get("commands_sample", [])
+    out += ["```"]
+    return "\n".join(out) + "\n"
