@@ -309,21 +309,22 @@ def render_markdown(results: dict[str, Any]) -> str:
     out.append(f"### Headline (gateway and LiteLLM with {head['workers']} worker process(es))")
     out.append("")
     c_sat = head["added_ms_measured_at_concurrency"]
+    at = f"{c_sat} client" + ("" if c_sat == 1 else "s")
     out += _table(
         ["figure", "value", "target"],
         [
             ["Lexora req/s ÷ LiteLLM req/s (non-streaming, peak)", _fmt(head["rps_ratio_vs_litellm"], 2), "≥ 3"],
             ["Lexora req/s ÷ LiteLLM req/s (streaming, peak)", _fmt(head["rps_ratio_vs_litellm_stream"], 2), ""],
-            [f"added p50 ms over Triton direct ({c_sat} clients)", _fmt(head["p50_added_ms"], 2), "< 2"],
-            [f"added p99 ms over Triton direct ({c_sat} clients)", _fmt(head["p99_added_ms"], 2), "< 10"],
-            [f"added TTFT p50 ms over Triton direct ({c_sat} clients)", _fmt(head["ttft_added_ms_p50"], 2), ""],
+            [f"added p50 ms over Triton direct ({at})", _fmt(head["p50_added_ms"], 2), "< 2"],
+            [f"added p99 ms over Triton direct ({at})", _fmt(head["p99_added_ms"], 2), "< 10"],
+            [f"added TTFT p50 ms over Triton direct ({at})", _fmt(head["ttft_added_ms_p50"], 2), ""],
             [
                 "added p50 / p99 ms over Triton direct (1 client)",
                 f"{_fmt(head['p50_added_ms_c1'], 2)} / {_fmt(head['p99_added_ms_c1'], 2)}",
                 "",
             ],
             [
-                f"LiteLLM's added p50 / p99 ms over its backend ({c_sat} clients)",
+                f"LiteLLM's added p50 / p99 ms over its backend ({at})",
                 f"{_fmt(head['litellm_p50_added_ms'], 2)} / {_fmt(head['litellm_p99_added_ms'], 2)}",
                 "",
             ],
@@ -336,7 +337,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     out.append(
         "Targets met: "
         + ", ".join(f"{k.replace('_', ' ')}: {_fmt(v)}" for k, v in met.items())
-        + f'. "Added" latencies are measured at {c_sat} clients, the lowest concurrency at which LiteLLM '
+        + f'. "Added" latencies are measured at {at}, the lowest concurrency at which LiteLLM '
         f"reaches {int(SATURATION_SHARE * 100)}% of its peak rate."
     )
     for workers in config["workers"]:

@@ -1040,6 +1040,8 @@ class Bench:
                 self.sweep(targets, names if i == 0 else ["litellm", "stack"])
             if i == 0:
                 if "hops" in prof.sections:
+                    db.wait_settled()  # the sweep's settlement backlog would run beside the hops
+                    time.sleep(1.0)
                     results["hops"] = self.hops()
                 if "memory" in prof.sections:
                     results["memory"] = self.memory(targets, db, start_memory)

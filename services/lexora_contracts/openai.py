@@ -10,6 +10,13 @@ DEFAULT_MAX_TOKENS = 512
 MAX_TOKENS_CEILING = 32768
 
 
+def stop_sequences(stop: str | list[str] | None) -> list[str]:
+    """OpenAI's `stop` may be one string or a list of them."""
+    if stop is None:
+        return []
+    return [stop] if isinstance(stop, str) else list(stop)
+
+
 class TextPart(BaseModel):
     type: Literal["text"]
     text: str
@@ -112,9 +119,7 @@ class ChatCompletionRequest(BaseModel):
         return self.max_completion_tokens or self.max_tokens
 
     def stop_list(self) -> list[str]:
-        if self.stop is None:
-            return []
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+        return stop_sequences(self.stop)
 
 
 class CompletionRequest(BaseModel):
@@ -146,9 +151,7 @@ class CompletionRequest(BaseModel):
         raise ValueError("one prompt per request")
 
     def stop_list(self) -> list[str]:
-        if self.stop is None:
-            return []
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+        return stop_sequences(self.stop)
 
 
 class Usage(BaseModel):
