@@ -180,6 +180,7 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         "litellm_p50_added_ms": at_sat(nonstream, "litellm_vs_shim", "p50"),
         "litellm_p99_added_ms": at_sat(nonstream, "litellm_vs_shim", "p99"),
         "added_ms_measured_at_concurrency": nonstream["litellm_saturation_concurrency"],
+        "ttft_added_ms_measured_at_concurrency": stream["litellm_saturation_concurrency"],
         "p50_added_ms_c1": nonstream["added_ms"].get("1", {}).get("stack_vs_direct", {}).get("p50"),
         "p99_added_ms_c1": nonstream["added_ms"].get("1", {}).get("stack_vs_direct", {}).get("p99"),
         "stack_vs_direct_tokens_per_s": (results.get("e2e") or {}).get("stack_vs_direct_tokens_per_s"),
@@ -310,6 +311,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     out.append("")
     c_sat = head["added_ms_measured_at_concurrency"]
     at = f"{c_sat} client" + ("" if c_sat == 1 else "s")
+    c_sat_stream = head.get("ttft_added_ms_measured_at_concurrency", c_sat)
+    at_stream = f"{c_sat_stream} client" + ("" if c_sat_stream == 1 else "s")
     out += _table(
         ["figure", "value", "target"],
         [
@@ -317,7 +320,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             ["Lexora req/s ÷ LiteLLM req/s (streaming, peak)", _fmt(head["rps_ratio_vs_litellm_stream"], 2), ""],
             [f"added p50 ms over Triton direct ({at})", _fmt(head["p50_added_ms"], 2), "< 2"],
             [f"added p99 ms over Triton direct ({at})", _fmt(head["p99_added_ms"], 2), "< 10"],
-            [f"added TTFT p50 ms over Triton direct ({at})", _fmt(head["ttft_added_ms_p50"], 2), ""],
+            [f"added TTFT p50 ms over Triton direct ({at_stream})", _fmt(head["ttft_added_ms_p50"], 2), ""],
             [
                 "added p50 / p99 ms over Triton direct (1 client)",
                 f"{_fmt(head['p50_added_ms_c1'], 2)} / {_fmt(head['p99_added_ms_c1'], 2)}",
@@ -338,7 +341,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "Targets met: "
         + ", ".join(f"{k.replace('_', ' ')}: {_fmt(v)}" for k, v in met.items())
         + f'. "Added" latencies are measured at {at}, the lowest concurrency at which LiteLLM '
-        f"reaches {int(SATURATION_SHARE * 100)}% of its peak rate."
+        f"reaches {int(SATURATION_SHARE * 100)}% of its peak rate ({at_stream} for streaming)."
     )
     for workers in config["workers"]:
         for mode, title in (("nonstream", "Non-streaming"), ("stream", "Streaming (time to first token)")):
@@ -493,6 +496,10 @@ def render_markdown(results: dict[str, Any]) -> str:
                 )
         out += _table(["service", "area (self time)", "share of its working samples", "≈ CPU ms per request"], rows)
         out += ["", "Full summaries: `bench/results/profiles/<service>.txt`."]
+    failed = {k: v["error"] for k, v in results.items() if isinstance(v, dict) and "error" in v}
+    if failed:
+        out += ["", "### Sections that failed in this run", ""]
+        out += [f"- {name}: `{error.splitlines()[-1][:300]}`" for name, error in failed.items()]
     out += ["", "### Versions", ""]
     out += _table(["component", "version"], [[k, str(v)] for k, v in meta["versions"].items()])
     out += ["", "### Commands", "", "```"]

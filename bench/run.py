@@ -134,7 +134,7 @@ class Profile:
             memory_concurrency=16,
             e2e_max_tokens=64 if quick else 128,
             e2e_reps=3 if quick else 5,
-            e2e_budget_s=30 if quick else 180,
+            e2e_budget_s=45 if quick else 240,
             hops_n=150 if quick else 1000,
             profile=env.get("BENCH_PROFILE", "0" if quick else "1") not in ("", "0"),
             profile_duration=8 if quick else 15,
@@ -162,7 +162,7 @@ def run_wrk(target: Target, concurrency: int, duration: int, keys_file: Path | N
     argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--timeout", "10s"]
     argv += ["-s", str(BENCH / "wrk_report.lua"), target.urls["nonstream"]]
     env = {**os.environ, "WRK_BODY_FILE": str(target.bodies["nonstream"]), "WRK_KEYS_FILE": str(keys or "")}
-    command = f"WRK_BODY_FILE={target.bodies['nonstream'].name} WRK_KEYS_FILE={keys.name if keys else ''} "
+    command = f"WRK_BODY_FILE={target.bodies['nonstream']} WRK_KEYS_FILE={keys or ''} "
     command += shlex.join(argv)
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=duration + 60)
     if "WRK_JSON" not in done.stdout:
@@ -897,13 +897,19 @@ class Bench:
             {"model": LOCAL_CHAT_MODEL, "messages": E2E_MESSAGES, "max_tokens": m, "temperature": 0, "top_p": 1.0}
         )
 
+        deadline = time.monotonic() + self.prof.e2e_budget_s
+
+        def left() -> float:
+            return deadline - time.monotonic()
+
         def direct() -> tuple[int, float]:
-            out, seconds = _post(p.triton_http, "/v2/models/smollm2-135m-instruct/generate", direct_body, {})
+            path = "/v2/models/smollm2-135m-instruct/generate"
+            out, seconds = _post(p.triton_http, path, direct_body, {}, timeout=left())
             return int(out["num_output_tokens"]), seconds
 
         def via_stack() -> tuple[int, float]:
             headers = {"Authorization": f"Bearer {api_key}"}
-            out, seconds = _post(p.gateway_port, "/v1/chat/completions", stack_body, headers)
+            out, seconds = _post(p.gateway_port, "/v1/chat/completions", stack_body, headers, timeout=left())
             return int(out["usage"]["completion_tokens"]), seconds
 
         direct()
@@ -914,7 +920,7 @@ class Bench:
         meter.start()
         started = time.monotonic()
         for rep in range(self.prof.e2e_reps):
-            if rep and time.monotonic() - started > self.prof.e2e_budget_s:
+            if rep and left() < 0.3 * self.prof.e2e_budget_s:
                 break  # a very busy machine: what was measured stands, with its count
             order = [("direct", direct), ("stack", via_stack)]
             for name, fn in order if rep % 2 == 0 else reversed(order):
@@ -1039,18 +1045,22 @@ class Bench:
             if "sweep" in prof.sections:
                 self.sweep(targets, names if i == 0 else ["litellm", "stack"])
             if i == 0:
-                if "hops" in prof.sections:
-                    db.wait_settled()  # the sweep's settlement backlog would run beside the hops
-                    time.sleep(1.0)
-                    results["hops"] = self.hops()
-                if "memory" in prof.sections:
-                    results["memory"] = self.memory(targets, db, start_memory)
-                if "billing" in prof.sections:
-                    results["billing"] = self.billing(targets, db, many_keys, [a for a, _ in self.many])
-                if "e2e" in prof.sections:
-                    results["e2e"] = self.e2e(self.hot[1])
-                if prof.profile and "profile" in prof.sections:
-                    results["profile"] = self.profile(targets)
+                sections = {
+                    "hops": self.hops,
+                    "memory": lambda t=targets: self.memory(t, db, start_memory),
+                    "billing": lambda t=targets: self.billing(t, db, many_keys, [a for a, _ in self.many]),
+                    "e2e": lambda: self.e2e(self.hot[1]),
+                    "profile": lambda t=targets: self.profile(t),
+                }
+                for name, section in sections.items():
+                    if name not in prof.sections or (name == "profile" and not prof.profile):
+                        continue
+                    try:
+                        db.wait_settled()  # a settlement backlog would run beside the next section
+                        results[name] = section()
+                    except Exception as exc:  # one section failing does not lose the others
+                        log(f"{name} failed: {type(exc).__name__}: {exc}")
+                        results[name] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
         db.wait_settled()
         results["exactly_once"] = db.exactly_once()
         log(f"exactly-once check: {'passed' if results['exactly_once']['passed'] else 'FAILED'}")
@@ -1085,8 +1095,10 @@ class Bench:
         }
 
 
-def _post(port: int, path: str, body: str, headers: dict[str, str]) -> tuple[dict[str, Any], float]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+def _post(
+    port: int, path: str, body: str, headers: dict[str, str], timeout: float = 300
+) -> tuple[dict[str, Any], float]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=max(timeout, 1))
     started = time.perf_counter()
     conn.request("POST", path, body, {"Content-Type": "application/json", **headers})
     response = conn.getresponse()
