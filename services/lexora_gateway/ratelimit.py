@@ -42,6 +42,21 @@ async def admit(request: Request, state: GatewayState, identity: Identity, model
     """Count an inference request; 429 with Retry-After when a limit is reached."""
     plan = _plan(state, identity)
     now = datetime.now(UTC)
+    if plan.requests_per_minute is None and plan.requests_per_day is None:
+        # Nothing to count against: no shared counter round trip, and no contention on hot keys.
+        _remember(request, limits.Admission(None, None, (int(now.timestamp()) // 60 + 1) * 60))
+    else:
+        await _count_key(request, state, identity, plan, now)
+    if model.pricing_at(now).is_free and plan.free_model_requests_per_day is not None:
+        await state.counters.apply(
+            f"acct.{identity.account_id}",
+            lambda s: (limits.admit_free_model(s, plan, now, identity.timezone), None),
+        )
+
+
+async def _count_key(
+    request: Request, state: GatewayState, identity: Identity, plan: PlanLimits, now: datetime
+) -> None:
     key_counter = f"key.{identity.key_id}"
     try:
         admission = await state.counters.apply(key_counter, lambda s: limits.admit_key(s, plan, now, identity.timezone))
@@ -49,11 +64,6 @@ async def admit(request: Request, state: GatewayState, identity: Identity, model
         _remember(request, limits.peek_key(await state.counters.read(key_counter), plan, now))
         raise
     _remember(request, admission)
-    if model.pricing_at(now).is_free and plan.free_model_requests_per_day is not None:
-        await state.counters.apply(
-            f"acct.{identity.account_id}",
-            lambda s: (limits.admit_free_model(s, plan, now, identity.timezone), None),
-        )
 
 
 async def peek(request: Request, state: GatewayState, identity: Identity) -> None:
