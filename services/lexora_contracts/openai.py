@@ -92,14 +92,15 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
+class GenerationParameters(BaseModel):
+    """What chat and legacy completions share: the model, limits and sampling, with the contract's
+    bounds and defaults in one place."""
+
     # Unknown fields are ignored, as SDKs and tools send vendor extensions freely.
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(min_length=1)
-    messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_CEILING)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_CEILING)
     temperature: float = Field(default=0.7, ge=0, le=2)
     top_p: float = Field(default=1.0, gt=0, le=1)
     stream: bool = False
@@ -110,6 +111,14 @@ class ChatCompletionRequest(BaseModel):
     user: str | None = None
     presence_penalty: float = Field(default=0, ge=-2, le=2)
     frequency_penalty: float = Field(default=0, ge=-2, le=2)
+
+    def stop_list(self) -> list[str]:
+        return stop_sequences(self.stop)
+
+
+class ChatCompletionRequest(GenerationParameters):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_CEILING)
     response_format: ResponseFormat | None = None
     tools: list[ToolDef] | None = Field(default=None, max_length=128)
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
@@ -118,30 +127,13 @@ class ChatCompletionRequest(BaseModel):
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
-    def stop_list(self) -> list[str]:
-        return stop_sequences(self.stop)
 
-
-class CompletionRequest(BaseModel):
+class CompletionRequest(GenerationParameters):
     """The legacy /v1/completions request: a raw prompt, no chat template."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    model: str = Field(min_length=1)
     prompt: str | list[str] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_CEILING)
-    temperature: float = Field(default=0.7, ge=0, le=2)
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
-    n: Literal[1] = 1
     echo: Literal[False] = False
     suffix: None = None
-    user: str | None = None
-    presence_penalty: float = Field(default=0, ge=-2, le=2)
-    frequency_penalty: float = Field(default=0, ge=-2, le=2)
 
     def single_prompt(self) -> str:
         if isinstance(self.prompt, str):
@@ -149,9 +141,6 @@ class CompletionRequest(BaseModel):
         if len(self.prompt) == 1:
             return self.prompt[0]
         raise ValueError("one prompt per request")
-
-    def stop_list(self) -> list[str]:
-        return stop_sequences(self.stop)
 
 
 class Usage(BaseModel):
