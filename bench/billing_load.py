@@ -23,6 +23,7 @@ import uuid
 from lexora_contracts import subjects
 from lexora_contracts.messages import ReserveReply, ReserveRequest, UsageEvent
 from lexora_runtime.bus import call, connect, publish_usage_event
+from lexora_runtime.loop import fast_runner
 
 
 async def drive(args: argparse.Namespace) -> dict:
@@ -106,13 +107,7 @@ def main() -> None:
     parser.add_argument("--completion-tokens", type=int, default=16)
     parser.add_argument("--cost-pico", type=int, default=2_800_000)
     args = parser.parse_args()
-    try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:
-        runner = asyncio.Runner()
-    with runner:
+    with fast_runner() as runner:
         result = runner.run(drive(args))
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")

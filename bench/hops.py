@@ -35,6 +35,8 @@ import numpy as np
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient
 
+from lexora_runtime.loop import fast_runner
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import report  # noqa: E402
@@ -261,13 +263,7 @@ def cli() -> None:
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("-n", type=int, default=300)
     args = parser.parse_args()
-    try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:
-        runner = asyncio.Runner()
-    with runner:
+    with fast_runner() as runner:
         result = runner.run(main(args))
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")

@@ -28,6 +28,8 @@ import sys
 import time
 from urllib.parse import urlsplit
 
+from lexora_runtime.loop import fast_runner
+
 
 def build_requests(url: str, body: bytes, headers: list[str], keys: list[str]) -> list[bytes]:
     """One pre-rendered request per API key (or one without a key)."""
@@ -190,13 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.keys_file:
         with open(args.keys_file) as f:
             keys = [line.strip() for line in f if line.strip()]
-    try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:
-        runner = asyncio.Runner()
-    with runner:
+    with fast_runner() as runner:
         result = runner.run(Run(args, build_requests(args.url, body, args.header, keys)).run())
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")

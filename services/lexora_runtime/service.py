@@ -16,6 +16,7 @@ from nats.js import JetStreamContext
 from lexora_contracts.messages import HealthReply
 from lexora_runtime import bus
 from lexora_runtime.logs import configure_logging
+from lexora_runtime.loop import fast_runner
 from lexora_runtime.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -90,13 +91,7 @@ async def _run(name: str, settings: S, serve: Callable[[S, ServiceContext], Awai
 
 def run_until_stopped(name: str, settings: S, serve: Callable[[S, ServiceContext], Awaitable[None]]) -> None:
     configure_logging(name, settings.log_level)
-    try:
-        import uvloop
-
-        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
-    except ImportError:
-        loop_factory = None
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
+    with fast_runner() as runner:
         runner.run(_run(name, settings, serve))
 
 
