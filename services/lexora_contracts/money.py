@@ -26,6 +26,10 @@ def request_cost_pico(prompt_tokens: int, completion_tokens: int, input_price: i
     return token_cost_pico(prompt_tokens, input_price) + token_cost_pico(completion_tokens, output_price)
 
 
+def image_cost_pico(images: int, micro_usd_per_image: int) -> int:
+    return images * micro_usd_per_image * PICO_PER_MICRO
+
+
 def ceil_micro(pico: int) -> int:
     return -(-pico // PICO_PER_MICRO)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +22,21 @@ class TextPart(BaseModel):
     text: str
 
 
+class ImageUrl(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    url: str  # a base64 data URI or an https URL; checked in lexora_gateway.image_inputs
+    detail: str = "auto"  # "auto" | "low" | "high", checked there too so the error names the field
+
+
+class ImagePart(BaseModel):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+
+
 class FunctionCall(BaseModel):
     name: str
     arguments: str  # JSON text, as OpenAI sends it
@@ -39,7 +54,7 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[ToolCallIn] | None = None  # assistant turns that called tools
     tool_call_id: str | None = None  # tool turns: the call this answers
@@ -49,7 +64,7 @@ class ChatMessage(BaseModel):
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "".join(part.text for part in self.content if isinstance(part, TextPart))
 
 
 class FunctionDef(BaseModel):
@@ -92,6 +107,22 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+ReasoningEffort = Literal["low", "medium", "high"]
+
+
+class ReasoningConfig(BaseModel):
+    """OpenRouter's `reasoning` object. Strict types: a string where a number or a boolean belongs
+    is a client bug worth a 400, not a guess. How the fields combine is decided (and refused when
+    contradictory) in lexora_gateway.reasoning."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    effort: ReasoningEffort | None = None
+    max_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS_CEILING, strict=True)
+    enabled: bool | None = Field(default=None, strict=True)
+    exclude: bool = Field(default=False, strict=True)
+
+
 class GenerationParameters(BaseModel):
     """What chat and legacy completions share: the model, limits and sampling, with the contract's
     bounds and defaults in one place."""
@@ -123,6 +154,8 @@ class ChatCompletionRequest(GenerationParameters):
     tools: list[ToolDef] | None = Field(default=None, max_length=128)
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    reasoning: ReasoningConfig | None = None
+    reasoning_effort: ReasoningEffort | None = None  # shorthand for reasoning.effort
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -131,16 +164,30 @@ class ChatCompletionRequest(GenerationParameters):
 class CompletionRequest(GenerationParameters):
     """The legacy /v1/completions request: a raw prompt, no chat template."""
 
-    prompt: str | list[str] = Field(min_length=1)
+    # Token-id prompts (list[int], list[list[int]]) are accepted here only to be refused with a
+    # clear message in the translation; a list of strings is one choice per prompt.
+    prompt: (
+        Annotated[str, Field(min_length=1)]
+        | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+        | Annotated[list[int], Field(min_length=1)]
+        | Annotated[list[list[int]], Field(min_length=1)]
+    )
     echo: Literal[False] = False
     suffix: None = None
 
     def single_prompt(self) -> str:
         if isinstance(self.prompt, str):
             return self.prompt
-        if len(self.prompt) == 1:
+        if len(self.prompt) == 1 and isinstance(self.prompt[0], str):
             return self.prompt[0]
         raise ValueError("one prompt per request")
+
+    def prompt_texts(self) -> list[str] | None:
+        """The text prompts, one choice each; None when the prompt is token ids."""
+        if isinstance(self.prompt, str):
+            return [self.prompt]
+        texts = [p for p in self.prompt if isinstance(p, str)]
+        return texts if len(texts) == len(self.prompt) else None
 
 
 class Usage(BaseModel):

@@ -55,6 +55,7 @@ class ModelRecord(BaseModel):
     # role markers). Used only to bound the credit reservation from above.
     template_overhead_tokens: int = Field(default=64, ge=0)
     capabilities: list[str] = Field(default_factory=list)
+    embedding_dimensions: int | None = Field(default=None, gt=0)  # embedding models: the vector size
     price_changes: list[ScheduledPrice] = Field(default_factory=list)
     # Other names clients may send for this model (e.g. the Claude model names Claude Code asks for).
     aliases: list[str] = Field(default_factory=list)

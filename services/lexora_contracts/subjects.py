@@ -19,6 +19,8 @@ BILLING_HEALTH = "billing.v1.health.get"
 ROUTER_GENERATION_START = "router.v1.generation.start"
 ROUTER_GENERATION_CANCEL = "router.v1.generation.cancel"  # broadcast; the owning router stops
 ROUTER_TOKENS_COUNT = "router.v1.tokens.count"  # the model's own tokenizer; not billed
+ROUTER_EMBEDDING_CREATE = "router.v1.embedding.create"  # like generation.start: chunks to the reply inbox
+ROUTER_IMAGE_CREATE = "router.v1.image.create"  # like generation.start: PNG slices to the reply inbox
 ROUTER_HEALTH = "router.v1.health.get"
 
 # usage: JetStream stream of request outcomes, consumed by billing (settle) and usage (record)

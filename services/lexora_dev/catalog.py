@@ -3,11 +3,13 @@ models that have no instance here (listed with status pipeline, answered with 50
 
 from __future__ import annotations
 
-from lexora_contracts.money import usd_per_mtok_to_micro
+from lexora_contracts.money import usd_per_mtok_to_micro, usd_to_micro
 from lexora_contracts.registry import Endpoint, ModelRecord, Pricing
 
 LOCAL_CHAT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 LOCAL_TRITON_MODEL = "smollm2-135m-instruct"
+LOCAL_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+LOCAL_IMAGE_MODEL = "black-forest-labs/FLUX.1-schnell"
 CREATED = 1730000000
 
 
@@ -16,8 +18,68 @@ def _per_mtok(usd: str) -> Pricing:
     return Pricing(input_micro_per_mtok=price, output_micro_per_mtok=price)
 
 
+def _per_image(usd: str) -> Pricing:
+    return Pricing(input_micro_per_mtok=0, output_micro_per_mtok=0, image_micro=usd_to_micro(usd))
+
+
 def local_catalog(triton_grpc_address: str | None) -> list[ModelRecord]:
     endpoints = [Endpoint(name="local", grpc_address=triton_grpc_address)] if triton_grpc_address else []
+    return [
+        *_chat_models(endpoints),
+        ModelRecord(
+            id=LOCAL_EMBEDDING_MODEL,
+            kind="embedding",
+            owned_by="sentence-transformers",
+            triton_model="all-minilm-l6-v2",
+            context_length=256,  # the model's max_seq_length; longer inputs are refused, not cut
+            embedding_dimensions=384,
+            pricing=Pricing(input_micro_per_mtok=usd_per_mtok_to_micro("0.01"), output_micro_per_mtok=0),
+            capabilities=["embedding"],
+            aliases=["all-minilm-l6-v2"],
+            created=CREATED,
+            endpoints=endpoints,
+        ),
+        # The local engine runs the real FluxPipeline code on a tiny random-weight FLUX (no weights
+        # exist offline): the API, billing and PNG path are real, the pictures are noise.
+        ModelRecord(
+            id=LOCAL_IMAGE_MODEL,
+            kind="image",
+            owned_by="black-forest-labs",
+            triton_model="flux-1-schnell",
+            context_length=256,  # T5 prompt tokens (longer prompts are cut, as FluxPipeline does)
+            template_overhead_tokens=0,
+            pricing=_per_image("0.002"),
+            capabilities=["image"],
+            aliases=["flux-schnell"],
+            created=CREATED,
+            endpoints=endpoints,
+        ),
+        ModelRecord(
+            id="black-forest-labs/FLUX.1-dev",
+            kind="image",
+            owned_by="black-forest-labs",
+            triton_model="flux-1-dev",
+            context_length=512,
+            template_overhead_tokens=0,
+            pricing=_per_image("0.002"),
+            capabilities=["image"],
+            created=CREATED,
+        ),
+        ModelRecord(
+            id="stabilityai/stable-diffusion-xl-base-1.0",
+            kind="image",
+            owned_by="stabilityai",
+            triton_model="sdxl-base",
+            context_length=77,
+            template_overhead_tokens=0,
+            pricing=_per_image("0.002"),
+            capabilities=["image"],
+            created=CREATED,
+        ),
+    ]
+
+
+def _chat_models(endpoints: list[Endpoint]) -> list[ModelRecord]:
     return [
         ModelRecord(
             id=LOCAL_CHAT_MODEL,

@@ -47,7 +47,12 @@ def start_nats(state_dir: Path, port: int, monitor_port: int | None = None) -> M
 
 
 def start_triton(state_dir: Path, model_repo: Path = MODEL_REPO, timeout: float = 300) -> tuple[ManagedProcess, str]:
-    """Real tritonserver on CPU serving model-repo/. Returns the process and its gRPC address."""
+    """Real tritonserver on CPU serving model-repo/. Returns the process and its gRPC address.
+
+    Offline model loading and the FLUX weights are handled by `triton_command`: when the
+    repository holds flux-1-schnell and LEXORA_FLUX_WEIGHTS is unset, the tiny FLUX pipeline is
+    built once (a few seconds) into the shared cache and handed to Triton in that variable.
+    """
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     argv, env = triton_command(model_repo, state_dir, http_port, grpc_port, metrics_port)
     process = ManagedProcess("tritonserver", argv, state_dir / "logs" / "triton.log", env=env).start()

@@ -4,19 +4,40 @@ The wheel ships ``tritonserver`` 2.51 plus the Python backend, but the backend i
 as installed: the per-interpreter ``triton_python_backend_stub`` lives under
 ``python_backend_stubs/<major.minor>/`` and has to sit next to ``libtriton_python.so``.
 Rather than writing into site-packages we assemble a backends directory under a state dir.
+
+Models load offline (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE in Triton's environment). When the
+repository holds ``flux-1-schnell`` and ``LEXORA_FLUX_WEIGHTS`` is not set, a tiny randomly
+initialised FLUX pipeline (lexora_dev.flux_weights) is built once into a cache directory and
+passed to Triton in ``LEXORA_FLUX_WEIGHTS``.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import sys
 import sysconfig
 from pathlib import Path
 
-__all__ = ["prepare_backends", "triton_command", "tritonserver_binary", "pytriton_root"]
+from lexora_dev.flux_weights import RECIPE as FLUX_RECIPE
+from lexora_dev.flux_weights import is_complete as flux_weights_complete
+
+__all__ = [
+    "cache_dir",
+    "ensure_flux_weights",
+    "prepare_backends",
+    "triton_command",
+    "tritonserver_binary",
+    "pytriton_root",
+]
 
 _STUB_NAME = "triton_python_backend_stub"
+FLUX_MODEL = "flux-1-schnell"
+FLUX_WEIGHTS_ENV = "LEXORA_FLUX_WEIGHTS"
+# Triton's models must never reach for a hub: everything they load is on disk.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def pytriton_root() -> Path:
@@ -81,6 +102,40 @@ def prepare_backends(state_dir: Path) -> Path:
     return backends
 
 
+def cache_dir(state_dir: Path) -> Path:
+    """Where generated artefacts shared by every local Triton live: ``$LEXORA_CACHE_DIR``, else
+    ``<repo>/.lexora/cache`` in a source checkout (so test sessions with throw-away state dirs
+    reuse them), else ``<state_dir>/cache``."""
+    if os.environ.get("LEXORA_CACHE_DIR"):
+        return Path(os.environ["LEXORA_CACHE_DIR"]).resolve()
+    if (_REPO_ROOT / "model-repo").is_dir():
+        return _REPO_ROOT / ".lexora" / "cache"
+    return Path(state_dir).resolve() / "cache"
+
+
+def ensure_flux_weights(state_dir: Path) -> Path:
+    """The tiny FLUX pipeline for ``flux-1-schnell``, built on first use (a few seconds).
+
+    Built in a child process so the launcher never imports torch; the build itself is atomic
+    (temporary directory + rename), so concurrent launchers are safe.
+    """
+    path = cache_dir(state_dir) / FLUX_RECIPE
+    if flux_weights_complete(path):
+        return path
+    result = subprocess.run(
+        [sys.executable, "-m", "lexora_dev.flux_weights", str(path)],
+        env={**os.environ, **OFFLINE_ENV},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0 or not flux_weights_complete(path):
+        tail = "\n".join((result.stderr or result.stdout).splitlines()[-20:])
+        raise RuntimeError(f"could not build the tiny FLUX weights in {path}:\n{tail}")
+    return path
+
+
 def _python_paths() -> list[str]:
     paths = sysconfig.get_paths()
     return list(dict.fromkeys([paths["purelib"], paths["platlib"]]))
@@ -142,5 +197,10 @@ def triton_command(
         "LD_LIBRARY_PATH": os.pathsep.join(p for p in ld_path if p),
         "PYTHONPATH": os.pathsep.join(py_path),
         "PATH": os.pathsep.join(bin_path),
+        **OFFLINE_ENV,
     }
+    # flux-1-schnell loads a diffusers checkpoint from $LEXORA_FLUX_WEIGHTS. No FLUX weights
+    # exist offline: unless the caller points at real ones, give it the tiny generated pipeline.
+    if (Path(model_repo) / FLUX_MODEL).exists() and not os.environ.get(FLUX_WEIGHTS_ENV):
+        env[FLUX_WEIGHTS_ENV] = str(ensure_flux_weights(state_dir))
     return argv, env

@@ -1,7 +1,7 @@
 """Anthropic Messages <-> chat jobs, and Anthropic's SSE events. Pure: no I/O.
 
-What the engine does not support yet (image input) is refused here with a clear
-invalid_request_error naming the field, rather than silently dropped.
+Image blocks (in user messages and their tool results) are gathered as pending images
+(lexora_gateway.image_inputs): checked, and refused for models without vision, before dispatch.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from lexora_contracts.anthropic import (
 from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import ChatTurn
 from lexora_contracts.money import pico_to_usd
+from lexora_gateway import image_inputs, reasoning
+from lexora_gateway.image_inputs import PendingImage
 from lexora_gateway.jobs import ChatJob
 from lexora_gateway.tools import ToolCall, ToolSpec, ToolUse, call_text, with_instructions
 
@@ -33,21 +35,24 @@ def new_message_id() -> str:
     return f"msg_{uuid.uuid4().hex}"
 
 
-def to_turns(system: str | list[TextBlock] | None, messages: list[Message]) -> list[ChatTurn]:
+def to_turns(
+    system: str | list[TextBlock] | None, messages: list[Message], images: list[PendingImage]
+) -> list[ChatTurn]:
+    """The conversation as chat turns; image blocks are appended to `images`, in order."""
     turns = []
     if system:
         text = system if isinstance(system, str) else "\n\n".join(block.text for block in system)
         turns.append(ChatTurn(role="system", content=text))
     for index, message in enumerate(messages):
-        turns.extend(_turns_of(message, index))
+        turns.extend(_turns_of(message, index, images))
     return turns
 
 
-def _turns_of(message: Message, index: int) -> list[ChatTurn]:
+def _turns_of(message: Message, index: int, images: list[PendingImage]) -> list[ChatTurn]:
     """One message as the engine reads it: tool results become turns of their own."""
     if isinstance(message.content, str):
         return [ChatTurn(role=message.role, content=message.content)]
-    turns, parts = [], []
+    turns, parts, found = [], [], []
     for block_index, block in enumerate(message.content):
         where = f"messages[{index}].content[{block_index}]"
         if isinstance(block, TextBlock):
@@ -55,23 +60,33 @@ def _turns_of(message: Message, index: int) -> list[ChatTurn]:
         elif isinstance(block, ToolUseBlock):
             parts.append(call_text(block.name, block.input))
         elif isinstance(block, ToolResultBlock):
-            turns.append(ChatTurn(role="tool", content=_tool_result_text(block, where)))
+            turns.append(_tool_result_turn(block, where, message.role, images))
         elif isinstance(block, ImageBlock):
-            raise InvalidRequest("Image input is not supported by this model", param=where)
+            _user_only(message.role, where)
+            found.append(image_inputs.anthropic_image(block, where, len("\n".join(parts))))
         # thinking blocks from earlier turns are not fed back to the model
-    if parts or not turns:
-        turns.append(ChatTurn(role=message.role, content="\n".join(parts)))
+    if parts or found or not turns:
+        turns.append(image_inputs.bind(found, ChatTurn(role=message.role, content="\n".join(parts)), images))
     return turns
 
 
-def _tool_result_text(block: ToolResultBlock, where: str) -> str:
-    if isinstance(block.content, list):
-        if any(isinstance(part, ImageBlock) for part in block.content):
-            raise InvalidRequest("Image input is not supported by this model", param=where)
-        text = "".join(part.text for part in block.content if isinstance(part, TextBlock))
-    else:
-        text = block.content or ""
-    return f"Error: {text}" if block.is_error else text
+def _tool_result_turn(block: ToolResultBlock, where: str, role: str, images: list[PendingImage]) -> ChatTurn:
+    prefix = "Error: " if block.is_error else ""
+    if not isinstance(block.content, list):
+        return ChatTurn(role="tool", content=prefix + (block.content or ""))
+    text, found = prefix, []
+    for part_index, part in enumerate(block.content):
+        if isinstance(part, TextBlock):
+            text += part.text
+        else:
+            _user_only(role, f"{where}.content[{part_index}]")
+            found.append(image_inputs.anthropic_image(part, f"{where}.content[{part_index}]", len(text)))
+    return image_inputs.bind(found, ChatTurn(role="tool", content=text), images)
+
+
+def _user_only(role: str, where: str) -> None:
+    if role != "user":
+        raise InvalidRequest(f"Image blocks are accepted in user messages only, not in an {role} message", param=where)
 
 
 def tool_use_of(body: MessagesRequest | CountTokensRequest) -> ToolUse:
@@ -92,9 +107,11 @@ def tool_use_of(body: MessagesRequest | CountTokensRequest) -> ToolUse:
 
 
 def to_job(body: MessagesRequest) -> ChatJob:
+    images: list[PendingImage] = []
     return ChatJob(
         model=body.model,
-        messages=to_turns(body.system, body.messages),
+        messages=to_turns(body.system, body.messages, images),
+        images=images,
         tools=tool_use_of(body),
         max_tokens=body.max_tokens,
         temperature=body.temperature,
@@ -103,12 +120,14 @@ def to_job(body: MessagesRequest) -> ChatJob:
         stop=body.stop_sequences,
         stream=body.stream,
         endpoint=ENDPOINT,
+        reasoning=reasoning.from_anthropic(body),
     )
 
 
-def count_turns(body: CountTokensRequest) -> list[ChatTurn]:
-    """What the model would read, tool descriptions included, so the count matches the bill."""
-    return with_instructions(to_turns(body.system, body.messages), tool_use_of(body))
+def count_turns(body: CountTokensRequest, images: list[PendingImage]) -> list[ChatTurn]:
+    """What the model would read, tool descriptions included, so the count matches the bill; the
+    images are gathered into `images` (to be checked and put on their turns before counting)."""
+    return with_instructions(to_turns(body.system, body.messages, images), tool_use_of(body))
 
 
 def stop_reason(engine_reason: str | None, stop_sequence: str | None, call: ToolCall | None = None) -> str:

@@ -13,7 +13,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lexora_contracts import subjects
 from lexora_contracts.messages import KeyRevoked
-from lexora_gateway import routes_account, routes_anthropic, routes_billing, routes_openai, routes_platform
+from lexora_gateway import (
+    routes_account,
+    routes_anthropic,
+    routes_billing,
+    routes_media,
+    routes_openai,
+    routes_platform,
+)
 from lexora_gateway.auth_cache import KeyCache
 from lexora_gateway.errors import install_error_handlers
 from lexora_gateway.metrics_middleware import MetricsMiddleware
@@ -56,7 +63,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app = FastAPI(title="Lexora API", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
     install_openapi(app)
-    all_routes = (routes_openai, routes_anthropic, routes_platform, routes_account, routes_billing)
+    all_routes = (routes_openai, routes_media, routes_anthropic, routes_platform, routes_account, routes_billing)
     for routes in (module.router for module in all_routes):
         app.include_router(routes, prefix="/v1")
         app.include_router(routes, prefix="/api/v1", include_in_schema=False)

@@ -11,9 +11,10 @@ from nats.aio.subscription import Subscription
 
 from lexora_contracts import subjects
 from lexora_contracts.errors import JobTimeout, ModelUnavailable, error_from_info
-from lexora_contracts.messages import CancelGeneration, GenerationChunk, GenerationRequest
+from lexora_contracts.messages import CancelGeneration, GenerationChunk, GenerationRequest, JobHeader
 from lexora_runtime.bus import encode
 
+Job = GenerationRequest | JobHeader
 # Extra wait beyond the job deadline for the router's own 504 to arrive before we give up on it.
 ROUTER_GRACE_S = 5.0
 
@@ -23,9 +24,13 @@ class NoRouter(ModelUnavailable):
 
 
 class GenerationStream:
-    def __init__(self, nc: NATS, request: GenerationRequest):
+    """A job on a router, read as it streams: text deltas for generation, `data` slices for
+    embedding and image jobs, then the final chunk."""
+
+    def __init__(self, nc: NATS, request: Job, subject: str = subjects.ROUTER_GENERATION_START):
         self._nc = nc
         self.request = request
+        self._subject = subject
         self._sub: Subscription | None = None
         self.finished = False
 
@@ -33,7 +38,7 @@ class GenerationStream:
         inbox = self._nc.new_inbox()
         self._sub = await self._nc.subscribe(inbox)
         await self._nc.publish(
-            subjects.ROUTER_GENERATION_START,
+            self._subject,
             encode(self.request),
             reply=inbox,
             headers={subjects.REQUEST_ID_HEADER: self.request.request_id},

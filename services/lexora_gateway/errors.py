@@ -42,22 +42,52 @@ def anthropic_sse_error_event(error: LexoraError) -> bytes:
     return b"event: error\ndata: " + json.dumps(anthropic_error_body(error)).encode() + b"\n\n"
 
 
+# What pydantic puts in an error's location besides field names: the member of a union it tried.
+_TYPE_TAGS = {"str", "int", "float", "bool", "bytes", "none"}
+
+
+def _is_tag(part: str | int) -> bool:
+    """A union member in pydantic's location (`str`, `list[str]`, `constrained-str`, `NamedToolChoice`)."""
+    return isinstance(part, str) and (part in _TYPE_TAGS or "[" in part or "-" in part or part[:1].isupper())
+
+
 def _param_name(location: Sequence[str | int]) -> str:
     name = ""
+    discriminated = False  # after a tagged union's name, its list index, then the tag value
     for part in location:
         if isinstance(part, int):
             name += f"[{part}]"
-        elif not part.startswith(("function-", "literal[")) and not part[:1].isupper():
+        elif _is_tag(part):
+            discriminated = "tagged-union[" in part
+        elif discriminated:
+            discriminated = False
+        else:
             name += f".{part}" if name else part
     return name
 
 
+def _most_specific(errors: Sequence[Any]) -> Any:
+    """Of the first field's complaints (one per member of a union), the one that got furthest: the
+    deepest, or one whose type matched but whose value did not."""
+    first = errors[0]
+    field = tuple(first["loc"])
+    for index, part in enumerate(field):
+        if _is_tag(part):
+            field = field[:index]
+            break
+    alternatives = [e for e in errors if tuple(e["loc"][: len(field)]) == field]
+    return max(alternatives, key=lambda e: (len(e["loc"]), not e["type"].endswith("_type")))
+
+
 def invalid_request_from(exc: ValidationError) -> InvalidRequest:
     """Turn pydantic's first complaint into a message a developer can act on, naming the field."""
-    first = exc.errors()[0]
+    errors = exc.errors()
+    first = _most_specific(errors)
     if first["type"] == "json_invalid":
         return InvalidRequest("The request body is not valid JSON")
     param = _param_name(first["loc"])
+    if not param:
+        return InvalidRequest("The request body must be a JSON object")
     if first["type"] == "missing":
         return InvalidRequest(f"Missing required parameter: '{param}'", param=param)
     return InvalidRequest(f"Invalid value for '{param}': {first['msg']}", param=param)

@@ -21,7 +21,8 @@ class JSONBody(Response):
 
 
 def parse_body(model: type[M], raw: bytes) -> M:
+    """Strict, as the published schema is: "5" is not an integer, 0 and "true" are not booleans."""
     try:
-        return model.model_validate_json(raw)
+        return model.model_validate_json(raw, strict=True)
     except ValidationError as exc:
         raise invalid_request_from(exc) from exc

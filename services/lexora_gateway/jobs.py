@@ -9,11 +9,15 @@ from lexora_contracts.errors import InvalidRequest, ModelNotFound, ModelUnavaila
 from lexora_contracts.messages import ChatTurn, GenerationRequest, Identity
 from lexora_contracts.money import ceil_micro, request_cost_pico
 from lexora_contracts.openai import DEFAULT_MAX_TOKENS
-from lexora_contracts.registry import ModelRecord, Pricing
+from lexora_contracts.registry import ModelKind, ModelRecord, Pricing
+from lexora_gateway import image_inputs
+from lexora_gateway.image_inputs import PendingImage
+from lexora_gateway.reasoning import ReasoningSetting, engine_fields
 from lexora_gateway.tools import ToolUse, guide, with_instructions
 
 # Role markers and separators a chat template adds per message, beyond the message text.
 PER_MESSAGE_OVERHEAD_TOKENS = 8
+_A_KIND = {"chat": "a chat", "embedding": "an embedding", "image": "an image"}
 
 
 @dataclass
@@ -34,6 +38,10 @@ class ChatJob:
     # Guided decoding the client asked for (e.g. a JSON response format): (type, guide text).
     output_guide: tuple[str, str] | None = None
     raw_prompt: str | None = None  # legacy completions: no chat template, no messages
+    reasoning: ReasoningSetting | None = None  # None: the model's default (see reasoning.py)
+    # The request's images, in order: checked, fetched and put on their turns before the credit
+    # hold (lexora_gateway.vision); vision models only.
+    images: list[PendingImage] = field(default_factory=list)
 
     def engine_messages(self) -> list[ChatTurn]:
         """What the model reads: the conversation, with the tools described when offered."""
@@ -42,10 +50,15 @@ class ChatJob:
 
 def chat_model(model: ModelRecord | None, model_id: str) -> ModelRecord:
     """The registry record to serve a chat job with, or the error the client should see."""
+    return serving_model(model, model_id, "chat")
+
+
+def serving_model(model: ModelRecord | None, model_id: str, kind: ModelKind) -> ModelRecord:
+    """The registry record to serve a job of `kind` with, or the error the client should see."""
     if model is None:
         raise ModelNotFound(f"The model '{model_id}' does not exist; GET /v1/models lists them", param="model")
-    if model.kind != "chat":
-        raise InvalidRequest(f"'{model_id}' is a {model.kind} model, not a chat model", param="model")
+    if model.kind != kind:
+        raise InvalidRequest(f"'{model_id}' is {_A_KIND[model.kind]} model, not {_A_KIND[kind]} model", param="model")
     if not model.ready_endpoints:
         raise ModelUnavailable(f"No ready instance of {model.id}; retry in 30 seconds")
     return model
@@ -64,12 +77,14 @@ def resolve_max_tokens(job: ChatJob, model: ModelRecord) -> int:
 
 def prompt_token_bound(job: ChatJob, model: ModelRecord) -> int:
     """An upper bound on prompt tokens without tokenizing: a byte-level BPE token is at least one
-    byte of text, and the template adds a bounded number of special tokens."""
+    byte of text, the template adds a bounded number of special tokens, and an image counts as
+    image_inputs.IMAGE_PROMPT_TOKENS."""
     if job.raw_prompt is not None:
         return len(job.raw_prompt.encode()) + model.template_overhead_tokens
     messages = job.engine_messages()
     text_bytes = sum(len(m.content.encode()) for m in messages)
-    return text_bytes + PER_MESSAGE_OVERHEAD_TOKENS * len(messages) + model.template_overhead_tokens
+    images = max(len(job.images), image_inputs.count(messages)) * image_inputs.IMAGE_PROMPT_TOKENS
+    return text_bytes + images + PER_MESSAGE_OVERHEAD_TOKENS * len(messages) + model.template_overhead_tokens
 
 
 def reservation_micro(job: ChatJob, model: ModelRecord, pricing: Pricing, max_tokens: int) -> int:
@@ -99,6 +114,8 @@ def generation_request(
 ) -> GenerationRequest:
     # A forced tool call decides the output's shape; otherwise the requested response format does.
     guide_type, guide_text = guide(job.tools) or job.output_guide or (None, None)
+    # A raw prompt has no chat template to think in: reasoning is a chat matter.
+    reasoning, reasoning_budget = engine_fields(job.reasoning, model) if job.raw_prompt is None else (False, None)
     return GenerationRequest(
         request_id=request_id,
         account_id=identity.account_id,
@@ -108,6 +125,8 @@ def generation_request(
         raw_prompt=job.raw_prompt,
         guide_type=guide_type,
         guide=guide_text,
+        reasoning=reasoning,
+        reasoning_budget=reasoning_budget,
         max_tokens=max_tokens,
         temperature=job.temperature,
         top_p=job.top_p,

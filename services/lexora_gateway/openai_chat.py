@@ -10,6 +10,8 @@ from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import ChatTurn
 from lexora_contracts.money import pico_to_usd
 from lexora_contracts.openai import ChatCompletionRequest, ChatMessage, CompletionRequest, NamedToolChoice
+from lexora_gateway import image_inputs, reasoning
+from lexora_gateway.image_inputs import PendingImage
 from lexora_gateway.jobs import ChatJob
 from lexora_gateway.tools import ToolCall, ToolSpec, ToolUse, call_text
 
@@ -24,9 +26,11 @@ def new_request_id(prefix: str = "chatcmpl") -> str:
 def to_job(body: ChatCompletionRequest) -> ChatJob:
     tool_use = _tool_use(body)
     tool_use.check("tool_choice")
+    images: list[PendingImage] = []
     return ChatJob(
         model=body.model,
-        messages=[_turn(m, i) for i, m in enumerate(body.messages)],
+        messages=[_turn(m, i, images) for i, m in enumerate(body.messages)],
+        images=images,
         tools=tool_use,
         output_guide=_output_guide(body),
         frequency_penalty=body.frequency_penalty,
@@ -38,6 +42,7 @@ def to_job(body: ChatCompletionRequest) -> ChatJob:
         stop=body.stop_list(),
         stream=body.stream,
         endpoint=ENDPOINT,
+        reasoning=reasoning.from_openai(body),
     )
 
 
@@ -78,7 +83,9 @@ def text_completion_body(
     return body
 
 
-def _turn(message: ChatMessage, index: int) -> ChatTurn:
+def _turn(message: ChatMessage, index: int, images: list[PendingImage]) -> ChatTurn:
+    if image_inputs.has_images(message):
+        return image_inputs.openai_turn(message, index, images)
     if message.role == "assistant" and message.tool_calls:
         calls = []
         for call_index, call in enumerate(message.tool_calls):

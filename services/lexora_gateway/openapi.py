@@ -7,6 +7,7 @@ validate the bodies, so the document always matches what the server accepts.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import FastAPI
@@ -14,17 +15,65 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from lexora_contracts.anthropic import CountTokensRequest, MessagesRequest
+from lexora_contracts.embeddings import EmbeddingsRequest
+from lexora_contracts.images import ImageGenerationRequest
 from lexora_contracts.openai import ChatCompletionRequest, CompletionRequest
 from lexora_contracts.topups import CheckoutCreate
+from lexora_gateway.errors import speaks_anthropic
 
 REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "/v1/chat/completions": ChatCompletionRequest,
     "/v1/completions": CompletionRequest,
+    "/v1/embeddings": EmbeddingsRequest,
+    "/v1/images/generations": ImageGenerationRequest,
     "/v1/messages": MessagesRequest,
     "/v1/messages/count_tokens": CountTokensRequest,
     "/v1/billing/checkout": CheckoutCreate,
 }
 REF = "#/components/schemas/{model}"
+# GET routes that read the caller's key by hand (FastAPI sees no security dependency on them).
+AUTHENTICATED_GETS = ("/v1/usage", "/v1/key", "/v1/credits")
+# Query parameters that routes read by hand, with the bounds the route enforces.
+QUERY_PARAMETERS: dict[str, list[dict[str, Any]]] = {
+    "/v1/usage": [
+        {"name": "start_date", "in": "query", "schema": {"type": "string", "format": "date"}},
+        {"name": "end_date", "in": "query", "schema": {"type": "string", "format": "date"}},
+        {"name": "model", "in": "query", "schema": {"type": "string"}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}},
+        {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
+    ],
+}
+# Every error is one of these envelopes (lexora_gateway.errors), never FastAPI's 422 body.
+ERROR_SCHEMAS: dict[str, dict[str, Any]] = {
+    "ErrorResponse": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["message", "type", "param", "code"],
+                "properties": {
+                    "message": {"type": "string"},
+                    "type": {"type": "string"},
+                    "param": {"type": ["string", "null"]},
+                    "code": {"type": "string"},
+                },
+            }
+        },
+    },
+    "AnthropicErrorResponse": {
+        "type": "object",
+        "required": ["type", "error"],
+        "properties": {
+            "type": {"const": "error"},
+            "error": {
+                "type": "object",
+                "required": ["type", "message"],
+                "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
 
 
 def install_openapi(app: FastAPI) -> None:
@@ -56,4 +105,29 @@ def build(app: FastAPI) -> dict[str, Any]:
             "content": {"application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}},
         }
         operation["security"] = [{"bearer": []}, {"apiKey": []}]
+    for path in AUTHENTICATED_GETS:
+        if operation := document["paths"].get(path, {}).get("get"):
+            operation["security"] = [{"bearer": []}, {"apiKey": []}]
+    for path, parameters in QUERY_PARAMETERS.items():
+        if operation := document["paths"].get(path, {}).get("get"):
+            operation["parameters"] = [*operation.get("parameters", []), *parameters]
+    _document_errors(document)
     return document
+
+
+def _document_errors(document: dict[str, Any]) -> None:
+    """Each operation's errors in its envelope, in place of FastAPI's 422 (which is never sent)."""
+    schemas = document["components"]["schemas"]
+    schemas.update(ERROR_SCHEMAS)
+    for path, item in document["paths"].items():
+        name = "AnthropicErrorResponse" if speaks_anthropic(path) else "ErrorResponse"
+        for operation in item.values():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            responses["default"] = {
+                "description": "An error, in the envelope of the route's protocol",
+                "content": {"application/json": {"schema": {"$ref": REF.format(model=name)}}},
+            }
+    if "#/components/schemas/HTTPValidationError" not in json.dumps(document["paths"]):
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)

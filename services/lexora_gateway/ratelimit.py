@@ -9,9 +9,9 @@ from fastapi import Request
 from lexora_contracts.errors import LexoraError, RateLimitExceeded
 from lexora_contracts.messages import Identity
 from lexora_contracts.plans import PlanLimits
-from lexora_contracts.registry import ModelRecord
+from lexora_contracts.registry import ModelKind, ModelRecord
 from lexora_gateway import limits
-from lexora_gateway.jobs import chat_model
+from lexora_gateway.jobs import serving_model
 from lexora_gateway.state import GatewayState
 
 SCOPE_KEY = "lexora.ratelimit"
@@ -26,11 +26,13 @@ def _remember(request: Request, admission: limits.Admission) -> None:
     request.scope[SCOPE_KEY] = admission.headers()
 
 
-async def admit_chat(request: Request, state: GatewayState, identity: Identity, model_id: str) -> ModelRecord:
+async def admit_model(
+    request: Request, state: GatewayState, identity: Identity, model_id: str, kind: ModelKind = "chat"
+) -> ModelRecord:
     """Resolve the model and count the request against the caller's limits (429 with Retry-After
     when one is reached). A refused model still gets the caller's rate-limit headers."""
     try:
-        model = chat_model(state.registry.get(model_id), model_id)
+        model = serving_model(state.registry.get(model_id), model_id, kind)
     except LexoraError:
         await peek(request, state, identity)
         raise

@@ -14,11 +14,12 @@ from lexora_contracts.errors import LexoraError
 from lexora_contracts.messages import CountTokensReply, GenerationChunk
 from lexora_contracts.messages import CountTokensRequest as EngineCountRequest
 from lexora_gateway import anthropic_chat as fmt
-from lexora_gateway import ratelimit
+from lexora_gateway import ratelimit, reasoning, reasoning_anthropic, vision
 from lexora_gateway.authn import authenticate
 from lexora_gateway.dispatch import GenerationStream
 from lexora_gateway.errors import anthropic_sse_error_event
 from lexora_gateway.http import JSONBody, parse_body
+from lexora_gateway.image_inputs import PendingImage
 from lexora_gateway.jobs import ChatJob, chat_model
 from lexora_gateway.state import StateDep
 from lexora_gateway.submit import collect, start_chat_job
@@ -39,6 +40,8 @@ async def create_message(request: Request, state: StateDep) -> Response:
     job = fmt.to_job(body)
     stream, first = await start_chat_job(request, state, identity, job, message_id, received_at)
     headers = {"request-id": message_id}
+    if reasoning.splits_output(stream.request):  # a reasoning model: thinking blocks before the answer
+        return await reasoning_anthropic.respond(stream, first, job, body.model, headers, TOOL_ID_PREFIX)
     if body.stream:
         events = (
             _events_with_tools(stream, first, body.model, job)
@@ -109,10 +112,13 @@ async def count_tokens(request: Request, state: StateDep) -> Response:
     await ratelimit.peek(request, state, identity)
     body = parse_body(CountTokensRequest, await request.body())
     model = chat_model(state.registry.get(body.model), body.model)
+    images: list[PendingImage] = []
+    turns = fmt.count_turns(body, images)
+    await vision.prepare(images, model, state.settings, state.nc.max_payload)  # the engine counts them too
     reply = await call(
         state.nc,
         subjects.ROUTER_TOKENS_COUNT,
-        EngineCountRequest(model=model.id, messages=fmt.count_turns(body)),
+        EngineCountRequest(model=model.id, messages=turns),
         CountTokensReply,
         timeout=COUNT_TIMEOUT_S,
     )

@@ -13,7 +13,7 @@ from fastapi.responses import Response, StreamingResponse
 from lexora_contracts.errors import LexoraError
 from lexora_contracts.messages import GenerationChunk
 from lexora_contracts.openai import ChatCompletionRequest, CompletionRequest
-from lexora_gateway import openai_chat
+from lexora_gateway import completion_batch, openai_chat, reasoning, reasoning_openai
 from lexora_gateway.authn import authenticate
 from lexora_gateway.dispatch import GenerationStream
 from lexora_gateway.errors import sse_error_event
@@ -35,6 +35,9 @@ async def chat_completions(request: Request, state: StateDep) -> Response:
     job = openai_chat.to_job(body)
     stream, first = await start_chat_job(request, state, identity, job, request_id, received_at)
     headers = {"X-Request-Id": request_id}
+    if reasoning.splits_output(stream.request):  # a reasoning model: reasoning apart from the answer
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return await reasoning_openai.respond(stream, first, job, include_usage, headers, CALL_ID_PREFIX)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         events = (
@@ -139,6 +142,8 @@ async def completions(request: Request, state: StateDep) -> Response:
     received_at = time.time()
     identity = await authenticate(request, state)
     body = parse_body(CompletionRequest, await request.body())
+    if not completion_batch.is_single(body):  # several prompts: one choice (and job) each
+        return await completion_batch.complete(request, state, identity, body, received_at)
     request_id = openai_chat.new_request_id("cmpl")
     job = openai_chat.completion_to_job(body)
     stream, first = await start_chat_job(request, state, identity, job, request_id, received_at)

@@ -50,10 +50,17 @@ def _model_card(model: ModelRecord) -> dict[str, Any]:
         "status": model.status,
         "aliases": model.aliases,
         "capabilities": model.capabilities,
-        "pricing": {
-            "input_micro_usd_per_1m_tokens": model.pricing.input_micro_per_mtok,
-            "output_micro_usd_per_1m_tokens": model.pricing.output_micro_per_mtok,
-        },
+        "pricing": _pricing(model),
+        **({"dimensions": model.embedding_dimensions} if model.embedding_dimensions else {}),
+    }
+
+
+def _pricing(model: ModelRecord) -> dict[str, int]:
+    if model.kind == "image":
+        return {"micro_usd_per_image": model.pricing.image_micro}
+    return {
+        "input_micro_usd_per_1m_tokens": model.pricing.input_micro_per_mtok,
+        "output_micro_usd_per_1m_tokens": model.pricing.output_micro_per_mtok,
     }
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from lexora_contracts.plans import DEFAULT_PLANS, PlanLimits
+from lexora_gateway import image_inputs
 from lexora_runtime.settings import ServiceSettings
 
 
@@ -16,5 +17,14 @@ class GatewaySettings(ServiceSettings):
     auth_cache_ttl_s: float = 60.0
     # How long reservations outlive their job's deadline before billing's sweeper releases them.
     reservation_grace_s: float = 60.0
+    # Legacy /v1/completions: the most prompts one request may list (each is its own job and charge).
+    max_prompts_per_request: int = Field(default=16, ge=1)
     # Limits per plan, e.g. LEXORA_PLANS='{"free": {"requests_per_minute": 20, ...}, ...}'.
     plans: dict[str, PlanLimits] = Field(default_factory=lambda: dict(DEFAULT_PLANS))
+    # Image inputs (vision models; docs/architecture.md "Image inputs"): the most one image may
+    # decode to (20 MiB), and how many images one request may carry.
+    image_max_bytes: int = Field(default=image_inputs.DEFAULT_MAX_BYTES, gt=0)
+    images_per_request: int = Field(default=image_inputs.DEFAULT_MAX_IMAGES, ge=1)
+    # Image URLs (https, public addresses only): the connect limit and the whole fetch's limit.
+    image_fetch_connect_timeout_s: float = Field(default=5.0, gt=0)
+    image_fetch_timeout_s: float = Field(default=20.0, gt=0)

@@ -1,8 +1,11 @@
-"""Starting a chat job, whatever the protocol: model, credit hold, dispatch, first chunk."""
+"""Starting a job, whatever the protocol: model, limits, credit hold, dispatch, first chunk."""
 
 from __future__ import annotations
 
+import base64
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from fastapi import Request
@@ -16,15 +19,60 @@ from lexora_contracts.messages import (
     ReserveRequest,
     UsageEvent,
 )
-from lexora_gateway import jobs, ratelimit
-from lexora_gateway.dispatch import GenerationStream, NoRouter
+from lexora_contracts.registry import ModelKind, ModelRecord, Pricing
+from lexora_gateway import jobs, ratelimit, vision
+from lexora_gateway.dispatch import GenerationStream, Job, NoRouter
 from lexora_gateway.state import GatewayState
 from lexora_runtime.bus import call, publish_usage_event
 from lexora_runtime.logs import request_id_var
 
 
+@dataclass(frozen=True)
+class JobTicket:
+    """What is known of a job before its model is resolved: enough to record a refusal."""
+
+    model_id: str
+    kind: ModelKind
+    endpoint: str
+    stream: bool
+    request_id: str
+    received_at: float
+    subject: str = subjects.ROUTER_GENERATION_START
+
+
+# Given the model and the price in force, decide the credit hold (may refuse the request) and
+# return it with the builder of the router request for that hold.
+Prepare = Callable[[ModelRecord, Pricing], tuple[int, Callable[[int], Job]]]
+
+
 async def start_chat_job(
     http: Request, state: GatewayState, identity: Identity, job: jobs.ChatJob, request_id: str, received_at: float
+) -> tuple[GenerationStream, GenerationChunk]:
+    """Admit, hold credit, dispatch a chat job; returns the live stream and its first delta (or final chunk)."""
+
+    def prepare(model: ModelRecord, pricing: Pricing) -> tuple[int, Callable[[int], Job]]:
+        max_tokens = jobs.resolve_max_tokens(job, model)
+        reserved = jobs.reservation_micro(job, model, pricing, max_tokens)
+        timeout = state.settings.job_timeout_s
+        return reserved, lambda held: jobs.generation_request(
+            job, model, pricing, identity, request_id, max_tokens, held, received_at, timeout
+        )
+
+    async def images(model: ModelRecord) -> None:
+        # Checked, refused without vision, fetched: before the hold, recorded at cost 0 when refused.
+        await vision.prepare(job.images, model, state.settings, state.nc.max_payload)
+
+    ticket = JobTicket(job.model, "chat", job.endpoint, job.stream, request_id, received_at)
+    return await start_job(http, state, identity, ticket, prepare, images if job.images else None)
+
+
+async def start_job(
+    http: Request,
+    state: GatewayState,
+    identity: Identity,
+    ticket: JobTicket,
+    prepare: Prepare,
+    admitted: Callable[[ModelRecord], Awaitable[None]] | None = None,
 ) -> tuple[GenerationStream, GenerationChunk]:
     """Admit, hold credit, dispatch; returns the live stream and its first delta (or final chunk).
 
@@ -32,12 +80,14 @@ async def start_chat_job(
     for them. Every outcome is on record exactly once: a job a router took is recorded by that
     router; one refused before dispatch (unknown model, limits, credit) is recorded here, at cost 0.
     """
+    request_id, received_at = ticket.request_id, ticket.received_at
     request_id_var.set(request_id)  # carried to billing and the router in NATS headers
     try:
-        model = await ratelimit.admit_chat(http, state, identity, job.model)
-        max_tokens = jobs.resolve_max_tokens(job, model)
+        model = await ratelimit.admit_model(http, state, identity, ticket.model_id, ticket.kind)
+        if admitted is not None:  # work the job needs once its model is known (a chat job's images)
+            await admitted(model)
         pricing = model.pricing_at(datetime.fromtimestamp(received_at, UTC))  # the price when it arrived
-        reserved = jobs.reservation_micro(job, model, pricing, max_tokens)
+        reserved, build = prepare(model, pricing)
         if reserved:
             await call(
                 state.nc,
@@ -53,17 +103,14 @@ async def start_chat_job(
                 ReserveReply,
             )
     except LexoraError as exc:
-        await _record_failure(state, identity, job, request_id, received_at, exc)
+        await _record_failure(state, identity, ticket, exc)
         raise
-    request = jobs.generation_request(
-        job, model, pricing, identity, request_id, max_tokens, reserved, received_at, state.settings.job_timeout_s
-    )
-    stream = GenerationStream(state.nc, request)
+    stream = GenerationStream(state.nc, build(reserved), ticket.subject)
     try:
         await stream.start()
         first = await stream.next()
     except NoRouter as exc:
-        await _record_failure(state, identity, job, request_id, received_at, exc, model.id, reserved)
+        await _record_failure(state, identity, ticket, exc, model.id, reserved)
         await stream.close()
         raise
     except BaseException:
@@ -75,9 +122,7 @@ async def start_chat_job(
 async def _record_failure(
     state: GatewayState,
     identity: Identity,
-    job: jobs.ChatJob,
-    request_id: str,
-    received_at: float,
+    ticket: JobTicket,
     error: LexoraError,
     model_id: str | None = None,
     reserved_micro: int = 0,
@@ -86,17 +131,17 @@ async def _record_failure(
     await publish_usage_event(
         state.js,
         UsageEvent(
-            request_id=request_id,
+            request_id=ticket.request_id,
             account_id=identity.account_id,
             key_id=identity.key_id,
-            model=model_id or job.model,
-            endpoint=job.endpoint,
+            model=model_id or ticket.model_id,
+            endpoint=ticket.endpoint,
             status_code=error.status,
             error_type=error.type,
             reserved_micro=reserved_micro,
-            stream=job.stream,
-            received_at=received_at,
-            latency_ms=int((time.time() - received_at) * 1000),
+            stream=ticket.stream,
+            received_at=ticket.received_at,
+            latency_ms=int((time.time() - ticket.received_at) * 1000),
         ),
     )
 
@@ -110,4 +155,16 @@ async def collect(stream: GenerationStream, first: GenerationChunk) -> tuple[str
             parts.append(chunk.text)
         if chunk.kind == "done":
             return "".join(parts), chunk
+        chunk = await stream.next()
+
+
+async def collect_binary(stream: GenerationStream, first: GenerationChunk) -> tuple[bytes, GenerationChunk]:
+    """A binary result (embedding vectors, a PNG) reassembled from its slices, and the final chunk."""
+    parts = []
+    chunk = first
+    while True:
+        if chunk.kind == "delta" and chunk.data:
+            parts.append(base64.b64decode(chunk.data))
+        if chunk.kind == "done":
+            return b"".join(parts), chunk
         chunk = await stream.next()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from nats.aio.msg import Msg
 
@@ -11,11 +14,14 @@ from lexora_contracts import subjects
 from lexora_contracts.messages import (
     CancelGeneration,
     CountTokensRequest,
+    EmbeddingJob,
     GenerationRequest,
     HealthProbe,
     HealthReply,
+    ImageJob,
+    JobHeader,
 )
-from lexora_router.generation import Router
+from lexora_router.generation import Outcome, Router
 from lexora_router.routing import PolicyName, make_policy
 from lexora_router.settings import RouterSettings
 from lexora_router.triton_engine import TritonEngine
@@ -26,6 +32,7 @@ from lexora_runtime.model_registry import ModelRegistryView
 from lexora_runtime.service import ServiceContext, run_until_stopped
 
 log = logging.getLogger("lexora.router")
+J = TypeVar("J", GenerationRequest, JobHeader)
 
 
 async def serve(settings: RouterSettings, ctx: ServiceContext) -> None:
@@ -46,23 +53,32 @@ async def serve(settings: RouterSettings, ctx: ServiceContext) -> None:
         max_job_s=settings.max_job_s,
     )
 
-    async def on_generate(msg: Msg) -> None:
-        if not msg.reply:
-            return
-        try:
-            request = GenerationRequest.model_validate_json(msg.data)
-        except ValueError:
-            log.error("dropping malformed generation request")
-            return
+    def job_handler(
+        model: type[J], work: Callable[[J, str, Outcome], Awaitable[None]] | None
+    ) -> Callable[[Msg], Awaitable[None]]:
+        """A subscription callback that runs each job as its own task, streaming to the reply inbox."""
 
-        async def job() -> None:
-            request_id_var.set(request.request_id)
+        async def on_job(msg: Msg) -> None:
+            if not msg.reply:
+                return
             try:
-                await router.run(request, msg.reply)
-            finally:
-                router.jobs.pop(request.request_id, None)
+                request = model.model_validate_json(msg.data)
+            except ValueError:
+                log.error("dropping malformed job", extra={"fields": {"subject": msg.subject}})
+                return
+            reply = msg.reply
 
-        router.jobs[request.request_id] = asyncio.create_task(job())
+            async def job() -> None:
+                request_id_var.set(request.request_id)
+                try:
+                    run = None if work is None else functools.partial(work, request, reply)
+                    await router.run(request, reply, run)
+                finally:
+                    router.jobs.pop(request.request_id, None)
+
+            router.jobs[request.request_id] = asyncio.create_task(job())
+
+        return on_job
 
     async def on_cancel(msg: Msg) -> None:
         router.cancel(CancelGeneration.model_validate_json(msg.data).request_id)
@@ -76,7 +92,10 @@ async def serve(settings: RouterSettings, ctx: ServiceContext) -> None:
         status = "ok" if all(v == "ok" for v in checks.values()) else "degraded"
         return HealthReply(service="router", status=status, checks=checks)
 
-    await ctx.nc.subscribe(subjects.ROUTER_GENERATION_START, queue=subjects.SERVICE_QUEUE["router"], cb=on_generate)
+    queue = subjects.SERVICE_QUEUE["router"]
+    await ctx.nc.subscribe(subjects.ROUTER_GENERATION_START, queue=queue, cb=job_handler(GenerationRequest, None))
+    await ctx.nc.subscribe(subjects.ROUTER_EMBEDDING_CREATE, queue=queue, cb=job_handler(EmbeddingJob, router.embed))
+    await ctx.nc.subscribe(subjects.ROUTER_IMAGE_CREATE, queue=queue, cb=job_handler(ImageJob, router.paint))
     await ctx.nc.subscribe(subjects.ROUTER_GENERATION_CANCEL, cb=on_cancel)
     await ctx.start_service(
         "router",

@@ -8,6 +8,7 @@ message, so a completed request is durably on record before its answer is.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections import Counter
@@ -22,13 +23,18 @@ from lexora_contracts.errors import InvalidRequest, JobTimeout, LexoraError, Mod
 from lexora_contracts.messages import (
     CountTokensReply,
     CountTokensRequest,
+    EmbeddingJob,
     GenerationChunk,
     GenerationRequest,
+    ImageJob,
+    JobHeader,
     UsageEvent,
 )
-from lexora_contracts.money import request_cost_pico
+from lexora_contracts.money import image_cost_pico, request_cost_pico
+from lexora_router import triton_media
 from lexora_router.routing import RoutingPolicy
 from lexora_router.triton_engine import EngineRejected, EngineUnreachable, TritonEngine
+from lexora_router.triton_media import Embeddings
 from lexora_runtime.bus import encode, publish_usage_event
 from lexora_runtime.metrics import ServiceMetrics
 from lexora_runtime.model_registry import ModelRegistryView
@@ -36,6 +42,8 @@ from lexora_runtime.model_registry import ModelRegistryView
 log = logging.getLogger("lexora.router")
 
 T = TypeVar("T")
+Job = GenerationRequest | JobHeader
+BINARY_SLICE_BYTES = 256 * 1024
 CLIENT_CLOSED = 499  # nginx's code for "client closed request": charged for what was produced
 
 
@@ -48,6 +56,7 @@ class Outcome:
     stop_sequence: str | None = None
     error: LexoraError | None = None
     endpoint: str | None = None
+    images: int = 0
 
 
 @dataclass
@@ -70,14 +79,20 @@ class Router:
             self.cancelled_by_client.add(request_id)
             task.cancel()
 
-    async def run(self, request: GenerationRequest, reply: str) -> None:
+    async def run(self, request: Job, reply: str, work: Callable[[Outcome], Awaitable[None]] | None = None) -> None:
+        """Run a job (by default: generate text for a GenerationRequest) under its deadline, record
+        its outcome exactly once, then send the final chunk."""
         started = time.monotonic()
         outcome = Outcome()
         await self._send(reply, GenerationChunk(kind="accepted"))
         try:
             timeout = min(request.deadline - time.time(), self.max_job_s)
             async with asyncio.timeout(max(timeout, 0)):
-                await self._generate(request, reply, outcome)
+                if work is not None:
+                    await work(outcome)
+                else:
+                    assert isinstance(request, GenerationRequest)
+                    await self._generate(request, reply, outcome)
         except TimeoutError:
             outcome.status_code, outcome.error = (
                 504,
@@ -106,6 +121,7 @@ class Router:
                     finish_reason=outcome.finish_reason,
                     stop_sequence=outcome.stop_sequence,
                     cost_pico=cost,
+                    images=outcome.images,
                 ),
             )
         log.info(
@@ -117,6 +133,7 @@ class Router:
                     "endpoint": outcome.endpoint,
                     "prompt_tokens": outcome.prompt_tokens,
                     "completion_tokens": outcome.completion_tokens,
+                    "images": outcome.images,
                     "cost_pico": cost,
                     "ms": int((time.monotonic() - started) * 1000),
                 }
@@ -146,6 +163,33 @@ class Router:
                     outcome.stop_sequence = output.stop_word
 
         await self._on_an_endpoint(request.model, stream_from)
+
+    async def embed(self, request: EmbeddingJob, reply: str, outcome: Outcome) -> None:
+        """Embed every input in one engine call; the vectors go back as float32 bytes in slices."""
+
+        async def embed_on(address: str, triton_model: str) -> Embeddings:
+            outcome.endpoint = address
+            return await triton_media.embed(self.engine, address, triton_model, request.inputs)
+
+        result = await self._on_an_endpoint(request.model, embed_on)
+        outcome.prompt_tokens = result.tokens
+        await self._send_binary(reply, result.vectors.tobytes())
+
+    async def paint(self, request: ImageJob, reply: str, outcome: Outcome) -> None:
+        """Generate one image; the PNG goes back in slices. Charged per image, only on success."""
+
+        async def paint_on(address: str, triton_model: str) -> bytes:
+            outcome.endpoint = address
+            return await triton_media.paint(self.engine, address, triton_model, request)
+
+        png = await self._on_an_endpoint(request.model, paint_on)
+        await self._send_binary(reply, png)
+        outcome.images = 1
+
+    async def _send_binary(self, reply: str, data: bytes) -> None:
+        # Slices keep every message well under NATS's default 1 MB payload limit.
+        for piece in triton_media.slices(data, BINARY_SLICE_BYTES):
+            await self._send(reply, GenerationChunk(kind="delta", data=base64.b64encode(piece).decode()))
 
     async def count_tokens(self, request: CountTokensRequest) -> CountTokensReply:
         async def count_on(address: str, triton_model: str) -> int:
@@ -178,7 +222,7 @@ class Router:
         raise ModelUnavailable(f"No reachable instance of {model_id}; retry in 30 seconds")
 
     @staticmethod
-    def _cost(request: GenerationRequest, outcome: Outcome) -> int:
+    def _cost(request: Job, outcome: Outcome) -> int:
         if outcome.error is not None:
             return 0  # failed jobs are not charged
         return request_cost_pico(
@@ -186,9 +230,9 @@ class Router:
             outcome.completion_tokens,
             request.pricing.input_micro_per_mtok,
             request.pricing.output_micro_per_mtok,
-        )
+        ) + image_cost_pico(outcome.images, request.pricing.image_micro)
 
-    async def _record(self, request: GenerationRequest, outcome: Outcome, cost: int, started: float) -> None:
+    async def _record(self, request: Job, outcome: Outcome, cost: int, started: float) -> None:
         event = UsageEvent(
             request_id=request.request_id,
             account_id=request.account_id,
@@ -203,6 +247,7 @@ class Router:
             reserved_micro=request.reserved_micro,
             finish_reason=outcome.finish_reason,
             stream=request.stream,
+            thinking_used=getattr(request, "reasoning", False) and outcome.completion_tokens > 0,
             received_at=request.received_at,
             latency_ms=int((time.time() - request.received_at) * 1000),
         )

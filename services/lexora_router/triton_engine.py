@@ -61,7 +61,9 @@ def to_triton(tensors: Tensors, batched: bool) -> list[InferInput]:
 
 def _chat_inputs(messages: list[ChatTurn], max_tokens: int, raw_prompt: str | None = None) -> Tensors:
     chat = raw_prompt is None
-    text = json.dumps([m.model_dump() for m in messages]) if chat else raw_prompt
+    # {"role", "content": str} per turn; a turn with images has OpenAI-style content parts instead
+    # (text and image_url data URIs, in order) for a vision model (TensorRT-LLM multimodal, Python backend).
+    text = json.dumps([m.engine_message() for m in messages]) if chat else raw_prompt
     return [
         _tensor("text_input", "BYTES", np.array([text.encode()], dtype=np.object_)),
         _tensor("apply_chat_template", "BOOL", np.array([chat], dtype=bool)),
@@ -94,6 +96,8 @@ def build_inputs(request: GenerationRequest) -> Tensors:
         inputs.append(_tensor("seed", "UINT64", np.array([request.seed], dtype=np.uint64)))
     if request.stop:
         inputs.append(_tensor("stop_words", "BYTES", np.array([s.encode() for s in request.stop], dtype=np.object_)))
+    if request.reasoning_budget is not None:  # reasoning models only (docs/architecture.md)
+        inputs.append(_tensor("reasoning_budget", "INT32", np.array([request.reasoning_budget], dtype=np.int32)))
     return inputs
 
 
@@ -193,6 +197,20 @@ class TritonEngine:
         finally:
             # Tells Triton to stop generating when the caller went away early.
             responses.cancel()
+
+    async def infer(self, address: str, model: str, tensors: Tensors, outputs: tuple[str, ...]) -> object:
+        """One request, one response (embedding and image models are not decoupled). Raises
+        EngineUnreachable when nothing could be asked, EngineRejected when the model refused."""
+        inputs = to_triton(tensors, await self._takes_batches(address, model))
+        try:
+            return await self._client(address).infer(
+                model, inputs, outputs=[InferRequestedOutput(name) for name in outputs]
+            )
+        except InferenceServerException as exc:
+            status, message = str(exc.status() or ""), str(exc.message() or "")
+            if "UNAVAILABLE" in status or "unknown model" in message or "NOT_FOUND" in status:
+                raise EngineUnreachable(f"{address}: {status or message}") from exc
+            raise EngineRejected(message or status) from exc
 
     async def close(self) -> None:
         for client in self._clients.values():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import openai
-import pytest
 
 from lexora_contracts.money import request_cost_pico
 from lexora_dev.catalog import LOCAL_CHAT_MODEL
@@ -42,10 +41,3 @@ def test_streamed_completion_matches_the_whole_one(lexora: RunningStack) -> None
     chunks = list(client.completions.create(**args, stream=True, stream_options={"include_usage": True}))
     assert "".join(c.choices[0].text for c in chunks if c.choices) == whole
     assert chunks[-1].usage.completion_tokens > 0 and chunks[-1].choices == []
-
-
-def test_several_prompts_in_one_request_are_refused_clearly(lexora: RunningStack) -> None:
-    account = lexora.create_account()
-    with pytest.raises(openai.BadRequestError) as caught:
-        sdk(lexora, account.api_key).completions.create(model=LOCAL_CHAT_MODEL, prompt=["a", "b"])
-    assert caught.value.body["param"] == "prompt"

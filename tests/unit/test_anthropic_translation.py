@@ -47,32 +47,39 @@ def test_sampling_parameters_carry_over() -> None:
     assert (job.temperature, job.top_p, job.top_k) == (0.2, 0.9, 40)
 
 
-@pytest.mark.parametrize(
-    ("content", "param"),
-    [
-        (
-            [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}],
-            "messages[0].content[0]",
-        ),
-        (
-            [
-                {
-                    "type": "tool_result",
-                    "tool_use_id": "t1",
-                    "content": [{"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}],
-                }
-            ],
-            "messages[0].content[0]",
-        ),
-    ],
-)
-def test_content_the_engine_cannot_take_is_refused_naming_the_block(content: list, param: str) -> None:
+PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg=="
+
+
+def test_image_blocks_are_gathered_in_order_naming_their_fields() -> None:
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}}
+    url_image = {"type": "image", "source": {"type": "url", "url": "https://images.example/y.png"}}
+    content = [
+        {"type": "text", "text": "Compare"},
+        image,
+        {"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "r"}, url_image]},
+    ]
+    job = fmt.to_job(
+        MessagesRequest.model_validate(
+            {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": content}]}
+        )
+    )
+    # In the order the engine reads them: a message's tool results are turns before its own text.
+    assert [(t.role, t.content) for t in job.messages] == [("tool", "r"), ("user", "Compare")]
+    assert [(p.param, p.offset, p.turn.role if p.turn else None) for p in job.images] == [
+        ("messages[0].content[2].content[1].source.url", 1, "tool"),
+        ("messages[0].content[1].source.data", 7, "user"),
+    ]
+    assert job.images[0].url == "https://images.example/y.png" and job.images[1].declared_type == "image/png"
+
+
+def test_image_blocks_outside_user_messages_are_refused_naming_the_block() -> None:
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}}
     body = MessagesRequest.model_validate(
-        {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": content}]}
+        {"model": "m", "max_tokens": 5, "messages": [{"role": "assistant", "content": [image]}]}
     )
     with pytest.raises(InvalidRequest) as caught:
         fmt.to_job(body)
-    assert caught.value.param == param
+    assert caught.value.param == "messages[0].content[0]"
 
 
 TOOLS = [{"name": "get_weather", "description": "Weather now", "input_schema": {"type": "object"}}]

@@ -1,0 +1,51 @@
+"""The `/v1/images/generations` request body: Lexora's FLUX parameters, plus OpenAI's `size`."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MIN_SIDE, MAX_SIDE, DEFAULT_SIDE = 256, 2048, 768
+SIDE_MULTIPLE = 16  # FLUX packs 2x2 patches of latents 8x smaller than the image
+MAX_PROMPT_CHARS = 4000
+_SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+
+
+class ImageGenerationRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1)
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    width: int = Field(default=DEFAULT_SIDE, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIDE_MULTIPLE)
+    height: int = Field(default=DEFAULT_SIDE, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIDE_MULTIPLE)
+    # OpenAI clients send the size as "WIDTHxHEIGHT" instead; it must agree with width/height if both come.
+    size: str | None = None
+    num_inference_steps: int = Field(default=4, ge=1, le=50)
+    guidance_scale: float = Field(default=0.0, ge=0, le=20)
+    n: Literal[1] = 1  # one image per request
+    response_format: Literal["b64_json"] = "b64_json"  # no hosted URLs: the image comes in the response
+    output_format: Literal["png"] = "png"
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    stream: Literal[False] = False
+    user: str | None = None
+
+    @model_validator(mode="after")
+    def _size(self) -> ImageGenerationRequest:
+        if self.size is None or self.size == "auto":
+            return self
+        match = _SIZE.match(self.size)
+        if match is None:
+            raise ValueError(f"size must look like '768x768' (width x height), not {self.size!r}")
+        width, height = int(match[1]), int(match[2])
+        for side, value in (("width", width), ("height", height)):
+            if not MIN_SIDE <= value <= MAX_SIDE or value % SIDE_MULTIPLE:
+                raise ValueError(
+                    f"size {self.size!r}: {side} must be {MIN_SIDE}-{MAX_SIDE} and a multiple of {SIDE_MULTIPLE}"
+                )
+        given = self.model_fields_set
+        if ("width" in given and self.width != width) or ("height" in given and self.height != height):
+            raise ValueError(f"size {self.size!r} disagrees with width={self.width}, height={self.height}")
+        self.width, self.height = width, height
+        return self

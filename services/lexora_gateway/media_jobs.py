@@ -1,0 +1,129 @@
+"""Embedding and image jobs, protocol-free: the credit hold, the router request and the response
+bodies, as pure functions of the request, the model record and the price."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from lexora_contracts.embeddings import EmbeddingsRequest
+from lexora_contracts.errors import InvalidRequest
+from lexora_contracts.images import ImageGenerationRequest
+from lexora_contracts.messages import EmbeddingJob, Identity, ImageJob
+from lexora_contracts.money import ceil_micro, image_cost_pico, pico_to_usd, token_cost_pico
+from lexora_contracts.registry import ModelRecord, Pricing
+
+# WordPiece and byte-level BPE tokens cover at least one byte of text each; the model adds its
+# special tokens ([CLS], [SEP]) on top.
+EMBEDDING_SPECIAL_TOKENS = 2
+JobBuilder = Callable[[int], EmbeddingJob | ImageJob]  # the router request, given the credit held
+
+
+def check_dimensions(body: EmbeddingsRequest, model: ModelRecord) -> None:
+    """`dimensions` may only restate the model's native size: shortening is only meaningful for
+    models trained for it, which none served here is."""
+    if body.dimensions is None or body.dimensions == model.embedding_dimensions:
+        return
+    native = f"{model.embedding_dimensions}" if model.embedding_dimensions else "fixed"
+    raise InvalidRequest(
+        f"{model.id} produces {native}-dimensional embeddings and cannot shorten them; omit dimensions",
+        param="dimensions",
+    )
+
+
+def embedding_token_bound(texts: list[str], context_length: int) -> int:
+    """The most tokens these inputs can cost: an input over the model's context is refused whole."""
+    return sum(min(len(text.encode()) + EMBEDDING_SPECIAL_TOKENS, context_length) for text in texts)
+
+
+def embedding_reservation_micro(texts: list[str], model: ModelRecord, pricing: Pricing) -> int:
+    if pricing.is_free:
+        return 0
+    bound = token_cost_pico(embedding_token_bound(texts, model.context_length), pricing.input_micro_per_mtok)
+    return ceil_micro(bound) + 1  # + the sub-micro remainder the account may carry
+
+
+def image_reservation_micro(pricing: Pricing) -> int:
+    return 0 if pricing.is_free else ceil_micro(image_cost_pico(1, pricing.image_micro)) + 1
+
+
+def embedding_job(
+    body: EmbeddingsRequest,
+    model: ModelRecord,
+    pricing: Pricing,
+    identity: Identity,
+    request_id: str,
+    reserved_micro: int,
+    received_at: float,
+    job_timeout_s: float,
+) -> EmbeddingJob:
+    return EmbeddingJob(
+        request_id=request_id,
+        account_id=identity.account_id,
+        key_id=identity.key_id,
+        model=model.id,
+        inputs=body.texts(),
+        deadline=received_at + job_timeout_s,
+        pricing=pricing,
+        reserved_micro=reserved_micro,
+        received_at=received_at,
+    )
+
+
+def image_job(
+    body: ImageGenerationRequest,
+    model: ModelRecord,
+    pricing: Pricing,
+    identity: Identity,
+    request_id: str,
+    reserved_micro: int,
+    received_at: float,
+    job_timeout_s: float,
+) -> ImageJob:
+    return ImageJob(
+        request_id=request_id,
+        account_id=identity.account_id,
+        key_id=identity.key_id,
+        model=model.id,
+        prompt=body.prompt,
+        width=body.width,
+        height=body.height,
+        num_inference_steps=body.num_inference_steps,
+        guidance_scale=body.guidance_scale,
+        seed=body.seed,
+        deadline=received_at + job_timeout_s,
+        pricing=pricing,
+        reserved_micro=reserved_micro,
+        received_at=received_at,
+    )
+
+
+def embeddings_body(
+    model_id: str, vectors: bytes, count: int, encoding_format: str, tokens: int, cost_pico: int
+) -> dict[str, Any]:
+    """OpenAI's embedding list. `vectors` is float32 little-endian, `count` rows; base64 items are
+    each row's raw float32 bytes, which is what the SDKs decode."""
+    matrix = np.frombuffer(vectors, dtype="<f4").reshape(count, -1)
+    if encoding_format == "base64":
+        items: list[Any] = [base64.b64encode(row.tobytes()).decode() for row in matrix]
+    else:
+        items = matrix.tolist()
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": item} for i, item in enumerate(items)],
+        "model": model_id,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "cost": pico_to_usd(cost_pico)},
+    }
+
+
+def image_body(body: ImageGenerationRequest, png: bytes, created: int, images: int, cost_pico: int) -> dict[str, Any]:
+    return {
+        "created": created,
+        "data": [{"b64_json": base64.b64encode(png).decode()}],
+        "output_format": "png",
+        "size": f"{body.width}x{body.height}",
+        "usage": {"images": images, "cost": pico_to_usd(cost_pico)},
+    }

@@ -1,0 +1,78 @@
+"""OpenAI's embeddings and image generation routes. Thin: parse, hold credit, run, shape."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from lexora_contracts import subjects
+from lexora_contracts.embeddings import EmbeddingsRequest
+from lexora_contracts.images import ImageGenerationRequest
+from lexora_contracts.registry import ModelRecord, Pricing
+from lexora_gateway import media_jobs, openai_chat
+from lexora_gateway.authn import authenticate
+from lexora_gateway.http import JSONBody, parse_body
+from lexora_gateway.state import StateDep
+from lexora_gateway.submit import JobTicket, collect_binary, start_job
+
+router = APIRouter()
+
+
+@router.post("/embeddings", response_model=None)
+async def embeddings(request: Request, state: StateDep) -> Response:
+    received_at = time.time()
+    identity = await authenticate(request, state)
+    body = parse_body(EmbeddingsRequest, await request.body())
+    request_id = openai_chat.new_request_id("embd")
+    texts = body.texts()
+
+    def prepare(model: ModelRecord, pricing: Pricing) -> tuple[int, media_jobs.JobBuilder]:
+        media_jobs.check_dimensions(body, model)
+        timeout = state.settings.job_timeout_s
+        return media_jobs.embedding_reservation_micro(texts, model, pricing), lambda held: media_jobs.embedding_job(
+            body, model, pricing, identity, request_id, held, received_at, timeout
+        )
+
+    ticket = JobTicket(
+        body.model, "embedding", "/v1/embeddings", False, request_id, received_at, subjects.ROUTER_EMBEDDING_CREATE
+    )
+    stream, first = await start_job(request, state, identity, ticket, prepare)
+    try:
+        vectors, done = await collect_binary(stream, first)
+    finally:
+        await stream.release()
+    return JSONBody(
+        media_jobs.embeddings_body(
+            stream.request.model, vectors, len(texts), body.encoding_format, done.prompt_tokens, done.cost_pico
+        ),
+        headers={"X-Request-Id": request_id},
+    )
+
+
+@router.post("/images/generations", response_model=None)
+async def image_generations(request: Request, state: StateDep) -> Response:
+    received_at = time.time()
+    identity = await authenticate(request, state)
+    body = parse_body(ImageGenerationRequest, await request.body())
+    request_id = openai_chat.new_request_id("img")
+
+    def prepare(model: ModelRecord, pricing: Pricing) -> tuple[int, media_jobs.JobBuilder]:
+        timeout = state.settings.job_timeout_s
+        return media_jobs.image_reservation_micro(pricing), lambda held: media_jobs.image_job(
+            body, model, pricing, identity, request_id, held, received_at, timeout
+        )
+
+    ticket = JobTicket(
+        body.model, "image", "/v1/images/generations", False, request_id, received_at, subjects.ROUTER_IMAGE_CREATE
+    )
+    stream, first = await start_job(request, state, identity, ticket, prepare)
+    try:
+        png, done = await collect_binary(stream, first)
+    finally:
+        await stream.release()
+    return JSONBody(
+        media_jobs.image_body(body, png, int(received_at), done.images, done.cost_pico),
+        headers={"X-Request-Id": request_id},
+    )
