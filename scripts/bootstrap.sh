@@ -24,5 +24,16 @@ echo "[bootstrap] installing Lexora into .venv (the first time compiles llama-cp
 # The tiny FLUX pipeline that flux-1-schnell serves locally (built on first Triton start anyway;
 # doing it here keeps that first start quick). Idempotent; a few seconds.
 .venv/bin/python -m lexora_dev.flux_weights >/dev/null
+# LiteLLM for the tests that use it as a client, in a virtualenv of its own: litellm 1.106.2 pins
+# openai<3, below ours. Its completion() imports `mcp` whenever tools are passed (a dependency only
+# its [proxy] extra declares), so mcp comes along.
+LITELLM_VENV=.venv/litellm-client
+if ! "$LITELLM_VENV/bin/python" -c "import importlib.metadata as m, sys; m.version('mcp'); \
+    sys.exit(m.version('litellm') != '1.106.2')" 2>/dev/null; then
+  echo "[bootstrap] installing litellm==1.106.2 into $LITELLM_VENV (the LiteLLM client tests)"
+  "$PYTHON" -m venv "$LITELLM_VENV"
+  "$LITELLM_VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$LITELLM_VENV/bin/python" -m pip install --quiet "litellm==1.106.2" "mcp>=2.2,<3"
+fi
 touch "$STAMP"
 echo "[bootstrap] done"

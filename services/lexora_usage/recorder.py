@@ -11,6 +11,15 @@ from lexora_contracts.messages import UsageEvent
 from lexora_runtime.db import insert_ignoring_duplicates
 from lexora_runtime.schema import usage_records
 
+MODEL_CHARS = usage_records.c.model.type.length
+
+
+def storable_model(model: str) -> str:
+    """The model name as the column can hold it. A refused request records the name the client
+    sent (any JSON string): Postgres rejects NUL and anything past the column's length, and an
+    event that cannot be stored would be redelivered for ever."""
+    return model.replace("\x00", "\ufffd")[:MODEL_CHARS]
+
 
 class UsageRecorder:
     def __init__(self, engine: AsyncEngine, url: str):
@@ -25,7 +34,7 @@ class UsageRecorder:
                     request_id=event.request_id,
                     account_id=event.account_id,
                     key_id=event.key_id,
-                    model=event.model,
+                    model=storable_model(event.model),
                     endpoint=event.endpoint,
                     status_code=event.status_code,
                     error_type=event.error_type,

@@ -110,9 +110,9 @@ def test_unknown_route_is_404_in_the_envelope(lexora: RunningStack) -> None:
 
 @pytest.fixture(scope="module")
 def impatient_gateway(lexora: RunningStack) -> str:
-    """A second gateway on the same platform whose jobs time out after three seconds: time enough
+    """A second gateway on the same platform whose jobs time out after five seconds: time enough
     for the first tokens on a busy machine, far too little for the long answers asked for here."""
-    return lexora.start_gateway(job_timeout_s=3.0)
+    return lexora.start_gateway(job_timeout_s=5.0)
 
 
 def test_job_over_the_time_limit_is_504_and_not_charged(lexora: RunningStack, impatient_gateway: str) -> None:

@@ -190,7 +190,7 @@ def test_bearer_auth_works_too(lexora: RunningStack) -> None:
 
 
 def test_error_after_streaming_began_is_an_error_event(lexora: RunningStack) -> None:
-    impatient = lexora.start_gateway(job_timeout_s=3.0)
+    impatient = lexora.start_gateway(job_timeout_s=5.0)
     account = lexora.create_account()
     with httpx.stream(
         "POST",
