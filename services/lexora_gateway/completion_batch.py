@@ -16,7 +16,6 @@ All or nothing, as far as it can be:
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -25,17 +24,15 @@ import orjson
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
-from lexora_contracts import subjects
 from lexora_contracts.errors import InternalError, InvalidRequest, LexoraError
-from lexora_contracts.messages import GenerationChunk, Identity, ReserveReply, ReserveRequest, UsageEvent
+from lexora_contracts.messages import GenerationChunk, Identity
 from lexora_contracts.openai import CompletionRequest
 from lexora_gateway import jobs, openai_chat, ratelimit
 from lexora_gateway.dispatch import GenerationStream, NoRouter
 from lexora_gateway.errors import sse_error_event
 from lexora_gateway.http import JSONBody
 from lexora_gateway.state import GatewayState
-from lexora_gateway.submit import collect
-from lexora_runtime.bus import call, publish_usage_event
+from lexora_gateway.submit import JobTicket, collect, hold_credit, record_refusal
 from lexora_runtime.logs import request_id_var
 
 T = TypeVar("T")
@@ -134,7 +131,7 @@ async def _start_all(
         # the holds that were placed.
         await asyncio.gather(
             *(
-                _record_refusal(state, identity, job, sub_id, received_at, exc, hold)
+                record_refusal(state, identity, _ticket(job, sub_id, received_at), exc, reserved_micro=hold)
                 for job, sub_id, hold in zip(batch, ids, holds, strict=True)
             )
         )
@@ -152,7 +149,8 @@ async def _start_all(
             await stream.start()
             return stream, await stream.next()
         except NoRouter as exc:  # no router took it, so none records it
-            await _record_refusal(state, identity, job, stream.request.request_id, received_at, exc, hold, model.id)
+            ticket = _ticket(job, stream.request.request_id, received_at)
+            await record_refusal(state, identity, ticket, exc, model.id, hold)
             await stream.close()
             raise
 
@@ -168,55 +166,16 @@ async def _start_all(
 
 
 async def _reserve(state: GatewayState, identity: Identity, request_id: str, amount: int) -> None:
-    if not amount:
-        return  # free models hold nothing
     request_id_var.set(request_id)
-    await call(
-        state.nc,
-        subjects.BILLING_CREDITS_RESERVE,
-        ReserveRequest(
-            request_id=request_id,
-            account_id=identity.account_id,
-            amount_micro=amount,
-            ttl_s=state.settings.job_timeout_s + state.settings.reservation_grace_s,
-            key_id=identity.key_id,
-            key_spend_limit_micro=identity.spend_limit_micro,
-        ),
-        ReserveReply,
-    )
+    await hold_credit(state, identity, request_id, amount)
+
+
+def _ticket(job: jobs.ChatJob, request_id: str, received_at: float) -> JobTicket:
+    return JobTicket(job.model, "chat", job.endpoint, job.stream, request_id, received_at)
 
 
 def _as_lexora_error(exc: BaseException) -> LexoraError:
     return exc if isinstance(exc, LexoraError) else InternalError("Internal error")
-
-
-async def _record_refusal(
-    state: GatewayState,
-    identity: Identity,
-    job: jobs.ChatJob,
-    request_id: str,
-    received_at: float,
-    error: LexoraError,
-    reserved_micro: int,
-    model_id: str | None = None,
-) -> None:
-    """A prompt no router took: the gateway records it (cost 0); billing releases its hold."""
-    await publish_usage_event(
-        state.js,
-        UsageEvent(
-            request_id=request_id,
-            account_id=identity.account_id,
-            key_id=identity.key_id,
-            model=model_id or job.model,
-            endpoint=job.endpoint,
-            status_code=error.status,
-            error_type=error.type,
-            reserved_micro=reserved_micro,
-            stream=job.stream,
-            received_at=received_at,
-            latency_ms=int((time.time() - received_at) * 1000),
-        ),
-    )
 
 
 async def _all_or_first_error(work: list[Awaitable[T]]) -> list[T]:

@@ -88,29 +88,16 @@ async def start_job(
             await admitted(model)
         pricing = model.pricing_at(datetime.fromtimestamp(received_at, UTC))  # the price when it arrived
         reserved, build = prepare(model, pricing)
-        if reserved:
-            await call(
-                state.nc,
-                subjects.BILLING_CREDITS_RESERVE,
-                ReserveRequest(
-                    request_id=request_id,
-                    account_id=identity.account_id,
-                    amount_micro=reserved,
-                    ttl_s=state.settings.job_timeout_s + state.settings.reservation_grace_s,
-                    key_id=identity.key_id,
-                    key_spend_limit_micro=identity.spend_limit_micro,
-                ),
-                ReserveReply,
-            )
+        await hold_credit(state, identity, request_id, reserved)
     except LexoraError as exc:
-        await _record_failure(state, identity, ticket, exc)
+        await record_refusal(state, identity, ticket, exc)
         raise
     stream = GenerationStream(state.nc, build(reserved), ticket.subject)
     try:
         await stream.start()
         first = await stream.next()
     except NoRouter as exc:
-        await _record_failure(state, identity, ticket, exc, model.id, reserved)
+        await record_refusal(state, identity, ticket, exc, model.id, reserved)
         await stream.close()
         raise
     except BaseException:
@@ -119,7 +106,27 @@ async def start_job(
     return stream, first
 
 
-async def _record_failure(
+async def hold_credit(state: GatewayState, identity: Identity, request_id: str, amount_micro: int) -> None:
+    """Hold credit for one job (402 when the account or the key's spend limit cannot cover it).
+    Free models hold nothing."""
+    if not amount_micro:
+        return
+    await call(
+        state.nc,
+        subjects.BILLING_CREDITS_RESERVE,
+        ReserveRequest(
+            request_id=request_id,
+            account_id=identity.account_id,
+            amount_micro=amount_micro,
+            ttl_s=state.settings.job_timeout_s + state.settings.reservation_grace_s,
+            key_id=identity.key_id,
+            key_spend_limit_micro=identity.spend_limit_micro,
+        ),
+        ReserveReply,
+    )
+
+
+async def record_refusal(
     state: GatewayState,
     identity: Identity,
     ticket: JobTicket,
