@@ -80,7 +80,7 @@ class MessagesRequest(_Block):
     system: str | list[TextBlock] | None = None
     temperature: float = Field(default=0.7, ge=0, le=1)
     top_p: float = Field(default=1.0, gt=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)
+    top_k: int | None = Field(default=None, ge=0, le=2**31 - 1)  # the engine takes an int32
     stop_sequences: list[str] = Field(default_factory=list, max_length=16)
     stream: bool = False
     metadata: dict[str, Any] | None = None

@@ -19,7 +19,7 @@ from typing import TypeVar
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from lexora_contracts.errors import InvalidRequest, JobTimeout, LexoraError, ModelUnavailable
+from lexora_contracts.errors import InternalError, InvalidRequest, JobTimeout, LexoraError, ModelUnavailable
 from lexora_contracts.messages import (
     CountTokensReply,
     CountTokensRequest,
@@ -105,6 +105,11 @@ class Router:
             outcome.status_code, outcome.finish_reason = CLIENT_CLOSED, "cancelled"
         except LexoraError as exc:
             outcome.status_code, outcome.error = exc.status, exc
+        except Exception:
+            # A bug must not leave the caller waiting for the deadline or the job off the record:
+            # it ends as a 500, not charged, like any failed job.
+            log.exception("job failed unexpectedly")
+            outcome.status_code, outcome.error = 500, InternalError("Internal error while running the job")
         finally:
             self.cancelled_by_client.discard(request.request_id)
         cost = self._cost(request, outcome)

@@ -197,3 +197,15 @@ def test_event_stream_transcript() -> None:
     assert events[3][1] == {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}}
     assert events[6][1]["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "END"}
     assert events[6][1]["usage"]["output_tokens"] == 2
+
+
+def test_top_k_beyond_the_engines_int32_is_refused_at_the_edge() -> None:
+    """A top_k the engine cannot take once crashed the router's job (fuzz finding): now a 400."""
+    from lexora_contracts.anthropic import MessagesRequest
+    from lexora_contracts.errors import InvalidRequest
+    from lexora_gateway.http import parse_body
+
+    body = b'{"model": "m", "max_tokens": 8, "top_k": 4294967296, "messages": [{"role": "user", "content": "hi"}]}'
+    with pytest.raises(InvalidRequest) as caught:
+        parse_body(MessagesRequest, body)
+    assert caught.value.param == "top_k"
