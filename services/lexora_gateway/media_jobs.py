@@ -50,8 +50,7 @@ def image_reservation_micro(pricing: Pricing) -> int:
     return 0 if pricing.is_free else ceil_micro(image_cost_pico(1, pricing.image_micro)) + 1
 
 
-def embedding_job(
-    body: EmbeddingsRequest,
+def job_header(
     model: ModelRecord,
     pricing: Pricing,
     identity: Identity,
@@ -59,45 +58,33 @@ def embedding_job(
     reserved_micro: int,
     received_at: float,
     job_timeout_s: float,
-) -> EmbeddingJob:
-    return EmbeddingJob(
-        request_id=request_id,
-        account_id=identity.account_id,
-        key_id=identity.key_id,
-        model=model.id,
-        inputs=body.texts(),
-        deadline=received_at + job_timeout_s,
-        pricing=pricing,
-        reserved_micro=reserved_micro,
-        received_at=received_at,
-    )
+) -> dict[str, Any]:
+    """The `JobHeader` fields every router job carries: who pays, at what price, the hold, the deadline."""
+    return {
+        "request_id": request_id,
+        "account_id": identity.account_id,
+        "key_id": identity.key_id,
+        "model": model.id,
+        "deadline": received_at + job_timeout_s,
+        "pricing": pricing,
+        "reserved_micro": reserved_micro,
+        "received_at": received_at,
+    }
 
 
-def image_job(
-    body: ImageGenerationRequest,
-    model: ModelRecord,
-    pricing: Pricing,
-    identity: Identity,
-    request_id: str,
-    reserved_micro: int,
-    received_at: float,
-    job_timeout_s: float,
-) -> ImageJob:
+def embedding_job(body: EmbeddingsRequest, header: dict[str, Any]) -> EmbeddingJob:
+    return EmbeddingJob(inputs=body.texts(), **header)
+
+
+def image_job(body: ImageGenerationRequest, header: dict[str, Any]) -> ImageJob:
     return ImageJob(
-        request_id=request_id,
-        account_id=identity.account_id,
-        key_id=identity.key_id,
-        model=model.id,
         prompt=body.prompt,
         width=body.width,
         height=body.height,
         num_inference_steps=body.num_inference_steps,
         guidance_scale=body.guidance_scale,
         seed=body.seed,
-        deadline=received_at + job_timeout_s,
-        pricing=pricing,
-        reserved_micro=reserved_micro,
-        received_at=received_at,
+        **header,
     )
 
 
