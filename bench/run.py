@@ -488,13 +488,17 @@ class Db:
         return next(iter(rows[0].values())) if rows else None
 
     def wait_settled(self, timeout: float = 180) -> float:
-        """Seconds until no reservation is held any more (settlement is asynchronous)."""
+        """Seconds until no reservation is held any more and usage has recorded every reserved
+        request (billing and usage consume the usage events independently, at their own pace)."""
         started = time.monotonic()
         while time.monotonic() - started < timeout:
-            if not self.value("SELECT count(*) FROM reservations WHERE status = 'held'"):
+            if not self.value(
+                """SELECT count(*) FROM reservations r WHERE r.status = 'held'
+                   OR NOT EXISTS (SELECT 1 FROM usage_records u WHERE u.request_id = r.request_id)"""
+            ):
                 return time.monotonic() - started
             time.sleep(0.25)
-        raise TimeoutError("reservations still held after the run")
+        raise TimeoutError("reservations still held, or requests not yet recorded by usage, after the run")
 
     def window_stats(self, where: str, *args: Any) -> dict[str, Any]:
         """Settlement figures for the reservations matching `where`, and their exactly-once check."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from pydantic import ValidationError
+
 from lexora_billing.ledger import Ledger, utcnow
 from lexora_billing.settings import BillingSettings
 from lexora_billing.topup_endpoints import TopUpEndpoints, stripe_from
@@ -27,7 +29,7 @@ from lexora_contracts.usage_api import (
     KeySpend,
     KeySpendRequest,
 )
-from lexora_runtime.bus import consume_usage_events
+from lexora_runtime.bus import PoisonEvent, consume_usage_event_batches
 from lexora_runtime.db import create_engine
 from lexora_runtime.metrics import create_metrics, serve_metrics
 from lexora_runtime.service import ServiceContext, health_of, run_until_stopped
@@ -38,6 +40,7 @@ log = logging.getLogger("lexora.billing")
 async def serve(settings: BillingSettings, ctx: ServiceContext) -> None:
     engine = create_engine(settings.database_url)
     ledger = Ledger(engine, settings.database_url)
+    await ledger.open(pool_size=settings.database_pool_size)
     metrics = create_metrics("billing")
     serve_metrics(metrics, settings.metrics_host, settings.metrics_port)
     stripe = stripe_from(settings)
@@ -92,10 +95,50 @@ async def serve(settings: BillingSettings, ctx: ServiceContext) -> None:
     async def health(_: HealthProbe) -> HealthReply:
         return await health_of("billing", database=ledger.ping)
 
-    async def settle(data: bytes) -> None:
-        event = UsageEvent.model_validate_json(data)
-        applied = await ledger.settle(event, utcnow())
-        metrics.requests.labels("billing", "settle", "applied" if applied else "duplicate").inc()
+    async def settle(events: list[bytes]) -> list[BaseException | None]:
+        """Settle a fetched batch in one transaction; if that fails, each event on its own, so
+        one event that cannot be settled never holds back the others."""
+        outcomes: list[BaseException | None] = [None] * len(events)
+        parsed: list[tuple[int, UsageEvent]] = []
+        for i, data in enumerate(events):
+            try:
+                parsed.append((i, UsageEvent.model_validate_json(data)))
+            except ValidationError as exc:
+                outcomes[i] = PoisonEvent(f"not a usage event: {exc.errors()[0]['msg']}")
+        if not parsed:
+            return outcomes
+        with metrics.latency.labels("billing", "settle_batch").time():
+            try:
+                applied = await ledger.settle_batch([event for _, event in parsed], utcnow())
+            except Exception:
+                log.warning(
+                    "settling a batch failed; settling its events one by one",
+                    extra={"fields": {"events": len(parsed)}},
+                    exc_info=True,
+                )
+                applied = await settle_one_by_one(parsed, outcomes)
+        count_settled(applied)
+        return outcomes
+
+    async def settle_one_by_one(
+        parsed: list[tuple[int, UsageEvent]], outcomes: list[BaseException | None]
+    ) -> list[bool]:
+        applied = []
+        for i, event in parsed:
+            try:
+                applied.append(await ledger.settle(event, utcnow()))
+            except Exception as exc:
+                log.exception("settling a usage event failed; it will be redelivered")
+                metrics.requests.labels("billing", "settle", "failed").inc()
+                outcomes[i] = exc
+        return applied
+
+    def count_settled(applied: list[bool]) -> None:
+        done = sum(applied)
+        if done:
+            metrics.requests.labels("billing", "settle", "applied").inc(done)
+        if len(applied) > done:
+            metrics.requests.labels("billing", "settle", "duplicate").inc(len(applied) - done)
 
     async def sweep() -> None:
         while True:
@@ -120,7 +163,11 @@ async def serve(settings: BillingSettings, ctx: ServiceContext) -> None:
         },
     )
     stop = asyncio.Event()
-    consumer = asyncio.create_task(consume_usage_events(ctx.js, subjects.BILLING_SETTLE_CONSUMER, settle, stop))
+    consumer = asyncio.create_task(
+        consume_usage_event_batches(
+            ctx.js, subjects.BILLING_SETTLE_CONSUMER, settle, stop, batch=settings.settle_batch_size
+        )
+    )
     sweeper = asyncio.create_task(sweep())
     try:
         await ctx.stopped_or_failed(consumer, sweeper)
@@ -129,6 +176,7 @@ async def serve(settings: BillingSettings, ctx: ServiceContext) -> None:
         sweeper.cancel()
         await asyncio.wait([consumer], timeout=5)
         await stripe.close()
+        await ledger.close()
         await engine.dispose()
 
 

@@ -2,24 +2,34 @@
 
 Every balance change is one transaction that also writes an entry with a unique idempotency key,
 so a redelivered event or a retried grant can never apply twice.
+
+On Postgres the two paths every request takes run on asyncpg directly (`pg_ledger`): reserve is one
+statement, and settlement writes a whole batch of usage events in one transaction. SQLite runs the
+same plan (`settlement`) through SQLAlchemy Core, one writer at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from lexora_billing import pg_ledger
+from lexora_billing.settlement import ReservationRow, SettlementPlan, charge_key, plan_settlement
 from lexora_contracts.errors import InsufficientCredits
 from lexora_contracts.messages import Balance, UsageEvent
-from lexora_contracts.money import apply_charge, micro_to_usd_str
-from lexora_runtime.db import insert_ignoring_duplicates, is_sqlite
+from lexora_contracts.money import micro_to_usd_str
+from lexora_runtime.db import create_asyncpg_pool, insert_ignoring_duplicates, is_sqlite
 from lexora_runtime.schema import balances, key_spend, ledger_entries, reservations
+
+if TYPE_CHECKING:
+    import asyncpg
 
 
 class Ledger:
@@ -27,9 +37,24 @@ class Ledger:
         self._engine = engine
         # SQLite has one writer at a time anyway; queueing writers here avoids lock-timeout errors.
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if is_sqlite(url) else None
+        self._postgres = not is_sqlite(url)
+        self._pool: asyncpg.Pool | None = None
         self._new_key_row = insert_ignoring_duplicates(url, key_spend)
         self._new_balance_row = insert_ignoring_duplicates(url, balances)
         self._new_ledger_entry = insert_ignoring_duplicates(url, ledger_entries)
+
+    async def open(self, pool_size: int = 10) -> None:
+        """On Postgres, the asyncpg pool of the hot paths (reserve, settle). Without it (SQLite, or
+        before open) every path runs through SQLAlchemy."""
+        if self._postgres and self._pool is None:
+            # min_size=0: no connection at start-up, so billing starts (and reports its database
+            # as down) while Postgres is not reachable yet, as it does through SQLAlchemy.
+            self._pool = await create_asyncpg_pool(self._engine, min_size=0, max_size=pool_size)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -49,6 +74,10 @@ class Ledger:
         """Hold `amount_micro` for a request, atomically, or refuse with 402. Returns what remains
         available. A key with a spend limit also holds the amount against that limit."""
         limited_key = key_id if key_limit_micro is not None else None
+        if self._pool is not None:
+            return await self._reserve_postgres(
+                request_id, account_id, amount_micro, ttl_s, now, limited_key, key_limit_micro
+            )
         async with self._transaction() as conn:
             if limited_key is not None:
                 await self._hold_on_key(conn, limited_key, amount_micro, key_limit_micro or 0)
@@ -63,11 +92,7 @@ class Ledger:
             )
             remaining = held.scalar_one_or_none()
             if remaining is None:
-                available = await self._available(conn, account_id)
-                raise InsufficientCredits(
-                    f"Insufficient balance: this request may cost up to ${micro_to_usd_str(amount_micro)} and "
-                    f"${micro_to_usd_str(max(available, 0))} is available. Add credits to continue."
-                )
+                raise _insufficient_balance(amount_micro, await self._available(conn, account_id))
             await self._journal_hold(conn, account_id, request_id, "hold", amount_micro, now)
             await conn.execute(
                 insert(reservations).values(
@@ -112,10 +137,36 @@ class Ledger:
             .values(held_micro=key_spend.c.held_micro + amount_micro)
         )
         if held.rowcount == 0:
-            raise InsufficientCredits(
-                f"This API key's spend limit of ${micro_to_usd_str(limit_micro)} would be exceeded by this request. "
-                "Raise the key's limit or use another key."
-            )
+            raise _key_limit_exceeded(limit_micro)
+
+    async def _reserve_postgres(
+        self,
+        request_id: str,
+        account_id: str,
+        amount_micro: int,
+        ttl_s: float,
+        now: datetime,
+        key_id: str | None,
+        key_limit_micro: int | None,
+    ) -> int:
+        assert self._pool is not None
+        for attempt in (1, 2):
+            try:
+                async with self._pool.acquire() as conn:
+                    return await pg_ledger.reserve(
+                        conn, request_id, account_id, amount_micro, ttl_s, now, key_id, key_limit_micro
+                    )
+            except pg_ledger.ReserveRefused as refused:
+                if refused.reason == "key_limit":
+                    raise _key_limit_exceeded(key_limit_micro or 0) from None
+                raise _insufficient_balance(amount_micro, refused.available_micro) from None
+            except pg_ledger.CONNECTION_LOST:
+                # A pooled connection that Postgres closed (a restart) fails on first use: try a
+                # fresh one once. The statement is atomic, and if the lost attempt did commit,
+                # the retry fails on the reservation's request id instead of holding twice.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     @staticmethod
     async def _available(conn: AsyncConnection, account_id: str) -> int:
@@ -132,39 +183,109 @@ class Ledger:
         Returns False when the event was already applied.
         """
         try:
-            async with self._transaction() as conn:
-                reservation = (
-                    await conn.execute(
-                        select(reservations.c.amount_micro, reservations.c.status, reservations.c.key_id)
-                        .where(reservations.c.request_id == event.request_id)
-                        .with_for_update()
-                    )
-                ).first()
-                if reservation is not None and reservation.status == "settled":
-                    return False
-                # A hold the sweeper already released is no longer part of held_micro.
-                still_held = reservation.amount_micro if reservation and reservation.status == "held" else 0
-                charged = 0
-                if event.cost_pico > 0:
-                    charged = await self._charge(conn, event, still_held, now)
-                elif still_held:
-                    await conn.execute(
-                        update(balances)
-                        .where(balances.c.account_id == event.account_id)
-                        .values(held_micro=balances.c.held_micro - still_held, updated_at=now)
-                    )
-                await self._journal_hold(conn, event.account_id, event.request_id, "release", still_held, now)
-                key_held = still_held if reservation is not None and reservation.key_id else 0
-                await self._settle_key(conn, event.key_id, charged, key_held)
-                if reservation is not None:
-                    await conn.execute(
-                        update(reservations)
-                        .where(reservations.c.request_id == event.request_id)
-                        .values(status="settled", charged_micro=charged, closed_at=now)
-                    )
-            return True
+            [applied] = await self.settle_batch([event], now)
         except IntegrityError:
             return False  # the charge entry exists: this event was applied before
+        except Exception as exc:
+            if _is_unique_violation(exc):
+                return False
+            raise
+        return applied
+
+    async def settle_batch(self, events: Sequence[UsageEvent], now: datetime) -> list[bool]:
+        """Settle many usage events in ONE transaction (all or none of them); returns, per event,
+        whether it was applied (False: already settled before, or earlier in this batch).
+
+        Each event changes exactly what `settle` would change for it alone, in the order given
+        (see `settlement`); a failure leaves everything as it was, for the caller to retry.
+        """
+        if not events:
+            return []
+        if self._pool is not None:
+            async with self._pool.acquire() as conn:
+                return await pg_ledger.settle_batch(conn, events, now)
+        async with self._transaction() as conn:
+            plan = await self._plan_locked(conn, events)
+            await self._apply(conn, plan, now)
+        return plan.applied
+
+    @staticmethod
+    async def _plan_locked(conn: AsyncConnection, events: Sequence[UsageEvent]) -> SettlementPlan:
+        request_ids = sorted({e.request_id for e in events})
+        charge_keys = sorted({charge_key(e.request_id) for e in events if e.cost_pico > 0})
+        account_ids = sorted({e.account_id for e in events})
+        rows = await conn.execute(
+            select(reservations.c.request_id, reservations.c.amount_micro, reservations.c.status, reservations.c.key_id)
+            .where(reservations.c.request_id.in_(request_ids))
+            .order_by(reservations.c.request_id)
+            .with_for_update()
+        )
+        found = {r.request_id: ReservationRow(r.amount_micro, r.status, r.key_id) for r in rows}
+        existing: set[str] = set()
+        if charge_keys:
+            keys = await conn.execute(
+                select(ledger_entries.c.idempotency_key).where(ledger_entries.c.idempotency_key.in_(charge_keys))
+            )
+            existing = {k for (k,) in keys}
+        carries = await conn.execute(
+            select(balances.c.account_id, balances.c.carry_pico)
+            .where(balances.c.account_id.in_(account_ids))
+            .order_by(balances.c.account_id)
+            .with_for_update()
+        )
+        return plan_settlement(events, found, existing, {a: c for a, c in carries})
+
+    async def _apply(self, conn: AsyncConnection, plan: SettlementPlan, now: datetime) -> None:
+        if plan.entries:
+            await conn.execute(
+                insert(ledger_entries),
+                [
+                    {
+                        "account_id": e.account_id,
+                        "kind": e.kind,
+                        "amount_micro": e.amount_micro,
+                        "held_delta_micro": e.held_delta_micro,
+                        "cost_pico": e.cost_pico,
+                        "idempotency_key": e.idempotency_key,
+                        "actor": "billing",
+                        "reason": e.reason,
+                        "created_at": now,
+                    }
+                    for e in plan.entries
+                ],
+            )
+        if plan.balances:
+            await conn.execute(
+                update(balances)
+                .where(balances.c.account_id == bindparam("b_account"))
+                .values(
+                    balance_micro=balances.c.balance_micro - bindparam("b_deduct"),
+                    held_micro=balances.c.held_micro - bindparam("b_release"),
+                    carry_pico=bindparam("b_carry"),
+                    updated_at=now,
+                ),
+                [
+                    {"b_account": a, "b_deduct": c.deduct_micro, "b_release": c.release_micro, "b_carry": c.carry_pico}
+                    for a, c in sorted(plan.balances.items())
+                ],
+            )
+        for key_id, change in sorted(plan.keys.items()):
+            await conn.execute(self._new_key_row.values(key_id=key_id, spent_micro=0, held_micro=0))
+            await conn.execute(
+                update(key_spend)
+                .where(key_spend.c.key_id == key_id)
+                .values(
+                    spent_micro=key_spend.c.spent_micro + change.spent_micro,
+                    held_micro=key_spend.c.held_micro + change.held_micro,
+                )
+            )
+        if plan.reservations:
+            await conn.execute(
+                update(reservations)
+                .where(reservations.c.request_id == bindparam("r_id"))
+                .values(status="settled", charged_micro=bindparam("r_charged"), closed_at=now),
+                [{"r_id": r, "r_charged": c} for r, c in sorted(plan.reservations.items())],
+            )
 
     async def _settle_key(self, conn: AsyncConnection, key_id: str, charged_micro: int, held_micro: int) -> None:
         """Every key's spend is kept (so a limit set later counts what came before)."""
@@ -210,38 +331,6 @@ class Ledger:
                 )
             ).first()
         return (row.spent_micro, row.held_micro) if row else (0, 0)
-
-    async def _charge(self, conn: AsyncConnection, event: UsageEvent, still_held: int, now: datetime) -> int:
-        row = (
-            await conn.execute(
-                select(balances.c.carry_pico).where(balances.c.account_id == event.account_id).with_for_update()
-            )
-        ).first()
-        carry = row.carry_pico if row else 0
-        deduct, new_carry = apply_charge(carry, event.cost_pico)
-        await conn.execute(
-            insert(ledger_entries).values(
-                account_id=event.account_id,
-                kind="charge",
-                amount_micro=-deduct,
-                cost_pico=event.cost_pico,
-                idempotency_key=f"charge:{event.request_id}",
-                actor="billing",
-                reason=f"{event.model} {event.prompt_tokens}+{event.completion_tokens} tokens",
-                created_at=now,
-            )
-        )
-        await conn.execute(
-            update(balances)
-            .where(balances.c.account_id == event.account_id)
-            .values(
-                balance_micro=balances.c.balance_micro - deduct,
-                held_micro=balances.c.held_micro - still_held,
-                carry_pico=new_carry,
-                updated_at=now,
-            )
-        )
-        return deduct
 
     async def grant(
         self,
@@ -342,3 +431,23 @@ class Ledger:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _is_unique_violation(exc: BaseException) -> bool:
+    import asyncpg
+
+    return isinstance(exc, asyncpg.UniqueViolationError)
+
+
+def _insufficient_balance(amount_micro: int, available_micro: int) -> InsufficientCredits:
+    return InsufficientCredits(
+        f"Insufficient balance: this request may cost up to ${micro_to_usd_str(amount_micro)} and "
+        f"${micro_to_usd_str(max(available_micro, 0))} is available. Add credits to continue."
+    )
+
+
+def _key_limit_exceeded(limit_micro: int) -> InsufficientCredits:
+    return InsufficientCredits(
+        f"This API key's spend limit of ${micro_to_usd_str(limit_micro)} would be exceeded by this request. "
+        "Raise the key's limit or use another key."
+    )

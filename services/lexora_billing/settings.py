@@ -9,6 +9,10 @@ from lexora_runtime.settings import DatabaseSettings
 class BillingSettings(DatabaseSettings):
     # How often held reservations past their expiry (a crashed gateway/router) are released.
     sweep_interval_s: float = 5.0
+    # Usage events settled per transaction, at most (a batch is whatever is ready, up to this).
+    settle_batch_size: int = Field(default=256, ge=1, le=1000)
+    # Connections of the Postgres pool that reserve and settle use (besides SQLAlchemy's).
+    database_pool_size: int = Field(default=10, ge=1)
     # Stripe top-ups. Without a secret key there is no checkout (credit comes from admin grants);
     # without a webhook secret, webhooks are refused. Both come from the Stripe dashboard.
     stripe_secret_key: SecretStr | None = None  # LEXORA_STRIPE_SECRET_KEY (sk_live_… / sk_test_…)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import nats
 from nats import micro
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
@@ -142,6 +144,20 @@ async def ensure_usage_stream(js: JetStreamContext) -> None:
         await js.stream_info(subjects.USAGE_STREAM)
 
 
+async def _usage_subscription(js: JetStreamContext, durable: str) -> JetStreamContext.PullSubscription:
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    await ensure_usage_stream(js)
+    return await js.pull_subscribe(
+        subjects.USAGE_REQUEST_COMPLETED,
+        durable=durable,
+        stream=subjects.USAGE_STREAM,
+        config=ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=30, max_ack_pending=1000
+        ),
+    )
+
+
 async def consume_usage_events(
     js: JetStreamContext,
     durable: str,
@@ -153,17 +169,7 @@ async def consume_usage_events(
 
     A crash between commit and ack redelivers the event, so handlers must be idempotent.
     """
-    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-
-    await ensure_usage_stream(js)
-    sub = await js.pull_subscribe(
-        subjects.USAGE_REQUEST_COMPLETED,
-        durable=durable,
-        stream=subjects.USAGE_STREAM,
-        config=ConsumerConfig(
-            ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=30, max_ack_pending=1000
-        ),
-    )
+    sub = await _usage_subscription(js, durable)
     try:
         while not stop.is_set():
             try:
@@ -187,6 +193,86 @@ async def consume_usage_events(
     finally:
         # A pull subscription left open makes the connection's drain wait out its whole timeout.
         await sub.unsubscribe()
+
+
+class PoisonEvent(Exception):
+    """An event that can never be handled (it is not a usage event at all): it is terminated for
+    this consumer instead of being redelivered forever. It stays in the stream for inspection."""
+
+
+# Outcome of one event of a batch: None when committed (it is acked), else why not.
+BatchHandler = Callable[[list[bytes]], Awaitable[Sequence[BaseException | None]]]
+
+RETRY_DELAY_MAX_S = 30.0
+
+
+async def consume_usage_event_batches(
+    js: JetStreamContext,
+    durable: str,
+    handle_batch: BatchHandler,
+    stop: asyncio.Event,
+    batch: int = 256,
+    linger_s: float = 0.05,
+) -> None:
+    """Like consume_usage_events, but hands every fetched batch to `handle_batch` at once (so it
+    can commit the batch in one transaction) and acks each event only after it has committed.
+
+    A fetch waits for the first event, then takes as many of those already in the stream behind it
+    as the batch holds (JetStream tells each delivery how many are pending): under load batches
+    grow up to `batch`, and an event never waits for later ones.
+    An event the handler could not commit is redelivered after a delay growing with its attempts
+    (a poison event never holds the others back); a PoisonEvent is terminated.
+    """
+    sub = await _usage_subscription(js, durable)
+    try:
+        while not stop.is_set():
+            try:
+                messages = await sub.fetch(1, timeout=1)
+            except nats.errors.TimeoutError:
+                continue
+            except Exception:
+                log.warning("fetching usage events failed; retrying", exc_info=True)
+                await asyncio.sleep(0.5)
+                continue
+            ready = min(_pending_after(messages[-1]), batch - 1)
+            if ready > 0:
+                # Those are in the stream already, so this returns at once (linger_s only bounds it
+                # should some have gone to another consumer replica meanwhile).
+                with contextlib.suppress(Exception):  # the first one alone is a batch too
+                    messages += await sub.fetch(ready, timeout=linger_s)
+            try:
+                outcomes = await handle_batch([msg.data for msg in messages])
+            except Exception as exc:
+                log.exception("usage event batch handling failed; will be redelivered")
+                outcomes = [exc] * len(messages)
+            for msg, outcome in zip(messages, outcomes, strict=True):
+                if outcome is None:
+                    await msg.ack()
+                elif isinstance(outcome, PoisonEvent):
+                    log.error(
+                        "usage event can never be handled; terminated (it stays in the stream)",
+                        extra={"fields": {"stream_seq": msg.metadata.sequence.stream, "error": str(outcome)}},
+                    )
+                    await msg.term()
+                else:
+                    await msg.nak(delay=_retry_delay(msg))
+    finally:
+        await sub.unsubscribe()
+
+
+def _pending_after(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.num_pending or 0)
+    except Exception:
+        return 0
+
+
+def _retry_delay(msg: Msg) -> float:
+    try:
+        attempts = msg.metadata.num_delivered or 1
+    except Exception:
+        attempts = 1
+    return min(2.0 ** (attempts - 1), RETRY_DELAY_MAX_S)
 
 
 async def publish_usage_event(js: JetStreamContext, event: UsageEvent) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.expression import Insert
+
+if TYPE_CHECKING:
+    import asyncpg
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -46,6 +49,28 @@ def insert_ignoring_duplicates(url: str, table: Any) -> Insert:
     """INSERT ... ON CONFLICT DO NOTHING in the engine's dialect (the idempotent write)."""
     dialect = sqlite if is_sqlite(url) else postgresql
     return dialect.insert(table).on_conflict_do_nothing()
+
+
+# Options of SQLAlchemy's asyncpg adapter that asyncpg.connect() itself does not take.
+_ADAPTER_ONLY_OPTIONS = ("prepared_statement_cache_size", "prepared_statement_name_func", "async_fallback")
+
+
+async def create_asyncpg_pool(engine: AsyncEngine, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """A plain asyncpg pool to the same Postgres database as `engine`, for hot paths that skip
+    SQLAlchemy (no statement building, no pre-ping round trip per checkout). Statements run on it
+    are prepared once per connection by asyncpg's statement cache."""
+    import asyncpg
+
+    _, options = engine.dialect.create_connect_args(engine.url)
+    for name in _ADAPTER_ONLY_OPTIONS:
+        options.pop(name, None)
+    # Nothing a hot path runs changes session state, so a released connection needs no reset
+    # query (asyncpg's default reset is one more round trip per checkout).
+    return await asyncpg.create_pool(min_size=min_size, max_size=max_size, reset=_no_reset, **options)
+
+
+async def _no_reset(_connection: asyncpg.Connection) -> None:
+    return None
 
 
 def migrate(url: str) -> None:
