@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime
+
+from pydantic import ValidationError
 
 from lexora_contracts import subjects
 from lexora_contracts.messages import HealthProbe, HealthReply, UsageEvent
 from lexora_contracts.usage_api import USAGE_REPORT_GET, UsageReport, UsageReportRequest
-from lexora_runtime.bus import consume_usage_events
+from lexora_runtime.bus import PoisonEvent, consume_usage_event_batches
 from lexora_runtime.db import create_engine, is_sqlite
 from lexora_runtime.metrics import create_metrics, serve_metrics
 from lexora_runtime.service import ServiceContext, health_of, run_until_stopped
 from lexora_usage.recorder import UsageRecorder
 from lexora_usage.report import usage_report
 from lexora_usage.settings import UsageSettings
+
+log = logging.getLogger("lexora.usage")
 
 
 async def serve(settings: UsageSettings, ctx: ServiceContext) -> None:
@@ -23,11 +28,45 @@ async def serve(settings: UsageSettings, ctx: ServiceContext) -> None:
     metrics = create_metrics("usage")
     serve_metrics(metrics, settings.metrics_host, settings.metrics_port)
 
-    async def record(data: bytes) -> None:
-        event = UsageEvent.model_validate_json(data)
-        written = await recorder.record(event, datetime.now(UTC))
-        metrics.requests.labels("usage", "record", "written" if written else "duplicate").inc()
-        if written:
+    async def record(events: list[bytes]) -> list[BaseException | None]:
+        """Record a fetched batch in one transaction. An event that is not a usage event is
+        terminated; if the transaction fails, each event is tried alone and only those that fail
+        again are redelivered."""
+        outcomes: list[BaseException | None] = [None] * len(events)
+        parsed: list[tuple[int, UsageEvent]] = []
+        for i, data in enumerate(events):
+            try:
+                parsed.append((i, UsageEvent.model_validate_json(data)))
+            except ValidationError as exc:
+                outcomes[i] = PoisonEvent(f"not a usage event: {exc.errors()[0]['msg']}")
+        if not parsed:
+            return outcomes
+        try:
+            with metrics.latency.labels("usage", "record_batch").time():
+                written = await recorder.record_batch([event for _, event in parsed], datetime.now(UTC))
+        except Exception:
+            # One event the database refuses must not hold back the others: each on its own, and
+            # only those that fail again are redelivered (after a delay growing with attempts).
+            log.warning("recording a batch of usage events failed; recording them one by one", exc_info=True)
+            for i, event in parsed:
+                outcomes[i] = await record_one(event)
+            return outcomes
+        count_recorded(len(parsed), written)
+        return outcomes
+
+    async def record_one(event: UsageEvent) -> BaseException | None:
+        try:
+            count_recorded(1, await recorder.record_batch([event], datetime.now(UTC)))
+        except Exception as exc:
+            log.exception("recording a usage event failed; it will be redelivered")
+            metrics.requests.labels("usage", "record", "failed").inc()
+            return exc
+        return None
+
+    def count_recorded(received: int, written: list[UsageEvent]) -> None:
+        metrics.requests.labels("usage", "record", "written").inc(len(written))
+        metrics.requests.labels("usage", "record", "duplicate").inc(received - len(written))
+        for event in written:
             metrics.tokens.labels("usage", event.model, "input").inc(event.prompt_tokens)
             metrics.tokens.labels("usage", event.model, "output").inc(event.completion_tokens)
 
@@ -45,7 +84,11 @@ async def serve(settings: UsageSettings, ctx: ServiceContext) -> None:
         },
     )
     stop = asyncio.Event()
-    consumer = asyncio.create_task(consume_usage_events(ctx.js, subjects.USAGE_RECORD_CONSUMER, record, stop))
+    consumer = asyncio.create_task(
+        consume_usage_event_batches(
+            ctx.js, subjects.USAGE_RECORD_CONSUMER, record, stop, batch=settings.record_batch_size
+        )
+    )
     try:
         await ctx.stopped_or_failed(consumer)
     finally:
