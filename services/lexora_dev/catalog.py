@@ -8,6 +8,9 @@ from lexora_contracts.registry import Endpoint, ModelRecord, Pricing
 
 LOCAL_CHAT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 LOCAL_TRITON_MODEL = "smollm2-135m-instruct"
+# The same SmolLM2 made to think by budget forcing (model-repo/smollm2-135m-think): a development
+# model for the reasoning path (thinking blocks, reasoning deltas, thinking_used), not a reasoner.
+LOCAL_THINKING_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct-think"
 LOCAL_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 LOCAL_IMAGE_MODEL = "black-forest-labs/FLUX.1-schnell"
 CREATED = 1730000000
@@ -90,6 +93,19 @@ def _chat_models(endpoints: list[Endpoint]) -> list[ModelRecord]:
             pricing=_per_mtok("0.04"),
             capabilities=["chat", "tools", "json_output"],
             aliases=["smollm2"],
+            created=CREATED,
+            endpoints=endpoints,
+        ),
+        ModelRecord(
+            id=LOCAL_THINKING_MODEL,
+            owned_by="huggingfacetb",
+            triton_model="smollm2-135m-think",
+            context_length=8192,
+            pricing=_per_mtok("0.04"),
+            # Stop words and guided decoding (forced tool calls, JSON output) apply to the answer
+            # after the thinking block, so tools and JSON output work as on the plain model.
+            capabilities=["chat", "reasoning", "tools", "json_output"],
+            aliases=["smollm2-think"],
             created=CREATED,
             endpoints=endpoints,
         ),

@@ -23,18 +23,20 @@ llama_cpp = pytest.importorskip("llama_cpp")
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
+THINKER = "smollm2-135m-think"  # the same model.py with thinking on by default
 MODEL_DIR = ROOT / "model-repo" / MODEL
 GREETING = [{"role": "user", "content": "Hello! How are you today?"}]
 
 
 @pytest.fixture(scope="session")
 def triton(tmp_path_factory):
-    """A real tritonserver serving only this model (other models in model-repo/ are not its
-    business), started like the local stack starts it. Yields (grpc_url, log_path)."""
+    """A real tritonserver serving only the SmolLM2 models (other models in model-repo/ are not
+    its business), started like the local stack starts it. Yields (grpc_url, log_path)."""
     state = tmp_path_factory.mktemp("triton")
     repo = state / "models"
     repo.mkdir()
-    (repo / MODEL).symlink_to(MODEL_DIR)
+    for name in (MODEL, THINKER):
+        (repo / name).symlink_to(ROOT / "model-repo" / name)
     process, grpc_address = start_triton(state, model_repo=repo, timeout=120)
     try:
         yield grpc_address, process.log_path
@@ -88,6 +90,8 @@ async def generate(
     top_k=None,
     guide=None,
     penalties=None,
+    budget=None,
+    model=MODEL,
     omit=(),
     cancel_after=None,
 ):
@@ -111,6 +115,8 @@ async def generate(
     if penalties is not None:
         inputs["frequency_penalty"] = (np.float32, [penalties[0]])
         inputs["presence_penalty"] = (np.float32, [penalties[1]])
+    if budget is not None:
+        inputs["reasoning_budget"] = (np.int32, [budget])
     if guide is not None:
         inputs["guided_decoding_guide_type"] = (np.object_, [guide[0].encode()])
         inputs["guided_decoding_guide"] = (np.object_, [guide[1].encode()])
@@ -118,7 +124,7 @@ async def generate(
     done = asyncio.Event()
 
     async def requests():
-        yield {"model_name": MODEL, "inputs": tensors}
+        yield {"model_name": model, "inputs": tensors}
         await done.wait()  # keep the stream open until the final response arrives
 
     responses, error = [], None
@@ -299,6 +305,8 @@ async def test_seeded_sampling_is_reproducible(triton):
         (GREETING, {"max_tokens": -1}, "max_tokens"),
         (GREETING, {"max_tokens": 9000}, "context window"),
         (GREETING, {"omit": ("text_input",)}, "text_input"),
+        (GREETING, {"budget": -1}, "reasoning_budget"),
+        ("Once upon a time", {"chat": False, "budget": 4}, "apply_chat_template"),
     ],
 )
 async def test_bad_input_gets_an_error(triton, text, kw, message):
@@ -333,3 +341,139 @@ async def test_greedy_answer_does_not_depend_on_earlier_requests(triton):
     first = await complete(url, ask, 16)
     await complete(url, [{"role": "user", "content": "Write a story about a lion's roar."}], 16)
     assert (await complete(url, ask, 16))["text"] == first["text"]
+
+
+# ---- thinking (budget forcing) ------------------------------------------------------------------
+OPEN, FORCED_CLOSE = "<think>\n", "\n</think>\n\n"
+
+
+def thought_and_answer(text: str) -> tuple[str, str]:
+    """The text between the tags, and what follows the closing tag."""
+    assert text.startswith(OPEN), text
+    assert text.count("</think>") == 1, text
+    thought, answer = text.removeprefix(OPEN).split("</think>")
+    return thought, answer
+
+
+async def test_thinking_is_cut_at_the_budget_and_the_block_closed_for_the_model(triton, vocab):
+    url, _ = triton
+    short = await complete(url, GREETING, 40, budget=8)
+    longer = await complete(url, GREETING, 60, budget=20)
+    thought, answer = thought_and_answer(short["text"])
+    assert FORCED_CLOSE in short["text"]
+    assert thought.strip() and answer.strip(), short
+    # Greedy thinking cut earlier is the start of the same thinking cut later.
+    assert len(thought_and_answer(longer["text"])[0]) > len(thought)
+    assert longer["text"].startswith(short["text"][: len(OPEN + thought.rstrip())])
+    # The prefill is prompt; the thinking, the forced close and the answer are output.
+    prefill = len(vocab.tokenize(OPEN.encode(), add_bos=False, special=False))
+    assert short["n_in"] == len(chat_prompt_tokens(vocab, GREETING)) + prefill
+    assert 8 + len(vocab.tokenize(FORCED_CLOSE.encode(), add_bos=False, special=False)) < short["n_out"] <= 40
+
+
+async def test_streamed_thinking_closes_the_block_on_its_own_delta(triton, vocab):
+    url, _ = triton
+    whole = await complete(url, GREETING, 40, budget=8)
+    responses, error = await generate(url, GREETING, 40, budget=8, stream=True)
+    assert error is None, error
+    *deltas, final = responses
+    assert "".join(d["text"] for d in deltas) == whole["text"]
+    assert (final["finish"], final["n_out"]) == (whole["finish"], whole["n_out"])
+    assert deltas[0]["text"].startswith(OPEN)
+    [closing] = [i for i, d in enumerate(deltas) if "</think>" in d["text"]]
+    close_tokens = len(vocab.tokenize(FORCED_CLOSE.encode(), add_bos=False, special=False))
+    # Exactly the budget was spent thinking, then the forced close, counted as output.
+    assert deltas[closing]["text"].endswith(FORCED_CLOSE)
+    assert deltas[closing]["n_out"] == 8 + close_tokens
+    assert all(d["n_out"] <= 8 for d in deltas[:closing])
+    assert "".join(d["text"] for d in deltas[closing + 1 :]).strip(), "an answer follows the thinking"
+
+
+async def test_zero_budget_means_no_thinking_and_no_tags(triton, vocab):
+    url, _ = triton
+    plain = await complete(url, GREETING, 24)
+    for model in (MODEL, THINKER):
+        out = await complete(url, GREETING, 24, budget=0, model=model)
+        assert out == plain
+    assert "<think>" not in plain["text"]
+    assert plain["n_in"] == len(chat_prompt_tokens(vocab, GREETING))
+
+
+async def test_max_tokens_bounds_thinking_and_answer_together(triton):
+    url, _ = triton
+    # Room for the thinking but not for the closing tag: the output ends inside the block.
+    cut = await complete(url, GREETING, 10, budget=8)
+    assert cut["finish"] == "length" and cut["n_out"] == 8
+    assert cut["text"].startswith(OPEN) and "</think>" not in cut["text"]
+    # max_tokens below the budget: the thinking itself is cut by max_tokens.
+    short = await complete(url, GREETING, 5, budget=8)
+    assert (short["finish"], short["n_out"]) == ("length", 5)
+    assert cut["text"].startswith(short["text"])
+    # Room for a closed block and a little answer: the answer is cut by max_tokens.
+    answered = await complete(url, GREETING, 16, budget=8)
+    assert (answered["finish"], answered["n_out"]) == ("length", 16)
+    assert thought_and_answer(answered["text"])[1].strip()
+
+
+async def test_the_thinking_model_thinks_by_default_with_half_of_max_tokens(triton):
+    url, _ = triton
+    default = await complete(url, GREETING, 40, model=THINKER)
+    assert default == await complete(url, GREETING, 40, budget=20)
+    assert thought_and_answer(default["text"])[0].strip()
+    assert default["n_out"] <= 40
+    # Same code, same answer: an explicit budget means the same on either model.
+    assert await complete(url, GREETING, 30, budget=6, model=THINKER) == await complete(url, GREETING, 30, budget=6)
+    # A raw prompt has no chat template to think in.
+    prompt = "Once upon a time, in a small village by the sea,"
+    assert await complete(url, prompt, 6, chat=False, model=THINKER) == await complete(url, prompt, 6, chat=False)
+    seeded = [await complete(url, GREETING, 16, temperature=0.9, seed=99, model=THINKER) for _ in range(2)]
+    assert seeded[0] == seeded[1]
+
+
+async def test_stop_words_apply_to_the_answer_only(triton):
+    url, _ = triton
+    baseline = await complete(url, GREETING, 40, budget=8)
+    thought, answer = thought_and_answer(baseline["text"])
+    only_thought = next(f" {w}" for w in thought.split()[1:] if f" {w}" not in answer)
+    words = answer.split()
+    assert len(words) >= 3, baseline
+    stop = f" {words[2]}"
+    answer_start = baseline["text"].index("</think>")
+    expected = baseline["text"][: baseline["text"].index(stop, answer_start)]
+
+    out = await complete(url, GREETING, 40, budget=8, stop=[only_thought, stop])
+    assert (out["text"], out["finish"], out["stop_word"]) == (expected, "stop", stop)
+    responses, error = await generate(url, GREETING, 40, budget=8, stream=True, stop=[only_thought, stop])
+    assert error is None, error
+    assert "".join(r["text"] for r in responses) == expected
+    assert (responses[-1]["finish"], responses[-1]["stop_word"]) == ("stop", stop)
+
+
+async def test_guided_decoding_constrains_the_answer_not_the_thinking(triton):
+    url, _ = triton
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    ask = [{"role": "user", "content": "Which city should I visit? Answer in JSON."}]
+    out = await complete(url, ask, 60, budget=12, guide=("json_schema", json.dumps(schema)))
+    thought, answer = thought_and_answer(out["text"])
+    assert thought.strip() and not thought.strip().startswith("{")
+    assert out["finish"] == "stop", out
+    assert isinstance(json.loads(answer)["city"], str)
+
+
+def test_the_thinking_model_is_the_instruct_model_with_thinking_on():
+    """One model.py for both, and the same tensors: only the name and the default differ."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    think_dir = ROOT / "model-repo" / THINKER
+    assert (think_dir / "1" / "model.py").resolve() == (MODEL_DIR / "1" / "model.py").resolve()
+
+    def config(directory):
+        parsed = text_format.Parse((directory / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+        thinking = parsed.parameters.pop("thinking").string_value
+        return parsed.name, thinking, parsed
+
+    (name, thinking, instruct), (think_name, think_thinking, think) = config(MODEL_DIR), config(think_dir)
+    assert (name, thinking, think_name, think_thinking) == (MODEL, "off", THINKER, "on")
+    think.name = MODEL
+    assert think == instruct

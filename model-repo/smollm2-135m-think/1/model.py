@@ -1,0 +1,1 @@
+../../smollm2-135m-instruct/1/model.py
