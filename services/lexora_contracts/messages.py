@@ -237,7 +237,7 @@ class ImageJob(JobHeader):
 
 class GenerationChunk(BaseModel):
     """One message on the caller's inbox: a text delta (or a slice of a binary result), the final
-    counts, or an error."""
+    counts, or an error. ("accepted" was sent first by routers before 0.2; gateways skip it.)"""
 
     kind: Literal["accepted", "delta", "done", "error"]
     text: str = ""

@@ -22,6 +22,7 @@ from lexora_gateway import (
     routes_platform,
 )
 from lexora_gateway.auth_cache import KeyCache
+from lexora_gateway.dispatch import JobInboxes
 from lexora_gateway.errors import install_error_handlers
 from lexora_gateway.metrics_middleware import MetricsMiddleware
 from lexora_gateway.openapi import install_openapi
@@ -53,7 +54,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
         await nc.subscribe(subjects.AUTH_KEY_REVOKED, cb=on_revoked)
         counters = CounterStore(await limits_bucket(js))
-        app.state.gateway = GatewayState(settings, nc, js, registry, keys, metrics, counters)
+        inboxes = JobInboxes(nc)
+        await inboxes.start()
+        app.state.gateway = GatewayState(settings, nc, js, registry, keys, metrics, counters, inboxes)
         try:
             yield
         finally:

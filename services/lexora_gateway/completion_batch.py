@@ -155,7 +155,7 @@ async def _start_all(
             raise
 
     for request in requests:
-        started.append(GenerationStream(state.nc, request))
+        started.append(GenerationStream(state.inboxes, request))
     try:
         return await _all_or_first_error(
             [dispatch(job, hold, stream) for job, hold, stream in zip(batch, holds, started, strict=True)]

@@ -1,13 +1,18 @@
-"""Sends a job to a router over NATS and reads its chunks from a private inbox as they arrive."""
+"""Sends a job to a router over NATS and reads its chunks from a private inbox as they arrive.
+
+A gateway subscribes once, to a wildcard under its own inbox prefix, and hands each arriving chunk
+to the job whose reply subject it is: no SUB/UNSUB per request, so the NATS server's subscription
+table (and the cache it keeps for every publish) is not rewritten twice per request.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
-import nats
 from nats.aio.client import Client as NATS
-from nats.aio.subscription import Subscription
+from nats.aio.msg import Msg
 
 from lexora_contracts import subjects
 from lexora_contracts.errors import JobTimeout, ModelUnavailable, error_from_info
@@ -23,33 +28,59 @@ class NoRouter(ModelUnavailable):
     """No router took the job: nobody else will record its outcome, so the caller must."""
 
 
+class JobInboxes:
+    """The reply subjects of one gateway's jobs, all under one wildcard subscription."""
+
+    def __init__(self, nc: NATS):
+        self.nc = nc
+        self._prefix = nc.new_inbox()
+        self._ids = itertools.count()
+        self._queues: dict[str, asyncio.Queue[Msg]] = {}
+
+    async def start(self) -> None:
+        await self.nc.subscribe(f"{self._prefix}.*", cb=self._deliver)  # drained with the connection
+
+    async def _deliver(self, msg: Msg) -> None:
+        queue = self._queues.get(msg.subject)
+        if queue is not None:  # else a chunk of a job nobody reads any more (client gone): dropped
+            queue.put_nowait(msg)
+
+    def open(self) -> tuple[str, asyncio.Queue[Msg]]:
+        subject = f"{self._prefix}.{next(self._ids)}"
+        queue = self._queues[subject] = asyncio.Queue()
+        return subject, queue
+
+    def close(self, subject: str) -> None:
+        self._queues.pop(subject, None)
+
+
 class GenerationStream:
     """A job on a router, read as it streams: text deltas for generation, `data` slices for
     embedding and image jobs, then the final chunk."""
 
-    def __init__(self, nc: NATS, request: Job, subject: str = subjects.ROUTER_GENERATION_START):
-        self._nc = nc
+    def __init__(self, inboxes: JobInboxes, request: Job, subject: str = subjects.ROUTER_GENERATION_START):
+        self._inboxes = inboxes
+        self._nc = inboxes.nc
         self.request = request
         self._subject = subject
-        self._sub: Subscription | None = None
+        self._inbox: str | None = None
+        self._queue: asyncio.Queue[Msg] | None = None
         self.finished = False
 
     async def start(self) -> None:
-        inbox = self._nc.new_inbox()
-        self._sub = await self._nc.subscribe(inbox)
+        self._inbox, self._queue = self._inboxes.open()
         await self._nc.publish(
             self._subject,
             encode(self.request),
-            reply=inbox,
+            reply=self._inbox,
             headers={subjects.REQUEST_ID_HEADER: self.request.request_id},
         )
-        first = await self._next_message()
-        if first.kind != "accepted":
-            raise ModelUnavailable("The router answered out of order")
 
     async def next(self) -> GenerationChunk:
         """The next delta or the final chunk; router errors are raised as the typed error."""
         chunk = await self._next_message()
+        if chunk.kind == "accepted":  # sent by routers of earlier versions before the first output
+            chunk = await self._next_message()
         if chunk.kind == "error":
             self.finished = True
             assert chunk.error is not None
@@ -59,11 +90,12 @@ class GenerationStream:
         return chunk
 
     async def _next_message(self) -> GenerationChunk:
-        assert self._sub is not None
+        assert self._queue is not None
         remaining = self.request.deadline + ROUTER_GRACE_S - time.time()
         try:
-            msg = await self._sub.next_msg(timeout=max(remaining, 0.001))
-        except nats.errors.TimeoutError as exc:
+            async with asyncio.timeout(max(remaining, 0.001)):
+                msg = await self._queue.get()
+        except TimeoutError as exc:
             await self.cancel()
             raise JobTimeout("The job took longer than the time limit and was stopped") from exc
         if msg.headers and msg.headers.get("Status") == "503":
@@ -80,9 +112,9 @@ class GenerationStream:
             )
 
     async def close(self) -> None:
-        if self._sub is not None:
-            await self._sub.unsubscribe()
-            self._sub = None
+        if self._inbox is not None:
+            self._inboxes.close(self._inbox)
+            self._inbox = self._queue = None
 
     async def release(self) -> None:
         """Cancel (if unfinished) and drop the inbox, even from code that is being cancelled.
@@ -91,6 +123,10 @@ class GenerationStream:
         await in cleanup code is cancelled too; a shielded task runs to the end regardless, so the
         router is told and the inbox subscription does not leak.
         """
+
+        if self.finished:  # the usual end: nothing to tell the router, so no task to shield
+            await self.close()
+            return
 
         async def cancel_and_close() -> None:
             try:

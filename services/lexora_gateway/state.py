@@ -10,6 +10,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from lexora_gateway.auth_cache import KeyCache
+from lexora_gateway.dispatch import JobInboxes
 from lexora_gateway.settings import GatewaySettings
 from lexora_runtime.counters import CounterStore
 from lexora_runtime.metrics import ServiceMetrics
@@ -25,6 +26,7 @@ class GatewayState:
     keys: KeyCache
     metrics: ServiceMetrics
     counters: CounterStore
+    inboxes: JobInboxes
 
 
 def _state(request: Request) -> GatewayState:

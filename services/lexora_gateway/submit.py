@@ -92,7 +92,7 @@ async def start_job(
     except LexoraError as exc:
         await record_refusal(state, identity, ticket, exc)
         raise
-    stream = GenerationStream(state.nc, build(reserved), ticket.subject)
+    stream = GenerationStream(state.inboxes, build(reserved), ticket.subject)
     try:
         await stream.start()
         first = await stream.next()

@@ -84,7 +84,6 @@ class Router:
         its outcome exactly once, then send the final chunk."""
         started = time.monotonic()
         outcome = Outcome()
-        await self._send(reply, GenerationChunk(kind="accepted"))
         try:
             timeout = min(request.deadline - time.time(), self.max_job_s)
             async with asyncio.timeout(max(timeout, 0)):

@@ -20,6 +20,9 @@ from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
 from lexora_contracts.messages import ChatTurn, GenerationRequest
+from lexora_router import triton_wire
+from lexora_router.triton_streams import EndpointStreams, StreamClosed
+from lexora_router.triton_wire import Tensors
 
 OUTPUTS = ("text_output", "num_input_tokens", "num_output_tokens", "finish_reason", "stop_word")
 
@@ -39,9 +42,6 @@ class EngineOutput:
     completion_tokens: int
     finish_reason: str | None  # set on the last output only
     stop_word: str | None = None  # the stop word that ended generation, on the last output
-
-
-Tensors = list[tuple[str, str, np.ndarray]]
 
 
 def _tensor(name: str, dtype: str, value: np.ndarray) -> tuple[str, str, np.ndarray]:
@@ -101,30 +101,29 @@ def build_inputs(request: GenerationRequest) -> Tensors:
     return inputs
 
 
-def _engine_output(result: object) -> EngineOutput:
-    text = _scalar(result, "text_output")
-    finish = _scalar(result, "finish_reason")
-    stop_word = _scalar(result, "stop_word")
+def _engine_output(values: dict[str, object]) -> EngineOutput:
+    text, finish, stop_word = values.get("text_output"), values.get("finish_reason"), values.get("stop_word")
     return EngineOutput(
         text=text.decode("utf-8") if isinstance(text, bytes) else "",
-        prompt_tokens=int(_scalar(result, "num_input_tokens") or 0),  # type: ignore[call-overload]
-        completion_tokens=int(_scalar(result, "num_output_tokens") or 0),  # type: ignore[call-overload]
+        prompt_tokens=int(values.get("num_input_tokens") or 0),  # type: ignore[call-overload]
+        completion_tokens=int(values.get("num_output_tokens") or 0),  # type: ignore[call-overload]
         finish_reason=(finish.decode() if isinstance(finish, bytes) else "") or None,
         stop_word=(stop_word.decode("utf-8") if isinstance(stop_word, bytes) else "") or None,
     )
 
 
-def _scalar(result: object, name: str) -> object:
-    value = result.as_numpy(name)  # type: ignore[attr-defined]
-    return None if value is None else value.reshape(-1)[0]
+def _not_loaded(message: str) -> bool:
+    return "unknown model" in message
 
 
 class TritonEngine:
-    """One gRPC channel per endpoint, reused across requests."""
+    """Per endpoint: gRPC channels reused across requests (tritonclient's for the unary calls, and
+    the streams of lexora_router.triton_streams for generation)."""
 
     def __init__(self) -> None:
         self._clients: dict[str, InferenceServerClient] = {}
         self._batched: dict[tuple[str, str], bool] = {}
+        self._endpoint_streams: dict[str, EndpointStreams] = {}
 
     def _client(self, address: str) -> InferenceServerClient:
         client = self._clients.get(address)
@@ -141,13 +140,19 @@ class TritonEngine:
     async def generate(self, address: str, model: str, request: GenerationRequest) -> AsyncIterator[EngineOutput]:
         """Stream outputs; raise EngineUnreachable before the first output, EngineRejected on an engine error."""
         # aclosing: when our caller stops early, the Triton stream is cancelled now, not at GC.
-        async with aclosing(self._stream(address, model, build_inputs(request), request.request_id)) as outputs:
+        # A streaming client can leave in the middle of a long answer: its request gets a gRPC call
+        # of its own, so Triton stops generating for it then. Others share the endpoint's call.
+        tensors = build_inputs(request)
+        stream = self._stream(address, model, tensors, request.request_id, own_call=request.stream)
+        async with aclosing(stream) as outputs:
             async for output in outputs:
                 yield output
 
     async def count_tokens(self, address: str, model: str, messages: list[ChatTurn]) -> int:
         """The prompt's token count by the model's own tokenizer and template (max_tokens 0)."""
-        async with aclosing(self._stream(address, model, _chat_inputs(messages, 0), "")) as outputs:
+        async with aclosing(
+            self._stream(address, model, _chat_inputs(messages, 0), "count", own_call=False)
+        ) as outputs:
             async for output in outputs:
                 return output.prompt_tokens
         raise EngineRejected("the engine returned no count")
@@ -163,40 +168,42 @@ class TritonEngine:
             known = self._batched[(address, model)] = int(config.get("config", {}).get("max_batch_size", 0)) > 0
         return known
 
-    async def _stream(self, address: str, model: str, tensors: Tensors, request_id: str) -> AsyncIterator[EngineOutput]:
-        inputs = to_triton(tensors, await self._takes_batches(address, model))
+    def _streams(self, address: str) -> EndpointStreams:
+        streams = self._endpoint_streams.get(address)
+        if streams is None:
+            streams = self._endpoint_streams[address] = EndpointStreams(address)
+        return streams
 
-        # Decoupled models answer only on the streaming API, even for a single response.
-        async def one_request():  # type: ignore[no-untyped-def]
-            yield {
-                "model_name": model,
-                "inputs": inputs,
-                "outputs": [InferRequestedOutput(name) for name in OUTPUTS],
-                "request_id": request_id,
-            }
-
-        responses = self._client(address).stream_infer(one_request())
+    async def _stream(
+        self, address: str, model: str, tensors: Tensors, request_id: str, *, own_call: bool
+    ) -> AsyncIterator[EngineOutput]:
+        """The outputs of one request, to its last (Triton flags it). Decoupled models answer
+        only on the streaming API, even with a single response. `own_call`: on a gRPC call of its
+        own, which Triton stops as soon as the caller does; else on the endpoint's shared call."""
+        request = triton_wire.infer_request(
+            model, tensors, await self._takes_batches(address, model), request_id, OUTPUTS
+        )
+        streams = self._streams(address)
         produced = False
         try:
-            async for result, error in responses:
-                if error is not None:
-                    raise EngineRejected(str(error.message()))
-                output = _engine_output(result)
-                produced = True
-                yield output
-                if output.finish_reason:
-                    return
+            async with aclosing(streams.own(request) if own_call else streams.shared(request)) as responses:
+                async for response in responses:
+                    if response.error_message:
+                        if not produced and _not_loaded(response.error_message):
+                            raise EngineUnreachable(f"{address}: model {model} not loaded")
+                        raise EngineRejected(response.error_message)
+                    produced = True
+                    yield _engine_output(triton_wire.first_values(response.infer_response))
         except grpc.aio.AioRpcError as exc:
             if not produced and exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise EngineUnreachable(f"{address}: {exc.code().name}") from exc
-            if exc.code() == grpc.StatusCode.NOT_FOUND or "unknown model" in (exc.details() or ""):
+            if exc.code() == grpc.StatusCode.NOT_FOUND or _not_loaded(exc.details() or ""):
                 raise EngineUnreachable(f"{address}: model {model} not loaded") from exc
             raise EngineRejected(exc.details() or exc.code().name) from exc
-        except InferenceServerException as exc:
-            raise EngineRejected(str(exc.message())) from exc
-        finally:
-            # Tells Triton to stop generating when the caller went away early.
-            responses.cancel()
+        except StreamClosed as exc:
+            if not produced:
+                raise EngineUnreachable(f"{address}: {exc}") from exc
+            raise EngineRejected(str(exc)) from exc
 
     async def infer(self, address: str, model: str, tensors: Tensors, outputs: tuple[str, ...]) -> object:
         """One request, one response (embedding and image models are not decoupled). Raises
@@ -215,3 +222,5 @@ class TritonEngine:
     async def close(self) -> None:
         for client in self._clients.values():
             await client.close()
+        for streams in self._endpoint_streams.values():
+            await streams.close()

@@ -1,0 +1,153 @@
+"""The router's gRPC streams to a real tritonserver: many requests multiplexed on one shared call,
+each answered with its own outputs; requests of streaming clients on calls of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from lexora_contracts.messages import ChatTurn, GenerationRequest
+from lexora_contracts.registry import Pricing
+from lexora_dev.stack import start_triton
+from lexora_router.triton_engine import EngineRejected, EngineUnreachable, TritonEngine, _chat_inputs
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "instant-echo"  # answers at once with max_tokens "tokens": the streams are all that is tested
+SLOW_MODEL = "smollm2-135m-instruct"  # real generation, one request at a time
+
+
+@pytest.fixture(scope="module")
+def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """(gRPC address, log file) of a tritonserver serving the two models."""
+    state = tmp_path_factory.mktemp("triton")
+    repo = state / "models"
+    repo.mkdir()
+    for name in (MODEL, SLOW_MODEL):
+        (repo / name).symlink_to(ROOT / "model-repo" / name)
+    process, address = start_triton(state, model_repo=repo, timeout=120)
+    try:
+        yield address, process.log_path
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def triton(triton_server: tuple[str, Path]) -> str:
+    return triton_server[0]
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[TritonEngine]:
+    engine = TritonEngine()
+    yield engine
+    await engine.close()
+
+
+def request(
+    max_tokens: int, stream: bool = False, request_id: str = "r", prompt: str = "Say hello"
+) -> GenerationRequest:
+    return GenerationRequest(
+        request_id=request_id,
+        account_id="a",
+        key_id="k",
+        model="m",
+        messages=[ChatTurn(role="user", content=prompt)],
+        max_tokens=max_tokens,
+        temperature=0.0,
+        top_p=1.0,
+        stream=stream,
+        deadline=time.time() + 60,
+        pricing=Pricing(input_micro_per_mtok=1, output_micro_per_mtok=1),
+        reserved_micro=0,
+        received_at=time.time(),
+    )
+
+
+async def outputs(engine: TritonEngine, address: str, job: GenerationRequest) -> list:
+    return [output async for output in engine.generate(address, MODEL, job)]
+
+
+async def test_concurrent_requests_on_the_shared_call_each_get_their_own_answer(
+    triton: str, engine: TritonEngine
+) -> None:
+    answers = await asyncio.gather(*(outputs(engine, triton, request(n, request_id=f"r{n}")) for n in range(1, 41)))
+    for n, answer in enumerate(answers, start=1):
+        assert len(answer) == 1  # not streaming: one response with the whole answer
+        assert answer[0].completion_tokens == n and answer[0].finish_reason == "length"
+    assert len(engine._endpoint_streams) == 1 and engine._endpoint_streams[triton]._shared is not None
+
+
+async def test_an_engine_error_fails_only_its_own_request(triton: str, engine: TritonEngine) -> None:
+    async def refused() -> None:
+        async for _ in engine._stream(triton, MODEL, _chat_inputs(request(1).messages, -1), "bad", own_call=False):
+            pass
+
+    results = await asyncio.gather(
+        refused(), *(outputs(engine, triton, request(4)) for _ in range(8)), return_exceptions=True
+    )
+    assert isinstance(results[0], EngineRejected) and "max_tokens" in str(results[0])
+    assert all(isinstance(r, list) and r[-1].completion_tokens == 4 for r in results[1:])
+
+
+async def test_a_model_the_endpoint_does_not_serve_is_unreachable_there(triton: str, engine: TritonEngine) -> None:
+    with pytest.raises(EngineUnreachable, match="not loaded"):
+        async for _ in engine.generate(triton, "no-such-model", request(2)):
+            pass
+
+
+async def test_the_shared_call_is_opened_again_after_it_ends(triton: str, engine: TritonEngine) -> None:
+    await outputs(engine, triton, request(2))
+    streams = engine._endpoint_streams[triton]
+    first = streams._shared
+    assert first is not None
+    first.call.cancel()
+    assert first.reader is not None
+    await asyncio.wait_for(asyncio.gather(first.reader, return_exceptions=True), 5)
+    answer = await outputs(engine, triton, request(3))
+    assert answer[-1].completion_tokens == 3 and streams._shared is not first
+
+
+async def test_a_streaming_request_gets_a_response_per_token_on_a_call_of_its_own(
+    triton: str, engine: TritonEngine
+) -> None:
+    answer = await outputs(engine, triton, request(5, stream=True))
+    assert [o.completion_tokens for o in answer if o.text] == [1, 2, 3, 4, 5]
+    assert answer[-1].finish_reason == "length"
+    assert triton not in engine._endpoint_streams or engine._endpoint_streams[triton]._shared is None
+
+
+async def test_a_streaming_request_stopped_early_cancels_its_call(triton: str, engine: TritonEngine) -> None:
+    generation = engine.generate(triton, MODEL, request(1000, stream=True))
+    first = await anext(generation)
+    await generation.aclose()
+    assert first.completion_tokens == 1
+    # The endpoint still answers: a cancelled call does not disturb the next one.
+    assert (await outputs(engine, triton, request(2, stream=True)))[-1].completion_tokens == 2
+
+
+async def test_a_request_given_up_on_the_shared_call_stops_the_engine_and_the_others_are_sent_again(
+    triton_server: tuple[str, Path], engine: TritonEngine
+) -> None:
+    address, log_path = triton_server
+    story = "Write a very long and detailed story about a dragon and a knight."
+    long = asyncio.create_task(collect(engine, address, SLOW_MODEL, request(4000, request_id="long", prompt=story)))
+    await asyncio.sleep(0.5)  # generating; the short request below waits behind it in the engine
+    short = asyncio.create_task(collect(engine, address, SLOW_MODEL, request(3, request_id="short")))
+    await asyncio.sleep(0.2)
+    assert not long.done()
+    long.cancel()  # the client left: the shared call is cancelled, so the engine stops
+    answer = await asyncio.wait_for(short, 120)  # sent again on a new shared call, and answered
+    assert answer[-1].completion_tokens > 0 and answer[-1].finish_reason in ("length", "stop")
+    with pytest.raises(asyncio.CancelledError):
+        await long
+    stopped = [int(n) for n in re.findall(r"request cancelled after (\d+) generated tokens", log_path.read_text())]
+    assert stopped and all(n < 4000 for n in stopped), "the engine stopped the given-up request part-way"
+
+
+async def collect(engine: TritonEngine, address: str, model: str, job: GenerationRequest) -> list:
+    return [output async for output in engine.generate(address, model, job)]
