@@ -29,7 +29,8 @@ class GatewayState:
     inboxes: JobInboxes
 
 
-def _state(request: Request) -> GatewayState:
+async def _state(request: Request) -> GatewayState:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, a thread hop per request.
     return request.app.state.gateway  # type: ignore[no-any-return]
 
 
