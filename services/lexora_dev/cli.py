@@ -32,7 +32,13 @@ from lexora_contracts.messages import (
 )
 from lexora_contracts.money import micro_to_usd_str, usd_to_micro
 from lexora_dev import stack
-from lexora_dev.catalog import LOCAL_CHAT_MODEL, local_catalog
+from lexora_dev.catalog import (
+    LOCAL_CHAT_MODEL,
+    LOCAL_EMBEDDING_MODEL,
+    LOCAL_IMAGE_MODEL,
+    LOCAL_THINKING_MODEL,
+    local_catalog,
+)
 from lexora_dev.processes import ManagedProcess, port_is_free
 from lexora_runtime.bus import call, connect
 
@@ -109,7 +115,8 @@ def print_welcome(port: int, state_dir: Path) -> None:
 Lexora is up.
   API:      http://127.0.0.1:{port}/v1   (also /api/v1)
   Health:   http://127.0.0.1:{port}/v1/health
-  Model:    {LOCAL_CHAT_MODEL}
+  Models:   {LOCAL_CHAT_MODEL}, {LOCAL_THINKING_MODEL} (thinks),
+            {LOCAL_EMBEDDING_MODEL}, {LOCAL_IMAGE_MODEL}
   Logs:     {state_dir / "logs"}
 
 Create a key with $5 of credit (in another terminal):
