@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from pydantic import ValidationError
-
 from lexora_billing.ledger import Ledger, utcnow
 from lexora_billing.settings import BillingSettings
 from lexora_billing.topup_endpoints import TopUpEndpoints, stripe_from
@@ -29,7 +27,7 @@ from lexora_contracts.usage_api import (
     KeySpend,
     KeySpendRequest,
 )
-from lexora_runtime.bus import PoisonEvent, consume_usage_event_batches
+from lexora_runtime.bus import consume_usage_event_batches, parse_usage_events
 from lexora_runtime.db import create_engine
 from lexora_runtime.metrics import create_metrics, serve_metrics
 from lexora_runtime.service import ServiceContext, health_of, run_until_stopped
@@ -98,13 +96,7 @@ async def serve(settings: BillingSettings, ctx: ServiceContext) -> None:
     async def settle(events: list[bytes]) -> list[BaseException | None]:
         """Settle a fetched batch in one transaction; if that fails, each event on its own, so
         one event that cannot be settled never holds back the others."""
-        outcomes: list[BaseException | None] = [None] * len(events)
-        parsed: list[tuple[int, UsageEvent]] = []
-        for i, data in enumerate(events):
-            try:
-                parsed.append((i, UsageEvent.model_validate_json(data)))
-            except ValidationError as exc:
-                outcomes[i] = PoisonEvent(f"not a usage event: {exc.errors()[0]['msg']}")
+        outcomes, parsed = parse_usage_events(events)
         if not parsed:
             return outcomes
         with metrics.latency.labels("billing", "settle_batch").time():

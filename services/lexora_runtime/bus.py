@@ -200,6 +200,19 @@ class PoisonEvent(Exception):
     this consumer instead of being redelivered forever. It stays in the stream for inspection."""
 
 
+def parse_usage_events(events: list[bytes]) -> tuple[list[BaseException | None], list[tuple[int, UsageEvent]]]:
+    """A fetched batch read as usage events: the outcome of each (a PoisonEvent for what is not a
+    usage event, else None so far) and the (position, event) of those that are."""
+    outcomes: list[BaseException | None] = [None] * len(events)
+    parsed: list[tuple[int, UsageEvent]] = []
+    for i, data in enumerate(events):
+        try:
+            parsed.append((i, UsageEvent.model_validate_json(data)))
+        except ValidationError as exc:
+            outcomes[i] = PoisonEvent(f"not a usage event: {exc.errors()[0]['msg']}")
+    return outcomes, parsed
+
+
 # Outcome of one event of a batch: None when committed (it is acked), else why not.
 BatchHandler = Callable[[list[bytes]], Awaitable[Sequence[BaseException | None]]]
 

@@ -6,12 +6,10 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from pydantic import ValidationError
-
 from lexora_contracts import subjects
 from lexora_contracts.messages import HealthProbe, HealthReply, UsageEvent
 from lexora_contracts.usage_api import USAGE_REPORT_GET, UsageReport, UsageReportRequest
-from lexora_runtime.bus import PoisonEvent, consume_usage_event_batches
+from lexora_runtime.bus import consume_usage_event_batches, parse_usage_events
 from lexora_runtime.db import create_engine, is_sqlite
 from lexora_runtime.metrics import create_metrics, serve_metrics
 from lexora_runtime.service import ServiceContext, health_of, run_until_stopped
@@ -32,13 +30,7 @@ async def serve(settings: UsageSettings, ctx: ServiceContext) -> None:
         """Record a fetched batch in one transaction. An event that is not a usage event is
         terminated; if the transaction fails, each event is tried alone and only those that fail
         again are redelivered."""
-        outcomes: list[BaseException | None] = [None] * len(events)
-        parsed: list[tuple[int, UsageEvent]] = []
-        for i, data in enumerate(events):
-            try:
-                parsed.append((i, UsageEvent.model_validate_json(data)))
-            except ValidationError as exc:
-                outcomes[i] = PoisonEvent(f"not a usage event: {exc.errors()[0]['msg']}")
+        outcomes, parsed = parse_usage_events(events)
         if not parsed:
             return outcomes
         try:

@@ -31,6 +31,7 @@ from lexora_dev import stack
 from lexora_dev.processes import ManagedProcess, free_port
 from lexora_runtime.bus import call, encode, publish_usage_event
 from lexora_runtime.db import create_engine, migrate
+from support.postgres import fresh_database
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 COST = 2_345_678  # pico-USD: not a whole micro, so the carry moves
@@ -38,26 +39,12 @@ HOLD = 10
 
 
 # ---- databases ------------------------------------------------------------------------------------
-def _fresh_postgres(base_url: str) -> str:
-    name = f"b_{uuid.uuid4().hex[:12]}"
-
-    async def create() -> None:
-        engine = create_engine(base_url)
-        async with engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(text(f"CREATE DATABASE {name}"))
-        await engine.dispose()
-
-    asyncio.run(create())
-    return base_url.rsplit("/", 1)[0] + f"/{name}"
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path / 'billing.db'}"
     else:
-        url = _fresh_postgres(request.getfixturevalue("postgres_url"))
+        url = fresh_database(request.getfixturevalue("postgres_url"), "b")
     migrate(url)
     return url
 

@@ -28,22 +28,9 @@ from lexora_dev.processes import ManagedProcess, free_port
 from lexora_runtime.bus import encode, ensure_usage_stream
 from lexora_runtime.db import create_engine, migrate
 from lexora_usage.recorder import UsageRecorder
+from support.postgres import fresh_database
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def _fresh_postgres(base_url: str) -> str:
-    name = f"u_{uuid.uuid4().hex[:12]}"
-
-    async def create() -> None:
-        engine = create_engine(base_url)
-        async with engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(text(f"CREATE DATABASE {name}"))
-        await engine.dispose()
-
-    asyncio.run(create())
-    return base_url.rsplit("/", 1)[0] + f"/{name}"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -51,7 +38,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path / 'usage.db'}"
     else:
-        url = _fresh_postgres(request.getfixturevalue("postgres_url"))
+        url = fresh_database(request.getfixturevalue("postgres_url"), "u")
     migrate(url)
     return url
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sqlalchemy import text
+
 from lexora_dev.postgres import private_postgres as start_cluster
+from lexora_runtime.db import create_engine
 
 
 @contextmanager
@@ -20,3 +25,18 @@ def private_postgres() -> Iterator[str]:
             yield cluster.url
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def fresh_database(base_url: str, prefix: str) -> str:
+    """A new empty database on the cluster of `base_url`; returns its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+    async def create() -> None:
+        engine = create_engine(base_url)
+        async with engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text(f"CREATE DATABASE {name}"))
+        await engine.dispose()
+
+    asyncio.run(create())
+    return base_url.rsplit("/", 1)[0] + f"/{name}"
