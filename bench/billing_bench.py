@@ -126,24 +126,8 @@ class Billing:
 
     def start(self) -> None:
         self.process = stack.start_service("billing", self.config)
-        asyncio.run(self._ready())
-
-    async def _ready(self) -> None:
-        nc = await nats.connect(self.nats_url)
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                assert self.process is not None
-                self.process.check_alive()
-                try:
-                    await nc.request(subjects.BILLING_HEALTH, b"{}", timeout=1)
-                    return
-                except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.1)
-        finally:
-            await nc.drain()
+        assert self.process is not None
+        stack.wait_for_service(self.nats_url, subjects.BILLING_HEALTH, self.process, timeout=60)
 
     def stop_billing(self) -> None:
         if self.process is not None and self.process.proc is not None:

@@ -11,6 +11,7 @@ import json
 import secrets
 import shutil
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,6 +110,28 @@ def start_service(service: str, config: ServiceConfig, log_name: str | None = No
 
 def wait_for_gateway(port: int, process: ManagedProcess, timeout: float = 60) -> None:
     wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/v1/health"), timeout, "gateway", process)
+
+
+def wait_for_service(nats_url: str, health_subject: str, process: ManagedProcess, timeout: float = 60) -> None:
+    """Until the service answers its NATS health subject (it has connected and subscribed)."""
+
+    async def wait() -> None:
+        nc = await nats.connect(nats_url)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                process.check_alive()
+                try:
+                    await nc.request(health_subject, b"{}", timeout=1)
+                    return
+                except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.1)
+        finally:
+            await nc.drain()
+
+    asyncio.run(wait())
 
 
 def publish_catalog(nats_url: str, records: list[ModelRecord]) -> None:

@@ -287,24 +287,8 @@ class Billing:
             nats_url=self.nats_url, database_url=self.database_url, state_dir=self.root, gateway_port=0, extra_env=env
         )
         self.process = stack.start_service("billing", config, f"billing-{self.generation}")
-        asyncio.run(self._wait_ready())
-
-    async def _wait_ready(self) -> None:
-        nc = await nats.connect(self.nats_url)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                assert self.process is not None
-                self.process.check_alive()
-                try:
-                    await nc.request(subjects.BILLING_HEALTH, b"{}", timeout=1)
-                    return
-                except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.1)
-        finally:
-            await nc.drain()
+        assert self.process is not None
+        stack.wait_for_service(self.nats_url, subjects.BILLING_HEALTH, self.process, timeout=30)
 
     def signal(self, sig: signal.Signals) -> None:
         assert self.process is not None and self.process.proc is not None

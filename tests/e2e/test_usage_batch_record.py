@@ -137,24 +137,8 @@ class Usage:
             extra_env={"LEXORA_METRICS_PORT": str(self.metrics_port)},
         )
         self.process = stack.start_service("usage", config)
-        asyncio.run(self._wait_ready())
-
-    async def _wait_ready(self) -> None:
-        nc = await nats.connect(self.nats_url)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                assert self.process is not None
-                self.process.check_alive()
-                try:
-                    await nc.request(subjects.USAGE_HEALTH, b"{}", timeout=1)
-                    return
-                except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.1)
-        finally:
-            await nc.drain()
+        assert self.process is not None
+        stack.wait_for_service(self.nats_url, subjects.USAGE_HEALTH, self.process, timeout=30)
 
     def stop(self) -> None:
         if self.process is not None:
