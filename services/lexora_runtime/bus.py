@@ -158,43 +158,6 @@ async def _usage_subscription(js: JetStreamContext, durable: str) -> JetStreamCo
     )
 
 
-async def consume_usage_events(
-    js: JetStreamContext,
-    durable: str,
-    handle: Callable[[bytes], Awaitable[None]],
-    stop: asyncio.Event,
-    batch: int = 64,
-) -> None:
-    """Pull usage events with a durable consumer; ack only after `handle` has committed.
-
-    A crash between commit and ack redelivers the event, so handlers must be idempotent.
-    """
-    sub = await _usage_subscription(js, durable)
-    try:
-        while not stop.is_set():
-            try:
-                messages = await sub.fetch(batch, timeout=1)
-            except nats.errors.TimeoutError:
-                continue
-            except Exception:
-                # Whatever goes wrong with the server (reconnecting, JetStream briefly unavailable),
-                # the consumer must outlive it: an event left unacked is simply fetched again.
-                log.warning("fetching usage events failed; retrying", exc_info=True)
-                await asyncio.sleep(0.5)
-                continue
-            for msg in messages:
-                try:
-                    await handle(msg.data)
-                except Exception:
-                    log.exception("usage event handling failed; will be redelivered")
-                    await msg.nak(delay=1)
-                    continue
-                await msg.ack()
-    finally:
-        # A pull subscription left open makes the connection's drain wait out its whole timeout.
-        await sub.unsubscribe()
-
-
 class PoisonEvent(Exception):
     """An event that can never be handled (it is not a usage event at all): it is terminated for
     this consumer instead of being redelivered forever. It stays in the stream for inspection."""
@@ -227,8 +190,9 @@ async def consume_usage_event_batches(
     batch: int = 256,
     linger_s: float = 0.05,
 ) -> None:
-    """Like consume_usage_events, but hands every fetched batch to `handle_batch` at once (so it
-    can commit the batch in one transaction) and acks each event only after it has committed.
+    """Pull usage events with a durable consumer and hand every fetched batch to `handle_batch` at
+    once (so it can commit the batch in one transaction); ack each event only after it has
+    committed. A crash between commit and ack redelivers the event, so handlers must be idempotent.
 
     A fetch waits for the first event, then takes as many of those already in the stream behind it
     as the batch holds (JetStream tells each delivery how many are pending): under load batches
