@@ -35,9 +35,10 @@ class StreamClosed(Exception):
     """The shared call ended while a request on it still waited for responses."""
 
 
-class _SendAgain(Exception):
+class _SendAgain(StreamClosed):
     """The shared call was cancelled to stop another request: one that has received nothing is
-    sent again on a new call."""
+    sent again on a new call (one that has, which a single-response request never is, fails as
+    on any closed stream)."""
 
 
 def ends_request(response: Response) -> bool:
