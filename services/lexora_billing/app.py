@@ -157,7 +157,12 @@ async def serve(settings: BillingSettings, ctx: ServiceContext) -> None:
     stop = asyncio.Event()
     consumer = asyncio.create_task(
         consume_usage_event_batches(
-            ctx.js, subjects.BILLING_SETTLE_CONSUMER, settle, stop, batch=settings.settle_batch_size
+            ctx.js,
+            subjects.BILLING_SETTLE_CONSUMER,
+            settle,
+            stop,
+            batch=settings.settle_batch_size,
+            gather_s=settings.settle_gather_s,
         )
     )
     sweeper = asyncio.create_task(sweep())

@@ -237,7 +237,9 @@ class ImageJob(JobHeader):
 
 class GenerationChunk(BaseModel):
     """One message on the caller's inbox: a text delta (or a slice of a binary result), the final
-    counts, or an error. ("accepted" was sent first by routers before 0.2; gateways skip it.)"""
+    counts, or an error. ("accepted" was sent first by routers before 0.2; gateways skip it.)
+
+    A job whose client does not stream gets no deltas: its whole answer is the final chunk's `text`."""
 
     kind: Literal["accepted", "delta", "done", "error"]
     text: str = ""

@@ -65,6 +65,7 @@ class GenerationStream:
         self._subject = subject
         self._inbox: str | None = None
         self._queue: asyncio.Queue[Msg] | None = None
+        self._held: GenerationChunk | None = None  # a final chunk whose text went out as a delta
         self.finished = False
 
     async def start(self) -> None:
@@ -77,7 +78,13 @@ class GenerationStream:
         )
 
     async def next(self) -> GenerationChunk:
-        """The next delta or the final chunk; router errors are raised as the typed error."""
+        """The next delta or the final chunk; router errors are raised as the typed error.
+
+        A router sends a non-streaming job's answer in its final chunk; it is read here as a delta
+        followed by the final chunk, as if it had streamed."""
+        if self._held is not None:
+            chunk, self._held = self._held, None
+            return chunk
         chunk = await self._next_message()
         if chunk.kind == "accepted":  # sent by routers of earlier versions before the first output
             chunk = await self._next_message()
@@ -87,6 +94,14 @@ class GenerationStream:
             raise error_from_info(chunk.error)
         if chunk.kind == "done":
             self.finished = True
+            if chunk.text:
+                self._held = chunk.model_copy(update={"text": ""})
+                return GenerationChunk(
+                    kind="delta",
+                    text=chunk.text,
+                    prompt_tokens=chunk.prompt_tokens,
+                    completion_tokens=chunk.completion_tokens,
+                )
         return chunk
 
     async def _next_message(self) -> GenerationChunk:

@@ -57,6 +57,7 @@ class Outcome:
     error: LexoraError | None = None
     endpoint: str | None = None
     images: int = 0
+    text: str = ""  # a non-streaming client's answer, sent whole in the final chunk
 
 
 @dataclass
@@ -83,6 +84,7 @@ class Router:
         """Run a job (by default: generate text for a GenerationRequest) under its deadline, record
         its outcome exactly once, then send the final chunk."""
         started = time.monotonic()
+        queued_ms = (time.time() - request.received_at) * 1000
         outcome = Outcome()
         try:
             timeout = min(request.deadline - time.time(), self.max_job_s)
@@ -112,7 +114,9 @@ class Router:
         finally:
             self.cancelled_by_client.discard(request.request_id)
         cost = self._cost(request, outcome)
+        worked = time.monotonic()
         await self._record(request, outcome, cost, started)
+        recorded = time.monotonic()
         if outcome.error is not None:
             await self._send(reply, GenerationChunk(kind="error", error=outcome.error.info()))
         else:
@@ -126,6 +130,7 @@ class Router:
                     stop_sequence=outcome.stop_sequence,
                     cost_pico=cost,
                     images=outcome.images,
+                    text=outcome.text,
                 ),
             )
         log.info(
@@ -140,6 +145,11 @@ class Router:
                     "images": outcome.images,
                     "cost_pico": cost,
                     "ms": int((time.monotonic() - started) * 1000),
+                    # where the time went: since the gateway received the request, running the job,
+                    # putting its usage event on record
+                    "before_ms": round(queued_ms, 2),
+                    "work_ms": round((worked - started) * 1000, 2),
+                    "record_ms": round((recorded - worked) * 1000, 2),
                 }
             },
         )
@@ -147,12 +157,18 @@ class Router:
         self.metrics.latency.labels("router", "generate").observe(time.monotonic() - started)
 
     async def _generate(self, request: GenerationRequest, reply: str, outcome: Outcome) -> None:
+        # A client that does not stream reads nothing before the end: its answer goes in the final
+        # chunk, one message instead of a delta and the final chunk.
+        parts: list[str] = []
+
         async def stream_from(address: str, triton_model: str) -> None:
             async for output in self.engine.generate(address, triton_model, request):
                 outcome.endpoint = address
                 outcome.prompt_tokens = output.prompt_tokens
                 outcome.completion_tokens = output.completion_tokens
-                if output.text:
+                if output.text and not request.stream:
+                    parts.append(output.text)
+                elif output.text:
                     await self._send(
                         reply,
                         GenerationChunk(
@@ -167,6 +183,7 @@ class Router:
                     outcome.stop_sequence = output.stop_word
 
         await self._on_an_endpoint(request.model, stream_from)
+        outcome.text = "".join(parts)
 
     async def embed(self, request: EmbeddingJob, reply: str, outcome: Outcome) -> None:
         """Embed every input in one engine call; the vectors go back as float32 bytes in slices."""

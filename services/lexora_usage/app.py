@@ -78,7 +78,12 @@ async def serve(settings: UsageSettings, ctx: ServiceContext) -> None:
     stop = asyncio.Event()
     consumer = asyncio.create_task(
         consume_usage_event_batches(
-            ctx.js, subjects.USAGE_RECORD_CONSUMER, record, stop, batch=settings.record_batch_size
+            ctx.js,
+            subjects.USAGE_RECORD_CONSUMER,
+            record,
+            stop,
+            batch=settings.record_batch_size,
+            gather_s=settings.record_gather_s,
         )
     )
     try:
