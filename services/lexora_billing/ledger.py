@@ -21,10 +21,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from lexora_billing import pg_ledger
+from lexora_billing.refusals import insufficient_balance, key_limit_exceeded
 from lexora_billing.settlement import ReservationRow, SettlementPlan, charge_key, plan_settlement
-from lexora_contracts.errors import InsufficientCredits
 from lexora_contracts.messages import Balance, UsageEvent
-from lexora_contracts.money import micro_to_usd_str
 from lexora_runtime.db import create_asyncpg_pool, insert_ignoring_duplicates, is_sqlite
 from lexora_runtime.schema import balances, key_spend, ledger_entries, reservations
 
@@ -75,8 +74,8 @@ class Ledger:
         available. A key with a spend limit also holds the amount against that limit."""
         limited_key = key_id if key_limit_micro is not None else None
         if self._pool is not None:
-            return await self._reserve_postgres(
-                request_id, account_id, amount_micro, ttl_s, now, limited_key, key_limit_micro
+            return await pg_ledger.hold(
+                self._pool, request_id, account_id, amount_micro, ttl_s, now, limited_key, key_limit_micro
             )
         async with self._transaction() as conn:
             if limited_key is not None:
@@ -92,7 +91,7 @@ class Ledger:
             )
             remaining = held.scalar_one_or_none()
             if remaining is None:
-                raise _insufficient_balance(amount_micro, await self._available(conn, account_id))
+                raise insufficient_balance(amount_micro, await self._available(conn, account_id))
             await self._journal_hold(conn, account_id, request_id, "hold", amount_micro, now)
             await conn.execute(
                 insert(reservations).values(
@@ -137,36 +136,7 @@ class Ledger:
             .values(held_micro=key_spend.c.held_micro + amount_micro)
         )
         if held.rowcount == 0:
-            raise _key_limit_exceeded(limit_micro)
-
-    async def _reserve_postgres(
-        self,
-        request_id: str,
-        account_id: str,
-        amount_micro: int,
-        ttl_s: float,
-        now: datetime,
-        key_id: str | None,
-        key_limit_micro: int | None,
-    ) -> int:
-        assert self._pool is not None
-        for attempt in (1, 2):
-            try:
-                async with self._pool.acquire() as conn:
-                    return await pg_ledger.reserve(
-                        conn, request_id, account_id, amount_micro, ttl_s, now, key_id, key_limit_micro
-                    )
-            except pg_ledger.ReserveRefused as refused:
-                if refused.reason == "key_limit":
-                    raise _key_limit_exceeded(key_limit_micro or 0) from None
-                raise _insufficient_balance(amount_micro, refused.available_micro) from None
-            except pg_ledger.CONNECTION_LOST:
-                # A pooled connection that Postgres closed (a restart) fails on first use: try a
-                # fresh one once. The statement is atomic, and if the lost attempt did commit,
-                # the retry fails on the reservation's request id instead of holding twice.
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+            raise key_limit_exceeded(limit_micro)
 
     @staticmethod
     async def _available(conn: AsyncConnection, account_id: str) -> int:
@@ -437,17 +407,3 @@ def _is_unique_violation(exc: BaseException) -> bool:
     import asyncpg
 
     return isinstance(exc, asyncpg.UniqueViolationError)
-
-
-def _insufficient_balance(amount_micro: int, available_micro: int) -> InsufficientCredits:
-    return InsufficientCredits(
-        f"Insufficient balance: this request may cost up to ${micro_to_usd_str(amount_micro)} and "
-        f"${micro_to_usd_str(max(available_micro, 0))} is available. Add credits to continue."
-    )
-
-
-def _key_limit_exceeded(limit_micro: int) -> InsufficientCredits:
-    return InsufficientCredits(
-        f"This API key's spend limit of ${micro_to_usd_str(limit_micro)} would be exceeded by this request. "
-        "Raise the key's limit or use another key."
-    )

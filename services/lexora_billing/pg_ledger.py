@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 
+from lexora_billing.refusals import insufficient_balance, key_limit_exceeded
 from lexora_billing.settlement import ReservationRow, SettlementPlan, charge_key, plan_settlement
 from lexora_contracts.messages import UsageEvent
 
@@ -174,6 +175,35 @@ async def reserve(
     if account_available >= amount_micro or key_exceeded:
         raise ReserveRefused("key_limit", account_available)  # the key is checked first, as always
     raise ReserveRefused("balance", account_available)
+
+
+async def hold(
+    pool: asyncpg.Pool,
+    request_id: str,
+    account_id: str,
+    amount_micro: int,
+    ttl_s: float,
+    now: datetime,
+    key_id: str | None,
+    key_limit_micro: int | None,
+) -> int:
+    """`reserve` on a pooled connection, with its refusal as the 402 the caller gets. Billing holds
+    credit this way, and so does a gateway that has the database (docs/billing.md)."""
+    for attempt in (1, 2):
+        try:
+            async with pool.acquire() as conn:
+                return await reserve(conn, request_id, account_id, amount_micro, ttl_s, now, key_id, key_limit_micro)
+        except ReserveRefused as refused:
+            if refused.reason == "key_limit":
+                raise key_limit_exceeded(key_limit_micro or 0) from None
+            raise insufficient_balance(amount_micro, refused.available_micro) from None
+        except CONNECTION_LOST:
+            # A pooled connection that Postgres closed (a restart) fails on first use: try a fresh
+            # one once. The statement is atomic, and if the lost attempt did commit, the retry
+            # fails on the reservation's request id instead of holding twice.
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def settle_batch(conn: asyncpg.Connection, events: Sequence[UsageEvent], now: datetime) -> list[bool]:

@@ -13,7 +13,7 @@ class BillingSettings(DatabaseSettings):
     settle_batch_size: int = Field(default=256, ge=1, le=1000)
     # How long a batch that is not full waits after its first event for more (seconds): fewer,
     # larger transactions at moderate load, for at most this much later settlement.
-    settle_gather_s: float = Field(default=0.025, ge=0, le=1)
+    settle_gather_s: float = Field(default=0.05, ge=0, le=1)
     # Connections of the Postgres pool that reserve and settle use (besides SQLAlchemy's).
     database_pool_size: int = Field(default=10, ge=1)
     # Stripe top-ups. Without a secret key there is no checkout (credit comes from admin grants);

@@ -88,7 +88,7 @@ class ServiceConfig:
             "LEXORA_METRICS_PORT": str(free_port()),
             **self.extra_env,
         }
-        if service in ("auth", "billing", "usage"):
+        if service in ("auth", "billing", "usage", "gateway"):  # the gateway's: for credit holds on Postgres
             env["LEXORA_DATABASE_URL"] = self.database_url
         if service == "auth":
             env["LEXORA_KEY_PEPPER"] = key_pepper(self.state_dir)

@@ -24,6 +24,7 @@ from lexora_gateway import (
 from lexora_gateway.auth_cache import KeyCache
 from lexora_gateway.dispatch import JobInboxes
 from lexora_gateway.errors import install_error_handlers
+from lexora_gateway.holds import CreditHolds
 from lexora_gateway.metrics_middleware import MetricsMiddleware
 from lexora_gateway.openapi import install_openapi
 from lexora_gateway.settings import GatewaySettings
@@ -56,11 +57,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         counters = CounterStore(await limits_bucket(js))
         inboxes = JobInboxes(nc)
         await inboxes.start()
-        app.state.gateway = GatewayState(settings, nc, js, registry, keys, metrics, counters, inboxes)
+        holds = await CreditHolds.open(nc, settings.database_url, settings.database_pool_size)
+        app.state.gateway = GatewayState(settings, nc, js, registry, keys, metrics, counters, inboxes, holds)
         try:
             yield
         finally:
             await registry.stop()
+            await holds.close()
             await nc.drain()
 
     app = FastAPI(title="Lexora API", version="0.1.0", lifespan=lifespan)

@@ -17,6 +17,10 @@ class GatewaySettings(ServiceSettings):
     auth_cache_ttl_s: float = 60.0
     # How long reservations outlive their job's deadline before billing's sweeper releases them.
     reservation_grace_s: float = 60.0
+    # Billing's Postgres database, if this gateway may place credit holds there itself (billing's
+    # one-statement reserve: no round trip through billing). Unset or SQLite: holds go via billing.
+    database_url: str | None = None
+    database_pool_size: int = Field(default=4, ge=1)
     # Legacy /v1/completions: the most prompts one request may list (each is its own job and charge).
     max_prompts_per_request: int = Field(default=16, ge=1)
     # Limits per plan, e.g. LEXORA_PLANS='{"free": {"requests_per_minute": 20, ...}, ...}'.

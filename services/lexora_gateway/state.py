@@ -11,6 +11,7 @@ from nats.js import JetStreamContext
 
 from lexora_gateway.auth_cache import KeyCache
 from lexora_gateway.dispatch import JobInboxes
+from lexora_gateway.holds import CreditHolds
 from lexora_gateway.settings import GatewaySettings
 from lexora_runtime.counters import CounterStore
 from lexora_runtime.metrics import ServiceMetrics
@@ -27,6 +28,7 @@ class GatewayState:
     metrics: ServiceMetrics
     counters: CounterStore
     inboxes: JobInboxes
+    holds: CreditHolds
 
 
 async def _state(request: Request) -> GatewayState:

@@ -15,15 +15,13 @@ from lexora_contracts.errors import LexoraError
 from lexora_contracts.messages import (
     GenerationChunk,
     Identity,
-    ReserveReply,
-    ReserveRequest,
     UsageEvent,
 )
 from lexora_contracts.registry import ModelKind, ModelRecord, Pricing
 from lexora_gateway import jobs, ratelimit, vision
 from lexora_gateway.dispatch import GenerationStream, Job, NoRouter
 from lexora_gateway.state import GatewayState
-from lexora_runtime.bus import call, publish_usage_event
+from lexora_runtime.bus import publish_usage_event
 from lexora_runtime.logs import request_id_var
 
 
@@ -111,19 +109,8 @@ async def hold_credit(state: GatewayState, identity: Identity, request_id: str, 
     Free models hold nothing."""
     if not amount_micro:
         return
-    await call(
-        state.nc,
-        subjects.BILLING_CREDITS_RESERVE,
-        ReserveRequest(
-            request_id=request_id,
-            account_id=identity.account_id,
-            amount_micro=amount_micro,
-            ttl_s=state.settings.job_timeout_s + state.settings.reservation_grace_s,
-            key_id=identity.key_id,
-            key_spend_limit_micro=identity.spend_limit_micro,
-        ),
-        ReserveReply,
-    )
+    ttl_s = state.settings.job_timeout_s + state.settings.reservation_grace_s
+    await state.holds.hold(identity, request_id, amount_micro, ttl_s)
 
 
 async def record_refusal(

@@ -178,6 +178,8 @@ Environment every Lexora process gets. Takes (dict "root" $ "component" name "me
 
 {{/* Per-service environment on top of lexora.commonEnv. */}}
 {{- define "lexora.gateway.env" -}}
+{{/* The gateway places credit holds with billing's one-statement reserve on this database. */}}
+{{ include "lexora.databaseEnv" (dict "root" .) }}
 - name: LEXORA_HOST
   value: "0.0.0.0"
 - name: LEXORA_PORT

@@ -1,0 +1,141 @@
+"""A gateway given billing's Postgres database places credit holds itself, with billing's own
+statement: the same rows and the same 402s as a hold placed by billing, settled by billing.
+
+Driven directly on a fresh database (no NATS: the direct path never uses it). The whole stack on
+Postgres runs every request through this path, and on SQLite through billing (tests/e2e)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import text
+
+from lexora_billing.ledger import Ledger
+from lexora_contracts.errors import InsufficientCredits, InternalError
+from lexora_contracts.messages import Identity, UsageEvent
+from lexora_contracts.money import PICO_PER_MICRO
+from lexora_gateway.holds import CreditHolds
+from lexora_runtime.db import create_engine, migrate
+from support.postgres import fresh_database
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+TTL_S = 180.0
+
+
+@pytest.fixture
+def database_url(postgres_url: str) -> str:
+    url = fresh_database(postgres_url, "h")
+    migrate(url)
+    return url
+
+
+@pytest.fixture
+async def ledger(database_url: str) -> AsyncIterator[Ledger]:
+    engine = create_engine(database_url)
+    ledger = Ledger(engine, database_url)
+    await ledger.open()
+    try:
+        yield ledger
+    finally:
+        await ledger.close()
+        await engine.dispose()
+
+
+@pytest.fixture
+async def holds(database_url: str) -> AsyncIterator[CreditHolds]:
+    holds = await CreditHolds.open(None, database_url, pool_size=2)  # type: ignore[arg-type]
+    assert holds.direct
+    try:
+        yield holds
+    finally:
+        await holds.close()
+
+
+async def _account(ledger: Ledger, credit_micro: int) -> str:
+    account_id = f"acct_{uuid.uuid4().hex[:20]}"
+    await ledger.grant(account_id, credit_micro, f"test:{account_id}", "tests", "test credit", NOW)
+    return account_id
+
+
+def _identity(account_id: str, spend_limit_micro: int | None = None) -> Identity:
+    return Identity(account_id=account_id, key_id="key_holds", plan="pro", spend_limit_micro=spend_limit_micro)
+
+
+async def _rows(ledger: Ledger, sql: str, **params: object) -> list[dict]:
+    async with ledger._engine.connect() as conn:
+        return [dict(r) for r in (await conn.execute(text(sql), params)).mappings().all()]
+
+
+async def test_a_hold_placed_by_the_gateway_is_billings_hold_and_billing_settles_it(
+    ledger: Ledger, holds: CreditHolds
+) -> None:
+    account = await _account(ledger, 1_000)
+    await holds.hold(_identity(account), "req_direct", 400, TTL_S)
+    assert (await ledger.balance(account)).held_micro == 400
+    (reservation,) = await _rows(ledger, "SELECT * FROM reservations WHERE request_id = 'req_direct'")
+    assert (reservation["account_id"], reservation["amount_micro"], reservation["status"]) == (account, 400, "held")
+
+    event = UsageEvent(
+        request_id="req_direct",
+        account_id=account,
+        key_id="key_holds",
+        model="test/model",
+        status_code=200,
+        prompt_tokens=1,
+        completion_tokens=1,
+        cost_pico=150 * PICO_PER_MICRO,
+        reserved_micro=400,
+        received_at=NOW.timestamp(),
+        latency_ms=1,
+    )
+    assert await ledger.settle_batch([event], NOW) == [True]
+    balance = await ledger.balance(account)
+    assert (balance.balance_micro, balance.held_micro) == (850, 0)
+
+
+async def test_a_hold_the_balance_cannot_cover_is_refused_as_billing_refuses_it(
+    ledger: Ledger, holds: CreditHolds
+) -> None:
+    account = await _account(ledger, 1_000)
+    await holds.hold(_identity(account), "req_1", 700, TTL_S)
+    with pytest.raises(InsufficientCredits) as by_gateway:
+        await holds.hold(_identity(account), "req_2", 700, TTL_S)
+    with pytest.raises(InsufficientCredits) as by_billing:
+        await ledger.reserve("req_3", account, 700, TTL_S, NOW)
+    assert str(by_gateway.value) == str(by_billing.value)
+    assert "$0.000300 is available" in str(by_gateway.value)
+    assert (await ledger.balance(account)).held_micro == 700, "a refused hold holds nothing"
+
+
+async def test_a_keys_spend_limit_is_held_against_too(ledger: Ledger, holds: CreditHolds) -> None:
+    account = await _account(ledger, 10_000)
+    await holds.hold(_identity(account, spend_limit_micro=500), "req_1", 300, TTL_S)
+    with pytest.raises(InsufficientCredits, match="spend limit"):
+        await holds.hold(_identity(account, spend_limit_micro=500), "req_2", 300, TTL_S)
+    await holds.hold(_identity(account), "req_3", 300, TTL_S)  # without a limit only the balance counts
+    assert (await ledger.balance(account)).held_micro == 600
+
+
+async def test_the_same_request_is_never_held_twice(ledger: Ledger, holds: CreditHolds) -> None:
+    account = await _account(ledger, 1_000)
+    await holds.hold(_identity(account), "req_once", 100, TTL_S)
+    with pytest.raises(InternalError):
+        await holds.hold(_identity(account), "req_once", 100, TTL_S)
+    assert (await ledger.balance(account)).held_micro == 100
+
+
+async def test_an_unreachable_database_is_an_internal_error(ledger: Ledger) -> None:
+    holds = await CreditHolds.open(None, "postgresql+asyncpg://nobody:x@127.0.0.1:1/none", pool_size=1)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(InternalError, match="credit ledger"):
+            await holds.hold(_identity("acct_x"), "req_x", 100, TTL_S)
+    finally:
+        await holds.close()
+
+
+async def test_without_postgres_the_gateway_asks_billing() -> None:
+    for url in (None, "", "sqlite+aiosqlite:///lexora.db"):
+        assert not (await CreditHolds.open(None, url, pool_size=1)).direct  # type: ignore[arg-type]
