@@ -167,11 +167,26 @@ class ChatTurn(BaseModel):
         return {"role": self.role, "content": parts}
 
 
-class GenerationRequest(BaseModel):
+class JobHeader(BaseModel):
+    """What every job sent to a router carries besides its own inputs: who pays, at what price,
+    how much credit is held for it, and until when it may run."""
+
     request_id: str
     account_id: str
     key_id: str
     model: str
+    deadline: float  # unix seconds; the router gives up (504, not charged) after it
+    pricing: Pricing  # the price the gateway reserved with; settled at this price
+    reserved_micro: int
+    received_at: float
+    endpoint: str
+    stream: bool = False
+
+
+class GenerationRequest(JobHeader):
+    """Generate text for a chat (or, with `raw_prompt`, a legacy completion); the text comes back
+    in `delta` chunks when `stream`, else whole in the final chunk."""
+
     messages: list[ChatTurn]
     raw_prompt: str | None = None  # legacy completions: the prompt as is, no chat template
     max_tokens: int
@@ -193,27 +208,7 @@ class GenerationRequest(BaseModel):
     reasoning: bool = False
     reasoning_budget: int | None = Field(default=None, ge=0)
     stream: bool
-    deadline: float  # unix seconds; the router gives up (504, not charged) after it
-    pricing: Pricing  # the price the gateway reserved with; settled at this price
-    reserved_micro: int
-    received_at: float
     endpoint: str = "/v1/chat/completions"  # the API route, recorded with the usage
-
-
-class JobHeader(BaseModel):
-    """What every job sent to a router carries besides its own inputs: who pays, at what price,
-    how much credit is held for it, and until when it may run."""
-
-    request_id: str
-    account_id: str
-    key_id: str
-    model: str
-    deadline: float  # unix seconds; the router gives up (504, not charged) after it
-    pricing: Pricing  # the price the gateway reserved with; settled at this price
-    reserved_micro: int
-    received_at: float
-    endpoint: str
-    stream: bool = False
 
 
 class EmbeddingJob(JobHeader):

@@ -16,10 +16,10 @@ from nats.aio.msg import Msg
 
 from lexora_contracts import subjects
 from lexora_contracts.errors import JobTimeout, ModelUnavailable, error_from_info
-from lexora_contracts.messages import CancelGeneration, GenerationChunk, GenerationRequest, JobHeader
+from lexora_contracts.messages import CancelGeneration, GenerationChunk, JobHeader
 from lexora_runtime.bus import encode
 
-Job = GenerationRequest | JobHeader
+Job = JobHeader  # every job a gateway sends: GenerationRequest, EmbeddingJob, ImageJob
 # Extra wait beyond the job deadline for the router's own 504 to arrive before we give up on it.
 ROUTER_GRACE_S = 5.0
 

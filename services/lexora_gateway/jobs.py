@@ -4,6 +4,7 @@ pure decisions made about it before dispatch (limits, the credit hold, the engin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from lexora_contracts.errors import InvalidRequest, ModelNotFound, ModelUnavailable
 from lexora_contracts.messages import ChatTurn, GenerationRequest, Identity
@@ -101,6 +102,28 @@ def reservation_micro(job: ChatJob, model: ModelRecord, pricing: Pricing, max_to
     return ceil_micro(bound) + 1
 
 
+def job_header(
+    model: ModelRecord,
+    pricing: Pricing,
+    identity: Identity,
+    request_id: str,
+    reserved_micro: int,
+    received_at: float,
+    job_timeout_s: float,
+) -> dict[str, Any]:
+    """The `JobHeader` fields every router job carries: who pays, at what price, the hold, the deadline."""
+    return {
+        "request_id": request_id,
+        "account_id": identity.account_id,
+        "key_id": identity.key_id,
+        "model": model.id,
+        "deadline": received_at + job_timeout_s,
+        "pricing": pricing,
+        "reserved_micro": reserved_micro,
+        "received_at": received_at,
+    }
+
+
 def generation_request(
     job: ChatJob,
     model: ModelRecord,
@@ -117,10 +140,6 @@ def generation_request(
     # A raw prompt has no chat template to think in: reasoning is a chat matter.
     reasoning, reasoning_budget = engine_fields(job.reasoning, model) if job.raw_prompt is None else (False, None)
     return GenerationRequest(
-        request_id=request_id,
-        account_id=identity.account_id,
-        key_id=identity.key_id,
-        model=model.id,
         messages=job.engine_messages(),
         raw_prompt=job.raw_prompt,
         guide_type=guide_type,
@@ -136,9 +155,6 @@ def generation_request(
         seed=job.seed,
         stop=job.stop,
         stream=job.stream,
-        deadline=received_at + job_timeout_s,
-        pricing=pricing,
-        reserved_micro=reserved_micro,
-        received_at=received_at,
         endpoint=job.endpoint,
+        **job_header(model, pricing, identity, request_id, reserved_micro, received_at, job_timeout_s),
     )

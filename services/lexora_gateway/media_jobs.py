@@ -12,7 +12,7 @@ import numpy as np
 from lexora_contracts.embeddings import EmbeddingsRequest
 from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.images import ImageGenerationRequest
-from lexora_contracts.messages import EmbeddingJob, Identity, ImageJob
+from lexora_contracts.messages import EmbeddingJob, ImageJob
 from lexora_contracts.money import ceil_micro, image_cost_pico, pico_to_usd, token_cost_pico
 from lexora_contracts.registry import ModelRecord, Pricing
 
@@ -48,28 +48,6 @@ def embedding_reservation_micro(texts: list[str], model: ModelRecord, pricing: P
 
 def image_reservation_micro(pricing: Pricing) -> int:
     return 0 if pricing.is_free else ceil_micro(image_cost_pico(1, pricing.image_micro)) + 1
-
-
-def job_header(
-    model: ModelRecord,
-    pricing: Pricing,
-    identity: Identity,
-    request_id: str,
-    reserved_micro: int,
-    received_at: float,
-    job_timeout_s: float,
-) -> dict[str, Any]:
-    """The `JobHeader` fields every router job carries: who pays, at what price, the hold, the deadline."""
-    return {
-        "request_id": request_id,
-        "account_id": identity.account_id,
-        "key_id": identity.key_id,
-        "model": model.id,
-        "deadline": received_at + job_timeout_s,
-        "pricing": pricing,
-        "reserved_micro": reserved_micro,
-        "received_at": received_at,
-    }
 
 
 def embedding_job(body: EmbeddingsRequest, header: dict[str, Any]) -> EmbeddingJob:

@@ -11,7 +11,7 @@ from lexora_contracts import subjects
 from lexora_contracts.embeddings import EmbeddingsRequest
 from lexora_contracts.images import ImageGenerationRequest
 from lexora_contracts.registry import ModelRecord, Pricing
-from lexora_gateway import media_jobs, openai_chat
+from lexora_gateway import jobs, media_jobs, openai_chat
 from lexora_gateway.authn import authenticate
 from lexora_gateway.http import JSONBody, parse_body
 from lexora_gateway.state import StateDep
@@ -32,7 +32,7 @@ async def embeddings(request: Request, state: StateDep) -> Response:
         media_jobs.check_dimensions(body, model)
         timeout = state.settings.job_timeout_s
         return media_jobs.embedding_reservation_micro(texts, model, pricing), lambda held: media_jobs.embedding_job(
-            body, media_jobs.job_header(model, pricing, identity, request_id, held, received_at, timeout)
+            body, jobs.job_header(model, pricing, identity, request_id, held, received_at, timeout)
         )
 
     ticket = JobTicket(
@@ -61,7 +61,7 @@ async def image_generations(request: Request, state: StateDep) -> Response:
     def prepare(model: ModelRecord, pricing: Pricing) -> tuple[int, media_jobs.JobBuilder]:
         timeout = state.settings.job_timeout_s
         return media_jobs.image_reservation_micro(pricing), lambda held: media_jobs.image_job(
-            body, media_jobs.job_header(model, pricing, identity, request_id, held, received_at, timeout)
+            body, jobs.job_header(model, pricing, identity, request_id, held, received_at, timeout)
         )
 
     ticket = JobTicket(

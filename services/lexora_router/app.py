@@ -32,7 +32,7 @@ from lexora_runtime.model_registry import ModelRegistryView
 from lexora_runtime.service import ServiceContext, run_until_stopped
 
 log = logging.getLogger("lexora.router")
-J = TypeVar("J", GenerationRequest, JobHeader)
+J = TypeVar("J", bound=JobHeader)
 
 
 async def serve(settings: RouterSettings, ctx: ServiceContext) -> None:

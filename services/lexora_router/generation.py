@@ -42,7 +42,6 @@ from lexora_runtime.model_registry import ModelRegistryView
 log = logging.getLogger("lexora.router")
 
 T = TypeVar("T")
-Job = GenerationRequest | JobHeader
 BINARY_SLICE_BYTES = 256 * 1024
 CLIENT_CLOSED = 499  # nginx's code for "client closed request": charged for what was produced
 
@@ -80,7 +79,9 @@ class Router:
             self.cancelled_by_client.add(request_id)
             task.cancel()
 
-    async def run(self, request: Job, reply: str, work: Callable[[Outcome], Awaitable[None]] | None = None) -> None:
+    async def run(
+        self, request: JobHeader, reply: str, work: Callable[[Outcome], Awaitable[None]] | None = None
+    ) -> None:
         """Run a job (by default: generate text for a GenerationRequest) under its deadline, record
         its outcome exactly once, then send the final chunk."""
         started = time.monotonic()
@@ -243,7 +244,7 @@ class Router:
         raise ModelUnavailable(f"No reachable instance of {model_id}; retry in 30 seconds")
 
     @staticmethod
-    def _cost(request: Job, outcome: Outcome) -> int:
+    def _cost(request: JobHeader, outcome: Outcome) -> int:
         if outcome.error is not None:
             return 0  # failed jobs are not charged
         return request_cost_pico(
@@ -253,7 +254,7 @@ class Router:
             request.pricing.output_micro_per_mtok,
         ) + image_cost_pico(outcome.images, request.pricing.image_micro)
 
-    async def _record(self, request: Job, outcome: Outcome, cost: int, started: float) -> None:
+    async def _record(self, request: JobHeader, outcome: Outcome, cost: int, started: float) -> None:
         event = UsageEvent(
             request_id=request.request_id,
             account_id=request.account_id,
