@@ -35,6 +35,17 @@ def triton_address(state_root: Path) -> Iterator[str]:
     process.stop()
 
 
+@pytest.fixture
+def nats_url(tmp_path: Path) -> Iterator[str]:
+    """A nats-server with JetStream of the test's own, for tests of one component against it."""
+    port = free_port()
+    server = stack.start_nats(tmp_path, port)
+    try:
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     with private_postgres() as url:

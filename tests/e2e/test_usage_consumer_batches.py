@@ -4,27 +4,14 @@ groups events into batches, with and without a gather window."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import nats
 import pytest
 from nats.js import JetStreamContext
 
 from lexora_contracts.messages import UsageEvent
-from lexora_dev import stack
-from lexora_dev.processes import free_port
 from lexora_runtime.bus import consume_usage_event_batches, ensure_usage_stream, publish_usage_event
-
-
-@pytest.fixture
-def nats_url(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    server = stack.start_nats(tmp_path, port)
-    try:
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture
