@@ -12,7 +12,8 @@ import base64
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -38,6 +39,7 @@ from lexora_router.triton_media import Embeddings
 from lexora_runtime.bus import encode, publish_usage_event
 from lexora_runtime.metrics import ServiceMetrics
 from lexora_runtime.model_registry import ModelRegistryView
+from lexora_runtime.ready_batches import ready_batches
 
 log = logging.getLogger("lexora.router")
 
@@ -159,29 +161,39 @@ class Router:
 
     async def _generate(self, request: GenerationRequest, reply: str, outcome: Outcome) -> None:
         # A client that does not stream reads nothing before the end: its answer goes in the final
-        # chunk, one message instead of a delta and the final chunk.
+        # chunk, one message instead of a delta and the final chunk. A streaming client gets a
+        # delta per group of outputs: one per output while the router keeps up, and what piled up
+        # meanwhile in one message when it falls behind (lexora_runtime.ready_batches).
         parts: list[str] = []
 
         async def stream_from(address: str, triton_model: str) -> None:
-            async for output in self.engine.generate(address, triton_model, request):
-                outcome.endpoint = address
-                outcome.prompt_tokens = output.prompt_tokens
-                outcome.completion_tokens = output.completion_tokens
-                if output.text and not request.stream:
-                    parts.append(output.text)
-                elif output.text:
-                    await self._send(
-                        reply,
-                        GenerationChunk(
-                            kind="delta",
-                            text=output.text,
-                            prompt_tokens=output.prompt_tokens,
-                            completion_tokens=output.completion_tokens,
-                        ),
-                    )
-                if output.finish_reason:
-                    outcome.finish_reason = output.finish_reason
-                    outcome.stop_sequence = output.stop_word
+            outputs = self.engine.generate(address, triton_model, request)
+            # A thinking model's outputs stay one per delta: the gateway's reasoning_tokens is exact
+            # only when the end of the thinking block arrives as a delta of its own.
+            grouped = request.stream and not request.reasoning
+            groups = ready_batches(outputs) if grouped else _one_by_one(outputs)
+            async with aclosing(groups):
+                async for group in groups:
+                    last = group[-1]
+                    outcome.endpoint = address
+                    outcome.prompt_tokens = last.prompt_tokens
+                    outcome.completion_tokens = last.completion_tokens
+                    text = group[0].text if len(group) == 1 else "".join(output.text for output in group)
+                    if text and not request.stream:
+                        parts.append(text)
+                    elif text:
+                        await self._send(
+                            reply,
+                            GenerationChunk(
+                                kind="delta",
+                                text=text,
+                                prompt_tokens=last.prompt_tokens,
+                                completion_tokens=last.completion_tokens,
+                            ),
+                        )
+                    if last.finish_reason:
+                        outcome.finish_reason = last.finish_reason
+                        outcome.stop_sequence = last.stop_word
 
         await self._on_an_endpoint(request.model, stream_from)
         outcome.text = "".join(parts)
@@ -279,3 +291,9 @@ class Router:
 
     async def _send(self, reply: str, chunk: GenerationChunk) -> None:
         await self.nc.publish(reply, encode(chunk))
+
+
+async def _one_by_one(outputs: AsyncIterator[T]) -> AsyncIterator[list[T]]:
+    async with aclosing(outputs):
+        async for output in outputs:
+            yield [output]
