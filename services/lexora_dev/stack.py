@@ -12,6 +12,8 @@ import secrets
 import shutil
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from lexora_contracts.registry import ModelRecord
 from lexora_dev.processes import ManagedProcess, free_port, http_ok, tcp_open, wait_until
 from lexora_dev.triton_server import triton_command
 from lexora_runtime.db import migrate
-from lexora_runtime.model_registry import publish_model
+from lexora_runtime.model_registry import publish_model, withdraw_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_REPO = REPO_ROOT / "model-repo"
@@ -109,7 +111,26 @@ def start_service(service: str, config: ServiceConfig, log_name: str | None = No
 
 
 def wait_for_gateway(port: int, process: ManagedProcess, timeout: float = 60) -> None:
-    wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/v1/health"), timeout, "gateway", process)
+    """Until the gateway answers /v1/health and reaches every service. A model endpoint that is
+    down makes the health `degraded` (503), but the gateway is up and serving the other models."""
+    wait_until(lambda: _services_reachable(f"http://127.0.0.1:{port}/v1/health"), timeout, "gateway", process)
+
+
+def _services_reachable(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code != 503:
+            return False
+        body = exc.read()
+    except (urllib.error.URLError, OSError):
+        return False
+    try:
+        checks = json.loads(body)["checks"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return all(check.get("status") != "down" for check in checks.values())
 
 
 def wait_for_service(nats_url: str, health_subject: str, process: ManagedProcess, timeout: float = 60) -> None:
@@ -144,6 +165,18 @@ def publish_catalog(nats_url: str, records: list[ModelRecord]) -> None:
             await nc.drain()
 
     asyncio.run(publish())
+
+
+def withdraw_catalog(nats_url: str, model_ids: list[str]) -> None:
+    async def withdraw() -> None:
+        nc = await nats.connect(nats_url)
+        try:
+            for model_id in model_ids:
+                await withdraw_model(nc.jetstream(), model_id)
+        finally:
+            await nc.drain()
+
+    asyncio.run(withdraw())
 
 
 def prepare_database(url: str) -> None:

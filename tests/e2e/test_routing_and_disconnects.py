@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import httpx
 import openai
@@ -19,16 +20,18 @@ PRICE = 40_000
 
 
 @pytest.fixture(scope="module")
-def extra_models(lexora: RunningStack) -> dict[str, str]:
+def extra_models(lexora: RunningStack) -> Iterator[dict[str, str]]:
     """Registry records as an operator might leave them: one model whose endpoints include a dead
-    one, one whose only endpoint is dead."""
+    one, one whose only endpoint is dead. Withdrawn afterwards: the stack's health (which asks
+    every endpoint) is `ok` again for the modules that run after this one."""
     live = lexora.registry_record(LOCAL_CHAT_MODEL)
     dead = Endpoint(name="dead", grpc_address=f"127.0.0.1:{free_port()}")
     failover = live.model_copy(update={"id": "test/failover", "endpoints": [dead, *live.endpoints]})
     all_dead = live.model_copy(update={"id": "test/all-dead", "endpoints": [dead]})
     stack.publish_catalog(lexora.config.nats_url, [failover, all_dead])
     _wait_listed(lexora, {failover.id, all_dead.id})
-    return {"failover": failover.id, "all_dead": all_dead.id}
+    yield {"failover": failover.id, "all_dead": all_dead.id}
+    stack.withdraw_catalog(lexora.config.nats_url, [failover.id, all_dead.id])
 
 
 def _wait_listed(lexora: RunningStack, ids: set[str]) -> None:
