@@ -14,7 +14,7 @@ import itertools
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,37 +30,14 @@ from lexora_contracts.money import PICO_PER_MICRO
 from lexora_dev import stack
 from lexora_dev.processes import ManagedProcess, free_port
 from lexora_runtime.bus import call, encode, publish_usage_event
-from lexora_runtime.db import create_engine, migrate
-from support.postgres import fresh_database
+from lexora_runtime.db import create_engine
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 COST = 2_345_678  # pico-USD: not a whole micro, so the carry moves
 HOLD = 10
 
 
-# ---- databases ------------------------------------------------------------------------------------
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'billing.db'}"
-    else:
-        url = fresh_database(request.getfixturevalue("postgres_url"), "b")
-    migrate(url)
-    return url
-
-
-@pytest.fixture
-async def ledger(database_url: str) -> AsyncIterator[Ledger]:
-    engine = create_engine(database_url)
-    ledger = Ledger(engine, database_url)
-    await ledger.open()
-    try:
-        yield ledger
-    finally:
-        await ledger.close()
-        await engine.dispose()
-
-
+# ---- databases (the database_url and ledger fixtures are in tests/e2e/conftest.py) ------------
 async def _query(ledger: Ledger, sql: str, **params: object) -> list[dict]:
     async with ledger._engine.connect() as conn:
         return [dict(r) for r in (await conn.execute(text(sql), params)).mappings().all()]

@@ -18,7 +18,7 @@ from lexora_contracts.errors import InsufficientCredits, InternalError
 from lexora_contracts.messages import Identity, UsageEvent
 from lexora_contracts.money import PICO_PER_MICRO
 from lexora_gateway.holds import CreditHolds
-from lexora_runtime.db import create_engine, migrate
+from lexora_runtime.db import migrate
 from support.postgres import fresh_database
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -27,21 +27,10 @@ TTL_S = 180.0
 
 @pytest.fixture
 def database_url(postgres_url: str) -> str:
+    """Postgres only: on SQLite the gateway asks billing to place holds."""
     url = fresh_database(postgres_url, "h")
     migrate(url)
     return url
-
-
-@pytest.fixture
-async def ledger(database_url: str) -> AsyncIterator[Ledger]:
-    engine = create_engine(database_url)
-    ledger = Ledger(engine, database_url)
-    await ledger.open()
-    try:
-        yield ledger
-    finally:
-        await ledger.close()
-        await engine.dispose()
 
 
 @pytest.fixture

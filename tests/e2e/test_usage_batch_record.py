@@ -26,21 +26,10 @@ from lexora_contracts.messages import UsageEvent
 from lexora_dev import stack
 from lexora_dev.processes import ManagedProcess, free_port
 from lexora_runtime.bus import encode, ensure_usage_stream
-from lexora_runtime.db import create_engine, migrate
+from lexora_runtime.db import create_engine
 from lexora_usage.recorder import UsageRecorder
-from support.postgres import fresh_database
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'usage.db'}"
-    else:
-        url = fresh_database(request.getfixturevalue("postgres_url"), "u")
-    migrate(url)
-    return url
 
 
 @pytest.fixture
