@@ -16,6 +16,13 @@ declares the router's tensors, for embedding and image models the model declares
 
 from __future__ import annotations
 
+from lexora_contracts.engine_tensors import (
+    CHAT_INPUTS,
+    CHAT_OUTPUTS,
+    OPTIONAL_CHAT_OUTPUTS,
+    REASONING_INPUTS,
+    EngineTensor,
+)
 from lexora_operator.fetch_script import FETCH_SCRIPT
 from lexora_operator.spec import ModelDeploymentSpec
 
@@ -116,27 +123,13 @@ def _join(*blocks: str) -> str:
     return "\n\n".join(block for block in blocks if block) + "\n"
 
 
-# The router's chat interface: what lexora_router.triton_engine sends and reads (see model-repo/).
-def _chat_inputs() -> list[str]:
-    return [
-        _tensor("text_input", "TYPE_STRING", "1"),
-        _tensor("max_tokens", "TYPE_INT32", "1"),
-        _tensor("stream", "TYPE_BOOL", "1", optional=True),
-        _tensor("temperature", "TYPE_FP32", "1", optional=True),
-        _tensor("top_p", "TYPE_FP32", "1", optional=True),
-        _tensor("seed", "TYPE_UINT64", "1", optional=True),
-        _tensor("stop_words", "TYPE_STRING", "-1", optional=True),
-        _tensor("apply_chat_template", "TYPE_BOOL", "1", optional=True),
-    ]
+# The router's chat interface (lexora_contracts.engine_tensors), as config.pbtxt tensors.
+def _declared(tensors: tuple[EngineTensor, ...], *, inputs: bool = False) -> list[str]:
+    return [_tensor(t.name, t.config_type, t.dims, optional=inputs and t.optional) for t in tensors]
 
 
-def _chat_outputs() -> list[str]:
-    return [
-        _tensor("text_output", "TYPE_STRING", "1"),
-        _tensor("num_input_tokens", "TYPE_INT32", "1"),
-        _tensor("num_output_tokens", "TYPE_INT32", "1"),
-        _tensor("finish_reason", "TYPE_STRING", "1"),
-    ]
+def _chat_inputs(reasoning: bool = False) -> list[str]:
+    return _declared(CHAT_INPUTS + (REASONING_INPUTS if reasoning else ()), inputs=True)
 
 
 # --- TensorRT-LLM -----------------------------------------------------------------------------------
@@ -177,8 +170,13 @@ def tensorrt_llm_config(spec: ModelDeploymentSpec) -> str:
         _tensor("bad_words_list", "TYPE_INT32", "2, -1", optional=True, extra="allow_ragged_batch: true"),
         _tensor("temperature", "TYPE_FP32", "1", optional=True, extra="reshape: { shape: [ ] }"),
         _tensor("runtime_top_p", "TYPE_FP32", "1", optional=True, extra="reshape: { shape: [ ] }"),
+        _tensor("runtime_top_k", "TYPE_INT32", "1", optional=True, extra="reshape: { shape: [ ] }"),
+        _tensor("frequency_penalty", "TYPE_FP32", "1", optional=True, extra="reshape: { shape: [ ] }"),
+        _tensor("presence_penalty", "TYPE_FP32", "1", optional=True, extra="reshape: { shape: [ ] }"),
         _tensor("seed", "TYPE_UINT64", "1", optional=True, extra="reshape: { shape: [ ] }"),
         _tensor("streaming", "TYPE_BOOL", "1", optional=True),
+        _tensor("guided_decoding_guide_type", "TYPE_STRING", "1", optional=True, extra="allow_ragged_batch: true"),
+        _tensor("guided_decoding_guide", "TYPE_STRING", "1", optional=True, extra="allow_ragged_batch: true"),
     ]
     outputs = [
         _tensor("output_ids", "TYPE_INT32", "-1, -1"),
@@ -287,8 +285,13 @@ def ensemble_config(spec: ModelDeploymentSpec) -> str:
                 "stop_words_list": "_STOP_WORDS_IDS",
                 "temperature": "temperature",
                 "runtime_top_p": "top_p",
+                "runtime_top_k": "top_k",
+                "frequency_penalty": "frequency_penalty",
+                "presence_penalty": "presence_penalty",
                 "seed": "seed",
                 "streaming": "stream",
+                "guided_decoding_guide_type": "guided_decoding_guide_type",
+                "guided_decoding_guide": "guided_decoding_guide",
             },
             {"output_ids": "_TOKENS_BATCH", "sequence_length": "_SEQUENCE_LENGTH"},
         ),
@@ -312,7 +315,8 @@ def ensemble_config(spec: ModelDeploymentSpec) -> str:
     return _join(
         _header("ensemble", 'platform: "ensemble"', spec.max_batch_size),
         _tensors("input", _chat_inputs()),
-        _tensors("output", _chat_outputs()),
+        # The stock postprocessing reports no stop word; the router asks only for declared outputs.
+        _tensors("output", _declared(CHAT_OUTPUTS)),
         "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}",
     )
 
@@ -322,7 +326,9 @@ def ensemble_config(spec: ModelDeploymentSpec) -> str:
 
 def python_config(spec: ModelDeploymentSpec) -> str:
     gpus = spec.gpu.count
-    io = [_tensors("input", _chat_inputs()), _tensors("output", _chat_outputs())] if spec.model.kind == "chat" else []
+    reasoning = "reasoning" in spec.model.capabilities
+    outputs = _declared(CHAT_OUTPUTS + OPTIONAL_CHAT_OUTPUTS)
+    io = [_tensors("input", _chat_inputs(reasoning)), _tensors("output", outputs)] if spec.model.kind == "chat" else []
     parameters = {"model_dir": source_dir(spec), "model_id": spec.model.id, **spec.triton.parameters}
     return _join(
         _header(spec.triton_model_name, 'backend: "python"', spec.max_batch_size),

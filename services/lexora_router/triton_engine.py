@@ -1,9 +1,10 @@
 """Talks to Triton over gRPC streaming, with the TensorRT-LLM ensemble's tensor names.
 
-The same protocol serves the local Python-backend model and TensorRT-LLM on GPUs: `text_input`,
-`max_tokens`, `stream`, `temperature`, `top_p`, `seed`, `stop_words` in; `text_output` out, plus
-the token counts the engine measured. Chat messages go as JSON with `apply_chat_template` so the
-model renders its own template and counts its own tokens.
+The same protocol serves the local Python-backend model and TensorRT-LLM on GPUs: the tensors of
+lexora_contracts.engine_tensors (`text_input`, `max_tokens`, `stream`, `temperature`, `top_p`,
+`seed`, `stop_words`, ... in; `text_output` out, plus the token counts the engine measured).
+Chat messages go as JSON with `apply_chat_template` so the model renders its own template and
+counts its own tokens.
 """
 
 from __future__ import annotations
@@ -19,12 +20,32 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
+from lexora_contracts.engine_tensors import CHAT_OUTPUTS, OPTIONAL_CHAT_OUTPUTS
 from lexora_contracts.messages import ChatTurn, GenerationRequest
 from lexora_router import triton_wire
 from lexora_router.triton_streams import EndpointStreams, StreamClosed
 from lexora_router.triton_wire import Tensors
 
-OUTPUTS = ("text_output", "num_input_tokens", "num_output_tokens", "finish_reason", "stop_word")
+REQUIRED_OUTPUTS = tuple(t.name for t in CHAT_OUTPUTS)
+OUTPUTS = (*REQUIRED_OUTPUTS, *(t.name for t in OPTIONAL_CHAT_OUTPUTS))
+
+
+@dataclass(frozen=True)
+class ModelInterface:
+    """What the router needs to know of a model's config: whether it batches (TensorRT-LLM's
+    models take a leading batch dimension) and which of the outputs it asks for it declares."""
+
+    batched: bool
+    outputs: tuple[str, ...]
+
+    @classmethod
+    def from_config(cls, config: dict) -> ModelInterface:
+        declared = {output.get("name") for output in config.get("output", [])}
+        optional = tuple(t.name for t in OPTIONAL_CHAT_OUTPUTS if t.name in declared)
+        return cls(int(config.get("max_batch_size", 0)) > 0, (*REQUIRED_OUTPUTS, *optional))
+
+
+UNKNOWN_INTERFACE = ModelInterface(batched=False, outputs=OUTPUTS)
 
 
 class EngineUnreachable(Exception):
@@ -122,7 +143,7 @@ class TritonEngine:
 
     def __init__(self) -> None:
         self._clients: dict[str, InferenceServerClient] = {}
-        self._batched: dict[tuple[str, str], bool] = {}
+        self._interfaces: dict[tuple[str, str], ModelInterface] = {}
         self._endpoint_streams: dict[str, EndpointStreams] = {}
 
     def _client(self, address: str) -> InferenceServerClient:
@@ -157,15 +178,15 @@ class TritonEngine:
                 return output.prompt_tokens
         raise EngineRejected("the engine returned no count")
 
-    async def _takes_batches(self, address: str, model: str) -> bool:
+    async def _interface(self, address: str, model: str) -> ModelInterface:
         """Read once per endpoint and model from the model's own config."""
-        known = self._batched.get((address, model))
+        known = self._interfaces.get((address, model))
         if known is None:
             try:
                 config = await self._client(address).get_model_config(model, as_json=True)
             except InferenceServerException:
-                return False  # unreachable or unknown: the request itself will say so
-            known = self._batched[(address, model)] = int(config.get("config", {}).get("max_batch_size", 0)) > 0
+                return UNKNOWN_INTERFACE  # unreachable or unknown: the request itself will say so
+            known = self._interfaces[(address, model)] = ModelInterface.from_config(config.get("config", {}))
         return known
 
     def _streams(self, address: str) -> EndpointStreams:
@@ -180,9 +201,8 @@ class TritonEngine:
         """The outputs of one request, to its last (Triton flags it). Decoupled models answer
         only on the streaming API, even with a single response. `own_call`: on a gRPC call of its
         own, which Triton stops as soon as the caller does; else on the endpoint's shared call."""
-        request = triton_wire.infer_request(
-            model, tensors, await self._takes_batches(address, model), request_id, OUTPUTS
-        )
+        interface = await self._interface(address, model)
+        request = triton_wire.infer_request(model, tensors, interface.batched, request_id, interface.outputs)
         streams = self._streams(address)
         produced = False
         try:
@@ -208,7 +228,7 @@ class TritonEngine:
     async def infer(self, address: str, model: str, tensors: Tensors, outputs: tuple[str, ...]) -> object:
         """One request, one response (embedding and image models are not decoupled). Raises
         EngineUnreachable when nothing could be asked, EngineRejected when the model refused."""
-        inputs = to_triton(tensors, await self._takes_batches(address, model))
+        inputs = to_triton(tensors, (await self._interface(address, model)).batched)
         try:
             return await self._client(address).infer(
                 model, inputs, outputs=[InferRequestedOutput(name) for name in outputs]

@@ -8,22 +8,15 @@ from typing import Any
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from conftest import load_sample
+from conftest import REPO_ROOT, load_sample
+from lexora_contracts.engine_tensors import CHAT_INPUTS, CHAT_OUTPUTS, OPTIONAL_CHAT_OUTPUTS, REASONING_INPUTS
 from lexora_operator.model_repository import model_repository_files
 from lexora_operator.spec import parse_spec
 
 # What lexora_router.triton_engine sends and reads, for every chat model whatever its backend.
-ROUTER_INPUTS = {
-    "text_input",
-    "max_tokens",
-    "stream",
-    "temperature",
-    "top_p",
-    "seed",
-    "stop_words",
-    "apply_chat_template",
-}
-ROUTER_OUTPUTS = {"text_output", "num_input_tokens", "num_output_tokens", "finish_reason"}
+ROUTER_INPUTS = {t.name for t in CHAT_INPUTS}
+ROUTER_OUTPUTS = {t.name for t in CHAT_OUTPUTS}
+STOP_WORD = {t.name for t in OPTIONAL_CHAT_OUTPUTS}
 
 
 def configs(sample: str, **triton: Any) -> dict[str, model_config_pb2.ModelConfig]:
@@ -93,19 +86,46 @@ def test_every_ensemble_step_maps_tensors_its_model_declares_with_matching_types
         assert types[output.name] == output.data_type
 
 
-def test_python_chat_model_declares_the_router_interface() -> None:
+def python_chat_config(**model: Any) -> model_config_pb2.ModelConfig:
     manifest = load_sample("flux-1-schnell.yaml")
     spec = copy.deepcopy(manifest["spec"])
-    spec["model"] = {"id": "HuggingFaceTB/SmolLM2-135M-Instruct", "kind": "chat", "contextLength": 8192}
+    spec["model"] = {"id": "HuggingFaceTB/SmolLM2-135M-Instruct", "kind": "chat", "contextLength": 8192, **model}
     spec["gpu"] = {"count": 0}
     del spec["triton"]["decoupled"]
     files = model_repository_files(parse_spec("smollm2", spec))
-    config = text_format.Parse(files["smollm2-135m-instruct.config.pbtxt"], model_config_pb2.ModelConfig())
+    return text_format.Parse(files["smollm2-135m-instruct.config.pbtxt"], model_config_pb2.ModelConfig())
+
+
+def test_python_chat_model_declares_the_router_interface() -> None:
+    config = python_chat_config()
     assert config.backend == "python"
     assert config.model_transaction_policy.decoupled is True  # chat streams by default
     assert {t.name for t in config.input} == ROUTER_INPUTS
-    assert {t.name for t in config.output} == ROUTER_OUTPUTS
+    assert {t.name for t in config.output} == ROUTER_OUTPUTS | STOP_WORD
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+
+
+def test_only_the_text_and_max_tokens_are_required_inputs() -> None:
+    config = python_chat_config()
+    assert {t.name for t in config.input if not t.optional} == {"text_input", "max_tokens"}
+
+
+def test_a_reasoning_model_also_takes_a_thinking_budget() -> None:
+    config = python_chat_config(capabilities=["reasoning"])
+    assert {t.name for t in config.input} == ROUTER_INPUTS | {t.name for t in REASONING_INPUTS}
+    budget = next(t for t in config.input if t.name == "reasoning_budget")
+    assert budget.optional and budget.data_type == model_config_pb2.TYPE_INT32
+
+
+def test_the_generated_python_config_declares_what_model_repo_smollm2_declares() -> None:
+    """model-repo/'s SmolLM2 config is written by hand; the operator's for the same model must
+    offer the router the same tensors with the same types."""
+    path = REPO_ROOT / "model-repo" / "smollm2-135m-instruct" / "config.pbtxt"
+    local = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    generated = python_chat_config(capabilities=["reasoning"])
+    for kind in ("input", "output"):
+        declared = {t.name: (t.data_type, list(t.dims)) for t in getattr(generated, kind)}
+        assert declared == {t.name: (t.data_type, list(t.dims)) for t in getattr(local, kind)}
 
 
 def test_flux_is_one_python_model_on_the_gpu_with_its_code_from_the_image() -> None:
