@@ -14,10 +14,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nats
+from nats.js import JetStreamContext
 
 from lexora_contracts.registry import ModelRecord
 from lexora_dev.processes import ManagedProcess, free_port, http_ok, tcp_open, wait_until
@@ -156,27 +158,30 @@ def wait_for_service(nats_url: str, health_subject: str, process: ManagedProcess
 
 
 def publish_catalog(nats_url: str, records: list[ModelRecord]) -> None:
-    async def publish() -> None:
-        nc = await nats.connect(nats_url)
-        try:
-            for record in records:
-                await publish_model(nc.jetstream(), record)
-        finally:
-            await nc.drain()
+    async def publish(js: JetStreamContext) -> None:
+        for record in records:
+            await publish_model(js, record)
 
-    asyncio.run(publish())
+    _on_registry(nats_url, publish)
 
 
 def withdraw_catalog(nats_url: str, model_ids: list[str]) -> None:
-    async def withdraw() -> None:
+    async def withdraw(js: JetStreamContext) -> None:
+        for model_id in model_ids:
+            await withdraw_model(js, model_id)
+
+    _on_registry(nats_url, withdraw)
+
+
+def _on_registry(nats_url: str, change: Callable[[JetStreamContext], Awaitable[None]]) -> None:
+    async def connected() -> None:
         nc = await nats.connect(nats_url)
         try:
-            for model_id in model_ids:
-                await withdraw_model(nc.jetstream(), model_id)
+            await change(nc.jetstream())
         finally:
             await nc.drain()
 
-    asyncio.run(withdraw())
+    asyncio.run(connected())
 
 
 def prepare_database(url: str) -> None:
