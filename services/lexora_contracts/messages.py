@@ -255,6 +255,9 @@ class CancelGeneration(BaseModel):
 class CountTokensRequest(BaseModel):
     model: str
     messages: list[ChatTurn]
+    # As in GenerationRequest: a reasoning model's prompt includes the prefill that opens its
+    # thinking block when it thinks, so the count says whether it will (0: it will not).
+    reasoning_budget: int | None = Field(default=None, ge=0)
 
 
 class CountTokensReply(BaseModel):

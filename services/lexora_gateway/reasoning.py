@@ -14,7 +14,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from lexora_contracts.anthropic import MessagesRequest
+from lexora_contracts.anthropic import MessagesRequest, Thinking
 from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import GenerationRequest
 from lexora_contracts.openai import DEFAULT_MAX_TOKENS, ChatCompletionRequest, ReasoningConfig
@@ -84,6 +84,15 @@ def from_anthropic(body: MessagesRequest) -> ReasoningSetting | None:
             param="thinking.budget_tokens",
         )
     return ReasoningSetting(enabled=True, budget_tokens=budget)
+
+
+def count_budget(thinking: Thinking | None, model: ModelRecord) -> int | None:
+    """The reasoning budget to count a prompt with: what the same `thinking` would send in a
+    messages request (its bounds are that request's business), so the count matches the bill."""
+    setting = None
+    if thinking is not None:
+        setting = ReasoningSetting(enabled=thinking.type == "enabled", budget_tokens=thinking.budget_tokens)
+    return engine_fields(setting, model)[1]
 
 
 def engine_fields(setting: ReasoningSetting | None, model: ModelRecord) -> tuple[bool, int | None]:

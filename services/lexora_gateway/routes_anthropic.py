@@ -118,7 +118,9 @@ async def count_tokens(request: Request, state: StateDep) -> Response:
     reply = await call(
         state.nc,
         subjects.ROUTER_TOKENS_COUNT,
-        EngineCountRequest(model=model.id, messages=turns),
+        EngineCountRequest(
+            model=model.id, messages=turns, reasoning_budget=reasoning.count_budget(body.thinking, model)
+        ),
         CountTokensReply,
         timeout=COUNT_TIMEOUT_S,
     )

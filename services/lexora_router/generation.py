@@ -227,7 +227,7 @@ class Router:
 
     async def count_tokens(self, request: CountTokensRequest) -> CountTokensReply:
         async def count_on(address: str, triton_model: str) -> int:
-            return await self.engine.count_tokens(address, triton_model, request.messages)
+            return await self.engine.count_tokens(address, triton_model, request.messages, request.reasoning_budget)
 
         return CountTokensReply(input_tokens=await self._on_an_endpoint(request.model, count_on))
 

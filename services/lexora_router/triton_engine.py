@@ -118,8 +118,12 @@ def build_inputs(request: GenerationRequest) -> Tensors:
     if request.stop:
         inputs.append(_tensor("stop_words", "BYTES", np.array([s.encode() for s in request.stop], dtype=np.object_)))
     if request.reasoning_budget is not None:  # reasoning models only (docs/architecture.md)
-        inputs.append(_tensor("reasoning_budget", "INT32", np.array([request.reasoning_budget], dtype=np.int32)))
+        inputs.append(_reasoning_budget(request.reasoning_budget))
     return inputs
+
+
+def _reasoning_budget(budget: int) -> tuple[str, str, np.ndarray]:
+    return _tensor("reasoning_budget", "INT32", np.array([budget], dtype=np.int32))
 
 
 def _engine_output(values: dict[str, object]) -> EngineOutput:
@@ -169,11 +173,15 @@ class TritonEngine:
             async for output in outputs:
                 yield output
 
-    async def count_tokens(self, address: str, model: str, messages: list[ChatTurn]) -> int:
-        """The prompt's token count by the model's own tokenizer and template (max_tokens 0)."""
-        async with aclosing(
-            self._stream(address, model, _chat_inputs(messages, 0), "count", own_call=False)
-        ) as outputs:
+    async def count_tokens(
+        self, address: str, model: str, messages: list[ChatTurn], reasoning_budget: int | None = None
+    ) -> int:
+        """The prompt's token count by the model's own tokenizer and template (max_tokens 0); for a
+        reasoning model, with the prefill that opens its thinking when it will think."""
+        tensors = _chat_inputs(messages, 0)
+        if reasoning_budget is not None:
+            tensors.append(_reasoning_budget(reasoning_budget))
+        async with aclosing(self._stream(address, model, tensors, "count", own_call=False)) as outputs:
             async for output in outputs:
                 return output.prompt_tokens
         raise EngineRejected("the engine returned no count")

@@ -111,6 +111,10 @@ def test_thinking_disabled_answers_like_the_plain_model(lexora: RunningStack) ->
         plain.usage.input_tokens,
         plain.usage.output_tokens,
     )
+    # Counted with thinking off, the prompt has no "<think>" prefill: the count matches the bill.
+    counted = sdk.messages.count_tokens(model=LOCAL_THINKING_MODEL, thinking={"type": "disabled"}, messages=GREETING)
+    thinking_on = sdk.messages.count_tokens(model=LOCAL_THINKING_MODEL, messages=GREETING)
+    assert counted.input_tokens == message.usage.input_tokens < thinking_on.input_tokens
     rows = lexora.wait_for_usage_rows(account.account_id, 2)
     assert [r["thinking_used"] for r in rows] == [False, False]
 

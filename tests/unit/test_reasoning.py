@@ -12,7 +12,7 @@ from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import Message
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from lexora_contracts.anthropic import MessagesRequest
+from lexora_contracts.anthropic import MessagesRequest, Thinking
 from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import GenerationChunk, GenerationRequest, Identity
 from lexora_contracts.openai import ChatCompletionRequest, CompletionRequest
@@ -21,6 +21,7 @@ from lexora_gateway import anthropic_chat, jobs, openai_chat, reasoning_anthropi
 from lexora_gateway.reasoning import (
     ReasoningSetting,
     ReasoningTracker,
+    count_budget,
     engine_fields,
     from_anthropic,
     from_openai,
@@ -203,6 +204,13 @@ def test_anthropic_thinking_maps_to_the_same_setting() -> None:
     with pytest.raises(InvalidRequest) as caught:
         from_anthropic(anthropic_body(thinking={"type": "enabled", "budget_tokens": 2048}))
     assert caught.value.param == "thinking.budget_tokens"
+
+
+def test_a_token_count_asks_for_the_budget_the_same_request_would_send() -> None:
+    assert count_budget(None, THINKER) is None, "the model's default: it thinks"
+    assert count_budget(Thinking(type="disabled"), THINKER) == 0
+    assert count_budget(Thinking(type="enabled", budget_tokens=300), THINKER) == 300
+    assert count_budget(Thinking(type="enabled", budget_tokens=300), PLAIN) is None
 
 
 def test_only_reasoning_models_get_reasoning_fields() -> None:
