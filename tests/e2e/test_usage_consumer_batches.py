@@ -12,6 +12,7 @@ from nats.js import JetStreamContext
 
 from lexora_contracts.messages import UsageEvent
 from lexora_runtime.bus import consume_usage_event_batches, ensure_usage_stream, publish_usage_event
+from support.usage_events import usage_event
 
 
 @pytest.fixture
@@ -26,18 +27,7 @@ async def js(nats_url: str) -> AsyncIterator[JetStreamContext]:
 
 
 def _event(n: int) -> UsageEvent:
-    return UsageEvent(
-        request_id=f"req_{n}",
-        account_id="acct_consumer",
-        key_id="key_consumer",
-        model="test/model",
-        status_code=200,
-        prompt_tokens=1,
-        completion_tokens=1,
-        cost_pico=1,
-        received_at=1_767_225_600,
-        latency_ms=1,
-    )
+    return usage_event(f"req_{n}", "acct_consumer")
 
 
 class Batches:

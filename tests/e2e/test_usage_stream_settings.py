@@ -9,21 +9,11 @@ from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from lexora_contracts import subjects
 from lexora_contracts.messages import UsageEvent
 from lexora_runtime.bus import USAGE_DEDUP_WINDOW_S, USAGE_RETENTION_S, ensure_usage_stream, publish_usage_event
+from support.usage_events import usage_event
 
 
 def _event() -> UsageEvent:
-    return UsageEvent(
-        request_id="req_stream_settings",
-        account_id="acct_stream",
-        key_id="key_stream",
-        model="test/model",
-        status_code=200,
-        prompt_tokens=1,
-        completion_tokens=1,
-        cost_pico=1,
-        received_at=1_767_225_600,
-        latency_ms=1,
-    )
+    return usage_event("req_stream_settings", "acct_stream")
 
 
 async def test_an_older_stream_gets_this_versions_window_and_keeps_its_events(nats_url: str) -> None:
