@@ -61,7 +61,6 @@ class CreditHolds:
                 ReserveReply,
             )
             return
-        key_id = identity.key_id if identity.spend_limit_micro is not None else None
         try:
             await pg_ledger.hold(
                 self._pool,
@@ -70,7 +69,7 @@ class CreditHolds:
                 amount_micro,
                 ttl_s,
                 datetime.now(UTC),
-                key_id,
+                identity.key_id,  # held against only when the key has a spend limit
                 identity.spend_limit_micro,
             )
         except (*pg_ledger.CONNECTION_LOST, asyncpg.PostgresError) as exc:

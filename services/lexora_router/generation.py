@@ -178,7 +178,7 @@ class Router:
                     outcome.endpoint = address
                     outcome.prompt_tokens = last.prompt_tokens
                     outcome.completion_tokens = last.completion_tokens
-                    text = group[0].text if len(group) == 1 else "".join(output.text for output in group)
+                    text = "".join(output.text for output in group)
                     if text and not request.stream:
                         parts.append(text)
                     elif text:

@@ -95,9 +95,10 @@ class CounterStore:
                 try:
                     if batch:
                         await self._write(key, batch)
-                finally:  # stopped (shutdown): nobody waits for an answer that will not come
+                except asyncio.CancelledError:  # shutdown: nobody waits for an answer that will not come
                     for one in batch:
                         one.answer.cancel()
+                    raise
         finally:
             del self._waiting[key]
             for one in queue:
