@@ -140,14 +140,18 @@ class RunningStack:
         return rows
 
     def assert_ledger_consistent(self, account_id: str) -> None:
-        """The balances row is exactly what the ledger entries re-derive, and never negative."""
-        [row] = self.query("SELECT balance_micro, held_micro FROM balances WHERE account_id = :a", a=account_id)
-        [sums] = self.query(
-            "SELECT COALESCE(SUM(amount_micro), 0) AS balance, COALESCE(SUM(held_delta_micro), 0) AS held "
-            "FROM ledger_entries WHERE account_id = :a",
+        """The balances row is exactly what the ledger entries re-derive, and never negative.
+
+        One statement, so one snapshot: billing may be settling this account meanwhile, and two
+        reads could straddle its commit."""
+        [row] = self.query(
+            "SELECT b.balance_micro, b.held_micro, "
+            "(SELECT COALESCE(SUM(e.amount_micro), 0) FROM ledger_entries e WHERE e.account_id = :a) AS balance, "
+            "(SELECT COALESCE(SUM(e.held_delta_micro), 0) FROM ledger_entries e WHERE e.account_id = :a) AS held "
+            "FROM balances b WHERE b.account_id = :a",
             a=account_id,
         )
-        assert (row["balance_micro"], row["held_micro"]) == (sums["balance"], sums["held"])
+        assert (row["balance_micro"], row["held_micro"]) == (row["balance"], row["held"])
         assert row["balance_micro"] >= 0 and row["held_micro"] >= 0
 
     def ledger_charges(self, account_id: str) -> list[dict[str, Any]]:
