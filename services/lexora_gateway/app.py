@@ -32,6 +32,7 @@ from lexora_gateway.state import GatewayState
 from lexora_runtime.bus import ensure_usage_stream
 from lexora_runtime.counters import CounterStore, limits_bucket
 from lexora_runtime.logs import configure_logging
+from lexora_runtime.loop import freeze_startup_heap
 from lexora_runtime.metrics import create_metrics
 from lexora_runtime.model_registry import ModelRegistryView
 from lexora_runtime.service import connect_with_patience
@@ -59,6 +60,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         await inboxes.start()
         holds = await CreditHolds.open(nc, settings.database_url, settings.database_pool_size)
         app.state.gateway = GatewayState(settings, nc, js, registry, keys, metrics, counters, inboxes, holds)
+        freeze_startup_heap()
         try:
             yield
         finally:

@@ -5,6 +5,14 @@ billing's own one-statement reserve (`lexora_billing.pg_ledger.hold`): one datab
 instead of a NATS request to billing, billing's round trip to the database and billing's reply.
 Without it (or on SQLite, `lexora dev`'s default) the gateway asks billing over NATS. Either way
 the hold is the same rows, refused with the same 402, and settled and swept by billing.
+
+The gateway's holds commit asynchronously (`synchronous_commit = off` on its connections): the
+statement is atomic and visible at once, but its commit does not wait for the WAL to reach the
+disk, which was half of a hold's time. Only a Postgres crash can undo such a commit, and only for
+holds of the last fraction of a second; the crash undoes each of them whole (balance, key, entry
+and reservation rows together). Their jobs are still charged exactly once: settlement charges an
+event whose reservation it cannot find, and its own commits are synchronous (one flushes every
+earlier hold with it). The cost of the crash is that those few jobs ran without credit set aside.
 """
 
 from __future__ import annotations
@@ -21,6 +29,9 @@ from lexora_contracts.messages import Identity, ReserveReply, ReserveRequest
 from lexora_runtime.bus import call
 from lexora_runtime.db import create_asyncpg_pool, create_engine, is_sqlite
 
+# A hold's commit does not wait for the WAL flush (see the module docstring); settlement's do.
+ASYNC_COMMIT = {"synchronous_commit": "off"}
+
 
 class CreditHolds:
     def __init__(self, nc: NATS, pool: asyncpg.Pool | None = None):
@@ -34,7 +45,7 @@ class CreditHolds:
         engine = create_engine(database_url)  # only to read the connection options from the URL
         try:
             # min_size=0: the gateway starts while Postgres is not reachable yet, as billing does.
-            pool = await create_asyncpg_pool(engine, min_size=0, max_size=pool_size)
+            pool = await create_asyncpg_pool(engine, min_size=0, max_size=pool_size, server_settings=ASYNC_COMMIT)
         finally:
             await engine.dispose()
         return cls(nc, pool)

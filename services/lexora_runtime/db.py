@@ -55,10 +55,13 @@ def insert_ignoring_duplicates(url: str, table: Any) -> Insert:
 _ADAPTER_ONLY_OPTIONS = ("prepared_statement_cache_size", "prepared_statement_name_func", "async_fallback")
 
 
-async def create_asyncpg_pool(engine: AsyncEngine, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def create_asyncpg_pool(
+    engine: AsyncEngine, min_size: int = 1, max_size: int = 10, server_settings: dict[str, str] | None = None
+) -> asyncpg.Pool:
     """A plain asyncpg pool to the same Postgres database as `engine`, for hot paths that skip
     SQLAlchemy (no statement building, no pre-ping round trip per checkout). Statements run on it
-    are prepared once per connection by asyncpg's statement cache."""
+    are prepared once per connection by asyncpg's statement cache. `server_settings`: session
+    settings of every connection of the pool."""
     import asyncpg
 
     _, options = engine.dialect.create_connect_args(engine.url)
@@ -66,6 +69,8 @@ async def create_asyncpg_pool(engine: AsyncEngine, min_size: int = 1, max_size: 
         options.pop(name, None)
     # Nothing a hot path runs changes session state, so a released connection needs no reset
     # query (asyncpg's default reset is one more round trip per checkout).
+    if server_settings:
+        options["server_settings"] = {**options.get("server_settings", {}), **server_settings}
     return await asyncpg.create_pool(min_size=min_size, max_size=max_size, reset=_no_reset, **options)
 
 

@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from lexora_contracts.messages import HealthReply
 from lexora_runtime import bus
 from lexora_runtime.logs import configure_logging
-from lexora_runtime.loop import fast_runner
+from lexora_runtime.loop import fast_runner, freeze_startup_heap
 from lexora_runtime.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ async def _run(name: str, settings: S, serve: Callable[[S, ServiceContext], Awai
     nc = await connect_with_patience(settings.nats_url, f"lexora-{name}")
     ctx = ServiceContext(nc, stop)
     log.info("service starting")
+    freeze_startup_heap()
     try:
         await serve(settings, ctx)
     finally:

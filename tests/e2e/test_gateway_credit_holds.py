@@ -67,22 +67,50 @@ async def test_a_hold_placed_by_the_gateway_is_billings_hold_and_billing_settles
     (reservation,) = await _rows(ledger, "SELECT * FROM reservations WHERE request_id = 'req_direct'")
     assert (reservation["account_id"], reservation["amount_micro"], reservation["status"]) == (account, 400, "held")
 
-    event = UsageEvent(
-        request_id="req_direct",
-        account_id=account,
+    assert await ledger.settle_batch([_completed("req_direct", account, 150, reserved_micro=400)], NOW) == [True]
+    balance = await ledger.balance(account)
+    assert (balance.balance_micro, balance.held_micro) == (850, 0)
+
+
+def _completed(request_id: str, account_id: str, cost_micro: int, reserved_micro: int) -> UsageEvent:
+    return UsageEvent(
+        request_id=request_id,
+        account_id=account_id,
         key_id="key_holds",
         model="test/model",
         status_code=200,
         prompt_tokens=1,
         completion_tokens=1,
-        cost_pico=150 * PICO_PER_MICRO,
-        reserved_micro=400,
+        cost_pico=cost_micro * PICO_PER_MICRO,
+        reserved_micro=reserved_micro,
         received_at=NOW.timestamp(),
         latency_ms=1,
     )
-    assert await ledger.settle_batch([event], NOW) == [True]
+
+
+async def test_holds_commit_without_waiting_for_the_disk_and_a_lost_one_is_still_charged_once(
+    ledger: Ledger, holds: CreditHolds
+) -> None:
+    """The gateway's hold connections commit asynchronously (half a hold's time was the WAL flush).
+    Only a Postgres crash can undo such a commit, and it undoes the whole hold: the job then settles
+    without a reservation, and is charged exactly once all the same."""
+    assert holds._pool is not None
+    async with holds._pool.acquire() as conn:
+        assert await conn.fetchval("SHOW synchronous_commit") == "off"
+    account = await _account(ledger, 1_000)
+    await holds.hold(_identity(account), "req_kept", 300, TTL_S)
+    # A hold the crash undid: its job ran and reported, but no row of it is left.
+    lost = _completed("req_lost", account, 200, reserved_micro=300)
+    kept = _completed("req_kept", account, 100, reserved_micro=300)
+    assert await ledger.settle_batch([lost, kept], NOW) == [True, True]
+    assert await ledger.settle_batch([lost, kept], NOW) == [False, False], "each charged once"
     balance = await ledger.balance(account)
-    assert (balance.balance_micro, balance.held_micro) == (850, 0)
+    assert (balance.balance_micro, balance.held_micro) == (700, 0)
+    charges = await _rows(ledger, "SELECT idempotency_key, amount_micro FROM ledger_entries WHERE kind = 'charge'")
+    assert sorted((c["idempotency_key"], c["amount_micro"]) for c in charges) == [
+        ("charge:req_kept", -100),
+        ("charge:req_lost", -200),
+    ]
 
 
 async def test_a_hold_the_balance_cannot_cover_is_refused_as_billing_refuses_it(
