@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -13,7 +14,7 @@ from nats import micro
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 from nats.micro.request import ERROR_CODE_HEADER
 from pydantic import BaseModel, ValidationError
@@ -131,38 +132,63 @@ async def start_service(
     return service
 
 
+# Every consumer of the usage stream. The stream keeps an event until each of them has acked it
+# (interest retention), so it holds the backlog, not a week of history: nats-server's memory and
+# disk no longer grow with every request. A consumer added here is created with the stream.
+USAGE_CONSUMERS = (subjects.BILLING_SETTLE_CONSUMER, subjects.USAGE_RECORD_CONSUMER)
+
+
+def usage_consumer_config(durable: str) -> ConsumerConfig:
+    return ConsumerConfig(
+        name=durable,
+        durable_name=durable,
+        filter_subject=subjects.USAGE_REQUEST_COMPLETED,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=30,
+        max_ack_pending=1000,
+    )
+
+
 async def ensure_usage_stream(js: JetStreamContext) -> None:
+    """The usage stream and its consumers, as this version configures them; every service that
+    publishes or consumes usage events calls it at start.
+
+    Under interest retention an event that no consumer is interested in is dropped at once, so the
+    consumers must exist before any event can arrive: a new stream is created keeping everything
+    (limits retention), then its consumers, and only then switched to interest. A stream of an
+    older version (limits retention, another window) keeps its events the same way: once its
+    consumers exist, each is kept until both have acked it, and the rest go.
+    """
     config = StreamConfig(
         name=subjects.USAGE_STREAM,
         subjects=subjects.USAGE_STREAM_SUBJECTS,
-        retention=RetentionPolicy.LIMITS,
+        retention=RetentionPolicy.INTEREST,
         storage=StorageType.FILE,
         max_age=USAGE_RETENTION_S,
         duplicate_window=USAGE_DEDUP_WINDOW_S,
     )
-    try:
-        await js.add_stream(config)
-    except BadRequestError:
-        # Already there with another config (created by an older version): bring the settings that
-        # can change (the de-duplication window, the retention age) to this version's; a stream
-        # that cannot be changed so is kept as it is.
+    # Already there (this version's or an older one's): changed below.
+    with contextlib.suppress(BadRequestError):
+        await js.add_stream(dataclasses.replace(config, retention=RetentionPolicy.LIMITS))
+    for durable in USAGE_CONSUMERS:
         try:
-            await js.update_stream(config)
+            await js.add_consumer(subjects.USAGE_STREAM, usage_consumer_config(durable))
         except BadRequestError as exc:
-            log.warning("usage stream kept with its own settings", extra={"fields": {"error": str(exc)}})
+            log.warning("usage consumer kept with its own settings", extra={"fields": {"error": str(exc)}})
+    try:
+        await js.update_stream(config)
+    except BadRequestError as exc:
+        log.warning("usage stream kept with its own settings", extra={"fields": {"error": str(exc)}})
 
 
 async def _usage_subscription(js: JetStreamContext, durable: str) -> JetStreamContext.PullSubscription:
-    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-
     await ensure_usage_stream(js)
     return await js.pull_subscribe(
         subjects.USAGE_REQUEST_COMPLETED,
         durable=durable,
         stream=subjects.USAGE_STREAM,
-        config=ConsumerConfig(
-            ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=30, max_ack_pending=1000
-        ),
+        config=usage_consumer_config(durable),
     )
 
 
