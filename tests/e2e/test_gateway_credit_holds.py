@@ -20,6 +20,7 @@ from lexora_contracts.money import PICO_PER_MICRO
 from lexora_gateway.holds import CreditHolds
 from lexora_runtime.db import migrate
 from support.postgres import fresh_database
+from support.usage_events import usage_event
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 TTL_S = 180.0
@@ -73,18 +74,8 @@ async def test_a_hold_placed_by_the_gateway_is_billings_hold_and_billing_settles
 
 
 def _completed(request_id: str, account_id: str, cost_micro: int, reserved_micro: int) -> UsageEvent:
-    return UsageEvent(
-        request_id=request_id,
-        account_id=account_id,
-        key_id="key_holds",
-        model="test/model",
-        status_code=200,
-        prompt_tokens=1,
-        completion_tokens=1,
-        cost_pico=cost_micro * PICO_PER_MICRO,
-        reserved_micro=reserved_micro,
-        received_at=NOW.timestamp(),
-        latency_ms=1,
+    return usage_event(request_id, account_id).model_copy(
+        update={"key_id": "key_holds", "cost_pico": cost_micro * PICO_PER_MICRO, "reserved_micro": reserved_micro}
     )
 
 
