@@ -67,10 +67,10 @@ async def create_asyncpg_pool(
     _, options = engine.dialect.create_connect_args(engine.url)
     for name in _ADAPTER_ONLY_OPTIONS:
         options.pop(name, None)
-    # Nothing a hot path runs changes session state, so a released connection needs no reset
-    # query (asyncpg's default reset is one more round trip per checkout).
     if server_settings:
         options["server_settings"] = {**options.get("server_settings", {}), **server_settings}
+    # Nothing a hot path runs changes session state, so a released connection needs no reset
+    # query (asyncpg's default reset is one more round trip per checkout).
     return await asyncpg.create_pool(min_size=min_size, max_size=max_size, reset=_no_reset, **options)
 
 
