@@ -28,6 +28,7 @@ from lexora_dev.processes import ManagedProcess, free_port
 from lexora_runtime.bus import encode, ensure_usage_stream
 from lexora_runtime.db import create_engine
 from lexora_usage.recorder import UsageRecorder
+from support.usage_events import usage_event
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -56,17 +57,14 @@ async def latencies(database_url: str) -> dict[str, int]:
 
 
 def _event(request_id: str, latency_ms: int = 1) -> UsageEvent:
-    return UsageEvent(
-        request_id=request_id,
-        account_id="acct_usage",
-        key_id="key_usage",
-        model="test/model",
-        status_code=200,
-        prompt_tokens=3,
-        completion_tokens=5,
-        cost_pico=7,
-        received_at=1_767_225_600,
-        latency_ms=latency_ms,
+    return usage_event(request_id, "acct_usage").model_copy(
+        update={
+            "key_id": "key_usage",
+            "prompt_tokens": 3,
+            "completion_tokens": 5,
+            "cost_pico": 7,
+            "latency_ms": latency_ms,
+        }
     )
 
 
