@@ -240,7 +240,7 @@ class Platform:
             "tritonserver",
             self.procs["triton"],
         )
-        stack.publish_catalog(self.nats_url, [*local_catalog(self.triton_grpc), self.instant_record()])
+        stack.publish_catalog(self.nats_url, [*local_catalog(self.triton_endpoint()), self.instant_record()])
 
         self.gateway_port = free_port()
         self.config = stack.ServiceConfig(
@@ -272,8 +272,11 @@ class Platform:
             pricing=Pricing(input_micro_per_mtok=price, output_micro_per_mtok=price),
             capabilities=["chat"],
             created=1730000000,
-            endpoints=[Endpoint(name="local", grpc_address=self.triton_grpc)],
+            endpoints=[self.triton_endpoint()],
         )
+
+    def triton_endpoint(self) -> Endpoint:
+        return Endpoint(name="local", grpc_address=self.triton_grpc, http_address=f"127.0.0.1:{self.triton_http}")
 
     def _litellm_config(self, database_url: str | None) -> Path:
         lines = [

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from lexora_contracts.registry import Endpoint
 from lexora_dev import stack
 from lexora_dev.catalog import local_catalog
 from lexora_dev.processes import free_port
@@ -28,10 +29,10 @@ def state_root(request: pytest.FixtureRequest) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def triton_address(state_root: Path) -> Iterator[str]:
+def triton_endpoint(state_root: Path) -> Iterator[Endpoint]:
     """One real tritonserver serving model-repo/ for the whole session (models are stateless)."""
-    process, address = stack.start_triton(state_root / "triton")
-    yield address
+    process, endpoint = stack.start_triton(state_root / "triton")
+    yield endpoint
     process.stop()
 
 
@@ -52,7 +53,7 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
-def _start_stack(name: str, database_url: str, state_dir: Path, triton_address: str) -> Iterator[RunningStack]:
+def _start_stack(name: str, database_url: str, state_dir: Path, triton_endpoint: Endpoint) -> Iterator[RunningStack]:
     nats_port, monitor_port = free_port(), free_port()
     nats_process = stack.start_nats(state_dir, nats_port, monitor_port)
     config = stack.ServiceConfig(
@@ -66,7 +67,7 @@ def _start_stack(name: str, database_url: str, state_dir: Path, triton_address: 
     running = RunningStack(name, config, {"nats": nats_process}, nats_monitor_port=monitor_port)
     try:
         stack.prepare_database(database_url)
-        stack.publish_catalog(config.nats_url, local_catalog(triton_address))
+        stack.publish_catalog(config.nats_url, local_catalog(triton_endpoint))
         for service in stack.SERVICES:
             running.start(service)
         stack.wait_for_gateway(config.gateway_port, running.processes["gateway"])
@@ -77,11 +78,11 @@ def _start_stack(name: str, database_url: str, state_dir: Path, triton_address: 
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
-def lexora(request: pytest.FixtureRequest, state_root: Path, triton_address: str) -> Iterator[RunningStack]:
+def lexora(request: pytest.FixtureRequest, state_root: Path, triton_endpoint: Endpoint) -> Iterator[RunningStack]:
     """The whole platform on real components, once on SQLite and once on Postgres."""
     state_dir = state_root / request.param
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{state_dir / 'lexora.db'}"
     else:
         url = request.getfixturevalue("postgres_url")
-    yield from _start_stack(request.param, url, state_dir, triton_address)
+    yield from _start_stack(request.param, url, state_dir, triton_endpoint)

@@ -20,7 +20,14 @@ from lexora_operator import status as st
 from lexora_operator.drift import drift_patch, is_subset
 from lexora_operator.kube import KubeApi, KubeError, object_path, path_for
 from lexora_operator.registry import RegistryPublisher, model_record
-from lexora_operator.render import Children, config_map_name, grpc_address, render_children, selector_labels
+from lexora_operator.render import (
+    Children,
+    config_map_name,
+    grpc_address,
+    http_address,
+    render_children,
+    selector_labels,
+)
 from lexora_operator.spec import GROUP, KIND, VERSION, InvalidSpec, ModelDeploymentSpec, parse_spec
 
 log = logging.getLogger("lexora.operator")
@@ -199,7 +206,14 @@ class Reconciler:
         old = dict(body.get("status") or {})
         now = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
         endpoints = (
-            [{"name": f"{namespace}/{name}", "grpcAddress": grpc_address(name, namespace), "ready": True}]
+            [
+                {
+                    "name": f"{namespace}/{name}",
+                    "grpcAddress": grpc_address(name, namespace),
+                    "httpAddress": http_address(name, namespace),
+                    "ready": True,
+                }
+            ]
             if report.serving
             else []
         )

@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 
 from lexora_contracts.registry import Endpoint, ModelRecord, registry_key
-from lexora_operator.render import grpc_address
+from lexora_operator.render import grpc_address, http_address
 from lexora_operator.spec import ModelDeploymentSpec
 from lexora_runtime.model_registry import publish_model, registry_bucket, withdraw_model
 
@@ -25,7 +25,12 @@ CONNECT_TIMEOUT_S = 10
 
 
 def model_record(name: str, namespace: str, spec: ModelDeploymentSpec, *, serving: bool, created: int) -> ModelRecord:
-    endpoints = [Endpoint(name=f"{namespace}/{name}", grpc_address=grpc_address(name, namespace))] if serving else []
+    endpoint = Endpoint(
+        name=f"{namespace}/{name}",
+        grpc_address=grpc_address(name, namespace),
+        http_address=http_address(name, namespace),
+    )
+    endpoints = [endpoint] if serving else []
     return ModelRecord(
         id=spec.model.id,
         kind=spec.model.kind,

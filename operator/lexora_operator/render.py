@@ -60,6 +60,10 @@ def grpc_address(name: str, namespace: str) -> str:
     return f"{name}.{namespace}.svc.cluster.local:{GRPC_PORT}"
 
 
+def http_address(name: str, namespace: str) -> str:
+    return f"{name}.{namespace}.svc.cluster.local:{HTTP_PORT}"
+
+
 def render_children(name: str, namespace: str, spec: ModelDeploymentSpec) -> Children:
     files = repo.model_repository_files(spec)
     return Children(

@@ -37,10 +37,13 @@ class ScheduledPrice(BaseModel):
 
 
 class Endpoint(BaseModel):
-    """One Triton instance serving the model."""
+    """One Triton instance serving the model: its gRPC address, and its HTTP address where it
+    publishes one (streaming chat goes over HTTP's `generate_stream`, which costs the router a third
+    of the CPU of a gRPC call; a record without it is served over gRPC alone)."""
 
     name: str
     grpc_address: str  # host:port
+    http_address: str | None = None  # host:port
     ready: bool = True
 
 

@@ -25,8 +25,8 @@ def _per_image(usd: str) -> Pricing:
     return Pricing(input_micro_per_mtok=0, output_micro_per_mtok=0, image_micro=usd_to_micro(usd))
 
 
-def local_catalog(triton_grpc_address: str | None) -> list[ModelRecord]:
-    endpoints = [Endpoint(name="local", grpc_address=triton_grpc_address)] if triton_grpc_address else []
+def local_catalog(triton: Endpoint | None) -> list[ModelRecord]:
+    endpoints = [triton] if triton else []
     return [
         *_chat_models(endpoints),
         ModelRecord(

@@ -76,10 +76,10 @@ def run_dev(args: argparse.Namespace) -> int:
         stack.prepare_database(database_url)
         say(f"database ready ({database_url.split('://')[0]})")
         say("starting tritonserver (loading the model takes a few seconds)")
-        triton, grpc_address = stack.start_triton(state_dir)
+        triton, endpoint = stack.start_triton(state_dir)
         processes.append(triton)
-        say(f"tritonserver serving model-repo/ (gRPC {grpc_address})")
-        stack.publish_catalog(nats_url, local_catalog(grpc_address))
+        say(f"tritonserver serving model-repo/ (gRPC {endpoint.grpc_address}, HTTP {endpoint.http_address})")
+        stack.publish_catalog(nats_url, local_catalog(endpoint))
         config = stack.ServiceConfig(nats_url, database_url, state_dir, gateway_port)
         for service in stack.SERVICES:
             processes.append(stack.start_service(service, config))

@@ -21,7 +21,7 @@ from pathlib import Path
 import nats
 from nats.js import JetStreamContext
 
-from lexora_contracts.registry import ModelRecord
+from lexora_contracts.registry import Endpoint, ModelRecord
 from lexora_dev.processes import ManagedProcess, free_port, http_ok, tcp_open, wait_until
 from lexora_dev.triton_server import triton_command
 from lexora_runtime.db import migrate
@@ -51,8 +51,11 @@ def start_nats(state_dir: Path, port: int, monitor_port: int | None = None) -> M
     return process
 
 
-def start_triton(state_dir: Path, model_repo: Path = MODEL_REPO, timeout: float = 300) -> tuple[ManagedProcess, str]:
-    """Real tritonserver on CPU serving model-repo/. Returns the process and its gRPC address.
+def start_triton(
+    state_dir: Path, model_repo: Path = MODEL_REPO, timeout: float = 300
+) -> tuple[ManagedProcess, Endpoint]:
+    """Real tritonserver on CPU serving model-repo/. Returns the process and the endpoint to publish
+    (its gRPC and HTTP addresses).
 
     Offline model loading and the FLUX weights are handled by `triton_command`: when the
     repository holds flux-1-schnell and LEXORA_FLUX_WEIGHTS is unset, the tiny FLUX pipeline is
@@ -62,7 +65,7 @@ def start_triton(state_dir: Path, model_repo: Path = MODEL_REPO, timeout: float 
     argv, env = triton_command(model_repo, state_dir, http_port, grpc_port, metrics_port)
     process = ManagedProcess("tritonserver", argv, state_dir / "logs" / "triton.log", env=env).start()
     wait_until(lambda: http_ok(f"http://127.0.0.1:{http_port}/v2/health/ready"), timeout, "tritonserver", process)
-    return process, f"127.0.0.1:{grpc_port}"
+    return process, Endpoint(name="local", grpc_address=f"127.0.0.1:{grpc_port}", http_address=f"127.0.0.1:{http_port}")
 
 
 def key_pepper(state_dir: Path) -> str:

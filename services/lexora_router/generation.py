@@ -32,6 +32,7 @@ from lexora_contracts.messages import (
     UsageEvent,
 )
 from lexora_contracts.money import image_cost_pico, request_cost_pico
+from lexora_contracts.registry import Endpoint
 from lexora_router import triton_media
 from lexora_router.routing import RoutingPolicy
 from lexora_router.triton_engine import EngineRejected, EngineUnreachable, TritonEngine
@@ -166,8 +167,9 @@ class Router:
         # meanwhile in one message when it falls behind (lexora_runtime.ready_batches).
         parts: list[str] = []
 
-        async def stream_from(address: str, triton_model: str) -> None:
-            outputs = self.engine.generate(address, triton_model, request)
+        async def stream_from(endpoint: Endpoint, triton_model: str) -> None:
+            address = endpoint.grpc_address
+            outputs = self.engine.generate(address, triton_model, request, http_address=endpoint.http_address)
             # A thinking model's outputs stay one per delta: the gateway's reasoning_tokens is exact
             # only when the end of the thinking block arrives as a delta of its own.
             grouped = request.stream and not request.reasoning
@@ -201,9 +203,9 @@ class Router:
     async def embed(self, request: EmbeddingJob, reply: str, outcome: Outcome) -> None:
         """Embed every input in one engine call; the vectors go back as float32 bytes in slices."""
 
-        async def embed_on(address: str, triton_model: str) -> Embeddings:
-            outcome.endpoint = address
-            return await triton_media.embed(self.engine, address, triton_model, request.inputs)
+        async def embed_on(endpoint: Endpoint, triton_model: str) -> Embeddings:
+            outcome.endpoint = endpoint.grpc_address
+            return await triton_media.embed(self.engine, endpoint.grpc_address, triton_model, request.inputs)
 
         result = await self._on_an_endpoint(request.model, embed_on)
         outcome.prompt_tokens = result.tokens
@@ -212,9 +214,9 @@ class Router:
     async def paint(self, request: ImageJob, reply: str, outcome: Outcome) -> None:
         """Generate one image; the PNG goes back in slices. Charged per image, only on success."""
 
-        async def paint_on(address: str, triton_model: str) -> bytes:
-            outcome.endpoint = address
-            return await triton_media.paint(self.engine, address, triton_model, request)
+        async def paint_on(endpoint: Endpoint, triton_model: str) -> bytes:
+            outcome.endpoint = endpoint.grpc_address
+            return await triton_media.paint(self.engine, endpoint.grpc_address, triton_model, request)
 
         png = await self._on_an_endpoint(request.model, paint_on)
         await self._send_binary(reply, png)
@@ -226,12 +228,14 @@ class Router:
             await self._send(reply, GenerationChunk(kind="delta", data=base64.b64encode(piece).decode()))
 
     async def count_tokens(self, request: CountTokensRequest) -> CountTokensReply:
-        async def count_on(address: str, triton_model: str) -> int:
-            return await self.engine.count_tokens(address, triton_model, request.messages, request.reasoning_budget)
+        async def count_on(endpoint: Endpoint, triton_model: str) -> int:
+            return await self.engine.count_tokens(
+                endpoint.grpc_address, triton_model, request.messages, request.reasoning_budget
+            )
 
         return CountTokensReply(input_tokens=await self._on_an_endpoint(request.model, count_on))
 
-    async def _on_an_endpoint(self, model_id: str, work: Callable[[str, str], Awaitable[T]]) -> T:
+    async def _on_an_endpoint(self, model_id: str, work: Callable[[Endpoint, str], Awaitable[T]]) -> T:
         """Run `work` on a ready endpoint the policy picks; on one that cannot be reached (nothing was
         produced there), try another. The engine refusing the request is the caller's error."""
         record = self.registry.get(model_id)
@@ -245,7 +249,7 @@ class Router:
             address = endpoint.grpc_address
             self.in_flight[address] += 1
             try:
-                return await work(address, record.triton_model)
+                return await work(endpoint, record.triton_model)
             except EngineUnreachable as exc:
                 log.warning("endpoint unreachable, trying another", extra={"fields": {"error": str(exc)}})
                 tried.add(address)

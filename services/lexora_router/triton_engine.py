@@ -1,4 +1,6 @@
-"""Talks to Triton over gRPC streaming, with the TensorRT-LLM ensemble's tensor names.
+"""Talks to Triton over gRPC streaming (and a streaming client's requests over HTTP
+`generate_stream` where the endpoint publishes an HTTP address), with the TensorRT-LLM ensemble's
+tensor names.
 
 The same protocol serves the local Python-backend model and TensorRT-LLM on GPUs: the tensors of
 lexora_contracts.engine_tensors (`text_input`, `max_tokens`, `stream`, `temperature`, `top_p`,
@@ -23,6 +25,7 @@ from tritonclient.utils import InferenceServerException
 from lexora_contracts.engine_tensors import CHAT_OUTPUTS, OPTIONAL_CHAT_OUTPUTS
 from lexora_contracts.messages import ChatTurn, GenerationRequest
 from lexora_router import triton_wire
+from lexora_router.triton_http import HttpEngineError, HttpStreams, first_value
 from lexora_router.triton_streams import EndpointStreams, StreamClosed
 from lexora_router.triton_wire import Tensors
 
@@ -126,14 +129,20 @@ def _reasoning_budget(budget: int) -> tuple[str, str, np.ndarray]:
     return _tensor("reasoning_budget", "INT32", np.array([budget], dtype=np.int32))
 
 
+def _text(value: object) -> str:
+    """A BYTES output's first element: bytes over gRPC, already a string over HTTP."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return value if isinstance(value, str) else ""
+
+
 def _engine_output(values: dict[str, object]) -> EngineOutput:
-    text, finish, stop_word = values.get("text_output"), values.get("finish_reason"), values.get("stop_word")
     return EngineOutput(
-        text=text.decode("utf-8") if isinstance(text, bytes) else "",
+        text=_text(values.get("text_output")),
         prompt_tokens=int(values.get("num_input_tokens") or 0),  # type: ignore[call-overload]
         completion_tokens=int(values.get("num_output_tokens") or 0),  # type: ignore[call-overload]
-        finish_reason=(finish.decode() if isinstance(finish, bytes) else "") or None,
-        stop_word=(stop_word.decode("utf-8") if isinstance(stop_word, bytes) else "") or None,
+        finish_reason=_text(values.get("finish_reason")) or None,
+        stop_word=_text(values.get("stop_word")) or None,
     )
 
 
@@ -143,12 +152,14 @@ def _not_loaded(message: str) -> bool:
 
 class TritonEngine:
     """Per endpoint: gRPC channels reused across requests (tritonclient's for the unary calls, and
-    the streams of lexora_router.triton_streams for generation)."""
+    the streams of lexora_router.triton_streams for generation), and kept-alive HTTP connections
+    (lexora_router.triton_http) for streaming clients."""
 
     def __init__(self) -> None:
         self._clients: dict[str, InferenceServerClient] = {}
         self._interfaces: dict[tuple[str, str], ModelInterface] = {}
         self._endpoint_streams: dict[str, EndpointStreams] = {}
+        self._http_streams: dict[str, HttpStreams] = {}
 
     def _client(self, address: str) -> InferenceServerClient:
         client = self._clients.get(address)
@@ -162,13 +173,20 @@ class TritonEngine:
         except Exception:
             return False
 
-    async def generate(self, address: str, model: str, request: GenerationRequest) -> AsyncIterator[EngineOutput]:
-        """Stream outputs; raise EngineUnreachable before the first output, EngineRejected on an engine error."""
-        # aclosing: when our caller stops early, the Triton stream is cancelled now, not at GC.
-        # A streaming client can leave in the middle of a long answer: its request gets a gRPC call
-        # of its own, so Triton stops generating for it then. Others share the endpoint's call.
+    async def generate(
+        self, address: str, model: str, request: GenerationRequest, *, http_address: str | None = None
+    ) -> AsyncIterator[EngineOutput]:
+        """Stream outputs; raise EngineUnreachable before the first output, EngineRejected on an engine error.
+        `address` is the endpoint's gRPC address, `http_address` its HTTP one if it publishes one."""
+        # aclosing: when our caller stops early, the Triton request is cancelled now, not at GC.
+        # A streaming client can leave in the middle of a long answer: its request goes over an HTTP
+        # connection (or, without an HTTP address, a gRPC call) of its own, so Triton stops generating
+        # for it then. Others share the endpoint's gRPC call, one response each.
         tensors = build_inputs(request)
-        stream = self._stream(address, model, tensors, request.request_id, own_call=request.stream)
+        if request.stream and http_address:
+            stream = self._http_stream(http_address, model, tensors)
+        else:
+            stream = self._stream(address, model, tensors, request.request_id, own_call=request.stream)
         async with aclosing(stream) as outputs:
             async for output in outputs:
                 yield output
@@ -233,6 +251,22 @@ class TritonEngine:
                 raise EngineUnreachable(f"{address}: {exc}") from exc
             raise EngineRejected(str(exc)) from exc
 
+    async def _http_stream(self, address: str, model: str, tensors: Tensors) -> AsyncIterator[EngineOutput]:
+        """The outputs of one request over HTTP `generate_stream`, on a connection of its own."""
+        streams = self._http_streams.get(address)
+        if streams is None:
+            streams = self._http_streams[address] = HttpStreams(address)
+        produced = False
+        try:
+            async with aclosing(streams.generate_stream(model, tensors)) as events:
+                async for values in events:
+                    produced = True
+                    yield _engine_output({name: first_value(values, name) for name in OUTPUTS})
+        except HttpEngineError as exc:
+            if exc.unreachable and not produced:
+                raise EngineUnreachable(f"{address}: {exc}") from exc
+            raise EngineRejected(str(exc)) from exc
+
     async def infer(self, address: str, model: str, tensors: Tensors, outputs: tuple[str, ...]) -> object:
         """One request, one response (embedding and image models are not decoupled). Raises
         EngineUnreachable when nothing could be asked, EngineRejected when the model refused."""
@@ -252,3 +286,5 @@ class TritonEngine:
             await client.close()
         for streams in self._endpoint_streams.values():
             await streams.close()
+        for http_streams in self._http_streams.values():
+            await http_streams.close()

@@ -10,6 +10,7 @@ import pytest
 
 from lexora_contracts.money import pico_to_usd, request_cost_pico
 from lexora_contracts.openai import CompletionRequest
+from lexora_contracts.registry import Endpoint
 from lexora_dev.catalog import LOCAL_CHAT_MODEL, local_catalog
 from lexora_gateway import jobs, openai_chat
 from support.stack import RunningStack
@@ -88,7 +89,7 @@ def test_charges_are_exactly_once_per_prompt(lexora: RunningStack) -> None:
 
 
 def test_when_one_prompt_cannot_be_held_nothing_runs_and_nothing_is_charged(lexora: RunningStack) -> None:
-    model = local_catalog("127.0.0.1:1")[0]
+    model = local_catalog(Endpoint(name="nowhere", grpc_address="127.0.0.1:1"))[0]
     job = openai_chat.completion_to_job(CompletionRequest(model=model.id, prompt=PROMPTS[0], max_tokens=8))
     hold = jobs.reservation_micro(job, model, model.pricing, 8)
     credit = 2 * hold + hold // 2  # room for two prompts' holds, not three

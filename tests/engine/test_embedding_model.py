@@ -46,9 +46,9 @@ def triton(tmp_path_factory):
     repo = state / "models"
     repo.mkdir()
     (repo / MODEL).symlink_to(MODEL_DIR)
-    process, grpc_address = start_triton(state, model_repo=repo, timeout=180)
+    process, endpoint = start_triton(state, model_repo=repo, timeout=180)
     try:
-        yield grpc_address
+        yield endpoint.grpc_address
     finally:
         process.stop()
 

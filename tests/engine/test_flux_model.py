@@ -36,9 +36,9 @@ def triton(tmp_path_factory):
     repo = state / "models"
     repo.mkdir()
     (repo / MODEL).symlink_to(MODEL_DIR)
-    process, grpc_address = start_triton(state, model_repo=repo, timeout=300)
+    process, endpoint = start_triton(state, model_repo=repo, timeout=300)
     try:
-        yield grpc_address, process.log_path
+        yield endpoint.grpc_address, process.log_path
     finally:
         process.stop()
 

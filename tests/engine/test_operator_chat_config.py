@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from lexora_contracts.messages import ChatTurn, GenerationRequest
-from lexora_contracts.registry import Pricing
+from lexora_contracts.registry import Endpoint, Pricing
 from lexora_dev.stack import start_triton
 from lexora_operator.model_repository import model_repository_files
 from lexora_operator.spec import parse_spec
@@ -42,15 +42,15 @@ def _operator_config() -> str:
 
 
 @pytest.fixture(scope="module")
-def grpc_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
     state = tmp_path_factory.mktemp("operator-triton")
     model_dir = state / "models" / MODEL
     (model_dir / "1").mkdir(parents=True)
     (model_dir / "config.pbtxt").write_text(_operator_config())
     (model_dir / "1" / "model.py").symlink_to(ROOT / "model-repo" / MODEL / "1" / "model.py")
-    process, address = start_triton(state, model_repo=state / "models", timeout=120)
+    process, endpoint = start_triton(state, model_repo=state / "models", timeout=120)
     try:
-        yield address
+        yield endpoint
     finally:
         process.stop()
 
@@ -83,20 +83,25 @@ def _request(**options: object) -> GenerationRequest:
     return GenerationRequest.model_validate(fields | options)
 
 
-async def _run(engine: TritonEngine, address: str, request: GenerationRequest) -> list[EngineOutput]:
-    return [output async for output in engine.generate(address, MODEL, request)]
+async def _run(engine: TritonEngine, triton: Endpoint, request: GenerationRequest) -> list[EngineOutput]:
+    outputs = engine.generate(triton.grpc_address, MODEL, request, http_address=triton.http_address)
+    return [output async for output in outputs]
 
 
-async def test_a_plain_request_is_answered_with_the_engines_counts(engine: TritonEngine, grpc_address: str) -> None:
-    [output] = await _run(engine, grpc_address, _request())
+async def test_a_plain_request_is_answered_with_the_engines_counts(engine: TritonEngine, triton: Endpoint) -> None:
+    [output] = await _run(engine, triton, _request())
     assert output.text and output.prompt_tokens > 0 and 0 < output.completion_tokens <= 24
     assert output.finish_reason in {"stop", "length"}
 
 
-async def test_every_sampling_option_and_a_stop_word_reach_the_model(engine: TritonEngine, grpc_address: str) -> None:
+@pytest.mark.parametrize("over_http", [True, False], ids=["http", "grpc"])
+async def test_every_sampling_option_and_a_stop_word_reach_the_model(
+    engine: TritonEngine, triton: Endpoint, over_http: bool
+) -> None:
+    """A streaming request, over HTTP `generate_stream` or (an endpoint without an HTTP address) gRPC."""
     outputs = await _run(
         engine,
-        grpc_address,
+        triton if over_http else triton.model_copy(update={"http_address": None}),
         _request(
             stream=True,
             temperature=0.7,
@@ -117,15 +122,15 @@ async def test_every_sampling_option_and_a_stop_word_reach_the_model(engine: Tri
         assert last.stop_word == "\n"  # the config declares stop_word, so the router reads it
 
 
-async def test_guided_decoding_makes_the_answer_json(engine: TritonEngine, grpc_address: str) -> None:
+async def test_guided_decoding_makes_the_answer_json(engine: TritonEngine, triton: Endpoint) -> None:
     colour = {"type": "string", "enum": ["red", "green", "blue"]}
     schema = {"type": "object", "properties": {"colour": colour}, "required": ["colour"]}
-    [output] = await _run(
-        engine, grpc_address, _request(guide_type="json_schema", guide=json.dumps(schema), max_tokens=48)
-    )
+    [output] = await _run(engine, triton, _request(guide_type="json_schema", guide=json.dumps(schema), max_tokens=48))
     assert json.loads(output.text)["colour"] in {"red", "green", "blue"}
 
 
-async def test_a_thinking_budget_is_accepted(engine: TritonEngine, grpc_address: str) -> None:
-    [output] = await _run(engine, grpc_address, _request(reasoning=True, reasoning_budget=8, max_tokens=32))
-    assert output.text.startswith("<think>") and "</think>" in output.text
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_a_thinking_budget_is_accepted(engine: TritonEngine, triton: Endpoint, stream: bool) -> None:
+    outputs = await _run(engine, triton, _request(reasoning=True, reasoning_budget=8, max_tokens=32, stream=stream))
+    text = "".join(output.text for output in outputs)
+    assert text.startswith("<think>") and "</think>" in text

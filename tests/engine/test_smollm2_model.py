@@ -37,9 +37,9 @@ def triton(tmp_path_factory):
     repo.mkdir()
     for name in (MODEL, THINKER):
         (repo / name).symlink_to(ROOT / "model-repo" / name)
-    process, grpc_address = start_triton(state, model_repo=repo, timeout=120)
+    process, endpoint = start_triton(state, model_repo=repo, timeout=120)
     try:
-        yield grpc_address, process.log_path
+        yield endpoint.grpc_address, process.log_path
     finally:
         process.stop()
 

@@ -1,5 +1,6 @@
-"""The router's gRPC streams to a real tritonserver: many requests multiplexed on one shared call,
-each answered with its own outputs; requests of streaming clients on calls of their own."""
+"""The router's streams to a real tritonserver: many requests multiplexed on one shared gRPC call,
+each answered with its own outputs; requests of streaming clients over HTTP `generate_stream`
+(or, for an endpoint without an HTTP address, on gRPC calls of their own)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from lexora_contracts.messages import ChatTurn, GenerationRequest
-from lexora_contracts.registry import Pricing
+from lexora_contracts.registry import Endpoint, Pricing
+from lexora_dev.processes import free_port
 from lexora_dev.stack import start_triton
 from lexora_router.triton_engine import EngineRejected, EngineUnreachable, TritonEngine, _chat_inputs
 
@@ -22,22 +24,28 @@ SLOW_MODEL = "smollm2-135m-instruct"  # real generation, one request at a time
 
 
 @pytest.fixture(scope="module")
-def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """(gRPC address, log file) of a tritonserver serving the two models."""
+def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Endpoint, Path]]:
+    """(its endpoint, log file) of a tritonserver serving the two models."""
     state = tmp_path_factory.mktemp("triton")
     repo = state / "models"
     repo.mkdir()
     for name in (MODEL, SLOW_MODEL):
         (repo / name).symlink_to(ROOT / "model-repo" / name)
-    process, address = start_triton(state, model_repo=repo, timeout=120)
+    process, endpoint = start_triton(state, model_repo=repo, timeout=120)
     try:
-        yield address, process.log_path
+        yield endpoint, process.log_path
     finally:
         process.stop()
 
 
 @pytest.fixture(scope="module")
-def triton(triton_server: tuple[str, Path]) -> str:
+def triton(triton_server: tuple[Endpoint, Path]) -> str:
+    """The gRPC address."""
+    return triton_server[0].grpc_address
+
+
+@pytest.fixture(scope="module")
+def endpoint(triton_server: tuple[Endpoint, Path]) -> Endpoint:
     return triton_server[0]
 
 
@@ -131,9 +139,9 @@ async def test_a_streaming_request_stopped_early_cancels_its_call(triton: str, e
 
 
 async def test_a_request_given_up_on_the_shared_call_stops_the_engine_and_the_others_are_sent_again(
-    triton_server: tuple[str, Path], engine: TritonEngine
+    triton_server: tuple[Endpoint, Path], engine: TritonEngine
 ) -> None:
-    address, log_path = triton_server
+    address, log_path = triton_server[0].grpc_address, triton_server[1]
     story = "Write a very long and detailed story about a dragon and a knight."
     long = asyncio.create_task(collect(engine, address, SLOW_MODEL, request(4000, request_id="long", prompt=story)))
     await asyncio.sleep(0.5)  # generating; the short request below waits behind it in the engine
@@ -151,3 +159,65 @@ async def test_a_request_given_up_on_the_shared_call_stops_the_engine_and_the_ot
 
 async def collect(engine: TritonEngine, address: str, model: str, job: GenerationRequest) -> list:
     return [output async for output in engine.generate(address, model, job)]
+
+
+async def over_http(engine: TritonEngine, endpoint: Endpoint, model: str, job: GenerationRequest) -> list:
+    outputs = engine.generate(endpoint.grpc_address, model, job, http_address=endpoint.http_address)
+    return [output async for output in outputs]
+
+
+def cancelled_counts(log_path: Path) -> list[int]:
+    return [int(n) for n in re.findall(r"request cancelled after (\d+) generated tokens", log_path.read_text())]
+
+
+async def test_a_streaming_request_goes_over_http_with_a_response_per_token(
+    endpoint: Endpoint, engine: TritonEngine
+) -> None:
+    answer = await over_http(engine, endpoint, MODEL, request(5, stream=True))
+    assert [o.completion_tokens for o in answer if o.text] == [1, 2, 3, 4, 5]
+    assert answer[-1].finish_reason == "length" and answer[-1].prompt_tokens > 0
+    assert engine._http_streams and endpoint.grpc_address not in engine._endpoint_streams  # no gRPC call
+
+
+async def test_http_and_grpc_give_the_same_stream(endpoint: Endpoint, engine: TritonEngine) -> None:
+    job = request(12, stream=True, prompt="Name three colours.")
+    by_http = await over_http(engine, endpoint, SLOW_MODEL, job)
+    by_grpc = await collect(engine, endpoint.grpc_address, SLOW_MODEL, job)
+    assert [(o.text, o.prompt_tokens, o.completion_tokens, o.finish_reason) for o in by_http] == [
+        (o.text, o.prompt_tokens, o.completion_tokens, o.finish_reason) for o in by_grpc
+    ]
+
+
+async def test_a_streaming_request_stopped_early_over_http_stops_the_engine(
+    triton_server: tuple[Endpoint, Path], engine: TritonEngine
+) -> None:
+    endpoint, log_path = triton_server
+    before = len(cancelled_counts(log_path))
+    story = "Write a very long and detailed story about a dragon and a knight."
+    outputs = engine.generate(
+        endpoint.grpc_address, SLOW_MODEL, request(4000, stream=True, prompt=story), http_address=endpoint.http_address
+    )
+    for _ in range(3):
+        await anext(outputs)
+    await outputs.aclose()  # the client left: the connection is closed, and Triton cancels
+
+    async def stopped() -> list[int]:
+        while len(found := cancelled_counts(log_path)) == before:
+            await asyncio.sleep(0.05)
+        return found[before:]
+
+    assert all(3 <= n < 4000 for n in await asyncio.wait_for(stopped(), 30))
+    # The endpoint still answers: the next request gets a connection of its own.
+    assert (await over_http(engine, endpoint, MODEL, request(2, stream=True)))[-1].completion_tokens == 2
+
+
+async def test_over_http_an_engine_error_is_the_requests_and_a_missing_model_is_unreachable(
+    endpoint: Endpoint, engine: TritonEngine
+) -> None:
+    with pytest.raises(EngineRejected, match="max_tokens"):
+        await over_http(engine, endpoint, MODEL, request(-1, stream=True))
+    with pytest.raises(EngineUnreachable, match="unknown model"):
+        await over_http(engine, endpoint, "no-such-model", request(2, stream=True))
+    gone = Endpoint(name="gone", grpc_address=endpoint.grpc_address, http_address=f"127.0.0.1:{free_port()}")
+    with pytest.raises(EngineUnreachable):
+        await over_http(engine, gone, MODEL, request(2, stream=True))

@@ -19,6 +19,7 @@ LLAMA = "llama-3-2-3b-instruct"
 FLUX_ID = "black-forest-labs/FLUX.1-schnell"
 FLUX = "flux-1-schnell"
 LLAMA_ADDRESS = f"{LLAMA}.lexora-models.svc.cluster.local:8001"
+LLAMA_HTTP_ADDRESS = f"{LLAMA}.lexora-models.svc.cluster.local:8000"
 
 
 async def status_of(cluster: Cluster, name: str) -> dict[str, Any]:
@@ -83,9 +84,12 @@ async def test_ready_replica_publishes_the_service_endpoint(cluster: Cluster) ->
 
     status = await until_phase(cluster, LLAMA, "Ready")
     assert status["readyReplicas"] == 1
-    assert status["endpoints"] == [{"name": f"lexora-models/{LLAMA}", "grpcAddress": LLAMA_ADDRESS, "ready": True}]
+    endpoint = {"name": f"lexora-models/{LLAMA}", "grpcAddress": LLAMA_ADDRESS, "httpAddress": LLAMA_HTTP_ADDRESS}
+    assert status["endpoints"] == [{**endpoint, "ready": True}]
     await registry_endpoints(cluster, LLAMA_ID, [LLAMA_ADDRESS])
-    assert cluster.record(LLAMA_ID).status == "live"
+    record = cluster.record(LLAMA_ID)
+    assert record is not None and record.status == "live"
+    assert [e.http_address for e in record.endpoints] == [LLAMA_HTTP_ADDRESS]
 
 
 async def test_scaling_changes_replicas_and_partial_readiness_is_degraded(cluster: Cluster) -> None:
