@@ -10,8 +10,10 @@ Against the running benchmark platform, with the same client code the services u
 - jetstream_publish_ack: publishing one event with a message id and waiting for the ack, on a
   scratch file stream (what the router does before its final chunk);
 - triton_grpc_stream_16 / triton_grpc_single_16: Triton gRPC ModelStreamInfer with tritonclient
-  (the router's code) for 16 tokens, asking for a response per token (as the router does today,
-  even for non-streaming requests) or for one response (stream=false);
+  for 16 tokens, a call per request, asking for a response per token (the router's streaming
+  requests to an endpoint without an HTTP address) or for one response (stream=false);
+- triton_http_stream_16: Triton's HTTP generate_stream read with aiohttp, a response per token
+  (the router's streaming requests);
 - triton_http_generate_16: Triton's HTTP generate (the "direct" baseline);
 - router_job: a whole generation job sent to the router over NATS (router + Triton + usage event),
   without the gateway, billing's hold or the rate limit;
@@ -31,6 +33,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 import numpy as np
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient
@@ -225,6 +228,18 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         lambda: http_post(args.triton_http, "/v2/models/instant-echo/generate", direct_body), n
     )
     reader_writer.clear()
+
+    stream_body = json.dumps({**json.loads(direct_body), "stream": True}).encode()
+    async with aiohttp.ClientSession() as session:
+
+        async def http_stream() -> None:
+            url = f"http://127.0.0.1:{args.triton_http}/v2/models/instant-echo/generate_stream"
+            async with session.post(url, data=stream_body, headers={"Content-Type": "application/json"}) as response:
+                async for line in response.content:
+                    if line.startswith(b"data:"):
+                        json.loads(line[5:])
+
+        out[f"triton_http_stream_{args.max_tokens}"] = await timed(http_stream, n)
 
     async def router_job() -> None:
         job = _generation(args.account, args.key_id, args.model, args.max_tokens)
