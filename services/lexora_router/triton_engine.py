@@ -181,7 +181,9 @@ class TritonEngine:
         # aclosing: when our caller stops early, the Triton request is cancelled now, not at GC.
         # A streaming client can leave in the middle of a long answer: its request goes over an HTTP
         # connection (or, without an HTTP address, a gRPC call) of its own, so Triton stops generating
-        # for it then. Others share the endpoint's gRPC call, one response each.
+        # for it then. Others share the endpoint's gRPC call, one response each: over HTTP they would
+        # cost the same, and Triton (2.51) does not cancel a request whose single response is still
+        # to come when its HTTP client goes away (measured: the engine generated to the end).
         tensors = build_inputs(request)
         if request.stream and http_address:
             stream = self._http_stream(http_address, model, tensors)

@@ -170,6 +170,17 @@ def cancelled_counts(log_path: Path) -> list[int]:
     return [int(n) for n in re.findall(r"request cancelled after (\d+) generated tokens", log_path.read_text())]
 
 
+async def cancellations_after(log_path: Path, before: int) -> list[int]:
+    """The model's "request cancelled" log lines after the first `before` ones, once there is one."""
+
+    async def logged() -> list[int]:
+        while len(found := cancelled_counts(log_path)) == before:
+            await asyncio.sleep(0.05)
+        return found[before:]
+
+    return await asyncio.wait_for(logged(), 30)
+
+
 async def test_a_streaming_request_goes_over_http_with_a_response_per_token(
     endpoint: Endpoint, engine: TritonEngine
 ) -> None:
@@ -200,13 +211,7 @@ async def test_a_streaming_request_stopped_early_over_http_stops_the_engine(
     for _ in range(3):
         await anext(outputs)
     await outputs.aclose()  # the client left: the connection is closed, and Triton cancels
-
-    async def stopped() -> list[int]:
-        while len(found := cancelled_counts(log_path)) == before:
-            await asyncio.sleep(0.05)
-        return found[before:]
-
-    assert all(3 <= n < 4000 for n in await asyncio.wait_for(stopped(), 30))
+    assert all(3 <= n < 4000 for n in await cancellations_after(log_path, before))
     # The endpoint still answers: the next request gets a connection of its own.
     assert (await over_http(engine, endpoint, MODEL, request(2, stream=True)))[-1].completion_tokens == 2
 
@@ -221,3 +226,14 @@ async def test_over_http_an_engine_error_is_the_requests_and_a_missing_model_is_
     gone = Endpoint(name="gone", grpc_address=endpoint.grpc_address, http_address=f"127.0.0.1:{free_port()}")
     with pytest.raises(EngineUnreachable):
         await over_http(engine, gone, MODEL, request(2, stream=True))
+
+
+async def test_a_request_that_does_not_stream_stays_on_the_shared_grpc_call(
+    endpoint: Endpoint, engine: TritonEngine
+) -> None:
+    """Triton does not cancel a single-response HTTP request when its client leaves; the shared
+    gRPC call can be cancelled (see the test of a request given up on it, above)."""
+    answer = await over_http(engine, endpoint, MODEL, request(3))
+    assert len(answer) == 1 and answer[0].completion_tokens == 3
+    assert engine._endpoint_streams[endpoint.grpc_address]._shared is not None
+    assert not engine._http_streams
