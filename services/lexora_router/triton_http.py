@@ -61,7 +61,10 @@ def event_values(line: bytes) -> dict[str, Any] | None:
     """The outputs of one SSE line (`data: {...}`); None for any other line."""
     if not line.startswith(_DATA):
         return None
-    values = orjson.loads(line[len(_DATA) :])
+    try:
+        values = orjson.loads(line[len(_DATA) :])
+    except orjson.JSONDecodeError:
+        values = None
     if not isinstance(values, dict):
         raise HttpEngineError(f"unexpected event from the engine: {line[:200]!r}", unreachable=False)
     if "error" in values:
@@ -124,6 +127,8 @@ class HttpStreams:
             finished = True
         except aiohttp.ClientError as exc:
             raise HttpEngineError(f"the engine closed the stream ({type(exc).__name__})", unreachable=True) from exc
+        except ValueError as exc:  # a line over aiohttp's 128 KiB
+            raise HttpEngineError(f"unreadable event from the engine: {exc}", unreachable=False) from exc
         finally:
             if finished:
                 response.release()  # read to its end: the connection goes back to the pool

@@ -64,3 +64,10 @@ def test_a_refused_request_says_whether_another_endpoint_may_try(status: int, bo
     refusal = refusal_error(status, body)
     assert refusal.unreachable is unreachable
     assert str(refusal)  # never an empty message
+
+
+@pytest.mark.parametrize("line", [b"data: {not json\n", b"data: [1, 2]\n"])
+def test_an_event_that_is_not_an_object_is_an_error_of_the_engine(line: bytes) -> None:
+    with pytest.raises(HttpEngineError, match="unexpected event") as caught:
+        event_values(line)
+    assert not caught.value.unreachable
