@@ -24,7 +24,7 @@ HOP_LABELS = {
     "jetstream_publish_ack": "JetStream publish + ack (usage event)",
     "triton_grpc_stream": "Triton gRPC, a response per token (streaming, endpoint without an HTTP address)",
     "triton_http_stream": "Triton HTTP generate_stream, a response per token (the router's streaming)",
-    "triton_grpc_single": "Triton gRPC, one response (stream=false; the router shares one call)",
+    "triton_grpc_single": "Triton gRPC, one response (stream=false, a call each; the router shares one)",
     "triton_http_generate": "Triton HTTP generate (the direct baseline)",
     "router_job": "router job over NATS (router + Triton + usage event)",
     "gateway_http": "whole request through the gateway",
