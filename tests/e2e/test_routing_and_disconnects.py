@@ -25,7 +25,7 @@ def extra_models(lexora: RunningStack) -> Iterator[dict[str, str]]:
     one, one whose only endpoint is dead. Withdrawn afterwards: the stack's health (which asks
     every endpoint) is `ok` again for the modules that run after this one."""
     live = lexora.registry_record(LOCAL_CHAT_MODEL)
-    dead = Endpoint(name="dead", grpc_address=f"127.0.0.1:{free_port()}")
+    dead = Endpoint(name="dead", grpc_address=f"127.0.0.1:{free_port()}", http_address=f"127.0.0.1:{free_port()}")
     failover = live.model_copy(update={"id": "test/failover", "endpoints": [dead, *live.endpoints]})
     all_dead = live.model_copy(update={"id": "test/all-dead", "endpoints": [dead]})
     stack.publish_catalog(lexora.config.nats_url, [failover, all_dead])
@@ -52,6 +52,17 @@ def test_router_fails_over_from_an_unreachable_endpoint(lexora: RunningStack, ex
             model=extra_models["failover"], messages=[{"role": "user", "content": "Hi"}], max_tokens=4
         )
         assert reply.usage.completion_tokens > 0
+    for _ in range(3):  # a streaming request goes over HTTP, and fails over the same way
+        chunks = list(
+            client.chat.completions.create(
+                model=extra_models["failover"],
+                messages=[{"role": "user", "content": "Hi"}],
+                max_tokens=4,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
 
 
 def test_no_reachable_endpoint_is_503_and_not_charged(lexora: RunningStack, extra_models: dict[str, str]) -> None:
