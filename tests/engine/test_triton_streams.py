@@ -153,17 +153,18 @@ async def test_a_request_given_up_on_the_shared_call_stops_the_engine_and_the_ot
     assert answer[-1].completion_tokens > 0 and answer[-1].finish_reason in ("length", "stop")
     with pytest.raises(asyncio.CancelledError):
         await long
-    stopped = [int(n) for n in re.findall(r"request cancelled after (\d+) generated tokens", log_path.read_text())]
+    stopped = cancelled_counts(log_path)
     assert stopped and all(n < 4000 for n in stopped), "the engine stopped the given-up request part-way"
 
 
-async def collect(engine: TritonEngine, address: str, model: str, job: GenerationRequest) -> list:
-    return [output async for output in engine.generate(address, model, job)]
+async def collect(
+    engine: TritonEngine, address: str, model: str, job: GenerationRequest, http_address: str | None = None
+) -> list:
+    return [output async for output in engine.generate(address, model, job, http_address=http_address)]
 
 
 async def over_http(engine: TritonEngine, endpoint: Endpoint, model: str, job: GenerationRequest) -> list:
-    outputs = engine.generate(endpoint.grpc_address, model, job, http_address=endpoint.http_address)
-    return [output async for output in outputs]
+    return await collect(engine, endpoint.grpc_address, model, job, endpoint.http_address)
 
 
 def cancelled_counts(log_path: Path) -> list[int]:
