@@ -136,12 +136,7 @@ def overhead(runs: Sequence[dict[str, Any]], workers: int, mode: str) -> dict[st
     levels = sorted({1, c_sat} - {0})
     for concurrency in levels:
         entry: dict[str, Any] = {}
-        for name, over, base in (
-            ("stack_vs_direct", "stack", "direct"),
-            ("litellm_vs_shim", "litellm", "shim"),
-            ("litellm_vs_direct", "litellm", "direct"),
-            ("shim_vs_direct", "shim", "direct"),
-        ):
+        for name, over, base, _ in ADDED_PAIRS:
             a, b = lat(over, concurrency), lat(base, concurrency)
             if a and b and a.get("n") and b.get("n"):
                 entry[name] = added(a, b)
@@ -157,6 +152,25 @@ def overhead(runs: Sequence[dict[str, Any]], workers: int, mode: str) -> dict[st
         "stack_vs_direct_rps": ratio(stack_peak, peaks.get("direct", (0, 0.0))[1]),
         "added_ms": added_at,
     }
+
+
+ADDED_PAIRS = (
+    ("stack_vs_direct", "stack", "direct", "Lexora stack over Triton direct"),
+    ("litellm_vs_shim", "litellm", "shim", "LiteLLM over its backend (the shim)"),
+    ("litellm_vs_direct", "litellm", "direct", "LiteLLM + shim over Triton direct"),
+    ("shim_vs_direct", "shim", "direct", "shim over Triton direct"),
+)
+
+
+def open_loop_added(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """What each front adds over its backend when every target gets the same request rate."""
+    by_target = {r["target"]: r.get("latency_ms") or {} for r in runs if r.get("ok")}
+    out = {}
+    for name, over, base, _ in ADDED_PAIRS:
+        a, b = by_target.get(over), by_target.get(base)
+        if a and b and a.get("n") and b.get("n"):
+            out[name] = added(a, b)
+    return out
 
 
 def headline(results: dict[str, Any]) -> dict[str, Any]:
@@ -185,6 +199,7 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         "p50_added_ms_c1": nonstream["added_ms"].get("1", {}).get("stack_vs_direct", {}).get("p50"),
         "p99_added_ms_c1": nonstream["added_ms"].get("1", {}).get("stack_vs_direct", {}).get("p99"),
         "stack_vs_direct_tokens_per_s": (results.get("e2e") or {}).get("stack_vs_direct_tokens_per_s"),
+        **_open_loop_headline(results.get("rate") or {}),
         "litellm_version": results["meta"]["versions"].get("litellm"),
         "litellm_mode": results["meta"].get("litellm_mode"),
         "workers": workers,
@@ -199,6 +214,18 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         "rps_at_least_3x_litellm": rps is not None and rps >= TARGET_RPS_RATIO,
     }
     return out
+
+
+def _open_loop_headline(section: dict[str, Any]) -> dict[str, Any]:
+    added_ms = section.get("added_ms") or {}
+    stack, litellm = added_ms.get("stack_vs_direct", {}), added_ms.get("litellm_vs_shim", {})
+    return {
+        "open_loop_rate_rps": section.get("rate"),
+        "open_loop_p50_added_ms": stack.get("p50"),
+        "open_loop_p99_added_ms": stack.get("p99"),
+        "open_loop_litellm_p50_added_ms": litellm.get("p50"),
+        "open_loop_litellm_p99_added_ms": litellm.get("p99"),
+    }
 
 
 def per_10k(before: float, after: float, requests: int) -> float | None:
@@ -264,12 +291,7 @@ def _sweep_table(runs: Sequence[dict[str, Any]], workers: int, mode: str) -> lis
 def _added_table(section: dict[str, Any]) -> list[str]:
     rows = []
     for concurrency, entry in section["added_ms"].items():
-        for name, label in (
-            ("stack_vs_direct", "Lexora stack over Triton direct"),
-            ("litellm_vs_shim", "LiteLLM over its backend (the shim)"),
-            ("litellm_vs_direct", "LiteLLM + shim over Triton direct"),
-            ("shim_vs_direct", "shim over Triton direct"),
-        ):
+        for name, _, _, label in ADDED_PAIRS:
             if name in entry:
                 d = entry[name]
                 rows.append([label, concurrency, _fmt(d.get("p50"), 2), _fmt(d.get("p95"), 2), _fmt(d.get("p99"), 2)])
@@ -302,6 +324,61 @@ def _cpu_table(runs: Sequence[dict[str, Any]], workers: int) -> list[str]:
     return _table(["target (at its peak)", "clients", "process (with children)", "CPU ms per request"], rows)
 
 
+def _open_loop_lines(section: dict[str, Any]) -> list[str]:
+    if not section.get("runs"):
+        return []
+    out = [
+        "",
+        f"### Open loop: every target at {_fmt(section['rate'])} req/s "
+        f"({int(section['share_of_litellm_peak'] * 100)}% of LiteLLM's peak), non-streaming",
+        "",
+        f"A request is due every 1/{_fmt(section['rate'])} s whatever the answers do (at most "
+        f"{section['max_in_flight']} in flight), for {section['duration_s']} s; latency counts from when it was"
+        " due if it had to wait for a connection, else from when it was written (bench/loadgen.py --rate).",
+        "",
+    ]
+    rows = []
+    for run in sorted(section["runs"], key=lambda r: TARGETS.index(r["target"]) if r["target"] in TARGETS else 9):
+        lat, late = run.get("latency_ms") or {}, run.get("client_late_ms") or {}
+        rows.append(
+            [
+                TARGET_LABELS.get(run["target"], run["target"]),
+                _fmt(run.get("rps")),
+                _fmt(lat.get("p50"), 2),
+                _fmt(lat.get("p90"), 2),
+                _fmt(lat.get("p99"), 2),
+                _fmt(lat.get("max"), 2),
+                f"{run.get('ok', 0)}/{run.get('requests', 0)}",
+                str(run.get("waited_for_a_connection", 0)),
+                _fmt(late.get("p99"), 2),
+                _fmt(run.get("foreign_cpu_cores"), 2),
+            ]
+        )
+    out += _table(
+        [
+            "target",
+            "req/s",
+            "latency p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "max ms",
+            "ok/sent",
+            "waited for a connection",
+            "client late p99 ms",
+            "other load (cores)",
+        ],
+        rows,
+    )
+    added_rows = [
+        [label, _fmt(d.get("p50"), 2), _fmt(d.get("p95"), 2), _fmt(d.get("p99"), 2)]
+        for name, _, _, label in ADDED_PAIRS
+        if (d := section["added_ms"].get(name))
+    ]
+    out += ["", "Added latency at that rate:", ""]
+    out += _table(["what", "added p50 ms", "added p95 ms", "added p99 ms"], added_rows)
+    return out
+
+
 def render_markdown(results: dict[str, Any]) -> str:
     meta, head, config = results["meta"], results["headline"], results["config"]
     out: list[str] = []
@@ -330,6 +407,17 @@ def render_markdown(results: dict[str, Any]) -> str:
             [
                 f"LiteLLM's added p50 / p99 ms over its backend ({at})",
                 f"{_fmt(head['litellm_p50_added_ms'], 2)} / {_fmt(head['litellm_p99_added_ms'], 2)}",
+                "",
+            ],
+            [
+                f"added p50 / p99 ms over Triton direct, open loop at {_fmt(head.get('open_loop_rate_rps'))} req/s",
+                f"{_fmt(head.get('open_loop_p50_added_ms'), 2)} / {_fmt(head.get('open_loop_p99_added_ms'), 2)}",
+                "",
+            ],
+            [
+                "LiteLLM's added p50 / p99 ms over its backend, same rate",
+                f"{_fmt(head.get('open_loop_litellm_p50_added_ms'), 2)} / "
+                f"{_fmt(head.get('open_loop_litellm_p99_added_ms'), 2)}",
                 "",
             ],
             ["tokens/s through the stack ÷ directly (SmolLM2)", _fmt(head["stack_vs_direct_tokens_per_s"], 3), ""],
@@ -367,6 +455,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"{r['nats_msgs_in_per_request']:g}/{r['nats_msgs_out_per_request']:g}"
                 for r in stack_runs
             )
+    out += _open_loop_lines(results.get("rate") or {})
     billing = results.get("billing")
     if billing:
         out += ["", "### Billing under load (Postgres)", ""]

@@ -1,9 +1,12 @@
 """The benchmark harness's pure parts: statistics, derived figures, the report, profile summaries,
-and the load generator's HTTP response reader. No timing is asserted."""
+the load generator's HTTP response reader and its open loop. No speed is asserted: the open-loop
+tests check only lower bounds that their test server's own delays guarantee."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import importlib.util
 import math
 from pathlib import Path
@@ -126,6 +129,38 @@ def test_overhead_and_headline_from_runs() -> None:
     assert "Lexora req/s ÷ LiteLLM req/s" in markdown and "| Lexora stack → Triton | 4 |" in markdown
 
 
+def test_open_loop_added_latency_in_the_headline_and_report() -> None:
+    results = _results()
+    lat = {"n": 100, "p50": 0.8, "p90": 1.0, "p95": 1.1, "p99": 1.3, "max": 2.0}
+    runs = [
+        {"target": "direct", "ok": 100, "requests": 100, "rps": 63.0, "latency_ms": lat},
+        {"target": "shim", "ok": 100, "requests": 100, "rps": 63.0, "latency_ms": {**lat, "p50": 1.5, "p99": 2.0}},
+        {"target": "litellm", "ok": 100, "requests": 100, "rps": 63.0, "latency_ms": {**lat, "p50": 40, "p99": 90}},
+        {"target": "stack", "ok": 100, "requests": 100, "rps": 63.0, "latency_ms": {**lat, "p50": 3.8, "p99": 7.3}},
+    ]
+    added = report.open_loop_added(runs)
+    assert added["stack_vs_direct"]["p50"] == 3.0 and added["stack_vs_direct"]["p99"] == 6.0
+    assert added["litellm_vs_shim"]["p50"] == 38.5
+    results["rate"] = {
+        "rate": 63.0,
+        "share_of_litellm_peak": 0.9,
+        "max_in_flight": 64,
+        "duration_s": 8,
+        "runs": runs,
+        "added_ms": added,
+    }
+    head = report.headline(results)
+    assert head["open_loop_rate_rps"] == 63.0
+    assert (head["open_loop_p50_added_ms"], head["open_loop_p99_added_ms"]) == (3.0, 6.0)
+    assert head["open_loop_litellm_p99_added_ms"] == 88.0
+    results["headline"] = head
+    markdown = report.render_markdown(results)
+    assert "### Open loop: every target at 63.0 req/s (90% of LiteLLM's peak)" in markdown
+    assert "| Lexora stack over Triton direct | 3.00 |" in markdown
+    # a run without the section renders and reports nothing for it
+    assert report.headline(_results())["open_loop_p50_added_ms"] is None
+
+
 def test_memory_growth_per_ten_thousand_requests() -> None:
     assert report.per_10k(100.0, 101.0, 5000) == 2.0
     assert report.per_10k(100.0, 101.0, 0) is None
@@ -182,3 +217,55 @@ def test_loadgen_renders_one_request_per_key() -> None:
     assert len(requests) == 2
     assert requests[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
     assert b"Authorization: Bearer k2\r\n" in requests[1] and requests[1].endswith(b"\r\n\r\n{}")
+
+
+def _open_loop(rate: float, duration: float, in_flight: int, answer_after_s: float) -> dict:
+    """bench/loadgen.py's open loop against a server that answers each request after a delay,
+    one request at a time per connection."""
+
+    async def go() -> dict:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                    while await reader.readuntil(b"\r\n\r\n") and await reader.readexactly(2):  # body: {}
+                        await asyncio.sleep(answer_after_s)
+                        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        args = argparse.Namespace(
+            url=f"http://127.0.0.1:{port}/x",
+            rate=rate,
+            concurrency=in_flight,
+            duration=duration,
+            requests=0,
+            timeout=30.0,
+            marker="",
+        )
+        try:
+            return await loadgen.Run(args, loadgen.build_requests(args.url, b"{}", [], [])).run()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    return asyncio.run(go())
+
+
+def test_loadgen_open_loop_sends_on_schedule_and_counts_waiting_from_when_a_request_was_due() -> None:
+    # 20 requests are due in 0.2 s; one connection, 50 ms per answer: they queue behind each other.
+    result = _open_loop(rate=100, duration=0.2, in_flight=1, answer_after_s=0.05)
+    assert result["requests"] == 20 and result["ok"] == 20 and result["rate"] == 100
+    assert result["waited_for_a_connection"] >= 15
+    # The last one was due at 0.19 s and answered after 20 answers of 50 ms each (>= 1 s): its
+    # latency counts its wait. A closed loop would have reported 50 ms for every request.
+    assert max(result["latency_ms"]) >= 800
+    assert len(result["late_ms"]) == 20
+
+
+def test_loadgen_open_loop_opens_connections_as_needed() -> None:
+    result = _open_loop(rate=200, duration=0.1, in_flight=64, answer_after_s=0.03)
+    assert result["requests"] == 20 and result["ok"] == 20
+    assert result["waited_for_a_connection"] == 0
+    assert all(latency >= 30 for latency in result["latency_ms"])
