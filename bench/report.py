@@ -6,7 +6,7 @@ No I/O beyond what callers pass in, so it is unit-tested (tests/bench/test_bench
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 PERCENTILES = (50, 75, 90, 95, 99, 99.9)
@@ -29,6 +29,13 @@ HOP_LABELS = {
     "router_job": "router job over NATS (router + Triton + usage event)",
     "gateway_http": "whole request through the gateway",
 }
+# What is reported as "added": (name, the target, the one it is measured over, label).
+ADDED_PAIRS = (
+    ("stack_vs_direct", "stack", "direct", "Lexora stack over Triton direct"),
+    ("litellm_vs_shim", "litellm", "shim", "LiteLLM over its backend (the shim)"),
+    ("litellm_vs_direct", "litellm", "direct", "LiteLLM + shim over Triton direct"),
+    ("shim_vs_direct", "shim", "direct", "shim over Triton direct"),
+)
 # A level counts as saturated from the first concurrency reaching this share of the peak rate.
 SATURATION_SHARE = 0.9
 TARGET_P50_ADDED_MS = 2.0
@@ -103,6 +110,16 @@ def added(over: dict[str, float], base: dict[str, float]) -> dict[str, float]:
     return {k: round(over[k] - base[k], 3) for k in over if k.startswith("p") and k in base}
 
 
+def added_pairs(latency_of: Callable[[str], dict[str, float] | None]) -> dict[str, dict[str, float]]:
+    """Every pair of ADDED_PAIRS whose two targets both have latencies: what one adds over the other."""
+    out = {}
+    for name, over, base, _ in ADDED_PAIRS:
+        a, b = latency_of(over), latency_of(base)
+        if a and b and a.get("n") and b.get("n"):
+            out[name] = added(a, b)
+    return out
+
+
 def ratio(a: float, b: float) -> float | None:
     return round(a / b, 3) if b else None
 
@@ -135,12 +152,7 @@ def overhead(runs: Sequence[dict[str, Any]], workers: int, mode: str) -> dict[st
     added_at: dict[str, dict[str, Any]] = {}
     levels = sorted({1, c_sat} - {0})
     for concurrency in levels:
-        entry: dict[str, Any] = {}
-        for name, over, base, _ in ADDED_PAIRS:
-            a, b = lat(over, concurrency), lat(base, concurrency)
-            if a and b and a.get("n") and b.get("n"):
-                entry[name] = added(a, b)
-        added_at[str(concurrency)] = entry
+        added_at[str(concurrency)] = added_pairs(lambda target, c=concurrency: lat(target, c))
     stack_peak, litellm_peak = peaks.get("stack", (0, 0.0))[1], peaks.get("litellm", (0, 0.0))[1]
     return {
         "workers": workers,
@@ -154,23 +166,10 @@ def overhead(runs: Sequence[dict[str, Any]], workers: int, mode: str) -> dict[st
     }
 
 
-ADDED_PAIRS = (
-    ("stack_vs_direct", "stack", "direct", "Lexora stack over Triton direct"),
-    ("litellm_vs_shim", "litellm", "shim", "LiteLLM over its backend (the shim)"),
-    ("litellm_vs_direct", "litellm", "direct", "LiteLLM + shim over Triton direct"),
-    ("shim_vs_direct", "shim", "direct", "shim over Triton direct"),
-)
-
-
 def open_loop_added(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """What each front adds over its backend when every target gets the same request rate."""
     by_target = {r["target"]: r.get("latency_ms") or {} for r in runs if r.get("ok")}
-    out = {}
-    for name, over, base, _ in ADDED_PAIRS:
-        a, b = by_target.get(over), by_target.get(base)
-        if a and b and a.get("n") and b.get("n"):
-            out[name] = added(a, b)
-    return out
+    return added_pairs(by_target.get)
 
 
 def headline(results: dict[str, Any]) -> dict[str, Any]:
