@@ -113,6 +113,7 @@ class Run:
     def __init__(self, args: argparse.Namespace, requests: list[bytes]):
         self.args = args
         self.requests = itertools.cycle(requests)
+        self.marker = args.marker.encode() if args.marker else None
         self.latencies: list[float] = []
         self.ttfts: list[float] = []
         self.statuses: dict[int, int] = {}
@@ -138,14 +139,13 @@ class Run:
     ) -> Connection | None:
         """Sends one request (on `conn`, or a new connection) and records its outcome; returns the
         connection when it may be reused. Latency counts from `due` when given, else from the write."""
-        marker = self.args.marker.encode() if self.args.marker else None
         try:
             if conn is None:
                 conn = await asyncio.open_connection(host, port)
             reader, writer = conn
             started = time.perf_counter() if due is None else due
             writer.write(payload)
-            response, reusable = await asyncio.wait_for(read_response(reader, marker), self.args.timeout)
+            response, reusable = await asyncio.wait_for(read_response(reader, self.marker), self.args.timeout)
         except Exception as exc:  # counted, the connection is dropped (and reopened by the next request)
             self.errors[type(exc).__name__] = self.errors.get(type(exc).__name__, 0) + 1
             if conn is not None:
