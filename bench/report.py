@@ -41,6 +41,11 @@ SATURATION_SHARE = 0.9
 TARGET_P50_ADDED_MS = 2.0
 TARGET_P99_ADDED_MS = 10.0
 TARGET_RPS_RATIO = 3.0
+# The processes whose CPU counts towards each target's CPU per request.
+CPU_PROCESSES = {
+    "stack": ("gateway", "auth", "billing", "usage", "router", "nats", "postgres", "triton", "client"),
+    "litellm": ("litellm", "shim", "triton", "client"),
+}
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -166,6 +171,34 @@ def overhead(runs: Sequence[dict[str, Any]], workers: int, mode: str) -> dict[st
     }
 
 
+def closed_loop_floor(runs: Sequence[dict[str, Any]], workers: int, concurrency: int, cores: int) -> dict[str, Any]:
+    """What the machine allows the stack at `concurrency` closed-loop clients (non-streaming).
+
+    With N cores and X ms of CPU per request summed over every process of the stack (Triton and
+    the load generator included), the stack serves at most N / X requests per ms; a closed loop of
+    c clients then waits on average c / rate, so its mean latency is at least c * X / N (Little's
+    law). `cpu_budget_for_p50_target_ms` inverts that: the CPU per request at which this floor
+    equals Triton direct's p50 plus the added-p50 target, a necessary condition for meeting it."""
+    stack = find_run(runs, target="stack", mode="nonstream", workers=workers, concurrency=concurrency)
+    direct = find_run(runs, target="direct", mode="nonstream", concurrency=concurrency)
+    cpu = (stack or {}).get("cpu_ms_per_request") or {}
+    if not stack or not direct or not cpu or concurrency < 1 or cores < 1:
+        return {}
+    per_request = sum(cpu.get(process, 0.0) for process in CPU_PROCESSES["stack"])
+    direct_p50 = direct["latency_ms"]["p50"]
+    return {
+        "concurrency": concurrency,
+        "cores": cores,
+        "cpu_ms_per_request": round(per_request, 3),
+        "triton_cpu_ms_per_request": round(cpu.get("triton", 0.0), 3),
+        "mean_latency_floor_ms": round(concurrency * per_request / cores, 3),
+        "mean_latency_ms": stack["latency_ms"].get("mean"),
+        "p50_latency_ms": stack["latency_ms"].get("p50"),
+        "direct_p50_ms": direct_p50,
+        "cpu_budget_for_p50_target_ms": round(cores * (direct_p50 + TARGET_P50_ADDED_MS) / concurrency, 3),
+    }
+
+
 def open_loop_added(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """What each front adds over its backend when every target gets the same request rate."""
     by_target = {r["target"]: r.get("latency_ms") or {} for r in runs if r.get("ok")}
@@ -199,6 +232,11 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         "p99_added_ms_c1": nonstream["added_ms"].get("1", {}).get("stack_vs_direct", {}).get("p99"),
         "stack_vs_direct_tokens_per_s": (results.get("e2e") or {}).get("stack_vs_direct_tokens_per_s"),
         **_open_loop_headline(results.get("rate") or {}),
+        **_floor_headline(
+            closed_loop_floor(
+                runs, workers, nonstream["litellm_saturation_concurrency"], results["meta"]["machine"]["cores"]
+            )
+        ),
         "litellm_version": results["meta"]["versions"].get("litellm"),
         "litellm_mode": results["meta"].get("litellm_mode"),
         "workers": workers,
@@ -224,6 +262,14 @@ def _open_loop_headline(section: dict[str, Any]) -> dict[str, Any]:
         "open_loop_p99_added_ms": stack.get("p99"),
         "open_loop_litellm_p50_added_ms": litellm.get("p50"),
         "open_loop_litellm_p99_added_ms": litellm.get("p99"),
+    }
+
+
+def _floor_headline(floor: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "cpu_ms_per_request_at_saturation": floor.get("cpu_ms_per_request"),
+        "closed_loop_mean_floor_ms": floor.get("mean_latency_floor_ms"),
+        "cpu_ms_per_request_budget_for_p50_target": floor.get("cpu_budget_for_p50_target_ms"),
     }
 
 
@@ -297,12 +343,6 @@ def _added_table(section: dict[str, Any]) -> list[str]:
     return _table(["what", "clients", "added p50 ms", "added p95 ms", "added p99 ms"], rows)
 
 
-CPU_PROCESSES = {
-    "stack": ("gateway", "auth", "billing", "usage", "router", "nats", "postgres", "triton", "client"),
-    "litellm": ("litellm", "shim", "triton", "client"),
-}
-
-
 def _cpu_table(runs: Sequence[dict[str, Any]], workers: int) -> list[str]:
     rows = []
     for target, processes in CPU_PROCESSES.items():
@@ -321,6 +361,24 @@ def _cpu_table(runs: Sequence[dict[str, Any]], workers: int) -> list[str]:
         total = sum(cpu.get(c, 0.0) for c in processes)
         rows.append([TARGET_LABELS[target], str(run["concurrency"]), "**total**", f"**{total:.2f}**"])
     return _table(["target (at its peak)", "clients", "process (with children)", "CPU ms per request"], rows)
+
+
+def _floor_lines(floor: dict[str, Any]) -> list[str]:
+    if not floor:
+        return []
+    c, n, x = floor["concurrency"], floor["cores"], floor["cpu_ms_per_request"]
+    return [
+        "",
+        f"What {n} cores allow at {c} client{'' if c == 1 else 's'}: the stack used {x:.2f} ms of CPU per "
+        f"request summed over its processes (Triton's own {floor['triton_cpu_ms_per_request']:.2f} ms and "
+        f"the load generator's included), so at most {n} ÷ {x:.2f} requests per ms, and a closed loop of "
+        f"{c} waits on average at least {c} × {x:.2f} ÷ {n} = **{floor['mean_latency_floor_ms']:.2f} ms** "
+        f"(Little's law); measured: mean {_fmt(floor['mean_latency_ms'], 2)} ms, p50 "
+        f"{_fmt(floor['p50_latency_ms'], 2)} ms. For that floor to be within {TARGET_P50_ADDED_MS:g} ms of "
+        f"Triton direct's p50 ({floor['direct_p50_ms']:.2f} ms), everything together may use at most "
+        f"{n} × ({floor['direct_p50_ms']:.2f} + {TARGET_P50_ADDED_MS:g}) ÷ {c} = "
+        f"**{floor['cpu_budget_for_p50_target_ms']:.2f} ms** of CPU per request.",
+    ]
 
 
 def _open_loop_lines(section: dict[str, Any]) -> list[str]:
@@ -431,6 +489,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         + f'. "Added" latencies are measured at {at}, the lowest concurrency at which LiteLLM '
         f"reaches {int(SATURATION_SHARE * 100)}% of its peak rate ({at_stream} for streaming)."
     )
+    out += _floor_lines(closed_loop_floor(results["runs"], head["workers"], c_sat, meta["machine"]["cores"]))
     for workers in config["workers"]:
         for mode, title in (("nonstream", "Non-streaming"), ("stream", "Streaming (time to first token)")):
             section = overhead(results["runs"], workers, mode)

@@ -24,6 +24,8 @@ BENCH_PROFILE=0|1, BENCH_PG_FSYNC=on|off, BENCH_LITELLM_DB=1 (try LiteLLM's data
 BENCH_KEEP_STATE=1 (keep logs under bench/.state/ even on success), BENCH_SECTIONS=sweep,rate,hops,
 memory,billing,e2e,profile (a subset, e.g. while working on one part; results of a partial run are written
 to bench/results/partial.json and leave latest.json and the docs alone).
+
+    python bench/run.py --render [bench/results/latest.json]   # re-derive headline and docs, no measuring
 """
 
 from __future__ import annotations
@@ -1276,7 +1278,19 @@ def state_dir() -> Iterator[Path]:
             print(f"logs kept under {root}/logs", file=sys.stderr)
 
 
+def rerender(path: Path) -> int:
+    """`run.py --render [results.json]`: derive the headline and the docs' results section again
+    from a saved run (latest.json by default) with the current bench/report.py, measuring nothing."""
+    saved = json.loads(path.read_text())
+    headline_keys = set(saved.get("headline") or {}) | {"headline"}
+    written = write_outputs({k: v for k, v in saved.items() if k not in headline_keys})
+    log(f"rendered {path} again: wrote {written}" + ("" if written.name == "partial.json" else f" and {DOC}"))
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--render"]:
+        return rerender(Path(sys.argv[2]) if len(sys.argv) > 2 else RESULTS / "latest.json")
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk (make bench does)", file=sys.stderr)
         return 2

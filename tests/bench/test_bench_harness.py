@@ -129,6 +129,29 @@ def test_overhead_and_headline_from_runs() -> None:
     assert "Lexora req/s ÷ LiteLLM req/s" in markdown and "| Lexora stack → Triton | 4 |" in markdown
 
 
+def test_closed_loop_floor_from_cpu_per_request_and_cores() -> None:
+    results = _results()
+    stack_c4 = report.find_run(results["runs"], target="stack", mode="nonstream", concurrency=4)
+    stack_c4["cpu_ms_per_request"] = {"gateway": 1.0, "router": 1.5, "triton": 0.5, "machine_busy": 9.0}
+    stack_c4["latency_ms"] = {**stack_c4["latency_ms"], "mean": 9.5}
+    floor = report.closed_loop_floor(results["runs"], 1, 4, 2)
+    # 3 ms of CPU per request (machine-wide busy time is not a process) on 2 cores: 4 clients wait
+    # at least 4 * 3 / 2 ms on average; within 2 ms of direct's 1.5 ms p50 needs 2 * 3.5 / 4 ms.
+    assert floor["cpu_ms_per_request"] == 3.0 and floor["triton_cpu_ms_per_request"] == 0.5
+    assert floor["mean_latency_floor_ms"] == 6.0 and floor["mean_latency_ms"] == 9.5
+    assert floor["cpu_budget_for_p50_target_ms"] == 1.75
+    head = report.headline(results)
+    assert head["cpu_ms_per_request_at_saturation"] == 3.0
+    assert head["closed_loop_mean_floor_ms"] == 6.0
+    assert head["cpu_ms_per_request_budget_for_p50_target"] == 1.75
+    results["headline"] = head
+    markdown = report.render_markdown(results)
+    assert "4 × 3.00 ÷ 2 = **6.00 ms**" in markdown and "2 × (1.50 + 2) ÷ 4 = **1.75 ms**" in markdown
+    # no CPU figures, or no such run: nothing to say
+    assert report.closed_loop_floor(results["runs"], 1, 16, 2) == {}
+    assert report.closed_loop_floor([], 1, 4, 2) == {}
+
+
 def test_open_loop_added_latency_in_the_headline_and_report() -> None:
     results = _results()
     lat = {"n": 100, "p50": 0.8, "p90": 1.0, "p95": 1.1, "p99": 1.3, "max": 2.0}
