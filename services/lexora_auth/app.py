@@ -23,7 +23,7 @@ from lexora_contracts.messages import (
     VerifyKeyRequest,
 )
 from lexora_runtime.bus import encode
-from lexora_runtime.db import create_engine
+from lexora_runtime.db import create_asyncpg_pool, create_engine, is_sqlite
 from lexora_runtime.metrics import create_metrics, serve_metrics
 from lexora_runtime.service import ServiceContext, health_of, run_until_stopped
 
@@ -32,7 +32,14 @@ log = logging.getLogger("lexora.auth")
 
 async def serve(settings: AuthSettings, ctx: ServiceContext) -> None:
     engine = create_engine(settings.database_url)
-    store = AccountStore(engine, settings.key_pepper.get_secret_value(), settings.key_prefix)
+    # Verification's only write is a key's "last used" time, so its connections commit without
+    # waiting for the WAL flush: a crash can lose a few seconds of "last used", nothing else.
+    verify_pool = (
+        None
+        if is_sqlite(settings.database_url)
+        else await create_asyncpg_pool(engine, min_size=0, server_settings={"synchronous_commit": "off"})
+    )
+    store = AccountStore(engine, settings.key_pepper.get_secret_value(), settings.key_prefix, verify_pool)
     metrics = create_metrics("auth")
     serve_metrics(metrics, settings.metrics_host, settings.metrics_port)
 
@@ -81,6 +88,8 @@ async def serve(settings: AuthSettings, ctx: ServiceContext) -> None:
     try:
         await ctx.stopped()
     finally:
+        if verify_pool is not None:
+            await verify_pool.close()
         await engine.dispose()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -10,9 +11,29 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from lexora_auth import keys
 from lexora_contracts.errors import NotFound
 from lexora_contracts.messages import CreateAccountReply, CreateKeyReply, Identity, KeyInfo, Plan
+from lexora_runtime.db import fetchrow_retried
 from lexora_runtime.schema import accounts, api_keys
 
+if TYPE_CHECKING:
+    import asyncpg
+
 LAST_USE_PRECISION = timedelta(seconds=30)
+
+# On Postgres a verification is this one statement: the key's identity, and its "last used" time
+# moved forward in the same statement when it is older than LAST_USE_PRECISION ($2 now, $3 now
+# minus the precision). A revoked or unknown key returns no row and changes nothing.
+IDENTIFY = """
+WITH found AS (
+    SELECT k.id, k.account_id, k.spend_limit_micro, k.last_used_at, a.plan, a.timezone
+    FROM api_keys k JOIN accounts a ON a.id = k.account_id
+    WHERE k.key_hash = $1 AND k.revoked_at IS NULL
+), touched AS (
+    UPDATE api_keys SET last_used_at = $2
+    FROM found
+    WHERE api_keys.id = found.id AND (found.last_used_at IS NULL OR found.last_used_at < $3)
+)
+SELECT id, account_id, spend_limit_micro, plan, timezone FROM found
+"""
 
 
 def _aware(moment: datetime) -> datetime:
@@ -21,10 +42,15 @@ def _aware(moment: datetime) -> datetime:
 
 
 class AccountStore:
-    def __init__(self, engine: AsyncEngine, pepper: str, key_prefix: str):
+    """`verify_pool`: a plain asyncpg pool to the same Postgres database (lexora_runtime.db.
+    create_asyncpg_pool), for key verification, the one call on a request's path (on a gateway's
+    cache miss). Without one (SQLite), verification goes through the engine like everything else."""
+
+    def __init__(self, engine: AsyncEngine, pepper: str, key_prefix: str, verify_pool: asyncpg.Pool | None = None):
         self._engine = engine
         self._pepper = pepper
         self._key_prefix = key_prefix
+        self._verify_pool = verify_pool
 
     async def create_account(self, plan: Plan, name: str | None, timezone: str) -> CreateAccountReply:
         now = datetime.now(UTC)
@@ -97,6 +123,18 @@ class AccountStore:
         if not api_key.startswith(self._key_prefix):
             return None
         key_hash = keys.hash_api_key(self._pepper, api_key)
+        if self._verify_pool is not None:
+            now = datetime.now(UTC)
+            found = await fetchrow_retried(self._verify_pool, IDENTIFY, key_hash, now, now - LAST_USE_PRECISION)
+            if found is None:
+                return None
+            return Identity(
+                account_id=found["account_id"],
+                key_id=found["id"],
+                plan=found["plan"],
+                timezone=found["timezone"],
+                spend_limit_micro=found["spend_limit_micro"],
+            )
         query = (
             select(
                 api_keys.c.id,

@@ -22,6 +22,7 @@ import asyncpg
 from lexora_billing.refusals import insufficient_balance, key_limit_exceeded
 from lexora_billing.settlement import ReservationRow, SettlementPlan, charge_key, plan_settlement
 from lexora_contracts.messages import UsageEvent
+from lexora_runtime.db import CONNECTION_LOST
 
 # Without a key limit: hold on the balance row, journal it, record the reservation.
 # `snapshot_available` is read from the statement's snapshot, for the refusal message only (when
@@ -128,16 +129,6 @@ WITH entries AS (
 )
 SELECT 1
 """
-
-
-# What a connection lost under a statement raises (the statement did not run, or its outcome is
-# unknown to the caller).
-CONNECTION_LOST = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.AdminShutdownError,
-    OSError,
-)
 
 
 class ReserveRefused(Exception):

@@ -22,6 +22,7 @@ from lexora_gateway import (
     routes_platform,
 )
 from lexora_gateway.auth_cache import KeyCache
+from lexora_gateway.authn import verifier_over
 from lexora_gateway.dispatch import JobInboxes
 from lexora_gateway.errors import install_error_handlers
 from lexora_gateway.holds import CreditHolds
@@ -49,7 +50,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         await ensure_usage_stream(js)
         registry = ModelRegistryView()
         await registry.start(js)
-        keys = KeyCache(settings.auth_cache_ttl_s)
+        keys = verifier_over(nc, KeyCache(settings.auth_cache_ttl_s))
 
         async def on_revoked(msg: Msg) -> None:
             keys.revoke(KeyRevoked.model_validate_json(msg.data).key_id)

@@ -27,7 +27,7 @@ from lexora_contracts import subjects
 from lexora_contracts.errors import InternalError
 from lexora_contracts.messages import Identity, ReserveReply, ReserveRequest
 from lexora_runtime.bus import call
-from lexora_runtime.db import create_asyncpg_pool, create_engine, is_sqlite
+from lexora_runtime.db import CONNECTION_LOST, create_asyncpg_pool, create_engine, is_sqlite
 
 # A hold's commit does not wait for the WAL flush (see the module docstring); settlement's do.
 ASYNC_COMMIT = {"synchronous_commit": "off"}
@@ -83,7 +83,7 @@ class CreditHolds:
                 identity.key_id,  # held against only when the key has a spend limit
                 identity.spend_limit_micro,
             )
-        except (*pg_ledger.CONNECTION_LOST, asyncpg.PostgresError) as exc:
+        except (*CONNECTION_LOST, asyncpg.PostgresError) as exc:
             # As when billing cannot be reached: a 500 on record, nothing charged. Should the lost
             # statement have committed, its hold is released by billing's sweeper.
             raise InternalError("the credit ledger could not be reached") from exc

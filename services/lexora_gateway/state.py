@@ -9,9 +9,9 @@ from fastapi import Depends, Request
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from lexora_gateway.auth_cache import KeyCache
 from lexora_gateway.dispatch import JobInboxes
 from lexora_gateway.holds import CreditHolds
+from lexora_gateway.key_verifier import KeyVerifier
 from lexora_gateway.settings import GatewaySettings
 from lexora_runtime.counters import CounterStore
 from lexora_runtime.metrics import ServiceMetrics
@@ -24,7 +24,7 @@ class GatewayState:
     nc: NATS
     js: JetStreamContext
     registry: ModelRegistryView
-    keys: KeyCache
+    keys: KeyVerifier
     metrics: ServiceMetrics
     counters: CounterStore
     inboxes: JobInboxes

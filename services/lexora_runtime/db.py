@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import asyncpg
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.expression import Insert
-
-if TYPE_CHECKING:
-    import asyncpg
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -51,6 +49,25 @@ def insert_ignoring_duplicates(url: str, table: Any) -> Insert:
     return dialect.insert(table).on_conflict_do_nothing()
 
 
+# What a connection lost under a statement raises (the statement did not run, or its outcome is
+# unknown to the caller).
+CONNECTION_LOST = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.AdminShutdownError,
+    OSError,
+)
+
+
+async def fetchrow_retried(pool: asyncpg.Pool, query: str, *args: Any) -> asyncpg.Record | None:
+    """`pool.fetchrow`, tried once more when its pooled connection turns out lost (Postgres
+    restarted since it was opened), for statements that may safely run twice."""
+    try:
+        return await pool.fetchrow(query, *args)
+    except CONNECTION_LOST:
+        return await pool.fetchrow(query, *args)
+
+
 # Options of SQLAlchemy's asyncpg adapter that asyncpg.connect() itself does not take.
 _ADAPTER_ONLY_OPTIONS = ("prepared_statement_cache_size", "prepared_statement_name_func", "async_fallback")
 
@@ -62,8 +79,6 @@ async def create_asyncpg_pool(
     SQLAlchemy (no statement building, no pre-ping round trip per checkout). Statements run on it
     are prepared once per connection by asyncpg's statement cache. `server_settings`: session
     settings of every connection of the pool."""
-    import asyncpg
-
     _, options = engine.dialect.create_connect_args(engine.url)
     for name in _ADAPTER_ONLY_OPTIONS:
         options.pop(name, None)
