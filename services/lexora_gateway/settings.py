@@ -13,7 +13,8 @@ class GatewaySettings(ServiceSettings):
     workers: int = 1
     # A job running longer than this is stopped and answered 504 (not charged).
     job_timeout_s: float = 120.0
-    # Verified keys are cached this long; revocations are pushed over NATS and drop entries at once.
+    # Verified keys are cached this long (a key in use is verified again in the background past half
+    # of it); revocations are pushed over NATS and drop entries at once.
     auth_cache_ttl_s: float = 60.0
     # How long reservations outlive their job's deadline before billing's sweeper releases them.
     reservation_grace_s: float = 60.0
