@@ -66,6 +66,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             yield
         finally:
             await registry.stop()
+            await keys.close()
             await holds.close()
             await nc.drain()
 

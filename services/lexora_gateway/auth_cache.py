@@ -2,8 +2,8 @@
 
 Entries are keyed by a hash of the key (the key itself is never kept) and dropped at once when
 auth announces a revocation. An entry is served for `ttl_s` from the moment its verification
-began; past `refresh_after_s` it is still served, but the caller is told to verify it again in
-the background, so a key in steady use is re-verified before it expires, off the request's path.
+began; past half of that it is still served, but the caller is told to verify it again in the
+background, so a key in steady use is verified again before it expires, off the request's path.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ def fingerprint(api_key: str) -> bytes:
 
 
 class KeyCache:
-    def __init__(self, ttl_s: float, refresh_after_s: float | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic):
         self._ttl = ttl_s
-        self._refresh_after = ttl_s / 2 if refresh_after_s is None else min(refresh_after_s, ttl_s)
+        self._refresh_after = ttl_s / 2
         self._clock = clock
         self._entries: dict[bytes, tuple[Identity, float]] = {}
         # key id -> when its revocation arrived: a verification that began before then and ends

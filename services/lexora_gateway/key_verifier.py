@@ -40,6 +40,13 @@ class KeyVerifier:
     def revoke(self, key_id: str) -> None:
         self._cache.revoke(key_id)
 
+    async def close(self) -> None:
+        """Stop the verifications still running (at shutdown)."""
+        tasks = list(self._in_flight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def _verification(self, api_key: str) -> asyncio.Task[Identity]:
         key = fingerprint(api_key)
         task = self._in_flight.get(key)

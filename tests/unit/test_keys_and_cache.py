@@ -142,3 +142,16 @@ def test_a_refresh_refused_by_auth_drops_the_key_and_a_failed_one_keeps_it_until
         assert auth.calls == 6  # two first verifications, three refreshes, one after the drop
 
     asyncio.run(scenario())
+
+
+def test_closing_the_verifier_stops_the_verifications_in_flight() -> None:
+    async def scenario() -> None:
+        auth = FakeAuth()  # never answers
+        verifier = KeyVerifier(KeyCache(ttl_s=60), auth.verify)
+        waiting = asyncio.create_task(verifier.identity("sk-1"))
+        await asyncio.sleep(0)
+        await verifier.close()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    asyncio.run(scenario())
