@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -69,3 +70,34 @@ def test_spend_limit_refuses_the_request_that_could_exceed_it(lexora: RunningSta
     spent = lexora.query("SELECT spent_micro, held_micro FROM key_spend WHERE key_id = :k", k=limited["key_id"])
     assert spent[0]["spent_micro"] <= 10 and spent[0]["held_micro"] == 0
     assert chat(lexora.base_url, account.api_key).status_code == 200, "the account's other key is unaffected"
+
+
+def auth_verifications(lexora: RunningStack) -> float:
+    """Keys auth has verified (its Prometheus counter)."""
+    port = lexora.processes["auth"].env["LEXORA_METRICS_PORT"]
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
+        if line.startswith("lexora_requests_total{") and 'operation="verify"' in line and 'outcome="ok"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_gateway_verifies_a_key_once_for_a_burst_and_again_in_the_background_before_it_expires(
+    lexora: RunningStack,
+) -> None:
+    gateway = lexora.start_gateway(LEXORA_AUTH_CACHE_TTL_S="4")
+    account = lexora.create_account()
+    headers = {"Authorization": f"Bearer {account.api_key}"}
+
+    def whoami(_: int = 0) -> int:
+        return httpx.get(f"{gateway}/key", headers=headers, timeout=30).status_code
+
+    before = auth_verifications(lexora)
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(whoami, range(8))) == [200] * 8
+    assert auth_verifications(lexora) == before + 1
+    time.sleep(2.2)  # past half the TTL, well before its end: served, and verified again meanwhile
+    assert whoami() == 200
+    deadline = time.monotonic() + 5
+    while auth_verifications(lexora) < before + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert auth_verifications(lexora) == before + 2
