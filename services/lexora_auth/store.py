@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -39,6 +40,17 @@ SELECT id, account_id, spend_limit_micro, plan, timezone FROM found
 def _aware(moment: datetime) -> datetime:
     # SQLite hands back naive datetimes (stored as UTC).
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _identity(row: Mapping[str, Any] | asyncpg.Record) -> Identity:
+    """A verified key's identity from its api_keys row joined with its account's."""
+    return Identity(
+        account_id=row["account_id"],
+        key_id=row["id"],
+        plan=row["plan"],
+        timezone=row["timezone"],
+        spend_limit_micro=row["spend_limit_micro"],
+    )
 
 
 class AccountStore:
@@ -126,15 +138,7 @@ class AccountStore:
         if self._verify_pool is not None:
             now = datetime.now(UTC)
             found = await fetchrow_retried(self._verify_pool, IDENTIFY, key_hash, now, now - LAST_USE_PRECISION)
-            if found is None:
-                return None
-            return Identity(
-                account_id=found["account_id"],
-                key_id=found["id"],
-                plan=found["plan"],
-                timezone=found["timezone"],
-                spend_limit_micro=found["spend_limit_micro"],
-            )
+            return None if found is None else _identity(found)
         query = (
             select(
                 api_keys.c.id,
@@ -152,17 +156,11 @@ class AccountStore:
         if row is None:
             return None
         await self._note_use(row.id, row.last_used_at)
-        return Identity(
-            account_id=row.account_id,
-            key_id=row.id,
-            plan=row.plan,
-            timezone=row.timezone,
-            spend_limit_micro=row.spend_limit_micro,
-        )
+        return _identity(row._mapping)
 
     async def _note_use(self, key_id: str, last_used_at: datetime | None) -> None:
-        # Gateways cache verifications, so a key in steady use is verified about once a minute per
-        # gateway: that is the precision of "last used", and it costs no write on the hot path.
+        # Gateways cache verifications, so a key in steady use is verified about every half minute
+        # per gateway: that is the precision of "last used", and it costs no write on the hot path.
         now = datetime.now(UTC)
         if last_used_at is not None and now - _aware(last_used_at) < LAST_USE_PRECISION:
             return

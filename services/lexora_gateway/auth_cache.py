@@ -47,9 +47,6 @@ class KeyCache:
             return None, False
         return identity, age >= self._refresh_after
 
-    def get(self, api_key: str) -> Identity | None:
-        return self.lookup(api_key)[0]
-
     def put(self, api_key: str, identity: Identity, verified_at: float | None = None) -> bool:
         """Cache a verification that began at `verified_at` (default: now). Returns False, caching
         nothing, when the key was revoked since."""

@@ -29,16 +29,16 @@ def test_cached_identity_expires_after_ttl() -> None:
     now = [0.0]
     cache = KeyCache(ttl_s=10, clock=lambda: now[0])
     cache.put("sk-1", IDENTITY)
-    assert cache.get("sk-1") == IDENTITY
+    assert cache.lookup("sk-1")[0] == IDENTITY
     now[0] = 10.0
-    assert cache.get("sk-1") is None
+    assert cache.lookup("sk-1")[0] is None
 
 
 def test_revocation_drops_the_cached_key_at_once() -> None:
     cache = KeyCache(ttl_s=60)
     cache.put("sk-1", IDENTITY)
     cache.revoke("key_1")
-    assert cache.get("sk-1") is None
+    assert cache.lookup("sk-1")[0] is None
 
 
 def test_an_entry_past_half_its_ttl_is_served_and_due_for_a_refresh() -> None:
@@ -64,7 +64,7 @@ def test_a_verification_that_began_before_a_revocation_is_not_cached() -> None:
     cache.revoke("key_1")  # arrives while auth's (older) answer is on its way
     now[0] = 2.0
     assert cache.put("sk-1", IDENTITY, verified_at=began) is False
-    assert cache.get("sk-1") is None
+    assert cache.lookup("sk-1")[0] is None
     assert cache.put("sk-1", IDENTITY, verified_at=cache.now()) is True  # verified again since
 
 
