@@ -48,6 +48,11 @@ CPU_PROCESSES = {
 }
 
 
+def metric_of(mode: str) -> str:
+    """The latency a mode is judged by: time to first token when streaming, else the whole answer."""
+    return "ttft_ms" if mode == "stream" else "latency_ms"
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """Linear interpolation between closest ranks (numpy's default); NaN for no values."""
     if not values:
@@ -138,7 +143,7 @@ def find_run(runs: Sequence[dict[str, Any]], **match: Any) -> dict[str, Any] | N
 
 def overhead(runs: Sequence[dict[str, Any]], workers: int, mode: str) -> dict[str, Any]:
     """Peak rates, LiteLLM's saturation point and added latencies for one worker count and mode."""
-    metric = "ttft_ms" if mode == "stream" else "latency_ms"
+    metric = metric_of(mode)
     selected = [r for r in runs if r.get("workers") == workers and r.get("mode") == mode and r.get("ok")]
     # Triton and the shim do not depend on the front's worker count: measured once, used for all.
     for target in ("direct", "shim"):
@@ -199,9 +204,9 @@ def closed_loop_floor(runs: Sequence[dict[str, Any]], workers: int, concurrency:
     }
 
 
-def open_loop_added(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+def open_loop_added(runs: Sequence[dict[str, Any]], metric: str = "latency_ms") -> dict[str, dict[str, float]]:
     """What each front adds over its backend when every target gets the same request rate."""
-    by_target = {r["target"]: r.get("latency_ms") or {} for r in runs if r.get("ok")}
+    by_target = {r["target"]: r.get(metric) or {} for r in runs if r.get("ok")}
     return added_pairs(by_target.get)
 
 
@@ -231,7 +236,8 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         "p50_added_ms_c1": nonstream["added_ms"].get("1", {}).get("stack_vs_direct", {}).get("p50"),
         "p99_added_ms_c1": nonstream["added_ms"].get("1", {}).get("stack_vs_direct", {}).get("p99"),
         "stack_vs_direct_tokens_per_s": (results.get("e2e") or {}).get("stack_vs_direct_tokens_per_s"),
-        **_open_loop_headline(results.get("rate") or {}),
+        **_open_loop_headline(results.get("rate") or {}, "open_loop"),
+        **_open_loop_headline(results.get("rate_stream") or {}, "open_loop_ttft"),
         **_floor_headline(
             closed_loop_floor(
                 runs, workers, nonstream["litellm_saturation_concurrency"], results["meta"]["machine"]["cores"]
@@ -253,15 +259,15 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _open_loop_headline(section: dict[str, Any]) -> dict[str, Any]:
+def _open_loop_headline(section: dict[str, Any], prefix: str) -> dict[str, Any]:
     added_ms = section.get("added_ms") or {}
     stack, litellm = added_ms.get("stack_vs_direct", {}), added_ms.get("litellm_vs_shim", {})
     return {
-        "open_loop_rate_rps": section.get("rate"),
-        "open_loop_p50_added_ms": stack.get("p50"),
-        "open_loop_p99_added_ms": stack.get("p99"),
-        "open_loop_litellm_p50_added_ms": litellm.get("p50"),
-        "open_loop_litellm_p99_added_ms": litellm.get("p99"),
+        f"{prefix}_rate_rps": section.get("rate"),
+        f"{prefix}_p50_added_ms": stack.get("p50"),
+        f"{prefix}_p99_added_ms": stack.get("p99"),
+        f"{prefix}_litellm_p50_added_ms": litellm.get("p50"),
+        f"{prefix}_litellm_p99_added_ms": litellm.get("p99"),
     }
 
 
@@ -295,7 +301,7 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
 
 
 def _sweep_table(runs: Sequence[dict[str, Any]], workers: int, mode: str) -> list[str]:
-    metric = "ttft_ms" if mode == "stream" else "latency_ms"
+    metric = metric_of(mode)
     name = "TTFT" if mode == "stream" else "latency"
     rows = []
     for run in sorted(
@@ -384,10 +390,12 @@ def _floor_lines(floor: dict[str, Any]) -> list[str]:
 def _open_loop_lines(section: dict[str, Any]) -> list[str]:
     if not section.get("runs"):
         return []
+    stream = section.get("mode") == "stream"
+    what = "streaming (time to first token)" if stream else "non-streaming"
     out = [
         "",
         f"### Open loop: every target at {_fmt(section['rate'])} req/s "
-        f"({int(section['share_of_litellm_peak'] * 100)}% of LiteLLM's peak), non-streaming",
+        f"({int(section['share_of_litellm_peak'] * 100)}% of LiteLLM's peak), {what}",
         "",
         f"A request is due every 1/{_fmt(section['rate'])} s whatever the answers do (at most "
         f"{section['max_in_flight']} in flight), for {section['duration_s']} s; latency counts from when it was"
@@ -397,12 +405,14 @@ def _open_loop_lines(section: dict[str, Any]) -> list[str]:
     rows = []
     for run in sorted(section["runs"], key=lambda r: TARGETS.index(r["target"]) if r["target"] in TARGETS else 9):
         lat, late = run.get("latency_ms") or {}, run.get("client_late_ms") or {}
+        first = run.get("ttft_ms") or {}
         rows.append(
             [
                 TARGET_LABELS.get(run["target"], run["target"]),
                 _fmt(run.get("rps")),
+                *((_fmt(first.get("p50"), 2), _fmt(first.get("p90"), 2), _fmt(first.get("p99"), 2)) if stream else ()),
                 _fmt(lat.get("p50"), 2),
-                _fmt(lat.get("p90"), 2),
+                *(() if stream else (_fmt(lat.get("p90"), 2),)),
                 _fmt(lat.get("p99"), 2),
                 _fmt(lat.get("max"), 2),
                 f"{run.get('ok', 0)}/{run.get('requests', 0)}",
@@ -411,14 +421,16 @@ def _open_loop_lines(section: dict[str, Any]) -> list[str]:
                 _fmt(run.get("foreign_cpu_cores"), 2),
             ]
         )
+    latency = (
+        ["TTFT p50 ms", "TTFT p90 ms", "TTFT p99 ms", "whole stream p50 ms"] if stream else ["latency p50 ms", "p90 ms"]
+    )
     out += _table(
         [
             "target",
             "req/s",
-            "latency p50 ms",
-            "p90 ms",
-            "p99 ms",
-            "max ms",
+            *latency,
+            "whole stream p99 ms" if stream else "p99 ms",
+            "whole stream max ms" if stream else "max ms",
             "ok/sent",
             "waited for a connection",
             "client late p99 ms",
@@ -431,8 +443,9 @@ def _open_loop_lines(section: dict[str, Any]) -> list[str]:
         for name, _, _, label in ADDED_PAIRS
         if (d := section["added_ms"].get(name))
     ]
-    out += ["", "Added latency at that rate:", ""]
-    out += _table(["what", "added p50 ms", "added p95 ms", "added p99 ms"], added_rows)
+    added = "added TTFT" if stream else "added"
+    out += ["", f"{'Added time to first token' if stream else 'Added latency'} at that rate:", ""]
+    out += _table(["what", f"{added} p50 ms", f"{added} p95 ms", f"{added} p99 ms"], added_rows)
     return out
 
 
@@ -477,6 +490,25 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"{_fmt(head.get('open_loop_litellm_p99_added_ms'), 2)}",
                 "",
             ],
+            *(
+                [
+                    [
+                        "added TTFT p50 / p99 ms over Triton direct, open loop at "
+                        f"{_fmt(head.get('open_loop_ttft_rate_rps'))} streaming req/s",
+                        f"{_fmt(head.get('open_loop_ttft_p50_added_ms'), 2)} / "
+                        f"{_fmt(head.get('open_loop_ttft_p99_added_ms'), 2)}",
+                        "",
+                    ],
+                    [
+                        "LiteLLM's added TTFT p50 / p99 ms over its backend, same rate",
+                        f"{_fmt(head.get('open_loop_ttft_litellm_p50_added_ms'), 2)} / "
+                        f"{_fmt(head.get('open_loop_ttft_litellm_p99_added_ms'), 2)}",
+                        "",
+                    ],
+                ]
+                if head.get("open_loop_ttft_rate_rps")
+                else []
+            ),
             ["tokens/s through the stack ÷ directly (SmolLM2)", _fmt(head["stack_vs_direct_tokens_per_s"], 3), ""],
             ["LiteLLM", f"{head['litellm_version']} ({head['litellm_mode']})", ""],
         ],
@@ -514,6 +546,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                 for r in stack_runs
             )
     out += _open_loop_lines(results.get("rate") or {})
+    out += _open_loop_lines(results.get("rate_stream") or {})
     billing = results.get("billing")
     if billing:
         out += ["", "### Billing under load (Postgres)", ""]

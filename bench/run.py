@@ -21,9 +21,9 @@ LiteLLM's proxy pointed at that shim. Then measures, with the load generator in 
 Writes bench/results/latest.json and the results section of docs/benchmarks.md.
 Settings (environment): BENCH_QUICK=1, BENCH_LEVELS=1,4,16, BENCH_DURATION=s, BENCH_WORKERS=1,2,
 BENCH_PROFILE=0|1, BENCH_PG_FSYNC=on|off, BENCH_LITELLM_DB=1 (try LiteLLM's database mode first),
-BENCH_KEEP_STATE=1 (keep logs under bench/.state/ even on success), BENCH_SECTIONS=sweep,rate,hops,
-memory,billing,e2e,profile (a subset, e.g. while working on one part; results of a partial run are written
-to bench/results/partial.json and leave latest.json and the docs alone).
+BENCH_KEEP_STATE=1 (keep logs under bench/.state/ even on success), BENCH_SECTIONS=sweep,rate,
+rate_stream,hops,memory,billing,e2e,profile (a subset, e.g. while working on one part; results of a partial
+run are written to bench/results/partial.json and leave latest.json and the docs alone).
 
     python bench/run.py --render [bench/results/latest.json]   # re-derive headline and docs, no measuring
 """
@@ -89,7 +89,7 @@ E2E_MESSAGES = [{"role": "user", "content": "Write a very long and detailed stor
 FIRST_TOKEN = "Hello"  # instant-echo's first token: its first appearance in a body is the first token
 
 
-SECTIONS = ("sweep", "rate", "hops", "memory", "billing", "e2e", "profile")
+SECTIONS = ("sweep", "rate", "rate_stream", "hops", "memory", "billing", "e2e", "profile")
 # The open-loop section sends requests at this share of LiteLLM's peak non-streaming rate: the load
 # where LiteLLM saturates, short of the point where its queue grows without bound.
 OPEN_LOOP_SHARE = 0.9
@@ -773,54 +773,57 @@ class Bench:
                     except Exception as exc:
                         log(f"{name} {mode} c={concurrency} failed: {exc}")
 
-    def open_loop(self, targets: dict[str, Target], names: list[str]) -> dict[str, Any]:
-        """Non-streaming requests at a fixed rate (open loop), every target at the same rate: a share
-        of LiteLLM's peak from the sweep. Latency counts from when each request was due, so queueing
-        behind a slow answer is not hidden by the client waiting (coordinated omission)."""
+    def open_loop(self, targets: dict[str, Target], names: list[str], mode: str) -> dict[str, Any]:
+        """Every target at the same fixed rate (open loop): a share of LiteLLM's peak from the sweep in
+        that mode. Latency (and, streaming, time to first token) counts from when each request was due
+        if it had to wait, so queueing behind a slow answer is not hidden by the client waiting
+        (coordinated omission)."""
         workers = self.platform.workers
-        litellm_peak = report.overhead(self.runs, workers, "nonstream")["peak_rps"].get("litellm", {}).get("rps")
+        litellm_peak = report.overhead(self.runs, workers, mode)["peak_rps"].get("litellm", {}).get("rps")
         if not litellm_peak:
-            return {"error": "no LiteLLM peak rate from the sweep (the rate section needs the sweep)"}
+            return {"error": f"no LiteLLM {mode} peak rate from the sweep (the rate sections need the sweep)"}
         rate = round(litellm_peak * OPEN_LOOP_SHARE, 1)
         duration = max(2 * self.prof.duration, 8)
+        metric = report.metric_of(mode)
         runs = []
         for name in names:
             meter = procstat.CpuMeter(self.platform.roots())
             meter.start()
-            raw, command = run_loadgen(
-                targets[name], "nonstream", OPEN_LOOP_MAX_IN_FLIGHT, duration=duration, rate=rate
-            )
+            raw, command = run_loadgen(targets[name], mode, OPEN_LOOP_MAX_IN_FLIGHT, duration=duration, rate=rate)
             cpu = meter.stop()
             self.commands.append(command)
             errors = dict(raw["errors"])
             errors.update({f"status {k}": v for k, v in raw["statuses"].items() if not k.startswith("2")})
             run = {
                 "target": name,
+                "mode": mode,
                 "rate": rate,
                 "requests": raw["requests"],
                 "ok": raw["ok"],
                 "errors": errors,
                 "rps": round(raw["rps"], 1),
                 "latency_ms": report.summarize(raw["latency_ms"]),
+                **({"ttft_ms": report.summarize(raw["ttft_ms"])} if mode == "stream" else {}),
                 "client_late_ms": report.summarize(raw["late_ms"]),
                 "waited_for_a_connection": raw["waited_for_a_connection"],
                 "foreign_cpu_cores": round(cpu["foreign"] / raw["duration_s"], 2) if raw["duration_s"] else None,
                 "command": command,
             }
             runs.append(run)
-            lat = run["latency_ms"]
+            lat = run[metric]
             log(
-                f"{name:8s} open loop {rate:7.1f} req/s: p50 {lat.get('p50', float('nan')):7.2f} ms  "
-                f"p99 {lat.get('p99', float('nan')):7.2f} ms  errors {sum(errors.values())}"
+                f"{name:8s} open loop {mode:9s} {rate:7.1f} req/s: {metric} p50 {lat.get('p50', float('nan')):7.2f} ms"
+                f"  p99 {lat.get('p99', float('nan')):7.2f} ms  errors {sum(errors.values())}"
             )
         return {
+            "mode": mode,
             "rate": rate,
             "share_of_litellm_peak": OPEN_LOOP_SHARE,
             "litellm_peak_rps": litellm_peak,
             "max_in_flight": OPEN_LOOP_MAX_IN_FLIGHT,
             "duration_s": duration,
             "runs": runs,
-            "added_ms": report.open_loop_added(runs),
+            "added_ms": report.open_loop_added(runs, metric),
         }
 
     # -- billing --
@@ -1114,7 +1117,8 @@ class Bench:
                 self.sweep(targets, names if i == 0 else ["litellm", "stack"])
             if i == 0:
                 sections = {
-                    "rate": lambda t=targets: self.open_loop(t, names),
+                    "rate": lambda t=targets: self.open_loop(t, names, "nonstream"),
+                    "rate_stream": lambda t=targets: self.open_loop(t, names, "stream"),
                     "hops": self.hops,
                     "memory": lambda t=targets: self.memory(t, db, start_memory),
                     "billing": lambda t=targets: self.billing(t, db, many_keys, [a for a, _ in self.many]),

@@ -184,6 +184,54 @@ def test_open_loop_added_latency_in_the_headline_and_report() -> None:
     assert report.headline(_results())["open_loop_p50_added_ms"] is None
 
 
+def test_streaming_open_loop_reports_added_time_to_first_token() -> None:
+    results = _results()
+    whole = {"n": 50, "p50": 9.0, "p90": 10.0, "p95": 11.0, "p99": 12.0, "max": 14.0}
+
+    def run(target: str, ttft_p50: float, ttft_p99: float) -> dict:
+        first = {"n": 50, "p50": ttft_p50, "p90": ttft_p50, "p95": ttft_p99, "p99": ttft_p99, "max": ttft_p99}
+        return {
+            "target": target,
+            "mode": "stream",
+            "ok": 50,
+            "requests": 50,
+            "rps": 45.0,
+            "latency_ms": whole,
+            "ttft_ms": first,
+        }
+
+    runs = [run("direct", 1.0, 2.0), run("shim", 1.5, 2.5), run("litellm", 30.0, 70.0), run("stack", 3.5, 6.0)]
+    # added is taken on the time to first token, not on the whole stream (equal for every target here)
+    added = report.open_loop_added(runs, report.metric_of("stream"))
+    assert added["stack_vs_direct"]["p50"] == 2.5 and added["stack_vs_direct"]["p99"] == 4.0
+    assert report.open_loop_added(runs)["stack_vs_direct"]["p50"] == 0.0
+    results["rate_stream"] = {
+        "mode": "stream",
+        "rate": 45.0,
+        "share_of_litellm_peak": 0.9,
+        "max_in_flight": 64,
+        "duration_s": 8,
+        "runs": runs,
+        "added_ms": added,
+    }
+    head = report.headline(results)
+    assert head["open_loop_ttft_rate_rps"] == 45.0
+    assert (head["open_loop_ttft_p50_added_ms"], head["open_loop_ttft_p99_added_ms"]) == (2.5, 4.0)
+    assert head["open_loop_ttft_litellm_p50_added_ms"] == 28.5
+    # the non-streaming open loop's keys are untouched by the streaming one
+    assert head["open_loop_p50_added_ms"] is None
+    results["headline"] = head
+    markdown = report.render_markdown(results)
+    assert (
+        "### Open loop: every target at 45.0 req/s (90% of LiteLLM's peak), streaming (time to first token)" in markdown
+    )
+    assert "open loop at 45.0 streaming req/s | 2.50 / 4.00 |" in markdown
+    assert "| Lexora stack over Triton direct | 2.50 |" in markdown
+    assert "| TTFT p50 ms |" in markdown.split("streaming (time to first token)")[1]
+    # without the section the headline has no streaming open-loop row
+    assert "streaming req/s" not in report.render_markdown({**_results(), "headline": report.headline(_results())})
+
+
 def test_memory_growth_per_ten_thousand_requests() -> None:
     assert report.per_10k(100.0, 101.0, 5000) == 2.0
     assert report.per_10k(100.0, 101.0, 0) is None
