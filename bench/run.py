@@ -90,8 +90,9 @@ FIRST_TOKEN = "Hello"  # instant-echo's first token: its first appearance in a b
 
 
 SECTIONS = ("sweep", "rate", "rate_stream", "hops", "memory", "billing", "e2e", "profile")
-# The open-loop section sends requests at this share of LiteLLM's peak non-streaming rate: the load
-# where LiteLLM saturates, short of the point where its queue grows without bound.
+# The open-loop sections send requests at this share of LiteLLM's peak rate in their mode (rate:
+# non-streaming, rate_stream: streaming): the load where LiteLLM saturates. Some runs it is already
+# more than LiteLLM sustains at a fixed rate (its queue grows), which the report then shows.
 OPEN_LOOP_SHARE = 0.9
 OPEN_LOOP_MAX_IN_FLIGHT = 64
 
