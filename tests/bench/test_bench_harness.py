@@ -152,6 +152,18 @@ def test_closed_loop_floor_from_cpu_per_request_and_cores() -> None:
     assert report.closed_loop_floor([], 1, 4, 2) == {}
 
 
+def _open_loop_section(runs: list[dict], rate: float, added: dict) -> dict:
+    """What Bench.open_loop returns for these runs at this rate."""
+    return {
+        "rate": rate,
+        "share_of_litellm_peak": 0.9,
+        "max_in_flight": 64,
+        "duration_s": 8,
+        "runs": runs,
+        "added_ms": added,
+    }
+
+
 def test_open_loop_added_latency_in_the_headline_and_report() -> None:
     results = _results()
     lat = {"n": 100, "p50": 0.8, "p90": 1.0, "p95": 1.1, "p99": 1.3, "max": 2.0}
@@ -164,14 +176,7 @@ def test_open_loop_added_latency_in_the_headline_and_report() -> None:
     added = report.open_loop_added(runs)
     assert added["stack_vs_direct"]["p50"] == 3.0 and added["stack_vs_direct"]["p99"] == 6.0
     assert added["litellm_vs_shim"]["p50"] == 38.5
-    results["rate"] = {
-        "rate": 63.0,
-        "share_of_litellm_peak": 0.9,
-        "max_in_flight": 64,
-        "duration_s": 8,
-        "runs": runs,
-        "added_ms": added,
-    }
+    results["rate"] = _open_loop_section(runs, 63.0, added)
     head = report.headline(results)
     assert head["open_loop_rate_rps"] == 63.0
     assert (head["open_loop_p50_added_ms"], head["open_loop_p99_added_ms"]) == (3.0, 6.0)
@@ -205,15 +210,7 @@ def test_streaming_open_loop_reports_added_time_to_first_token() -> None:
     added = report.open_loop_added(runs, report.metric_of("stream"))
     assert added["stack_vs_direct"]["p50"] == 2.5 and added["stack_vs_direct"]["p99"] == 4.0
     assert report.open_loop_added(runs)["stack_vs_direct"]["p50"] == 0.0
-    results["rate_stream"] = {
-        "mode": "stream",
-        "rate": 45.0,
-        "share_of_litellm_peak": 0.9,
-        "max_in_flight": 64,
-        "duration_s": 8,
-        "runs": runs,
-        "added_ms": added,
-    }
+    results["rate_stream"] = {"mode": "stream", **_open_loop_section(runs, 45.0, added)}
     head = report.headline(results)
     assert head["open_loop_ttft_rate_rps"] == 45.0
     assert (head["open_loop_ttft_p50_added_ms"], head["open_loop_ttft_p99_added_ms"]) == (2.5, 4.0)
