@@ -298,6 +298,22 @@ def _pair(p50: Any, p99: Any) -> str:
     return f"{_fmt(p50, 2)} / {_fmt(p99, 2)}"
 
 
+def _open_loop_rows(head: dict[str, Any], prefix: str, what: str, unit: str) -> list[list[str]]:
+    """The headline's two rows for one open loop (keys from _open_loop_headline with `prefix`)."""
+    return [
+        [
+            f"added {what}p50 / p99 ms over Triton direct, open loop at {_fmt(head.get(f'{prefix}_rate_rps'))} {unit}",
+            _pair(head.get(f"{prefix}_p50_added_ms"), head.get(f"{prefix}_p99_added_ms")),
+            "",
+        ],
+        [
+            f"LiteLLM's added {what}p50 / p99 ms over its backend, same rate",
+            _pair(head.get(f"{prefix}_litellm_p50_added_ms"), head.get(f"{prefix}_litellm_p99_added_ms")),
+            "",
+        ],
+    ]
+
+
 def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(_fmt(c) if not isinstance(c, str) else c for c in row) + " |" for row in rows]
@@ -478,31 +494,10 @@ def render_markdown(results: dict[str, Any]) -> str:
             _pair(head["litellm_p50_added_ms"], head["litellm_p99_added_ms"]),
             "",
         ],
-        [
-            f"added p50 / p99 ms over Triton direct, open loop at {_fmt(head.get('open_loop_rate_rps'))} req/s",
-            _pair(head.get("open_loop_p50_added_ms"), head.get("open_loop_p99_added_ms")),
-            "",
-        ],
-        [
-            "LiteLLM's added p50 / p99 ms over its backend, same rate",
-            _pair(head.get("open_loop_litellm_p50_added_ms"), head.get("open_loop_litellm_p99_added_ms")),
-            "",
-        ],
+        *_open_loop_rows(head, "open_loop", "", "req/s"),
     ]
     if head.get("open_loop_ttft_rate_rps"):
-        rows += [
-            [
-                "added TTFT p50 / p99 ms over Triton direct, open loop at "
-                f"{_fmt(head.get('open_loop_ttft_rate_rps'))} streaming req/s",
-                _pair(head.get("open_loop_ttft_p50_added_ms"), head.get("open_loop_ttft_p99_added_ms")),
-                "",
-            ],
-            [
-                "LiteLLM's added TTFT p50 / p99 ms over its backend, same rate",
-                _pair(head.get("open_loop_ttft_litellm_p50_added_ms"), head.get("open_loop_ttft_litellm_p99_added_ms")),
-                "",
-            ],
-        ]
+        rows += _open_loop_rows(head, "open_loop_ttft", "TTFT ", "streaming req/s")
     rows += [
         ["tokens/s through the stack ÷ directly (SmolLM2)", _fmt(head["stack_vs_direct_tokens_per_s"], 3), ""],
         ["LiteLLM", f"{head['litellm_version']} ({head['litellm_mode']})", ""],
