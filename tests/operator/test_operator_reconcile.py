@@ -224,6 +224,31 @@ async def test_deleting_withdraws_the_model_and_removes_the_children(cluster: Cl
         assert await cluster.get(kind, name) is None, kind
 
 
+async def test_deleting_releases_the_finalizer_when_another_write_lands_first(cluster: Cluster) -> None:
+    await cluster.apply(load_sample("llama-3.2-3b-instruct.yaml"))
+    await eventually(lambda: cluster.get("Deployment", LLAMA), what="deployment")
+    stale: list[str] = []
+
+    async def label_it_first(request: Any) -> bool:
+        """Another client labels the object between kopf's read and its finalizer patch."""
+        ops = request.data
+        if request.name != LLAMA or not any(op["path"].startswith("/metadata/finalizers") for op in ops):
+            return False
+        await cluster.patch("ModelDeployment", LLAMA, {"metadata": {"labels": {"team": "search"}}})
+        stale.extend(op["value"] for op in ops if op["op"] == "test" and op["path"] == "/metadata/resourceVersion")
+        return True
+
+    cluster.emulator.before_json_patch = label_it_first
+    await cluster.delete("ModelDeployment", LLAMA)
+
+    async def released_after_the_race() -> bool:
+        return bool(stale) and await cluster.get("ModelDeployment", LLAMA) is None
+
+    await eventually(released_after_the_race, what="finalizer released after another write")
+    assert stale, "kopf's finalizer patch did not test the resourceVersion it had read"
+    await eventually(lambda: _sync(cluster.record(LLAMA_ID) is None), what="registry record withdrawn")
+
+
 async def test_a_second_deployment_of_the_same_model_id_is_refused(cluster: Cluster) -> None:
     await cluster.apply(load_sample("flux-1-schnell.yaml"))
     await until_phase(cluster, FLUX, "Pending")
