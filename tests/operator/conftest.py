@@ -1,8 +1,9 @@
 """Fixtures for the operator: a real nats-server, the kmock API emulator, and the running operator.
 
-The emulator stands in for kube-apiserver: it stores objects, serves list/watch, merge patches and
-finalizers. It has no controllers, so the tests play the kubelet and the Deployment controller by
-patching Deployment status and creating pods. Only light fixtures here: nothing from tests/conftest.py.
+The emulator stands in for kube-apiserver: it stores objects, serves list/watch, merge and JSON
+patches (a JSON patch whose resourceVersion test is stale gets 422) and finalizers. It has no
+controllers, so the tests play the kubelet and the Deployment controller by patching Deployment
+status and creating pods. Only light fixtures here: nothing from tests/conftest.py.
 """
 
 from __future__ import annotations
