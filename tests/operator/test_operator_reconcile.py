@@ -242,10 +242,10 @@ async def test_deleting_releases_the_finalizer_when_another_write_lands_first(cl
     await cluster.delete("ModelDeployment", LLAMA)
 
     async def released_after_the_race() -> bool:
+        """kopf's finalizer patch tested the version it had read, lost the race, and was sent again."""
         return bool(stale) and await cluster.get("ModelDeployment", LLAMA) is None
 
     await eventually(released_after_the_race, what="finalizer released after another write")
-    assert stale, "kopf's finalizer patch did not test the resourceVersion it had read"
     await eventually(lambda: _sync(cluster.record(LLAMA_ID) is None), what="registry record withdrawn")
 
 
