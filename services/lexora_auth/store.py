@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from lexora_auth import keys
 from lexora_contracts.errors import NotFound
 from lexora_contracts.messages import CreateAccountReply, CreateKeyReply, Identity, KeyInfo, Plan
-from lexora_runtime.db import fetchrow_retried
+from lexora_runtime.db import on_pooled_connection
 from lexora_runtime.schema import accounts, api_keys
 
 if TYPE_CHECKING:
@@ -137,7 +137,9 @@ class AccountStore:
         key_hash = keys.hash_api_key(self._pepper, api_key)
         if self._verify_pool is not None:
             now = datetime.now(UTC)
-            found = await fetchrow_retried(self._verify_pool, IDENTIFY, key_hash, now, now - LAST_USE_PRECISION)
+            found = await on_pooled_connection(
+                self._verify_pool, lambda conn: conn.fetchrow(IDENTIFY, key_hash, now, now - LAST_USE_PRECISION)
+            )
             return None if found is None else _identity(found)
         query = (
             select(

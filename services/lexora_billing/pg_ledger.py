@@ -22,7 +22,7 @@ import asyncpg
 from lexora_billing.refusals import insufficient_balance, key_limit_exceeded
 from lexora_billing.settlement import ReservationRow, SettlementPlan, charge_key, plan_settlement
 from lexora_contracts.messages import UsageEvent
-from lexora_runtime.db import CONNECTION_LOST
+from lexora_runtime.db import on_pooled_connection
 
 # Without a key limit: hold on the balance row, journal it, record the reservation.
 # `snapshot_available` is read from the statement's snapshot, for the refusal message only (when
@@ -180,21 +180,16 @@ async def hold(
 ) -> int:
     """`reserve` on a pooled connection, with its refusal as the 402 the caller gets. Billing holds
     credit this way, and so does a gateway that has the database (docs/billing.md)."""
-    for attempt in (1, 2):
-        try:
-            async with pool.acquire() as conn:
-                return await reserve(conn, request_id, account_id, amount_micro, ttl_s, now, key_id, key_limit_micro)
-        except ReserveRefused as refused:
-            if refused.reason == "key_limit":
-                raise key_limit_exceeded(key_limit_micro or 0) from None
-            raise insufficient_balance(amount_micro, refused.available_micro) from None
-        except CONNECTION_LOST:
-            # A pooled connection that Postgres closed (a restart) fails on first use: try a fresh
-            # one once. The statement is atomic, and if the lost attempt did commit, the retry
-            # fails on the reservation's request id instead of holding twice.
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+    # Safe to run twice: the statement is atomic, and if an attempt lost with its connection did
+    # commit, the retry fails on the reservation's request id instead of holding twice.
+    try:
+        return await on_pooled_connection(
+            pool, lambda conn: reserve(conn, request_id, account_id, amount_micro, ttl_s, now, key_id, key_limit_micro)
+        )
+    except ReserveRefused as refused:
+        if refused.reason == "key_limit":
+            raise key_limit_exceeded(key_limit_micro or 0) from None
+        raise insufficient_balance(amount_micro, refused.available_micro) from None
 
 
 async def settle_batch(conn: asyncpg.Connection, events: Sequence[UsageEvent], now: datetime) -> list[bool]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy import event
@@ -12,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.expression import Insert
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+T = TypeVar("T")
 
 
 def is_sqlite(url: str) -> bool:
@@ -59,13 +62,15 @@ CONNECTION_LOST = (
 )
 
 
-async def fetchrow_retried(pool: asyncpg.Pool, query: str, *args: Any) -> asyncpg.Record | None:
-    """`pool.fetchrow`, tried once more when its pooled connection turns out lost (Postgres
-    restarted since it was opened), for statements that may safely run twice."""
+async def on_pooled_connection(pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """`work` on a connection from `pool`, run once more on a fresh one when the first turns out
+    lost (Postgres restarted since it was opened), for work that may safely run twice."""
     try:
-        return await pool.fetchrow(query, *args)
+        async with pool.acquire() as conn:
+            return await work(conn)
     except CONNECTION_LOST:
-        return await pool.fetchrow(query, *args)
+        async with pool.acquire() as conn:
+            return await work(conn)
 
 
 # Options of SQLAlchemy's asyncpg adapter that asyncpg.connect() itself does not take.
