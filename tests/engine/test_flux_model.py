@@ -9,18 +9,17 @@ import multiprocessing
 import re
 from pathlib import Path
 
+import diffusers  # noqa: F401  (the model's own dependency: missing means a broken install)
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
+from PIL import Image
+from tritonclient.utils import InferenceServerException
 
 from lexora_dev.flux_weights import MARKER, ensure_tiny_flux, is_complete
 from lexora_dev.stack import start_triton
 
 ROOT = Path(__file__).resolve().parents[2]
-
-grpcclient = pytest.importorskip("tritonclient.grpc")
-Image = pytest.importorskip("PIL.Image")
-pytest.importorskip("diffusers")
-from tritonclient.utils import InferenceServerException  # noqa: E402
 
 MODEL = "flux-1-schnell"
 MODEL_DIR = ROOT / "model-repo" / MODEL

@@ -9,6 +9,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import llama_cpp  # noqa: F401  (the model's engine: missing means a broken install, not a skip)
 import pytest
 import yaml
 
@@ -18,8 +19,6 @@ from lexora_dev.stack import start_triton
 from lexora_operator.model_repository import model_repository_files
 from lexora_operator.spec import parse_spec
 from lexora_router.triton_engine import EngineOutput, TritonEngine
-
-pytest.importorskip("llama_cpp")
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "smollm2-135m-instruct"

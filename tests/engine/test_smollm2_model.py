@@ -10,17 +10,16 @@ import re
 import time
 from pathlib import Path
 
+import llama_cpp
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aio
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from lexora_dev.stack import start_triton
 
 ROOT = Path(__file__).resolve().parents[2]
-
-grpcclient = pytest.importorskip("tritonclient.grpc")
-aio = pytest.importorskip("tritonclient.grpc.aio")
-llama_cpp = pytest.importorskip("llama_cpp")
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 THINKER = "smollm2-135m-think"  # the same model.py with thinking on by default
