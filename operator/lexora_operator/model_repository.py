@@ -16,6 +16,8 @@ declares the router's tensors, for embedding and image models the model declares
 
 from __future__ import annotations
 
+from importlib import resources
+
 from lexora_contracts.engine_tensors import (
     CHAT_INPUTS,
     CHAT_OUTPUTS,
@@ -32,6 +34,7 @@ PVC_SOURCE_DIR = "/source"
 CONFIG_DIR = "/etc/lexora/model-repo"
 LAYOUT_KEY = "layout"
 FETCH_SCRIPT_KEY = "fetch.sh"
+PROBE_SCRIPT_KEY = "probe.py"
 
 
 def source_dir(spec: ModelDeploymentSpec) -> str:
@@ -43,8 +46,15 @@ def config_key(model: str) -> str:
     return f"{model}.config.pbtxt"
 
 
+def probe_script() -> str:
+    """The Triton container's readiness and liveness probe: the module lexora_operator.probe_script is
+    the script itself (standard library only), shipped as it is."""
+    return resources.files("lexora_operator").joinpath("probe_script.py").read_text(encoding="utf-8")
+
+
 def model_repository_files(spec: ModelDeploymentSpec) -> dict[str, str]:
-    """ConfigMap data: one `<model>.config.pbtxt` per Triton model, the layout, and the fetch script."""
+    """ConfigMap data: one `<model>.config.pbtxt` per Triton model, the layout, the fetch script and
+    the probe script."""
     if spec.backend == "tensorrtllm":
         configs = tensorrtllm_configs(spec)
         layout = [
@@ -68,6 +78,7 @@ def model_repository_files(spec: ModelDeploymentSpec) -> dict[str, str]:
     data = {config_key(model): text for model, text in configs.items()}
     data[LAYOUT_KEY] = "\n".join(layout) + "\n"
     data[FETCH_SCRIPT_KEY] = FETCH_SCRIPT
+    data[PROBE_SCRIPT_KEY] = probe_script()
     return data
 
 

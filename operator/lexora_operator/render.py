@@ -28,6 +28,34 @@ DRAIN_S = 120
 
 
 @dataclass(frozen=True)
+class ProbeTiming:
+    """An exec probe running probe.py (lexora_operator.probe_script): one minimal request per model."""
+
+    period_s: int
+    failure_threshold: int
+    wait_s: int  # the script's own deadline (--timeout)
+    stall_s: int  # no answer in time still passes if the model completed an inference this recently
+
+    @property
+    def timeout_s(self) -> int:
+        # The kubelet's limit sits above the script's own, so a slow answer is reported by the
+        # script (which model, why) and never as a bare "command timed out".
+        return self.wait_s + 2
+
+
+# Readiness: a model whose engine errors (a dead Python-backend stub's error comes within a second)
+# fails two probes 5 s apart and leaves the Service within ~10 s. A model that does not answer
+# within 3 s stays in while it completed an inference within the router's job deadline (busy:
+# its queue moves); a stuck one leaves once nothing completed for that long.
+READINESS = ProbeTiming(period_s=5, failure_threshold=2, wait_s=3, stall_s=DRAIN_S)
+# Liveness: a restart reloads the model (minutes) and drops every job in flight, so it takes three
+# failures 10 s apart (~30 s after an engine starts erroring), a generous 20 s for the answer, and
+# for a model that does not answer, 5 minutes without a single completed inference: no busy engine
+# goes that long without finishing a job, since the router gives up on one after 120 s.
+LIVENESS = ProbeTiming(period_s=10, failure_threshold=3, wait_s=20, stall_s=300)
+
+
+@dataclass(frozen=True)
 class Children:
     config_map: dict[str, Any]
     deployment: dict[str, Any]
@@ -269,7 +297,6 @@ def _triton_container(spec: ModelDeploymentSpec) -> dict[str, Any]:
     if spec.backend == "tensorrtllm" and spec.gpu.count > 1:
         # Multi-GPU engines: the backend spawns its own workers instead of needing mpirun.
         env.append({"name": "TRTLLM_ORCHESTRATOR", "value": "1"})
-    http = {"path": "/v2/health/ready", "port": "http"}
     container: dict[str, Any] = {
         "name": "triton",
         "image": spec.triton.image,
@@ -284,26 +311,47 @@ def _triton_container(spec: ModelDeploymentSpec) -> dict[str, Any]:
         ],
         # Triton serves HTTP only once every model has loaded: the startup probe allows for the load.
         "startupProbe": {
-            "httpGet": http,
+            "httpGet": {"path": "/v2/health/ready", "port": "http"},
             "periodSeconds": 10,
             "timeoutSeconds": 5,
             "failureThreshold": math.ceil(spec.triton.startup_timeout_seconds / 10),
         },
-        "readinessProbe": {"httpGet": http, "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 3},
-        "livenessProbe": {
-            "httpGet": {"path": "/v2/health/live", "port": "http"},
-            "periodSeconds": 10,
-            "timeoutSeconds": 5,
-            "failureThreshold": 6,
-        },
+        # Triton's health endpoints stay at 200 when an engine cannot serve (a dead Python-backend
+        # stub): readiness and liveness ask the model itself (docs/operator.md, "Probes").
+        "readinessProbe": _model_probe(spec, READINESS),
+        "livenessProbe": _model_probe(spec, LIVENESS),
         "securityContext": _container_security(spec.triton.read_only_root_filesystem),
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": _mounts(spec, config=False),
+        "volumeMounts": _mounts(spec, fetcher=False),
     }
     resources = _resources(spec)
     if resources:
         container["resources"] = resources
     return container
+
+
+def probe_command(spec: ModelDeploymentSpec, timing: ProbeTiming) -> list[str]:
+    """What the kubelet runs in the Triton container: probe.py from the ConfigMap, with the image's
+    python3 isolated from the image's environment and site-packages (the script needs neither)."""
+    return [
+        "python3",
+        "-I",
+        "-S",
+        f"{repo.CONFIG_DIR}/{repo.PROBE_SCRIPT_KEY}",
+        f"--port={HTTP_PORT}",
+        f"--timeout={timing.wait_s}",
+        f"--stall-seconds={timing.stall_s}",
+        f"{spec.model.kind}:{spec.triton_model_name}",
+    ]
+
+
+def _model_probe(spec: ModelDeploymentSpec, timing: ProbeTiming) -> dict[str, Any]:
+    return {
+        "exec": {"command": probe_command(spec, timing)},
+        "periodSeconds": timing.period_s,
+        "timeoutSeconds": timing.timeout_s,
+        "failureThreshold": timing.failure_threshold,
+    }
 
 
 def source_fingerprint(spec: ModelDeploymentSpec) -> str:
@@ -336,7 +384,7 @@ def _fetch_container(spec: ModelDeploymentSpec) -> dict[str, Any]:
         "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "4Gi"}},
         "securityContext": _container_security(True),
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": _mounts(spec, config=True),
+        "volumeMounts": _mounts(spec, fetcher=True),
     }
     if source.hugging_face is not None:
         hf = source.hugging_face
@@ -357,15 +405,15 @@ def _fetch_container(spec: ModelDeploymentSpec) -> dict[str, Any]:
     return container
 
 
-def _mounts(spec: ModelDeploymentSpec, *, config: bool) -> list[dict[str, Any]]:
+def _mounts(spec: ModelDeploymentSpec, *, fetcher: bool) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = [
         {"name": "models", "mountPath": repo.MODEL_REPO_DIR},
         {"name": "cache", "mountPath": repo.CACHE_DIR},
         {"name": "tmp", "mountPath": "/tmp"},
+        # The fetcher runs fetch.sh from it, the kubelet runs probe.py from it in the Triton container.
+        {"name": "model-repo-config", "mountPath": repo.CONFIG_DIR, "readOnly": True},
     ]
-    if config:
-        mounts.append({"name": "model-repo-config", "mountPath": repo.CONFIG_DIR, "readOnly": True})
-    else:
+    if not fetcher:
         mounts.append({"name": "shm", "mountPath": "/dev/shm"})
     if spec.source.pvc is not None:
         pvc_mount = {"name": "source", "mountPath": repo.PVC_SOURCE_DIR, "readOnly": True}

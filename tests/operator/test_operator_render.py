@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 
 from conftest import load_sample
+from lexora_operator import probe_script
 from lexora_operator.render import CONFIG_HASH_ANNOTATION, render_children
 from lexora_operator.spec import InvalidSpec, parse_spec
 
@@ -38,10 +40,9 @@ def test_llama_runs_triton_on_one_h100_with_probes_and_ports() -> None:
     assert pod["nodeSelector"]["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     assert [p["containerPort"] for p in triton["ports"]] == [8000, 8001, 8002]
-    assert triton["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
-    assert triton["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     # startupTimeoutSeconds 900 at a 10 s period: the load may take 15 minutes before a restart.
     startup = triton["startupProbe"]
+    assert startup["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 900
     assert "--model-repository=/models" in triton["args"]
 
@@ -166,3 +167,75 @@ def test_specs_that_can_never_work_are_refused_with_the_field_named(change: dict
 def test_a_name_that_cannot_name_a_service_is_refused() -> None:
     with pytest.raises(InvalidSpec, match="DNS-1035"):
         parse_spec("Flux_1", load_sample("flux-1-schnell.yaml")["spec"])
+
+
+def triton_container(sample: str, **overrides: Any) -> dict[str, Any]:
+    return children_of(sample, **overrides).deployment["spec"]["template"]["spec"]["containers"][0]
+
+
+def option(probe: dict[str, Any], name: str) -> float:
+    return float(next(arg.split("=", 1)[1] for arg in probe["exec"]["command"] if arg.startswith(f"{name}=")))
+
+
+@pytest.mark.parametrize(
+    ("sample", "overrides", "target"),
+    [
+        ("llama-3.2-3b-instruct.yaml", {}, "chat:ensemble"),
+        ("flux-1-schnell.yaml", {}, "image:flux-1-schnell"),
+        (
+            "flux-1-schnell.yaml",
+            {"model": {"id": "HuggingFaceTB/SmolLM2-135M-Instruct", "kind": "chat", "contextLength": 8192}},
+            "chat:smollm2-135m-instruct",
+        ),
+        (
+            "flux-1-schnell.yaml",
+            {"model": {"id": "sentence-transformers/all-MiniLM-L6-v2", "kind": "embedding", "contextLength": 256}},
+            "embedding:all-minilm-l6-v2",
+        ),
+    ],
+)
+def test_readiness_and_liveness_send_the_served_model_a_real_request(
+    sample: str, overrides: dict[str, Any], target: str
+) -> None:
+    """Triton's /v2/health/* stay at 200 when a stub dies: the probes ask the model itself."""
+    triton = triton_container(sample, **overrides)
+    for name in ("readinessProbe", "livenessProbe"):
+        probe = triton[name]
+        assert set(probe) == {"exec", "periodSeconds", "timeoutSeconds", "failureThreshold"}, name
+        command = probe["exec"]["command"]
+        assert command[:4] == ["python3", "-I", "-S", "/etc/lexora/model-repo/probe.py"]
+        assert "--port=8000" in command
+        assert command[-1] == target
+
+
+def test_a_model_that_cannot_serve_leaves_the_service_within_10s_and_restarts_after_3_failures() -> None:
+    triton = triton_container("llama-3.2-3b-instruct.yaml")
+    ready, live = triton["readinessProbe"], triton["livenessProbe"]
+    assert ready["periodSeconds"] * ready["failureThreshold"] == 10
+    assert (live["periodSeconds"], live["failureThreshold"]) == (10, 3)
+    for probe in (ready, live):
+        # The script gives up first and says why; the kubelet's own timeout would only say "timed out".
+        assert option(probe, "--timeout") < probe["timeoutSeconds"]
+
+
+def test_a_busy_engine_is_not_restarted_by_its_liveness_probe() -> None:
+    """Liveness waits longer for the answer than readiness, and for an engine that does not answer,
+    wants much longer without a completed inference than the router's 120 s job deadline."""
+    triton = triton_container("llama-3.2-3b-instruct.yaml")
+    ready, live = triton["readinessProbe"], triton["livenessProbe"]
+    assert option(live, "--timeout") > option(ready, "--timeout")
+    assert option(ready, "--stall-seconds") >= 120
+    assert option(live, "--stall-seconds") >= 2 * 120
+
+
+def test_the_probe_script_reaches_the_triton_container_from_the_config_map() -> None:
+    children = children_of("flux-1-schnell.yaml")
+    pod = children.deployment["spec"]["template"]["spec"]
+    triton = pod["containers"][0]
+    script = triton["readinessProbe"]["exec"]["command"][3]
+    mount = next(m for m in triton["volumeMounts"] if script.startswith(m["mountPath"] + "/"))
+    assert mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"]["name"] == children.config_map["metadata"]["name"]
+    key = script.removeprefix(mount["mountPath"] + "/")
+    assert children.config_map["data"][key] == Path(probe_script.__file__).read_text(encoding="utf-8")
