@@ -107,6 +107,16 @@ class ModelUnavailable(LexoraError):
     retry_after = 30
 
 
+class EngineFailure(LexoraError):
+    """The engine broke while serving the request (its process died, it answered INTERNAL, or the
+    stream was cut). The server's fault, never the client's: not charged, and worth retrying."""
+
+    status = 502
+    type = "engine_error"
+    code = "engine_error"
+    anthropic_type = "api_error"
+
+
 class JobTimeout(LexoraError):
     status = 504
     type = "timeout"
@@ -143,6 +153,7 @@ _BY_CODE: dict[str, type[LexoraError]] = {
         RateLimitExceeded,
         InternalError,
         ModelUnavailable,
+        EngineFailure,
         JobTimeout,
         PaymentsNotConfigured,
         PaymentProviderError,

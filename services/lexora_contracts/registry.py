@@ -2,6 +2,10 @@
 
 Written by the operator (or the local stack) into the NATS KV bucket `lexora-models`, one key per
 model id; read by the router (to pick an endpoint) and the gateway (to answer 404/503 and price).
+
+Whether an endpoint's engine can actually serve is observed, not declared: routers probe each
+endpoint and record failures as `EndpointHealth` in a second bucket, `lexora-endpoint-health`, and
+readers fold it into the records they hand out (`Endpoint.healthy`).
 """
 
 from __future__ import annotations
@@ -45,6 +49,29 @@ class Endpoint(BaseModel):
     grpc_address: str  # host:port
     http_address: str | None = None  # host:port
     ready: bool = True
+    # Observed, never written by the operator: False while the router's probes or a failed request
+    # say the engine cannot serve (filled in by readers from the endpoint-health bucket).
+    healthy: bool = True
+    unhealthy_reason: str | None = None
+
+
+class EndpointHealth(BaseModel):
+    """What a router last saw of one model on one endpoint: a real request served, or failed."""
+
+    model_id: str
+    endpoint: str  # Endpoint.name
+    healthy: bool
+    reason: str | None = None  # why not, in the engine's words
+    since: float  # unix time the endpoint entered this state
+    checked_at: float  # unix time of the observation
+    observer: str = ""  # the router that saw it
+
+    @property
+    def key(self) -> str:
+        return endpoint_health_key(self.model_id, self.endpoint)
+
+
+ModelStatus = Literal["live", "degraded", "pipeline"]
 
 
 class ModelRecord(BaseModel):
@@ -71,12 +98,42 @@ class ModelRecord(BaseModel):
         return max(due, key=lambda change: change.effective_from).pricing if due else self.pricing
 
     @property
-    def ready_endpoints(self) -> list[Endpoint]:
+    def deployed_endpoints(self) -> list[Endpoint]:
+        """Endpoints whose deployment says ready, whatever their engine's health: what to probe."""
         return [e for e in self.endpoints if e.ready]
 
     @property
-    def status(self) -> Literal["live", "pipeline"]:
-        return "live" if self.ready_endpoints else "pipeline"
+    def ready_endpoints(self) -> list[Endpoint]:
+        """Endpoints that can take a request: deployed ready and not seen failing."""
+        return [e for e in self.endpoints if e.ready and e.healthy]
+
+    @property
+    def status(self) -> ModelStatus:
+        """live: an endpoint serves; degraded: endpoints are up but none of their engines can serve;
+        pipeline: no endpoint is up."""
+        if self.ready_endpoints:
+            return "live"
+        return "degraded" if self.deployed_endpoints else "pipeline"
+
+    def with_health(self, health: dict[str, EndpointHealth]) -> ModelRecord:
+        """This record with each endpoint's observed health (by `endpoint_health_key`) applied."""
+        if not health:
+            return self
+        endpoints = []
+        for endpoint in self.endpoints:
+            seen = health.get(endpoint_health_key(self.id, endpoint.name))
+            if seen is not None and not seen.healthy:
+                endpoint = endpoint.model_copy(update={"healthy": False, "unhealthy_reason": seen.reason})
+            endpoints.append(endpoint)
+        return self.model_copy(update={"endpoints": endpoints})
+
+
+def endpoint_health_key(model_id: str, endpoint: str) -> str:
+    """KV key of one model on one endpoint in the endpoint-health bucket."""
+    key = f"{model_id}={endpoint}"
+    if not _KV_KEY.match(key) or key.endswith("."):
+        raise ValueError(f"{key!r} cannot be an endpoint-health key")
+    return key
 
 
 def registry_key(model_id: str) -> str:

@@ -34,6 +34,9 @@ USAGE_RECORD_CONSUMER = "usage-record"
 
 # model registry (NATS KV), written by the operator / local stack, read by router and gateway
 MODEL_REGISTRY_BUCKET = "lexora-models"
+# endpoint health (NATS KV), written by routers from their probes and failures, read by gateways,
+# routers and the local stack's model recovery; entries expire unless rewritten
+ENDPOINT_HEALTH_BUCKET = "lexora-endpoint-health"
 
 # headers
 REQUEST_ID_HEADER = "Lexora-Request-Id"

@@ -26,6 +26,7 @@ from lexora_gateway.authn import verifier_over
 from lexora_gateway.dispatch import JobInboxes
 from lexora_gateway.errors import install_error_handlers
 from lexora_gateway.holds import CreditHolds
+from lexora_gateway.http import JSONBody
 from lexora_gateway.metrics_middleware import MetricsMiddleware
 from lexora_gateway.openapi import install_openapi
 from lexora_gateway.settings import GatewaySettings
@@ -85,14 +86,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> Response:
         # Ready to take traffic: connected to NATS with the model registry loaded. Other services'
-        # health is /v1/health's business; a probe must not take every gateway out with them.
+        # health is /v1/health's business; a probe must not take every gateway out with them. Nor
+        # must one broken model take out the gateways serving the others: models whose engine cannot
+        # serve are named in the body (and answered with 503), the status stays 200.
         state = getattr(app.state, "gateway", None)
         ready = state is not None and state.nc.is_connected and state.registry.loaded
-        return Response(
-            b'{"status":"ok"}' if ready else b'{"status":"not ready"}',
-            status_code=200 if ready else 503,
-            media_type="application/json",
-        )
+        body: dict[str, object] = {"status": "ok" if ready else "not ready"}
+        if state is not None:
+            body["degraded_models"] = [m.id for m in state.registry.all() if m.status == "degraded"]
+        return JSONBody(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:

@@ -61,6 +61,8 @@ def serving_model(model: ModelRecord | None, model_id: str, kind: ModelKind) -> 
     if model.kind != kind:
         raise InvalidRequest(f"'{model_id}' is {_A_KIND[model.kind]} model, not {_A_KIND[kind]} model", param="model")
     if not model.ready_endpoints:
+        if model.deployed_endpoints:  # deployed, but the router saw its engine fail
+            raise ModelUnavailable(f"{model.id} cannot serve right now: its engine is failing; retry in 30 seconds")
         raise ModelUnavailable(f"No ready instance of {model.id}; retry in 30 seconds")
     return model
 

@@ -77,7 +77,8 @@ async def health(state: StateDep) -> Response:
     checks: dict[str, Any] = {"nats": {"status": "ok" if state.nc.is_connected else "down"}}
     checks.update(zip(HEALTH_SUBJECTS, results, strict=True))
     models = {m.id: m.status for m in state.registry.all()}
-    healthy = all(c["status"] == "ok" for c in checks.values())
+    # A model whose endpoints are up but whose engine cannot serve is a degraded platform too.
+    healthy = all(c["status"] == "ok" for c in checks.values()) and "degraded" not in models.values()
     return JSONBody(
         {"status": "ok" if healthy else "degraded", "checks": checks, "models": models},
         status_code=200 if healthy else 503,

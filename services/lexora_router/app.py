@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
+import socket
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -21,14 +23,17 @@ from lexora_contracts.messages import (
     ImageJob,
     JobHeader,
 )
+from lexora_contracts.registry import EndpointHealth
+from lexora_router.endpoint_health import HealthBook
 from lexora_router.generation import Outcome, Router
+from lexora_router.prober import EndpointProber
 from lexora_router.routing import PolicyName, make_policy
 from lexora_router.settings import RouterSettings
 from lexora_router.triton_engine import TritonEngine
 from lexora_runtime.bus import ensure_usage_stream
 from lexora_runtime.logs import request_id_var
 from lexora_runtime.metrics import create_metrics, serve_metrics
-from lexora_runtime.model_registry import ModelRegistryView
+from lexora_runtime.model_registry import ModelRegistryView, publish_endpoint_health
 from lexora_runtime.service import ServiceContext, run_until_stopped
 
 log = logging.getLogger("lexora.router")
@@ -42,6 +47,14 @@ async def serve(settings: RouterSettings, ctx: ServiceContext) -> None:
     registry = ModelRegistryView()
     await registry.start(ctx.js)
     engine = TritonEngine()
+    health_book = HealthBook(observer=f"router@{socket.gethostname()}:{os.getpid()}")
+
+    async def publish_health(health: EndpointHealth) -> None:
+        try:
+            await publish_endpoint_health(ctx.js, health)
+        except Exception:  # the next change, or the periodic republish, tries again
+            log.exception("could not publish endpoint health")
+
     router = Router(
         nc=ctx.nc,
         js=ctx.js,
@@ -51,6 +64,16 @@ async def serve(settings: RouterSettings, ctx: ServiceContext) -> None:
         metrics=metrics,
         max_endpoint_attempts=settings.max_endpoint_attempts,
         max_job_s=settings.max_job_s,
+        health=health_book,
+        publish_health=publish_health,
+    )
+    prober = EndpointProber(
+        registry,
+        engine,
+        health_book,
+        publish_health,
+        interval_s=settings.probe_interval_s,
+        timeout_s=settings.probe_timeout_s,
     )
 
     def job_handler(
@@ -84,11 +107,8 @@ async def serve(settings: RouterSettings, ctx: ServiceContext) -> None:
         router.cancel(CancelGeneration.model_validate_json(msg.data).request_id)
 
     async def health(_: HealthProbe) -> HealthReply:
-        checks: dict[str, str] = {}
-        for record in registry.all():
-            for endpoint in record.ready_endpoints:
-                ready = await engine.ready(endpoint.grpc_address, record.triton_model)
-                checks[f"{record.id}@{endpoint.name}"] = "ok" if ready else "unready"
+        # What real requests and probes showed (Triton's readiness stays green when a stub dies).
+        checks = health_book.snapshot()
         status = "ok" if all(v == "ok" for v in checks.values()) else "degraded"
         return HealthReply(service="router", status=status, checks=checks)
 
@@ -104,9 +124,11 @@ async def serve(settings: RouterSettings, ctx: ServiceContext) -> None:
             "health": (subjects.ROUTER_HEALTH, HealthProbe, health),
         },
     )
+    probing = asyncio.create_task(prober.run())
     try:
         await ctx.stopped()
     finally:
+        probing.cancel()
         # Let running jobs finish (and record their outcome) before the process goes.
         if router.jobs:
             await asyncio.wait(list(router.jobs.values()), timeout=30)

@@ -20,7 +20,14 @@ from typing import TypeVar
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from lexora_contracts.errors import InternalError, InvalidRequest, JobTimeout, LexoraError, ModelUnavailable
+from lexora_contracts.errors import (
+    EngineFailure,
+    InternalError,
+    InvalidRequest,
+    JobTimeout,
+    LexoraError,
+    ModelUnavailable,
+)
 from lexora_contracts.messages import (
     CountTokensReply,
     CountTokensRequest,
@@ -32,10 +39,11 @@ from lexora_contracts.messages import (
     UsageEvent,
 )
 from lexora_contracts.money import image_cost_pico, request_cost_pico
-from lexora_contracts.registry import Endpoint
+from lexora_contracts.registry import Endpoint, EndpointHealth, ModelRecord
 from lexora_router import triton_media
+from lexora_router.endpoint_health import HealthBook
 from lexora_router.routing import RoutingPolicy
-from lexora_router.triton_engine import EngineRejected, EngineUnreachable, TritonEngine
+from lexora_router.triton_engine import EngineFailed, EngineRejected, EngineUnreachable, TritonEngine
 from lexora_router.triton_media import Embeddings
 from lexora_runtime.bus import encode, publish_usage_event
 from lexora_runtime.metrics import ServiceMetrics
@@ -72,9 +80,12 @@ class Router:
     metrics: ServiceMetrics
     max_endpoint_attempts: int
     max_job_s: float
+    health: HealthBook
+    publish_health: Callable[[EndpointHealth], Awaitable[None]]
     in_flight: Counter[str] = field(default_factory=Counter)
     jobs: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     cancelled_by_client: set[str] = field(default_factory=set)
+    _publishing: set[asyncio.Task[None]] = field(default_factory=set)
 
     def cancel(self, request_id: str) -> None:
         task = self.jobs.get(request_id)
@@ -236,28 +247,62 @@ class Router:
         return CountTokensReply(input_tokens=await self._on_an_endpoint(request.model, count_on))
 
     async def _on_an_endpoint(self, model_id: str, work: Callable[[Endpoint, str], Awaitable[T]]) -> T:
-        """Run `work` on a ready endpoint the policy picks; on one that cannot be reached (nothing was
-        produced there), try another. The engine refusing the request is the caller's error."""
+        """Run `work` on a healthy endpoint the policy picks. When the endpoint cannot be reached or
+        its engine fails before producing anything, mark it unhealthy and try another; a failure
+        after output is the server's error (502). The engine refusing the request is the caller's
+        error (400), and says nothing against the endpoint."""
         record = self.registry.get(model_id)
-        if record is None or not record.ready_endpoints:
+        if record is None or not record.deployed_endpoints:
             raise ModelUnavailable(f"No ready instance of {model_id}; retry in 30 seconds")
+        candidates = [e for e in record.ready_endpoints if self.health.healthy(record.id, e.name)]
+        if not candidates:
+            raise ModelUnavailable(f"{model_id} cannot serve right now: its engine is failing; retry in 30 seconds")
         tried: set[str] = set()
         for _ in range(self.max_endpoint_attempts):
-            endpoint = self.policy.choose(record.ready_endpoints, self.in_flight, tried)
+            endpoint = self.policy.choose(candidates, self.in_flight, tried)
             if endpoint is None:
                 break
             address = endpoint.grpc_address
             self.in_flight[address] += 1
             try:
-                return await work(endpoint, record.triton_model)
+                result = await work(endpoint, record.triton_model)
             except EngineUnreachable as exc:
                 log.warning("endpoint unreachable, trying another", extra={"fields": {"error": str(exc)}})
+                self._mark(record, endpoint, self.health.failed(record.id, endpoint.name, str(exc), time.time()))
+                tried.add(address)
+            except EngineFailed as exc:
+                log.warning(
+                    "engine failed",
+                    extra={"fields": {"endpoint": endpoint.name, "error": str(exc), "produced": exc.produced}},
+                )
+                self._mark(record, endpoint, self.health.failed(record.id, endpoint.name, str(exc), time.time()))
+                if exc.produced:
+                    raise EngineFailure(
+                        f"The engine serving {model_id} failed while answering; retry the request"
+                    ) from exc
                 tried.add(address)
             except EngineRejected as exc:
+                self._mark(record, endpoint, self.health.served(record.id, endpoint.name, time.time()))
                 raise InvalidRequest(f"The model rejected the request: {exc}") from exc
+            else:
+                self._mark(record, endpoint, self.health.served(record.id, endpoint.name, time.time()))
+                return result
             finally:
                 self.in_flight[address] -= 1
-        raise ModelUnavailable(f"No reachable instance of {model_id}; retry in 30 seconds")
+        raise ModelUnavailable(f"No instance of {model_id} could serve the request; retry in 30 seconds")
+
+    def _mark(self, record: ModelRecord, endpoint: Endpoint, change: EndpointHealth | None) -> None:
+        """Publish a change of an endpoint's health without holding up the request."""
+        if change is None:
+            return
+        log.log(
+            logging.INFO if change.healthy else logging.WARNING,
+            "endpoint healthy" if change.healthy else "endpoint unhealthy",
+            extra={"fields": {"model": record.id, "endpoint": endpoint.name, "reason": change.reason}},
+        )
+        task = asyncio.create_task(self.publish_health(change))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
 
     @staticmethod
     def _cost(request: JobHeader, outcome: Outcome) -> int:

@@ -12,6 +12,7 @@ counts its own tokens.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from tritonclient.utils import InferenceServerException
 from lexora_contracts.engine_tensors import CHAT_OUTPUTS, OPTIONAL_CHAT_OUTPUTS
 from lexora_contracts.messages import ChatTurn, GenerationRequest
 from lexora_router import triton_wire
+from lexora_router.engine_errors import Fault, classify
 from lexora_router.triton_http import HttpEngineError, HttpStreams, first_value
 from lexora_router.triton_streams import EndpointStreams, StreamClosed
 from lexora_router.triton_wire import Tensors
@@ -57,6 +59,23 @@ class EngineUnreachable(Exception):
 
 class EngineRejected(Exception):
     """The engine answered with an error for this request (bad input, over context, ...)."""
+
+
+class EngineFailed(Exception):
+    """The engine broke while serving (stub not healthy, INTERNAL, a stream cut short): the server's
+    fault (lexora_router.engine_errors). `produced`: outputs had already come back, so the request
+    cannot be sent elsewhere."""
+
+    def __init__(self, message: str, *, produced: bool):
+        super().__init__(message)
+        self.produced = produced
+
+
+def engine_error(message: str, status: str | int | None = None, *, produced: bool) -> Exception:
+    """The exception for an error the engine answered with: its fault, or the request's."""
+    if classify(message, status) is Fault.ENGINE:
+        return EngineFailed(message, produced=produced)
+    return EngineRejected(message)
 
 
 @dataclass
@@ -167,16 +186,11 @@ class TritonEngine:
             client = self._clients[address] = InferenceServerClient(address)
         return client
 
-    async def ready(self, address: str, model: str) -> bool:
-        try:
-            return bool(await self._client(address).is_model_ready(model))
-        except Exception:
-            return False
-
     async def generate(
         self, address: str, model: str, request: GenerationRequest, *, http_address: str | None = None
     ) -> AsyncIterator[EngineOutput]:
-        """Stream outputs; raise EngineUnreachable before the first output, EngineRejected on an engine error.
+        """Stream outputs; raise EngineUnreachable before the first output, EngineRejected when the
+        engine refuses the request, EngineFailed when the engine breaks (lexora_router.engine_errors).
         `address` is the endpoint's gRPC address, `http_address` its HTTP one if it publishes one."""
         # aclosing: when our caller stops early, the Triton request is cancelled now, not at GC.
         # A streaming client can leave in the middle of a long answer: its request goes over an HTTP
@@ -205,6 +219,28 @@ class TritonEngine:
             async for output in outputs:
                 return output.prompt_tokens
         raise EngineRejected("the engine returned no count")
+
+    async def probe_generation(self, address: str, model: str) -> None:
+        """Ask a chat model for one token, on a gRPC call of its own (a probe given up at its timeout
+        cancels only itself, never the shared call). Raises like `generate`."""
+        tensors = [
+            *_chat_inputs([ChatTurn(role="user", content="Say OK.")], 1),
+            _tensor("stream", "BOOL", np.array([False], dtype=bool)),
+            _tensor("temperature", "FP32", np.array([0.0], dtype=np.float32)),
+        ]
+        async with aclosing(self._stream(address, model, tensors, "probe", own_call=True)) as outputs:
+            async for _ in outputs:
+                pass
+
+    async def last_inference_age(self, address: str, model: str) -> float | None:
+        """Seconds since the model last completed an inference (any client's), from Triton's
+        statistics; None if it never did or they cannot be read. Failed requests do not count."""
+        try:
+            stats = await self._client(address).get_inference_statistics(model, as_json=True)
+        except InferenceServerException:
+            return None
+        last_ms = max((int(s.get("last_inference") or 0) for s in stats.get("model_stats", [])), default=0)
+        return None if last_ms <= 0 else max(0.0, time.time() - last_ms / 1000)
 
     async def _interface(self, address: str, model: str) -> ModelInterface:
         """Read once per endpoint and model from the model's own config."""
@@ -239,19 +275,19 @@ class TritonEngine:
                     if response.error_message:
                         if not produced and _not_loaded(response.error_message):
                             raise EngineUnreachable(f"{address}: model {model} not loaded")
-                        raise EngineRejected(response.error_message)
+                        raise engine_error(response.error_message, produced=produced)
                     produced = True
                     yield _engine_output(triton_wire.first_values(response.infer_response))
         except grpc.aio.AioRpcError as exc:
             if not produced and exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise EngineUnreachable(f"{address}: {exc.code().name}") from exc
-            if exc.code() == grpc.StatusCode.NOT_FOUND or _not_loaded(exc.details() or ""):
+            if not produced and (exc.code() == grpc.StatusCode.NOT_FOUND or _not_loaded(exc.details() or "")):
                 raise EngineUnreachable(f"{address}: model {model} not loaded") from exc
-            raise EngineRejected(exc.details() or exc.code().name) from exc
+            raise engine_error(exc.details() or exc.code().name, exc.code().name, produced=produced) from exc
         except StreamClosed as exc:
             if not produced:
                 raise EngineUnreachable(f"{address}: {exc}") from exc
-            raise EngineRejected(str(exc)) from exc
+            raise EngineFailed(str(exc), produced=True) from exc
 
     async def _http_stream(self, address: str, model: str, tensors: Tensors) -> AsyncIterator[EngineOutput]:
         """The outputs of one request over HTTP `generate_stream`, on a connection of its own."""
@@ -267,7 +303,9 @@ class TritonEngine:
         except HttpEngineError as exc:
             if exc.unreachable and not produced:
                 raise EngineUnreachable(f"{address}: {exc}") from exc
-            raise EngineRejected(str(exc)) from exc
+            if exc.unreachable:  # the connection broke after outputs came back
+                raise EngineFailed(str(exc), produced=True) from exc
+            raise engine_error(str(exc), exc.status, produced=produced) from exc
 
     async def infer(self, address: str, model: str, tensors: Tensors, outputs: tuple[str, ...]) -> object:
         """One request, one response (embedding and image models are not decoupled). Raises
@@ -281,7 +319,7 @@ class TritonEngine:
             status, message = str(exc.status() or ""), str(exc.message() or "")
             if "UNAVAILABLE" in status or "unknown model" in message or "NOT_FOUND" in status:
                 raise EngineUnreachable(f"{address}: {status or message}") from exc
-            raise EngineRejected(message or status) from exc
+            raise engine_error(message or status, status, produced=False) from exc
 
     async def close(self) -> None:
         for client in self._clients.values():

@@ -31,11 +31,12 @@ _DATA = b"data:"
 class HttpEngineError(Exception):
     """Triton answered with an error, or the connection failed. `unreachable`: the endpoint failed
     (down, gone, or not serving the model), not the request; before any output, another endpoint
-    may try it."""
+    may try it. `status`: the HTTP status Triton answered with, when it refused the request whole."""
 
-    def __init__(self, message: str, *, unreachable: bool):
+    def __init__(self, message: str, *, unreachable: bool, status: int | None = None):
         super().__init__(message)
         self.unreachable = unreachable
+        self.status = status
 
 
 def generate_body(tensors: Tensors) -> bytes:
@@ -66,7 +67,7 @@ def event_values(line: bytes) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         values = None
     if not isinstance(values, dict):
-        raise HttpEngineError(f"unexpected event from the engine: {line[:200]!r}", unreachable=False)
+        raise HttpEngineError(f"unexpected event from the engine: {line[:200]!r}", unreachable=False, status=502)
     if "error" in values:
         raise HttpEngineError(str(values["error"]), unreachable=False)
     return values
@@ -88,7 +89,7 @@ def refusal_error(status: int, body: bytes) -> HttpEngineError:
     except (orjson.JSONDecodeError, AttributeError):
         message = ""
     message = message or body.decode(errors="replace")[:500] or f"HTTP {status}"
-    return HttpEngineError(message, unreachable=status in (404, 503) or "unknown model" in message)
+    return HttpEngineError(message, unreachable=status in (404, 503) or "unknown model" in message, status=status)
 
 
 class HttpStreams:
@@ -128,7 +129,7 @@ class HttpStreams:
         except aiohttp.ClientError as exc:
             raise HttpEngineError(f"the engine closed the stream ({type(exc).__name__})", unreachable=True) from exc
         except ValueError as exc:  # a line over aiohttp's 128 KiB
-            raise HttpEngineError(f"unreadable event from the engine: {exc}", unreachable=False) from exc
+            raise HttpEngineError(f"unreadable event from the engine: {exc}", unreachable=False, status=502) from exc
         finally:
             if finished:
                 response.release()  # read to its end: the connection goes back to the pool

@@ -99,6 +99,7 @@ class EndpointStreams:
                 yield response
                 if ends_request(response):
                     return
+            raise StreamClosed("the engine ended the call before the request's last response")
         finally:
             call.cancel()
 

@@ -1,18 +1,30 @@
-"""The model registry in NATS KV: writers publish records, readers keep a live in-memory view."""
+"""The model registry in NATS KV: writers publish records, readers keep a live in-memory view.
+
+Two buckets: `lexora-models` (the catalog and endpoints, written by the operator or the local
+stack) and `lexora-endpoint-health` (what routers observed of each endpoint's engine). The view
+folds the second into the first, so `ready_endpoints` and `status` say whether an engine can serve.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 
 from lexora_contracts import subjects
-from lexora_contracts.registry import ModelRecord, registry_key
+from lexora_contracts.registry import EndpointHealth, ModelRecord, registry_key
 
 log = logging.getLogger(__name__)
+
+# An endpoint-health entry lives this long unless rewritten: a router rewrites an unhealthy one
+# well within it (lexora_router.prober), so only the word of a router that went away expires.
+# JetStream drops expired entries without telling watchers, so the view ages them out itself.
+ENDPOINT_HEALTH_TTL_S = 180.0
+_SWEEP_S = 15.0
 
 
 async def registry_bucket(js: JetStreamContext) -> KeyValue:
@@ -20,6 +32,13 @@ async def registry_bucket(js: JetStreamContext) -> KeyValue:
         return await js.key_value(subjects.MODEL_REGISTRY_BUCKET)
     except BucketNotFoundError:
         return await js.create_key_value(bucket=subjects.MODEL_REGISTRY_BUCKET, history=1)
+
+
+async def endpoint_health_bucket(js: JetStreamContext) -> KeyValue:
+    try:
+        return await js.key_value(subjects.ENDPOINT_HEALTH_BUCKET)
+    except BucketNotFoundError:
+        return await js.create_key_value(bucket=subjects.ENDPOINT_HEALTH_BUCKET, history=1, ttl=ENDPOINT_HEALTH_TTL_S)
 
 
 async def publish_model(js: JetStreamContext, record: ModelRecord) -> None:
@@ -32,14 +51,39 @@ async def withdraw_model(js: JetStreamContext, model_id: str) -> None:
     await kv.delete(registry_key(model_id))
 
 
+async def publish_endpoint_health(js: JetStreamContext, health: EndpointHealth) -> None:
+    kv = await endpoint_health_bucket(js)
+    await kv.put(health.key, health.model_dump_json().encode())
+
+
+async def read_endpoint_health(js: JetStreamContext) -> dict[str, EndpointHealth]:
+    """Every endpoint-health entry now in the bucket, by key."""
+    kv = await endpoint_health_bucket(js)
+    found: dict[str, EndpointHealth] = {}
+    watcher = await kv.watchall()
+    try:
+        async for entry in watcher:
+            if entry is None:
+                break
+            if entry.operation not in ("DEL", "PURGE") and entry.value:
+                found[entry.key] = EndpointHealth.model_validate_json(entry.value)
+    finally:
+        await watcher.stop()
+    return found
+
+
 class ModelRegistryView:
-    """A read-only, always-current copy of the registry, so lookups on the hot path are dict reads."""
+    """A read-only, always-current copy of the registry with each endpoint's observed health
+    applied, so lookups on the hot path are dict reads."""
 
     def __init__(self) -> None:
-        self._models: dict[str, ModelRecord] = {}
+        self._records: dict[str, ModelRecord] = {}  # as published
+        self._health: dict[str, dict[str, EndpointHealth]] = {}  # model id -> key -> health
+        self._models: dict[str, ModelRecord] = {}  # with health applied
         self._by_alias: dict[str, ModelRecord] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._loaded = asyncio.Event()
+        self._health_loaded = asyncio.Event()
 
     def get(self, model_id: str) -> ModelRecord | None:
         """By id, else by alias."""
@@ -50,17 +94,21 @@ class ModelRegistryView:
 
     @property
     def loaded(self) -> bool:
-        return self._loaded.is_set()
+        return self._loaded.is_set() and self._health_loaded.is_set()
 
     async def start(self, js: JetStreamContext, timeout: float = 10.0) -> None:
-        kv = await registry_bucket(js)
-        watcher = await kv.watchall()
-        self._task = asyncio.create_task(self._follow(watcher))
-        await asyncio.wait_for(self._loaded.wait(), timeout)
+        records = await (await registry_bucket(js)).watchall()
+        health = await (await endpoint_health_bucket(js)).watchall()
+        self._tasks = [
+            asyncio.create_task(self._follow(records)),
+            asyncio.create_task(self._follow_health(health)),
+            asyncio.create_task(self._sweep_health()),
+        ]
+        await asyncio.wait_for(asyncio.gather(self._loaded.wait(), self._health_loaded.wait()), timeout)
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
 
     async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
         async for entry in watcher:
@@ -68,6 +116,7 @@ class ModelRegistryView:
                 self._loaded.set()
                 continue
             if entry.operation in ("DEL", "PURGE") or not entry.value:
+                self._records.pop(entry.key, None)
                 self._models.pop(entry.key, None)
                 self._index_aliases()
                 continue
@@ -76,9 +125,44 @@ class ModelRegistryView:
             except ValueError:
                 log.error("ignoring malformed registry record", extra={"fields": {"key": entry.key}})
                 continue
-            self._models[record.id] = record
-            self._index_aliases()
+            self._records[record.id] = record
+            self._apply(record.id)
             self._loaded.set()
+
+    async def _follow_health(self, watcher: KeyValue.KeyWatcher) -> None:
+        async for entry in watcher:
+            if entry is None:
+                self._health_loaded.set()
+                continue
+            model_id = entry.key.rpartition("=")[0]
+            if entry.operation in ("DEL", "PURGE") or not entry.value:
+                self._health.get(model_id, {}).pop(entry.key, None)
+            else:
+                try:
+                    health = EndpointHealth.model_validate_json(entry.value)
+                except ValueError:
+                    log.error("ignoring malformed endpoint health", extra={"fields": {"key": entry.key}})
+                    continue
+                self._health.setdefault(health.model_id, {})[entry.key] = health
+            self._apply(model_id)
+
+    async def _sweep_health(self) -> None:
+        while True:
+            await asyncio.sleep(_SWEEP_S)
+            stale_before = time.time() - ENDPOINT_HEALTH_TTL_S
+            for model_id, entries in list(self._health.items()):
+                stale = [key for key, health in entries.items() if health.checked_at < stale_before]
+                for key in stale:
+                    del entries[key]
+                if stale:
+                    self._apply(model_id)
+
+    def _apply(self, model_id: str) -> None:
+        record = self._records.get(model_id)
+        if record is None:
+            return
+        self._models[model_id] = record.with_health(self._health.get(model_id, {}))
+        self._index_aliases()
 
     def _index_aliases(self) -> None:
         self._by_alias = {alias: m for m in self._models.values() for alias in m.aliases}

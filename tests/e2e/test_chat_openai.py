@@ -145,4 +145,4 @@ def test_health_reports_each_dependency(lexora: RunningStack) -> None:
 def test_probes_report_liveness_and_readiness(lexora: RunningStack) -> None:
     root = lexora.base_url.removesuffix("/v1")
     assert httpx.get(f"{root}/livez").status_code == 200
-    assert httpx.get(f"{root}/readyz").json() == {"status": "ok"}
+    assert httpx.get(f"{root}/readyz").json() == {"status": "ok", "degraded_models": []}
