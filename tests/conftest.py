@@ -14,7 +14,7 @@ from lexora_dev import stack
 from lexora_dev.catalog import local_catalog
 from lexora_dev.processes import free_port
 from support.postgres import private_postgres
-from support.stack import RunningStack
+from support.stack import RunningStack, running_stack
 from support.stripe_events import STRIPE_TEST_ENV
 
 
@@ -30,9 +30,12 @@ def state_root(request: pytest.FixtureRequest) -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def triton_endpoint(state_root: Path) -> Iterator[Endpoint]:
-    """One real tritonserver serving model-repo/ for the whole session (models are stateless)."""
+    """One real tritonserver serving model-repo/ for the whole session (models are stateless), with
+    the model recovery `lexora dev` runs beside it."""
     process, endpoint = stack.start_triton(state_root / "triton")
+    recovery = stack.start_model_recovery(state_root / "triton", endpoint, local_catalog(endpoint))
     yield endpoint
+    recovery.stop()
     process.stop()
 
 
@@ -53,30 +56,6 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
-def _start_stack(name: str, database_url: str, state_dir: Path, triton_endpoint: Endpoint) -> Iterator[RunningStack]:
-    nats_port, monitor_port = free_port(), free_port()
-    nats_process = stack.start_nats(state_dir, nats_port, monitor_port)
-    config = stack.ServiceConfig(
-        nats_url=f"nats://127.0.0.1:{nats_port}",
-        database_url=database_url,
-        state_dir=state_dir,
-        gateway_port=free_port(),
-        log_level="INFO",
-        extra_env=STRIPE_TEST_ENV,
-    )
-    running = RunningStack(name, config, {"nats": nats_process}, nats_monitor_port=monitor_port)
-    try:
-        stack.prepare_database(database_url)
-        stack.publish_catalog(config.nats_url, local_catalog(triton_endpoint))
-        for service in stack.SERVICES:
-            running.start(service)
-        stack.wait_for_gateway(config.gateway_port, running.processes["gateway"])
-        yield running
-    finally:
-        for process in reversed(list(running.processes.values())):
-            process.stop()
-
-
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def lexora(request: pytest.FixtureRequest, state_root: Path, triton_endpoint: Endpoint) -> Iterator[RunningStack]:
     """The whole platform on real components, once on SQLite and once on Postgres."""
@@ -85,4 +64,5 @@ def lexora(request: pytest.FixtureRequest, state_root: Path, triton_endpoint: En
         url = f"sqlite+aiosqlite:///{state_dir / 'lexora.db'}"
     else:
         url = request.getfixturevalue("postgres_url")
-    yield from _start_stack(request.param, url, state_dir, triton_endpoint)
+    with running_stack(request.param, url, state_dir, triton_endpoint, extra_env=STRIPE_TEST_ENV) as running:
+        yield running

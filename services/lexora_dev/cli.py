@@ -79,13 +79,18 @@ def run_dev(args: argparse.Namespace) -> int:
         triton, endpoint = stack.start_triton(state_dir)
         processes.append(triton)
         say(f"tritonserver serving model-repo/ (gRPC {endpoint.grpc_address}, HTTP {endpoint.http_address})")
-        stack.publish_catalog(nats_url, local_catalog(endpoint))
+        catalog = local_catalog(endpoint)
+        processes.append(stack.start_model_recovery(state_dir, endpoint, catalog))
+        stack.publish_catalog(nats_url, catalog)
         config = stack.ServiceConfig(nats_url, database_url, state_dir, gateway_port)
+        services_started = time.time()
         for service in stack.SERVICES:
             processes.append(stack.start_service(service, config))
         stack.wait_for_gateway(gateway_port, processes[-1])
+        say("warming up: one small request to every model")
+        failing = stack.wait_for_warm_up(nats_url, catalog, since=services_started)
         stack.write_stack_file(state_dir, {"nats_url": nats_url, "gateway_url": f"http://127.0.0.1:{gateway_port}"})
-        print_welcome(gateway_port, state_dir)
+        print_welcome(gateway_port, state_dir, failing)
         while True:
             for process in processes:
                 if not process.alive:
@@ -109,10 +114,22 @@ def say(message: str) -> None:
     print(f"[lexora] {message}", flush=True)
 
 
-def print_welcome(port: int, state_dir: Path) -> None:
+def print_welcome(port: int, state_dir: Path, failing: dict[str, str]) -> None:
+    if failing:
+        lines = "\n".join(f"  {model}: {reason}" for model, reason in sorted(failing.items()))
+        print(
+            f"""
+WARNING: these models failed their warm-up request and cannot serve (they answer 503):
+{lines}
+Lexora reloads a failed model by itself (logs/model-recovery.log); a model whose engine crashes
+again at once is usually a broken build: `rm -rf .venv && make dev` rebuilds it (the engine log
+is {state_dir / "logs" / "triton.log"}).
+""",
+            flush=True,
+        )
     print(
         f"""
-Lexora is up.
+Lexora is up{" (degraded: see the warning above)" if failing else ""}.
   API:      http://127.0.0.1:{port}/v1   (also /api/v1)
   Health:   http://127.0.0.1:{port}/v1/health
   Models:   {LOCAL_CHAT_MODEL}, {LOCAL_THINKING_MODEL} (thinks),

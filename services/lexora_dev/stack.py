@@ -21,11 +21,11 @@ from pathlib import Path
 import nats
 from nats.js import JetStreamContext
 
-from lexora_contracts.registry import Endpoint, ModelRecord
+from lexora_contracts.registry import Endpoint, EndpointHealth, ModelRecord, endpoint_health_key
 from lexora_dev.processes import ManagedProcess, free_port, http_ok, tcp_open, wait_until
 from lexora_dev.triton_server import triton_command
 from lexora_runtime.db import migrate
-from lexora_runtime.model_registry import publish_model, withdraw_model
+from lexora_runtime.model_registry import publish_model, read_endpoint_health, withdraw_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_REPO = REPO_ROOT / "model-repo"
@@ -66,6 +66,46 @@ def start_triton(
     process = ManagedProcess("tritonserver", argv, state_dir / "logs" / "triton.log", env=env).start()
     wait_until(lambda: http_ok(f"http://127.0.0.1:{http_port}/v2/health/ready"), timeout, "tritonserver", process)
     return process, Endpoint(name="local", grpc_address=f"127.0.0.1:{grpc_port}", http_address=f"127.0.0.1:{http_port}")
+
+
+def start_model_recovery(state_dir: Path, endpoint: Endpoint, records: list[ModelRecord]) -> ManagedProcess:
+    """The process that probes each model `records` serve on the local tritonserver at `endpoint`
+    and reloads one whose engine died (lexora_dev.model_recovery). One per tritonserver."""
+    assert endpoint.http_address, "the local Triton endpoint has an HTTP address"
+    served = {(r.kind, r.triton_model) for r in records if any(e.name == endpoint.name for e in r.endpoints)}
+    argv = [sys.executable, "-m", "lexora_dev.model_recovery", "--triton-http", endpoint.http_address]
+    argv += [f"{kind}:{model}" for kind, model in sorted(served)]
+    return ManagedProcess("model-recovery", argv, state_dir / "logs" / "model-recovery.log").start()
+
+
+def wait_for_warm_up(nats_url: str, records: list[ModelRecord], since: float, timeout: float = 180) -> dict[str, str]:
+    """Until the routers have sent every model on every endpoint its first real request (a probe:
+    one token, one embedding, the smallest image; lexora_router.prober) since `since` (unix time;
+    the NATS store may hold what an earlier run saw). Returns the models that could not serve,
+    with the engine's reason. A model still unprobed at the timeout is one."""
+    expected = {endpoint_health_key(r.id, e.name): r.id for r in records for e in r.endpoints if e.ready}
+
+    async def wait() -> dict[str, EndpointHealth]:
+        nc = await nats.connect(nats_url)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                seen = {k: h for k, h in (await read_endpoint_health(nc.jetstream())).items() if h.checked_at >= since}
+                if set(expected) <= set(seen) or time.monotonic() > deadline:
+                    return seen
+                await asyncio.sleep(0.25)
+        finally:
+            await nc.drain()
+
+    seen = asyncio.run(wait())
+    failing: dict[str, str] = {}
+    for key, model_id in expected.items():
+        health = seen.get(key)
+        if health is None:
+            failing[model_id] = f"no answer to its warm-up request within {timeout:g} s"
+        elif not health.healthy:
+            failing[model_id] = health.reason or "the engine failed"
+    return failing
 
 
 def key_pepper(state_dir: Path) -> str:

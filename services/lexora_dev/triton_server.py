@@ -166,7 +166,10 @@ def triton_command(
         "--allow-cpu-metrics=true",
         "--metrics-address=127.0.0.1",
         f"--metrics-port={metrics_port}",
-        "--model-control-mode=none",
+        # Explicit control, every model loaded at start: lexora_dev.model_recovery reloads one model
+        # whose Python-backend stub died (an unload, then a load) without restarting the others.
+        "--model-control-mode=explicit",
+        "--load-model=*",
         # Every model in the repository ships a complete config.pbtxt; backends must not guess.
         "--disable-auto-complete-config",
         "--strict-readiness=true",

@@ -26,10 +26,11 @@ from lexora_dev.processes import ManagedProcess
 from lexora_dev.stack import start_triton
 from lexora_operator.render import render_children
 from lexora_operator.spec import parse_spec
+from support.triton_processes import STUB, python_stubs
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "instant-echo"  # loads in well under a second; the chat models' tensors
-STUB = "triton_python_backend_stub"
+
 EMBEDDING_MODEL, IMAGE_MODEL = "all-minilm-l6-v2", "flux-1-schnell"
 
 
@@ -75,21 +76,9 @@ def probe_commands(tmp_path: Path, port: int, spec: dict[str, Any]) -> dict[str,
 
 
 def stub_of(triton: ManagedProcess, model: str) -> int:
-    """The pid of `model`'s Python-backend stub: a child of this tritonserver (other tests' servers
-    may run beside it) whose command line names the model's instance."""
-    assert triton.proc is not None
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue  # gone meanwhile
-        if parent == triton.proc.pid and argv[0].endswith(STUB.encode()) and f"{model}_0_0".encode() in argv:
-            found.append(int(entry.name))
-    assert len(found) == 1, f"expected one {STUB} for {model} under tritonserver {triton.proc.pid}, found {found}"
+    """The pid of `model`'s one Python-backend stub under this tritonserver."""
+    found = python_stubs(triton, model)
+    assert len(found) == 1, f"expected one {STUB} for {model} under tritonserver, found {found}"
     return found[0]
 
 

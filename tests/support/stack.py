@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,10 @@ from sqlalchemy import text
 
 from lexora_contracts import subjects
 from lexora_contracts.messages import Balance, BalanceRequest, CreateAccountReply, CreateAccountRequest, GrantRequest
-from lexora_contracts.registry import ModelRecord
+from lexora_contracts.registry import Endpoint, ModelRecord
 from lexora_dev import stack
-from lexora_dev.processes import ManagedProcess
+from lexora_dev.catalog import local_catalog
+from lexora_dev.processes import ManagedProcess, free_port
 from lexora_runtime.bus import call, connect
 from lexora_runtime.db import create_engine
 
@@ -218,3 +221,43 @@ class RunningStack:
 
     def logs(self) -> str:
         return "\n".join(p.log_path.read_text(errors="replace") for p in self.processes.values())
+
+
+@contextlib.contextmanager
+def running_stack(
+    name: str,
+    database_url: str,
+    state_dir: Path,
+    triton_endpoint: Endpoint,
+    catalog: list[ModelRecord] | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[RunningStack]:
+    """The platform on real components, started as `lexora dev` starts it: NATS, the database, the
+    catalog (by default every local model on `triton_endpoint`), the five services, then a warm-up
+    request to every model, which must answer. The tritonserver behind `triton_endpoint`, and its
+    model recovery (one per server), are the caller's."""
+    nats_port, monitor_port = free_port(), free_port()
+    nats_process = stack.start_nats(state_dir, nats_port, monitor_port)
+    config = stack.ServiceConfig(
+        nats_url=f"nats://127.0.0.1:{nats_port}",
+        database_url=database_url,
+        state_dir=state_dir,
+        gateway_port=free_port(),
+        log_level="INFO",
+        extra_env=extra_env or {},
+    )
+    running = RunningStack(name, config, {"nats": nats_process}, nats_monitor_port=monitor_port)
+    try:
+        stack.prepare_database(database_url)
+        catalog = local_catalog(triton_endpoint) if catalog is None else catalog
+        stack.publish_catalog(config.nats_url, catalog)
+        services_started = time.time()
+        for service in stack.SERVICES:
+            running.start(service)
+        stack.wait_for_gateway(config.gateway_port, running.processes["gateway"])
+        failing = stack.wait_for_warm_up(config.nats_url, catalog, since=services_started)
+        assert not failing, f"models failed their warm-up request: {failing}"
+        yield running
+    finally:
+        for process in reversed(list(running.processes.values())):
+            process.stop()
