@@ -13,13 +13,18 @@ BILLING_KEY_SPEND_GET = "billing.v1.keyspend.get"
 DAILY_DAYS = 30
 
 
+# The deepest page of recent activity one may ask for: its offset (page x limit) must fit the
+# database's 64-bit integers, which a page number from a query string need not.
+MAX_USAGE_PAGE = 1_000_000
+
+
 class UsageReportRequest(BaseModel):
     account_id: str
     start: datetime | None = None  # inclusive
     end: datetime | None = None  # exclusive
     model: str | None = None
     limit: int = Field(default=50, ge=1, le=100)
-    page: int = Field(default=1, ge=1)
+    page: int = Field(default=1, ge=1, le=MAX_USAGE_PAGE)
     today: date  # the caller's today (UTC): the daily series is the 30 days ending today
 
 

@@ -19,6 +19,7 @@ from lexora_contracts.embeddings import EmbeddingsRequest
 from lexora_contracts.images import ImageGenerationRequest
 from lexora_contracts.openai import ChatCompletionRequest, CompletionRequest
 from lexora_contracts.topups import CheckoutCreate
+from lexora_contracts.usage_api import MAX_USAGE_PAGE
 from lexora_gateway.errors import speaks_anthropic
 
 REQUEST_BODIES: dict[str, type[BaseModel]] = {
@@ -40,7 +41,11 @@ QUERY_PARAMETERS: dict[str, list[dict[str, Any]]] = {
         {"name": "end_date", "in": "query", "schema": {"type": "string", "format": "date"}},
         {"name": "model", "in": "query", "schema": {"type": "string"}},
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}},
-        {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
+        {
+            "name": "page",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_USAGE_PAGE, "default": 1},
+        },
     ],
 }
 # Every error is one of these envelopes (lexora_gateway.errors), never FastAPI's 422 body.

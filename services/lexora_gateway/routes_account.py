@@ -17,6 +17,7 @@ from lexora_contracts.plans import PlanLimits
 from lexora_contracts.usage_api import (
     BILLING_CREDITS_SUMMARY,
     BILLING_KEY_SPEND_GET,
+    MAX_USAGE_PAGE,
     USAGE_REPORT_GET,
     CreditsSummary,
     CreditsSummaryRequest,
@@ -98,7 +99,7 @@ async def usage(request: Request, state: StateDep) -> Response:
     if start and end and end < start:
         raise InvalidRequest("'end_date' is before 'start_date'", param="end_date")
     page_size = _int_param(request, "limit", 50, 1, MAX_LIMIT)
-    page = _int_param(request, "page", 1, 1)
+    page = _int_param(request, "page", 1, 1, MAX_USAGE_PAGE)
     now = datetime.now(UTC)
     report = await call(
         state.nc,

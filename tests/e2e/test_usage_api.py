@@ -93,7 +93,14 @@ def test_usage_filters_and_pages(lexora: RunningStack) -> None:
 
 def test_usage_refuses_bad_parameters_naming_them(lexora: RunningStack) -> None:
     account = lexora.create_account()
-    for params, name in (({"limit": 101}, "limit"), ({"page": 0}, "page"), ({"start_date": "March"}, "start_date")):
+    # A page past the deepest one (its offset would overflow the database's integers) is refused too.
+    cases = [
+        ({"limit": 101}, "limit"),
+        ({"page": 0}, "page"),
+        ({"page": 10**20}, "page"),
+        ({"start_date": "March"}, "start_date"),
+    ]
+    for params, name in cases:
         response = get(lexora, "/usage", account.api_key, **params)
         assert response.status_code == 400 and response.json()["error"]["param"] == name
 
