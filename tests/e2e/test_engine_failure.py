@@ -229,3 +229,19 @@ def test_an_engine_that_dies_while_idle_is_found_by_the_probes_and_recovers(
     account = running.create_account()
     client = openai.OpenAI(base_url=running.base_url, api_key=account.api_key, max_retries=0, timeout=60)
     assert call_outcome(client).completed
+
+
+def test_the_warm_up_names_a_model_that_cannot_serve_and_why(engine_stack: tuple[RunningStack, ManagedProcess]) -> None:
+    running, _ = engine_stack
+    [chat] = [r for r in local_catalog(None) if r.id == LOCAL_CHAT_MODEL]
+    endpoint = running.registry_record(LOCAL_CHAT_MODEL).endpoints[0]
+    update = {"id": "test/not-in-triton", "triton_model": "no-such-model", "endpoints": [endpoint]}
+    broken = chat.model_copy(update=update)
+    since = time.time()
+    stack.publish_catalog(running.config.nats_url, [broken])
+    try:
+        failing = stack.wait_for_warm_up(running.config.nats_url, [broken], since=since, timeout=30)
+    finally:
+        stack.withdraw_catalog(running.config.nats_url, [broken.id])
+    assert list(failing) == ["test/not-in-triton"]
+    assert "no-such-model" in failing["test/not-in-triton"], failing
