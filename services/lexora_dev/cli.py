@@ -82,7 +82,8 @@ def run_dev(args: argparse.Namespace) -> int:
         catalog = local_catalog(endpoint)
         processes.append(stack.start_model_recovery(state_dir, endpoint, catalog))
         stack.publish_catalog(nats_url, catalog)
-        config = stack.ServiceConfig(nats_url, database_url, state_dir, gateway_port)
+        job_timeout_s = float(os.environ.get("LEXORA_JOB_TIMEOUT_S", "120"))
+        config = stack.ServiceConfig(nats_url, database_url, state_dir, gateway_port, job_timeout_s=job_timeout_s)
         services_started = time.time()
         for service in stack.SERVICES:
             processes.append(stack.start_service(service, config))

@@ -78,20 +78,30 @@ def start_model_recovery(state_dir: Path, endpoint: Endpoint, records: list[Mode
     return ManagedProcess("model-recovery", argv, state_dir / "logs" / "model-recovery.log").start()
 
 
-def wait_for_warm_up(nats_url: str, records: list[ModelRecord], since: float, timeout: float = 180) -> dict[str, str]:
+def wait_for_warm_up(
+    nats_url: str, records: list[ModelRecord], since: float, timeout: float = 180, grace: float = 20
+) -> dict[str, str]:
     """Until the routers have sent every model on every endpoint its first real request (a probe:
     one token, one embedding, the smallest image; lexora_router.prober) since `since` (unix time;
-    the NATS store may hold what an earlier run saw). Returns the models that could not serve,
-    with the engine's reason. A model still unprobed at the timeout is one."""
+    the NATS store may hold what an earlier run saw), and each answered. A model whose first probe
+    failed gets `grace` seconds to answer a later one (a cold first inference can outlast a probe's
+    timeout; the model recovery may reload it). Returns the models that cannot serve, with the
+    engine's reason; a model still unprobed at the timeout is one."""
     expected = {endpoint_health_key(r.id, e.name): r.id for r in records for e in r.endpoints if e.ready}
 
     async def wait() -> dict[str, EndpointHealth]:
         nc = await nats.connect(nats_url)
         try:
             deadline = time.monotonic() + timeout
+            all_seen_at: float | None = None
             while True:
-                seen = {k: h for k, h in (await read_endpoint_health(nc.jetstream())).items() if h.checked_at >= since}
-                if set(expected) <= set(seen) or time.monotonic() > deadline:
+                found = await read_endpoint_health(nc.jetstream())
+                seen = {k: h for k, h in found.items() if k in expected and h.checked_at >= since}
+                if len(seen) == len(expected) and all_seen_at is None:
+                    all_seen_at = time.monotonic()
+                healthy = all_seen_at is not None and all(h.healthy for h in seen.values())
+                past_grace = all_seen_at is not None and time.monotonic() - all_seen_at > grace
+                if healthy or past_grace or time.monotonic() > deadline:
                     return seen
                 await asyncio.sleep(0.25)
         finally:

@@ -240,7 +240,7 @@ def test_the_warm_up_names_a_model_that_cannot_serve_and_why(engine_stack: tuple
     since = time.time()
     stack.publish_catalog(running.config.nats_url, [broken])
     try:
-        failing = stack.wait_for_warm_up(running.config.nats_url, [broken], since=since, timeout=30)
+        failing = stack.wait_for_warm_up(running.config.nats_url, [broken], since=since, timeout=30, grace=2)
     finally:
         stack.withdraw_catalog(running.config.nats_url, [broken.id])
     assert list(failing) == ["test/not-in-triton"]
