@@ -10,8 +10,8 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from operator_support import CRD_PATH, REPO_ROOT, SAMPLES
 
-from conftest import CRD_PATH, REPO_ROOT, SAMPLES
 from lexora_operator.spec import parse_spec
 
 

@@ -6,7 +6,8 @@ import copy
 import subprocess
 from pathlib import Path
 
-from conftest import load_sample
+from operator_support import load_sample
+
 from lexora_operator.model_repository import model_repository_files
 from lexora_operator.spec import parse_spec
 

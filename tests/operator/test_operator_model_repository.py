@@ -6,9 +6,9 @@ import copy
 from typing import Any
 
 from google.protobuf import text_format
+from operator_support import REPO_ROOT, load_sample
 from tritonclient.grpc import model_config_pb2
 
-from conftest import REPO_ROOT, load_sample
 from lexora_contracts.engine_tensors import CHAT_INPUTS, CHAT_OUTPUTS, OPTIONAL_CHAT_OUTPUTS, REASONING_INPUTS
 from lexora_operator.model_repository import model_repository_files
 from lexora_operator.spec import parse_spec

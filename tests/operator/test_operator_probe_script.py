@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from operator_support import load_sample
 
-from conftest import load_sample
 from lexora_operator import probe_script
 from lexora_operator.render import render_children
 from lexora_operator.spec import parse_spec

@@ -12,7 +12,7 @@ import asyncio
 import copy
 from typing import Any
 
-from conftest import RESYNC_SECONDS, Cluster, eventually, load_sample
+from operator_support import RESYNC_SECONDS, Cluster, eventually, load_sample
 
 LLAMA_ID = "meta-llama/Llama-3.2-3B-Instruct"
 LLAMA = "llama-3-2-3b-instruct"

@@ -8,8 +8,8 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+from operator_support import load_sample
 
-from conftest import load_sample
 from lexora_operator import probe_script
 from lexora_operator.render import CONFIG_HASH_ANNOTATION, render_children
 from lexora_operator.spec import InvalidSpec, parse_spec

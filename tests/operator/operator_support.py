@@ -1,0 +1,212 @@
+"""What the operator tests share: the repository's paths and samples, the kmock API emulator, a
+client that plays the platform engineer and the kubelet over it, and `eventually`.
+
+The emulator stands in for kube-apiserver: it stores objects, serves list/watch, merge and JSON
+patches (a JSON patch whose resourceVersion test is stale gets 422) and finalizers. It has no
+controllers, so the tests play the kubelet and the Deployment controller by patching Deployment
+status and creating pods.
+
+Test modules import these from here, never from conftest: every test folder's conftest.py is the
+same top-level module `conftest`, so what `from conftest import` finds depends on which folders the
+session collects, and in which order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime
+import itertools
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+import kmock
+import yaml
+from kmock._internal import dicts as kmock_dicts
+from typing_extensions import override
+
+from lexora_contracts.registry import ModelRecord
+from lexora_runtime.model_registry import ModelRegistryView
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = REPO_ROOT / "manifests" / "samples"
+CRD_PATH = REPO_ROOT / "manifests" / "crds" / "modeldeployments.serving.lexora.network.yaml"
+NAMESPACE = "lexora-models"
+RESYNC_SECONDS = 1.0
+
+RESOURCES = {
+    "serving.lexora.network/v1alpha1/modeldeployments": ("ModelDeployment", True, {"status", "scale"}),
+    "apps/v1/deployments": ("Deployment", True, {"status", "scale"}),
+    "v1/pods": ("Pod", True, {"status"}),
+    "v1/services": ("Service", True, set()),
+    "v1/configmaps": ("ConfigMap", True, set()),
+    "v1/nodes": ("Node", False, {"status"}),
+    "v1/events": ("Event", True, set()),
+    "policy/v1/poddisruptionbudgets": ("PodDisruptionBudget", True, {"status"}),
+    "autoscaling/v2/horizontalpodautoscalers": ("HorizontalPodAutoscaler", True, {"status"}),
+    # kopf waits for these two to be discoverable before it starts watching anything.
+    "v1/namespaces": ("Namespace", False, {"status"}),
+    "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False, {"status"}),
+}
+VERBS = {"get", "list", "watch", "create", "patch", "update", "delete"}
+
+
+class ClusterEmulator(kmock.KubernetesEmulator):
+    """kmock plus the bookkeeping kube-apiserver does: uid, resourceVersion, generation, namespace."""
+
+    _versions = itertools.count(1)
+    # Another client's write, run once just before the next JSON patch that it accepts (returns
+    # True for): the race that kopf's resourceVersion test guards a finalizer patch against.
+    before_json_patch: Callable[[kmock.Request], Awaitable[bool]] | None = None
+
+    @override
+    async def _handle(self, request: kmock.Request) -> Any:
+        if isinstance(request.data, list) and self.before_json_patch and await self.before_json_patch(request):
+            self.before_json_patch = None
+        if request.resource is not None and isinstance(request.data, dict):
+            if request.action == kmock.action.CREATE:
+                meta = request.data.setdefault("metadata", {})
+                if request.namespace:
+                    meta.setdefault("namespace", request.namespace)
+                meta.setdefault("uid", str(uuid.uuid4()))
+                meta.setdefault("creationTimestamp", _now())
+                meta["generation"] = 1
+                meta["resourceVersion"] = str(next(self._versions))
+            elif request.action == kmock.action.UPDATE and request.name is not None:
+                self._bump(request)
+        elif request.action == kmock.action.UPDATE and isinstance(request.data, list):
+            # A JSON patch is a write as well: it gets the next resourceVersion, after its own tests.
+            version = {"op": "add", "path": "/metadata/resourceVersion", "value": str(next(self._versions))}
+            request.data.append(version)
+        try:
+            return await super()._handle(request)
+        except (jsonpatch.JsonPatchTestFailed, jsonpatch.JsonPatchConflict) as error:
+            # kube-apiserver answers a failed JSON-patch test with 422, and kopf, seeing it, patches
+            # again on its next cycle from the fresh object; a 500 would make it resend the stale one.
+            raise kmock.KubernetesError(status=422, reason="Invalid", message=str(error), details={}) from error
+
+    def _bump(self, request: kmock.Request) -> None:
+        key = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            return
+        old = copy.deepcopy(self.objects[key].raw)
+        new = kmock_dicts.patch_dict(copy.deepcopy(old), request.data)
+        meta = request.data.setdefault("metadata", {}) or {}
+        request.data["metadata"] = meta
+        if request.subresource is None and new.get("spec") != old.get("spec"):
+            meta["generation"] = int(old.get("metadata", {}).get("generation", 1)) + 1
+        meta["resourceVersion"] = str(next(self._versions))
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def load_sample(name: str) -> dict[str, Any]:
+    return yaml.safe_load((SAMPLES / name).read_text())
+
+
+class Cluster:
+    """What a platform engineer and the kubelet do to the cluster, over the emulator's HTTP API."""
+
+    def __init__(self, emulator: ClusterEmulator, registry: ModelRegistryView) -> None:
+        self.emulator = emulator
+        self.registry = registry
+
+    async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any] | None:
+        headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
+        async with self.emulator.request(method, path, json=body, headers=headers) as response:
+            if response.status == 404:
+                return None
+            assert response.status < 400, f"{method} {path}: {response.status} {await response.text()}"
+            return await response.json(content_type=None)
+
+    @staticmethod
+    def path(kind: str, name: str | None = None, namespace: str | None = NAMESPACE) -> str:
+        group, version, plural = {
+            "ModelDeployment": ("serving.lexora.network", "v1alpha1", "modeldeployments"),
+            "Deployment": ("apps", "v1", "deployments"),
+            "Service": ("", "v1", "services"),
+            "ConfigMap": ("", "v1", "configmaps"),
+            "Pod": ("", "v1", "pods"),
+            "Node": ("", "v1", "nodes"),
+            "PodDisruptionBudget": ("policy", "v1", "poddisruptionbudgets"),
+            "HorizontalPodAutoscaler": ("autoscaling", "v2", "horizontalpodautoscalers"),
+        }[kind]
+        base = f"/api/{version}" if not group else f"/apis/{group}/{version}"
+        ns = f"/namespaces/{namespace}" if namespace else ""
+        return f"{base}{ns}/{plural}" + (f"/{name}" if name else "")
+
+    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        manifest = copy.deepcopy(manifest)
+        manifest["metadata"]["namespace"] = NAMESPACE
+        created = await self._call("POST", self.path(manifest["kind"]), manifest)
+        assert created is not None
+        return created
+
+    async def get(self, kind: str, name: str, namespace: str | None = NAMESPACE) -> dict[str, Any] | None:
+        return await self._call("GET", self.path(kind, name, namespace))
+
+    async def patch(self, kind: str, name: str, patch: dict[str, Any], subresource: str = "") -> dict[str, Any]:
+        path = self.path(kind, name) + (f"/{subresource}" if subresource else "")
+        patched = await self._call("PATCH", path, patch)
+        assert patched is not None
+        return patched
+
+    async def delete(self, kind: str, name: str, namespace: str | None = NAMESPACE) -> None:
+        await self._call("DELETE", self.path(kind, name, namespace))
+
+    async def report_deployment(self, name: str, *, ready: int, replicas: int | None = None, **extra: Any) -> None:
+        """Play the Deployment controller + kubelet: this many replicas exist, this many are ready."""
+        deployment = await self.get("Deployment", name)
+        assert deployment is not None
+        replicas = ready if replicas is None else replicas
+        status = {
+            "observedGeneration": deployment["metadata"].get("generation", 1),
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            **extra,
+        }
+        await self.patch("Deployment", name, {"status": status}, subresource="status")
+
+    async def add_pod(self, deployment: str, pod_name: str, status: dict[str, Any]) -> None:
+        live = await self.get("Deployment", deployment)
+        assert live is not None
+        template = live["spec"]["template"]
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": pod_name, "namespace": NAMESPACE, "labels": template["metadata"]["labels"]},
+            "spec": template["spec"],
+            "status": status,
+        }
+        await self._call("POST", self.path("Pod"), pod)
+
+    async def add_node(self, name: str, labels: dict[str, str], gpus: int) -> None:
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "labels": labels},
+            "status": {"allocatable": {"cpu": "32", "memory": "256Gi", "nvidia.com/gpu": str(gpus)}},
+        }
+        await self._call("POST", self.path("Node", namespace=None), node)
+
+    def record(self, model_id: str) -> ModelRecord | None:
+        return self.registry.get(model_id)
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0, what: str = "") -> Any:
+    """Poll until `check` returns something truthy (and return it), or fail with the last value."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: Any = None
+    while asyncio.get_running_loop().time() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what or check}: last value {last!r}")
