@@ -1,4 +1,8 @@
-"""Anthropic Messages API schemas (the subset of content the platform understands, validated)."""
+"""Anthropic Messages API schemas (the subset of content the platform understands, validated).
+
+Fields the platform does not know (`cache_control`, `container`, `mcp_servers`, a server tool's
+`max_uses`, ...) are ignored, never refused: Anthropic's API grows faster than any gateway, and
+clients such as Claude Code send what its newest models take."""
 
 from __future__ import annotations
 
@@ -53,14 +57,24 @@ ContentBlock = Annotated[
 
 
 class Message(_Block):
-    role: Literal["user", "assistant"]
+    # "system" mid-conversation, as Claude Code sends it: a system turn at that position.
+    role: Literal["user", "assistant", "system"]
     content: str | list[ContentBlock]
 
 
 class Tool(_Block):
-    name: str = Field(min_length=1, max_length=128)
+    """A client tool (no `type`, or "custom"), which needs an `input_schema`, or a server tool
+    Anthropic runs (`web_search_20250305`, `code_execution_*`, `bash_*`, ...), which has none. The
+    gateway runs no server tools: anthropic_chat leaves them out and reports them."""
+
+    type: str | None = None
+    name: str | None = Field(default=None, min_length=1, max_length=128)
     description: str | None = None
-    input_schema: dict[str, Any]
+    input_schema: dict[str, Any] | None = None
+
+    @property
+    def hosted(self) -> bool:
+        return self.type not in (None, "custom")
 
 
 class ToolChoice(_Block):
@@ -69,8 +83,26 @@ class ToolChoice(_Block):
 
 
 class Thinking(_Block):
-    type: Literal["enabled", "disabled"]
+    # "adaptive": the model decides how much to think (Anthropic's newest models).
+    type: Literal["enabled", "disabled", "adaptive"]
     budget_tokens: int | None = Field(default=None, ge=1)
+    # "omitted": thinking blocks come back with empty text (their signature still set).
+    display: Literal["summarized", "omitted"] | None = None
+
+
+Effort = Literal["low", "medium", "high", "xhigh", "max"]
+
+
+class OutputConfig(_Block):
+    effort: Effort | None = None
+
+
+class ContextEdit(_Block):
+    type: str  # clear_thinking_20251015, clear_tool_uses_20250919, ...
+
+
+class ContextManagement(_Block):
+    edits: list[ContextEdit] = Field(default_factory=list)
 
 
 class MessagesRequest(_Block):
@@ -83,10 +115,12 @@ class MessagesRequest(_Block):
     top_k: int | None = Field(default=None, ge=0, le=2**31 - 1)  # the engine takes an int32
     stop_sequences: list[str] = Field(default_factory=list, max_length=16)
     stream: bool = False
-    metadata: dict[str, Any] | None = None
+    metadata: Any = None  # accepted in any shape, not used
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
     thinking: Thinking | None = None
+    output_config: OutputConfig | None = None
+    context_management: ContextManagement | None = None  # see docs/anthropic.md: what applies
 
 
 class CountTokensRequest(_Block):
@@ -94,4 +128,7 @@ class CountTokensRequest(_Block):
     messages: list[Message] = Field(min_length=1)
     system: str | list[TextBlock] | None = None
     tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
     thinking: Thinking | None = None
+    output_config: OutputConfig | None = None
+    context_management: ContextManagement | None = None

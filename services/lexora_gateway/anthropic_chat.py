@@ -2,6 +2,9 @@
 
 Image blocks (in user messages and their tool results) are gathered as pending images
 (lexora_gateway.image_inputs): checked, and refused for models without vision, before dispatch.
+
+Server tools (web_search, code_execution, ...) are Anthropic's to run, not ours: they are left out
+of what the model sees and named in the IGNORED_TOOLS_HEADER of the response.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from lexora_contracts.anthropic import (
     Message,
     MessagesRequest,
     TextBlock,
+    Tool,
     ToolResultBlock,
     ToolUseBlock,
 )
@@ -29,6 +33,7 @@ from lexora_gateway.jobs import ChatJob
 from lexora_gateway.tools import ToolCall, ToolSpec, ToolUse, call_text, with_instructions
 
 ENDPOINT = "/v1/messages"
+IGNORED_TOOLS_HEADER = "x-lexora-ignored-tools"
 
 
 def new_message_id() -> str:
@@ -86,19 +91,54 @@ def _tool_result_turn(block: ToolResultBlock, where: str, role: str, images: lis
 
 def _user_only(role: str, where: str) -> None:
     if role != "user":
-        raise InvalidRequest(f"Image blocks are accepted in user messages only, not in an {role} message", param=where)
+        raise InvalidRequest(f"Image blocks are accepted in user messages only, not in {role} messages", param=where)
+
+
+def ignored_tools(body: MessagesRequest | CountTokensRequest) -> list[str]:
+    """The server tools in the request, by name (or type, for one without a name), in order."""
+    return [t.name or t.type or "" for t in body.tools or [] if t.hosted]
+
+
+def ignored_tools_header(body: MessagesRequest | CountTokensRequest) -> dict[str, str]:
+    names = ignored_tools(body)
+    return {IGNORED_TOOLS_HEADER: ", ".join(names)} if names else {}
+
+
+def _client_tool(tool: Tool, index: int) -> ToolSpec:
+    if tool.name is None:
+        raise InvalidRequest(f"Missing required parameter: 'tools[{index}].name'", param=f"tools[{index}].name")
+    if tool.input_schema is None:
+        raise InvalidRequest(
+            f"Missing required parameter: 'tools[{index}].input_schema'", param=f"tools[{index}].input_schema"
+        )
+    return ToolSpec(tool.name, tool.description or "", tool.input_schema)
 
 
 def tool_use_of(body: MessagesRequest | CountTokensRequest) -> ToolUse:
-    tools = [ToolSpec(t.name, t.description or "", t.input_schema) for t in body.tools or []]
-    choice = body.tool_choice if isinstance(body, MessagesRequest) else None
+    """The client tools and what tool_choice demands of them; server tools are left out, and a
+    tool_choice that forces one is refused (the model could never satisfy it)."""
+    tools = [_client_tool(t, i) for i, t in enumerate(body.tools or []) if not t.hosted]
+    hosted = ignored_tools(body)
+    choice = body.tool_choice
     if choice is None or choice.type == "auto":
         use = ToolUse(tools, "auto" if tools else "none")
     elif choice.type == "any":
+        if not tools and hosted:
+            raise InvalidRequest(
+                f"tool_choice 'any' requires a tool call, but the only tools are server tools this gateway "
+                f"does not run: {', '.join(hosted)}",
+                param="tool_choice",
+            )
         use = ToolUse(tools, "required")
     elif choice.type == "tool":
         if not choice.name:
             raise InvalidRequest("tool_choice of type 'tool' needs a name", param="tool_choice.name")
+        if choice.name in hosted:
+            raise InvalidRequest(
+                f"tool_choice names '{choice.name}', a server tool this gateway does not run; "
+                "only client tools (with an input_schema) can be called",
+                param="tool_choice.name",
+            )
         use = ToolUse(tools, "auto", choice.name)
     else:
         use = ToolUse(tools, "none")

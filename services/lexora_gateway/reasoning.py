@@ -14,7 +14,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from lexora_contracts.anthropic import MessagesRequest, Thinking
+from lexora_contracts.anthropic import CountTokensRequest, MessagesRequest
 from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import GenerationRequest
 from lexora_contracts.openai import DEFAULT_MAX_TOKENS, ChatCompletionRequest, ReasoningConfig
@@ -23,8 +23,10 @@ from lexora_gateway.think_tags import ThinkSplitter
 
 REASONING_CAPABILITY = "reasoning"
 # Share of max_tokens an effort level may spend thinking (OpenRouter's conversion of effort to a
-# token budget for models that take a budget).
-EFFORT_SHARE = {"low": 0.2, "medium": 0.5, "high": 0.8}
+# token budget for models that take a budget). Anthropic's `output_config.effort` adds "xhigh" and
+# "max"; they take larger shares that still leave the answer a twentieth of max_tokens, since a
+# budget of all of it would leave a model that thinks to the limit no room to answer.
+EFFORT_SHARE = {"low": 0.2, "medium": 0.5, "high": 0.8, "xhigh": 0.9, "max": 0.95}
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,9 @@ class ReasoningSetting:
 
     enabled: bool
     budget_tokens: int | None = None  # most tokens to spend thinking; None: the model's default
-    exclude: bool = False  # reason, but leave the reasoning out of the answer (OpenAI only)
+    # Reason, but leave the reasoning text out of the answer: OpenAI's `reasoning.exclude` (no
+    # reasoning fields), Anthropic's `thinking.display: "omitted"` (thinking blocks, empty).
+    exclude: bool = False
 
 
 # ---- requests ---------------------------------------------------------------------------------
@@ -71,27 +75,39 @@ def from_openai(body: ChatCompletionRequest) -> ReasoningSetting | None:
 
 
 def from_anthropic(body: MessagesRequest) -> ReasoningSetting | None:
-    """`thinking` {type: enabled|disabled, budget_tokens}: the budget becomes the reasoning budget."""
+    """`thinking` {type: enabled|disabled|adaptive, budget_tokens, display} and
+    `output_config.effort`. `enabled` thinks within budget_tokens; `adaptive` lets the model decide,
+    which for us is reasoning on at the model's default budget. Without budget_tokens, an effort
+    sets the budget as a share of max_tokens (EFFORT_SHARE). Without `thinking`, effort changes
+    nothing: the model's default stands, as Anthropic's does not think unless asked."""
     thinking = body.thinking
     if thinking is None:
         return None
     if thinking.type == "disabled":
         return ReasoningSetting(enabled=False, budget_tokens=0)
-    budget = thinking.budget_tokens
+    budget = thinking.budget_tokens if thinking.type == "enabled" else None
     if budget is not None and budget >= body.max_tokens:
         raise InvalidRequest(
             f"thinking.budget_tokens ({budget}) must be less than max_tokens ({body.max_tokens})",
             param="thinking.budget_tokens",
         )
-    return ReasoningSetting(enabled=True, budget_tokens=budget)
+    effort = body.output_config.effort if body.output_config else None
+    if budget is None and effort is not None:
+        budget = max(1, int(body.max_tokens * EFFORT_SHARE[effort]))
+    return ReasoningSetting(enabled=True, budget_tokens=budget, exclude=thinking.display == "omitted")
 
 
-def count_budget(thinking: Thinking | None, model: ModelRecord) -> int | None:
+def count_budget(body: CountTokensRequest, model: ModelRecord) -> int | None:
     """The reasoning budget to count a prompt with: what the same `thinking` would send in a
-    messages request (its bounds are that request's business), so the count matches the bill."""
-    setting = None
+    messages request (its bounds are that request's business), so the count matches the bill. A
+    count has no max_tokens to take an effort's share of; what shapes the prompt is whether the
+    model thinks (budget > 0) or not, so an effort counts with the least budget that says so."""
+    thinking, setting = body.thinking, None
     if thinking is not None:
-        setting = ReasoningSetting(enabled=thinking.type == "enabled", budget_tokens=thinking.budget_tokens)
+        budget = thinking.budget_tokens if thinking.type == "enabled" else None
+        if budget is None and body.output_config and body.output_config.effort:
+            budget = 1
+        setting = ReasoningSetting(enabled=thinking.type != "disabled", budget_tokens=budget)
     return engine_fields(setting, model)[1]
 
 
@@ -187,5 +203,7 @@ def thinking_signature(message_id: str, thinking: str) -> str:
     return base64.b64encode(digest).decode()
 
 
-def thinking_block(message_id: str, thinking: str) -> dict[str, Any]:
-    return {"type": "thinking", "thinking": thinking, "signature": thinking_signature(message_id, thinking)}
+def thinking_block(message_id: str, thinking: str, omitted: bool = False) -> dict[str, Any]:
+    """`omitted` (thinking.display): the block stays, with empty text; the signature is the same."""
+    signature = thinking_signature(message_id, thinking)
+    return {"type": "thinking", "thinking": "" if omitted else thinking, "signature": signature}

@@ -1,6 +1,9 @@
 """Anthropic Messages answers from a reasoning model: a `thinking` block (with the `signature` the
 SDK expects) before the text or tool_use block; streamed as `thinking_delta`s closed by a
-`signature_delta`, then the answer's block at the next index."""
+`signature_delta`, then the answer's block at the next index.
+
+With `thinking.display: "omitted"` the block is still there, as Anthropic sends it, but its
+`thinking` text is empty and, streamed, it has no `thinking_delta`s: only the signature."""
 
 from __future__ import annotations
 
@@ -42,15 +45,20 @@ async def respond(
     call = parse_call(answer, job.tools, tool_id_prefix)
     body = fmt.message_body(message_id, requested_model, answer, done.finish_reason, done.stop_sequence, usage, call)
     if thinking:
-        body["content"] = [thinking_block(message_id, thinking), *body["content"]]
+        body["content"] = [thinking_block(message_id, thinking, _omitted(job)), *body["content"]]
     return JSONBody(body, headers=headers)
+
+
+def _omitted(job: ChatJob) -> bool:
+    return bool(job.reasoning and job.reasoning.exclude)
 
 
 class _Blocks:
     """The content blocks of a streamed message, opened and closed in order."""
 
-    def __init__(self, message_id: str):
+    def __init__(self, message_id: str, omit_thinking: bool = False):
         self.message_id = message_id
+        self.omit_thinking = omit_thinking
         self.count = 0  # blocks opened so far; the open one is count - 1
         self.open: str | None = None
         self.answered = False  # a text or tool_use block was opened
@@ -80,6 +88,8 @@ class _Blocks:
             return b""
         self.thinking.append(text)
         out = b"" if self.open == "thinking" else self.start({"type": "thinking", "thinking": "", "signature": ""})
+        if self.omit_thinking:
+            return out
         return out + self.delta({"type": "thinking_delta", "thinking": text})
 
     def text(self, text: str) -> bytes:
@@ -108,7 +118,7 @@ async def _events(
 ) -> AsyncIterator[bytes]:
     """Thinking streams as it comes. The answer does too, unless tools are offered: then it is read
     whole, since only then is it known whether it is a tool_use block or text."""
-    blocks = _Blocks(stream.request.request_id)
+    blocks = _Blocks(stream.request.request_id, _omitted(job))
     tracker = ReasoningTracker()
     hold_answer = job.tools.active
     held: list[str] = []

@@ -1,4 +1,7 @@
-"""Anthropic Messages routes. Thin: parse, translate to a chat job, emit Anthropic's events."""
+"""Anthropic Messages routes. Thin: parse, translate to a chat job, emit Anthropic's events.
+
+The `?beta=true` query and the `anthropic-beta` / `anthropic-version` headers are accepted and
+read by nothing: what the betas turn on is in the body, and the body is what we honour."""
 
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ async def create_message(request: Request, state: StateDep) -> Response:
     message_id = fmt.new_message_id()
     job = fmt.to_job(body)
     stream, first = await start_chat_job(request, state, identity, job, message_id, received_at)
-    headers = {"request-id": message_id}
+    headers = {"request-id": message_id, **fmt.ignored_tools_header(body)}
     if reasoning.splits_output(stream.request):  # a reasoning model: thinking blocks before the answer
         return await reasoning_anthropic.respond(stream, first, job, body.model, headers, TOOL_ID_PREFIX)
     if body.stream:
@@ -118,10 +121,8 @@ async def count_tokens(request: Request, state: StateDep) -> Response:
     reply = await call(
         state.nc,
         subjects.ROUTER_TOKENS_COUNT,
-        EngineCountRequest(
-            model=model.id, messages=turns, reasoning_budget=reasoning.count_budget(body.thinking, model)
-        ),
+        EngineCountRequest(model=model.id, messages=turns, reasoning_budget=reasoning.count_budget(body, model)),
         CountTokensReply,
         timeout=COUNT_TIMEOUT_S,
     )
-    return JSONBody({"input_tokens": reply.input_tokens})
+    return JSONBody({"input_tokens": reply.input_tokens}, headers=fmt.ignored_tools_header(body))

@@ -209,3 +209,184 @@ def test_top_k_beyond_the_engines_int32_is_refused_at_the_edge() -> None:
     with pytest.raises(InvalidRequest) as caught:
         parse_body(MessagesRequest, body)
     assert caught.value.param == "top_k"
+
+
+# ---- the Messages API as Anthropic serves it today (Claude Code 2.1.x) -------------------------
+CLAUDE_CODE_TOOL_NAMES = ["Task", "Bash", "Glob", "Grep", "LS", "Read", "Edit", "MultiEdit", "Write"]
+CLAUDE_CODE_TOOL_NAMES += ["NotebookEdit", "TodoWrite", "WebFetch"]
+CLAUDE_CODE_FIRST_REQUEST = {
+    "model": "claude-sonnet-5-5",
+    "max_tokens": 32000,
+    "stream": True,
+    "system": [
+        {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}},
+        {"type": "text", "text": "Work in /repo.", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+    ],
+    "messages": [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "<system-reminder>context</system-reminder>"},
+                {"type": "text", "text": "Fix the failing test.", "cache_control": {"type": "ephemeral"}},
+            ],
+        },
+        {"role": "system", "content": "The user is on branch main."},
+    ],
+    "tools": [
+        *(
+            {
+                "name": name,
+                "description": f"The {name} tool.",
+                "input_schema": {"type": "object", "properties": {}, "additionalProperties": False},
+            }
+            for name in CLAUDE_CODE_TOOL_NAMES
+        ),
+        {"type": "web_search_20250305", "name": "web_search", "max_uses": 5},
+    ],
+    "thinking": {"type": "adaptive", "display": "omitted"},
+    "output_config": {"effort": "high"},
+    "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+    "metadata": {"user_id": json.dumps({"device_id": "d1", "account_uuid": "", "session_id": "s1"})},
+}
+
+
+def test_claude_codes_first_request_becomes_a_chat_job() -> None:
+    """The request that once got `400 Invalid value for 'thinking.type'`, parsed as the route does."""
+    from lexora_gateway.http import parse_body
+    from lexora_gateway.reasoning import ReasoningSetting
+
+    body = parse_body(MessagesRequest, json.dumps(CLAUDE_CODE_FIRST_REQUEST).encode())
+    job = fmt.to_job(body)
+    assert [(t.role, t.content) for t in job.messages] == [
+        ("system", "You are Claude Code.\n\nWork in /repo."),
+        ("user", "<system-reminder>context</system-reminder>\nFix the failing test."),
+        ("system", "The user is on branch main."),  # a system turn where the client put it
+    ]
+    assert [t.name for t in job.tools.tools] == CLAUDE_CODE_TOOL_NAMES, "web_search is not offered to the model"
+    assert (job.tools.mode, job.stream, job.max_tokens) == ("auto", True, 32000)
+    assert job.reasoning == ReasoningSetting(enabled=True, budget_tokens=25600, exclude=True)  # high: 80%
+    assert fmt.ignored_tools_header(body) == {"x-lexora-ignored-tools": "web_search"}
+    engine_turns = job.engine_messages()
+    assert "web_search" not in engine_turns[0].content and '"name": "Bash"' in engine_turns[0].content
+    assert engine_turns[-1].role == "system"
+
+
+def test_claude_codes_count_tokens_request_is_accepted_too() -> None:
+    from lexora_contracts.anthropic import CountTokensRequest
+    from lexora_gateway.http import parse_body
+
+    counted = {k: v for k, v in CLAUDE_CODE_FIRST_REQUEST.items() if k not in ("max_tokens", "stream")}
+    body = parse_body(CountTokensRequest, json.dumps(counted).encode())
+    turns = fmt.count_turns(body, [])
+    assert [t.role for t in turns] == ["system", "user", "system"] and "web_search" not in turns[0].content
+    assert fmt.ignored_tools_header(body) == {"x-lexora-ignored-tools": "web_search"}
+
+
+HOSTED_TOOLS = [
+    {"type": "web_search_20250305", "name": "web_search", "max_uses": 5},
+    {"type": "code_execution_20250825", "name": "code_execution"},
+    {"type": "bash_20250124", "name": "bash"},
+    {"type": "text_editor_20250728", "name": "str_replace_based_edit_tool"},
+]
+
+
+def test_server_tools_are_left_out_and_named_in_a_header() -> None:
+    body = MessagesRequest.model_validate(
+        {
+            "model": "m",
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": "x"}],
+            "tools": [*HOSTED_TOOLS, {**TOOLS[0], "type": "custom", "cache_control": {"type": "ephemeral"}}],
+        }
+    )
+    assert [t.name for t in fmt.to_job(body).tools.tools] == ["get_weather"]
+    assert fmt.ignored_tools_header(body) == {
+        "x-lexora-ignored-tools": "web_search, code_execution, bash, str_replace_based_edit_tool"
+    }
+
+
+def test_only_server_tools_means_no_tools_and_no_tool_instructions() -> None:
+    body = MessagesRequest.model_validate(
+        {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "tools": HOSTED_TOOLS[:1]}
+    )
+    job = fmt.to_job(body)
+    assert not job.tools.active and [t.role for t in job.engine_messages()] == ["user"]
+
+
+def test_a_request_without_server_tools_gets_no_ignored_tools_header() -> None:
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "tools": TOOLS}
+    assert fmt.ignored_tools_header(MessagesRequest.model_validate(body)) == {}
+
+
+def test_forcing_a_server_tool_is_refused_naming_it() -> None:
+    body = {
+        "model": "m",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "x"}],
+        "tools": [*TOOLS, HOSTED_TOOLS[0]],
+        "tool_choice": {"type": "tool", "name": "web_search"},
+    }
+    with pytest.raises(InvalidRequest) as caught:
+        fmt.to_job(MessagesRequest.model_validate(body))
+    assert caught.value.param == "tool_choice.name" and "'web_search'" in caught.value.message
+    assert caught.value.status == 400
+
+
+def test_requiring_a_call_when_only_server_tools_are_given_is_refused_naming_them() -> None:
+    body = {
+        "model": "m",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "x"}],
+        "tools": HOSTED_TOOLS[:1],
+        "tool_choice": {"type": "any"},
+    }
+    with pytest.raises(InvalidRequest) as caught:
+        fmt.to_job(MessagesRequest.model_validate(body))
+    assert caught.value.param == "tool_choice" and "web_search" in caught.value.message
+
+
+@pytest.mark.parametrize("tool", [{"name": "get_weather"}, {"type": "custom", "name": "get_weather"}])
+def test_a_client_tool_without_input_schema_is_refused(tool: dict) -> None:
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "tools": [tool]}
+    with pytest.raises(InvalidRequest) as caught:
+        fmt.to_job(MessagesRequest.model_validate(body))
+    assert caught.value.param == "tools[0].input_schema"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"metadata": "a string"},
+        {"metadata": {"user_id": {"nested": [1, 2]}}},
+        {"context_management": {"edits": [{"type": "clear_tool_uses_20250919", "trigger": {"type": "input_tokens"}}]}},
+        {"container": "c1", "mcp_servers": [], "service_tier": "auto", "a_field_from_next_year": {"x": 1}},
+        {"tool_choice": {"type": "auto", "disable_parallel_tool_use": True}},
+    ],
+)
+def test_fields_we_cannot_honour_are_accepted_and_ignored(extra: dict) -> None:
+    from lexora_gateway.http import parse_body
+
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], **extra}
+    job = fmt.to_job(parse_body(MessagesRequest, json.dumps(body).encode()))
+    assert [(t.role, t.content) for t in job.messages] == [("user", "x")]
+
+
+def test_thinking_blocks_sent_back_with_omitted_text_are_not_fed_to_the_model() -> None:
+    body = {
+        "model": "m",
+        "max_tokens": 5,
+        "messages": [
+            {"role": "user", "content": "x"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "", "signature": "sig"},
+                    {"type": "redacted_thinking", "data": "opaque"},
+                    {"type": "text", "text": "ok"},
+                ],
+            },
+            {"role": "user", "content": "y"},
+        ],
+    }
+    job = fmt.to_job(MessagesRequest.model_validate(body))
+    assert [(t.role, t.content) for t in job.messages] == [("user", "x"), ("assistant", "ok"), ("user", "y")]

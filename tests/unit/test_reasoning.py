@@ -12,7 +12,7 @@ from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import Message
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from lexora_contracts.anthropic import MessagesRequest, Thinking
+from lexora_contracts.anthropic import CountTokensRequest, MessagesRequest
 from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import GenerationChunk, GenerationRequest, Identity
 from lexora_contracts.openai import ChatCompletionRequest, CompletionRequest
@@ -206,11 +206,58 @@ def test_anthropic_thinking_maps_to_the_same_setting() -> None:
     assert caught.value.param == "thinking.budget_tokens"
 
 
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"thinking": {"type": "adaptive"}}, ReasoningSetting(True, None)),  # the model decides
+        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "low"}}, ReasoningSetting(True, 409)),
+        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "medium"}}, ReasoningSetting(True, 1024)),
+        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "high"}}, ReasoningSetting(True, 1638)),
+        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "xhigh"}}, ReasoningSetting(True, 1843)),
+        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "max"}}, ReasoningSetting(True, 1945)),
+        ({"thinking": {"type": "enabled"}, "output_config": {"effort": "low"}}, ReasoningSetting(True, 409)),
+        (
+            {"thinking": {"type": "enabled", "budget_tokens": 100}, "output_config": {"effort": "max"}},
+            ReasoningSetting(True, 100),
+        ),
+        ({"thinking": {"type": "disabled"}, "output_config": {"effort": "max"}}, ReasoningSetting(False, 0)),
+        ({"output_config": {"effort": "high"}}, None),  # no thinking asked for: the model's default
+        ({"thinking": {"type": "adaptive", "display": "omitted"}}, ReasoningSetting(True, None, exclude=True)),
+        ({"thinking": {"type": "enabled", "display": "summarized"}}, ReasoningSetting(True, None)),
+    ],
+)
+def test_adaptive_thinking_and_effort_become_a_budget_share_of_max_tokens(
+    params: dict[str, Any], expected: ReasoningSetting | None
+) -> None:
+    assert from_anthropic(anthropic_body(**params)) == expected  # max_tokens 2048
+
+
+def test_an_unknown_effort_or_display_is_refused_naming_it() -> None:
+    from lexora_gateway.http import parse_body
+
+    base = {"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    for params, param in [
+        ({"output_config": {"effort": "extreme"}}, "output_config.effort"),
+        ({"thinking": {"type": "adaptive", "display": "verbose"}}, "thinking.display"),
+    ]:
+        with pytest.raises(InvalidRequest) as caught:
+            parse_body(MessagesRequest, json.dumps({**base, **params}).encode())
+        assert caught.value.param == param
+
+
+def count_body(**params: Any) -> CountTokensRequest:
+    return CountTokensRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "hi"}], **params})
+
+
 def test_a_token_count_asks_for_the_budget_the_same_request_would_send() -> None:
-    assert count_budget(None, THINKER) is None, "the model's default: it thinks"
-    assert count_budget(Thinking(type="disabled"), THINKER) == 0
-    assert count_budget(Thinking(type="enabled", budget_tokens=300), THINKER) == 300
-    assert count_budget(Thinking(type="enabled", budget_tokens=300), PLAIN) is None
+    assert count_budget(count_body(), THINKER) is None, "the model's default: it thinks"
+    assert count_budget(count_body(thinking={"type": "disabled"}), THINKER) == 0
+    assert count_budget(count_body(thinking={"type": "enabled", "budget_tokens": 300}), THINKER) == 300
+    assert count_budget(count_body(thinking={"type": "enabled", "budget_tokens": 300}), PLAIN) is None
+    assert count_budget(count_body(thinking={"type": "adaptive"}), THINKER) is None
+    # An effort would send a share of max_tokens, which a count has not: any budget > 0 says "think".
+    adaptive_high = count_body(thinking={"type": "adaptive"}, output_config={"effort": "high"})
+    assert count_budget(adaptive_high, THINKER) == 1
 
 
 def test_only_reasoning_models_get_reasoning_fields() -> None:
@@ -358,3 +405,31 @@ async def test_a_reasoning_model_that_skips_thinking_answers_with_text_only() ->
         if event["type"] != "ping":
             snapshot = accumulate_event(event=event, current_snapshot=snapshot, json_bufs={})
     assert [(b.type, b.text) for b in snapshot.content] == [("text", "Just text.")]
+
+
+async def test_omitted_display_keeps_a_signed_thinking_block_with_empty_text() -> None:
+    job = anthropic_chat.to_job(anthropic_body(thinking={"type": "adaptive", "display": "omitted"}))
+    stream, first = run_of(job)
+    message = Message.model_validate_json(
+        await body_of(await reasoning_anthropic.respond(stream, first, job, "thinker", {}, "toolu_"))
+    )
+    assert [block.type for block in message.content] == ["thinking", "text"]
+    assert message.content[0].thinking == "" and message.content[0].signature
+    assert message.content[1].text == "It is 4."
+
+
+async def test_omitted_display_streams_the_thinking_block_with_only_its_signature() -> None:
+    job = anthropic_chat.to_job(anthropic_body(thinking={"type": "adaptive", "display": "omitted"}, stream=True))
+    stream, first = run_of(job)
+    raw = await body_of(await reasoning_anthropic.respond(stream, first, job, "thinker", {}, "toolu_"))
+    snapshot = None
+    deltas = []
+    for event in sse_data(raw):
+        deltas.append(event.get("delta", {}).get("type"))
+        if event["type"] != "ping":
+            snapshot = accumulate_event(event=event, current_snapshot=snapshot, json_bufs={})
+    assert "thinking_delta" not in deltas and "signature_delta" in deltas
+    assert b"Two plus" not in raw
+    assert [block.type for block in snapshot.content] == ["thinking", "text"]
+    assert snapshot.content[0].thinking == "" and snapshot.content[0].signature
+    assert snapshot.content[1].text == "It is 4."
