@@ -4,7 +4,7 @@ On Kubernetes the kubelet does this: the Triton pod's liveness probe sends each 
 request (`lexora_operator.probe_script`) and the pod is restarted when it fails
 (docs/operator.md). Locally one tritonserver serves every model, and restarting it would take
 them all down, so this process plays the kubelet with the same probe, per model: every
-`--period-s` it asks each model for one token (one embedding, the smallest image), and after
+`--period-s` (10 s) it asks each model for one token (one embedding, the smallest image), and after
 `--failures` failed probes in a row it reloads that model through Triton's repository API: an
 `unload`, then a `load` (Triton runs in explicit model-control mode; a `load` of a loaded model
 changes nothing, even when its Python-backend stub is dead). A model is reloaded at most once per
@@ -34,6 +34,7 @@ log = logging.getLogger("lexora.model_recovery")
 UNLOAD_WAIT_S = 60.0
 LOAD_TIMEOUT_S = 300.0  # a large model's load
 STALL_S = 120.0  # no answer in time is still fine if the model completed an inference this recently
+PROBE_WAIT_S = 10.0
 
 
 class TritonRepository:
@@ -86,7 +87,7 @@ class ModelRecovery:
     async def _look_after(self, watched: Watched) -> None:
         if time.monotonic() - watched.reloaded_at < self._cooldown_s:
             return
-        deadline = time.monotonic() + self._period_s * 5
+        deadline = time.monotonic() + PROBE_WAIT_S
         reason = await asyncio.to_thread(check, watched.kind, watched.model, self._host, self._port, deadline, STALL_S)
         if reason is None:
             watched.failures = 0
@@ -120,7 +121,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("targets", nargs="+", type=_target, metavar="KIND:MODEL", help="e.g. chat:smollm2")
     parser.add_argument("--triton-http", required=True, help="host:port of the local tritonserver's HTTP API")
-    parser.add_argument("--period-s", type=float, default=2.0, help="how often each model is probed")
+    # As the kubelet's liveness probe on a cluster (docs/operator.md): each probe is a real request,
+    # so probing more often would cost the engines real work; the routers see a failure sooner.
+    parser.add_argument("--period-s", type=float, default=10.0, help="how often each model is probed")
     parser.add_argument("--failures", type=int, default=2, help="failed probes in a row before a reload")
     parser.add_argument("--cooldown-s", type=float, default=20.0, help="least time between two reloads of a model")
     args = parser.parse_args()

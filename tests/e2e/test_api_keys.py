@@ -61,7 +61,11 @@ def test_spend_limit_refuses_the_request_that_could_exceed_it(lexora: RunningSta
     account = lexora.create_account()
     # One short request holds about 6 micro-USD while it runs and costs about 1.5.
     limited = lexora.admin_cli("add-key", "--account", account.account_id, "--spend-limit", "0.00001")
-    statuses = [chat(lexora.base_url, limited["api_key"]).status_code for _ in range(8)]
+    statuses = []
+    for _ in range(8):
+        statuses.append(chat(lexora.base_url, limited["api_key"]).status_code)
+        # Settled before the next: a refusal is then the spend, not a hold still in flight.
+        lexora.settled_balance(account.account_id)
     assert statuses[0] == 200
     assert 402 in statuses, "the limit stops the key before the account runs dry"
     refused = chat(lexora.base_url, limited["api_key"])

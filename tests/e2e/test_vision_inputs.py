@@ -18,7 +18,6 @@ import anthropic
 import openai
 import pytest
 
-from lexora_contracts.registry import Endpoint
 from lexora_dev import stack
 from lexora_dev.catalog import LOCAL_CHAT_MODEL
 from support.https_server import HttpsServer, https_server
@@ -80,13 +79,11 @@ def server() -> Iterator[HttpsServer]:
 
 @pytest.fixture(scope="module")
 def vision_unserved(lexora: RunningStack) -> str:
+    """A model that declares vision, for requests refused before dispatch. Its endpoint is the local
+    SmolLM2, which reads no images: a request that reached it would show it. (An unreachable
+    endpoint would not do: the routers' probes find it, and the model is answered 503, degraded.)"""
     record = lexora.registry_record(LOCAL_CHAT_MODEL).model_copy(
-        update={
-            "id": VISION_UNSERVED,
-            "aliases": [],
-            "capabilities": ["chat", "vision"],
-            "endpoints": [Endpoint(name="nowhere", grpc_address="127.0.0.1:9")],
-        }
+        update={"id": VISION_UNSERVED, "aliases": [], "capabilities": ["chat", "vision"]}
     )
     stack.publish_catalog(lexora.config.nats_url, [record])
     client = sdk(lexora, lexora.create_account().api_key)
