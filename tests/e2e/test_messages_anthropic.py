@@ -212,3 +212,39 @@ def test_error_after_streaming_began_is_an_error_event(lexora: RunningStack) -> 
     assert '"type": "error"' in lines[-1] and '"api_error"' in lines[-1]
     balance = lexora.settled_balance(account.account_id)
     assert balance.exact_balance_pico == 5_000_000 * 10**6, "a timed-out job is not charged"
+
+
+def test_a_request_shaped_like_claude_codes_first_is_served(lexora: RunningStack) -> None:
+    """What Claude Code 2.1 sends first (trimmed to fit the local model's context): the beta
+    endpoint and headers, adaptive thinking, output_config, context_management, a system message
+    after the user's turn, metadata, and a server tool we do not run."""
+    account = lexora.create_account()
+    EPHEMERAL = {"type": "ephemeral"}  # noqa: N806
+    response = client(lexora, account.api_key).beta.messages.with_raw_response.create(
+        model=LOCAL_CHAT_MODEL,
+        max_tokens=32,
+        betas=["claude-code-20250219", "interleaved-thinking-2025-05-14", "context-management-2025-06-27"],
+        system=[{"type": "text", "text": "You are a coding agent.", "cache_control": EPHEMERAL}],
+        messages=[
+            {"role": "user", "content": [{"type": "text", "text": "Say hello.", "cache_control": EPHEMERAL}]},
+            {"role": "system", "content": "The working directory is /tmp."},  # type: ignore[list-item]
+        ],
+        tools=[
+            {"name": "Read", "description": "Read a file", "input_schema": {"type": "object", "properties": {}}},
+            {"type": "web_search_20250305", "name": "web_search", "max_uses": 5},
+        ],
+        metadata={"user_id": '{"device_id": "d", "session_id": "s"}'},
+        stream=False,
+        extra_query={"beta": "true"},  # as Claude Code's own (TypeScript) SDK sends it
+        extra_body={
+            "thinking": {"type": "adaptive", "display": "omitted"},
+            "output_config": {"effort": "high"},
+            "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+            **GREEDY,
+        },
+    )
+    assert response.http_request.url.params.get("beta") == "true"
+    assert response.headers["x-lexora-ignored-tools"] == "web_search"
+    message = response.parse()
+    assert message.role == "assistant" and message.usage.output_tokens > 0
+    assert message.stop_reason in ("end_turn", "max_tokens", "tool_use")
