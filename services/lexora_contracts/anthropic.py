@@ -6,7 +6,7 @@ clients such as Claude Code send what its newest models take."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -63,18 +63,32 @@ class Message(_Block):
 
 
 class Tool(_Block):
-    """A client tool (no `type`, or "custom"), which needs an `input_schema`, or a server tool
-    Anthropic runs (`web_search_20250305`, `code_execution_*`, `bash_*`, ...), which has none. The
-    gateway runs no server tools: anthropic_chat leaves them out and reports them."""
+    """A client tool (no `type`, or "custom"): the model may call it with input to `input_schema`."""
 
-    type: str | None = None
-    name: str | None = Field(default=None, min_length=1, max_length=128)
+    type: Literal["custom"] | None = None
+    name: str = Field(min_length=1, max_length=128)
     description: str | None = None
-    input_schema: dict[str, Any] | None = None
+    input_schema: dict[str, Any]
+
+    hosted: ClassVar[bool] = False
+
+
+class ServerTool(_Block):
+    """A tool Anthropic runs itself (`web_search_20250305`, `code_execution_*`, `bash_*`, ...): a
+    versioned `type`, a name, no `input_schema`. The gateway runs none: anthropic_chat leaves them
+    out of what the model sees and reports them. (A "custom" tool without `input_schema` lands here
+    too, and is refused there.)"""
+
+    type: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=128)
 
     @property
     def hosted(self) -> bool:
-        return self.type not in (None, "custom")
+        return self.type != "custom"
+
+
+# Tried in order: a tool with an input_schema is a client tool, one with another type a server tool.
+AnyTool = Tool | ServerTool
 
 
 class ToolChoice(_Block):
@@ -116,7 +130,7 @@ class MessagesRequest(_Block):
     stop_sequences: list[str] = Field(default_factory=list, max_length=16)
     stream: bool = False
     metadata: Any = None  # accepted in any shape, not used
-    tools: list[Tool] | None = None
+    tools: list[AnyTool] | None = None
     tool_choice: ToolChoice | None = None
     thinking: Thinking | None = None
     output_config: OutputConfig | None = None
@@ -127,7 +141,7 @@ class CountTokensRequest(_Block):
     model: str = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)
     system: str | list[TextBlock] | None = None
-    tools: list[Tool] | None = None
+    tools: list[AnyTool] | None = None
     tool_choice: ToolChoice | None = None
     thinking: Thinking | None = None
     output_config: OutputConfig | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -19,6 +20,7 @@ from lexora_contracts.anthropic import (
     ImageBlock,
     Message,
     MessagesRequest,
+    ServerTool,
     TextBlock,
     Tool,
     ToolResultBlock,
@@ -95,19 +97,18 @@ def _user_only(role: str, where: str) -> None:
 
 
 def ignored_tools(body: MessagesRequest | CountTokensRequest) -> list[str]:
-    """The server tools in the request, by name (or type, for one without a name), in order."""
-    return [t.name or t.type or "" for t in body.tools or [] if t.hosted]
+    """The server tools in the request, by name, in order."""
+    return [t.name for t in body.tools or [] if t.hosted]
 
 
 def ignored_tools_header(body: MessagesRequest | CountTokensRequest) -> dict[str, str]:
-    names = ignored_tools(body)
+    # Percent-encoded: a header value is Latin-1, a tool name need not be.
+    names = [quote(name, safe="_-.:/@") for name in ignored_tools(body)]
     return {IGNORED_TOOLS_HEADER: ", ".join(names)} if names else {}
 
 
-def _client_tool(tool: Tool, index: int) -> ToolSpec:
-    if tool.name is None:
-        raise InvalidRequest(f"Missing required parameter: 'tools[{index}].name'", param=f"tools[{index}].name")
-    if tool.input_schema is None:
+def _client_tool(tool: Tool | ServerTool, index: int) -> ToolSpec:
+    if not isinstance(tool, Tool):  # a "custom" tool without its schema
         raise InvalidRequest(
             f"Missing required parameter: 'tools[{index}].input_schema'", param=f"tools[{index}].input_schema"
         )
