@@ -16,6 +16,7 @@ from lexora_dev.processes import free_port
 from support.postgres import private_postgres
 from support.stack import RunningStack, running_stack
 from support.stripe_events import STRIPE_TEST_ENV
+from support.triton_processes import supervised_triton
 
 
 @pytest.fixture(scope="session")
@@ -32,11 +33,10 @@ def state_root(request: pytest.FixtureRequest) -> Iterator[Path]:
 def triton_endpoint(state_root: Path) -> Iterator[Endpoint]:
     """One real tritonserver serving model-repo/ for the whole session (models are stateless), with
     the model recovery `lexora dev` runs beside it."""
-    process, endpoint = stack.start_triton(state_root / "triton")
-    recovery = stack.start_model_recovery(state_root / "triton", endpoint, local_catalog(endpoint))
-    yield endpoint
-    recovery.stop()
-    process.stop()
+    with supervised_triton(state_root / "triton") as triton:
+        recovery = stack.start_model_recovery(state_root / "triton", triton.endpoint, local_catalog(triton.endpoint))
+        yield triton.endpoint
+        recovery.stop()
 
 
 @pytest.fixture

@@ -62,6 +62,7 @@ def run_dev(args: argparse.Namespace) -> int:
     nats_port = DEFAULT_NATS_PORT if port_is_free(DEFAULT_NATS_PORT) else stack.free_port()
     nats_url = f"nats://127.0.0.1:{nats_port}"
     processes: list[ManagedProcess] = []
+    triton: stack.SupervisedTriton | None = None
 
     def request_stop(*_: object) -> None:
         raise KeyboardInterrupt
@@ -76,8 +77,8 @@ def run_dev(args: argparse.Namespace) -> int:
         stack.prepare_database(database_url)
         say(f"database ready ({database_url.split('://')[0]})")
         say("starting tritonserver (loading the model takes a few seconds)")
-        triton, endpoint = stack.start_triton(state_dir)
-        processes.append(triton)
+        triton = stack.SupervisedTriton(state_dir)
+        endpoint = triton.endpoint
         say(f"tritonserver serving model-repo/ (gRPC {endpoint.grpc_address}, HTTP {endpoint.http_address})")
         catalog = local_catalog(endpoint)
         processes.append(stack.start_model_recovery(state_dir, endpoint, catalog))
@@ -97,6 +98,10 @@ def run_dev(args: argparse.Namespace) -> int:
                 if not process.alive:
                     say(f"{process.name} exited unexpectedly; stopping. Its log:\n{process.log_tail()}")
                     return 1
+            if not triton.process.alive:  # a crashed engine can take the server with it: start it again
+                say(f"tritonserver exited unexpectedly; starting it again. Its log:\n{triton.process.log_tail(8)}")
+                triton.keep_alive()
+                say("tritonserver is serving again")
             time.sleep(0.5)
     except KeyboardInterrupt:
         return 0
@@ -107,6 +112,8 @@ def run_dev(args: argparse.Namespace) -> int:
         say("stopping...")
         for process in reversed(processes):
             process.stop()
+        if triton is not None:
+            triton.stop()
         (state_dir / "stack.json").unlink(missing_ok=True)
         say("stopped")
 

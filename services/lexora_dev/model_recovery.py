@@ -4,11 +4,12 @@ On Kubernetes the kubelet does this: the Triton pod's liveness probe sends each 
 request (`lexora_operator.probe_script`) and the pod is restarted when it fails
 (docs/operator.md). Locally one tritonserver serves every model, and restarting it would take
 them all down, so this process plays the kubelet with the same probe, per model: every
-`--period-s` (10 s) it asks each model for one token (one embedding, the smallest image), and after
+`--period-s` (5 s) it asks each model that served nothing since the last look for one token (one
+embedding, the smallest image: the probe the kubelet runs), and after
 `--failures` failed probes in a row it reloads that model through Triton's repository API: an
 `unload`, then a `load` (Triton runs in explicit model-control mode; a `load` of a loaded model
 changes nothing, even when its Python-backend stub is dead). A model is reloaded at most once per
-cool-down. The routers' own probes then see it serve and mark it healthy again.
+cool-down (15 s). The routers' own probes then see it serve and mark it healthy again.
 
 One process per tritonserver: two reloading the same model at once would undo each other.
 
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from lexora_operator.probe_script import KINDS, check
+from lexora_operator.probe_script import KINDS, check, last_inference_age
 from lexora_runtime.logs import configure_logging
 
 log = logging.getLogger("lexora.model_recovery")
@@ -87,6 +88,12 @@ class ModelRecovery:
     async def _look_after(self, watched: Watched) -> None:
         if time.monotonic() - watched.reloaded_at < self._cooldown_s:
             return
+        # A model that completed an inference since the last look served it: no probe needed. Failed
+        # requests do not count (Triton's statistics), so a dead engine is always probed.
+        age = await asyncio.to_thread(last_inference_age, self._host, self._port, watched.model, PROBE_WAIT_S)
+        if age is not None and age <= self._period_s:
+            watched.failures = 0
+            return
         deadline = time.monotonic() + PROBE_WAIT_S
         reason = await asyncio.to_thread(check, watched.kind, watched.model, self._host, self._port, deadline, STALL_S)
         if reason is None:
@@ -121,11 +128,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("targets", nargs="+", type=_target, metavar="KIND:MODEL", help="e.g. chat:smollm2")
     parser.add_argument("--triton-http", required=True, help="host:port of the local tritonserver's HTTP API")
-    # As the kubelet's liveness probe on a cluster (docs/operator.md): each probe is a real request,
-    # so probing more often would cost the engines real work; the routers see a failure sooner.
-    parser.add_argument("--period-s", type=float, default=10.0, help="how often each model is probed")
+    # A model that served a request within the period is not probed (Triton's statistics say so), so
+    # only idle models cost a probe, a small one; the routers see a failure sooner anyway.
+    parser.add_argument("--period-s", type=float, default=5.0, help="how often each model is looked at")
     parser.add_argument("--failures", type=int, default=2, help="failed probes in a row before a reload")
-    parser.add_argument("--cooldown-s", type=float, default=20.0, help="least time between two reloads of a model")
+    parser.add_argument("--cooldown-s", type=float, default=15.0, help="least time between two reloads of a model")
     args = parser.parse_args()
     configure_logging("model-recovery", "INFO")
     recovery = ModelRecovery(args.triton_http, args.targets, args.period_s, args.failures, args.cooldown_s)

@@ -68,6 +68,41 @@ def start_triton(
     return process, Endpoint(name="local", grpc_address=f"127.0.0.1:{grpc_port}", http_address=f"127.0.0.1:{http_port}")
 
 
+class SupervisedTriton:
+    """tritonserver, started again on the same ports whenever it exits, so the endpoint published
+    in the registry stays right. A Python-backend stub killed at the wrong moment can abort the
+    whole server (tritonserver 2.51: `boost::interprocess::lock_exception`, SIGABRT); a cluster's
+    kubelet restarts the container, and locally this does (`keep_alive`, called periodically)."""
+
+    def __init__(self, state_dir: Path, model_repo: Path = MODEL_REPO, timeout: float = 300):
+        self.timeout = timeout
+        http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+        self._argv, self._env = triton_command(model_repo, state_dir, http_port, grpc_port, metrics_port)
+        self._log = state_dir / "logs" / "triton.log"
+        self._ready_url = f"http://127.0.0.1:{http_port}/v2/health/ready"
+        self.endpoint = Endpoint(
+            name="local", grpc_address=f"127.0.0.1:{grpc_port}", http_address=f"127.0.0.1:{http_port}"
+        )
+        self.restarts = 0
+        self.process = self._start()
+
+    def _start(self) -> ManagedProcess:
+        process = ManagedProcess("tritonserver", self._argv, self._log, env=self._env).start()
+        wait_until(lambda: http_ok(self._ready_url), self.timeout, "tritonserver", process)
+        return process
+
+    def keep_alive(self) -> bool:
+        """Start tritonserver again if it exited; True if it had to."""
+        if self.process.alive:
+            return False
+        self.restarts += 1
+        self.process = self._start()
+        return True
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
 def start_model_recovery(state_dir: Path, endpoint: Endpoint, records: list[ModelRecord]) -> ManagedProcess:
     """The process that probes each model `records` serve on the local tritonserver at `endpoint`
     and reloads one whose engine died (lexora_dev.model_recovery). One per tritonserver."""

@@ -25,9 +25,9 @@ import pytest
 
 from lexora_dev import stack
 from lexora_dev.catalog import LOCAL_CHAT_MODEL, LOCAL_TRITON_MODEL, local_catalog
-from lexora_dev.processes import ManagedProcess
+from lexora_dev.stack import SupervisedTriton
 from support.stack import LONG_JOB, RunningStack, running_stack
-from support.triton_processes import python_stubs
+from support.triton_processes import python_stubs, supervised_triton
 
 STREAMS, CALLS = 4, 4
 DETECT_WITHIN_S = 10.0
@@ -37,21 +37,22 @@ SERVER_ERROR_TYPES = {"engine_error", "model_unavailable"}
 
 
 @pytest.fixture(scope="module")
-def engine_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningStack, ManagedProcess]]:
+def engine_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningStack, SupervisedTriton]]:
+    """The platform on a tritonserver of its own, kept as `lexora dev` keeps it: the server started
+    again if it exits (a stub killed at the wrong moment can abort it), the model recovery beside it."""
     root = tmp_path_factory.mktemp("engine-failure")
     repo = root / "models"
     repo.mkdir()
     (repo / LOCAL_TRITON_MODEL).symlink_to(stack.MODEL_REPO / LOCAL_TRITON_MODEL)
-    triton, endpoint = stack.start_triton(root / "triton", repo)
-    catalog = [record for record in local_catalog(endpoint) if record.id == LOCAL_CHAT_MODEL]
-    recovery = stack.start_model_recovery(root / "triton", endpoint, catalog)
-    try:
-        database_url = f"sqlite+aiosqlite:///{root / 'lexora.db'}"
-        with running_stack("engine-failure", database_url, root / "stack", endpoint, catalog) as running:
-            yield running, triton
-    finally:
-        recovery.stop()
-        triton.stop()
+    with supervised_triton(root / "triton", repo) as triton:
+        catalog = [record for record in local_catalog(triton.endpoint) if record.id == LOCAL_CHAT_MODEL]
+        recovery = stack.start_model_recovery(root / "triton", triton.endpoint, catalog)
+        try:
+            database_url = f"sqlite+aiosqlite:///{root / 'lexora.db'}"
+            with running_stack("engine-failure", database_url, root / "stack", triton.endpoint, catalog) as running:
+                yield running, triton
+        finally:
+            recovery.stop()
 
 
 @dataclass
@@ -129,12 +130,12 @@ class HealthWatch:
 
 
 def test_a_killed_engine_fails_requests_as_server_errors_uncharged_then_recovers(
-    engine_stack: tuple[RunningStack, ManagedProcess],
+    engine_stack: tuple[RunningStack, SupervisedTriton],
 ) -> None:
     running, triton = engine_stack
     account = running.create_account(credits_micro=5_000_000)
     client = openai.OpenAI(base_url=running.base_url, api_key=account.api_key, max_retries=0, timeout=120)
-    assert python_stubs(triton, LOCAL_TRITON_MODEL), "no Python-backend stub serves the model"
+    assert python_stubs(triton.process, LOCAL_TRITON_MODEL), "no Python-backend stub serves the model"
     watch = HealthWatch(running.base_url)
     watcher = threading.Thread(target=watch.run, daemon=True)
     watcher.start()
@@ -146,7 +147,7 @@ def test_a_killed_engine_fails_requests_as_server_errors_uncharged_then_recovers
             futures = [pool.submit(stream_outcome, running.base_url, account.api_key, started) for _ in range(STREAMS)]
             futures += [pool.submit(call_outcome, client) for _ in range(CALLS)]
             assert started.wait(120), f"no stream produced tokens: {[f.result() for f in futures if f.done()]}"
-            stubs = python_stubs(triton, LOCAL_TRITON_MODEL)
+            stubs = python_stubs(triton.process, LOCAL_TRITON_MODEL)
             killed_at = time.monotonic()
             for pid in stubs:
                 os.kill(pid, signal.SIGKILL)
@@ -170,7 +171,7 @@ def test_a_killed_engine_fails_requests_as_server_errors_uncharged_then_recovers
         f"\nengine failure: {len(failed)} of {len(outcomes) + len(attempts)} requests failed; "
         f"degraded in /v1/health after {watch.seen.get('health', float('nan')) - killed_at:.2f} s, "
         f"in /v1/models after {watch.seen.get('models', float('nan')) - killed_at:.2f} s; "
-        f"serving again after {served_again_s:.2f} s"
+        f"serving again after {served_again_s:.2f} s; tritonserver restarted {triton.restarts} times so far"
     )
     # Never the client's fault: each request completed, or got a server error (status or final event).
     for outcome in (*outcomes, *attempts):
@@ -213,11 +214,11 @@ def wait_for_status(base_url: str, status: str, since: float, within_s: float) -
 
 
 def test_an_engine_that_dies_while_idle_is_found_by_the_probes_and_recovers(
-    engine_stack: tuple[RunningStack, ManagedProcess],
+    engine_stack: tuple[RunningStack, SupervisedTriton],
 ) -> None:
     running, triton = engine_stack
     wait_for_status(running.base_url, "live", time.monotonic(), RECOVER_WITHIN_S)
-    stubs = python_stubs(triton, LOCAL_TRITON_MODEL)
+    stubs = python_stubs(triton.process, LOCAL_TRITON_MODEL)
     assert stubs, "no Python-backend stub serves the model"
     killed_at = time.monotonic()
     for pid in stubs:
@@ -225,13 +226,18 @@ def test_an_engine_that_dies_while_idle_is_found_by_the_probes_and_recovers(
     # No request is sent: only the routers' probes can see it.
     degraded_s = wait_for_status(running.base_url, "degraded", killed_at, DETECT_WITHIN_S)
     live_s = wait_for_status(running.base_url, "live", killed_at, RECOVER_WITHIN_S)
-    print(f"\nidle engine failure: degraded after {degraded_s:.2f} s, live again after {live_s:.2f} s")
+    print(
+        f"\nidle engine failure: degraded after {degraded_s:.2f} s, live again after {live_s:.2f} s; "
+        f"tritonserver restarted {triton.restarts} times so far"
+    )
     account = running.create_account()
     client = openai.OpenAI(base_url=running.base_url, api_key=account.api_key, max_retries=0, timeout=60)
     assert call_outcome(client).completed
 
 
-def test_the_warm_up_names_a_model_that_cannot_serve_and_why(engine_stack: tuple[RunningStack, ManagedProcess]) -> None:
+def test_the_warm_up_names_a_model_that_cannot_serve_and_why(
+    engine_stack: tuple[RunningStack, SupervisedTriton],
+) -> None:
     running, _ = engine_stack
     [chat] = [r for r in local_catalog(None) if r.id == LOCAL_CHAT_MODEL]
     endpoint = running.registry_record(LOCAL_CHAT_MODEL).endpoints[0]
@@ -245,3 +251,28 @@ def test_the_warm_up_names_a_model_that_cannot_serve_and_why(engine_stack: tuple
         stack.withdraw_catalog(running.config.nats_url, [broken.id])
     assert list(failing) == ["test/not-in-triton"]
     assert "no-such-model" in failing["test/not-in-triton"], failing
+
+
+def test_a_tritonserver_that_dies_is_started_again_and_its_models_serve(
+    engine_stack: tuple[RunningStack, SupervisedTriton],
+) -> None:
+    """A stub killed at the wrong moment can abort tritonserver itself (boost lock_exception):
+    the whole server going is recovered from too, on the endpoint the registry already has."""
+    running, triton = engine_stack
+    wait_for_status(running.base_url, "live", time.monotonic(), RECOVER_WITHIN_S)
+    restarts, server = triton.restarts, triton.process
+    assert server.proc is not None
+    killed_at = time.monotonic()
+    os.kill(server.proc.pid, signal.SIGKILL)
+    # The server is back within seconds, so the routers may or may not catch the model down: what
+    # must hold is that it is started again, on the same endpoint, and serves.
+    while triton.process is server:
+        assert time.monotonic() - killed_at < RECOVER_WITHIN_S, "tritonserver was not started again"
+        time.sleep(0.1)
+    assert triton.restarts == restarts + 1
+    account = running.create_account()
+    client = openai.OpenAI(base_url=running.base_url, api_key=account.api_key, max_retries=0, timeout=60)
+    while not call_outcome(client).completed:
+        assert time.monotonic() - killed_at < RECOVER_WITHIN_S, "the model did not serve again"
+        time.sleep(0.5)
+    print(f"\ntritonserver killed: serving again after {time.monotonic() - killed_at:.2f} s")

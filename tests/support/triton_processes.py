@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+from lexora_dev import stack
 from lexora_dev.processes import ManagedProcess
 
 STUB = "triton_python_backend_stub"
@@ -26,3 +30,23 @@ def python_stubs(triton: ManagedProcess, model: str) -> list[int]:
         if parent == triton.proc.pid and argv[0].endswith(STUB.encode()) and any(instance in a for a in argv):
             found.append(int(entry.name))
     return found
+
+
+@contextlib.contextmanager
+def supervised_triton(state_dir: Path, model_repo: Path = stack.MODEL_REPO) -> Iterator[stack.SupervisedTriton]:
+    """A tritonserver kept running as `lexora dev` keeps it: started again if it exits."""
+    triton = stack.SupervisedTriton(state_dir, model_repo)
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.5):
+            triton.keep_alive()
+
+    watcher = threading.Thread(target=watch, name="triton-keeper", daemon=True)
+    watcher.start()
+    try:
+        yield triton
+    finally:
+        stop.set()
+        watcher.join()
+        triton.stop()
