@@ -51,28 +51,15 @@ def start_nats(state_dir: Path, port: int, monitor_port: int | None = None) -> M
     return process
 
 
-def start_triton(
-    state_dir: Path, model_repo: Path = MODEL_REPO, timeout: float = 300
-) -> tuple[ManagedProcess, Endpoint]:
-    """Real tritonserver on CPU serving model-repo/. Returns the process and the endpoint to publish
-    (its gRPC and HTTP addresses).
-
-    Offline model loading and the FLUX weights are handled by `triton_command`: when the
-    repository holds flux-1-schnell and LEXORA_FLUX_WEIGHTS is unset, the tiny FLUX pipeline is
-    built once (a few seconds) into the shared cache and handed to Triton in that variable.
-    """
-    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
-    argv, env = triton_command(model_repo, state_dir, http_port, grpc_port, metrics_port)
-    process = ManagedProcess("tritonserver", argv, state_dir / "logs" / "triton.log", env=env).start()
-    wait_until(lambda: http_ok(f"http://127.0.0.1:{http_port}/v2/health/ready"), timeout, "tritonserver", process)
-    return process, Endpoint(name="local", grpc_address=f"127.0.0.1:{grpc_port}", http_address=f"127.0.0.1:{http_port}")
-
-
 class SupervisedTriton:
     """tritonserver, started again on the same ports whenever it exits, so the endpoint published
     in the registry stays right. A Python-backend stub killed at the wrong moment can abort the
     whole server (tritonserver 2.51: `boost::interprocess::lock_exception`, SIGABRT); a cluster's
-    kubelet restarts the container, and locally this does (`keep_alive`, called periodically)."""
+    kubelet restarts the container, and locally this does (`keep_alive`, called periodically).
+
+    Offline model loading and the FLUX weights are handled by `triton_command`: when the
+    repository holds flux-1-schnell and LEXORA_FLUX_WEIGHTS is unset, the tiny FLUX pipeline is
+    built once (a few seconds) into the shared cache and handed to Triton in that variable."""
 
     def __init__(self, state_dir: Path, model_repo: Path = MODEL_REPO, timeout: float = 300):
         self.timeout = timeout
@@ -101,6 +88,15 @@ class SupervisedTriton:
 
     def stop(self) -> None:
         self.process.stop()
+
+
+def start_triton(
+    state_dir: Path, model_repo: Path = MODEL_REPO, timeout: float = 300
+) -> tuple[ManagedProcess, Endpoint]:
+    """Real tritonserver on CPU serving model-repo/, not restarted if it exits (the engine tests'
+    servers). Returns the process and the endpoint to publish (its gRPC and HTTP addresses)."""
+    triton = SupervisedTriton(state_dir, model_repo, timeout)
+    return triton.process, triton.endpoint
 
 
 def start_model_recovery(state_dir: Path, endpoint: Endpoint, records: list[ModelRecord]) -> ManagedProcess:

@@ -50,6 +50,13 @@ async def serve(settings: RouterSettings, ctx: ServiceContext) -> None:
     health_book = HealthBook(observer=f"router@{socket.gethostname()}:{os.getpid()}")
 
     async def publish_health(health: EndpointHealth) -> None:
+        """Every change a request or a probe saw (and an unhealthy state again, as it ages) goes
+        through here: logged once, then published."""
+        log.log(
+            logging.INFO if health.healthy else logging.WARNING,
+            "endpoint healthy" if health.healthy else "endpoint unhealthy",
+            extra={"fields": {"model": health.model_id, "endpoint": health.endpoint, "reason": health.reason}},
+        )
         try:
             await publish_endpoint_health(ctx.js, health)
         except Exception:  # the next change, or the periodic republish, tries again

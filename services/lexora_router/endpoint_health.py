@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lexora_contracts.registry import EndpointHealth, endpoint_health_key
+from lexora_contracts.registry import EndpointHealth
 
 REASON_CHARS = 300  # an engine's error can be long (a traceback); the first lines say what broke
 
@@ -33,20 +33,21 @@ class HealthBook:
     def __init__(self, observer: str, republish_s: float = 60.0):
         self._observer = observer
         self._republish_s = republish_s
-        self._seen: dict[str, _Seen] = {}
+        # By (model id, endpoint name): looked up on every request, so no key is built or validated.
+        self._seen: dict[tuple[str, str], _Seen] = {}
 
     def healthy(self, model_id: str, endpoint: str) -> bool:
         """True unless this router saw the engine fail and has not seen it serve since."""
-        seen = self._seen.get(endpoint_health_key(model_id, endpoint))
+        seen = self._seen.get((model_id, endpoint))
         return seen is None or seen.healthy
 
     def reason(self, model_id: str, endpoint: str) -> str | None:
-        seen = self._seen.get(endpoint_health_key(model_id, endpoint))
+        seen = self._seen.get((model_id, endpoint))
         return None if seen is None or seen.healthy else seen.reason
 
     def served(self, model_id: str, endpoint: str, now: float) -> EndpointHealth | None:
         """A request or probe came back from the engine. Returns what to publish, if anything."""
-        key = endpoint_health_key(model_id, endpoint)
+        key = (model_id, endpoint)
         seen = self._seen.get(key)
         if seen is not None and seen.healthy:
             seen.last_ok = now
@@ -56,7 +57,7 @@ class HealthBook:
 
     def failed(self, model_id: str, endpoint: str, reason: str, now: float) -> EndpointHealth | None:
         """The engine could not serve. Returns what to publish, if anything."""
-        key = endpoint_health_key(model_id, endpoint)
+        key = (model_id, endpoint)
         seen = self._seen.get(key)
         reason = reason.strip()[:REASON_CHARS] or "the engine failed"
         if seen is not None and not seen.healthy:
@@ -67,12 +68,12 @@ class HealthBook:
 
     def current(self, model_id: str, endpoint: str, now: float) -> EndpointHealth | None:
         """This router's view of the endpoint, to publish where readers believe otherwise."""
-        seen = self._seen.get(endpoint_health_key(model_id, endpoint))
+        seen = self._seen.get((model_id, endpoint))
         return None if seen is None else self._record(seen, now)
 
     def needs_probe(self, model_id: str, endpoint: str, now: float, interval_s: float) -> bool:
         """Unhealthy (to see it recover), never seen, or not seen serving for `interval_s`."""
-        seen = self._seen.get(endpoint_health_key(model_id, endpoint))
+        seen = self._seen.get((model_id, endpoint))
         return seen is None or not seen.healthy or now - seen.last_ok >= interval_s
 
     def due_again(self, now: float) -> list[EndpointHealth]:
@@ -81,8 +82,8 @@ class HealthBook:
         due = [s for s in self._seen.values() if not s.healthy and now - s.published_at >= self._republish_s]
         return [self._record(seen, now) for seen in due]
 
-    def forget_all_but(self, keys: set[str]) -> None:
-        """Drop what is known of endpoints no longer in the registry."""
+    def forget_all_but(self, keys: set[tuple[str, str]]) -> None:
+        """Drop what is known of endpoints no longer in the registry: keep (model id, endpoint name)s."""
         for key in [k for k in self._seen if k not in keys]:
             del self._seen[key]
 

@@ -39,7 +39,7 @@ from lexora_contracts.messages import (
     UsageEvent,
 )
 from lexora_contracts.money import image_cost_pico, request_cost_pico
-from lexora_contracts.registry import Endpoint, EndpointHealth, ModelRecord
+from lexora_contracts.registry import Endpoint, EndpointHealth
 from lexora_router import triton_media
 from lexora_router.endpoint_health import HealthBook
 from lexora_router.routing import RoutingPolicy
@@ -268,38 +268,33 @@ class Router:
                 result = await work(endpoint, record.triton_model)
             except EngineUnreachable as exc:
                 log.warning("endpoint unreachable, trying another", extra={"fields": {"error": str(exc)}})
-                self._mark(record, endpoint, self.health.failed(record.id, endpoint.name, str(exc), time.time()))
+                self._mark(self.health.failed(record.id, endpoint.name, str(exc), time.time()))
                 tried.add(address)
             except EngineFailed as exc:
                 log.warning(
                     "engine failed",
                     extra={"fields": {"endpoint": endpoint.name, "error": str(exc), "produced": exc.produced}},
                 )
-                self._mark(record, endpoint, self.health.failed(record.id, endpoint.name, str(exc), time.time()))
+                self._mark(self.health.failed(record.id, endpoint.name, str(exc), time.time()))
                 if exc.produced:
                     raise EngineFailure(
                         f"The engine serving {model_id} failed while answering; retry the request"
                     ) from exc
                 tried.add(address)
             except EngineRejected as exc:
-                self._mark(record, endpoint, self.health.served(record.id, endpoint.name, time.time()))
+                self._mark(self.health.served(record.id, endpoint.name, time.time()))
                 raise InvalidRequest(f"The model rejected the request: {exc}") from exc
             else:
-                self._mark(record, endpoint, self.health.served(record.id, endpoint.name, time.time()))
+                self._mark(self.health.served(record.id, endpoint.name, time.time()))
                 return result
             finally:
                 self.in_flight[address] -= 1
         raise ModelUnavailable(f"No instance of {model_id} could serve the request; retry in 30 seconds")
 
-    def _mark(self, record: ModelRecord, endpoint: Endpoint, change: EndpointHealth | None) -> None:
+    def _mark(self, change: EndpointHealth | None) -> None:
         """Publish a change of an endpoint's health without holding up the request."""
         if change is None:
             return
-        log.log(
-            logging.INFO if change.healthy else logging.WARNING,
-            "endpoint healthy" if change.healthy else "endpoint unhealthy",
-            extra={"fields": {"model": record.id, "endpoint": endpoint.name, "reason": change.reason}},
-        )
         task = asyncio.create_task(self.publish_health(change))
         self._publishing.add(task)
         task.add_done_callback(self._publishing.discard)

@@ -17,9 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-import numpy as np
-
-from lexora_contracts.registry import Endpoint, EndpointHealth, ModelRecord, endpoint_health_key
+from lexora_contracts.registry import Endpoint, EndpointHealth, ModelRecord
 from lexora_router import triton_media
 from lexora_router.endpoint_health import HealthBook
 from lexora_router.triton_engine import TritonEngine
@@ -29,13 +27,8 @@ log = logging.getLogger("lexora.router")
 
 # An engine that completed an inference this recently is busy, not stuck (the job deadline).
 STALL_S = 120.0
-PROBE_IMAGE = [
-    ("prompt", "BYTES", np.array([b"a dot"], dtype=np.object_)),
-    ("width", "INT32", np.array([256], dtype=np.int32)),
-    ("height", "INT32", np.array([256], dtype=np.int32)),
-    ("num_inference_steps", "INT32", np.array([1], dtype=np.int32)),
-    ("guidance_scale", "FP32", np.array([0.0], dtype=np.float32)),
-]
+# The smallest picture the contract allows, in one step.
+PROBE_IMAGE = triton_media.image_tensors("a dot", width=256, height=256, steps=1, guidance_scale=0.0)
 
 
 async def probe_engine(engine: TritonEngine, record: ModelRecord, endpoint: Endpoint) -> None:
@@ -65,7 +58,7 @@ class EndpointProber:
         self._publish = publish
         self._interval_s = interval_s
         self._timeout_s = timeout_s
-        self._probing: dict[str, asyncio.Task[None]] = {}
+        self._probing: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     async def run(self) -> None:
         try:
@@ -83,7 +76,7 @@ class EndpointProber:
         """Start a probe of every endpoint that needs one and has none running."""
         now = time.time()
         records = self._registry.all()
-        targets = {endpoint_health_key(r.id, e.name): (r, e) for r in records for e in r.deployed_endpoints}
+        targets = {(r.id, e.name): (r, e) for r in records for e in r.deployed_endpoints}
         self._book.forget_all_but(set(targets))
         for key, (record, endpoint) in targets.items():
             if key in self._probing or not self._book.needs_probe(record.id, endpoint.name, now, self._interval_s):
@@ -112,9 +105,4 @@ class EndpointProber:
             if change is None and not endpoint.healthy:  # another router's word: it serves again
                 change = self._book.current(record.id, endpoint.name, time.time())
         if change is not None:
-            log.log(
-                logging.INFO if change.healthy else logging.WARNING,
-                "endpoint healthy" if change.healthy else "endpoint unhealthy",
-                extra={"fields": {"model": record.id, "endpoint": endpoint.name, "reason": change.reason}},
-            )
             await self._publish(change)

@@ -30,15 +30,21 @@ def embedding_inputs(texts: list[str]) -> Tensors:
 
 
 def image_inputs(job: ImageJob) -> Tensors:
+    return image_tensors(job.prompt, job.width, job.height, job.num_inference_steps, job.guidance_scale, job.seed)
+
+
+def image_tensors(
+    prompt: str, width: int, height: int, steps: int, guidance_scale: float, seed: int | None = None
+) -> Tensors:
     tensors: Tensors = [
-        ("prompt", "BYTES", np.array([job.prompt.encode()], dtype=np.object_)),
-        ("width", "INT32", np.array([job.width], dtype=np.int32)),
-        ("height", "INT32", np.array([job.height], dtype=np.int32)),
-        ("num_inference_steps", "INT32", np.array([job.num_inference_steps], dtype=np.int32)),
-        ("guidance_scale", "FP32", np.array([job.guidance_scale], dtype=np.float32)),
+        ("prompt", "BYTES", np.array([prompt.encode()], dtype=np.object_)),
+        ("width", "INT32", np.array([width], dtype=np.int32)),
+        ("height", "INT32", np.array([height], dtype=np.int32)),
+        ("num_inference_steps", "INT32", np.array([steps], dtype=np.int32)),
+        ("guidance_scale", "FP32", np.array([guidance_scale], dtype=np.float32)),
     ]
-    if job.seed is not None:
-        tensors.append(("seed", "INT64", np.array([job.seed], dtype=np.int64)))
+    if seed is not None:
+        tensors.append(("seed", "INT64", np.array([seed], dtype=np.int64)))
     return tensors
 
 
