@@ -57,13 +57,17 @@ async def run_operator(
         return connection
 
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+    # One namespace (kopf run --namespace): ModelDeployments and the Triton Deployments it watches
+    # elsewhere are not seen; the chart then grants a Role in that namespace instead of a ClusterRole.
+    namespaces = [settings.watch_namespace] if settings.watch_namespace else []
     try:
         await kopf.operator(
             registry=registry,
             settings=kopf_settings(),
-            clusterwide=True,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
             standalone=True,
-            memo=kopf.Memo(reconciler=Reconciler(api, publisher)),
+            memo=kopf.Memo(reconciler=Reconciler(api, publisher, access=settings.triton_access())),
             liveness_endpoint=liveness,
             stop_flag=stop_flag,
             ready_flag=ready_flag,

@@ -1,12 +1,20 @@
-"""Drift: does a live object still carry every field the operator rendered? Pure.
+"""Drift: does a live child still hold exactly what the operator would apply now? Pure.
 
-The API server adds defaults (container terminationMessagePath, Service clusterIP, ...) and writes
-quantities in canonical form ("0.5" becomes "500m"), so the check is "rendered is a subset of live",
-with quantities and numbers compared by value. Fields the operator never sets are left alone.
+Children are written with server-side apply (kube.KubeApi.apply): the API server removes a field the
+operator set before and no longer sets, so a key dropped from the spec leaves the children too.
+Applying on every pass would be correct but costs a write per child per resync, so a pass applies
+only when something changed: the rendered object carries a hash of itself (APPLIED_HASH), which
+changes with every change to what the operator sets, removals included; and a manual edit of a
+field the operator sets shows as "rendered is no longer a subset of live". The API server adds
+defaults (container terminationMessagePath, Service clusterIP, ...) and writes quantities in
+canonical form ("0.5" becomes "500m"), hence a subset, with quantities and numbers compared by value.
+Fields the operator never sets are left alone.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -60,9 +68,15 @@ def is_subset(desired: Any, actual: Any) -> bool:
     return _same_scalar(desired, actual)
 
 
-def drift_patch(desired: dict[str, Any]) -> dict[str, Any]:
-    """The merge patch that puts a drifted object back: every field the operator owns."""
-    meta = desired.get("metadata") or {}
-    patch: dict[str, Any] = {k: v for k, v in desired.items() if k not in ("apiVersion", "kind", "metadata")}
-    patch["metadata"] = {k: meta[k] for k in ("labels", "annotations", "ownerReferences") if k in meta}
-    return patch
+def with_applied_hash(desired: dict[str, Any], annotation: str) -> dict[str, Any]:
+    """`desired` with an annotation holding a hash of everything else in it."""
+    digest = hashlib.sha256(json.dumps(desired, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    meta = dict(desired.get("metadata") or {})
+    meta["annotations"] = {**(meta.get("annotations") or {}), annotation: digest}
+    return {**desired, "metadata": meta}
+
+
+def needs_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
+    """`desired` carries its applied hash: apply when the object is missing, was applied from another
+    rendering (the hash differs), or was edited away from it."""
+    return live is None or not is_subset(desired, live)

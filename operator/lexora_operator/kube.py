@@ -1,7 +1,8 @@
 """A small async Kubernetes API client over aiohttp (which kopf already brings).
 
-Only what the operator does: get, list, create, merge-patch, delete. It authenticates with the
-same kopf.ConnectionInfo the operator logs in with, so kopf and this client talk to one server.
+Only what the operator does: get, list, create, server-side apply, merge-patch, delete. It
+authenticates with the same kopf.ConnectionInfo the operator logs in with, so kopf and this client
+talk to one server.
 """
 
 from __future__ import annotations
@@ -25,8 +26,14 @@ PLURALS = {
     "Deployment": "deployments",
     "PodDisruptionBudget": "poddisruptionbudgets",
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "NetworkPolicy": "networkpolicies",
+    "Secret": "secrets",
+    "Event": "events",
     "ModelDeployment": "modeldeployments",
 }
+# Server-side apply's field manager: the fields the operator sets are owned under this name, and a
+# field it stops setting is removed from the object by the next apply.
+FIELD_MANAGER = "lexora-operator"
 
 
 class KubeError(Exception):
@@ -126,6 +133,14 @@ class KubeApi:
 
     async def create(self, path: str, obj: Mapping[str, Any]) -> dict[str, Any]:
         return await self._request("POST", path, json=obj) or {}
+
+    async def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply (creates the object if missing). `force`: the operator's fields win over
+        another manager's edit (kubectl edit, a stray controller), which is what drift correction is."""
+        headers = {"Content-Type": "application/apply-patch+yaml"}  # JSON is YAML
+        params = {"fieldManager": FIELD_MANAGER, "force": "true"}
+        path = object_path(obj)
+        return await self._request("PATCH", path, data=json.dumps(obj), headers=headers, params=params) or {}
 
     async def patch(self, path: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         headers = {"Content-Type": "application/merge-patch+json"}

@@ -38,7 +38,10 @@ PROBE_SCRIPT_KEY = "probe.py"
 
 
 def source_dir(spec: ModelDeploymentSpec) -> str:
-    """Where the model's files are inside the pod: the PVC itself, or what the fetcher downloaded."""
+    """Where the model's files are inside the pod: the PVC itself, the directory in the Triton image,
+    or what the fetcher downloaded."""
+    if spec.source.image is not None:
+        return spec.source.image.path.rstrip("/")
     return PVC_SOURCE_DIR if spec.source.kind == "pvc" else f"{CACHE_DIR}/source"
 
 
@@ -70,6 +73,9 @@ def model_repository_files(spec: ModelDeploymentSpec) -> dict[str, str]:
     else:
         configs = {spec.triton_model_name: python_config(spec)}
         code = spec.triton.model_code_dir
+        if code is None and spec.source.image is not None:
+            # In the Triton image: the fetcher cannot see those files, so nothing is `require`d.
+            code = f"{source_dir(spec)}/1"
         layout = (
             [f"model {spec.triton_model_name} {code}"]
             if code

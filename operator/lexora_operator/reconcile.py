@@ -8,7 +8,12 @@ the registry never goes back to an older answer.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
+import os
+import socket
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,11 +22,12 @@ from typing import Any
 import kopf
 
 from lexora_operator import status as st
-from lexora_operator.drift import drift_patch, is_subset
-from lexora_operator.kube import KubeApi, KubeError, object_path, path_for
+from lexora_operator.drift import needs_apply, with_applied_hash
+from lexora_operator.kube import FIELD_MANAGER, KubeApi, KubeError, object_path, path_for
 from lexora_operator.registry import RegistryPublisher, model_record
 from lexora_operator.render import (
     Children,
+    TritonAccess,
     config_map_name,
     grpc_address,
     http_address,
@@ -34,6 +40,10 @@ log = logging.getLogger("lexora.operator")
 
 # Who owns a model id: "namespace/name" of the oldest ModelDeployment claiming it, None if nobody does.
 OwnerLookup = Callable[[str], str | None]
+# On every child: a hash of what the operator applied (drift.py).
+APPLIED_HASH_ANNOTATION = f"{GROUP}/applied-hash"
+# Phases a human should look at: their Events are Warnings.
+WARNING_PHASES = {"Failed", "Degraded"}
 
 
 @dataclass
@@ -41,7 +51,13 @@ class Reconciler:
     api: KubeApi
     publisher: RegistryPublisher
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    # The NetworkPolicy's peers; None: no NetworkPolicy (and any earlier one is deleted).
+    access: TritonAccess | None = None
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    # The phase each ModelDeployment (by uid) was last given: a pass queued behind another holds a
+    # body read before that pass wrote its status.
+    _phases: dict[str, str] = field(default_factory=dict)
+    _secrets_forbidden: bool = False
 
     def _lock(self, uid: str) -> asyncio.Lock:
         return self._locks.setdefault(uid, asyncio.Lock())
@@ -77,7 +93,8 @@ class Reconciler:
                 await self._write_status(body, spec, report, published, None)
                 return report
 
-            children = render_children(name, namespace, spec)
+            credentials = await self._credentials_hash(namespace, spec)
+            children = render_children(name, namespace, spec, credentials_hash=credentials, access=self.access)
             deployment = await self._apply_children(body, children)
             report = st.compute_status(await self._observe(name, namespace, spec, deployment))
 
@@ -114,39 +131,52 @@ class Reconciler:
             for child in _child_refs(name, namespace):
                 await self.api.delete(child)
         self._locks.pop(meta["uid"], None)
+        self._phases.pop(meta["uid"], None)
 
     async def _apply_children(self, owner: Mapping[str, Any], children: Children) -> dict[str, Any]:
         live: dict[str, Any] = {}
         for child in children.all():
             kopf.append_owner_reference(child, owner=owner)  # type: ignore[arg-type]
-            live[child["kind"]] = await self._apply(child)
+            live[child["kind"]] = await self._apply(with_applied_hash(child, APPLIED_HASH_ANNOTATION))
+        name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
         if children.hpa is None:
-            name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
             await self.api.delete(path_for("autoscaling/v2", "HorizontalPodAutoscaler", namespace, name))
+        if children.network_policy is None:
+            await self.api.delete(path_for("networking.k8s.io/v1", "NetworkPolicy", namespace, name))
         return dict(live["Deployment"])
 
     async def _apply(self, desired: dict[str, Any]) -> dict[str, Any]:
-        path = object_path(desired)
-        current = await self.api.get(path)
-        if current is None:
-            meta = desired["metadata"]
-            try:
-                created = await self.api.create(
-                    path_for(desired["apiVersion"], desired["kind"], meta["namespace"]), desired
-                )
-                log.info("created child", extra={"fields": {"kind": desired["kind"], "name": meta["name"]}})
-                return created
-            except KubeError as exc:
-                if exc.status != 409:
-                    raise
-                current = await self.api.get(path) or {}
-        if is_subset(desired, current):
+        """Server-side apply when the live object is missing or differs from `desired`: what the
+        operator stopped setting is removed, what someone else changed is put back."""
+        current = await self.api.get(object_path(desired))
+        if not needs_apply(desired, current):
+            assert current is not None
             return current
-        log.info(
-            "correcting drift",
-            extra={"fields": {"kind": desired["kind"], "name": desired["metadata"]["name"]}},
-        )
-        return await self.api.patch(path, drift_patch(desired))
+        fields = {"kind": desired["kind"], "name": desired["metadata"]["name"], "manager": FIELD_MANAGER}
+        log.info("creating child" if current is None else "applying child", extra={"fields": fields})
+        return await self.api.apply(desired)
+
+    async def _credentials_hash(self, namespace: str, spec: ModelDeploymentSpec) -> str | None:
+        """A hash of the Secret data the fetcher reads (None: the source names no Secret). A missing
+        Secret hashes too, so creating it rolls pods stuck on CreateContainerConfigError at once."""
+        refs = spec.source.secret_refs()
+        if not refs or self._secrets_forbidden:
+            return None
+        seen: list[Any] = []
+        for secret_name, key in refs:
+            try:
+                secret = await self.api.get(path_for("v1", "Secret", namespace, secret_name))
+            except KubeError as exc:
+                if exc.status != 403:
+                    raise
+                # Without `get secrets` rotation is not noticed; everything else works.
+                log.warning("cannot read model source Secrets", extra={"fields": {"error": str(exc)}})
+                self._secrets_forbidden = True
+                return None
+            data = (secret or {}).get("data") or {}
+            value = None if secret is None else (data.get(key) if key else dict(sorted(data.items())))
+            seen.append([secret_name, key, value])
+        return hashlib.sha256(json.dumps(seen, sort_keys=True).encode()).hexdigest()[:16]
 
     async def _observe(
         self, name: str, namespace: str, spec: ModelDeploymentSpec, deployment: dict[str, Any]
@@ -231,9 +261,44 @@ class Reconciler:
                 old.get("conditions") or [], [report.ready, report.progressing, published], now
             ),
         }
+        previous_phase = self._phases.get(meta["uid"], old.get("phase"))
+        self._phases[meta["uid"]] = report.phase
         if all(old.get(k) == v for k, v in status.items()):
             return
         await self.api.patch(md_path(namespace, name) + "/status", {"status": status})
+        if previous_phase != report.phase:
+            await self._post_event(body, previous_phase, report)
+
+    async def _post_event(self, body: Mapping[str, Any], old_phase: str | None, report: st.StatusReport) -> None:
+        """A Kubernetes Event on the ModelDeployment for each phase change (`kubectl describe md`)."""
+        meta = body["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
+        now = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{name}.{time.time_ns():x}", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": name,
+                "namespace": namespace,
+                "uid": meta.get("uid"),
+            },
+            "type": "Warning" if report.phase in WARNING_PHASES else "Normal",
+            "reason": report.ready.reason,
+            "message": f"{old_phase or 'New'} -> {report.phase}: {report.ready.message}"[:1024],
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": os.environ.get("HOSTNAME") or socket.gethostname(),
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self.api.create(path_for("v1", "Event", namespace), event)
+        except Exception as exc:  # noqa: BLE001 - an Event is a courtesy; the status already says it
+            log.warning("cannot post an Event", extra={"fields": {"name": name, "error": repr(exc)}})
 
 
 def md_path(namespace: str, name: str) -> str:
@@ -242,6 +307,7 @@ def md_path(namespace: str, name: str) -> str:
 
 def _child_refs(name: str, namespace: str) -> list[str]:
     return [
+        path_for("networking.k8s.io/v1", "NetworkPolicy", namespace, name),
         path_for("autoscaling/v2", "HorizontalPodAutoscaler", namespace, name),
         path_for("policy/v1", "PodDisruptionBudget", namespace, name),
         path_for("v1", "Service", namespace, name),

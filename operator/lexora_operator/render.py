@@ -9,17 +9,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lexora_operator import model_repository as repo
-from lexora_operator.spec import GPU_PRODUCT_LABEL, GROUP, ModelDeploymentSpec
+from lexora_operator.spec import DEFAULT_TRITON_REQUESTS, GPU_PRODUCT_LABEL, GROUP, ModelDeploymentSpec
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 TRITON_UID = 1000  # triton-server in NVIDIA's Triton images
 INSTANCE_LABEL = f"{GROUP}/model-deployment"
 MODEL_ID_ANNOTATION = f"{GROUP}/model-id"
 CONFIG_HASH_ANNOTATION = f"{GROUP}/config-hash"
+# A hash of the model source's credentials (the Secret data the fetcher reads): rotating them rolls
+# the pods, so every replica runs with credentials that work now.
+CREDENTIALS_HASH_ANNOTATION = f"{GROUP}/credentials-hash"
 MANAGED_BY = "lexora-operator"
 # How long a pod may spend fetching and loading before the Deployment reports no progress.
 FETCH_ALLOWANCE_S = 1800
@@ -55,6 +58,24 @@ READINESS = ProbeTiming(period_s=5, failure_threshold=2, wait_s=3, stall_s=DRAIN
 LIVENESS = ProbeTiming(period_s=10, failure_threshold=3, wait_s=20, stall_s=300)
 
 
+# The router's pods, by default: the chart's selector labels of its router component.
+DEFAULT_ROUTER_LABELS = {"app.kubernetes.io/name": "lexora", "app.kubernetes.io/component": "router"}
+
+
+@dataclass(frozen=True)
+class TritonAccess:
+    """Who may reach a model's Triton pods (one NetworkPolicy per ModelDeployment).
+
+    Triton's HTTP and gRPC ports take unauthenticated inference requests: only the router (which
+    sits behind the gateway's auth and billing) may call them. The metrics port serves the HPA's
+    pending-request metric to Prometheus: `metrics_from` peers, or anyone when empty.
+    """
+
+    router_labels: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ROUTER_LABELS))
+    router_namespace: str | None = None  # None: router pods in any namespace
+    metrics_from: list[dict[str, Any]] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class Children:
     config_map: dict[str, Any]
@@ -62,9 +83,11 @@ class Children:
     service: dict[str, Any]
     pdb: dict[str, Any]
     hpa: dict[str, Any] | None
+    network_policy: dict[str, Any] | None = None
 
     def all(self) -> list[dict[str, Any]]:
-        return [c for c in (self.config_map, self.deployment, self.service, self.pdb, self.hpa) if c is not None]
+        children = (self.config_map, self.deployment, self.service, self.pdb, self.hpa, self.network_policy)
+        return [c for c in children if c is not None]
 
 
 def selector_labels(name: str) -> dict[str, str]:
@@ -92,14 +115,24 @@ def http_address(name: str, namespace: str) -> str:
     return f"{name}.{namespace}.svc.cluster.local:{HTTP_PORT}"
 
 
-def render_children(name: str, namespace: str, spec: ModelDeploymentSpec) -> Children:
+def render_children(
+    name: str,
+    namespace: str,
+    spec: ModelDeploymentSpec,
+    *,
+    credentials_hash: str | None = None,
+    access: TritonAccess | None = None,
+) -> Children:
+    """`credentials_hash`: of the Secret data the source names (None: no Secret, or unreadable);
+    `access`: the NetworkPolicy's peers (None: no NetworkPolicy)."""
     files = repo.model_repository_files(spec)
     return Children(
         config_map=render_config_map(name, namespace, files),
-        deployment=render_deployment(name, namespace, spec, config_hash(files)),
+        deployment=render_deployment(name, namespace, spec, config_hash(files), credentials_hash),
         service=render_service(name, namespace),
         pdb=render_pdb(name, namespace),
         hpa=render_hpa(name, namespace, spec) if spec.autoscaling else None,
+        network_policy=render_network_policy(name, namespace, access) if access is not None else None,
     )
 
 
@@ -152,6 +185,35 @@ def render_pdb(name: str, namespace: str) -> dict[str, Any]:
     }
 
 
+def render_network_policy(name: str, namespace: str, access: TritonAccess) -> dict[str, Any]:
+    # An empty namespaceSelector: router pods in any namespace. kubernetes.io/metadata.name is set on
+    # every namespace by the API server (1.21+).
+    namespaces: dict[str, Any] = {}
+    if access.router_namespace:
+        namespaces = {"matchLabels": {"kubernetes.io/metadata.name": access.router_namespace}}
+    pods = {"matchLabels": dict(sorted(access.router_labels.items()))}
+    router = {"namespaceSelector": namespaces, "podSelector": pods}
+    metrics: dict[str, Any] = {"ports": [{"port": "metrics", "protocol": "TCP"}]}
+    if access.metrics_from:
+        metrics["from"] = [dict(peer) for peer in access.metrics_from]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(name, namespace),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(name)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [router],
+                    "ports": [{"port": "http", "protocol": "TCP"}, {"port": "grpc", "protocol": "TCP"}],
+                },
+                metrics,
+            ],
+        },
+    }
+
+
 def render_hpa(name: str, namespace: str, spec: ModelDeploymentSpec) -> dict[str, Any]:
     scaling = spec.autoscaling
     assert scaling is not None
@@ -200,7 +262,17 @@ def render_hpa(name: str, namespace: str, spec: ModelDeploymentSpec) -> dict[str
     }
 
 
-def render_deployment(name: str, namespace: str, spec: ModelDeploymentSpec, files_hash: str) -> dict[str, Any]:
+def render_deployment(
+    name: str, namespace: str, spec: ModelDeploymentSpec, files_hash: str, credentials_hash: str | None = None
+) -> dict[str, Any]:
+    annotations = {
+        CONFIG_HASH_ANNOTATION: files_hash,
+        MODEL_ID_ANNOTATION: spec.model.id,
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(METRICS_PORT),
+    }
+    if credentials_hash is not None:
+        annotations[CREDENTIALS_HASH_ANNOTATION] = credentials_hash
     deployment_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(name)},
         # One pod at a time, old pod first: never needs a spare GPU (see docs/operator.md).
@@ -208,15 +280,7 @@ def render_deployment(name: str, namespace: str, spec: ModelDeploymentSpec, file
         "progressDeadlineSeconds": spec.triton.startup_timeout_seconds + FETCH_ALLOWANCE_S,
         "revisionHistoryLimit": 3,
         "template": {
-            "metadata": {
-                "labels": labels(name),
-                "annotations": {
-                    CONFIG_HASH_ANNOTATION: files_hash,
-                    MODEL_ID_ANNOTATION: spec.model.id,
-                    "prometheus.io/scrape": "true",
-                    "prometheus.io/port": str(METRICS_PORT),
-                },
-            },
+            "metadata": {"labels": labels(name), "annotations": annotations},
             "spec": _pod_spec(name, spec),
         },
     }
@@ -257,8 +321,17 @@ def _pod_spec(name: str, spec: ModelDeploymentSpec) -> dict[str, Any]:
         tolerations.append({"key": spec.gpu.resource_name, "operator": "Exists", "effect": "NoSchedule"})
     if tolerations:
         pod["tolerations"] = tolerations
+    if spec.affinity:
+        pod["affinity"] = dict(spec.affinity)
     if spec.image_pull_secrets:
         pod["imagePullSecrets"] = [{"name": secret} for secret in spec.image_pull_secrets]
+    for key, value in (
+        ("runtimeClassName", spec.runtime_class_name),
+        ("priorityClassName", spec.priority_class_name),
+        ("serviceAccountName", spec.service_account_name),
+    ):
+        if value:
+            pod[key] = value
     return pod
 
 
@@ -276,9 +349,14 @@ def _resources(spec: ModelDeploymentSpec) -> dict[str, Any]:
         for kind, values in spec.resources.items()
         if kind in ("requests", "limits") and values
     }
+    limits = resources.get("limits", {})
+    for resource, quantity in DEFAULT_TRITON_REQUESTS.items():
+        # A limit alone makes Kubernetes request the same amount: a default would only get in its way.
+        if resource not in resources.get("requests", {}) and resource not in limits:
+            resources.setdefault("requests", {})[resource] = quantity
     if spec.gpu.count:
         resources.setdefault("limits", {})[spec.gpu.resource_name] = str(spec.gpu.count)
-    return resources
+    return {kind: dict(sorted(values.items())) for kind, values in sorted(resources.items())}
 
 
 def _triton_container(spec: ModelDeploymentSpec) -> dict[str, Any]:
@@ -324,9 +402,7 @@ def _triton_container(spec: ModelDeploymentSpec) -> dict[str, Any]:
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": _mounts(spec, fetcher=False),
     }
-    resources = _resources(spec)
-    if resources:
-        container["resources"] = resources
+    container["resources"] = _resources(spec)
     return container
 
 
@@ -360,6 +436,8 @@ def source_fingerprint(spec: ModelDeploymentSpec) -> str:
         return f"hf:{source.hugging_face.repo}@{source.hugging_face.revision}"
     if source.object_store is not None:
         return f"uri:{source.object_store.uri}"
+    if source.image is not None:
+        return f"image:{source.image.path}"
     assert source.pvc is not None
     return f"pvc:{source.pvc.claim_name}/{source.pvc.sub_path}"
 

@@ -24,10 +24,15 @@ KIND = "ModelDeployment"
 Backend = Literal["tensorrtllm", "python"]
 
 DEFAULT_FETCHER_IMAGE = "ghcr.io/lexora/model-fetcher:0.1.0"
+# Requests of the Triton container for what spec.resources leaves out, so Triton is never BestEffort
+# (the first pods evicted under node pressure). No default limits: a model's memory need varies by
+# orders of magnitude, and a limit below it would OOM-kill the load.
+DEFAULT_TRITON_REQUESTS = {"cpu": "1", "memory": "2Gi"}
 DEFAULT_PENDING_METRIC = "nv_inference_pending_request_count"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 USD = r"^[0-9]+(\.[0-9]+)?$"
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS_1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 _TRITON_MODEL_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
 
@@ -81,24 +86,42 @@ class HuggingFaceSource(SpecModel):
     token_secret: SecretKeyRef | None = None
 
 
+class ImageSource(SpecModel):
+    # The model's files are baked into the Triton image at this directory: nothing is fetched.
+    path: str = Field(pattern=r"^/.+")
+
+
+SourceKind = Literal["pvc", "objectStore", "huggingFace", "image"]
+_SOURCE_KINDS: tuple[SourceKind, ...] = ("pvc", "objectStore", "huggingFace", "image")
+
+
 class SourceSpec(SpecModel):
     pvc: PvcSource | None = None
     object_store: ObjectStoreSource | None = None
     hugging_face: HuggingFaceSource | None = None
+    image: ImageSource | None = None
     fetcher_image: str = DEFAULT_FETCHER_IMAGE
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SourceSpec:
-        given = [name for name in ("pvc", "objectStore", "huggingFace") if getattr(self, _snake(name)) is not None]
+        given = [name for name in _SOURCE_KINDS if getattr(self, _snake(name)) is not None]
         if len(given) != 1:
-            raise ValueError(f"set exactly one of pvc, objectStore, huggingFace (got {', '.join(given) or 'none'})")
+            choices = ", ".join(_SOURCE_KINDS)
+            raise ValueError(f"set exactly one of {choices} (got {', '.join(given) or 'none'})")
         return self
 
     @property
-    def kind(self) -> Literal["pvc", "objectStore", "huggingFace"]:
-        if self.pvc is not None:
-            return "pvc"
-        return "objectStore" if self.object_store is not None else "huggingFace"
+    def kind(self) -> SourceKind:
+        return next(name for name in _SOURCE_KINDS if getattr(self, _snake(name)) is not None)
+
+    def secret_refs(self) -> list[tuple[str, str | None]]:
+        """(Secret name, key) the fetcher reads its credentials from; key None: the whole Secret."""
+        refs: list[tuple[str, str | None]] = []
+        if self.hugging_face is not None and self.hugging_face.token_secret is not None:
+            refs.append((self.hugging_face.token_secret.name, self.hugging_face.token_secret.key))
+        if self.object_store is not None and self.object_store.credentials_secret:
+            refs.append((self.object_store.credentials_secret, None))
+        return refs
 
 
 class CacheSpec(SpecModel):
@@ -157,6 +180,13 @@ class ModelDeploymentSpec(SpecModel):
     autoscaling: AutoscalingSpec | None = None
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    affinity: dict[str, Any] = Field(default_factory=dict)
+    runtime_class_name: str | None = Field(default=None, pattern=_DNS_1123_SUBDOMAIN)
+    priority_class_name: str | None = Field(default=None, pattern=_DNS_1123_SUBDOMAIN)
+    # Triton's pods get no API token either way; the account carries workload identity (IRSA, GKE
+    # Workload Identity) for the fetcher's object-store access.
+    service_account_name: str | None = Field(default=None, pattern=_DNS_1123_SUBDOMAIN)
+    # CPU and memory of the Triton container; unset requests get DEFAULT_TRITON_REQUESTS.
     resources: dict[str, dict[str, str | int]] = Field(default_factory=dict)
     image_pull_secrets: list[str] = Field(default_factory=list)
 
@@ -169,6 +199,8 @@ class ModelDeploymentSpec(SpecModel):
                 raise ValueError("backend tensorrtllm needs gpu.count of at least 1")
             if self.triton.max_batch_size == 0:
                 raise ValueError("backend tensorrtllm needs triton.maxBatchSize of at least 1")
+            if self.source.image is not None:
+                raise ValueError("backend tensorrtllm cannot take source.image: the fetcher checks the engine files")
         if self.model.kind != "image" and self.model.context_length is None:
             raise ValueError(f"model.contextLength is required for {self.model.kind} models")
         registry_key(self.model.id)  # raises ValueError with the reason

@@ -13,6 +13,7 @@ import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import kmock
 import kopf
@@ -42,8 +43,14 @@ def nats_url() -> Iterator[str]:
         shutil.rmtree(state, ignore_errors=True)
 
 
+@pytest.fixture
+def operator_overrides() -> dict[str, Any]:
+    """OperatorSettings beyond the defaults; a test module overrides this fixture to change them."""
+    return {}
+
+
 @pytest_asyncio.fixture
-async def cluster(nats_url: str) -> AsyncIterator[Cluster]:
+async def cluster(nats_url: str, operator_overrides: dict[str, Any]) -> AsyncIterator[Cluster]:
     """A fresh API emulator, an empty model registry, and the operator running against both."""
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
@@ -58,7 +65,9 @@ async def cluster(nats_url: str) -> AsyncIterator[Cluster]:
             kind=kind, namespaced=namespaced, subresources=subresources, verbs=VERBS
         )
     async with emulator, kmock.Server(emulator):
-        settings = OperatorSettings(nats_url=nats_url, resync_seconds=RESYNC_SECONDS, health_port=0)
+        settings = OperatorSettings(
+            nats_url=nats_url, resync_seconds=RESYNC_SECONDS, health_port=0, **operator_overrides
+        )
         connection = kopf.ConnectionInfo(server=str(emulator.url).rstrip("/"), insecure=True)
         # The operator gets its own thread and loop, as in production: kopf cancels every task it
         # did not start when it stops, which would include pytest-asyncio's own.

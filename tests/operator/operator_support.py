@@ -2,9 +2,11 @@
 client that plays the platform engineer and the kubelet over it, and `eventually`.
 
 The emulator stands in for kube-apiserver: it stores objects, serves list/watch, merge and JSON
-patches (a JSON patch whose resourceVersion test is stale gets 422) and finalizers. It has no
-controllers, so the tests play the kubelet and the Deployment controller by patching Deployment
-status and creating pods.
+patches (a JSON patch whose resourceVersion test is stale gets 422), server-side apply (PATCH with
+application/apply-patch+yaml: a field the manager applied before and no longer applies is removed,
+lists are replaced whole rather than merged by key, `force` is implied; an apply that changes
+nothing writes nothing, as kube-apiserver's) and finalizers. It has no controllers, so the tests
+play the kubelet and the Deployment controller by patching Deployment status and creating pods.
 
 Test modules import these from here, never from conftest: every test folder's conftest.py is the
 same top-level module `conftest`, so what `from conftest import` finds depends on which folders the
@@ -22,6 +24,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp.web
+import attrs
 import jsonpatch
 import kmock
 import yaml
@@ -45,6 +49,8 @@ RESOURCES = {
     "v1/configmaps": ("ConfigMap", True, set()),
     "v1/nodes": ("Node", False, {"status"}),
     "v1/events": ("Event", True, set()),
+    "v1/secrets": ("Secret", True, set()),
+    "networking.k8s.io/v1/networkpolicies": ("NetworkPolicy", True, set()),
     "policy/v1/poddisruptionbudgets": ("PodDisruptionBudget", True, {"status"}),
     "autoscaling/v2/horizontalpodautoscalers": ("HorizontalPodAutoscaler", True, {"status"}),
     # kopf waits for these two to be discoverable before it starts watching anything.
@@ -54,16 +60,29 @@ RESOURCES = {
 VERBS = {"get", "list", "watch", "create", "patch", "update", "delete"}
 
 
+APPLY_PATCH = "application/apply-patch+yaml"
+
+
 class ClusterEmulator(kmock.KubernetesEmulator):
-    """kmock plus the bookkeeping kube-apiserver does: uid, resourceVersion, generation, namespace."""
+    """kmock plus the bookkeeping kube-apiserver does: uid, resourceVersion, generation, namespace,
+    and server-side apply."""
 
     _versions = itertools.count(1)
     # Another client's write, run once just before the next JSON patch that it accepts (returns
     # True for): the race that kopf's resourceVersion test guards a finalizer patch against.
     before_json_patch: Callable[[kmock.Request], Awaitable[bool]] | None = None
+    # What each field manager last applied to each object, by (resource, namespace, name, manager).
+    applied: dict[tuple[Any, ...], dict[str, Any]] | None = None
 
     @override
     async def _handle(self, request: kmock.Request) -> Any:
+        if request.method == "PATCH" and request.headers.get("Content-Type", "").startswith(APPLY_PATCH):
+            applied = self._server_side_apply(request)
+            if not isinstance(applied, kmock.Request):
+                return aiohttp.web.json_response(applied)  # nothing changed: no write, no event
+            # kmock matches its reactions to the requests it has seen, by identity.
+            self._requests[next(i for i, seen in enumerate(self._requests) if seen is request)] = applied
+            request = applied
         if isinstance(request.data, list) and self.before_json_patch and await self.before_json_patch(request):
             self.before_json_patch = None
         if request.resource is not None and isinstance(request.data, dict):
@@ -88,6 +107,29 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             # again on its next cycle from the fresh object; a 500 would make it resend the stale one.
             raise kmock.KubernetesError(status=422, reason="Invalid", message=str(error), details={}) from error
 
+    def _server_side_apply(self, request: kmock.Request) -> kmock.Request | dict[str, Any]:
+        """The apply as a create or a merge patch, or the unchanged object when it changes nothing."""
+        manager = request.params.get("fieldManager")
+        if not manager or not isinstance(request.data, dict) or request.name is None:
+            raise kmock.KubernetesError(status=400, reason="BadRequest", message="apply needs a fieldManager")
+        config = copy.deepcopy(request.data)
+        key = (request.resource, request.namespace, request.name)
+        stored = self.objects[key] if key in self.objects else None  # noqa: SIM401 - ObjectsArray has no get()
+        live = None if stored is None or stored.deleted else copy.deepcopy(stored.raw)
+        if self.applied is None:
+            self.applied = {}
+        previous = self.applied.get((*key, manager), {})
+        self.applied[(*key, manager)] = copy.deepcopy(config)
+        if live is None:
+            return attrs.evolve(request, action=kmock.action.CREATE, data=config)
+        wanted = copy.deepcopy(live)
+        _drop_unapplied(wanted, previous, config)
+        _merge_into(wanted, config)
+        patch = _merge_diff(live, wanted)
+        if not patch:
+            return live
+        return attrs.evolve(request, action=kmock.action.UPDATE, data=patch)
+
     def _bump(self, request: kmock.Request) -> None:
         key = (request.resource, request.namespace, request.name)
         if key not in self.objects or self.objects[key].deleted:
@@ -99,6 +141,38 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         if request.subresource is None and new.get("spec") != old.get("spec"):
             meta["generation"] = int(old.get("metadata", {}).get("generation", 1)) + 1
         meta["resourceVersion"] = str(next(self._versions))
+
+
+def _drop_unapplied(obj: dict[str, Any], previous: dict[str, Any], config: dict[str, Any]) -> None:
+    """Remove from `obj` what the manager applied before (`previous`) and no longer applies."""
+    for key, before in previous.items():
+        if key not in obj:
+            continue
+        if key not in config:
+            del obj[key]
+        elif isinstance(before, dict) and isinstance(config[key], dict) and isinstance(obj[key], dict):
+            _drop_unapplied(obj[key], before, config[key])
+
+
+def _merge_into(obj: dict[str, Any], config: dict[str, Any]) -> None:
+    for key, value in config.items():
+        if isinstance(value, dict) and isinstance(obj.get(key), dict):
+            _merge_into(obj[key], value)
+        else:
+            obj[key] = copy.deepcopy(value)
+
+
+def _merge_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch that turns `old` into `new` (None deletes a key)."""
+    patch: dict[str, Any] = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(old.get(key), dict):
+            nested = _merge_diff(old[key], value)
+            if nested:
+                patch[key] = nested
+        elif key not in old or old[key] != value:
+            patch[key] = value
+    return patch
 
 
 def _now() -> str:
@@ -135,23 +209,32 @@ class Cluster:
             "Node": ("", "v1", "nodes"),
             "PodDisruptionBudget": ("policy", "v1", "poddisruptionbudgets"),
             "HorizontalPodAutoscaler": ("autoscaling", "v2", "horizontalpodautoscalers"),
+            "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies"),
+            "Secret": ("", "v1", "secrets"),
+            "Event": ("", "v1", "events"),
         }[kind]
         base = f"/api/{version}" if not group else f"/apis/{group}/{version}"
         ns = f"/namespaces/{namespace}" if namespace else ""
         return f"{base}{ns}/{plural}" + (f"/{name}" if name else "")
 
-    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+    async def apply(self, manifest: dict[str, Any], namespace: str = NAMESPACE) -> dict[str, Any]:
         manifest = copy.deepcopy(manifest)
-        manifest["metadata"]["namespace"] = NAMESPACE
-        created = await self._call("POST", self.path(manifest["kind"]), manifest)
+        manifest["metadata"]["namespace"] = namespace
+        created = await self._call("POST", self.path(manifest["kind"], namespace=namespace), manifest)
         assert created is not None
         return created
+
+    async def list(self, kind: str, namespace: str | None = NAMESPACE) -> list[dict[str, Any]]:
+        listed = await self._call("GET", self.path(kind, namespace=namespace))
+        return list((listed or {}).get("items") or [])
 
     async def get(self, kind: str, name: str, namespace: str | None = NAMESPACE) -> dict[str, Any] | None:
         return await self._call("GET", self.path(kind, name, namespace))
 
-    async def patch(self, kind: str, name: str, patch: dict[str, Any], subresource: str = "") -> dict[str, Any]:
-        path = self.path(kind, name) + (f"/{subresource}" if subresource else "")
+    async def patch(
+        self, kind: str, name: str, patch: dict[str, Any], subresource: str = "", namespace: str = NAMESPACE
+    ) -> dict[str, Any]:
+        path = self.path(kind, name, namespace) + (f"/{subresource}" if subresource else "")
         patched = await self._call("PATCH", path, patch)
         assert patched is not None
         return patched

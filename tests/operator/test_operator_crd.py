@@ -153,8 +153,11 @@ def test_operator_rbac_covers_every_kind_it_renders() -> None:
         ("", "configmaps"),
         ("policy", "poddisruptionbudgets"),
         ("autoscaling", "horizontalpodautoscalers"),
+        ("networking.k8s.io", "networkpolicies"),
     ]:
         for verb in ("get", "create", "patch", "delete"):
             assert (group, resource, verb) in granted, (group, resource, verb)
     assert ("serving.lexora.network", "modeldeployments/status", "patch") in granted
+    assert ("", "secrets", "get") in granted and ("", "secrets", "list") not in granted
+    assert ("", "events", "create") in granted
     assert not any(verb == "*" or resource == "*" for _, resource, verb in granted)

@@ -12,8 +12,10 @@ from lexora_operator.model_repository import model_repository_files
 from lexora_operator.spec import parse_spec
 
 
-def run_fetch(tmp_path: Path, source: Path) -> subprocess.CompletedProcess[str]:
-    manifest = load_sample("llama-3.2-3b-instruct.yaml")
+def run_fetch(
+    tmp_path: Path, source: Path, sample: str = "llama-3.2-3b-instruct.yaml", kind: str = "pvc"
+) -> subprocess.CompletedProcess[str]:
+    manifest = load_sample(sample)
     files = model_repository_files(parse_spec(manifest["metadata"]["name"], copy.deepcopy(manifest["spec"])))
     config = tmp_path / "config"
     config.mkdir()
@@ -22,7 +24,7 @@ def run_fetch(tmp_path: Path, source: Path) -> subprocess.CompletedProcess[str]:
     (tmp_path / "models").mkdir()
     env = {
         "PATH": "/usr/bin:/bin",
-        "LEXORA_SOURCE_KIND": "pvc",
+        "LEXORA_SOURCE_KIND": kind,
         "LEXORA_SOURCE_DIR": str(source),
         "LEXORA_SOURCE_FINGERPRINT": "pvc:test",
         "LEXORA_MODEL_REPO": str(tmp_path / "models"),
@@ -62,3 +64,14 @@ def test_fetch_fails_with_a_readable_reason_when_the_engine_is_missing(tmp_path:
     assert result.returncode == 1
     message = (tmp_path / "termination-log").read_text().strip()
     assert message == "model source incomplete: engine/config.json is missing from the model source"
+
+
+def test_a_model_in_the_triton_image_is_linked_without_fetching(tmp_path: Path) -> None:
+    """source.image: the files are in the Triton container, not in the fetcher's: only links are made."""
+    result = run_fetch(tmp_path, Path("/opt/lexora/models/smollm2-135m-instruct"), "smollm2-cpu.yaml", "image")
+
+    assert result.returncode == 0, result.stderr
+    model = tmp_path / "models" / "smollm2-135m-instruct"
+    assert (model / "config.pbtxt").read_text().startswith('name: "smollm2-135m-instruct"')
+    assert (model / "1").is_symlink()
+    assert str((model / "1").readlink()) == "/opt/lexora/models/smollm2-135m-instruct/1"

@@ -136,7 +136,7 @@ def test_flux_is_one_python_model_on_the_gpu_with_its_code_from_the_image() -> N
     assert config.max_batch_size == 0 and config.model_transaction_policy.decoupled is False
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
     assert parameters(config)["model_dir"] == "/cache/source"
-    assert files["layout"] == "model flux-1-schnell /opt/lexora/models/flux/1\n"
+    assert files["layout"] == "model flux-1-schnell /opt/lexora/models/flux-1-schnell/1\n"
 
 
 def test_the_fetch_script_is_shipped_with_the_layout_it_reads() -> None:

@@ -268,3 +268,114 @@ async def _when(value: Any, predicate: Any) -> Any:
 
 async def _sync(value: bool) -> bool:
     return value
+
+
+async def test_a_key_removed_from_the_spec_is_removed_from_the_children(cluster: Cluster) -> None:
+    """Server-side apply: dropping gpu.product unpins the pods from the GPU model at once."""
+    await cluster.apply(load_sample("llama-3.2-3b-instruct.yaml"))
+
+    async def pod_spec() -> dict[str, Any] | None:
+        deployment = await cluster.get("Deployment", LLAMA)
+        return deployment["spec"]["template"]["spec"] if deployment else None
+
+    pinned = await eventually(pod_spec, what="deployment")
+    assert pinned["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+
+    await cluster.patch("ModelDeployment", LLAMA, {"spec": {"gpu": {"product": None}}})
+
+    async def unpinned() -> bool:
+        spec = await pod_spec()
+        return spec is not None and "nodeSelector" not in spec
+
+    await eventually(unpinned, what="nodeSelector removed from the Deployment")
+    # Keys the operator never set (another controller's annotation) survive the apply.
+    await cluster.patch("Deployment", LLAMA, {"metadata": {"annotations": {"team": "search"}}})
+    await cluster.patch("ModelDeployment", LLAMA, {"spec": {"gpu": {"product": "NVIDIA-H200"}}})
+
+    async def repinned() -> dict[str, Any] | None:
+        deployment = await cluster.get("Deployment", LLAMA)
+        selector = deployment["spec"]["template"]["spec"].get("nodeSelector")
+        return deployment if selector == {"nvidia.com/gpu.product": "NVIDIA-H200"} else None
+
+    deployment = await eventually(repinned, what="pinned to H200")
+    assert deployment["metadata"]["annotations"]["team"] == "search"
+
+
+async def test_a_steady_model_is_not_rewritten_by_resyncs(cluster: Cluster) -> None:
+    await cluster.apply(load_sample("flux-1-schnell.yaml"))
+    await until_phase(cluster, FLUX, "Pending")
+    kinds = ("Deployment", "Service", "ConfigMap", "NetworkPolicy")
+
+    async def versions() -> list[str]:
+        names = {"ConfigMap": f"{FLUX}-model-repo"}
+        return [(await cluster.get(kind, names.get(kind, FLUX)))["metadata"]["resourceVersion"] for kind in kinds]
+
+    before = await versions()
+    await asyncio.sleep(3 * RESYNC_SECONDS)
+    assert await versions() == before
+
+
+async def test_phase_changes_are_reported_as_kubernetes_events(cluster: Cluster) -> None:
+    md = await cluster.apply(load_sample("llama-3.2-3b-instruct.yaml"))
+    await until_phase(cluster, LLAMA, "Pending")
+    await cluster.report_deployment(LLAMA, ready=1)
+    await until_phase(cluster, LLAMA, "Ready")
+
+    async def events() -> list[dict[str, Any]] | None:
+        found = [e for e in await cluster.list("Event") if e["involvedObject"]["name"] == LLAMA]
+        return found if any(e["reason"] == "Serving" for e in found) else None
+
+    found = sorted(await eventually(events, what="the Serving Event"), key=lambda e: e["metadata"]["name"])
+    assert found[0]["message"].startswith("New -> Pending: ")
+    assert (found[-1]["type"], found[-1]["reason"]) == ("Normal", "Serving")
+    assert found[-1]["message"].startswith("Pending -> Ready: ")
+    involved = found[-1]["involvedObject"]
+    assert (involved["kind"], involved["uid"]) == ("ModelDeployment", md["metadata"]["uid"])
+    # One Event per phase change, not one per pass.
+    transitions = [e["message"].split(":", 1)[0] for e in found]
+    assert len(transitions) == len(set(transitions)), transitions
+
+
+async def test_rotating_the_source_credentials_rolls_the_pods(cluster: Cluster) -> None:
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "huggingface-token"},
+        "data": {"HF_TOKEN": "aGZfb2xk", "unrelated": "eA=="},
+    }
+    await cluster.apply(secret)
+    await cluster.apply(load_sample("flux-1-schnell.yaml"))  # tokenSecret: huggingface-token/HF_TOKEN
+
+    async def credentials_hash() -> str | None:
+        deployment = await cluster.get("Deployment", FLUX)
+        annotations = (deployment or {}).get("spec", {}).get("template", {}).get("metadata", {}).get("annotations")
+        return (annotations or {}).get("serving.lexora.network/credentials-hash")
+
+    first = await eventually(credentials_hash, what="credentials hash")
+    await cluster.patch("Secret", "huggingface-token", {"data": {"unrelated": "eQ=="}})
+    await asyncio.sleep(2 * RESYNC_SECONDS)
+    assert await credentials_hash() == first, "a key the fetcher does not read changed nothing"
+
+    await cluster.patch("Secret", "huggingface-token", {"data": {"HF_TOKEN": "aGZfbmV3"}})
+
+    async def rotated() -> bool:
+        return await credentials_hash() not in (None, first)
+
+    await eventually(rotated, timeout=5 * RESYNC_SECONDS + 10, what="new credentials hash")
+
+
+async def test_only_router_pods_may_reach_triton(cluster: Cluster) -> None:
+    await cluster.apply(load_sample("flux-1-schnell.yaml"))
+    policy = await eventually(lambda: cluster.get("NetworkPolicy", FLUX), what="NetworkPolicy")
+    deployment = await cluster.get("Deployment", FLUX)
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    serving, metrics = policy["spec"]["ingress"]
+    assert [p["port"] for p in serving["ports"]] == ["http", "grpc"]
+    (router,) = serving["from"]
+    assert router["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "lexora",
+        "app.kubernetes.io/component": "router",
+    }
+    assert [p["port"] for p in metrics["ports"]] == ["metrics"]
+    assert policy["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"

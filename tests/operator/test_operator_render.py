@@ -11,24 +11,28 @@ import pytest
 from operator_support import load_sample
 
 from lexora_operator import probe_script
-from lexora_operator.render import CONFIG_HASH_ANNOTATION, render_children
+from lexora_operator.render import CONFIG_HASH_ANNOTATION, CREDENTIALS_HASH_ANNOTATION, TritonAccess, render_children
 from lexora_operator.spec import InvalidSpec, parse_spec
 
 K8S_VERSION = "1.37"
 
 
-def children_of(sample: str, **overrides: Any):
+SAMPLES = ["llama-3.2-3b-instruct.yaml", "flux-1-schnell.yaml", "smollm2-cpu.yaml"]
+
+
+def children_of(sample: str, *, access: TritonAccess | None = None, credentials: str | None = None, **overrides: Any):
     manifest = load_sample(sample)
     spec = copy.deepcopy(manifest["spec"])
     spec.update(overrides)
-    return render_children(
-        manifest["metadata"]["name"], "lexora-models", parse_spec(manifest["metadata"]["name"], spec)
-    )
+    name = manifest["metadata"]["name"]
+    return render_children(name, "lexora-models", parse_spec(name, spec), credentials_hash=credentials, access=access)
 
 
-@pytest.mark.parametrize("sample", ["llama-3.2-3b-instruct.yaml", "flux-1-schnell.yaml"])
+@pytest.mark.parametrize("sample", SAMPLES)
 def test_every_child_of_the_samples_is_valid_kubernetes(sample: str) -> None:
-    for child in children_of(sample).all():
+    children = children_of(sample, access=TritonAccess(router_namespace="lexora"), credentials="0123abcd")
+    assert children.network_policy is not None
+    for child in children.all():
         kubernetes_validate.validate(child, K8S_VERSION, strict=True)
 
 
@@ -152,7 +156,8 @@ def test_cpu_model_on_the_python_backend_asks_for_no_gpu() -> None:
     [
         ({"backend": "tensorrtllm"}, "tensorrtllm serves chat models only"),
         ({"autoscaling": {"minReplicas": 3, "maxReplicas": 2}}, "minReplicas (3) is above maxReplicas (2)"),
-        ({"source": {}}, "set exactly one of pvc, objectStore, huggingFace"),
+        ({"source": {}}, "set exactly one of pvc, objectStore, huggingFace, image"),
+        ({"serviceAccountName": "Not_A_Name"}, "spec.serviceAccountName"),
         ({"gpu": {"count": -1}}, "spec.gpu.count"),
         ({"model": {"id": "a model with spaces", "kind": "image"}}, "cannot be a registry key"),
         ({"replicaz": 2}, "spec.replicaz"),
@@ -239,3 +244,95 @@ def test_the_probe_script_reaches_the_triton_container_from_the_config_map() -> 
     assert volume["configMap"]["name"] == children.config_map["metadata"]["name"]
     key = script.removeprefix(mount["mountPath"] + "/")
     assert children.config_map["data"][key] == Path(probe_script.__file__).read_text(encoding="utf-8")
+
+
+def test_pod_scheduling_and_identity_pass_through_from_the_spec() -> None:
+    affinity = {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "triton"}},
+                    },
+                }
+            ]
+        }
+    }
+    tolerations = [{"key": "dedicated", "operator": "Equal", "value": "inference", "effect": "NoSchedule"}]
+    children = children_of(
+        "flux-1-schnell.yaml",
+        affinity=affinity,
+        tolerations=tolerations,
+        runtimeClassName="nvidia",
+        priorityClassName="inference-high",
+        serviceAccountName="model-reader",
+    )
+    pod = children.deployment["spec"]["template"]["spec"]
+    assert pod["affinity"] == affinity
+    assert pod["tolerations"][0] == tolerations[0]
+    assert (pod["runtimeClassName"], pod["priorityClassName"], pod["serviceAccountName"]) == (
+        "nvidia",
+        "inference-high",
+        "model-reader",
+    )
+    assert pod["automountServiceAccountToken"] is False, "workload identity needs no API token"
+    kubernetes_validate.validate(children.deployment, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        ({}, {"requests": {"cpu": "1", "memory": "2Gi"}}),
+        ({"requests": {"memory": "48Gi"}}, {"requests": {"cpu": "1", "memory": "48Gi"}}),
+        # A limit alone is also the request: no default may undercut or exceed it.
+        ({"limits": {"cpu": "500m", "memory": "1Gi"}}, {"limits": {"cpu": "500m", "memory": "1Gi"}}),
+    ],
+)
+def test_triton_is_never_best_effort(resources: dict[str, Any], expected: dict[str, Any]) -> None:
+    container = triton_container("smollm2-cpu.yaml", resources=resources)
+    assert container["resources"] == expected
+
+
+def test_the_source_credentials_hash_is_a_pod_template_annotation() -> None:
+    template = children_of("flux-1-schnell.yaml", credentials="feedface").deployment["spec"]["template"]
+    assert template["metadata"]["annotations"][CREDENTIALS_HASH_ANNOTATION] == "feedface"
+    plain = children_of("flux-1-schnell.yaml").deployment["spec"]["template"]
+    assert CREDENTIALS_HASH_ANNOTATION not in plain["metadata"]["annotations"]
+
+
+def test_a_model_baked_into_the_triton_image_is_linked_not_fetched() -> None:
+    children = children_of("smollm2-cpu.yaml")
+    data = children.config_map["data"]
+    assert data["layout"] == "model smollm2-135m-instruct /opt/lexora/models/smollm2-135m-instruct/1\n"
+    config = data["smollm2-135m-instruct.config.pbtxt"]
+    assert 'string_value: "/opt/lexora/models/smollm2-135m-instruct"' in config  # model_dir
+    assert "kind: KIND_CPU" in config
+    pod = children.deployment["spec"]["template"]["spec"]
+    fetch_env = {e["name"]: e.get("value") for e in pod["initContainers"][0]["env"]}
+    assert fetch_env["LEXORA_SOURCE_KIND"] == "image"
+    assert "nvidia.com/gpu" not in pod["containers"][0]["resources"].get("limits", {})
+
+
+def test_the_network_policy_admits_only_the_router_to_inference_ports() -> None:
+    access = TritonAccess(
+        router_labels={"app.kubernetes.io/name": "lexora", "app.kubernetes.io/component": "router"},
+        router_namespace="lexora",
+        metrics_from=[{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+    )
+    children = children_of("smollm2-cpu.yaml", access=access)
+    policy = children.network_policy["spec"]
+    pod_labels = children.deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["policyTypes"] == ["Ingress"]
+    inference, metrics = policy["ingress"]
+    assert inference["from"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "lexora"}},
+            "podSelector": {"matchLabels": access.router_labels},
+        }
+    ]
+    assert {p["port"] for p in inference["ports"]} == {"http", "grpc"}
+    assert metrics == {"ports": [{"port": "metrics", "protocol": "TCP"}], "from": access.metrics_from}
+    assert children_of("smollm2-cpu.yaml").network_policy is None
