@@ -4,9 +4,11 @@
 #   scripts/render-install.sh [OUTPUT]        (default: manifests/install/lexora.yaml)
 #   HELM=/path/to/helm scripts/render-install.sh
 #
-# The chart's defaults, installed as release "lexora" in namespace "lexora", with two changes: no
-# Secret is rendered (secrets.existingSecret=lexora-secrets, so no secret lands in git) and no helm
-# test pod. tests/charts fails when the committed file is out of date; rerun this after chart changes.
+# The chart's defaults, installed as release "lexora" in namespace "lexora", with three changes: the
+# Namespace itself comes first (helm creates it with --create-namespace; kubectl needs the object),
+# no Secret is rendered (secrets.existingSecret=lexora-secrets, so no secret lands in git) and no
+# helm test pod. tests/charts fails when the committed file is out of date; rerun this after chart
+# changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +22,7 @@ mkdir -p "$(dirname "$output")"
 #
 # Bundled single-node NATS and Postgres (evaluation); for production use the chart and your own.
 #
-#   kubectl create namespace lexora
+#   kubectl create namespace lexora        # also in this file; the Secret must exist before the pods
 #   kubectl -n lexora create secret generic lexora-secrets \
 #     --from-literal=key-pepper="$(openssl rand -hex 32)" \
 #     --from-literal=postgres-password="$(openssl rand -hex 24)"
@@ -29,6 +31,13 @@ mkdir -p "$(dirname "$output")"
 # The migration Job runs once; before applying a newer version, `kubectl -n lexora delete job
 # lexora-migrations` so that it runs again. Then create the first key:
 #   kubectl -n lexora exec deploy/lexora-auth -- lexora admin create-key --credits 5
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: lexora
+  labels:
+    app.kubernetes.io/part-of: lexora
 HEADER
   "$helm" template lexora charts/lexora \
     --namespace lexora \

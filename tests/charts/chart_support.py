@@ -19,6 +19,14 @@ CHART_DIR = REPO_ROOT / "charts" / "lexora"
 CI_VALUES_DIR = CHART_DIR / "ci"
 RELEASE = "lexora"
 NAMESPACE = "lexora"
+# Without a cluster (as here, and as in GitOps) the chart refuses to generate secrets it could not
+# keep (templates/secret.yaml): renders get them inline, as a GitOps user gives them.
+OFFLINE_SECRETS = {"secrets.keyPepper": "offline-render-pepper", "secrets.postgresPassword": "offline-render-password"}
+
+
+def offline_secret_args() -> list[str]:
+    return [arg for key, value in OFFLINE_SECRETS.items() for arg in ("--set", f"{key}={value}")]
+
 
 # The value sets every structural test runs against: the chart's defaults plus each ci/*-values.yaml.
 VALUE_SETS: dict[str, Path | None] = {"default": None} | {
@@ -61,11 +69,17 @@ class Helm:
         return result
 
     def template_args(
-        self, values_files: Iterable[Path] = (), set_values: Mapping[str, str] | None = None, *extra: str
+        self,
+        values_files: Iterable[Path] = (),
+        set_values: Mapping[str, str] | None = None,
+        *extra: str,
+        offline_secrets: bool = True,
     ) -> list[str]:
         args = ["template", RELEASE, str(CHART_DIR), "--namespace", NAMESPACE, *extra]
         for path in values_files:
             args += ["--values", str(path)]
+        if offline_secrets:
+            args += offline_secret_args()
         for key, value in (set_values or {}).items():
             args += ["--set", f"{key}={value}"]
         return args
@@ -77,9 +91,16 @@ class Helm:
         output = self.run(*self.template_args(values_files, set_values, *extra)).stdout
         return [doc for doc in yaml.safe_load_all(output) if doc]
 
-    def template_error(self, values_files: Iterable[Path] = (), set_values: Mapping[str, str] | None = None) -> str:
+    def template_error(
+        self,
+        values_files: Iterable[Path] = (),
+        set_values: Mapping[str, str] | None = None,
+        *,
+        offline_secrets: bool = True,
+    ) -> str:
         """Render values that must be refused; return helm's complaint."""
-        result = self.run(*self.template_args(values_files, set_values), check=False)
+        args = self.template_args(values_files, set_values, offline_secrets=offline_secrets)
+        result = self.run(*args, check=False)
         assert result.returncode != 0, f"helm accepted values it should refuse: {set_values}"
         return result.stderr
 

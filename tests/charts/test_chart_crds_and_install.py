@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -76,3 +77,54 @@ def test_rendered_install_brings_everything_but_secrets() -> None:
     ]
     assert len(objects_of(objects, "Deployment")) == 6
     assert objects_of(objects, "Job"), "the migration Job runs for kubectl users too"
+
+
+STANDALONE_OPERATOR = REPO_ROOT / "manifests" / "operator"
+
+
+def _documents(paths: list[Path]) -> list[dict]:
+    return [doc for path in paths for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def _operator_env(objects: list[dict]) -> dict[str, str | None]:
+    (deployment,) = [o for o in objects_of(objects, "Deployment") if o["metadata"]["name"] == "lexora-operator"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {var["name"]: var.get("value") for var in container["env"]}
+
+
+@pytest.mark.parametrize(
+    "paths",
+    [sorted(STANDALONE_OPERATOR.glob("*.yaml")), [INSTALL]],
+    ids=["manifests/operator", "manifests/install"],
+)
+def test_standalone_manifests_create_the_namespace_they_use_before_using_it(paths: list[Path]) -> None:
+    """kubectl applies a directory in file order and a file in document order."""
+    objects = _documents(paths)
+    created: list[str] = []
+    for obj in objects:
+        if obj["kind"] == "Namespace":
+            created.append(obj["metadata"]["name"])
+        namespace = obj["metadata"].get("namespace")
+        assert namespace is None or namespace in created, f"{obj['kind']}/{obj['metadata']['name']} before {namespace}"
+    for obj in objects_of(objects, "ClusterRoleBinding"):
+        for subject in obj["subjects"]:
+            assert subject["namespace"] in created
+
+
+def test_the_standalone_operator_reaches_the_nats_and_router_the_chart_installs(renders: dict[str, list[dict]]) -> None:
+    """manifests/operator/ goes with the chart's release "lexora" in namespace "lexora" (operator
+    disabled there): the same NATS address and router as the chart's own operator gets, and pod
+    labels the chart's NetworkPolicy admits."""
+    chart = renders["default"]
+    standalone = _documents(sorted(STANDALONE_OPERATOR.glob("*.yaml")))
+    theirs, ours = _operator_env(chart), _operator_env(standalone)
+    for name in ("LEXORA_NATS_URL", "LEXORA_ROUTER_NAMESPACE", "LEXORA_TRITON_NETWORK_POLICY"):
+        assert ours[name] == theirs[name], name
+    assert json.loads(ours["LEXORA_ROUTER_POD_LABELS"]) == json.loads(theirs["LEXORA_ROUTER_POD_LABELS"])
+    assert _operator_env(_documents([INSTALL]))["LEXORA_NATS_URL"] == theirs["LEXORA_NATS_URL"]
+    (deployment,) = objects_of(standalone, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    internal = [p for p in objects_of(chart, "NetworkPolicy") if p["metadata"]["name"] == "lexora-internal"]
+    (peer,) = internal[0]["spec"]["ingress"][0]["from"]
+    assert peer["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert deployment["metadata"]["namespace"] == "lexora"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
-from chart_support import CHART_DIR, NAMESPACE, RELEASE, VALUE_SETS, Helm, named, objects_of
+from chart_support import CHART_DIR, NAMESPACE, RELEASE, VALUE_SETS, Helm, named, objects_of, offline_secret_args
 
 # Custom kinds kubernetes-validate has no schema for; each is named here on purpose, so that a new
 # unknown kind fails the test instead of being skipped silently.
@@ -20,7 +21,8 @@ SERVICES = ("gateway", "auth", "billing", "usage", "router")
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
 def test_helm_lint_passes_strictly(helm: Helm, name: str) -> None:
     values = VALUE_SETS[name]
-    result = helm.run("lint", "--strict", str(CHART_DIR), *(["--values", str(values)] if values else []))
+    values_args = ["--values", str(values)] if values else []
+    result = helm.run("lint", "--strict", str(CHART_DIR), *values_args, *offline_secret_args())
     assert "0 chart(s) failed" in result.stdout
     assert "[ERROR]" not in result.stdout and "[WARNING]" not in result.stdout, result.stdout
 
@@ -139,24 +141,75 @@ def test_service_monitors_are_off_by_default_and_scrape_every_component(renders:
     assert monitors[f"{RELEASE}-router"]["spec"]["endpoints"][0]["port"] == "metrics"
 
 
-def test_notes_print_the_api_url_and_how_to_create_the_first_key(helm: Helm) -> None:
-    def notes(*values: str) -> str:
-        args = ["install", RELEASE, str(CHART_DIR), "--namespace", NAMESPACE, "--dry-run=client"]
-        for path in values:
-            args += ["--values", path]
-        return helm.run(*args).stdout.split("NOTES:", 1)[1]
+def notes(helm: Helm, values_files: list[Path] = (), set_values: dict[str, str] | None = None) -> str:
+    """NOTES.txt as `helm install` prints it (helm template does not render it)."""
+    args = ["install", RELEASE, str(CHART_DIR), "--namespace", NAMESPACE, "--dry-run=client"]
+    for path in values_files:
+        args += ["--values", str(path)]
+    args += offline_secret_args()
+    for key, value in (set_values or {}).items():
+        args += ["--set", f"{key}={value}"]
+    return helm.run(*args).stdout.split("NOTES:", 1)[1]
 
-    default = notes()
+
+def test_notes_print_the_api_url_and_how_to_create_the_first_key(helm: Helm) -> None:
+    default = notes(helm)
     assert "port-forward svc/lexora-gateway 8080:80" in default
     assert "http://127.0.0.1:8080/v1" in default
     assert "exec deploy/lexora-auth -- lexora admin create-key" in default
-    assert "https://api.lexora.example/v1" in notes(str(VALUE_SETS["production"]))
+    assert "helm test lexora -n lexora" in default
+    assert "https://api.lexora.example/v1" in notes(helm, [VALUE_SETS["production"]])
+
+
+INGRESS_UNDER_A_PATH = {
+    "ingress.enabled": "true",
+    "ingress.hosts[0].host": "ai.example.com",
+    "ingress.hosts[0].paths[0].path": "/lexora/",
+    "ingress.hosts[0].paths[0].pathType": "Prefix",
+}
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        pytest.param(INGRESS_UNDER_A_PATH, "http://ai.example.com/lexora/v1", id="ingress-under-a-path"),
+        pytest.param(
+            {**INGRESS_UNDER_A_PATH, "ingress.tls[0].secretName": "t", "ingress.tls[0].hosts[0]": "other.example"},
+            "http://ai.example.com/lexora/v1",
+            id="tls-for-another-host",
+        ),
+        pytest.param({"gateway.service.type": "LoadBalancer"}, ".status.loadBalancer.ingress[0]", id="load-balancer"),
+        pytest.param({"gateway.service.type": "NodePort"}, "$NODE_IP:$NODE_PORT/v1", id="node-port"),
+        pytest.param({"tests.enabled": "false"}, "/v1/health", id="no-helm-test"),
+        pytest.param({"migrations.enabled": "false"}, "lexora migrate", id="no-migrations"),
+        pytest.param({"operator.enabled": "false"}, "runs no operator", id="no-operator"),
+        pytest.param({"operator.watchNamespace": "models"}, 'watches namespace "models" only', id="one-namespace"),
+        pytest.param({"secrets.existingSecret": "mine", "nameOverride": "ai"}, "deploy/lexora-ai-auth", id="names"),
+        pytest.param(
+            {"nats.enabled": "false", "nats.url": "nats://n:4222", "postgresql.enabled": "false"},
+            "port-forward",
+            id="external-backends",
+        ),
+    ],
+)
+def test_notes_render_for_any_valid_values(helm: Helm, values: dict[str, str], expected: str) -> None:
+    text = notes(helm, [], {"secrets.databaseUrl": "postgresql+asyncpg://u:p@db:5432/lexora", **values})
+    assert expected in text, text
+    if values.get("tests.enabled") == "false":
+        assert "helm test" not in text
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_notes_render_for_every_value_set(helm: Helm, name: str) -> None:
+    path = VALUE_SETS[name]
+    assert "lexora admin create-key" in notes(helm, [path] if path else [])
 
 
 def test_long_release_names_still_give_valid_object_names(helm: Helm) -> None:
     release = "a-very-long-release-name-that-uses-every-allowed-char"  # helm allows 53 characters
     assert len(release) == 53
-    output = helm.run("template", release, str(CHART_DIR), "--namespace", NAMESPACE).stdout
+    args = ["template", release, str(CHART_DIR), "--namespace", NAMESPACE, *offline_secret_args()]
+    output = helm.run(*args).stdout
     for obj in (doc for doc in yaml.safe_load_all(output) if doc):
         limit = 52 if obj["kind"] == "StatefulSet" else 63
         assert len(obj["metadata"]["name"]) <= limit, f"{obj['kind']}/{obj['metadata']['name']}"

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from chart_support import RELEASE, Helm, named, objects_of, pod_specs
+from chart_support import NAMESPACE, RELEASE, Helm, named, objects_of, pod_specs
+
+from lexora_operator.render import TritonAccess, render_network_policy
 
 RELEASE_SELECTOR = {"app.kubernetes.io/name": "lexora", "app.kubernetes.io/instance": RELEASE}
 
@@ -257,3 +261,105 @@ def test_operator_is_a_single_standalone_replica_with_the_rbac_it_needs(renders:
     assert ("", "pods", "delete") not in granted and ("", "nodes", "patch") not in granted
     binding = named(objects, "ClusterRoleBinding", f"{RELEASE}-operator")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{RELEASE}-operator", "namespace": "lexora"}]
+
+
+def test_operator_rbac_covers_network_policies_and_reads_source_secrets(renders: dict[str, list[dict]]) -> None:
+    rules = named(renders["default"], "ClusterRole", f"{RELEASE}-operator")["rules"]
+    granted = {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    for verb in ("get", "create", "patch", "delete"):
+        assert ("networking.k8s.io", "networkpolicies", verb) in granted
+    assert ("", "secrets", "get") in granted
+    assert ("", "secrets", "list") not in granted and ("", "secrets", "watch") not in granted
+
+
+def test_watching_one_namespace_grants_a_role_there_and_only_nodes_cluster_wide(helm: Helm) -> None:
+    objects = helm.template([], {"operator.watchNamespace": "lexora-models"})
+    cluster_role = named(objects, "ClusterRole", f"{RELEASE}-operator")
+    assert [rule["resources"] for rule in cluster_role["rules"]] == [["nodes"]]
+    assert {verb for rule in cluster_role["rules"] for verb in rule["verbs"]} <= {"get", "list", "watch"}
+    role = named(objects, "Role", f"{RELEASE}-operator")
+    assert role["metadata"]["namespace"] == "lexora-models"
+    assert ["modeldeployments"] in [rule["resources"] for rule in role["rules"]]
+    binding = named(objects, "RoleBinding", f"{RELEASE}-operator")
+    assert binding["metadata"]["namespace"] == "lexora-models"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{RELEASE}-operator", "namespace": "lexora"}]
+    env = _operator_env(objects)
+    assert env["LEXORA_WATCH_NAMESPACE"] == "lexora-models"
+    assert "LEXORA_WATCH_NAMESPACE" not in _operator_env(helm.template([], None))
+
+
+def _operator_env(objects: list[dict]) -> dict[str, str | None]:
+    deployment = named(objects, "Deployment", f"{RELEASE}-operator")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {var["name"]: var.get("value") for var in container["env"]}
+
+
+@pytest.mark.parametrize("value_set", ["default", "production", "minimal"])
+def test_triton_network_policies_admit_exactly_this_release_router(
+    renders: dict[str, list[dict]], value_set: str
+) -> None:
+    """The operator renders each model's NetworkPolicy from the router labels the chart hands it:
+    they must select this release's router pods, and no other Deployment's."""
+    objects = renders[value_set]
+    env = _operator_env(objects)
+    assert env["LEXORA_TRITON_NETWORK_POLICY"] == "true"
+    access = TritonAccess(
+        router_labels=json.loads(env["LEXORA_ROUTER_POD_LABELS"]),
+        router_namespace=env["LEXORA_ROUTER_NAMESPACE"],
+        metrics_from=json.loads(env["LEXORA_TRITON_METRICS_FROM"]),
+    )
+    policy = render_network_policy("smollm2-135m-instruct", "lexora-models", access)
+    (peer,) = policy["spec"]["ingress"][0]["from"]
+    assert peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}}
+    selected = [
+        obj["metadata"]["name"]
+        for obj in objects
+        if obj["kind"] in ("Deployment", "StatefulSet")
+        and _selects(peer["podSelector"], obj["spec"]["template"]["metadata"]["labels"])
+    ]
+    assert selected == [f"{RELEASE}-router"]
+    if value_set == "production":
+        monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+        assert access.metrics_from == [monitoring]
+
+
+def test_network_policy_off_turns_the_triton_policies_off(helm: Helm) -> None:
+    env = _operator_env(helm.template([], {"networkPolicy.enabled": "false"}))
+    assert env["LEXORA_TRITON_NETWORK_POLICY"] == "false"
+
+
+# --- secrets under GitOps ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "refused"),
+    [
+        pytest.param({}, "secrets.keyPepper and secrets.postgresPassword", id="bundled-postgres"),
+        pytest.param({"secrets.postgresPassword": "given"}, "secrets.keyPepper", id="pepper-only"),
+        pytest.param(
+            {"postgresql.enabled": "false", "secrets.databaseUrl": "postgresql+asyncpg://u:p@db:5432/x"},
+            "secrets.keyPepper",
+            id="external-postgres",
+        ),
+    ],
+)
+def test_without_a_cluster_the_chart_refuses_to_generate_secrets(
+    helm: Helm, values: dict[str, str], refused: str
+) -> None:
+    """helm template / Argo CD cannot look the live Secret up: a generated pepper would change on
+    every render (and invalidate every API key), so the chart says what to give instead."""
+    error = helm.template_error([], values, offline_secrets=False)
+    assert f"refusing to generate {refused}:" in error
+    assert "secrets.existingSecret" in error and "GitOps" in error
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param({"secrets.existingSecret": "lexora-secrets"}, id="existing-secret"),
+        pytest.param({"secrets.keyPepper": "p", "secrets.postgresPassword": "w"}, id="inline"),
+    ],
+)
+def test_without_a_cluster_given_secrets_render(helm: Helm, values: dict[str, str]) -> None:
+    args = helm.template_args([], values, offline_secrets=False)
+    assert helm.run(*args).returncode == 0

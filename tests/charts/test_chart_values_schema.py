@@ -72,3 +72,12 @@ def test_every_object_in_the_schema_refuses_unknown_keys() -> None:
         and not path.startswith(tuple(f"#/definitions/{name}/" for name in PASS_THROUGH))
     ]
     assert open_objects == []
+
+
+@pytest.mark.parametrize("component", ["gateway", "router"])
+def test_autoscaling_min_above_max_is_refused(helm: Helm, component: str) -> None:
+    """JSON schema cannot compare two fields: the HPA template fails instead, naming both."""
+    values = {f"{component}.autoscaling.minReplicas": "5", f"{component}.autoscaling.maxReplicas": "3"}
+    assert f"{component}.autoscaling: minReplicas (5) is above maxReplicas (3)" in helm.template_error([], values)
+    equal = {f"{component}.autoscaling.minReplicas": "3", f"{component}.autoscaling.maxReplicas": "3"}
+    assert helm.template([], equal)

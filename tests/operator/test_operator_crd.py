@@ -131,14 +131,17 @@ def test_crd_schema_refuses_bad_values_at_apply_time(bad: dict[str, Any]) -> Non
         jsonschema.validate(manifest, as_json_schema(openapi_schema()))
 
 
-@pytest.mark.parametrize("path", ["manifests/operator/rbac.yaml", "manifests/operator/deployment.yaml"])
+OPERATOR_MANIFESTS = sorted(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "manifests/operator").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", OPERATOR_MANIFESTS)
 def test_operator_manifests_are_valid_kubernetes(path: str) -> None:
     for document in yaml.safe_load_all(Path(REPO_ROOT, path).read_text()):
         kubernetes_validate.validate(document, "1.37", strict=True)
 
 
 def test_operator_rbac_covers_every_kind_it_renders() -> None:
-    documents = list(yaml.safe_load_all(Path(REPO_ROOT, "manifests/operator/rbac.yaml").read_text()))
+    documents = list(yaml.safe_load_all(Path(REPO_ROOT, "manifests/operator/10-rbac.yaml").read_text()))
     rules = next(d for d in documents if d["kind"] == "ClusterRole")["rules"]
     granted = {
         (group, resource, verb)
