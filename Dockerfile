@@ -1,9 +1,11 @@
 # syntax=docker/dockerfile:1
-# Lexora images from one Dockerfile (one Python package):
-#   docker build --target service  -t lexora:dev .            # gateway, auth, billing, usage, router, `lexora migrate`
-#   docker build --target operator -t lexora-operator:dev .   # the kopf ModelDeployment operator
+# The platform's images from one Dockerfile (one Python package):
+#   docker build --target service  -t ghcr.io/lexora/lexora:0.1.0 .     # gateway, auth, billing, usage, router, `lexora migrate`
+#   docker build --target operator -t ghcr.io/lexora/operator:0.1.0 .   # the kopf ModelDeployment operator
 # `service` is the last stage, so a plain `docker build .` builds it. Neither image carries the
-# `local` extra (tritonserver, llama-cpp): Triton runs in its own pods, made by the operator.
+# `local` extra (tritonserver, llama-cpp): Triton runs in its own pods, made by the operator, from
+# images/triton-python (or NVIDIA's TensorRT-LLM image), with images/model-fetcher as init container.
+# skaffold.yaml builds all four (module lexora: these two; module runtimes: the other two).
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 

@@ -25,16 +25,26 @@ lint: bootstrap
 clean:
 	rm -rf .lexora .pytest_cache
 
-.PHONY: kind-up deploy
+.PHONY: kind-up deploy images-runtimes
+
+# The version the runtime images are tagged with: the chart's appVersion, which the operator's default
+# fetcher image and the samples name (tests/charts/test_image_recipes.py keeps them in step).
+VERSION := $(shell sed -n 's/^appVersion: "\(.*\)"$$/\1/p' charts/lexora/Chart.yaml)
+RUNTIME_IMAGES := ghcr.io/lexora/model-fetcher:$(VERSION) ghcr.io/lexora/triton-python:$(VERSION)
 
 ## Create a local Kubernetes cluster named "lexora" with kind (needs docker and kind).
 kind-up:
 	@kind get clusters 2>/dev/null | grep -qx lexora || kind create cluster --name lexora --wait 120s
 	@kubectl config use-context kind-lexora >/dev/null && echo "kind cluster lexora is up (context kind-lexora)"
 
-## Build the images and install the chart into the kind cluster (needs skaffold, helm, kubectl).
-deploy:
-	skaffold run --kube-context kind-lexora
+## Build every image, load them into the kind cluster and install the chart (needs skaffold, helm, kubectl).
+deploy: images-runtimes
+	skaffold run -m lexora --kube-context kind-lexora
+
+## Build the images the operator's pods run (model-fetcher, triton-python) and load them into kind.
+images-runtimes:
+	skaffold build -m runtimes --kube-context kind-lexora
+	kind load docker-image --name lexora $(RUNTIME_IMAGES)
 
 .PHONY: bench
 

@@ -1,6 +1,7 @@
 """The init container's script: fetch the model source into the cache, then assemble /models.
 
-Runs in the fetcher image (POSIX sh with `hf` from huggingface_hub, `s5cmd`, `curl` and `tar`).
+Runs in the fetcher image, ghcr.io/lexora/model-fetcher (images/model-fetcher/Dockerfile: POSIX sh
+with `hf` from huggingface_hub, `s5cmd`, `curl` and `tar`).
 A failure writes one line to the termination log, which the operator copies into the
 ModelDeployment's Ready condition: "model source unreachable: ..." or "model source incomplete: ...".
 """

@@ -23,6 +23,7 @@ KIND = "ModelDeployment"
 
 Backend = Literal["tensorrtllm", "python"]
 
+# Built by images/model-fetcher/Dockerfile (skaffold module "runtimes"), tagged with the chart's appVersion.
 DEFAULT_FETCHER_IMAGE = "ghcr.io/lexora/model-fetcher:0.1.0"
 # Requests of the Triton container for what spec.resources leaves out, so Triton is never BestEffort
 # (the first pods evicted under node pressure). No default limits: a model's memory need varies by
