@@ -53,10 +53,10 @@ import report  # noqa: E402
 
 from lexora_contracts import subjects  # noqa: E402
 from lexora_contracts.messages import Balance, GrantRequest, ReserveReply, ReserveRequest, UsageEvent  # noqa: E402
+from lexora_db.engine import migrate  # noqa: E402
 from lexora_dev import stack  # noqa: E402
 from lexora_dev.processes import ManagedProcess, free_port  # noqa: E402
 from lexora_runtime.bus import call, publish_usage_event  # noqa: E402
-from lexora_runtime.db import migrate  # noqa: E402
 
 CREDIT_MICRO = 10**9
 HOLD_MICRO = 10

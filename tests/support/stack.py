@@ -19,11 +19,11 @@ from sqlalchemy import text
 from lexora_contracts import subjects
 from lexora_contracts.messages import Balance, BalanceRequest, CreateAccountReply, CreateAccountRequest, GrantRequest
 from lexora_contracts.registry import Endpoint, ModelRecord
+from lexora_db.engine import create_engine
 from lexora_dev import stack
 from lexora_dev.catalog import local_catalog
 from lexora_dev.processes import ManagedProcess, free_port
 from lexora_runtime.bus import call, connect
-from lexora_runtime.db import create_engine
 
 # A prompt the local model answers at length: for timeouts and disconnects mid-stream.
 LONG_JOB = [{"role": "user", "content": "Write a very long and detailed story about a dragon and a knight."}]
