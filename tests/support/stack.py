@@ -203,7 +203,7 @@ class RunningStack:
 
     def admin_cli(self, *args: str) -> dict[str, Any]:
         result = subprocess.run(
-            [str(Path(sys.executable).parent / "lexora"), "admin", *args],
+            [sys.executable, "-m", "lexora_cli", "admin", *args],
             env={**os.environ, "LEXORA_NATS_URL": self.config.nats_url},
             capture_output=True,
             text=True,
