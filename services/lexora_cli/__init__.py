@@ -1,2 +1,2 @@
-"""`lexora`, the command line: `lexora migrate` and `lexora admin ...` (what a production image
-runs), and `lexora dev`, the local platform (lexora_dev, imported only for that command)."""
+"""The `lexora` command: production commands (`lexora migrate`, `lexora admin ...`) and, where
+installed, `lexora dev`, the local platform (lexora_dev, imported only for that command)."""

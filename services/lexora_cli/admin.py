@@ -10,30 +10,19 @@ import os
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
-from pydantic import BaseModel
+from nats.aio.client import Client as NATS
 
+from lexora_auth.client import AuthClient
+from lexora_billing.client import BillingClient
+from lexora_cli.accounts import open_funded_account
 from lexora_cli.local import DEFAULT_NATS_PORT, read_stack_file, state_dir_from_env
-from lexora_contracts import subjects
 from lexora_contracts.errors import LexoraError
-from lexora_contracts.messages import (
-    Balance,
-    BalanceRequest,
-    CreateAccountReply,
-    CreateAccountRequest,
-    CreateKeyReply,
-    CreateKeyRequest,
-    GrantRequest,
-    KeyList,
-    KeyRevoked,
-    ListKeysRequest,
-    RevokeKeyRequest,
-)
+from lexora_contracts.messages import Balance
 from lexora_contracts.money import micro_to_usd_str, usd_to_micro
-from lexora_runtime.bus import call, connect
+from lexora_runtime.bus import connect
 
-R = TypeVar("R", bound=BaseModel)
+Command = Callable[[argparse.Namespace, NATS], Awaitable[dict[str, object]]]
 
 
 def nats_url_for_admin() -> str:
@@ -44,67 +33,42 @@ def nats_url_for_admin() -> str:
     )
 
 
-async def create_key(args: argparse.Namespace) -> dict[str, object]:
-    amount = usd_to_micro(args.credits)
-    nc = await connect(nats_url_for_admin(), "lexora-admin")
-    try:
-        account = await call(
-            nc, subjects.AUTH_ACCOUNT_CREATE, CreateAccountRequest(plan=args.plan, name=args.name), CreateAccountReply
-        )
-        result: dict[str, object] = account.model_dump()
-        if amount:
-            balance = await call(
-                nc,
-                subjects.BILLING_CREDITS_GRANT,
-                GrantRequest(
-                    account_id=account.account_id,
-                    amount_micro=amount,
-                    idempotency_key=f"create-key:{account.account_id}",
-                    actor=args.actor,
-                    reason="initial credit at account creation",
-                ),
-                Balance,
-            )
-            result["balance_usd"] = micro_to_usd_str(balance.balance_micro)
-        else:
-            result["balance_usd"] = micro_to_usd_str(0)
-        return result
-    finally:
-        await nc.drain()
+async def create_key(args: argparse.Namespace, nc: NATS) -> dict[str, object]:
+    funded = await open_funded_account(
+        AuthClient(nc), BillingClient(nc), usd_to_micro(args.credits), plan=args.plan, name=args.name, actor=args.actor
+    )
+    return {**funded.account.model_dump(), "balance_usd": micro_to_usd_str(funded.balance_micro)}
 
 
-async def grant(args: argparse.Namespace) -> dict[str, object]:
-    request = GrantRequest(
-        account_id=args.account,
-        amount_micro=usd_to_micro(args.credits),
+async def grant(args: argparse.Namespace, nc: NATS) -> dict[str, object]:
+    balance = await BillingClient(nc).grant(
+        args.account,
+        usd_to_micro(args.credits),
         idempotency_key=args.idempotency_key or f"admin:{uuid.uuid4().hex}",
         actor=args.actor,
         reason=args.reason,
     )
-    return balance_view(await _ask(subjects.BILLING_CREDITS_GRANT, request, Balance))
+    return balance_view(balance)
 
 
-async def balance(args: argparse.Namespace) -> dict[str, object]:
-    return balance_view(await _ask(subjects.BILLING_BALANCE_GET, BalanceRequest(account_id=args.account), Balance))
+async def balance(args: argparse.Namespace, nc: NATS) -> dict[str, object]:
+    return balance_view(await BillingClient(nc).balance(args.account))
 
 
-async def add_key(args: argparse.Namespace) -> dict[str, object]:
+async def add_key(args: argparse.Namespace, nc: NATS) -> dict[str, object]:
     limit = usd_to_micro(args.spend_limit) if args.spend_limit is not None else None
-    request = CreateKeyRequest(account_id=args.account, name=args.name, spend_limit_micro=limit)
-    return (await _ask(subjects.AUTH_KEY_CREATE, request, CreateKeyReply)).model_dump()
+    return (await AuthClient(nc).create_key(args.account, args.name, limit)).model_dump()
 
 
-async def list_keys(args: argparse.Namespace) -> dict[str, object]:
-    listing = await _ask(subjects.AUTH_KEY_LIST, ListKeysRequest(account_id=args.account), KeyList)
-    return listing.model_dump(mode="json")
+async def list_keys(args: argparse.Namespace, nc: NATS) -> dict[str, object]:
+    return (await AuthClient(nc).list_keys(args.account)).model_dump(mode="json")
 
 
-async def revoke_key(args: argparse.Namespace) -> dict[str, object]:
-    revoked = await _ask(subjects.AUTH_KEY_REVOKE, RevokeKeyRequest(key_id=args.key), KeyRevoked)
-    return {"revoked": revoked.key_id}
+async def revoke_key(args: argparse.Namespace, nc: NATS) -> dict[str, object]:
+    return {"revoked": (await AuthClient(nc).revoke_key(args.key)).key_id}
 
 
-HANDLERS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, object]]]] = {
+COMMANDS: dict[str, Command] = {
     "create-key": create_key,
     "grant": grant,
     "balance": balance,
@@ -114,10 +78,10 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, object]]]
 }
 
 
-async def _ask(subject: str, request: BaseModel, reply_model: type[R]) -> R:
+async def _run(command: Command, args: argparse.Namespace) -> dict[str, object]:
     nc = await connect(nats_url_for_admin(), "lexora-admin")
     try:
-        return await call(nc, subject, request, reply_model)
+        return await command(args, nc)
     finally:
         await nc.drain()
 
@@ -159,7 +123,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
 
 def run_admin(args: argparse.Namespace) -> int:
     try:
-        result = asyncio.run(HANDLERS[args.admin_command](args))
+        result = asyncio.run(_run(COMMANDS[args.admin_command], args))
     except LexoraError as exc:
         print(json.dumps({"error": exc.info().model_dump()}), file=sys.stderr)
         return 1
