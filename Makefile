@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 bootstrap:
 	@bash scripts/bootstrap.sh
 
-## Bring the whole platform up locally (NATS, SQLite, Triton on CPU, the five services).
+## Bring the whole platform up locally (NATS, embedded Postgres, Triton on CPU, the five services).
 dev: bootstrap
 	@$(VENV)/bin/lexora dev
 
