@@ -41,4 +41,4 @@ deploy:
 ## Gateway overhead and throughput side by side with LiteLLM (docs/benchmarks.md); BENCH_QUICK=1: < 5 min.
 bench: bootstrap
 	@bash bench/setup.sh
-	@$(PY) bench/run.py
+	@$(PY) -m bench

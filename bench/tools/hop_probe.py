@@ -38,15 +38,10 @@ import numpy as np
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient
 
-from lexora_runtime.loop import fast_runner
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import report  # noqa: E402
-from loadgen import read_response  # noqa: E402
-
-from lexora_contracts import subjects  # noqa: E402
-from lexora_contracts.messages import (  # noqa: E402
+from bench import report
+from bench.tools.loadgen import read_response
+from lexora_contracts import subjects
+from lexora_contracts.messages import (
     ChatTurn,
     GenerationChunk,
     GenerationRequest,
@@ -54,8 +49,9 @@ from lexora_contracts.messages import (  # noqa: E402
     ReserveRequest,
     UsageEvent,
 )
-from lexora_contracts.registry import Pricing  # noqa: E402
-from lexora_runtime.bus import call, connect, encode, publish_usage_event  # noqa: E402
+from lexora_contracts.registry import Pricing
+from lexora_runtime.bus import call, connect, encode, publish_usage_event
+from lexora_runtime.loop import fast_runner
 
 PROMPT = [ChatTurn(role="user", content="Say hello in one short sentence.")]
 OUTPUTS = ("text_output", "num_input_tokens", "num_output_tokens", "finish_reason", "stop_word")
@@ -265,8 +261,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     return out
 
 
-def cli() -> None:
-    parser = argparse.ArgumentParser(description="per-hop latency at concurrency 1")
+def cli(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench hops", description="per-hop latency at concurrency 1")
     parser.add_argument("--nats-url", required=True)
     parser.add_argument("--triton-grpc", required=True)
     parser.add_argument("--triton-http", type=int, required=True)
@@ -277,7 +273,7 @@ def cli() -> None:
     parser.add_argument("--model", default="bench/instant-echo")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("-n", type=int, default=300)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with fast_runner() as runner:
         result = runner.run(main(args))
     json.dump(result, sys.stdout)

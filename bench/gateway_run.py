@@ -43,36 +43,29 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-sys.path.insert(0, str(BENCH))
+import asyncpg
 
-import asyncpg  # noqa: E402
-import pg  # noqa: E402
-import procstat  # noqa: E402
-import profiles  # noqa: E402
-import report  # noqa: E402
-
-from lexora_contracts import subjects  # noqa: E402
-from lexora_contracts.messages import (  # noqa: E402
+from bench import BENCH, REPO, RESULTS, pg, procstat, report, tools
+from bench import pyspy_summary as profiles
+from lexora_contracts import subjects
+from lexora_contracts.messages import (
     Balance,
     CreateAccountReply,
     CreateAccountRequest,
     GrantRequest,
 )
-from lexora_contracts.registry import Endpoint, ModelRecord, Pricing  # noqa: E402
-from lexora_dev import stack  # noqa: E402
-from lexora_dev.catalog import LOCAL_CHAT_MODEL, local_catalog  # noqa: E402
-from lexora_dev.processes import ManagedProcess, free_port, http_ok, wait_until  # noqa: E402
-from lexora_dev.triton_server import triton_command, tritonserver_binary  # noqa: E402
-from lexora_runtime.bus import call, connect  # noqa: E402
+from lexora_contracts.registry import Endpoint, ModelRecord, Pricing
+from lexora_dev import stack
+from lexora_dev.catalog import LOCAL_CHAT_MODEL, local_catalog
+from lexora_dev.processes import ManagedProcess, free_port, http_ok, wait_until
+from lexora_dev.triton_server import triton_command, tritonserver_binary
+from lexora_runtime.bus import call, connect
 
-RESULTS = BENCH / "results"
 DOC = REPO / "docs" / "benchmarks.md"
 DOC_BEGIN, DOC_END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
 LITELLM_VENV = BENCH / ".venv-litellm"
@@ -121,8 +114,7 @@ class Profile:
     sections: list[str]
 
     @classmethod
-    def from_env(cls) -> Profile:
-        env = os.environ
+    def from_env(cls, env: Mapping[str, str]) -> Profile:
         quick = env.get("BENCH_QUICK", "") not in ("", "0")
 
         def ints(name: str, default: str) -> list[int]:
@@ -168,7 +160,7 @@ class Target:
 def run_wrk(target: Target, concurrency: int, duration: int, keys_file: Path | None = None) -> tuple[dict, str]:
     keys = keys_file or target.keys_file
     argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--timeout", "10s"]
-    argv += ["-s", str(BENCH / "wrk_report.lua"), target.urls["nonstream"]]
+    argv += ["-s", str(tools.WRK_SCRIPT), target.urls["nonstream"]]
     env = {**os.environ, "WRK_BODY_FILE": str(target.bodies["nonstream"]), "WRK_KEYS_FILE": str(keys or "")}
     command = f"WRK_BODY_FILE={target.bodies['nonstream']} WRK_KEYS_FILE={keys or ''} "
     command += shlex.join(argv)
@@ -190,7 +182,7 @@ def run_loadgen(
     """bench/loadgen.py: closed loop with `concurrency` clients, or with `rate` an open loop at that
     many requests per second with at most `concurrency` in flight."""
     keys = keys_file or target.keys_file
-    argv = [sys.executable, str(BENCH / "loadgen.py"), "--url", target.urls[mode]]
+    argv = tools.argv("loadgen", "--url", target.urls[mode])
     argv += ["--body-file", str(target.bodies[mode]), "--concurrency", str(concurrency)]
     argv += ["--rate", f"{rate:g}"] if rate else []
     argv += ["--requests", str(requests)] if requests else ["--duration", str(duration)]
@@ -198,10 +190,10 @@ def run_loadgen(
         argv += ["--marker", FIRST_TOKEN]
     if keys:
         argv += ["--keys-file", str(keys)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=(duration or 600) + 120)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=(duration or 600) + 120, cwd=REPO)
     if done.returncode != 0:
         raise RuntimeError(f"loadgen failed: {done.stderr[-2000:]}")
-    command = shlex.join(["python", "bench/loadgen.py", *argv[2:]])
+    command = tools.shown(argv)
     return json.loads(done.stdout), command
 
 
@@ -268,9 +260,9 @@ class Platform:
         stack.wait_for_gateway(self.gateway_port, self.procs["gateway"])
 
         self.shim_port = free_port()
-        shim_argv = [sys.executable, str(BENCH / "openai_shim.py"), "--port", str(self.shim_port)]
+        shim_argv = tools.argv("shim", "--port", str(self.shim_port))
         shim_argv += ["--triton-http", f"127.0.0.1:{self.triton_http}", "--model", INSTANT_TRITON]
-        self.procs["shim"] = ManagedProcess("shim", shim_argv, logs / "shim.log").start()
+        self.procs["shim"] = ManagedProcess("shim", shim_argv, logs / "shim.log", cwd=REPO).start()
         wait_until(lambda: _port_answers(self.shim_port, "/v1/models"), 30, "shim", self.procs["shim"])
         self.start_litellm(workers)
 
@@ -872,15 +864,15 @@ class Bench:
         for label, account_ids in ((f"{len(many_ids)} accounts", many_ids), ("1 hot account", [hot_account])):
             accounts_file = self._keys(f"accounts-{len(account_ids)}.ids", account_ids)
             db.wait_settled()
-            argv = [sys.executable, str(BENCH / "billing_load.py"), "--nats-url", self.platform.nats_url]
+            argv = tools.argv("billing-load", "--nats-url", self.platform.nats_url)
             argv += ["--accounts-file", str(accounts_file), "--label", str(len(account_ids))]
             argv += ["--concurrency", str(c), "--duration", str(d), "--model", INSTANT_MODEL]
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=d + 120)
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=d + 120, cwd=REPO)
             if done.returncode != 0:
                 log(f"billing_load failed: {done.stderr[-1500:]}")
                 continue
             raw = json.loads(done.stdout)
-            command = shlex.join(["python", "bench/billing_load.py", *argv[2:]])
+            command = tools.shown(argv)
             self.commands.append(command)
             db.wait_settled()
             stats = db.window_stats("r.request_id LIKE $1", raw["request_id_prefix"] + "%")
@@ -1028,21 +1020,21 @@ class Bench:
     # -- the hops, one at a time --
     def hops(self) -> dict[str, Any]:
         p = self.platform
-        argv = [sys.executable, str(BENCH / "hops.py"), "--nats-url", p.nats_url, "--triton-grpc", p.triton_grpc]
+        argv = tools.argv("hops", "--nats-url", p.nats_url, "--triton-grpc", p.triton_grpc)
         argv += ["--triton-http", str(p.triton_http), "--gateway-port", str(p.gateway_port)]
         argv += ["--account", self.hot[0], "--api-key", self.hot[1], "--model", INSTANT_MODEL]
         argv += ["--max-tokens", str(self.prof.max_tokens), "-n", str(self.prof.hops_n)]
         meter = procstat.CpuMeter(p.roots())
         meter.start()
         started = time.monotonic()
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO)
         cpu = meter.stop()
         if done.returncode != 0:
             log(f"hops failed: {done.stderr[-1500:]}")
             return {"error": done.stderr[-1500:]}
         out = json.loads(done.stdout)
         out["foreign_cpu_cores"] = round(cpu["foreign"] / (time.monotonic() - started), 2)
-        self.commands.append(shlex.join(["python", "bench/hops.py", *argv[2:]]).replace(self.hot[1], "$KEY"))
+        self.commands.append(tools.shown(argv).replace(self.hot[1], "$KEY"))
         log(
             "hops p50 ms: "
             + ", ".join(f"{k} {v['p50']:.2f}" for k, v in out.items() if isinstance(v, dict) and "p50" in v)
@@ -1158,7 +1150,7 @@ class Bench:
             "git": {"at_start": self.git_at_start, "at_end": git_state()},
             "design": {
                 "direct": "wrk/loadgen → Triton HTTP generate (/generate_stream) on instant-echo",
-                "shim": "wrk/loadgen → bench/openai_shim.py (aiohttp, 1 process) → Triton HTTP generate",
+                "shim": "wrk/loadgen → python -m bench shim (aiohttp, 1 process) → Triton HTTP generate",
                 "litellm": "wrk/loadgen → LiteLLM proxy (uvicorn, N workers) → shim → Triton",
                 "stack": "wrk/loadgen → gateway (N workers) → [auth cache] → billing reserve (Postgres) → "
                 "router → Triton gRPC stream; usage event → JetStream → billing settle + usage record (Postgres)",
@@ -1269,7 +1261,7 @@ def write_outputs(results: dict[str, Any]) -> Path:
 
 
 @contextlib.contextmanager
-def state_dir() -> Iterator[Path]:
+def state_dir(keep: bool) -> Iterator[Path]:
     root = BENCH / ".state" / time.strftime("%Y%m%d-%H%M%S")
     root.mkdir(parents=True, exist_ok=True)
     ok = False
@@ -1277,15 +1269,16 @@ def state_dir() -> Iterator[Path]:
         yield root
         ok = True
     finally:
-        if ok and os.environ.get("BENCH_KEEP_STATE", "") in ("", "0"):
+        if ok and not keep:
             shutil.rmtree(root, ignore_errors=True)
         elif not ok:
             print(f"logs kept under {root}/logs", file=sys.stderr)
 
 
-def rerender(path: Path) -> int:
-    """`run.py --render [results.json]`: derive the headline and the docs' results section again
+def rerender(path: Path | None) -> int:
+    """`python -m bench render [results.json]`: derive the headline and the docs' results section again
     from a saved run (latest.json by default) with the current bench/report.py, measuring nothing."""
+    path = path or RESULTS / "latest.json"
     saved = json.loads(path.read_text())
     headline_keys = set(saved.get("headline") or {}) | {"headline"}
     written = write_outputs({k: v for k, v in saved.items() if k not in headline_keys})
@@ -1293,14 +1286,14 @@ def rerender(path: Path) -> int:
     return 0
 
 
-def main() -> int:
-    if sys.argv[1:2] == ["--render"]:
-        return rerender(Path(sys.argv[2]) if len(sys.argv) > 2 else RESULTS / "latest.json")
+def main(overrides: Mapping[str, str]) -> int:
+    """The gateway run; `overrides` are BENCH_* settings given on the command line."""
+    env = {**os.environ, **overrides}
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk (make bench does)", file=sys.stderr)
         return 2
-    prof = Profile.from_env()
-    with state_dir() as state:
+    prof = Profile.from_env(env)
+    with state_dir(keep=env.get("BENCH_KEEP_STATE", "") not in ("", "0")) as state:
         bench = Bench(prof, state)
         try:
             results = bench.run()
@@ -1319,7 +1312,3 @@ def main() -> int:
     )
     log(f"wrote {written}" + ("" if written.name == "partial.json" else f" and {DOC}"))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -94,8 +94,10 @@ async def drive(args: argparse.Namespace) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="reserve-then-settle load on billing, over NATS")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench billing-load", description="reserve-then-settle load on billing, over NATS"
+    )
     parser.add_argument("--nats-url", required=True)
     parser.add_argument("--accounts-file", required=True)
     parser.add_argument("--label", default="run")
@@ -106,7 +108,7 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=12)
     parser.add_argument("--completion-tokens", type=int, default=16)
     parser.add_argument("--cost-pico", type=int, default=2_800_000)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with fast_runner() as runner:
         result = runner.run(drive(args))
     json.dump(result, sys.stdout)
