@@ -12,8 +12,13 @@ report and statistics, py-spy summaries, Postgres).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 RESULTS = BENCH / "results"
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)

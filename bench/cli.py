@@ -107,8 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         program(argv[1:])
         return 0
     args = parser().parse_args(argv)
-    from bench import gateway_run  # imported here: the programs above do not need the platform's code
-
+    # Imported here: the programs above need none of the gateway run's code.
     if args.command == "render":
-        return gateway_run.rerender(args.results)
+        from bench import outputs
+
+        return outputs.rerender(args.results)
+    from bench import gateway_run
+
     return gateway_run.main(environment(args))
