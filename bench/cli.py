@@ -79,9 +79,7 @@ def parser() -> argparse.ArgumentParser:
     )
     commands = top.add_subparsers(dest="command", title="subcommands", metavar="COMMAND")
     render = commands.add_parser("render", help="derive the headline and the docs' results section from a saved run")
-    render.add_argument(
-        "results", nargs="?", type=Path, help="a run's JSON (default: the newer of full.json and quick.json)"
-    )
+    render.add_argument("results", nargs="?", type=Path, help="a run's JSON (default: bench/results/full.json)")
     for name, (_, _, what) in PROGRAMS.items():
         commands.add_parser(name, help=what, add_help=False)  # listed here; they parse their own arguments
     return top

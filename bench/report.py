@@ -1,6 +1,6 @@
 """Pure statistics and reporting for the benchmark: summaries, derived figures, markdown.
 
-No I/O beyond what callers pass in, so it is unit-tested (tests/bench/test_bench_harness.py).
+No I/O beyond what callers pass in, so it is unit-tested (tests/unit/test_bench_harness.py).
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ def open_loop_added(runs: Sequence[dict[str, Any]], metric: str = "latency_ms") 
 
 
 def headline(results: dict[str, Any]) -> dict[str, Any]:
-    """The top-level keys of latest.json: ratios first (absolute times vary between runs)."""
+    """The top-level keys of a run's results file: ratios first (absolute times vary between runs)."""
     runs = results.get("runs", [])
     workers = results["config"]["workers"][0]
     nonstream = overhead(runs, workers, "nonstream")
