@@ -19,8 +19,8 @@ test-unit: bootstrap
 	@$(PY) -m pytest -q tests/unit
 
 lint: bootstrap
-	@$(VENV)/bin/ruff check services operator tests model-repo
-	@$(VENV)/bin/ruff format --check -q services operator tests model-repo
+	@$(VENV)/bin/ruff check services operator tests model-repo bench
+	@$(VENV)/bin/ruff format --check -q services operator tests model-repo bench
 
 clean:
 	rm -rf .lexora .pytest_cache
