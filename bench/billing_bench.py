@@ -78,8 +78,9 @@ class Cluster:
     def __init__(self, root: Path):
         self.root = root
         self._cm = pg.private_postgres(root / "pg", fsync=True)
-        self.url, self.libpq_url = self._cm.__enter__()
-        self.pid = pg.postmaster_pid(root / "pg")
+        postgres = self._cm.__enter__()
+        self.url, self.libpq_url, self.version = postgres.url, postgres.libpq_url, postgres.version
+        self.pid = postgres.postmaster_pid
 
     def fresh_database(self) -> tuple[str, str]:
         name = f"bb_{uuid.uuid4().hex[:10]}"
@@ -421,7 +422,7 @@ def main(argv: list[str] | None = None) -> None:
         "tool": "billing_bench",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "postgres": {"fsync": True, "version": pg.version()},
+        "postgres": {"fsync": True, "version": cluster.version},
         "machine": {"cores": procstat.os.cpu_count(), "cpu_model": procstat.cpu_model()},
         "summary": summary,
         "runs": results,

@@ -213,7 +213,7 @@ class GatewayRun:
                 "mem_gib": procstat.mem_total_gib(),
                 "kernel": platform.release(),
             },
-            "versions": run_info.versions(),
+            "versions": run_info.versions(p.postgres_version),
             "litellm_mode": p.litellm_mode,
             "litellm_db_probe": p.litellm_db_probe,
             "git": {"at_start": self.git_at_start, "at_end": run_info.git_state()},

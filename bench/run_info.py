@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from bench import BENCH, REPO, pg
+from bench import BENCH, REPO
 from bench.testbed import LITELLM_VENV
 from lexora_dev import stack
 from lexora_dev.triton_server import tritonserver_binary
@@ -29,7 +29,9 @@ def sample_commands(commands: list[str], state: Path) -> list[str]:
     return out
 
 
-def versions() -> dict[str, str]:
+def versions(postgres: str) -> dict[str, str]:
+    """Every component's version; `postgres` is what the running server says."""
+
     def run(argv: list[str]) -> str:
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
@@ -53,7 +55,7 @@ def versions() -> dict[str, str]:
         "lexora": pkg("lexora"),
         "tritonserver (nvidia-pytriton)": f"{pkg('nvidia-pytriton')} ({tritonserver_binary().parent.parent.name})",
         "nats-server": run([stack.nats_server_binary(), "--version"]),
-        "postgres": pg.version(),
+        "postgres": postgres,
         "wrk": run(["wrk", "--version"]).split(" [")[0],
         "uvicorn": pkg("uvicorn"),
         "fastapi": pkg("fastapi"),

@@ -34,7 +34,7 @@ class Testbed:
     state: Path
     exits: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     procs: dict[str, ManagedProcess] = field(default_factory=dict)
-    pg_root: Path | None = None
+    postgres: pg.BenchPostgres | None = None
     database_url: str = ""
     libpq_url: str = ""
     nats_url: str = ""
@@ -60,10 +60,8 @@ class Testbed:
         self.procs["triton"] = ManagedProcess("tritonserver", argv, logs / "triton.log", env=env).start()
         self.triton_grpc = f"127.0.0.1:{grpc_port}"
 
-        self.pg_root = self.state / "pg"
-        self.database_url, self.libpq_url = self.exits.enter_context(
-            pg.private_postgres(self.pg_root, fsync=self.settings.pg_fsync)
-        )
+        self.postgres = self.exits.enter_context(pg.private_postgres(self.state / "pg", fsync=self.settings.pg_fsync))
+        self.database_url, self.libpq_url = self.postgres.url, self.postgres.libpq_url
         nats_port, self.nats_monitor = free_port(), free_port()
         self.procs["nats"] = stack.start_nats(self.state, nats_port, self.nats_monitor)
         self.nats_url = f"nats://127.0.0.1:{nats_port}"
@@ -193,11 +191,15 @@ class Testbed:
         stack.wait_for_gateway(self.gateway_port, self.procs["gateway"])
         self.start_litellm(workers)
 
+    @property
+    def postgres_version(self) -> str:
+        return self.postgres.version if self.postgres else "not started"
+
     def roots(self) -> dict[str, int]:
+        """The process (tree) of each component, by name, for CPU and memory figures."""
         out = {name: p.proc.pid for name, p in self.procs.items() if p.proc is not None and p.alive}
-        postmaster = pg.postmaster_pid(self.pg_root) if self.pg_root else None
-        if postmaster:
-            out["postgres"] = postmaster
+        if self.postgres and self.postgres.postmaster_pid:
+            out["postgres"] = self.postgres.postmaster_pid
         return out
 
     def memory(self) -> dict[str, dict[str, float]]:

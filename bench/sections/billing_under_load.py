@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import REPO, log, pg, report, tools
+from bench import REPO, log, report, tools
 from bench.db_checks import Db
 from bench.load import Target, run_wrk
 from bench.settings import INSTANT_MODEL
@@ -97,6 +97,6 @@ def billing(bench: GatewayRun, targets: dict[str, Target], db: Db, many_keys: Pa
         )
     return {
         "cases": cases,
-        "postgres": {"fsync": bench.settings.pg_fsync, "version": pg.version()},
+        "postgres": {"fsync": bench.settings.pg_fsync, "version": bench.testbed.postgres_version},
         "note": "settled/s = settled reservations ÷ (last settlement − first reservation) in the window",
     }
