@@ -419,7 +419,7 @@ def _open_loop_lines(section: dict[str, Any]) -> list[str]:
         "",
         f"A request is due every 1/{_fmt(section['rate'])} s whatever the answers do (at most "
         f"{section['max_in_flight']} in flight), for {section['duration_s']} s; latency counts from when it was"
-        " due if it had to wait for a connection, else from when it was written (bench/loadgen.py --rate).",
+        " due if it had to wait for a connection, else from when it was written (python -m bench loadgen --rate).",
         "",
     ]
     # (header, the run's field, the percentile): a stream is judged by its first token, and its
