@@ -10,9 +10,11 @@ cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-python3}"
 STAMP=.venv/.lexora-installed
+# The editable install maps each top-level package it saw; a package added since needs a reinstall.
+PACKAGES="$(cd services && ls -d lexora_*/ | tr -d / | sort | tr '\n' ' ')"
 
 if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ] && [ "$STAMP" -nt scripts/bootstrap.sh ] \
-    && [ "$STAMP" -nt scripts/build-llama-cpp.sh ]; then
+    && [ "$STAMP" -nt scripts/build-llama-cpp.sh ] && [ "$(cat "$STAMP")" = "$PACKAGES" ]; then
   exit 0
 fi
 if [ ! -x .venv/bin/python ]; then
@@ -41,5 +43,5 @@ if ! "$LITELLM_VENV/bin/python" -c "import importlib.metadata as m, sys; m.versi
   "$LITELLM_VENV/bin/python" -m pip install --quiet --upgrade pip
   "$LITELLM_VENV/bin/python" -m pip install --quiet "litellm==1.106.2" "mcp>=2.2,<3"
 fi
-touch "$STAMP"
+echo "$PACKAGES" > "$STAMP"
 echo "[bootstrap] done"

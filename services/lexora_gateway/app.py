@@ -11,6 +11,8 @@ from fastapi.responses import Response
 from nats.aio.msg import Msg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from lexora_auth.client import AuthClient
+from lexora_billing.client import BillingClient
 from lexora_contracts import subjects
 from lexora_contracts.messages import KeyRevoked
 from lexora_gateway import (
@@ -22,15 +24,14 @@ from lexora_gateway import (
     routes_platform,
 )
 from lexora_gateway.auth_cache import KeyCache
-from lexora_gateway.authn import verifier_over
-from lexora_gateway.dispatch import JobInboxes
 from lexora_gateway.errors import install_error_handlers
-from lexora_gateway.holds import CreditHolds
 from lexora_gateway.http import JSONBody
+from lexora_gateway.key_verifier import KeyVerifier
 from lexora_gateway.metrics_middleware import MetricsMiddleware
 from lexora_gateway.openapi import install_openapi
 from lexora_gateway.settings import GatewaySettings
 from lexora_gateway.state import GatewayState
+from lexora_router.client import JobInboxes, RouterClient
 from lexora_runtime.bus import ensure_usage_stream
 from lexora_runtime.counters import CounterStore, limits_bucket
 from lexora_runtime.logs import configure_logging
@@ -38,6 +39,7 @@ from lexora_runtime.loop import freeze_startup_heap
 from lexora_runtime.metrics import create_metrics
 from lexora_runtime.model_registry import ModelRegistryView
 from lexora_runtime.service import connect_with_patience
+from lexora_usage.client import UsageClient
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -51,7 +53,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         await ensure_usage_stream(js)
         registry = ModelRegistryView()
         await registry.start(js)
-        keys = verifier_over(nc, KeyCache(settings.auth_cache_ttl_s))
+        auth = AuthClient(nc)
+        keys = KeyVerifier(KeyCache(settings.auth_cache_ttl_s), auth.verify_key)
 
         async def on_revoked(msg: Msg) -> None:
             keys.revoke(KeyRevoked.model_validate_json(msg.data).key_id)
@@ -60,15 +63,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         counters = CounterStore(await limits_bucket(js))
         inboxes = JobInboxes(nc)
         await inboxes.start()
-        holds = await CreditHolds.open(nc, settings.database_url, settings.database_pool_size)
-        app.state.gateway = GatewayState(settings, nc, js, registry, keys, metrics, counters, inboxes, holds)
+        billing = await BillingClient.open(nc, settings.database_url, settings.database_pool_size)
+        clients = (auth, billing, UsageClient(nc), RouterClient(nc))
+        app.state.gateway = GatewayState(settings, nc, js, registry, keys, metrics, counters, inboxes, *clients)
         freeze_startup_heap()
         try:
             yield
         finally:
             await registry.stop()
             await keys.close()
-            await holds.close()
+            await billing.close()
             await nc.drain()
 
     app = FastAPI(title="Lexora API", version="0.1.0", lifespan=lifespan)

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 from fastapi import Request
-from nats.aio.client import Client as NATS
 
-from lexora_contracts import subjects
 from lexora_contracts.errors import Unauthorized
-from lexora_contracts.messages import Identity, VerifyKeyRequest
-from lexora_gateway.auth_cache import KeyCache
-from lexora_gateway.key_verifier import KeyVerifier
+from lexora_contracts.messages import Identity
 from lexora_gateway.state import GatewayState
-from lexora_runtime.bus import call
 
 
 def api_key_of(request: Request) -> str | None:
@@ -28,12 +23,3 @@ async def authenticate(request: Request, state: GatewayState) -> Identity:
     if api_key is None:
         raise Unauthorized("Missing API key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
     return await state.keys.identity(api_key)
-
-
-def verifier_over(nc: NATS, cache: KeyCache) -> KeyVerifier:
-    """Keys verified by auth over NATS, through `cache`."""
-
-    async def verify(api_key: str) -> Identity:
-        return await call(nc, subjects.AUTH_KEY_VERIFY, VerifyKeyRequest(api_key=api_key), Identity)
-
-    return KeyVerifier(cache, verify)

@@ -28,11 +28,11 @@ from lexora_contracts.errors import InternalError, InvalidRequest, LexoraError
 from lexora_contracts.messages import GenerationChunk, Identity
 from lexora_contracts.openai import CompletionRequest
 from lexora_gateway import jobs, openai_chat, ratelimit
-from lexora_gateway.dispatch import GenerationStream, NoRouter
 from lexora_gateway.errors import sse_error_event
 from lexora_gateway.http import JSONBody
 from lexora_gateway.state import GatewayState
 from lexora_gateway.submit import JobTicket, collect, hold_credit, record_refusal
+from lexora_router.client import GenerationStream, NoRouter
 from lexora_runtime.logs import request_id_var
 
 T = TypeVar("T")

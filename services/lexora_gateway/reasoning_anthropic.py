@@ -15,13 +15,13 @@ from fastapi.responses import Response, StreamingResponse
 from lexora_contracts.errors import LexoraError
 from lexora_contracts.messages import GenerationChunk
 from lexora_gateway import anthropic_chat as fmt
-from lexora_gateway.dispatch import GenerationStream
 from lexora_gateway.errors import anthropic_sse_error_event
 from lexora_gateway.http import JSONBody
 from lexora_gateway.jobs import ChatJob
 from lexora_gateway.reasoning import ReasoningTracker, thinking_block, thinking_signature
 from lexora_gateway.submit import collect
 from lexora_gateway.tools import ToolCall, parse_call
+from lexora_router.client import GenerationStream
 
 
 async def respond(

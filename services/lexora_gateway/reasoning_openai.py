@@ -13,13 +13,13 @@ from fastapi.responses import Response, StreamingResponse
 from lexora_contracts.errors import LexoraError
 from lexora_contracts.messages import GenerationChunk
 from lexora_gateway import openai_chat
-from lexora_gateway.dispatch import GenerationStream
 from lexora_gateway.errors import sse_error_event
 from lexora_gateway.http import JSONBody
 from lexora_gateway.jobs import ChatJob
 from lexora_gateway.reasoning import ReasoningTracker, openai_reasoning_fields, with_reasoning_tokens
 from lexora_gateway.submit import collect
 from lexora_gateway.tools import parse_call
+from lexora_router.client import GenerationStream
 
 
 def _excluded(job: ChatJob) -> bool:

@@ -9,28 +9,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from lexora_contracts import subjects
 from lexora_contracts.errors import InvalidRequest
-from lexora_contracts.messages import Balance, BalanceRequest, Identity, KeyList, ListKeysRequest
+from lexora_contracts.messages import Identity
 from lexora_contracts.money import MICRO_PER_CREDIT, MICRO_PER_USD
 from lexora_contracts.plans import PlanLimits
-from lexora_contracts.usage_api import (
-    BILLING_CREDITS_SUMMARY,
-    BILLING_KEY_SPEND_GET,
-    MAX_USAGE_PAGE,
-    USAGE_REPORT_GET,
-    CreditsSummary,
-    CreditsSummaryRequest,
-    KeySpend,
-    KeySpendRequest,
-    UsageReport,
-    UsageReportRequest,
-)
+from lexora_contracts.usage_api import MAX_USAGE_PAGE, UsageReportRequest
 from lexora_gateway import limits, ratelimit
 from lexora_gateway.authn import authenticate
 from lexora_gateway.http import JSONBody
 from lexora_gateway.state import GatewayState, StateDep
-from lexora_runtime.bus import call
 
 router = APIRouter()
 PLAN_TIERS = {"free": 0, "pro": 1, "enterprise": 2}
@@ -101,9 +88,7 @@ async def usage(request: Request, state: StateDep) -> Response:
     page_size = _int_param(request, "limit", 50, 1, MAX_LIMIT)
     page = _int_param(request, "page", 1, 1, MAX_USAGE_PAGE)
     now = datetime.now(UTC)
-    report = await call(
-        state.nc,
-        USAGE_REPORT_GET,
+    report = await state.usage.report(
         UsageReportRequest(
             account_id=identity.account_id,
             start=datetime.combine(start, time(), UTC) if start else None,
@@ -112,13 +97,9 @@ async def usage(request: Request, state: StateDep) -> Response:
             limit=page_size,
             page=page,
             today=now.date(),
-        ),
-        UsageReport,
-        timeout=15,
+        )
     )
-    balance = await call(
-        state.nc, subjects.BILLING_BALANCE_GET, BalanceRequest(account_id=identity.account_id), Balance
-    )
+    balance = await state.billing.balance(identity.account_id)
     summary = report.summary
     return JSONBody(
         {
@@ -173,8 +154,8 @@ async def usage(request: Request, state: StateDep) -> Response:
 async def current_key(request: Request, state: StateDep) -> Response:
     identity = await authenticate(request, state)
     await ratelimit.peek(request, state, identity)
-    spend = await call(state.nc, BILLING_KEY_SPEND_GET, KeySpendRequest(key_id=identity.key_id), KeySpend)
-    keys = await call(state.nc, subjects.AUTH_KEY_LIST, ListKeysRequest(account_id=identity.account_id), KeyList)
+    spend = await state.billing.key_spend(identity.key_id)
+    keys = await state.auth.list_keys(identity.account_id)
     key = next((k for k in keys.keys if k.key_id == identity.key_id), None)
     plan = _plan(state, identity)
     limit = identity.spend_limit_micro
@@ -199,9 +180,7 @@ async def current_key(request: Request, state: StateDep) -> Response:
 async def credits(request: Request, state: StateDep) -> Response:
     identity = await authenticate(request, state)
     await ratelimit.peek(request, state, identity)
-    summary = await call(
-        state.nc, BILLING_CREDITS_SUMMARY, CreditsSummaryRequest(account_id=identity.account_id), CreditsSummary
-    )
+    summary = await state.billing.credits_summary(identity.account_id)
     return JSONBody(
         {"data": {"total_credits": micro_usd(summary.credited_micro), "total_usage": micro_usd(summary.charged_micro)}}
     )

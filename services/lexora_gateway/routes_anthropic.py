@@ -11,15 +11,13 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from lexora_contracts import subjects
 from lexora_contracts.anthropic import CountTokensRequest, MessagesRequest
 from lexora_contracts.errors import LexoraError
-from lexora_contracts.messages import CountTokensReply, GenerationChunk
 from lexora_contracts.messages import CountTokensRequest as EngineCountRequest
+from lexora_contracts.messages import GenerationChunk
 from lexora_gateway import anthropic_chat as fmt
 from lexora_gateway import ratelimit, reasoning, reasoning_anthropic, vision
 from lexora_gateway.authn import authenticate
-from lexora_gateway.dispatch import GenerationStream
 from lexora_gateway.errors import anthropic_sse_error_event
 from lexora_gateway.http import JSONBody, parse_body
 from lexora_gateway.image_inputs import PendingImage
@@ -27,10 +25,9 @@ from lexora_gateway.jobs import ChatJob, chat_model
 from lexora_gateway.state import StateDep
 from lexora_gateway.submit import collect, start_chat_job
 from lexora_gateway.tools import parse_call
-from lexora_runtime.bus import call
+from lexora_router.client import GenerationStream
 
 router = APIRouter()
-COUNT_TIMEOUT_S = 30.0
 TOOL_ID_PREFIX = "toolu_"
 
 
@@ -118,11 +115,7 @@ async def count_tokens(request: Request, state: StateDep) -> Response:
     images: list[PendingImage] = []
     turns = fmt.count_turns(body, images)
     await vision.prepare(images, model, state.settings, state.nc.max_payload)  # the engine counts them too
-    reply = await call(
-        state.nc,
-        subjects.ROUTER_TOKENS_COUNT,
-        EngineCountRequest(model=model.id, messages=turns, reasoning_budget=reasoning.count_budget(body, model)),
-        CountTokensReply,
-        timeout=COUNT_TIMEOUT_S,
+    reply = await state.router.count_tokens(
+        EngineCountRequest(model=model.id, messages=turns, reasoning_budget=reasoning.count_budget(body, model))
     )
     return JSONBody({"input_tokens": reply.input_tokens}, headers=fmt.ignored_tools_header(body))

@@ -11,23 +11,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from lexora_contracts.errors import InvalidRequest
-from lexora_contracts.topups import (
-    BILLING_CHECKOUT_CREATE,
-    BILLING_PACKAGES_LIST,
-    BILLING_WEBHOOK_STRIPE,
-    CHECKOUT_CREATE_TIMEOUT_S,
-    CheckoutCreate,
-    CheckoutReply,
-    CheckoutRequest,
-    PackagesReply,
-    PackagesRequest,
-    StripeWebhookReply,
-    StripeWebhookRequest,
-)
+from lexora_contracts.topups import CheckoutCreate, CheckoutRequest
 from lexora_gateway.authn import authenticate
 from lexora_gateway.http import JSONBody, parse_body
 from lexora_gateway.state import StateDep
-from lexora_runtime.bus import call
 
 router = APIRouter()
 
@@ -41,7 +28,7 @@ def usd_from_cents(cents: int) -> str:
 
 @router.get("/billing/packages")
 async def list_packages(state: StateDep) -> Response:
-    reply = await call(state.nc, BILLING_PACKAGES_LIST, PackagesRequest(), PackagesReply)
+    reply = await state.billing.packages()
     return JSONBody(
         {
             "object": "list",
@@ -69,12 +56,8 @@ async def list_packages(state: StateDep) -> Response:
 async def create_checkout(request: Request, state: StateDep) -> Response:
     identity = await authenticate(request, state)
     body = parse_body(CheckoutCreate, await request.body())
-    reply = await call(
-        state.nc,
-        BILLING_CHECKOUT_CREATE,
-        CheckoutRequest(account_id=identity.account_id, package=body.package, amount_usd=body.amount_usd),
-        CheckoutReply,
-        timeout=CHECKOUT_CREATE_TIMEOUT_S,
+    reply = await state.billing.create_checkout(
+        CheckoutRequest(account_id=identity.account_id, package=body.package, amount_usd=body.amount_usd)
     )
     return JSONBody(
         {
@@ -99,11 +82,6 @@ async def stripe_webhook(request: Request, state: StateDep) -> Response:
         payload = raw.decode("utf-8")  # Stripe signs the UTF-8 text of the body
     except UnicodeDecodeError as exc:
         raise InvalidRequest("The webhook body is not UTF-8") from exc
-    reply = await call(
-        state.nc,
-        BILLING_WEBHOOK_STRIPE,
-        StripeWebhookRequest(payload=payload, signature=request.headers.get("stripe-signature")),
-        StripeWebhookReply,
-    )
+    reply = await state.billing.stripe_webhook(payload, request.headers.get("stripe-signature"))
     # Any 2xx tells Stripe to stop re-delivering; an error status makes it retry later.
     return JSONBody({"received": True, **reply.model_dump()})

@@ -15,12 +15,12 @@ from lexora_contracts.messages import GenerationChunk
 from lexora_contracts.openai import ChatCompletionRequest, CompletionRequest
 from lexora_gateway import completion_batch, openai_chat, reasoning, reasoning_openai
 from lexora_gateway.authn import authenticate
-from lexora_gateway.dispatch import GenerationStream
 from lexora_gateway.errors import sse_error_event
 from lexora_gateway.http import JSONBody, parse_body
 from lexora_gateway.state import StateDep
 from lexora_gateway.submit import collect, start_chat_job
 from lexora_gateway.tools import ToolUse, parse_call
+from lexora_router.client import GenerationStream
 
 router = APIRouter()
 CALL_ID_PREFIX = "call_"

@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from lexora_contracts import subjects
 from lexora_contracts.errors import LexoraError, ModelNotFound
-from lexora_contracts.messages import HealthProbe, HealthReply
+from lexora_contracts.messages import HealthReply
 from lexora_contracts.registry import ModelRecord
 from lexora_gateway.http import JSONBody
 from lexora_gateway.state import StateDep
-from lexora_runtime.bus import call
 
 router = APIRouter()
-
-HEALTH_SUBJECTS = {
-    "auth": subjects.AUTH_HEALTH,
-    "billing": subjects.BILLING_HEALTH,
-    "usage": subjects.USAGE_HEALTH,
-    "router": subjects.ROUTER_HEALTH,
-}
 
 
 @router.get("/models")
@@ -66,16 +58,21 @@ def _pricing(model: ModelRecord) -> dict[str, int]:
 
 @router.get("/health")
 async def health(state: StateDep) -> Response:
-    async def probe(subject: str) -> dict[str, Any]:
+    async def probe(check: Awaitable[HealthReply]) -> dict[str, Any]:
         try:
-            reply = await call(state.nc, subject, HealthProbe(), HealthReply, timeout=2.0)
-            return reply.model_dump(exclude={"service"})
+            return (await check).model_dump(exclude={"service"})
         except LexoraError as exc:
             return {"status": "down", "error": exc.message}
 
-    results = await asyncio.gather(*(probe(subject) for subject in HEALTH_SUBJECTS.values()))
+    services = {
+        "auth": state.auth.health(),
+        "billing": state.billing.health(),
+        "usage": state.usage.health(),
+        "router": state.router.health(),
+    }
+    results = await asyncio.gather(*(probe(check) for check in services.values()))
     checks: dict[str, Any] = {"nats": {"status": "ok" if state.nc.is_connected else "down"}}
-    checks.update(zip(HEALTH_SUBJECTS, results, strict=True))
+    checks.update(zip(services, results, strict=True))
     models = {m.id: m.status for m in state.registry.all()}
     # A model whose endpoints are up but whose engine cannot serve is a degraded platform too.
     healthy = all(c["status"] == "ok" for c in checks.values()) and "degraded" not in models.values()

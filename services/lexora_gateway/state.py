@@ -9,13 +9,15 @@ from fastapi import Depends, Request
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from lexora_gateway.dispatch import JobInboxes
-from lexora_gateway.holds import CreditHolds
+from lexora_auth.client import AuthClient
+from lexora_billing.client import BillingClient
 from lexora_gateway.key_verifier import KeyVerifier
 from lexora_gateway.settings import GatewaySettings
+from lexora_router.client import JobInboxes, RouterClient
 from lexora_runtime.counters import CounterStore
 from lexora_runtime.metrics import ServiceMetrics
 from lexora_runtime.model_registry import ModelRegistryView
+from lexora_usage.client import UsageClient
 
 
 @dataclass
@@ -28,7 +30,10 @@ class GatewayState:
     metrics: ServiceMetrics
     counters: CounterStore
     inboxes: JobInboxes
-    holds: CreditHolds
+    auth: AuthClient
+    billing: BillingClient  # holds credit on billing's database directly when given its URL
+    usage: UsageClient
+    router: RouterClient
 
 
 async def _state(request: Request) -> GatewayState:

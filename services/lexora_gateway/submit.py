@@ -19,8 +19,8 @@ from lexora_contracts.messages import (
 )
 from lexora_contracts.registry import ModelKind, ModelRecord, Pricing
 from lexora_gateway import jobs, ratelimit, vision
-from lexora_gateway.dispatch import GenerationStream, Job, NoRouter
 from lexora_gateway.state import GatewayState
+from lexora_router.client import GenerationStream, Job, NoRouter
 from lexora_runtime.bus import publish_usage_event
 from lexora_runtime.logs import request_id_var
 
@@ -110,7 +110,7 @@ async def hold_credit(state: GatewayState, identity: Identity, request_id: str, 
     if not amount_micro:
         return
     ttl_s = state.settings.job_timeout_s + state.settings.reservation_grace_s
-    await state.holds.hold(identity, request_id, amount_micro, ttl_s)
+    await state.billing.hold(identity, request_id, amount_micro, ttl_s)
 
 
 async def record_refusal(

@@ -1,5 +1,5 @@
-"""A gateway given billing's Postgres database places credit holds itself, with billing's own
-statement: the same rows and the same 402s as a hold placed by billing, settled by billing.
+"""A billing client given billing's Postgres database (the gateway's) places credit holds itself, with
+billing's own statement: the same rows and the same 402s as a hold placed by billing, settled by billing.
 
 Driven directly on a fresh database (no NATS: the direct path never uses it). The whole stack on
 Postgres runs every request through this path, and on SQLite through billing (tests/e2e)."""
@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import text
 
+from lexora_billing.client import BillingClient
 from lexora_billing.ledger import Ledger
 from lexora_contracts.errors import InsufficientCredits, InternalError
 from lexora_contracts.messages import Identity, UsageEvent
 from lexora_contracts.money import PICO_PER_MICRO
-from lexora_gateway.holds import CreditHolds
 from lexora_runtime.db import migrate
 from support.postgres import fresh_database
 from support.usage_events import usage_event
@@ -35,9 +35,9 @@ def database_url(postgres_url: str) -> str:
 
 
 @pytest.fixture
-async def holds(database_url: str) -> AsyncIterator[CreditHolds]:
-    holds = await CreditHolds.open(None, database_url, pool_size=2)  # type: ignore[arg-type]
-    assert holds.direct
+async def holds(database_url: str) -> AsyncIterator[BillingClient]:
+    holds = await BillingClient.open(None, database_url, pool_size=2)  # type: ignore[arg-type]
+    assert holds.holds_directly
     try:
         yield holds
     finally:
@@ -60,7 +60,7 @@ async def _rows(ledger: Ledger, sql: str, **params: object) -> list[dict]:
 
 
 async def test_a_hold_placed_by_the_gateway_is_billings_hold_and_billing_settles_it(
-    ledger: Ledger, holds: CreditHolds
+    ledger: Ledger, holds: BillingClient
 ) -> None:
     account = await _account(ledger, 1_000)
     await holds.hold(_identity(account), "req_direct", 400, TTL_S)
@@ -80,7 +80,7 @@ def _completed(request_id: str, account_id: str, cost_micro: int, reserved_micro
 
 
 async def test_holds_commit_without_waiting_for_the_disk_and_a_lost_one_is_still_charged_once(
-    ledger: Ledger, holds: CreditHolds
+    ledger: Ledger, holds: BillingClient
 ) -> None:
     """The gateway's hold connections commit asynchronously (half a hold's time was the WAL flush).
     Only a Postgres crash can undo such a commit, and it undoes the whole hold: the job then settles
@@ -105,7 +105,7 @@ async def test_holds_commit_without_waiting_for_the_disk_and_a_lost_one_is_still
 
 
 async def test_a_hold_the_balance_cannot_cover_is_refused_as_billing_refuses_it(
-    ledger: Ledger, holds: CreditHolds
+    ledger: Ledger, holds: BillingClient
 ) -> None:
     account = await _account(ledger, 1_000)
     await holds.hold(_identity(account), "req_1", 700, TTL_S)
@@ -118,7 +118,7 @@ async def test_a_hold_the_balance_cannot_cover_is_refused_as_billing_refuses_it(
     assert (await ledger.balance(account)).held_micro == 700, "a refused hold holds nothing"
 
 
-async def test_a_keys_spend_limit_is_held_against_too(ledger: Ledger, holds: CreditHolds) -> None:
+async def test_a_keys_spend_limit_is_held_against_too(ledger: Ledger, holds: BillingClient) -> None:
     account = await _account(ledger, 10_000)
     await holds.hold(_identity(account, spend_limit_micro=500), "req_1", 300, TTL_S)
     with pytest.raises(InsufficientCredits, match="spend limit"):
@@ -127,7 +127,7 @@ async def test_a_keys_spend_limit_is_held_against_too(ledger: Ledger, holds: Cre
     assert (await ledger.balance(account)).held_micro == 600
 
 
-async def test_the_same_request_is_never_held_twice(ledger: Ledger, holds: CreditHolds) -> None:
+async def test_the_same_request_is_never_held_twice(ledger: Ledger, holds: BillingClient) -> None:
     account = await _account(ledger, 1_000)
     await holds.hold(_identity(account), "req_once", 100, TTL_S)
     with pytest.raises(InternalError):
@@ -136,7 +136,7 @@ async def test_the_same_request_is_never_held_twice(ledger: Ledger, holds: Credi
 
 
 async def test_an_unreachable_database_is_an_internal_error(ledger: Ledger) -> None:
-    holds = await CreditHolds.open(None, "postgresql+asyncpg://nobody:x@127.0.0.1:1/none", pool_size=1)  # type: ignore[arg-type]
+    holds = await BillingClient.open(None, "postgresql+asyncpg://nobody:x@127.0.0.1:1/none", pool_size=1)  # type: ignore[arg-type]
     try:
         with pytest.raises(InternalError, match="credit ledger"):
             await holds.hold(_identity("acct_x"), "req_x", 100, TTL_S)
@@ -144,6 +144,6 @@ async def test_an_unreachable_database_is_an_internal_error(ledger: Ledger) -> N
         await holds.close()
 
 
-async def test_without_postgres_the_gateway_asks_billing() -> None:
-    for url in (None, "", "sqlite+aiosqlite:///lexora.db"):
-        assert not (await CreditHolds.open(None, url, pool_size=1)).direct  # type: ignore[arg-type]
+async def test_without_a_database_url_holds_go_through_billing() -> None:
+    for url in (None, ""):
+        assert not (await BillingClient.open(None, url, pool_size=1)).holds_directly  # type: ignore[arg-type]

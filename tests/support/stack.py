@@ -16,13 +16,15 @@ from typing import Any
 
 from sqlalchemy import text
 
-from lexora_contracts import subjects
-from lexora_contracts.messages import Balance, BalanceRequest, CreateAccountReply, CreateAccountRequest, GrantRequest
+from lexora_auth.client import AuthClient
+from lexora_billing.client import BillingClient
+from lexora_cli.accounts import open_funded_account
+from lexora_contracts.messages import Balance
 from lexora_contracts.registry import Endpoint, ModelRecord
 from lexora_dev import stack
 from lexora_dev.catalog import local_catalog
 from lexora_dev.processes import ManagedProcess, free_port
-from lexora_runtime.bus import call, connect
+from lexora_runtime.bus import connect
 from lexora_runtime.db import create_engine
 
 # A prompt the local model answers at length: for timeouts and disconnects mid-stream.
@@ -78,23 +80,10 @@ class RunningStack:
         async def create() -> Account:
             nc = await connect(self.config.nats_url, "tests")
             try:
-                reply = await call(
-                    nc, subjects.AUTH_ACCOUNT_CREATE, CreateAccountRequest(plan=plan), CreateAccountReply
+                funded = await open_funded_account(
+                    AuthClient(nc), BillingClient(nc), credits_micro, plan=plan, actor="tests", reason="test credit"
                 )
-                if credits_micro:
-                    await call(
-                        nc,
-                        subjects.BILLING_CREDITS_GRANT,
-                        GrantRequest(
-                            account_id=reply.account_id,
-                            amount_micro=credits_micro,
-                            idempotency_key=f"test:{reply.account_id}",
-                            actor="tests",
-                            reason="test credit",
-                        ),
-                        Balance,
-                    )
-                return Account(reply.account_id, reply.api_key)
+                return Account(funded.account.account_id, funded.account.api_key)
             finally:
                 await nc.drain()
 
@@ -104,7 +93,7 @@ class RunningStack:
         async def get() -> Balance:
             nc = await connect(self.config.nats_url, "tests")
             try:
-                return await call(nc, subjects.BILLING_BALANCE_GET, BalanceRequest(account_id=account_id), Balance)
+                return await BillingClient(nc).balance(account_id)
             finally:
                 await nc.drain()
 

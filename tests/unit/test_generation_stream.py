@@ -10,7 +10,7 @@ import pytest
 from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import ChatTurn, GenerationChunk, GenerationRequest
 from lexora_contracts.registry import Pricing
-from lexora_gateway.dispatch import GenerationStream, JobInboxes
+from lexora_router.client import GenerationStream, JobInboxes
 
 
 @dataclass

@@ -1,8 +1,10 @@
-"""Sends a job to a router over NATS and reads its chunks from a private inbox as they arrive.
+"""router's typed client: what other packages may import from lexora_router.
 
-A gateway subscribes once, to a wildcard under its own inbox prefix, and hands each arriving chunk
-to the job whose reply subject it is: no SUB/UNSUB per request, so the NATS server's subscription
-table (and the cache it keeps for every publish) is not rewritten twice per request.
+Jobs (generation, embedding, image) go to a router over NATS, and their chunks come back to a
+private inbox as they arrive (`JobInboxes`, `GenerationStream`). A client subscribes once, to a
+wildcard under its own inbox prefix, and hands each arriving chunk to the job whose reply subject
+it is: no SUB/UNSUB per request, so the NATS server's subscription table (and the cache it keeps
+for every publish) is not rewritten twice per request.
 """
 
 from __future__ import annotations
@@ -16,12 +18,22 @@ from nats.aio.msg import Msg
 
 from lexora_contracts import subjects
 from lexora_contracts.errors import JobTimeout, ModelUnavailable, error_from_info
-from lexora_contracts.messages import CancelGeneration, GenerationChunk, JobHeader
-from lexora_runtime.bus import encode
+from lexora_contracts.messages import (
+    CancelGeneration,
+    CountTokensReply,
+    CountTokensRequest,
+    GenerationChunk,
+    HealthProbe,
+    HealthReply,
+    JobHeader,
+)
+from lexora_runtime.bus import call, encode
 
 Job = JobHeader  # every job a gateway sends: GenerationRequest, EmbeddingJob, ImageJob
 # Extra wait beyond the job deadline for the router's own 504 to arrive before we give up on it.
 ROUTER_GRACE_S = 5.0
+# Counting renders the chat template and tokenizes on the engine (images included).
+COUNT_TIMEOUT_S = 30.0
 
 
 class NoRouter(ModelUnavailable):
@@ -150,3 +162,17 @@ class GenerationStream:
                 await self.close()
 
         await asyncio.shield(asyncio.ensure_future(cancel_and_close()))
+
+
+class RouterClient:
+    """The router's request/reply endpoints; jobs stream through `JobInboxes`/`GenerationStream`."""
+
+    def __init__(self, nc: NATS):
+        self._nc = nc
+
+    async def count_tokens(self, request: CountTokensRequest) -> CountTokensReply:
+        """The model's own tokenizer over the prompt (chat template, images, reasoning budget)."""
+        return await call(self._nc, subjects.ROUTER_TOKENS_COUNT, request, CountTokensReply, timeout=COUNT_TIMEOUT_S)
+
+    async def health(self, timeout: float = 2.0) -> HealthReply:
+        return await call(self._nc, subjects.ROUTER_HEALTH, HealthProbe(), HealthReply, timeout=timeout)

@@ -1,0 +1,1 @@
+"""The `lexora` command: production commands (migrate, admin) and, where installed, `lexora dev`."""
