@@ -44,11 +44,12 @@ import asyncpg
 import nats
 
 from bench import REPO, RESULTS, pg, procstat, report, tools
+from lexora_billing.client import BillingClient
 from lexora_contracts import subjects
-from lexora_contracts.messages import Balance, GrantRequest, ReserveReply, ReserveRequest, UsageEvent
+from lexora_contracts.messages import ReserveRequest, UsageEvent
 from lexora_dev import stack
 from lexora_dev.processes import ManagedProcess, free_port
-from lexora_runtime.bus import call, publish_usage_event
+from lexora_runtime.bus import publish_usage_event
 from lexora_runtime.db import migrate
 
 CREDIT_MICRO = 10**9
@@ -204,12 +205,10 @@ def window(libpq_url: str, prefix: str, span_from: str) -> dict[str, Any]:
 
 async def grant(nats_url: str, accounts: list[str]) -> None:
     nc = await nats.connect(nats_url)
+    billing = BillingClient(nc)
     try:
         for account_id in accounts:
-            request = GrantRequest(
-                account_id=account_id, amount_micro=CREDIT_MICRO, idempotency_key=account_id, actor="b", reason="b"
-            )
-            await call(nc, subjects.BILLING_CREDITS_GRANT, request, Balance, timeout=30)
+            await billing.grant(account_id, CREDIT_MICRO, idempotency_key=account_id, actor="b", reason="b", timeout=30)
     finally:
         await nc.drain()
 
@@ -233,13 +232,14 @@ def event(request_id: str, account_id: str) -> UsageEvent:
 
 async def reserve_many(nats_url: str, prefix: str, accounts: list[str], count: int) -> list[UsageEvent]:
     nc = await nats.connect(nats_url)
+    billing = BillingClient(nc)
     limit = asyncio.Semaphore(16)
 
     async def one(n: int) -> UsageEvent:
         request_id, account_id = f"{prefix}{n}", accounts[n % len(accounts)]
         async with limit:
             request = ReserveRequest(request_id=request_id, account_id=account_id, amount_micro=HOLD_MICRO, ttl_s=3600)
-            await call(nc, subjects.BILLING_CREDITS_RESERVE, request, ReserveReply, timeout=30)
+            await billing.reserve(request, timeout=30)
         return event(request_id, account_id)
 
     try:

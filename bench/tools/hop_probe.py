@@ -4,7 +4,7 @@ Against the running benchmark platform, with the same client code the services u
 
 - nats_request_reply: a NATS request/reply to a service that does nothing (billing's
   `$SRV.PING`), i.e. the floor of any service hop;
-- billing_reserve: `billing.v1.credits.reserve` (one Postgres transaction);
+- billing_reserve: `billing.v1.credits.reserve` through billing's client (one Postgres transaction);
 - kv_counter_cas: the gateway's rate-limit counter update (NATS KV get + compare-and-set), on a
   scratch bucket;
 - jetstream_publish_ack: publishing one event with a message id and waiting for the ack, on a
@@ -40,17 +40,17 @@ from tritonclient.grpc.aio import InferenceServerClient
 
 from bench import report
 from bench.tools.loadgen import read_response
+from lexora_billing.client import BillingClient
 from lexora_contracts import subjects
 from lexora_contracts.messages import (
     ChatTurn,
     GenerationChunk,
     GenerationRequest,
-    ReserveReply,
     ReserveRequest,
     UsageEvent,
 )
 from lexora_contracts.registry import Pricing
-from lexora_runtime.bus import call, connect, encode, publish_usage_event
+from lexora_runtime.bus import connect, encode, publish_usage_event
 from lexora_runtime.loop import fast_runner
 
 PROMPT = [ChatTurn(role="user", content="Say hello in one short sentence.")]
@@ -96,6 +96,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     n = args.n
     nc = await connect(args.nats_url, "bench-hops")
     js = nc.jetstream()
+    billing = BillingClient(nc)
     out: dict[str, object] = {"n": n, "max_tokens": args.max_tokens}
 
     async def ping() -> None:
@@ -107,12 +108,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
 
     async def reserve() -> None:
         request_id = f"bench-hops-{uuid.uuid4().hex}"
-        await call(
-            nc,
-            subjects.BILLING_CREDITS_RESERVE,
-            ReserveRequest(request_id=request_id, account_id=args.account, amount_micro=1, ttl_s=300),
-            ReserveReply,
-        )
+        await billing.reserve(ReserveRequest(request_id=request_id, account_id=args.account, amount_micro=1, ttl_s=300))
         held.append(request_id)
 
     out["billing_reserve"] = await timed(reserve, n)
