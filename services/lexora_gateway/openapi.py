@@ -14,13 +14,12 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
-from lexora_contracts.anthropic import CountTokensRequest, MessagesRequest
-from lexora_contracts.embeddings import EmbeddingsRequest
-from lexora_contracts.images import ImageGenerationRequest
-from lexora_contracts.openai import ChatCompletionRequest, CompletionRequest
-from lexora_contracts.topups import CheckoutCreate
 from lexora_contracts.usage_api import MAX_USAGE_PAGE
+from lexora_gateway.account.schemas import CheckoutCreate
+from lexora_gateway.anthropic.schemas import CountTokensRequest, MessagesRequest
 from lexora_gateway.errors import speaks_anthropic
+from lexora_gateway.media.schemas import EmbeddingsRequest, ImageGenerationRequest
+from lexora_gateway.openai.schemas import ChatCompletionRequest, CompletionRequest
 
 REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "/v1/chat/completions": ChatCompletionRequest,

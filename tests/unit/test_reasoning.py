@@ -12,13 +12,14 @@ from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import Message
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from lexora_contracts.anthropic import CountTokensRequest, MessagesRequest
 from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import GenerationChunk, GenerationRequest, Identity
-from lexora_contracts.openai import ChatCompletionRequest, CompletionRequest
 from lexora_contracts.registry import Endpoint, ModelRecord, Pricing
-from lexora_gateway import anthropic_chat, jobs, openai_chat, reasoning_anthropic, reasoning_openai
-from lexora_gateway.reasoning import (
+from lexora_gateway.anthropic import reasoning as anthropic_reasoning
+from lexora_gateway.anthropic import translation as anthropic_translation
+from lexora_gateway.anthropic.schemas import CountTokensRequest, MessagesRequest
+from lexora_gateway.chat import jobs
+from lexora_gateway.chat.reasoning import (
     ReasoningSetting,
     ReasoningTracker,
     count_budget,
@@ -28,7 +29,10 @@ from lexora_gateway.reasoning import (
     openai_reasoning_fields,
     splits_output,
 )
-from lexora_gateway.think_tags import ThinkSplitter, split_whole
+from lexora_gateway.chat.think_tags import ThinkSplitter, split_whole
+from lexora_gateway.openai import reasoning as openai_reasoning
+from lexora_gateway.openai import translation as openai_translation
+from lexora_gateway.openai.schemas import ChatCompletionRequest, CompletionRequest
 
 PLAIN = ModelRecord(
     id="plain",
@@ -166,7 +170,7 @@ def test_openai_reasoning_parameters_become_one_setting(
     params: dict[str, Any], setting: ReasoningSetting | None
 ) -> None:
     assert from_openai(openai_body(**params)) == setting
-    assert openai_chat.to_job(openai_body(**params)).reasoning == setting
+    assert openai_translation.to_job(openai_body(**params)).reasoning == setting
 
 
 @pytest.mark.parametrize(
@@ -199,7 +203,7 @@ def test_anthropic_thinking_maps_to_the_same_setting() -> None:
     assert from_anthropic(anthropic_body()) is None
     enabled = anthropic_body(thinking={"type": "enabled", "budget_tokens": 1024})
     assert from_anthropic(enabled) == ReasoningSetting(True, 1024)
-    assert anthropic_chat.to_job(enabled).reasoning == ReasoningSetting(True, 1024)
+    assert anthropic_translation.to_job(enabled).reasoning == ReasoningSetting(True, 1024)
     assert from_anthropic(anthropic_body(thinking={"type": "disabled"})) == ReasoningSetting(False, 0)
     with pytest.raises(InvalidRequest) as caught:
         from_anthropic(anthropic_body(thinking={"type": "enabled", "budget_tokens": 2048}))
@@ -266,12 +270,12 @@ def test_only_reasoning_models_get_reasoning_fields() -> None:
     assert engine_fields(high, THINKER) == (True, 409)
     assert engine_fields(None, THINKER) == (True, None), "the model's default"
     assert engine_fields(ReasoningSetting(False, 0), THINKER) == (False, 0)
-    job = openai_chat.to_job(openai_body(reasoning_effort="high"))
+    job = openai_translation.to_job(openai_body(reasoning_effort="high"))
     on_plain = jobs.generation_request(job, PLAIN, PLAIN.pricing, IDENTITY, "r", 512, 0, 0.0, 120)
     on_thinker = jobs.generation_request(job, THINKER, THINKER.pricing, IDENTITY, "r", 512, 0, 0.0, 120)
     assert (on_plain.reasoning, on_plain.reasoning_budget, splits_output(on_plain)) == (False, None, False)
     assert (on_thinker.reasoning, on_thinker.reasoning_budget, splits_output(on_thinker)) == (True, 409, True)
-    raw = openai_chat.completion_to_job(CompletionRequest.model_validate({"model": "m", "prompt": "x"}))
+    raw = openai_translation.completion_to_job(CompletionRequest.model_validate({"model": "m", "prompt": "x"}))
     on_raw = jobs.generation_request(raw, THINKER, THINKER.pricing, IDENTITY, "r", 8, 0, 0.0, 120)
     assert not splits_output(on_raw), "a raw prompt has no chat template to think in"
 
@@ -279,7 +283,7 @@ def test_only_reasoning_models_get_reasoning_fields() -> None:
 def test_the_budget_reaches_triton_only_when_set() -> None:
     from lexora_router.triton_engine import build_inputs
 
-    job = openai_chat.to_job(openai_body(reasoning_effort="low"))
+    job = openai_translation.to_job(openai_body(reasoning_effort="low"))
     with_budget = jobs.generation_request(job, THINKER, THINKER.pricing, IDENTITY, "r", 512, 0, 0.0, 120)
     without = jobs.generation_request(job, PLAIN, PLAIN.pricing, IDENTITY, "r", 512, 0, 0.0, 120)
     [budget] = [value for name, _, value in build_inputs(with_budget) if name == "reasoning_budget"]
@@ -330,9 +334,9 @@ def sse_data(raw: bytes) -> list[Any]:
 
 
 async def test_openai_answer_carries_reasoning_apart_from_content() -> None:
-    job = openai_chat.to_job(openai_body(reasoning_effort="low"))
+    job = openai_translation.to_job(openai_body(reasoning_effort="low"))
     stream, first = run_of(job)
-    response = await reasoning_openai.respond(stream, first, job, False, {}, "call_")
+    response = await openai_reasoning.respond(stream, first, job, False, {}, "call_")
     completion = ChatCompletion.model_validate_json(await body_of(response))
     message = completion.choices[0].message
     assert message.content == "It is 4."
@@ -342,9 +346,11 @@ async def test_openai_answer_carries_reasoning_apart_from_content() -> None:
 
 
 async def test_openai_stream_sends_reasoning_deltas_then_content() -> None:
-    job = openai_chat.to_job(openai_body(reasoning_effort="low", stream=True, stream_options={"include_usage": True}))
+    job = openai_translation.to_job(
+        openai_body(reasoning_effort="low", stream=True, stream_options={"include_usage": True})
+    )
     stream, first = run_of(job)
-    events = sse_data(await body_of(await reasoning_openai.respond(stream, first, job, True, {}, "call_")))
+    events = sse_data(await body_of(await openai_reasoning.respond(stream, first, job, True, {}, "call_")))
     assert events.count("[DONE]") == 1 and events[-1] == "[DONE]"
     chunks = [ChatCompletionChunk.model_validate(e) for e in events[:-1]]
     deltas = [c.choices[0].delta for c in chunks if c.choices]
@@ -359,17 +365,17 @@ async def test_openai_stream_sends_reasoning_deltas_then_content() -> None:
 
 async def test_openai_exclude_keeps_reasoning_out_of_answer_and_stream() -> None:
     for streaming in (False, True):
-        job = openai_chat.to_job(openai_body(reasoning={"exclude": True}, stream=streaming))
+        job = openai_translation.to_job(openai_body(reasoning={"exclude": True}, stream=streaming))
         stream, first = run_of(job)
-        raw = await body_of(await reasoning_openai.respond(stream, first, job, False, {}, "call_"))
+        raw = await body_of(await openai_reasoning.respond(stream, first, job, False, {}, "call_"))
         assert b"reasoning" not in raw.replace(b"reasoning_tokens", b"") and b"Two plus" not in raw
         assert b"It is" in raw
 
 
 async def test_anthropic_answer_has_a_signed_thinking_block_before_the_text() -> None:
-    job = anthropic_chat.to_job(anthropic_body(thinking={"type": "enabled", "budget_tokens": 1024}))
+    job = anthropic_translation.to_job(anthropic_body(thinking={"type": "enabled", "budget_tokens": 1024}))
     stream, first = run_of(job)
-    response = await reasoning_anthropic.respond(stream, first, job, "thinker", {}, "toolu_")
+    response = await anthropic_reasoning.respond(stream, first, job, "thinker", {}, "toolu_")
     message = Message.model_validate_json(await body_of(response))
     assert [block.type for block in message.content] == ["thinking", "text"]
     assert message.content[0].thinking == "Two plus two." and message.content[0].signature
@@ -377,13 +383,13 @@ async def test_anthropic_answer_has_a_signed_thinking_block_before_the_text() ->
 
 
 async def test_anthropic_stream_accumulates_to_the_same_message() -> None:
-    whole_job = anthropic_chat.to_job(anthropic_body())
+    whole_job = anthropic_translation.to_job(anthropic_body())
     whole = Message.model_validate_json(
-        await body_of(await reasoning_anthropic.respond(*run_of(whole_job), whole_job, "thinker", {}, "toolu_"))
+        await body_of(await anthropic_reasoning.respond(*run_of(whole_job), whole_job, "thinker", {}, "toolu_"))
     )
-    job = anthropic_chat.to_job(anthropic_body(stream=True))
+    job = anthropic_translation.to_job(anthropic_body(stream=True))
     stream, first = run_of(job)
-    raw = await body_of(await reasoning_anthropic.respond(stream, first, job, "thinker", {}, "toolu_"))
+    raw = await body_of(await anthropic_reasoning.respond(stream, first, job, "thinker", {}, "toolu_"))
     snapshot = None
     types = []
     for event in sse_data(raw):
@@ -397,9 +403,9 @@ async def test_anthropic_stream_accumulates_to_the_same_message() -> None:
 
 
 async def test_a_reasoning_model_that_skips_thinking_answers_with_text_only() -> None:
-    job = anthropic_chat.to_job(anthropic_body(stream=True))
+    job = anthropic_translation.to_job(anthropic_body(stream=True))
     stream, first = run_of(job, ["Just", " text."])
-    raw = await body_of(await reasoning_anthropic.respond(stream, first, job, "thinker", {}, "toolu_"))
+    raw = await body_of(await anthropic_reasoning.respond(stream, first, job, "thinker", {}, "toolu_"))
     snapshot = None
     for event in sse_data(raw):
         if event["type"] != "ping":
@@ -408,10 +414,10 @@ async def test_a_reasoning_model_that_skips_thinking_answers_with_text_only() ->
 
 
 async def test_omitted_display_keeps_a_signed_thinking_block_with_empty_text() -> None:
-    job = anthropic_chat.to_job(anthropic_body(thinking={"type": "adaptive", "display": "omitted"}))
+    job = anthropic_translation.to_job(anthropic_body(thinking={"type": "adaptive", "display": "omitted"}))
     stream, first = run_of(job)
     message = Message.model_validate_json(
-        await body_of(await reasoning_anthropic.respond(stream, first, job, "thinker", {}, "toolu_"))
+        await body_of(await anthropic_reasoning.respond(stream, first, job, "thinker", {}, "toolu_"))
     )
     assert [block.type for block in message.content] == ["thinking", "text"]
     assert message.content[0].thinking == "" and message.content[0].signature
@@ -419,9 +425,9 @@ async def test_omitted_display_keeps_a_signed_thinking_block_with_empty_text() -
 
 
 async def test_omitted_display_streams_the_thinking_block_with_only_its_signature() -> None:
-    job = anthropic_chat.to_job(anthropic_body(thinking={"type": "adaptive", "display": "omitted"}, stream=True))
+    job = anthropic_translation.to_job(anthropic_body(thinking={"type": "adaptive", "display": "omitted"}, stream=True))
     stream, first = run_of(job)
-    raw = await body_of(await reasoning_anthropic.respond(stream, first, job, "thinker", {}, "toolu_"))
+    raw = await body_of(await anthropic_reasoning.respond(stream, first, job, "thinker", {}, "toolu_"))
     snapshot = None
     deltas = []
     for event in sse_data(raw):

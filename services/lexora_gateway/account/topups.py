@@ -11,8 +11,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from lexora_contracts.errors import InvalidRequest
-from lexora_contracts.topups import CheckoutCreate, CheckoutRequest
-from lexora_gateway.authn import authenticate
+from lexora_contracts.topups import CheckoutRequest
+from lexora_gateway.account.schemas import CheckoutCreate
+from lexora_gateway.admission.identity import authenticate
 from lexora_gateway.http import JSONBody, parse_body
 from lexora_gateway.state import StateDep
 

@@ -6,7 +6,7 @@ that holds it) and what the client gave (base64 data with a declared media type,
 `check` validates everything that needs no network: the count, the URL's form, and inline data
 (strict base64, the decoded size, the format by its magic bytes, agreement with the declared type).
 `require_vision` refuses images for a model without the "vision" capability. URLs are fetched
-afterwards by the I/O side (lexora_gateway.vision, lexora_gateway.safe_fetch) and checked by the
+afterwards by the I/O side (lexora_gateway.chat.vision, lexora_gateway.chat.safe_fetch) and checked by the
 same `validated_type`; `attach` then puts the images on their turns, where they travel to the engine.
 """
 
@@ -18,11 +18,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from lexora_contracts.anthropic import ImageBlock
 from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import ChatTurn, ImageInput
-from lexora_contracts.openai import ChatMessage, ImagePart, TextPart
 from lexora_contracts.registry import ModelRecord
+from lexora_gateway.anthropic.schemas import ImageBlock
+from lexora_gateway.openai.schemas import ChatMessage, ImagePart, TextPart
 
 VISION = "vision"  # the ModelRecord capability that admits image input
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024  # 20 MiB decoded, per image

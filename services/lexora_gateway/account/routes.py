@@ -14,8 +14,8 @@ from lexora_contracts.messages import Identity
 from lexora_contracts.money import MICRO_PER_CREDIT, MICRO_PER_USD
 from lexora_contracts.plans import PlanLimits
 from lexora_contracts.usage_api import MAX_USAGE_PAGE, UsageReportRequest
-from lexora_gateway import limits, ratelimit
-from lexora_gateway.authn import authenticate
+from lexora_gateway.admission import limits, rate_limits
+from lexora_gateway.admission.identity import authenticate
 from lexora_gateway.http import JSONBody
 from lexora_gateway.state import GatewayState, StateDep
 
@@ -81,7 +81,7 @@ async def _free_model_limit(state: GatewayState, identity: Identity, now: dateti
 @router.get("/usage")
 async def usage(request: Request, state: StateDep) -> Response:
     identity = await authenticate(request, state)
-    await ratelimit.peek(request, state, identity)
+    await rate_limits.peek(request, state, identity)
     start, end = _date_param(request, "start_date"), _date_param(request, "end_date")
     if start and end and end < start:
         raise InvalidRequest("'end_date' is before 'start_date'", param="end_date")
@@ -153,7 +153,7 @@ async def usage(request: Request, state: StateDep) -> Response:
 @router.get("/key")
 async def current_key(request: Request, state: StateDep) -> Response:
     identity = await authenticate(request, state)
-    await ratelimit.peek(request, state, identity)
+    await rate_limits.peek(request, state, identity)
     spend = await state.billing.key_spend(identity.key_id)
     keys = await state.auth.list_keys(identity.account_id)
     key = next((k for k in keys.keys if k.key_id == identity.key_id), None)
@@ -179,7 +179,7 @@ async def current_key(request: Request, state: StateDep) -> Response:
 @router.get("/credits")
 async def credits(request: Request, state: StateDep) -> Response:
     identity = await authenticate(request, state)
-    await ratelimit.peek(request, state, identity)
+    await rate_limits.peek(request, state, identity)
     summary = await state.billing.credits_summary(identity.account_id)
     return JSONBody(
         {"data": {"total_credits": micro_usd(summary.credited_micro), "total_usage": micro_usd(summary.charged_micro)}}

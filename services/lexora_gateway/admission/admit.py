@@ -18,7 +18,8 @@ from lexora_contracts.messages import (
     UsageEvent,
 )
 from lexora_contracts.registry import ModelKind, ModelRecord, Pricing
-from lexora_gateway import jobs, ratelimit, vision
+from lexora_gateway.admission import rate_limits
+from lexora_gateway.chat import jobs, vision
 from lexora_gateway.state import GatewayState
 from lexora_router.client import GenerationStream, Job, NoRouter
 from lexora_runtime.bus import publish_usage_event
@@ -81,7 +82,7 @@ async def start_job(
     request_id, received_at = ticket.request_id, ticket.received_at
     request_id_var.set(request_id)  # carried to billing and the router in NATS headers
     try:
-        model = await ratelimit.admit_model(http, state, identity, ticket.model_id, ticket.kind)
+        model = await rate_limits.admit_model(http, state, identity, ticket.model_id, ticket.kind)
         if admitted is not None:  # work the job needs once its model is known (a chat job's images)
             await admitted(model)
         pricing = model.pricing_at(datetime.fromtimestamp(received_at, UTC))  # the price when it arrived

@@ -26,12 +26,14 @@ from fastapi.responses import Response, StreamingResponse
 
 from lexora_contracts.errors import InternalError, InvalidRequest, LexoraError
 from lexora_contracts.messages import GenerationChunk, Identity
-from lexora_contracts.openai import CompletionRequest
-from lexora_gateway import jobs, openai_chat, ratelimit
+from lexora_gateway.admission import rate_limits
+from lexora_gateway.admission.admit import JobTicket, collect, hold_credit, record_refusal
+from lexora_gateway.chat import jobs
 from lexora_gateway.errors import sse_error_event
 from lexora_gateway.http import JSONBody
+from lexora_gateway.openai import translation
+from lexora_gateway.openai.schemas import CompletionRequest
 from lexora_gateway.state import GatewayState
-from lexora_gateway.submit import JobTicket, collect, hold_credit, record_refusal
 from lexora_router.client import GenerationStream, NoRouter
 from lexora_runtime.logs import request_id_var
 
@@ -65,9 +67,9 @@ async def complete(
     http: Request, state: GatewayState, identity: Identity, body: CompletionRequest, received_at: float
 ) -> Response:
     prompts = prompt_list(body, state.settings.max_prompts_per_request)
-    request_id = openai_chat.new_request_id("cmpl")
+    request_id = translation.new_request_id("cmpl")
     request_id_var.set(request_id)
-    batch = [openai_chat.completion_to_job(body.model_copy(update={"prompt": prompt})) for prompt in prompts]
+    batch = [translation.completion_to_job(body.model_copy(update={"prompt": prompt})) for prompt in prompts]
     runs = await _start_all(http, state, identity, batch, request_id, received_at)
     headers = {"X-Request-Id": request_id}
     model_id, created = runs[0][0].request.model, int(received_at)
@@ -80,18 +82,18 @@ async def complete(
     finally:
         await asyncio.gather(*(stream.release() for stream, _ in runs))
     choices = [
-        _choice(index, text, openai_chat.openai_finish_reason(done.finish_reason))
+        _choice(index, text, translation.openai_finish_reason(done.finish_reason))
         for index, (text, done) in enumerate(answers)
     ]
     usage = summed_usage([done for _, done in answers])
     return JSONBody(
-        {**openai_chat.text_completion_body(request_id, model_id, created, "", None, usage), "choices": choices},
+        {**translation.text_completion_body(request_id, model_id, created, "", None, usage), "choices": choices},
         headers=headers,
     )
 
 
 def summed_usage(finals: Sequence[GenerationChunk]) -> dict[str, Any]:
-    return openai_chat.usage_block(
+    return translation.usage_block(
         sum(done.prompt_tokens for done in finals),
         sum(done.completion_tokens for done in finals),
         sum(done.cost_pico for done in finals),
@@ -114,7 +116,7 @@ async def _start_all(
     ids = [sub_request_id(request_id, index) for index in range(len(batch))]
     holds = [0] * len(batch)
     try:
-        model = await ratelimit.admit_model(http, state, identity, batch[0].model)
+        model = await rate_limits.admit_model(http, state, identity, batch[0].model)
         pricing = model.pricing_at(datetime.fromtimestamp(received_at, UTC))  # the price when it arrived
         limits = [jobs.resolve_max_tokens(job, model) for job in batch]
         wanted = [jobs.reservation_micro(job, model, pricing, limit) for job, limit in zip(batch, limits, strict=True)]
@@ -222,7 +224,7 @@ async def _sse(
 
     def body(choice: dict[str, Any], usage: dict[str, Any] | None = None) -> dict[str, Any]:
         return {
-            **openai_chat.text_completion_body(request_id, model_id, created, "", None, usage),
+            **translation.text_completion_body(request_id, model_id, created, "", None, usage),
             "choices": [choice],
         }
 
@@ -238,7 +240,7 @@ async def _sse(
                 finals.append(item)
                 last = len(finals) == len(runs)
                 usage = summed_usage(finals) if last and not include_usage else None
-                yield _event(body(_choice(index, "", openai_chat.openai_finish_reason(item.finish_reason)), usage))
+                yield _event(body(_choice(index, "", translation.openai_finish_reason(item.finish_reason)), usage))
         if include_usage:
             yield _event({**body({}, summed_usage(finals)), "choices": []})
         yield b"data: [DONE]\n\n"

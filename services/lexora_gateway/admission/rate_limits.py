@@ -10,8 +10,8 @@ from lexora_contracts.errors import LexoraError, RateLimitExceeded
 from lexora_contracts.messages import Identity
 from lexora_contracts.plans import PlanLimits
 from lexora_contracts.registry import ModelKind, ModelRecord
-from lexora_gateway import limits
-from lexora_gateway.jobs import serving_model
+from lexora_gateway.admission import limits
+from lexora_gateway.chat.jobs import serving_model
 from lexora_gateway.state import GatewayState
 
 SCOPE_KEY = "lexora.ratelimit"

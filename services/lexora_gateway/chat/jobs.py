@@ -9,12 +9,12 @@ from typing import Any
 from lexora_contracts.errors import InvalidRequest, ModelNotFound, ModelUnavailable
 from lexora_contracts.messages import ChatTurn, GenerationRequest, Identity
 from lexora_contracts.money import ceil_micro, request_cost_pico
-from lexora_contracts.openai import DEFAULT_MAX_TOKENS
 from lexora_contracts.registry import ModelKind, ModelRecord, Pricing
-from lexora_gateway import image_inputs
-from lexora_gateway.image_inputs import PendingImage
-from lexora_gateway.reasoning import ReasoningSetting, engine_fields
-from lexora_gateway.tools import ToolUse, guide, with_instructions
+from lexora_gateway.chat import image_inputs
+from lexora_gateway.chat.image_inputs import PendingImage
+from lexora_gateway.chat.reasoning import ReasoningSetting, engine_fields
+from lexora_gateway.chat.tools import ToolUse, guide, with_instructions
+from lexora_gateway.openai.schemas import DEFAULT_MAX_TOKENS
 
 # Role markers and separators a chat template adds per message, beyond the message text.
 PER_MESSAGE_OVERHEAD_TOKENS = 8
@@ -41,7 +41,7 @@ class ChatJob:
     raw_prompt: str | None = None  # legacy completions: no chat template, no messages
     reasoning: ReasoningSetting | None = None  # None: the model's default (see reasoning.py)
     # The request's images, in order: checked, fetched and put on their turns before the credit
-    # hold (lexora_gateway.vision); vision models only.
+    # hold (lexora_gateway.chat.vision); vision models only.
     images: list[PendingImage] = field(default_factory=list)
 
     def engine_messages(self) -> list[ChatTurn]:

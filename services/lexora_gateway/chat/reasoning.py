@@ -14,12 +14,12 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from lexora_contracts.anthropic import CountTokensRequest, MessagesRequest
 from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import GenerationRequest
-from lexora_contracts.openai import DEFAULT_MAX_TOKENS, ChatCompletionRequest, ReasoningConfig
 from lexora_contracts.registry import ModelRecord
-from lexora_gateway.think_tags import ThinkSplitter
+from lexora_gateway.anthropic.schemas import CountTokensRequest, MessagesRequest
+from lexora_gateway.chat.think_tags import ThinkSplitter
+from lexora_gateway.openai.schemas import DEFAULT_MAX_TOKENS, ChatCompletionRequest, ReasoningConfig
 
 REASONING_CAPABILITY = "reasoning"
 # Share of max_tokens an effort level may spend thinking (OpenRouter's conversion of effort to a
@@ -198,7 +198,7 @@ def with_reasoning_tokens(usage: dict[str, Any], reasoning_tokens: int | None) -
 
 def thinking_signature(message_id: str, thinking: str) -> str:
     """The `signature` Anthropic's SDK expects on a thinking block. Thinking blocks sent back are
-    not fed to the model (see anthropic_chat), so this is an opaque digest, not a secret."""
+    not fed to the model (see anthropic.translation), so this is an opaque digest, not a secret."""
     digest = hashlib.sha256(f"{message_id}\n{thinking}".encode()).digest()
     return base64.b64encode(digest).decode()
 

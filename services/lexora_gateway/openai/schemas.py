@@ -25,7 +25,7 @@ class TextPart(BaseModel):
 class ImageUrl(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    url: str  # a base64 data URI or an https URL; checked in lexora_gateway.image_inputs
+    url: str  # a base64 data URI or an https URL; checked in lexora_gateway.chat.image_inputs
     detail: str = "auto"  # "auto" | "low" | "high", checked there too so the error names the field
 
 
@@ -113,7 +113,7 @@ ReasoningEffort = Literal["low", "medium", "high"]
 class ReasoningConfig(BaseModel):
     """OpenRouter's `reasoning` object. Strict types: a string where a number or a boolean belongs
     is a client bug worth a 400, not a guess. How the fields combine is decided (and refused when
-    contradictory) in lexora_gateway.reasoning."""
+    contradictory) in lexora_gateway.chat.reasoning."""
 
     model_config = ConfigDict(extra="ignore")
 

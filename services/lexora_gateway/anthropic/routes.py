@@ -11,20 +11,22 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from lexora_contracts.anthropic import CountTokensRequest, MessagesRequest
 from lexora_contracts.errors import LexoraError
 from lexora_contracts.messages import CountTokensRequest as EngineCountRequest
 from lexora_contracts.messages import GenerationChunk
-from lexora_gateway import anthropic_chat as fmt
-from lexora_gateway import ratelimit, reasoning, reasoning_anthropic, vision
-from lexora_gateway.authn import authenticate
+from lexora_gateway.admission import rate_limits
+from lexora_gateway.admission.admit import collect, start_chat_job
+from lexora_gateway.admission.identity import authenticate
+from lexora_gateway.anthropic import reasoning, translation
+from lexora_gateway.anthropic.schemas import CountTokensRequest, MessagesRequest
+from lexora_gateway.chat import vision
+from lexora_gateway.chat.image_inputs import PendingImage
+from lexora_gateway.chat.jobs import ChatJob, chat_model
+from lexora_gateway.chat.reasoning import count_budget, splits_output
+from lexora_gateway.chat.tools import parse_call
 from lexora_gateway.errors import anthropic_sse_error_event
 from lexora_gateway.http import JSONBody, parse_body
-from lexora_gateway.image_inputs import PendingImage
-from lexora_gateway.jobs import ChatJob, chat_model
 from lexora_gateway.state import StateDep
-from lexora_gateway.submit import collect, start_chat_job
-from lexora_gateway.tools import parse_call
 from lexora_router.client import GenerationStream
 
 router = APIRouter()
@@ -36,12 +38,12 @@ async def create_message(request: Request, state: StateDep) -> Response:
     received_at = time.time()
     identity = await authenticate(request, state)
     body = parse_body(MessagesRequest, await request.body())
-    message_id = fmt.new_message_id()
-    job = fmt.to_job(body)
+    message_id = translation.new_message_id()
+    job = translation.to_job(body)
     stream, first = await start_chat_job(request, state, identity, job, message_id, received_at)
-    headers = {"request-id": message_id, **fmt.ignored_tools_header(body)}
-    if reasoning.splits_output(stream.request):  # a reasoning model: thinking blocks before the answer
-        return await reasoning_anthropic.respond(stream, first, job, body.model, headers, TOOL_ID_PREFIX)
+    headers = {"request-id": message_id, **translation.ignored_tools_header(body)}
+    if splits_output(stream.request):  # a reasoning model: thinking blocks before the answer
+        return await reasoning.respond(stream, first, job, body.model, headers, TOOL_ID_PREFIX)
     if body.stream:
         events = (
             _events_with_tools(stream, first, body.model, job)
@@ -53,10 +55,10 @@ async def create_message(request: Request, state: StateDep) -> Response:
         text, done = await collect(stream, first)
     finally:
         await stream.release()
-    usage = fmt.usage_block(done.prompt_tokens, done.completion_tokens, done.cost_pico)
+    usage = translation.usage_block(done.prompt_tokens, done.completion_tokens, done.cost_pico)
     call = parse_call(text, job.tools, TOOL_ID_PREFIX)
     return JSONBody(
-        fmt.message_body(message_id, body.model, text, done.finish_reason, done.stop_sequence, usage, call),
+        translation.message_body(message_id, body.model, text, done.finish_reason, done.stop_sequence, usage, call),
         headers=headers,
     )
 
@@ -64,19 +66,19 @@ async def create_message(request: Request, state: StateDep) -> Response:
 async def _events(stream: GenerationStream, first: GenerationChunk, requested_model: str) -> AsyncIterator[bytes]:
     try:
         chunk = first
-        yield fmt.message_start(stream.request.request_id, requested_model, chunk.prompt_tokens)
-        yield fmt.text_block_start()
-        yield fmt.ping()
+        yield translation.message_start(stream.request.request_id, requested_model, chunk.prompt_tokens)
+        yield translation.text_block_start()
+        yield translation.ping()
         if chunk.text:
-            yield fmt.text_delta(chunk.text)
+            yield translation.text_delta(chunk.text)
         while chunk.kind != "done":
             chunk = await stream.next()
             if chunk.kind == "delta" and chunk.text:
-                yield fmt.text_delta(chunk.text)
-        yield fmt.block_stop()
-        usage = fmt.usage_block(chunk.prompt_tokens, chunk.completion_tokens, chunk.cost_pico)
-        yield fmt.message_delta(chunk.finish_reason, chunk.stop_sequence, usage)
-        yield fmt.message_stop()
+                yield translation.text_delta(chunk.text)
+        yield translation.block_stop()
+        usage = translation.usage_block(chunk.prompt_tokens, chunk.completion_tokens, chunk.cost_pico)
+        yield translation.message_delta(chunk.finish_reason, chunk.stop_sequence, usage)
+        yield translation.message_stop()
     except LexoraError as exc:
         yield anthropic_sse_error_event(exc)
     finally:
@@ -89,17 +91,17 @@ async def _events_with_tools(
     """With tools offered, the answer is read whole first: only then is it known whether it is a
     tool_use block or text."""
     try:
-        yield fmt.message_start(stream.request.request_id, requested_model, first.prompt_tokens)
-        yield fmt.ping()
+        yield translation.message_start(stream.request.request_id, requested_model, first.prompt_tokens)
+        yield translation.ping()
         text, done = await collect(stream, first)
         call = parse_call(text, job.tools, TOOL_ID_PREFIX)
         if call is not None:
-            yield fmt.tool_use_events(call)
+            yield translation.tool_use_events(call)
         else:
-            yield fmt.text_block_start() + fmt.text_delta(text) + fmt.block_stop()
-        usage = fmt.usage_block(done.prompt_tokens, done.completion_tokens, done.cost_pico)
-        yield fmt.message_delta(done.finish_reason, done.stop_sequence, usage, call)
-        yield fmt.message_stop()
+            yield translation.text_block_start() + translation.text_delta(text) + translation.block_stop()
+        usage = translation.usage_block(done.prompt_tokens, done.completion_tokens, done.cost_pico)
+        yield translation.message_delta(done.finish_reason, done.stop_sequence, usage, call)
+        yield translation.message_stop()
     except LexoraError as exc:
         yield anthropic_sse_error_event(exc)
     finally:
@@ -109,13 +111,13 @@ async def _events_with_tools(
 @router.post("/messages/count_tokens")
 async def count_tokens(request: Request, state: StateDep) -> Response:
     identity = await authenticate(request, state)
-    await ratelimit.peek(request, state, identity)
+    await rate_limits.peek(request, state, identity)
     body = parse_body(CountTokensRequest, await request.body())
     model = chat_model(state.registry.get(body.model), body.model)
     images: list[PendingImage] = []
-    turns = fmt.count_turns(body, images)
+    turns = translation.count_turns(body, images)
     await vision.prepare(images, model, state.settings, state.nc.max_payload)  # the engine counts them too
     reply = await state.router.count_tokens(
-        EngineCountRequest(model=model.id, messages=turns, reasoning_budget=reasoning.count_budget(body, model))
+        EngineCountRequest(model=model.id, messages=turns, reasoning_budget=count_budget(body, model))
     )
-    return JSONBody({"input_tokens": reply.input_tokens}, headers=fmt.ignored_tools_header(body))
+    return JSONBody({"input_tokens": reply.input_tokens}, headers=translation.ignored_tools_header(body))

@@ -1,7 +1,7 @@
 """Anthropic Messages <-> chat jobs, and Anthropic's SSE events. Pure: no I/O.
 
 Image blocks (in user messages and their tool results) are gathered as pending images
-(lexora_gateway.image_inputs): checked, and refused for models without vision, before dispatch.
+(lexora_gateway.chat.image_inputs): checked, and refused for models without vision, before dispatch.
 
 Server tools (web_search, code_execution, ...) are Anthropic's to run, not ours: they are left out
 of what the model sees and named in the IGNORED_TOOLS_HEADER of the response.
@@ -15,7 +15,10 @@ from urllib.parse import quote
 
 import orjson
 
-from lexora_contracts.anthropic import (
+from lexora_contracts.errors import InvalidRequest
+from lexora_contracts.messages import ChatTurn
+from lexora_contracts.money import pico_to_usd
+from lexora_gateway.anthropic.schemas import (
     CountTokensRequest,
     ImageBlock,
     Message,
@@ -26,13 +29,10 @@ from lexora_contracts.anthropic import (
     ToolResultBlock,
     ToolUseBlock,
 )
-from lexora_contracts.errors import InvalidRequest
-from lexora_contracts.messages import ChatTurn
-from lexora_contracts.money import pico_to_usd
-from lexora_gateway import image_inputs, reasoning
-from lexora_gateway.image_inputs import PendingImage
-from lexora_gateway.jobs import ChatJob
-from lexora_gateway.tools import ToolCall, ToolSpec, ToolUse, call_text, with_instructions
+from lexora_gateway.chat import image_inputs, reasoning
+from lexora_gateway.chat.image_inputs import PendingImage
+from lexora_gateway.chat.jobs import ChatJob
+from lexora_gateway.chat.tools import ToolCall, ToolSpec, ToolUse, call_text, with_instructions
 
 ENDPOINT = "/v1/messages"
 IGNORED_TOOLS_HEADER = "x-lexora-ignored-tools"

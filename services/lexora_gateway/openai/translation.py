@@ -9,11 +9,11 @@ from typing import Any
 from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import ChatTurn
 from lexora_contracts.money import pico_to_usd
-from lexora_contracts.openai import ChatCompletionRequest, ChatMessage, CompletionRequest, NamedToolChoice
-from lexora_gateway import image_inputs, reasoning
-from lexora_gateway.image_inputs import PendingImage
-from lexora_gateway.jobs import ChatJob
-from lexora_gateway.tools import ToolCall, ToolSpec, ToolUse, call_text
+from lexora_gateway.chat import image_inputs, reasoning
+from lexora_gateway.chat.image_inputs import PendingImage
+from lexora_gateway.chat.jobs import ChatJob
+from lexora_gateway.chat.tools import ToolCall, ToolSpec, ToolUse, call_text
+from lexora_gateway.openai.schemas import ChatCompletionRequest, ChatMessage, CompletionRequest, NamedToolChoice
 
 ENDPOINT = "/v1/chat/completions"
 COMPLETIONS_ENDPOINT = "/v1/completions"

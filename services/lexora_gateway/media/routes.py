@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from lexora_contracts import subjects
-from lexora_contracts.embeddings import EmbeddingsRequest
-from lexora_contracts.images import ImageGenerationRequest
 from lexora_contracts.registry import ModelRecord, Pricing
-from lexora_gateway import jobs, media_jobs, openai_chat
-from lexora_gateway.authn import authenticate
+from lexora_gateway.admission.admit import JobTicket, collect_binary, start_job
+from lexora_gateway.admission.identity import authenticate
+from lexora_gateway.chat import jobs
 from lexora_gateway.http import JSONBody, parse_body
+from lexora_gateway.media import embedding_jobs, image_jobs
+from lexora_gateway.media.schemas import EmbeddingsRequest, ImageGenerationRequest
+from lexora_gateway.openai import translation
 from lexora_gateway.state import StateDep
-from lexora_gateway.submit import JobTicket, collect_binary, start_job
+from lexora_router.client import Job
 
 router = APIRouter()
 
@@ -25,13 +28,15 @@ async def embeddings(request: Request, state: StateDep) -> Response:
     received_at = time.time()
     identity = await authenticate(request, state)
     body = parse_body(EmbeddingsRequest, await request.body())
-    request_id = openai_chat.new_request_id("embd")
+    request_id = translation.new_request_id("embd")
     texts = body.texts()
 
-    def prepare(model: ModelRecord, pricing: Pricing) -> tuple[int, media_jobs.JobBuilder]:
-        media_jobs.check_dimensions(body, model)
+    def prepare(model: ModelRecord, pricing: Pricing) -> tuple[int, Callable[[int], Job]]:
+        embedding_jobs.check_dimensions(body, model)
         timeout = state.settings.job_timeout_s
-        return media_jobs.embedding_reservation_micro(texts, model, pricing), lambda held: media_jobs.embedding_job(
+        return embedding_jobs.embedding_reservation_micro(
+            texts, model, pricing
+        ), lambda held: embedding_jobs.embedding_job(
             body, jobs.job_header(model, pricing, identity, request_id, held, received_at, timeout)
         )
 
@@ -44,7 +49,7 @@ async def embeddings(request: Request, state: StateDep) -> Response:
     finally:
         await stream.release()
     return JSONBody(
-        media_jobs.embeddings_body(
+        embedding_jobs.embeddings_body(
             stream.request.model, vectors, len(texts), body.encoding_format, done.prompt_tokens, done.cost_pico
         ),
         headers={"X-Request-Id": request_id},
@@ -56,11 +61,11 @@ async def image_generations(request: Request, state: StateDep) -> Response:
     received_at = time.time()
     identity = await authenticate(request, state)
     body = parse_body(ImageGenerationRequest, await request.body())
-    request_id = openai_chat.new_request_id("img")
+    request_id = translation.new_request_id("img")
 
-    def prepare(model: ModelRecord, pricing: Pricing) -> tuple[int, media_jobs.JobBuilder]:
+    def prepare(model: ModelRecord, pricing: Pricing) -> tuple[int, Callable[[int], Job]]:
         timeout = state.settings.job_timeout_s
-        return media_jobs.image_reservation_micro(pricing), lambda held: media_jobs.image_job(
+        return image_jobs.image_reservation_micro(pricing), lambda held: image_jobs.image_job(
             body, jobs.job_header(model, pricing, identity, request_id, held, received_at, timeout)
         )
 
@@ -73,6 +78,6 @@ async def image_generations(request: Request, state: StateDep) -> Response:
     finally:
         await stream.release()
     return JSONBody(
-        media_jobs.image_body(body, png, int(received_at), done.images, done.cost_pico),
+        image_jobs.image_body(body, png, int(received_at), done.images, done.cost_pico),
         headers={"X-Request-Id": request_id},
     )
