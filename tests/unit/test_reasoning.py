@@ -22,11 +22,7 @@ from lexora_gateway.chat import jobs
 from lexora_gateway.chat.reasoning import (
     ReasoningSetting,
     ReasoningTracker,
-    count_budget,
     engine_fields,
-    from_anthropic,
-    from_openai,
-    openai_reasoning_fields,
     splits_output,
 )
 from lexora_gateway.chat.think_tags import ThinkSplitter, split_whole
@@ -139,9 +135,12 @@ def test_reasoning_tokens_are_counted_when_the_deltas_tell() -> None:
 
 
 def test_exclude_leaves_the_reasoning_out() -> None:
-    assert openai_reasoning_fields("thought", exclude=True) == {}
-    assert openai_reasoning_fields("", exclude=False) == {}
-    assert openai_reasoning_fields("thought", exclude=False) == {"reasoning": "thought", "reasoning_content": "thought"}
+    assert openai_reasoning.reasoning_fields("thought", exclude=True) == {}
+    assert openai_reasoning.reasoning_fields("", exclude=False) == {}
+    assert openai_reasoning.reasoning_fields("thought", exclude=False) == {
+        "reasoning": "thought",
+        "reasoning_content": "thought",
+    }
 
 
 # ---- requests ---------------------------------------------------------------------------------
@@ -169,7 +168,7 @@ def openai_body(**params: Any) -> ChatCompletionRequest:
 def test_openai_reasoning_parameters_become_one_setting(
     params: dict[str, Any], setting: ReasoningSetting | None
 ) -> None:
-    assert from_openai(openai_body(**params)) == setting
+    assert openai_translation.reasoning_setting(openai_body(**params)) == setting
     assert openai_translation.to_job(openai_body(**params)).reasoning == setting
 
 
@@ -183,14 +182,16 @@ def test_openai_reasoning_parameters_become_one_setting(
 )
 def test_contradictory_reasoning_parameters_are_refused_naming_the_param(params: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        from_openai(openai_body(**params))
+        openai_translation.reasoning_setting(openai_body(**params))
     assert caught.value.param == param
 
 
 def test_a_budget_not_below_max_tokens_is_capped_below_it_as_the_documented_example_expects() -> None:
     documented = openai_body(reasoning={"effort": "low", "max_tokens": 512}, max_tokens=256)
-    assert from_openai(documented) == ReasoningSetting(True, 255)
-    assert from_openai(openai_body(reasoning={"max_tokens": 600})) == ReasoningSetting(True, 511)  # default 512
+    assert openai_translation.reasoning_setting(documented) == ReasoningSetting(True, 255)
+    assert openai_translation.reasoning_setting(openai_body(reasoning={"max_tokens": 600})) == ReasoningSetting(
+        True, 511
+    )  # default 512
 
 
 def anthropic_body(**params: Any) -> MessagesRequest:
@@ -200,13 +201,15 @@ def anthropic_body(**params: Any) -> MessagesRequest:
 
 
 def test_anthropic_thinking_maps_to_the_same_setting() -> None:
-    assert from_anthropic(anthropic_body()) is None
+    assert anthropic_translation.reasoning_setting(anthropic_body()) is None
     enabled = anthropic_body(thinking={"type": "enabled", "budget_tokens": 1024})
-    assert from_anthropic(enabled) == ReasoningSetting(True, 1024)
+    assert anthropic_translation.reasoning_setting(enabled) == ReasoningSetting(True, 1024)
     assert anthropic_translation.to_job(enabled).reasoning == ReasoningSetting(True, 1024)
-    assert from_anthropic(anthropic_body(thinking={"type": "disabled"})) == ReasoningSetting(False, 0)
+    assert anthropic_translation.reasoning_setting(anthropic_body(thinking={"type": "disabled"})) == ReasoningSetting(
+        False, 0
+    )
     with pytest.raises(InvalidRequest) as caught:
-        from_anthropic(anthropic_body(thinking={"type": "enabled", "budget_tokens": 2048}))
+        anthropic_translation.reasoning_setting(anthropic_body(thinking={"type": "enabled", "budget_tokens": 2048}))
     assert caught.value.param == "thinking.budget_tokens"
 
 
@@ -233,7 +236,7 @@ def test_anthropic_thinking_maps_to_the_same_setting() -> None:
 def test_adaptive_thinking_and_effort_become_a_budget_share_of_max_tokens(
     params: dict[str, Any], expected: ReasoningSetting | None
 ) -> None:
-    assert from_anthropic(anthropic_body(**params)) == expected  # max_tokens 2048
+    assert anthropic_translation.reasoning_setting(anthropic_body(**params)) == expected  # max_tokens 2048
 
 
 def test_an_unknown_effort_or_display_is_refused_naming_it() -> None:
@@ -254,14 +257,20 @@ def count_body(**params: Any) -> CountTokensRequest:
 
 
 def test_a_token_count_asks_for_the_budget_the_same_request_would_send() -> None:
-    assert count_budget(count_body(), THINKER) is None, "the model's default: it thinks"
-    assert count_budget(count_body(thinking={"type": "disabled"}), THINKER) == 0
-    assert count_budget(count_body(thinking={"type": "enabled", "budget_tokens": 300}), THINKER) == 300
-    assert count_budget(count_body(thinking={"type": "enabled", "budget_tokens": 300}), PLAIN) is None
-    assert count_budget(count_body(thinking={"type": "adaptive"}), THINKER) is None
+    assert anthropic_translation.count_budget(count_body(), THINKER) is None, "the model's default: it thinks"
+    assert anthropic_translation.count_budget(count_body(thinking={"type": "disabled"}), THINKER) == 0
+    assert (
+        anthropic_translation.count_budget(count_body(thinking={"type": "enabled", "budget_tokens": 300}), THINKER)
+        == 300
+    )
+    assert (
+        anthropic_translation.count_budget(count_body(thinking={"type": "enabled", "budget_tokens": 300}), PLAIN)
+        is None
+    )
+    assert anthropic_translation.count_budget(count_body(thinking={"type": "adaptive"}), THINKER) is None
     # An effort would send a share of max_tokens, which a count has not: any budget > 0 says "think".
     adaptive_high = count_body(thinking={"type": "adaptive"}, output_config={"effort": "high"})
-    assert count_budget(adaptive_high, THINKER) == 1
+    assert anthropic_translation.count_budget(adaptive_high, THINKER) == 1
 
 
 def test_only_reasoning_models_get_reasoning_fields() -> None:

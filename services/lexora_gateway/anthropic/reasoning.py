@@ -7,6 +7,8 @@ With `thinking.display: "omitted"` the block is still there, as Anthropic sends 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,7 +19,7 @@ from lexora_contracts.messages import GenerationChunk
 from lexora_gateway.admission.admit import collect
 from lexora_gateway.anthropic import translation
 from lexora_gateway.chat.jobs import ChatJob
-from lexora_gateway.chat.reasoning import ReasoningTracker, thinking_block, thinking_signature
+from lexora_gateway.chat.reasoning import ReasoningTracker
 from lexora_gateway.chat.tools import ToolCall, parse_call
 from lexora_gateway.errors import anthropic_sse_error_event
 from lexora_gateway.http import JSONBody
@@ -163,3 +165,16 @@ async def _events(
         yield anthropic_sse_error_event(exc)
     finally:
         await stream.release()
+
+
+def thinking_signature(message_id: str, thinking: str) -> str:
+    """The `signature` Anthropic's SDK expects on a thinking block. Thinking blocks sent back are
+    not fed to the model (see anthropic.translation), so this is an opaque digest, not a secret."""
+    digest = hashlib.sha256(f"{message_id}\n{thinking}".encode()).digest()
+    return base64.b64encode(digest).decode()
+
+
+def thinking_block(message_id: str, thinking: str, omitted: bool = False) -> dict[str, Any]:
+    """`omitted` (thinking.display): the block stays, with empty text; the signature is the same."""
+    signature = thinking_signature(message_id, thinking)
+    return {"type": "thinking", "thinking": "" if omitted else thinking, "signature": signature}

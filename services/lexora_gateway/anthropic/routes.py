@@ -22,7 +22,7 @@ from lexora_gateway.anthropic.schemas import CountTokensRequest, MessagesRequest
 from lexora_gateway.chat import vision
 from lexora_gateway.chat.image_inputs import PendingImage
 from lexora_gateway.chat.jobs import ChatJob, chat_model
-from lexora_gateway.chat.reasoning import count_budget, splits_output
+from lexora_gateway.chat.reasoning import splits_output
 from lexora_gateway.chat.tools import parse_call
 from lexora_gateway.errors import anthropic_sse_error_event
 from lexora_gateway.http import JSONBody, parse_body
@@ -118,6 +118,6 @@ async def count_tokens(request: Request, state: StateDep) -> Response:
     turns = translation.count_turns(body, images)
     await vision.prepare(images, model, state.settings, state.nc.max_payload)  # the engine counts them too
     reply = await state.router.count_tokens(
-        EngineCountRequest(model=model.id, messages=turns, reasoning_budget=count_budget(body, model))
+        EngineCountRequest(model=model.id, messages=turns, reasoning_budget=translation.count_budget(body, model))
     )
     return JSONBody({"input_tokens": reply.input_tokens}, headers=translation.ignored_tools_header(body))

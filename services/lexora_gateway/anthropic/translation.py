@@ -18,6 +18,7 @@ import orjson
 from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import ChatTurn
 from lexora_contracts.money import pico_to_usd
+from lexora_contracts.registry import ModelRecord
 from lexora_gateway.anthropic.schemas import (
     CountTokensRequest,
     ImageBlock,
@@ -29,9 +30,10 @@ from lexora_gateway.anthropic.schemas import (
     ToolResultBlock,
     ToolUseBlock,
 )
-from lexora_gateway.chat import image_inputs, reasoning
+from lexora_gateway.chat import image_inputs
 from lexora_gateway.chat.image_inputs import PendingImage
 from lexora_gateway.chat.jobs import ChatJob
+from lexora_gateway.chat.reasoning import EFFORT_SHARE, ReasoningSetting, engine_fields
 from lexora_gateway.chat.tools import ToolCall, ToolSpec, ToolUse, call_text, with_instructions
 
 ENDPOINT = "/v1/messages"
@@ -70,7 +72,7 @@ def _turns_of(message: Message, index: int, images: list[PendingImage]) -> list[
             turns.append(_tool_result_turn(block, where, message.role, images))
         elif isinstance(block, ImageBlock):
             _user_only(message.role, where)
-            found.append(image_inputs.anthropic_image(block, where, len("\n".join(parts))))
+            found.append(_image(block, where, len("\n".join(parts))))
         # thinking blocks from earlier turns are not fed back to the model
     if parts or found or not turns:
         turns.append(image_inputs.bind(found, ChatTurn(role=message.role, content="\n".join(parts)), images))
@@ -87,8 +89,27 @@ def _tool_result_turn(block: ToolResultBlock, where: str, role: str, images: lis
             text += part.text
         else:
             _user_only(role, f"{where}.content[{part_index}]")
-            found.append(image_inputs.anthropic_image(part, f"{where}.content[{part_index}]", len(text)))
+            found.append(_image(part, f"{where}.content[{part_index}]", len(text)))
     return image_inputs.bind(found, ChatTurn(role="tool", content=text), images)
+
+
+def _image(block: ImageBlock, where: str, offset: int) -> PendingImage:
+    source = block.source
+    if source.type == "url":
+        if not source.url:
+            raise InvalidRequest("An image source of type 'url' needs a url", param=f"{where}.source.url")
+        return PendingImage(param=f"{where}.source.url", offset=offset, url=source.url)
+    if not source.media_type:
+        raise InvalidRequest("An image source of type 'base64' needs a media_type", param=f"{where}.source.media_type")
+    if not source.data:
+        raise InvalidRequest("An image source of type 'base64' needs data", param=f"{where}.source.data")
+    return PendingImage(
+        param=f"{where}.source.data",
+        offset=offset,
+        data=source.data,
+        declared_type=source.media_type.strip().lower(),
+        type_param=f"{where}.source.media_type",
+    )
 
 
 def _user_only(role: str, where: str) -> None:
@@ -161,14 +182,51 @@ def to_job(body: MessagesRequest) -> ChatJob:
         stop=body.stop_sequences,
         stream=body.stream,
         endpoint=ENDPOINT,
-        reasoning=reasoning.from_anthropic(body),
+        reasoning=reasoning_setting(body),
     )
+
+
+def reasoning_setting(body: MessagesRequest) -> ReasoningSetting | None:
+    """`thinking` {type: enabled|disabled|adaptive, budget_tokens, display} and
+    `output_config.effort`. `enabled` thinks within budget_tokens; `adaptive` lets the model decide,
+    which for us is reasoning on at the model's default budget. Without budget_tokens, an effort
+    sets the budget as a share of max_tokens (EFFORT_SHARE). Without `thinking`, effort changes
+    nothing: the model's default stands, as Anthropic's does not think unless asked."""
+    thinking = body.thinking
+    if thinking is None:
+        return None
+    if thinking.type == "disabled":
+        return ReasoningSetting(enabled=False, budget_tokens=0)
+    budget = thinking.budget_tokens if thinking.type == "enabled" else None
+    if budget is not None and budget >= body.max_tokens:
+        raise InvalidRequest(
+            f"thinking.budget_tokens ({budget}) must be less than max_tokens ({body.max_tokens})",
+            param="thinking.budget_tokens",
+        )
+    effort = body.output_config.effort if body.output_config else None
+    if budget is None and effort is not None:
+        budget = max(1, int(body.max_tokens * EFFORT_SHARE[effort]))
+    return ReasoningSetting(enabled=True, budget_tokens=budget, exclude=thinking.display == "omitted")
 
 
 def count_turns(body: CountTokensRequest, images: list[PendingImage]) -> list[ChatTurn]:
     """What the model would read, tool descriptions included, so the count matches the bill; the
     images are gathered into `images` (to be checked and put on their turns before counting)."""
     return with_instructions(to_turns(body.system, body.messages, images), tool_use_of(body))
+
+
+def count_budget(body: CountTokensRequest, model: ModelRecord) -> int | None:
+    """The reasoning budget to count a prompt with: what the same `thinking` would send in a
+    messages request (its bounds are that request's business), so the count matches the bill. A
+    count has no max_tokens to take an effort's share of; what shapes the prompt is whether the
+    model thinks (budget > 0) or not, so an effort counts with the least budget that says so."""
+    thinking, setting = body.thinking, None
+    if thinking is not None:
+        budget = thinking.budget_tokens if thinking.type == "enabled" else None
+        if budget is None and body.output_config and body.output_config.effort:
+            budget = 1
+        setting = ReasoningSetting(enabled=thinking.type != "disabled", budget_tokens=budget)
+    return engine_fields(setting, model)[1]
 
 
 def stop_reason(engine_reason: str | None, stop_sequence: str | None, call: ToolCall | None = None) -> str:

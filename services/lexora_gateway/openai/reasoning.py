@@ -14,7 +14,7 @@ from lexora_contracts.errors import LexoraError
 from lexora_contracts.messages import GenerationChunk
 from lexora_gateway.admission.admit import collect
 from lexora_gateway.chat.jobs import ChatJob
-from lexora_gateway.chat.reasoning import ReasoningTracker, openai_reasoning_fields, with_reasoning_tokens
+from lexora_gateway.chat.reasoning import ReasoningTracker
 from lexora_gateway.chat.tools import parse_call
 from lexora_gateway.errors import sse_error_event
 from lexora_gateway.http import JSONBody
@@ -54,7 +54,7 @@ async def respond(
         with_reasoning_tokens(usage, tracker.reasoning_tokens),
         parse_call(answer, job.tools, call_id_prefix),
     )
-    body["choices"][0]["message"].update(openai_reasoning_fields(reasoning, _excluded(job)))
+    body["choices"][0]["message"].update(reasoning_fields(reasoning, _excluded(job)))
     return JSONBody(body, headers=headers)
 
 
@@ -75,7 +75,7 @@ async def _sse(
 
     def deltas(reasoning: str, answer: str) -> bytes:
         out = b""
-        fields = openai_reasoning_fields(reasoning, exclude)
+        fields = reasoning_fields(reasoning, exclude)
         if fields:
             out += _event(translation.chunk_body(request_id, model_id, created, fields))
         if answer and hold_answer:
@@ -136,3 +136,18 @@ def _ending(
     else:
         events = _event(chunk_body(request_id, model_id, created, {}, finish, usage=usage))
     return events + b"data: [DONE]\n\n"
+
+
+def reasoning_fields(reasoning: str, exclude: bool) -> dict[str, str]:
+    """The message (or delta) fields carrying reasoning: OpenRouter's `reasoning` and, for clients
+    written against DeepSeek's API, `reasoning_content`. Omitted when empty or excluded."""
+    if not reasoning or exclude:
+        return {}
+    return {"reasoning": reasoning, "reasoning_content": reasoning}
+
+
+def with_reasoning_tokens(usage: dict[str, Any], reasoning_tokens: int | None) -> dict[str, Any]:
+    """OpenAI's usage with `completion_tokens_details.reasoning_tokens`, when the count is known."""
+    if reasoning_tokens is None:
+        return usage
+    return {**usage, "completion_tokens_details": {"reasoning_tokens": reasoning_tokens}}

@@ -113,7 +113,7 @@ ReasoningEffort = Literal["low", "medium", "high"]
 class ReasoningConfig(BaseModel):
     """OpenRouter's `reasoning` object. Strict types: a string where a number or a boolean belongs
     is a client bug worth a 400, not a guess. How the fields combine is decided (and refused when
-    contradictory) in lexora_gateway.chat.reasoning."""
+    contradictory) in lexora_gateway.openai.translation."""
 
     model_config = ConfigDict(extra="ignore")
 
