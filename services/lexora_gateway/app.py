@@ -75,8 +75,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     app = FastAPI(title="Lexora API", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
-    install_openapi(app)
-    for routes in (openai_routes, media_routes, anthropic_routes, platform_routes, account_routes, topup_routes):
+    api = (openai_routes, media_routes, anthropic_routes, platform_routes, account_routes, topup_routes)
+    install_openapi(app, api, prefix="/v1")
+    for routes in api:
         app.include_router(routes, prefix="/v1")
         app.include_router(routes, prefix="/api/v1", include_in_schema=False)
 

@@ -15,7 +15,7 @@ from lexora_contracts.money import MICRO_PER_CREDIT, MICRO_PER_USD
 from lexora_contracts.plans import PlanLimits
 from lexora_contracts.usage_api import MAX_USAGE_PAGE, UsageReportRequest
 from lexora_gateway.admission import limits, rate_limits
-from lexora_gateway.admission.identity import authenticate
+from lexora_gateway.admission.identity import CurrentIdentity
 from lexora_gateway.http import JSONBody
 from lexora_gateway.state import GatewayState, StateDep
 
@@ -79,8 +79,7 @@ async def _free_model_limit(state: GatewayState, identity: Identity, now: dateti
 
 
 @router.get("/usage")
-async def usage(request: Request, state: StateDep) -> Response:
-    identity = await authenticate(request, state)
+async def usage(request: Request, identity: CurrentIdentity, state: StateDep) -> Response:
     await rate_limits.peek(request, state, identity)
     start, end = _date_param(request, "start_date"), _date_param(request, "end_date")
     if start and end and end < start:
@@ -151,8 +150,7 @@ async def usage(request: Request, state: StateDep) -> Response:
 
 
 @router.get("/key")
-async def current_key(request: Request, state: StateDep) -> Response:
-    identity = await authenticate(request, state)
+async def current_key(request: Request, identity: CurrentIdentity, state: StateDep) -> Response:
     await rate_limits.peek(request, state, identity)
     spend = await state.billing.key_spend(identity.key_id)
     keys = await state.auth.list_keys(identity.account_id)
@@ -177,8 +175,7 @@ async def current_key(request: Request, state: StateDep) -> Response:
 
 
 @router.get("/credits")
-async def credits(request: Request, state: StateDep) -> Response:
-    identity = await authenticate(request, state)
+async def credits(request: Request, identity: CurrentIdentity, state: StateDep) -> Response:
     await rate_limits.peek(request, state, identity)
     summary = await state.billing.credits_summary(identity.account_id)
     return JSONBody(

@@ -5,7 +5,6 @@ read by nothing: what the betas turn on is in the body, and the body is what we 
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
@@ -16,7 +15,7 @@ from lexora_contracts.messages import CountTokensRequest as EngineCountRequest
 from lexora_contracts.messages import GenerationChunk
 from lexora_gateway.admission import rate_limits
 from lexora_gateway.admission.admit import collect, start_chat_job
-from lexora_gateway.admission.identity import authenticate
+from lexora_gateway.admission.identity import CurrentIdentity
 from lexora_gateway.anthropic import reasoning, translation
 from lexora_gateway.anthropic.schemas import CountTokensRequest, MessagesRequest
 from lexora_gateway.chat import vision
@@ -25,7 +24,7 @@ from lexora_gateway.chat.jobs import ChatJob, chat_model
 from lexora_gateway.chat.reasoning import splits_output
 from lexora_gateway.chat.tools import parse_call
 from lexora_gateway.errors import anthropic_sse_error_event
-from lexora_gateway.http import JSONBody, parse_body
+from lexora_gateway.http import JSONBody, ReceivedAt, parse_body
 from lexora_gateway.state import StateDep
 from lexora_router.client import GenerationStream
 
@@ -34,9 +33,9 @@ TOOL_ID_PREFIX = "toolu_"
 
 
 @router.post("/messages", response_model=None)
-async def create_message(request: Request, state: StateDep) -> Response:
-    received_at = time.time()
-    identity = await authenticate(request, state)
+async def create_message(
+    request: Request, received_at: ReceivedAt, identity: CurrentIdentity, state: StateDep
+) -> Response:
     body = parse_body(MessagesRequest, await request.body())
     message_id = translation.new_message_id()
     job = translation.to_job(body)
@@ -109,8 +108,7 @@ async def _events_with_tools(
 
 
 @router.post("/messages/count_tokens")
-async def count_tokens(request: Request, state: StateDep) -> Response:
-    identity = await authenticate(request, state)
+async def count_tokens(request: Request, identity: CurrentIdentity, state: StateDep) -> Response:
     await rate_limits.peek(request, state, identity)
     body = parse_body(CountTokensRequest, await request.body())
     model = chat_model(state.registry.get(body.model), body.model)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from fastapi import APIRouter, Request
@@ -11,9 +10,9 @@ from fastapi.responses import Response
 from lexora_contracts import subjects
 from lexora_contracts.registry import ModelRecord, Pricing
 from lexora_gateway.admission.admit import JobTicket, collect_binary, start_job
-from lexora_gateway.admission.identity import authenticate
+from lexora_gateway.admission.identity import CurrentIdentity
 from lexora_gateway.chat import jobs
-from lexora_gateway.http import JSONBody, parse_body
+from lexora_gateway.http import JSONBody, ReceivedAt, parse_body
 from lexora_gateway.media import embedding_jobs, image_jobs
 from lexora_gateway.media.schemas import EmbeddingsRequest, ImageGenerationRequest
 from lexora_gateway.openai import translation
@@ -24,9 +23,7 @@ router = APIRouter()
 
 
 @router.post("/embeddings", response_model=None)
-async def embeddings(request: Request, state: StateDep) -> Response:
-    received_at = time.time()
-    identity = await authenticate(request, state)
+async def embeddings(request: Request, received_at: ReceivedAt, identity: CurrentIdentity, state: StateDep) -> Response:
     body = parse_body(EmbeddingsRequest, await request.body())
     request_id = translation.new_request_id("embd")
     texts = body.texts()
@@ -57,9 +54,9 @@ async def embeddings(request: Request, state: StateDep) -> Response:
 
 
 @router.post("/images/generations", response_model=None)
-async def image_generations(request: Request, state: StateDep) -> Response:
-    received_at = time.time()
-    identity = await authenticate(request, state)
+async def image_generations(
+    request: Request, received_at: ReceivedAt, identity: CurrentIdentity, state: StateDep
+) -> Response:
     body = parse_body(ImageGenerationRequest, await request.body())
     request_id = translation.new_request_id("img")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,11 +12,11 @@ from fastapi.responses import Response, StreamingResponse
 from lexora_contracts.errors import LexoraError
 from lexora_contracts.messages import GenerationChunk
 from lexora_gateway.admission.admit import collect, start_chat_job
-from lexora_gateway.admission.identity import authenticate
+from lexora_gateway.admission.identity import CurrentIdentity
 from lexora_gateway.chat.reasoning import splits_output
 from lexora_gateway.chat.tools import ToolUse, parse_call
 from lexora_gateway.errors import sse_error_event
-from lexora_gateway.http import JSONBody, parse_body
+from lexora_gateway.http import JSONBody, ReceivedAt, parse_body
 from lexora_gateway.openai import completion_batch, reasoning, translation
 from lexora_gateway.openai.schemas import ChatCompletionRequest, CompletionRequest
 from lexora_gateway.state import StateDep
@@ -28,9 +27,9 @@ CALL_ID_PREFIX = "call_"
 
 
 @router.post("/chat/completions", response_model=None)
-async def chat_completions(request: Request, state: StateDep) -> Response:
-    received_at = time.time()
-    identity = await authenticate(request, state)
+async def chat_completions(
+    request: Request, received_at: ReceivedAt, identity: CurrentIdentity, state: StateDep
+) -> Response:
     body = parse_body(ChatCompletionRequest, await request.body())
     request_id = translation.new_request_id()
     job = translation.to_job(body)
@@ -138,10 +137,10 @@ async def _sse_with_tools(
 
 
 @router.post("/completions", response_model=None)
-async def completions(request: Request, state: StateDep) -> Response:
+async def completions(
+    request: Request, received_at: ReceivedAt, identity: CurrentIdentity, state: StateDep
+) -> Response:
     """The legacy text completion: a raw prompt, continued by the model without a chat template."""
-    received_at = time.time()
-    identity = await authenticate(request, state)
     body = parse_body(CompletionRequest, await request.body())
     if not completion_batch.is_single(body):  # several prompts: one choice (and job) each
         return await completion_batch.complete(request, state, identity, body, received_at)
