@@ -253,7 +253,6 @@ CLAUDE_CODE_FIRST_REQUEST = {
 
 def test_claude_codes_first_request_becomes_a_chat_job() -> None:
     """The request that once got `400 Invalid value for 'thinking.type'`, parsed as the route does."""
-    from lexora_gateway.chat.reasoning import ReasoningSetting
     from lexora_gateway.http import parse_body
 
     body = parse_body(MessagesRequest, json.dumps(CLAUDE_CODE_FIRST_REQUEST).encode())
@@ -265,7 +264,8 @@ def test_claude_codes_first_request_becomes_a_chat_job() -> None:
     ]
     assert [t.name for t in job.tools.tools] == CLAUDE_CODE_TOOL_NAMES, "web_search is not offered to the model"
     assert (job.tools.mode, job.stream, job.max_tokens) == ("auto", True, 32000)
-    assert job.reasoning == ReasoningSetting(enabled=True, budget_tokens=25600, exclude=True)  # high: 80%
+    assert job.reasoning is not None and (job.reasoning.enabled, job.reasoning.exclude) == (True, True)
+    assert job.reasoning.budget(32000) == 25600  # high: 80%
     assert fmt.ignored_tools_header(body) == {"x-lexora-ignored-tools": "web_search"}
     engine_turns = job.engine_messages()
     assert "web_search" not in engine_turns[0].content and '"name": "Bash"' in engine_turns[0].content

@@ -4,6 +4,7 @@ from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import Identity
 from lexora_contracts.money import ceil_micro, request_cost_pico
 from lexora_contracts.registry import Endpoint, ModelRecord, Pricing
+from lexora_gateway.admission.admit import JobSpec, job_header
 from lexora_gateway.chat import jobs
 from lexora_gateway.openai import translation
 from lexora_gateway.openai.schemas import ChatCompletionRequest
@@ -64,7 +65,9 @@ def test_generation_request_carries_price_deadline_and_text() -> None:
         ],
         stop="END",
     )
-    job = jobs.generation_request(request, MODEL, MODEL.pricing, identity, "r1", 10, 5, 1000.0, 120)
+    job = jobs.generation_request(
+        request, MODEL, 10, job_header(JobSpec(identity, "r1", 1000.0, request), MODEL, MODEL.pricing, 5, 120)
+    )
     assert job.deadline == 1120.0
     assert job.pricing == MODEL.pricing
     assert [(m.role, m.content) for m in job.messages] == [("system", "be brief"), ("user", "x")]

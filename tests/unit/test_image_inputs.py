@@ -11,6 +11,7 @@ import pytest
 from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import Identity
 from lexora_contracts.registry import Endpoint, ModelRecord, Pricing
+from lexora_gateway.admission.admit import JobSpec, job_header
 from lexora_gateway.anthropic import translation as anthropic_translation
 from lexora_gateway.anthropic.schemas import MessagesRequest
 from lexora_gateway.chat import image_inputs, jobs, vision
@@ -342,7 +343,9 @@ def test_images_travel_to_triton_in_the_chat_json() -> None:
     image_inputs.check(job.images, LIMITS)
     image_inputs.attach(job.images)
     identity = Identity(account_id="a", key_id="k", plan="free")
-    request = jobs.generation_request(job, VISION_MODEL, VISION_MODEL.pricing, identity, "r", 16, 1, 0.0, 120)
+    request = jobs.generation_request(
+        job, VISION_MODEL, 16, job_header(JobSpec(identity, "r", 0.0, job), VISION_MODEL, VISION_MODEL.pricing, 1, 120)
+    )
     carried = type(request).model_validate_json(request.model_dump_json())  # as it crosses NATS
     tensors = {name: value for name, _, value in build_inputs(carried)}
     messages = json.loads(tensors["text_input"][0].decode())
@@ -362,6 +365,8 @@ def test_text_turns_reach_the_engine_exactly_as_before() -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     job = openai_translation.to_job(ChatCompletionRequest.model_validate(body))
     identity = Identity(account_id="a", key_id="k", plan="free")
-    request = jobs.generation_request(job, TEXT_MODEL, TEXT_MODEL.pricing, identity, "r", 16, 1, 0.0, 120)
+    request = jobs.generation_request(
+        job, TEXT_MODEL, 16, job_header(JobSpec(identity, "r", 0.0, job), TEXT_MODEL, TEXT_MODEL.pricing, 1, 120)
+    )
     tensors = {name: value for name, _, value in build_inputs(request)}
     assert json.loads(tensors["text_input"][0].decode()) == [{"role": "user", "content": "hi"}]

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.money import PICO_PER_MICRO, image_cost_pico
 from lexora_contracts.registry import ModelRecord, Pricing
-from lexora_gateway.chat import jobs
+from lexora_gateway.admission.admit import serving_model
 from lexora_gateway.http import parse_body
 from lexora_gateway.media import embedding_jobs, image_jobs
 from lexora_gateway.media.schemas import MAX_EMBEDDING_INPUTS, EmbeddingsRequest, ImageGenerationRequest
@@ -102,7 +102,7 @@ def test_embedding_bodies_decode_to_the_same_vectors_in_both_encodings() -> None
 
 def test_an_image_model_is_not_an_embedding_model() -> None:
     with pytest.raises(InvalidRequest) as caught:
-        jobs.serving_model(PAINTER, "p", "embedding")
+        serving_model(PAINTER, "p", "embedding")
     assert caught.value.param == "model"
     assert "is an image model, not an embedding model" in caught.value.message
 

@@ -15,6 +15,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import GenerationChunk, GenerationRequest, Identity
 from lexora_contracts.registry import Endpoint, ModelRecord, Pricing
+from lexora_gateway.admission.admit import JobSpec, job_header
 from lexora_gateway.anthropic import reasoning as anthropic_reasoning
 from lexora_gateway.anthropic import translation as anthropic_translation
 from lexora_gateway.anthropic.schemas import CountTokensRequest, MessagesRequest
@@ -40,6 +41,13 @@ PLAIN = ModelRecord(
 )
 THINKER = PLAIN.model_copy(update={"id": "thinker", "capabilities": ["chat", "reasoning"]})
 IDENTITY = Identity(account_id="a", key_id="k", plan="pro")
+
+
+def engine_request(
+    job: jobs.ChatJob, model: ModelRecord, max_tokens: int, request_id: str = "r", received_at: float = 0.0
+) -> GenerationRequest:
+    header = job_header(JobSpec(IDENTITY, request_id, received_at, job), model, model.pricing, 0, 120)
+    return jobs.generation_request(job, model, max_tokens, header)
 
 
 # ---- the splitter -----------------------------------------------------------------------------
@@ -150,26 +158,40 @@ def openai_body(**params: Any) -> ChatCompletionRequest:
     )
 
 
+def settled(setting: ReasoningSetting | None, max_tokens: int) -> tuple[bool, int | None, bool] | None:
+    """The setting as a job of `max_tokens` sends it: (enabled, budget, exclude)."""
+    return None if setting is None else (setting.enabled, setting.budget(max_tokens), setting.exclude)
+
+
 @pytest.mark.parametrize(
-    ("params", "setting"),
+    ("params", "expected"),
     [
         ({}, None),
-        ({"reasoning_effort": "high"}, ReasoningSetting(True, 409)),
-        ({"reasoning": {"effort": "low"}, "max_tokens": 1000}, ReasoningSetting(True, 200)),
-        ({"reasoning": {"effort": "medium"}, "reasoning_effort": "medium"}, ReasoningSetting(True, 256)),
-        ({"reasoning": {"max_tokens": 300, "effort": "high"}, "max_tokens": 400}, ReasoningSetting(True, 300)),
-        ({"reasoning": {}}, ReasoningSetting(True, None)),
-        ({"reasoning": {"exclude": True}}, ReasoningSetting(True, None, exclude=True)),
-        ({"reasoning": {"enabled": True}, "max_completion_tokens": 64}, ReasoningSetting(True, None)),
-        ({"reasoning": {"enabled": False}}, ReasoningSetting(False, 0)),
-        ({"reasoning": {"max_tokens": 0}}, ReasoningSetting(False, 0)),
+        ({"reasoning_effort": "high"}, (True, 409, False)),  # 80% of the default max_tokens, 512
+        ({"reasoning": {"effort": "low"}, "max_tokens": 1000}, (True, 200, False)),
+        ({"reasoning": {"effort": "medium"}, "reasoning_effort": "medium"}, (True, 256, False)),
+        ({"reasoning": {"max_tokens": 300, "effort": "high"}, "max_tokens": 400}, (True, 300, False)),
+        ({"reasoning": {}}, (True, None, False)),
+        ({"reasoning": {"exclude": True}}, (True, None, True)),
+        ({"reasoning": {"enabled": True}, "max_completion_tokens": 64}, (True, None, False)),
+        ({"reasoning": {"enabled": False}}, (False, 0, False)),
+        ({"reasoning": {"max_tokens": 0}}, (False, 0, False)),
     ],
 )
 def test_openai_reasoning_parameters_become_one_setting(
-    params: dict[str, Any], setting: ReasoningSetting | None
+    params: dict[str, Any], expected: tuple[bool, int | None, bool] | None
 ) -> None:
-    assert openai_translation.reasoning_setting(openai_body(**params)) == setting
-    assert openai_translation.to_job(openai_body(**params)).reasoning == setting
+    job = openai_translation.to_job(openai_body(**params))
+    assert job.reasoning == openai_translation.reasoning_setting(openai_body(**params))
+    assert settled(job.reasoning, jobs.resolve_max_tokens(job, THINKER)) == expected
+
+
+def test_an_effort_takes_its_share_of_the_max_tokens_the_model_allows() -> None:
+    small = THINKER.model_copy(update={"context_length": 256})
+    job = openai_translation.to_job(openai_body(reasoning_effort="high"))
+    assert jobs.resolve_max_tokens(job, small) == 256, "the default max_tokens, within the context"
+    request = engine_request(job, small, 256)
+    assert request.reasoning_budget == 204
 
 
 @pytest.mark.parametrize(
@@ -187,11 +209,10 @@ def test_contradictory_reasoning_parameters_are_refused_naming_the_param(params:
 
 
 def test_a_budget_not_below_max_tokens_is_capped_below_it_as_the_documented_example_expects() -> None:
-    documented = openai_body(reasoning={"effort": "low", "max_tokens": 512}, max_tokens=256)
-    assert openai_translation.reasoning_setting(documented) == ReasoningSetting(True, 255)
-    assert openai_translation.reasoning_setting(openai_body(reasoning={"max_tokens": 600})) == ReasoningSetting(
-        True, 511
-    )  # default 512
+    documented = openai_translation.to_job(openai_body(reasoning={"effort": "low", "max_tokens": 512}, max_tokens=256))
+    assert settled(documented.reasoning, jobs.resolve_max_tokens(documented, THINKER)) == (True, 255, False)
+    unbounded = openai_translation.to_job(openai_body(reasoning={"max_tokens": 600}))
+    assert settled(unbounded.reasoning, jobs.resolve_max_tokens(unbounded, THINKER)) == (True, 511, False)  # 512
 
 
 def anthropic_body(**params: Any) -> MessagesRequest:
@@ -216,27 +237,28 @@ def test_anthropic_thinking_maps_to_the_same_setting() -> None:
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
-        ({"thinking": {"type": "adaptive"}}, ReasoningSetting(True, None)),  # the model decides
-        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "low"}}, ReasoningSetting(True, 409)),
-        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "medium"}}, ReasoningSetting(True, 1024)),
-        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "high"}}, ReasoningSetting(True, 1638)),
-        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "xhigh"}}, ReasoningSetting(True, 1843)),
-        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "max"}}, ReasoningSetting(True, 1945)),
-        ({"thinking": {"type": "enabled"}, "output_config": {"effort": "low"}}, ReasoningSetting(True, 409)),
+        ({"thinking": {"type": "adaptive"}}, (True, None, False)),  # the model decides
+        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "low"}}, (True, 409, False)),
+        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "medium"}}, (True, 1024, False)),
+        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "high"}}, (True, 1638, False)),
+        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "xhigh"}}, (True, 1843, False)),
+        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "max"}}, (True, 1945, False)),
+        ({"thinking": {"type": "enabled"}, "output_config": {"effort": "low"}}, (True, 409, False)),
         (
             {"thinking": {"type": "enabled", "budget_tokens": 100}, "output_config": {"effort": "max"}},
-            ReasoningSetting(True, 100),
+            (True, 100, False),
         ),
-        ({"thinking": {"type": "disabled"}, "output_config": {"effort": "max"}}, ReasoningSetting(False, 0)),
+        ({"thinking": {"type": "disabled"}, "output_config": {"effort": "max"}}, (False, 0, False)),
         ({"output_config": {"effort": "high"}}, None),  # no thinking asked for: the model's default
-        ({"thinking": {"type": "adaptive", "display": "omitted"}}, ReasoningSetting(True, None, exclude=True)),
-        ({"thinking": {"type": "enabled", "display": "summarized"}}, ReasoningSetting(True, None)),
+        ({"thinking": {"type": "adaptive", "display": "omitted"}}, (True, None, True)),
+        ({"thinking": {"type": "enabled", "display": "summarized"}}, (True, None, False)),
     ],
 )
 def test_adaptive_thinking_and_effort_become_a_budget_share_of_max_tokens(
-    params: dict[str, Any], expected: ReasoningSetting | None
+    params: dict[str, Any], expected: tuple[bool, int | None, bool] | None
 ) -> None:
-    assert anthropic_translation.reasoning_setting(anthropic_body(**params)) == expected  # max_tokens 2048
+    job = anthropic_translation.to_job(anthropic_body(**params))
+    assert settled(job.reasoning, jobs.resolve_max_tokens(job, THINKER)) == expected  # max_tokens 2048
 
 
 def test_an_unknown_effort_or_display_is_refused_naming_it() -> None:
@@ -275,17 +297,17 @@ def test_a_token_count_asks_for_the_budget_the_same_request_would_send() -> None
 
 def test_only_reasoning_models_get_reasoning_fields() -> None:
     high = ReasoningSetting(True, 409)
-    assert engine_fields(high, PLAIN) == (False, None), "ignored by a model without the capability"
-    assert engine_fields(high, THINKER) == (True, 409)
-    assert engine_fields(None, THINKER) == (True, None), "the model's default"
-    assert engine_fields(ReasoningSetting(False, 0), THINKER) == (False, 0)
+    assert engine_fields(high, PLAIN, 512) == (False, None), "ignored by a model without the capability"
+    assert engine_fields(high, THINKER, 512) == (True, 409)
+    assert engine_fields(None, THINKER, 512) == (True, None), "the model's default"
+    assert engine_fields(ReasoningSetting(False, 0), THINKER, 512) == (False, 0)
     job = openai_translation.to_job(openai_body(reasoning_effort="high"))
-    on_plain = jobs.generation_request(job, PLAIN, PLAIN.pricing, IDENTITY, "r", 512, 0, 0.0, 120)
-    on_thinker = jobs.generation_request(job, THINKER, THINKER.pricing, IDENTITY, "r", 512, 0, 0.0, 120)
+    on_plain = engine_request(job, PLAIN, 512)
+    on_thinker = engine_request(job, THINKER, 512)
     assert (on_plain.reasoning, on_plain.reasoning_budget, splits_output(on_plain)) == (False, None, False)
     assert (on_thinker.reasoning, on_thinker.reasoning_budget, splits_output(on_thinker)) == (True, 409, True)
     raw = openai_translation.completion_to_job(CompletionRequest.model_validate({"model": "m", "prompt": "x"}))
-    on_raw = jobs.generation_request(raw, THINKER, THINKER.pricing, IDENTITY, "r", 8, 0, 0.0, 120)
+    on_raw = engine_request(raw, THINKER, 8)
     assert not splits_output(on_raw), "a raw prompt has no chat template to think in"
 
 
@@ -293,8 +315,8 @@ def test_the_budget_reaches_triton_only_when_set() -> None:
     from lexora_router.triton_engine import build_inputs
 
     job = openai_translation.to_job(openai_body(reasoning_effort="low"))
-    with_budget = jobs.generation_request(job, THINKER, THINKER.pricing, IDENTITY, "r", 512, 0, 0.0, 120)
-    without = jobs.generation_request(job, PLAIN, PLAIN.pricing, IDENTITY, "r", 512, 0, 0.0, 120)
+    with_budget = engine_request(job, THINKER, 512)
+    without = engine_request(job, PLAIN, 512)
     [budget] = [value for name, _, value in build_inputs(with_budget) if name == "reasoning_budget"]
     assert budget.tolist() == [102]
     assert "reasoning_budget" not in [name for name, _, _ in build_inputs(without)]
@@ -320,7 +342,7 @@ TOKENS = ["<think>", "\n", "Two plus", " two.", "\n", "</think>", "\n\n", "It is
 
 
 def run_of(job: jobs.ChatJob, tokens: list[str] = TOKENS) -> tuple[FakeStream, GenerationChunk]:
-    request = jobs.generation_request(job, THINKER, THINKER.pricing, IDENTITY, "req-1", 512, 0, 1000.0, 120)
+    request = engine_request(job, THINKER, 512, "req-1", 1000.0)
     chunks = [
         GenerationChunk(kind="delta", text=t, prompt_tokens=5, completion_tokens=i + 1) for i, t in enumerate(tokens)
     ]

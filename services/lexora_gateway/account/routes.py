@@ -12,7 +12,6 @@ from fastapi.responses import Response
 from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import Identity
 from lexora_contracts.money import MICRO_PER_CREDIT, MICRO_PER_USD
-from lexora_contracts.plans import PlanLimits
 from lexora_contracts.usage_api import MAX_USAGE_PAGE, UsageReportRequest
 from lexora_gateway.admission import limits, rate_limits
 from lexora_gateway.admission.identity import CurrentIdentity
@@ -61,12 +60,8 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int | 
     return number
 
 
-def _plan(state: GatewayState, identity: Identity) -> PlanLimits:
-    return state.settings.plans.get(identity.plan) or PlanLimits()
-
-
 async def _free_model_limit(state: GatewayState, identity: Identity, now: datetime) -> dict[str, Any]:
-    allowance = _plan(state, identity).free_model_requests_per_day
+    allowance = rate_limits.plan_of(state, identity).free_model_requests_per_day
     counter = await state.counters.read(f"acct.{identity.account_id}")
     used = limits.free_model_usage(counter, now, identity.timezone)
     return {
@@ -155,7 +150,7 @@ async def current_key(request: Request, identity: CurrentIdentity, state: StateD
     spend = await state.billing.key_spend(identity.key_id)
     keys = await state.auth.list_keys(identity.account_id)
     key = next((k for k in keys.keys if k.key_id == identity.key_id), None)
-    plan = _plan(state, identity)
+    plan = rate_limits.plan_of(state, identity)
     limit = identity.spend_limit_micro
     return JSONBody(
         {

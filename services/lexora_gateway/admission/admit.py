@@ -1,108 +1,176 @@
-"""Starting a job, whatever the protocol: model, limits, credit hold, dispatch, first chunk."""
+"""Admitting a job, whatever its kind (chat, embedding, image) and protocol: its model resolved, the
+request counted against the plan, the job fitted to the model, its credit held. Then
+lexora_gateway.dispatch sends it to a router.
+
+    admitted = await admit_and_hold(http, state, JobSpec(identity, request_id, received_at, work))
+    stream, first = await dispatch(state, admitted)
+
+Every outcome is on record exactly once: a job refused here (unknown model, limits, a job that does
+not fit its model, credit) is recorded by the gateway, at cost 0; a job a router takes is recorded by
+that router; one no router takes is recorded by the gateway too (dispatch, NoRouter).
+"""
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, ClassVar, Protocol
 
 from fastapi import Request
 
-from lexora_contracts import subjects
-from lexora_contracts.errors import LexoraError
-from lexora_contracts.messages import (
-    GenerationChunk,
-    Identity,
-    UsageEvent,
-)
+from lexora_contracts.errors import InternalError, InvalidRequest, LexoraError, ModelNotFound, ModelUnavailable
+from lexora_contracts.messages import Identity, UsageEvent
 from lexora_contracts.registry import ModelKind, ModelRecord, Pricing
 from lexora_gateway.admission import rate_limits
-from lexora_gateway.chat import jobs, vision
 from lexora_gateway.state import GatewayState
-from lexora_router.client import GenerationStream, Job, NoRouter
+from lexora_router.client import Job
 from lexora_runtime.bus import publish_usage_event
 from lexora_runtime.logs import request_id_var
 
+_A_KIND = {"chat": "a chat", "embedding": "an embedding", "image": "an image"}
+
+
+class Fitted(Protocol):
+    """A job fitted to its model: the credit it holds, the request the router is sent."""
+
+    def reservation_micro(self, model: ModelRecord, pricing: Pricing) -> int:
+        """The most the job can cost at `pricing` (0 for a free model): the credit to hold."""
+        ...
+
+    def engine_request(self, model: ModelRecord, header: dict[str, Any]) -> Job:
+        """The router's job, given the JobHeader fields every job carries (job_header)."""
+        ...
+
+
+class Workload(Protocol):
+    """What a kind of job brings to admission: lexora_gateway.chat.jobs.ChatJob,
+    lexora_gateway.media.embedding_jobs.Embeddings, lexora_gateway.media.image_jobs.ImageGeneration."""
+
+    kind: ClassVar[ModelKind]  # the kind of model that serves it
+    subject: ClassVar[str]  # where the router takes it
+
+    @property
+    def model(self) -> str:
+        """The model as the client named it."""
+        ...
+
+    @property
+    def endpoint(self) -> str: ...
+
+    @property
+    def stream(self) -> bool: ...
+
+    async def fit(self, model: ModelRecord, state: GatewayState) -> Fitted:
+        """The job made to fit its model, or the refusal the client should see (before any hold)."""
+        ...
+
 
 @dataclass(frozen=True)
-class JobTicket:
-    """What is known of a job before its model is resolved: enough to record a refusal."""
+class JobSpec:
+    """A job as its route asked for it, before its model is known: enough to record a refusal."""
 
-    model_id: str
-    kind: ModelKind
-    endpoint: str
-    stream: bool
+    identity: Identity
     request_id: str
     received_at: float
-    subject: str = subjects.ROUTER_GENERATION_START
+    work: Workload
 
 
-# Given the model and the price in force, decide the credit hold (may refuse the request) and
-# return it with the builder of the router request for that hold.
-Prepare = Callable[[ModelRecord, Pricing], tuple[int, Callable[[int], Job]]]
+@dataclass(frozen=True)
+class Admitted:
+    """A job cleared to run: its model, the credit held for it, the router's request."""
+
+    spec: JobSpec
+    model: ModelRecord
+    reserved_micro: int
+    request: Job
 
 
-async def start_chat_job(
-    http: Request, state: GatewayState, identity: Identity, job: jobs.ChatJob, request_id: str, received_at: float
-) -> tuple[GenerationStream, GenerationChunk]:
-    """Admit, hold credit, dispatch a chat job; returns the live stream and its first delta (or final chunk)."""
-
-    def prepare(model: ModelRecord, pricing: Pricing) -> tuple[int, Callable[[int], Job]]:
-        max_tokens = jobs.resolve_max_tokens(job, model)
-        reserved = jobs.reservation_micro(job, model, pricing, max_tokens)
-        timeout = state.settings.job_timeout_s
-        return reserved, lambda held: jobs.generation_request(
-            job, model, pricing, identity, request_id, max_tokens, held, received_at, timeout
-        )
-
-    async def images(model: ModelRecord) -> None:
-        # Checked, refused without vision, fetched: before the hold, recorded at cost 0 when refused.
-        await vision.prepare(job.images, model, state.settings, state.nc.max_payload)
-
-    ticket = JobTicket(job.model, "chat", job.endpoint, job.stream, request_id, received_at)
-    return await start_job(http, state, identity, ticket, prepare, images if job.images else None)
+def serving_model(model: ModelRecord | None, model_id: str, kind: ModelKind) -> ModelRecord:
+    """The registry record to serve a job of `kind` with, or the error the client should see."""
+    if model is None:
+        raise ModelNotFound(f"The model '{model_id}' does not exist; GET /v1/models lists them", param="model")
+    if model.kind != kind:
+        raise InvalidRequest(f"'{model_id}' is {_A_KIND[model.kind]} model, not {_A_KIND[kind]} model", param="model")
+    if not model.ready_endpoints:
+        if model.deployed_endpoints:  # deployed, but the router saw its engine fail
+            raise ModelUnavailable(f"{model.id} cannot serve right now: its engine is failing; retry in 30 seconds")
+        raise ModelUnavailable(f"No ready instance of {model.id}; retry in 30 seconds")
+    return model
 
 
-async def start_job(
-    http: Request,
-    state: GatewayState,
-    identity: Identity,
-    ticket: JobTicket,
-    prepare: Prepare,
-    admitted: Callable[[ModelRecord], Awaitable[None]] | None = None,
-) -> tuple[GenerationStream, GenerationChunk]:
-    """Admit, hold credit, dispatch; returns the live stream and its first delta (or final chunk).
-
-    Errors before any output are raised here, so a streaming client still gets a proper HTTP status
-    for them. Every outcome is on record exactly once: a job a router took is recorded by that
-    router; one refused before dispatch (unknown model, limits, credit) is recorded here, at cost 0.
-    """
-    request_id, received_at = ticket.request_id, ticket.received_at
-    request_id_var.set(request_id)  # carried to billing and the router in NATS headers
+async def admit_model(
+    request: Request, state: GatewayState, identity: Identity, model_id: str, kind: ModelKind
+) -> ModelRecord:
+    """Resolve the model and count the request against the caller's limits (429 with Retry-After
+    when one is reached). A refused model still gets the caller's rate-limit headers."""
     try:
-        model = await rate_limits.admit_model(http, state, identity, ticket.model_id, ticket.kind)
-        if admitted is not None:  # work the job needs once its model is known (a chat job's images)
-            await admitted(model)
-        pricing = model.pricing_at(datetime.fromtimestamp(received_at, UTC))  # the price when it arrived
-        reserved, build = prepare(model, pricing)
-        await hold_credit(state, identity, request_id, reserved)
+        model = serving_model(state.registry.get(model_id), model_id, kind)
+    except LexoraError:
+        await rate_limits.peek(request, state, identity)
+        raise
+    await rate_limits.admit(request, state, identity, model)
+    return model
+
+
+async def admit_and_hold(http: Request, state: GatewayState, spec: JobSpec) -> Admitted:
+    """Resolve the model, count the request, fit the job to the model and hold its credit; a refusal
+    is raised here (so a streaming client still gets a proper HTTP status) and on record at cost 0."""
+    request_id_var.set(spec.request_id)  # carried to billing and the router in NATS headers
+    work = spec.work
+    try:
+        model = await admit_model(http, state, spec.identity, work.model, work.kind)
+        fitted = await work.fit(model, state)
+        pricing = _price(model, spec)
+        reserved = fitted.reservation_micro(model, pricing)
+        await hold_credit(state, spec.identity, spec.request_id, reserved)
     except LexoraError as exc:
-        await record_refusal(state, identity, ticket, exc)
+        await record_refusal(state, spec, exc)
         raise
-    stream = GenerationStream(state.inboxes, build(reserved), ticket.subject)
+    header = job_header(spec, model, pricing, reserved, state.settings.job_timeout_s)
+    return Admitted(spec, model, reserved, fitted.engine_request(model, header))
+
+
+async def admit_and_hold_all(http: Request, state: GatewayState, specs: list[JobSpec]) -> list[Admitted]:
+    """Several jobs of one request on one model (the prompts of a legacy completion): the request
+    counts once against the plan, and every job's credit is held before any is dispatched. If one
+    hold is refused (402, a key's spend limit), nothing runs: every job is on record as refused, at
+    cost 0, and billing releases the holds that were placed."""
+    first = specs[0]
+    holds = [0] * len(specs)
     try:
-        await stream.start()
-        first = await stream.next()
-    except NoRouter as exc:
-        await record_refusal(state, identity, ticket, exc, model.id, reserved)
-        await stream.close()
+        model = await admit_model(http, state, first.identity, first.work.model, first.work.kind)
+        pricing = _price(model, first)
+        fitted = [await spec.work.fit(model, state) for spec in specs]
+        wanted = [one.reservation_micro(model, pricing) for one in fitted]
+        outcomes = await asyncio.gather(
+            *(_hold(state, spec, amount) for spec, amount in zip(specs, wanted, strict=True)),
+            return_exceptions=True,
+        )
+        holds = [amount if outcome is None else 0 for amount, outcome in zip(wanted, outcomes, strict=True)]
+        refused = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if refused:
+            raise refused[0] if isinstance(refused[0], LexoraError) else InternalError("Internal error")
+    except LexoraError as exc:
+        await asyncio.gather(
+            *(record_refusal(state, s, exc, reserved_micro=h) for s, h in zip(specs, holds, strict=True))
+        )
         raise
-    except BaseException:
-        await stream.release()
-        raise
-    return stream, first
+    timeout = state.settings.job_timeout_s
+    return [
+        Admitted(spec, model, hold, one.engine_request(model, job_header(spec, model, pricing, hold, timeout)))
+        for spec, one, hold in zip(specs, fitted, holds, strict=True)
+    ]
+
+
+def _price(model: ModelRecord, spec: JobSpec) -> Pricing:
+    return model.pricing_at(datetime.fromtimestamp(spec.received_at, UTC))  # the price when it arrived
+
+
+async def _hold(state: GatewayState, spec: JobSpec, amount_micro: int) -> None:
+    request_id_var.set(spec.request_id)
+    await hold_credit(state, spec.identity, spec.request_id, amount_micro)
 
 
 async def hold_credit(state: GatewayState, identity: Identity, request_id: str, amount_micro: int) -> None:
@@ -114,52 +182,39 @@ async def hold_credit(state: GatewayState, identity: Identity, request_id: str, 
     await state.billing.hold(identity, request_id, amount_micro, ttl_s)
 
 
+def job_header(
+    spec: JobSpec, model: ModelRecord, pricing: Pricing, reserved_micro: int, job_timeout_s: float
+) -> dict[str, Any]:
+    """The `JobHeader` fields every router job carries: who pays, at what price, the hold, the deadline."""
+    return {
+        "request_id": spec.request_id,
+        "account_id": spec.identity.account_id,
+        "key_id": spec.identity.key_id,
+        "model": model.id,
+        "deadline": spec.received_at + job_timeout_s,
+        "pricing": pricing,
+        "reserved_micro": reserved_micro,
+        "received_at": spec.received_at,
+    }
+
+
 async def record_refusal(
-    state: GatewayState,
-    identity: Identity,
-    ticket: JobTicket,
-    error: LexoraError,
-    model_id: str | None = None,
-    reserved_micro: int = 0,
+    state: GatewayState, spec: JobSpec, error: LexoraError, model_id: str | None = None, reserved_micro: int = 0
 ) -> None:
-    """A request no router took: the gateway records it (cost 0); billing releases any hold."""
+    """A job no router took: the gateway records it (cost 0); billing releases any hold."""
     await publish_usage_event(
         state.js,
         UsageEvent(
-            request_id=ticket.request_id,
-            account_id=identity.account_id,
-            key_id=identity.key_id,
-            model=model_id or ticket.model_id,
-            endpoint=ticket.endpoint,
+            request_id=spec.request_id,
+            account_id=spec.identity.account_id,
+            key_id=spec.identity.key_id,
+            model=model_id or spec.work.model,
+            endpoint=spec.work.endpoint,
             status_code=error.status,
             error_type=error.type,
             reserved_micro=reserved_micro,
-            stream=ticket.stream,
-            received_at=ticket.received_at,
-            latency_ms=int((time.time() - ticket.received_at) * 1000),
+            stream=spec.work.stream,
+            received_at=spec.received_at,
+            latency_ms=int((time.time() - spec.received_at) * 1000),
         ),
     )
-
-
-async def collect(stream: GenerationStream, first: GenerationChunk) -> tuple[str, GenerationChunk]:
-    """The whole answer and its final chunk (counts, finish reason, cost)."""
-    parts = []
-    chunk = first
-    while True:
-        if chunk.kind == "delta":
-            parts.append(chunk.text)
-        if chunk.kind == "done":
-            return "".join(parts), chunk
-        chunk = await stream.next()
-
-
-async def collect_binary(stream: GenerationStream, first: GenerationChunk) -> tuple[bytes, GenerationChunk]:
-    """A binary result (embedding vectors, a PNG) reassembled from its slices, and the final chunk."""
-    parts = []
-    chunk = first
-    while True:
-        if chunk.kind == "delta" and chunk.data:
-            parts.append(base64.b64decode(chunk.data))
-        if chunk.kind == "done":
-            return b"".join(parts), chunk
-        chunk = await stream.next()

@@ -16,11 +16,11 @@ from fastapi.responses import Response, StreamingResponse
 
 from lexora_contracts.errors import LexoraError
 from lexora_contracts.messages import GenerationChunk
-from lexora_gateway.admission.admit import collect
 from lexora_gateway.anthropic import translation
 from lexora_gateway.chat.jobs import ChatJob
 from lexora_gateway.chat.reasoning import ReasoningTracker
 from lexora_gateway.chat.tools import ToolCall, parse_call
+from lexora_gateway.dispatch import collect
 from lexora_gateway.errors import anthropic_sse_error_event
 from lexora_gateway.http import JSONBody
 from lexora_router.client import GenerationStream

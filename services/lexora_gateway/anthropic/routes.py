@@ -14,15 +14,16 @@ from lexora_contracts.errors import LexoraError
 from lexora_contracts.messages import CountTokensRequest as EngineCountRequest
 from lexora_contracts.messages import GenerationChunk
 from lexora_gateway.admission import rate_limits
-from lexora_gateway.admission.admit import collect, start_chat_job
+from lexora_gateway.admission.admit import JobSpec, admit_and_hold, serving_model
 from lexora_gateway.admission.identity import CurrentIdentity
 from lexora_gateway.anthropic import reasoning, translation
 from lexora_gateway.anthropic.schemas import CountTokensRequest, MessagesRequest
 from lexora_gateway.chat import vision
 from lexora_gateway.chat.image_inputs import PendingImage
-from lexora_gateway.chat.jobs import ChatJob, chat_model
+from lexora_gateway.chat.jobs import ChatJob
 from lexora_gateway.chat.reasoning import splits_output
 from lexora_gateway.chat.tools import parse_call
+from lexora_gateway.dispatch import collect, dispatch
 from lexora_gateway.errors import anthropic_sse_error_event
 from lexora_gateway.http import JSONBody, ReceivedAt, parse_body
 from lexora_gateway.state import StateDep
@@ -39,7 +40,8 @@ async def create_message(
     body = parse_body(MessagesRequest, await request.body())
     message_id = translation.new_message_id()
     job = translation.to_job(body)
-    stream, first = await start_chat_job(request, state, identity, job, message_id, received_at)
+    admitted = await admit_and_hold(request, state, JobSpec(identity, message_id, received_at, job))
+    stream, first = await dispatch(state, admitted)
     headers = {"request-id": message_id, **translation.ignored_tools_header(body)}
     if splits_output(stream.request):  # a reasoning model: thinking blocks before the answer
         return await reasoning.respond(stream, first, job, body.model, headers, TOOL_ID_PREFIX)
@@ -111,7 +113,7 @@ async def _events_with_tools(
 async def count_tokens(request: Request, identity: CurrentIdentity, state: StateDep) -> Response:
     await rate_limits.peek(request, state, identity)
     body = parse_body(CountTokensRequest, await request.body())
-    model = chat_model(state.registry.get(body.model), body.model)
+    model = serving_model(state.registry.get(body.model), body.model, "chat")
     images: list[PendingImage] = []
     turns = translation.count_turns(body, images)
     await vision.prepare(images, model, state.settings, state.nc.max_payload)  # the engine counts them too

@@ -33,7 +33,7 @@ from lexora_gateway.anthropic.schemas import (
 from lexora_gateway.chat import image_inputs
 from lexora_gateway.chat.image_inputs import PendingImage
 from lexora_gateway.chat.jobs import ChatJob
-from lexora_gateway.chat.reasoning import EFFORT_SHARE, ReasoningSetting, engine_fields
+from lexora_gateway.chat.reasoning import ReasoningSetting, reasons
 from lexora_gateway.chat.tools import ToolCall, ToolSpec, ToolUse, call_text, with_instructions
 
 ENDPOINT = "/v1/messages"
@@ -203,10 +203,8 @@ def reasoning_setting(body: MessagesRequest) -> ReasoningSetting | None:
             f"thinking.budget_tokens ({budget}) must be less than max_tokens ({body.max_tokens})",
             param="thinking.budget_tokens",
         )
-    effort = body.output_config.effort if body.output_config else None
-    if budget is None and effort is not None:
-        budget = max(1, int(body.max_tokens * EFFORT_SHARE[effort]))
-    return ReasoningSetting(enabled=True, budget_tokens=budget, exclude=thinking.display == "omitted")
+    effort = body.output_config.effort if body.output_config and budget is None else None
+    return ReasoningSetting(enabled=True, budget_tokens=budget, effort=effort, exclude=thinking.display == "omitted")
 
 
 def count_turns(body: CountTokensRequest, images: list[PendingImage]) -> list[ChatTurn]:
@@ -220,13 +218,14 @@ def count_budget(body: CountTokensRequest, model: ModelRecord) -> int | None:
     messages request (its bounds are that request's business), so the count matches the bill. A
     count has no max_tokens to take an effort's share of; what shapes the prompt is whether the
     model thinks (budget > 0) or not, so an effort counts with the least budget that says so."""
-    thinking, setting = body.thinking, None
-    if thinking is not None:
-        budget = thinking.budget_tokens if thinking.type == "enabled" else None
-        if budget is None and body.output_config and body.output_config.effort:
-            budget = 1
-        setting = ReasoningSetting(enabled=thinking.type != "disabled", budget_tokens=budget)
-    return engine_fields(setting, model)[1]
+    thinking = body.thinking
+    if thinking is None or not reasons(model):
+        return None  # the model's default; a model that does not reason ignores the setting
+    if thinking.type == "disabled":
+        return 0
+    if thinking.type == "enabled" and thinking.budget_tokens is not None:
+        return thinking.budget_tokens
+    return 1 if body.output_config and body.output_config.effort else None
 
 
 def stop_reason(engine_reason: str | None, stop_sequence: str | None, call: ToolCall | None = None) -> str:

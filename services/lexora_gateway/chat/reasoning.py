@@ -27,26 +27,47 @@ EFFORT_SHARE = {"low": 0.2, "medium": 0.5, "high": 0.8, "xhigh": 0.9, "max": 0.9
 
 @dataclass(frozen=True)
 class ReasoningSetting:
-    """What the client asked for. Absent (None on the job): the model's default."""
+    """What the client asked for. Absent (None on the job): the model's default.
+
+    A budget is settled by `budget` once the job's max_tokens is known, that is once its model is
+    (max_tokens defaults to what the model's context allows)."""
 
     enabled: bool
-    budget_tokens: int | None = None  # most tokens to spend thinking; None: the model's default
+    budget_tokens: int | None = None  # most tokens to spend thinking, as asked; capped by budget()
+    effort: str | None = None  # without budget_tokens: a share of max_tokens (EFFORT_SHARE)
     # Reason, but leave the reasoning text out of the answer: OpenAI's `reasoning.exclude` (no
     # reasoning fields), Anthropic's `thinking.display: "omitted"` (thinking blocks, empty).
     exclude: bool = False
 
+    def budget(self, max_tokens: int) -> int | None:
+        """The most tokens to spend thinking for a job of `max_tokens`: 0 is none, None the model's
+        default. An explicit budget not below max_tokens is capped below it, leaving the answer room
+        (the documented OpenAI example asks for 512 with max_tokens 256); an effort takes its share."""
+        if not self.enabled:
+            return 0
+        if self.budget_tokens is not None:
+            return min(self.budget_tokens, max(max_tokens - 1, 1))
+        if self.effort is not None:
+            return max(1, int(max_tokens * EFFORT_SHARE[self.effort]))
+        return None
 
-def engine_fields(setting: ReasoningSetting | None, model: ModelRecord) -> tuple[bool, int | None]:
+
+def reasons(model: ModelRecord) -> bool:
+    """Whether the model acts on a reasoning setting (others ignore it)."""
+    return REASONING_CAPABILITY in model.capabilities
+
+
+def engine_fields(setting: ReasoningSetting | None, model: ModelRecord, max_tokens: int) -> tuple[bool, int | None]:
     """(GenerationRequest.reasoning, .reasoning_budget). Both unset for a model without the
     capability; for one with it, unset means the model's default, and a budget of 0 turns
     reasoning off."""
-    if REASONING_CAPABILITY not in model.capabilities:
+    if not reasons(model):
         return False, None
     if setting is None:
         return True, None  # reasoning models reason unless told otherwise
     if not setting.enabled:
         return False, 0
-    return True, setting.budget_tokens
+    return True, setting.budget(max_tokens)
 
 
 def splits_output(request: object) -> bool:

@@ -1,22 +1,55 @@
-"""Embedding jobs, protocol-free: the credit hold, the router request and the response body, as pure
-functions of the request, the model record and the price."""
+"""Embedding jobs: an embeddings request as a workload for lexora_gateway.admission.admit, and the
+credit hold, the router request and the response body, as pure functions of the request, the
+model record and the price."""
 
 from __future__ import annotations
 
 import base64
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from lexora_contracts import subjects
 from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import EmbeddingJob
 from lexora_contracts.money import ceil_micro, pico_to_usd, token_cost_pico
-from lexora_contracts.registry import ModelRecord, Pricing
+from lexora_contracts.registry import ModelKind, ModelRecord, Pricing
 from lexora_gateway.media.schemas import EmbeddingsRequest
+
+if TYPE_CHECKING:
+    from lexora_gateway.state import GatewayState
 
 # WordPiece and byte-level BPE tokens cover at least one byte of text each; the model adds its
 # special tokens ([CLS], [SEP]) on top.
 EMBEDDING_SPECIAL_TOKENS = 2
+ENDPOINT = "/v1/embeddings"
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """POST /v1/embeddings as a job: it fits a model whose size it does not ask to change."""
+
+    kind: ClassVar[ModelKind] = "embedding"
+    subject: ClassVar[str] = subjects.ROUTER_EMBEDDING_CREATE
+    endpoint: ClassVar[str] = ENDPOINT
+    stream: ClassVar[bool] = False
+
+    body: EmbeddingsRequest
+
+    @property
+    def model(self) -> str:
+        return self.body.model
+
+    async def fit(self, model: ModelRecord, state: GatewayState) -> Embeddings:
+        check_dimensions(self.body, model)
+        return self
+
+    def reservation_micro(self, model: ModelRecord, pricing: Pricing) -> int:
+        return embedding_reservation_micro(self.body.texts(), model, pricing)
+
+    def engine_request(self, model: ModelRecord, header: dict[str, Any]) -> EmbeddingJob:
+        return embedding_job(self.body, header)
 
 
 def check_dimensions(body: EmbeddingsRequest, model: ModelRecord) -> None:

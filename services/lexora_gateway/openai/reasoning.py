@@ -12,10 +12,10 @@ from fastapi.responses import Response, StreamingResponse
 
 from lexora_contracts.errors import LexoraError
 from lexora_contracts.messages import GenerationChunk
-from lexora_gateway.admission.admit import collect
 from lexora_gateway.chat.jobs import ChatJob
 from lexora_gateway.chat.reasoning import ReasoningTracker
 from lexora_gateway.chat.tools import parse_call
+from lexora_gateway.dispatch import collect
 from lexora_gateway.errors import sse_error_event
 from lexora_gateway.http import JSONBody
 from lexora_gateway.openai import translation

@@ -11,10 +11,11 @@ from fastapi.responses import Response, StreamingResponse
 
 from lexora_contracts.errors import LexoraError
 from lexora_contracts.messages import GenerationChunk
-from lexora_gateway.admission.admit import collect, start_chat_job
+from lexora_gateway.admission.admit import JobSpec, admit_and_hold
 from lexora_gateway.admission.identity import CurrentIdentity
 from lexora_gateway.chat.reasoning import splits_output
 from lexora_gateway.chat.tools import ToolUse, parse_call
+from lexora_gateway.dispatch import collect, dispatch
 from lexora_gateway.errors import sse_error_event
 from lexora_gateway.http import JSONBody, ReceivedAt, parse_body
 from lexora_gateway.openai import completion_batch, reasoning, translation
@@ -33,7 +34,8 @@ async def chat_completions(
     body = parse_body(ChatCompletionRequest, await request.body())
     request_id = translation.new_request_id()
     job = translation.to_job(body)
-    stream, first = await start_chat_job(request, state, identity, job, request_id, received_at)
+    admitted = await admit_and_hold(request, state, JobSpec(identity, request_id, received_at, job))
+    stream, first = await dispatch(state, admitted)
     headers = {"X-Request-Id": request_id}
     if splits_output(stream.request):  # a reasoning model: reasoning apart from the answer
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -146,7 +148,8 @@ async def completions(
         return await completion_batch.complete(request, state, identity, body, received_at)
     request_id = translation.new_request_id("cmpl")
     job = translation.completion_to_job(body)
-    stream, first = await start_chat_job(request, state, identity, job, request_id, received_at)
+    admitted = await admit_and_hold(request, state, JobSpec(identity, request_id, received_at, job))
+    stream, first = await dispatch(state, admitted)
     headers = {"X-Request-Id": request_id}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

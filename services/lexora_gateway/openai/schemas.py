@@ -6,7 +6,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-DEFAULT_MAX_TOKENS = 512
 MAX_TOKENS_CEILING = 32768
 
 

@@ -13,10 +13,9 @@ from lexora_contracts.money import pico_to_usd
 from lexora_gateway.chat import image_inputs
 from lexora_gateway.chat.image_inputs import PendingImage
 from lexora_gateway.chat.jobs import ChatJob
-from lexora_gateway.chat.reasoning import EFFORT_SHARE, ReasoningSetting
+from lexora_gateway.chat.reasoning import ReasoningSetting
 from lexora_gateway.chat.tools import ToolCall, ToolSpec, ToolUse, call_text
 from lexora_gateway.openai.schemas import (
-    DEFAULT_MAX_TOKENS,
     ChatCompletionRequest,
     ChatMessage,
     CompletionRequest,
@@ -182,15 +181,8 @@ def reasoning_setting(body: ChatCompletionRequest) -> ReasoningSetting | None:
             param="reasoning_effort",
         )
     effort = config.effort or shorthand
-    requested = body.requested_max_tokens()
-    ceiling = requested or DEFAULT_MAX_TOKENS
-    budget = config.max_tokens
-    if budget is not None and budget >= ceiling:
-        # The documented example asks for a 512-token budget with max_tokens 256: the budget is
-        # capped below max_tokens, leaving room for the answer, rather than refused.
-        budget = max(ceiling - 1, 1)
-    off = config.enabled is False or budget == 0
-    if off:
+    budget = config.max_tokens  # a budget not below max_tokens is capped below it, not refused
+    if config.enabled is False or budget == 0:
         if config.enabled is True or effort is not None or budget:
             switch = "reasoning.enabled is false" if config.enabled is False else "reasoning.max_tokens is 0"
             raise InvalidRequest(
@@ -198,9 +190,9 @@ def reasoning_setting(body: ChatCompletionRequest) -> ReasoningSetting | None:
                 param="reasoning.enabled" if config.enabled is False else "reasoning.max_tokens",
             )
         return ReasoningSetting(enabled=False, budget_tokens=0, exclude=config.exclude)
-    if budget is None and effort is not None:
-        budget = max(1, int(ceiling * EFFORT_SHARE[effort]))
-    return ReasoningSetting(enabled=True, budget_tokens=budget, exclude=config.exclude)
+    if budget is not None:
+        effort = None  # an explicit budget wins over an effort
+    return ReasoningSetting(enabled=True, budget_tokens=budget, effort=effort, exclude=config.exclude)
 
 
 def tool_call_body(call: ToolCall, index: int = 0) -> dict[str, Any]:
