@@ -1,4 +1,4 @@
-"""OpenAI-compatible HTTP schemas (chat completions, models)."""
+"""The OpenAI-compatible request bodies of /v1/chat/completions and /v1/completions."""
 
 from __future__ import annotations
 
@@ -187,46 +187,3 @@ class CompletionRequest(GenerationParameters):
             return [self.prompt]
         texts = [p for p in self.prompt if isinstance(p, str)]
         return texts if len(texts) == len(self.prompt) else None
-
-
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-    cost: float  # USD, OpenRouter-style
-
-
-class AssistantMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str
-
-
-class Choice(BaseModel):
-    index: int = 0
-    message: AssistantMessage
-    finish_reason: str | None
-    logprobs: None = None
-
-
-class ChatCompletion(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[Choice]
-    usage: Usage
-
-
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str
-    context_length: int
-    status: Literal["live", "pipeline"]
-    pricing: dict[str, Any]
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
