@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 bootstrap:
 	@bash scripts/bootstrap.sh
 
-## Bring the whole platform up locally (NATS, SQLite, Triton on CPU, the five services).
+## Bring the whole platform up locally (NATS, embedded Postgres, Triton on CPU, the five services).
 dev: bootstrap
 	@$(VENV)/bin/lexora dev
 
@@ -19,8 +19,8 @@ test-unit: bootstrap
 	@$(PY) -m pytest -q tests/unit
 
 lint: bootstrap
-	@$(VENV)/bin/ruff check services operator tests model-repo
-	@$(VENV)/bin/ruff format --check -q services operator tests model-repo
+	@$(VENV)/bin/ruff check services operator tests model-repo bench
+	@$(VENV)/bin/ruff format --check -q services operator tests model-repo bench
 
 clean:
 	rm -rf .lexora .pytest_cache
@@ -41,4 +41,4 @@ deploy:
 ## Gateway overhead and throughput side by side with LiteLLM (docs/benchmarks.md); BENCH_QUICK=1: < 5 min.
 bench: bootstrap
 	@bash bench/setup.sh
-	@$(PY) bench/run.py
+	@$(PY) -m bench

@@ -1,7 +1,7 @@
 """Billing alone, before and after a change, side by side: reserve and settle over NATS on Postgres.
 
-    .venv/bin/python bench/billing_bench.py --baseline-ref 373a8a0        # ~4 minutes
-    .venv/bin/python bench/billing_bench.py --rounds 1 --duration 4        # the working tree only
+    .venv/bin/python -m bench billing --baseline-ref 373a8a0        # ~4 minutes
+    .venv/bin/python -m bench billing --rounds 1 --duration 4        # the working tree only
 
 One Postgres cluster (fsync and synchronous commit on, as in production) for the whole run. Each
 measurement starts a fresh nats-server, a fresh database and one billing process, either the
@@ -12,7 +12,7 @@ in the machine's load (a shared box) spreads over both; ratios are the result.
 Two measurements per account set (many accounts, one hot account):
 
 - **mixed**: `--concurrency` clients each reserve (`billing.v1.credits.reserve`) and then publish
-  the request's usage event to JetStream, as gateway and router do (bench/billing_load.py), for
+  the request's usage event to JetStream, as gateway and router do (`python -m bench billing-load`), for
   `--duration` seconds, while billing settles. Reserves/s and their latency from the clients;
   settled/s (settled ÷ last settlement − first reservation) and the settlement lag
   (closed_at − created_at) from the database; CPU of billing and Postgres per request.
@@ -43,20 +43,14 @@ from typing import Any
 import asyncpg
 import nats
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-sys.path.insert(0, str(BENCH))
-
-import pg  # noqa: E402
-import procstat  # noqa: E402
-import report  # noqa: E402
-
-from lexora_contracts import subjects  # noqa: E402
-from lexora_contracts.messages import Balance, GrantRequest, ReserveReply, ReserveRequest, UsageEvent  # noqa: E402
-from lexora_dev import stack  # noqa: E402
-from lexora_dev.processes import ManagedProcess, free_port  # noqa: E402
-from lexora_runtime.bus import call, publish_usage_event  # noqa: E402
-from lexora_runtime.db import migrate  # noqa: E402
+from bench import REPO, RESULTS, pg, procstat, report, tools
+from lexora_billing.client import BillingClient
+from lexora_contracts import subjects
+from lexora_contracts.messages import ReserveRequest, UsageEvent
+from lexora_db.engine import migrate
+from lexora_dev import stack
+from lexora_dev.processes import ManagedProcess, free_port
+from lexora_runtime.bus import publish_usage_event
 
 CREDIT_MICRO = 10**9
 HOLD_MICRO = 10
@@ -85,8 +79,9 @@ class Cluster:
     def __init__(self, root: Path):
         self.root = root
         self._cm = pg.private_postgres(root / "pg", fsync=True)
-        self.url, self.libpq_url = self._cm.__enter__()
-        self.pid = pg.postmaster_pid(root / "pg")
+        postgres = self._cm.__enter__()
+        self.url, self.libpq_url, self.version = postgres.url, postgres.libpq_url, postgres.version
+        self.pid = postgres.postmaster_pid
 
     def fresh_database(self) -> tuple[str, str]:
         name = f"bb_{uuid.uuid4().hex[:10]}"
@@ -210,12 +205,10 @@ def window(libpq_url: str, prefix: str, span_from: str) -> dict[str, Any]:
 
 async def grant(nats_url: str, accounts: list[str]) -> None:
     nc = await nats.connect(nats_url)
+    billing = BillingClient(nc)
     try:
         for account_id in accounts:
-            request = GrantRequest(
-                account_id=account_id, amount_micro=CREDIT_MICRO, idempotency_key=account_id, actor="b", reason="b"
-            )
-            await call(nc, subjects.BILLING_CREDITS_GRANT, request, Balance, timeout=30)
+            await billing.grant(account_id, CREDIT_MICRO, idempotency_key=account_id, actor="b", reason="b", timeout=30)
     finally:
         await nc.drain()
 
@@ -239,13 +232,14 @@ def event(request_id: str, account_id: str) -> UsageEvent:
 
 async def reserve_many(nats_url: str, prefix: str, accounts: list[str], count: int) -> list[UsageEvent]:
     nc = await nats.connect(nats_url)
+    billing = BillingClient(nc)
     limit = asyncio.Semaphore(16)
 
     async def one(n: int) -> UsageEvent:
         request_id, account_id = f"{prefix}{n}", accounts[n % len(accounts)]
         async with limit:
             request = ReserveRequest(request_id=request_id, account_id=account_id, amount_micro=HOLD_MICRO, ttl_s=3600)
-            await call(nc, subjects.BILLING_CREDITS_RESERVE, request, ReserveReply, timeout=30)
+            await billing.reserve(request, timeout=30)
         return event(request_id, account_id)
 
     try:
@@ -283,11 +277,11 @@ def measure(
         def load(label: str, duration: float) -> tuple[dict[str, Any], dict[str, float]]:
             meter = procstat.CpuMeter({"billing": billing.pid, "postgres": cluster.pid or 0})
             meter.start()
-            argv = [sys.executable, str(BENCH / "billing_load.py"), "--nats-url", billing.nats_url]
+            argv = tools.argv("billing-load", "--nats-url", billing.nats_url)
             argv += ["--accounts-file", str(accounts_file), "--label", label, "--concurrency", str(args.concurrency)]
             argv += ["--duration", str(duration), "--model", MODEL, "--reserve-micro", str(HOLD_MICRO)]
             argv += ["--cost-pico", str(COST_PICO)]
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 120, check=True)
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 120, check=True, cwd=REPO)
             raw = json.loads(done.stdout)
             wait_settled(billing.libpq_url, raw["request_id_prefix"], raw["operations"])
             return raw, meter.stop()
@@ -378,17 +372,19 @@ def markdown(summary: dict[str, Any], variants: list[str]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench billing", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--baseline-ref", help="git ref of the code to compare with (omit: working tree only)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--duration", type=float, default=6.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--accounts", type=int, default=200)
     parser.add_argument("--backlog", type=int, default=2000)
-    parser.add_argument("--output", type=Path, default=BENCH / "results" / "billing_bench.json")
+    parser.add_argument("--output", type=Path, default=RESULTS / "billing_bench.json")
     parser.add_argument("--report", type=Path, help="print the tables of an earlier run's JSON and exit")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.report:
         earlier = json.loads(args.report.read_text())
         variants = list(dict.fromkeys(r["variant"] for r in earlier["runs"]))
@@ -426,7 +422,7 @@ def main() -> None:
         "tool": "billing_bench",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "postgres": {"fsync": True, "version": pg.version()},
+        "postgres": {"fsync": True, "version": cluster.version},
         "machine": {"cores": procstat.os.cpu_count(), "cpu_model": procstat.cpu_model()},
         "summary": summary,
         "runs": results,

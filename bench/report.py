@@ -1,6 +1,6 @@
 """Pure statistics and reporting for the benchmark: summaries, derived figures, markdown.
 
-No I/O beyond what callers pass in, so it is unit-tested (tests/bench/test_bench_harness.py).
+No I/O beyond what callers pass in, so it is unit-tested (tests/unit/test_bench_harness.py).
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ def open_loop_added(runs: Sequence[dict[str, Any]], metric: str = "latency_ms") 
 
 
 def headline(results: dict[str, Any]) -> dict[str, Any]:
-    """The top-level keys of latest.json: ratios first (absolute times vary between runs)."""
+    """The top-level keys of a run's results file: ratios first (absolute times vary between runs)."""
     runs = results.get("runs", [])
     workers = results["config"]["workers"][0]
     nonstream = overhead(runs, workers, "nonstream")
@@ -419,7 +419,7 @@ def _open_loop_lines(section: dict[str, Any]) -> list[str]:
         "",
         f"A request is due every 1/{_fmt(section['rate'])} s whatever the answers do (at most "
         f"{section['max_in_flight']} in flight), for {section['duration_s']} s; latency counts from when it was"
-        " due if it had to wait for a connection, else from when it was written (bench/loadgen.py --rate).",
+        " due if it had to wait for a connection, else from when it was written (python -m bench loadgen --rate).",
         "",
     ]
     # (header, the run's field, the percentile): a stream is judged by its first token, and its

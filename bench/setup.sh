@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# What `make bench` needs beyond the project's .venv: wrk, Postgres, py-spy, and LiteLLM's proxy in
-# its own virtualenv (bench/.venv-litellm; its pins would break ours). Idempotent and quick when done.
+# What `make bench` needs beyond the project's .venv: wrk, py-spy, and LiteLLM's proxy in its own
+# virtualenv (bench/.venv-litellm; its pins would break ours). Idempotent and quick when done.
+# Postgres is not installed here: the benchmarks start it as the tests do (lexora_dev.postgres).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,10 +19,6 @@ apt_install() {
 if ! command -v wrk >/dev/null; then
   echo "[bench setup] installing wrk (Debian package)"
   apt_install wrk
-fi
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
-  echo "[bench setup] installing postgresql (Debian package)"
-  apt_install postgresql
 fi
 if [ ! -x .venv/bin/py-spy ]; then
   echo "[bench setup] installing py-spy into .venv (profiles)"

@@ -52,17 +52,15 @@ def nats_url(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
+    """A database of the session's own: on the server DATABASE_URL names, else on a private
+    embedded Postgres cluster."""
     with private_postgres() as url:
         yield url
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgres"])
-def lexora(request: pytest.FixtureRequest, state_root: Path, triton_endpoint: Endpoint) -> Iterator[RunningStack]:
-    """The whole platform on real components, once on SQLite and once on Postgres."""
-    state_dir = state_root / request.param
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{state_dir / 'lexora.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    with running_stack(request.param, url, state_dir, triton_endpoint, extra_env=STRIPE_TEST_ENV) as running:
+@pytest.fixture(scope="session")
+def lexora(state_root: Path, triton_endpoint: Endpoint, postgres_url: str) -> Iterator[RunningStack]:
+    """The whole platform on real components."""
+    state_dir = state_root / "lexora"
+    with running_stack("lexora", postgres_url, state_dir, triton_endpoint, extra_env=STRIPE_TEST_ENV) as running:
         yield running

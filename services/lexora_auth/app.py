@@ -22,8 +22,8 @@ from lexora_contracts.messages import (
     RevokeKeyRequest,
     VerifyKeyRequest,
 )
+from lexora_db.engine import create_asyncpg_pool, create_engine
 from lexora_runtime.bus import encode
-from lexora_runtime.db import create_asyncpg_pool, create_engine, is_sqlite
 from lexora_runtime.metrics import create_metrics, serve_metrics
 from lexora_runtime.service import ServiceContext, health_of, run_until_stopped
 
@@ -34,11 +34,7 @@ async def serve(settings: AuthSettings, ctx: ServiceContext) -> None:
     engine = create_engine(settings.database_url)
     # Verification's only write is a key's "last used" time, so its connections commit without
     # waiting for the WAL flush: a crash can lose a few seconds of "last used", nothing else.
-    verify_pool = (
-        None
-        if is_sqlite(settings.database_url)
-        else await create_asyncpg_pool(engine, min_size=0, server_settings={"synchronous_commit": "off"})
-    )
+    verify_pool = await create_asyncpg_pool(engine, min_size=0, server_settings={"synchronous_commit": "off"})
     store = AccountStore(engine, settings.key_pepper.get_secret_value(), settings.key_prefix, verify_pool)
     metrics = create_metrics("auth")
     serve_metrics(metrics, settings.metrics_host, settings.metrics_port)
@@ -88,8 +84,7 @@ async def serve(settings: AuthSettings, ctx: ServiceContext) -> None:
     try:
         await ctx.stopped()
     finally:
-        if verify_pool is not None:
-            await verify_pool.close()
+        await verify_pool.close()
         await engine.dispose()
 
 

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
 
+import asyncpg
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from lexora_auth import keys
 from lexora_contracts.errors import NotFound
 from lexora_contracts.messages import CreateAccountReply, CreateKeyReply, Identity, KeyInfo, Plan
-from lexora_runtime.db import on_pooled_connection
-from lexora_runtime.schema import accounts, api_keys
-
-if TYPE_CHECKING:
-    import asyncpg
+from lexora_db.engine import on_pooled_connection
+from lexora_db.schema import accounts, api_keys
 
 LAST_USE_PRECISION = timedelta(seconds=30)
 
-# On Postgres a verification is this one statement: the key's identity, and its "last used" time
+# A verification is this one statement: the key's identity, and its "last used" time
 # moved forward in the same statement when it is older than LAST_USE_PRECISION ($2 now, $3 now
 # minus the precision). A revoked or unknown key returns no row and changes nothing.
 IDENTIFY = """
@@ -37,12 +33,7 @@ SELECT id, account_id, spend_limit_micro, plan, timezone FROM found
 """
 
 
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes (stored as UTC).
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _identity(row: Mapping[str, Any] | asyncpg.Record) -> Identity:
+def _identity(row: asyncpg.Record) -> Identity:
     """A verified key's identity from its api_keys row joined with its account's."""
     return Identity(
         account_id=row["account_id"],
@@ -54,11 +45,11 @@ def _identity(row: Mapping[str, Any] | asyncpg.Record) -> Identity:
 
 
 class AccountStore:
-    """`verify_pool`: a plain asyncpg pool to the same Postgres database (lexora_runtime.db.
-    create_asyncpg_pool), for key verification, the one call on a request's path (on a gateway's
-    cache miss). Without one (SQLite), verification goes through the engine like everything else."""
+    """`verify_pool`: a plain asyncpg pool to the same database (lexora_db.engine.create_asyncpg_pool),
+    for key verification, the one call on a request's path (on a gateway's cache miss); everything
+    else goes through the engine."""
 
-    def __init__(self, engine: AsyncEngine, pepper: str, key_prefix: str, verify_pool: asyncpg.Pool | None = None):
+    def __init__(self, engine: AsyncEngine, pepper: str, key_prefix: str, verify_pool: asyncpg.Pool):
         self._engine = engine
         self._pepper = pepper
         self._key_prefix = key_prefix
@@ -135,39 +126,13 @@ class AccountStore:
         if not api_key.startswith(self._key_prefix):
             return None
         key_hash = keys.hash_api_key(self._pepper, api_key)
-        if self._verify_pool is not None:
-            now = datetime.now(UTC)
-            found = await on_pooled_connection(
-                self._verify_pool, lambda conn: conn.fetchrow(IDENTIFY, key_hash, now, now - LAST_USE_PRECISION)
-            )
-            return None if found is None else _identity(found)
-        query = (
-            select(
-                api_keys.c.id,
-                api_keys.c.account_id,
-                api_keys.c.spend_limit_micro,
-                api_keys.c.last_used_at,
-                accounts.c.plan,
-                accounts.c.timezone,
-            )
-            .join(accounts, accounts.c.id == api_keys.c.account_id)
-            .where(api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))
-        )
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(query)).first()
-        if row is None:
-            return None
-        await self._note_use(row.id, row.last_used_at)
-        return _identity(row._mapping)
-
-    async def _note_use(self, key_id: str, last_used_at: datetime | None) -> None:
         # Gateways cache verifications, so a key in steady use is verified about every half minute
         # per gateway: that is the precision of "last used", and it costs no write on the hot path.
         now = datetime.now(UTC)
-        if last_used_at is not None and now - _aware(last_used_at) < LAST_USE_PRECISION:
-            return
-        async with self._engine.begin() as conn:
-            await conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=now))
+        found = await on_pooled_connection(
+            self._verify_pool, lambda conn: conn.fetchrow(IDENTIFY, key_hash, now, now - LAST_USE_PRECISION)
+        )
+        return None if found is None else _identity(found)
 
     async def ping(self) -> None:
         async with self._engine.connect() as conn:

@@ -27,8 +27,8 @@ from lexora_contracts.usage_api import (
     KeySpend,
     KeySpendRequest,
 )
+from lexora_db.engine import create_engine
 from lexora_runtime.bus import consume_usage_event_batches, parse_usage_events
-from lexora_runtime.db import create_engine
 from lexora_runtime.metrics import create_metrics, serve_metrics
 from lexora_runtime.service import ServiceContext, health_of, run_until_stopped
 
@@ -37,7 +37,7 @@ log = logging.getLogger("lexora.billing")
 
 async def serve(settings: BillingSettings, ctx: ServiceContext) -> None:
     engine = create_engine(settings.database_url)
-    ledger = Ledger(engine, settings.database_url)
+    ledger = Ledger(engine)
     await ledger.open(pool_size=settings.database_pool_size)
     metrics = create_metrics("billing")
     serve_metrics(metrics, settings.metrics_host, settings.metrics_port)

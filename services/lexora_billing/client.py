@@ -2,7 +2,7 @@
 
 Every method is one NATS request to billing, except credit holds on a client opened with billing's
 Postgres database (`BillingClient.open(nc, database_url, …)`): those run billing's own
-one-statement reserve (`pg_ledger.hold`) on the client's connection pool, one database round trip
+one-statement reserve (`ledger.hold`) on the client's connection pool, one database round trip
 instead of a NATS request to billing, billing's round trip to the database and billing's reply.
 Either way a hold is the same rows, refused with the same 402, and settled and swept by billing.
 
@@ -24,7 +24,7 @@ from typing import Literal
 import asyncpg
 from nats.aio.client import Client as NATS
 
-from lexora_billing import pg_ledger
+from lexora_billing import ledger
 from lexora_contracts import subjects
 from lexora_contracts.errors import InternalError
 from lexora_contracts.messages import (
@@ -57,8 +57,8 @@ from lexora_contracts.usage_api import (
     KeySpend,
     KeySpendRequest,
 )
+from lexora_db.engine import CONNECTION_LOST, create_asyncpg_pool, create_engine
 from lexora_runtime.bus import call
-from lexora_runtime.db import CONNECTION_LOST, create_asyncpg_pool, create_engine
 
 # A hold's commit does not wait for the WAL flush (see the module docstring); settlement's do.
 ASYNC_COMMIT = {"synchronous_commit": "off"}
@@ -110,7 +110,7 @@ class BillingClient:
             )
             return
         try:
-            await pg_ledger.hold(
+            await ledger.hold(
                 self._pool,
                 request_id,
                 identity.account_id,

@@ -1,64 +1,289 @@
-"""The credit ledger in the database (billing owns balances, reservations and ledger_entries).
+"""The credit ledger in the database (billing owns balances, reservations, ledger_entries and
+key_spend).
 
 Every balance change is one transaction that also writes an entry with a unique idempotency key,
 so a redelivered event or a retried grant can never apply twice.
 
-On Postgres the two paths every request takes run on asyncpg directly (`pg_ledger`): reserve is one
-statement, and settlement writes a whole batch of usage events in one transaction. SQLite runs the
-same plan (`settlement`) through SQLAlchemy Core, one writer at a time.
+The two paths every request takes run on asyncpg directly, each statement prepared once per
+connection:
+
+- reserve is ONE statement (one round trip, its own transaction): the balance check and hold, the
+  key's spend-limit check and hold, the `hold:<request id>` ledger entry and the reservation row
+  are data-modifying CTEs of a single statement, so they all happen or none does (`hold`, which a
+  gateway that has the database runs too);
+- settle takes a whole batch of usage events in one transaction: BEGIN, one statement that reads
+  (and locks) what the batch touches, one that writes every entry, balance, key and reservation
+  (`unnest` arrays), COMMIT: four round trips, however many events (the plan: `settlement`).
+
+No SQLAlchemy on these paths (no statement building, no pool pre-ping): the texts are constants,
+and asyncpg keeps each one prepared on every pooled connection. The rest (grants, balances, the
+sweeper, summaries) is SQLAlchemy Core on the same database.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Any
 
-from sqlalchemy import bindparam, case, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+import asyncpg
+from sqlalchemy import case, func, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from lexora_billing import pg_ledger
 from lexora_billing.refusals import insufficient_balance, key_limit_exceeded
 from lexora_billing.settlement import ReservationRow, SettlementPlan, charge_key, plan_settlement
 from lexora_contracts.messages import Balance, UsageEvent
-from lexora_runtime.db import create_asyncpg_pool, insert_ignoring_duplicates, is_sqlite
-from lexora_runtime.schema import balances, key_spend, ledger_entries, reservations
+from lexora_db.engine import create_asyncpg_pool, on_pooled_connection
+from lexora_db.schema import balances, key_spend, ledger_entries, reservations
 
-if TYPE_CHECKING:
-    import asyncpg
+# Without a key limit: hold on the balance row, journal it, record the reservation.
+# `snapshot_available` is read from the statement's snapshot, for the refusal message only (when
+# `held` is empty nothing was written).
+RESERVE = """
+WITH held AS (
+    UPDATE balances SET held_micro = held_micro + $3::bigint, updated_at = $4::timestamptz
+    WHERE account_id = $2::text AND balance_micro - held_micro >= $3::bigint
+    RETURNING balance_micro - held_micro AS available
+), hold_entry AS (
+    INSERT INTO ledger_entries
+        (account_id, kind, amount_micro, held_delta_micro, cost_pico, idempotency_key, actor, created_at)
+    SELECT $2::text, 'hold', 0, $3::bigint, 0, 'hold:' || $1::text, 'billing', $4::timestamptz
+    FROM held WHERE $3::bigint > 0
+), reservation AS (
+    INSERT INTO reservations
+        (request_id, account_id, amount_micro, key_id, status, charged_micro, created_at, expires_at)
+    SELECT $1::text, $2::text, $3::bigint, NULL, 'held', 0, $4::timestamptz, $5::timestamptz FROM held
+)
+SELECT (SELECT available FROM held) AS available,
+       (SELECT balance_micro - held_micro FROM balances WHERE account_id = $2::text) AS snapshot_available
+"""
+
+# With a key spend limit. Locks are taken in the order every other writer uses (the account's
+# balance row, then the key's row), and each check reads the newest committed row:
+# `account` locks the balance row (FOR UPDATE returns its latest version); `key_hold` adds the
+# hold to the key's row only if the account can pay (ON CONFLICT DO UPDATE checks and locks the
+# latest version of an existing row, and a first use inserts it); `held` then updates the balance
+# row only if the key's hold was taken (its EXISTS makes it wait for `key_hold`). A refusal by
+# either check leaves every table as it was.
+RESERVE_WITH_KEY_LIMIT = """
+WITH account AS (
+    SELECT balance_micro - held_micro AS available FROM balances WHERE account_id = $2::text FOR UPDATE
+), key_hold AS (
+    INSERT INTO key_spend AS k (key_id, spent_micro, held_micro)
+    SELECT $6::text, 0, $3::bigint FROM account
+    WHERE account.available >= $3::bigint AND $3::bigint <= $7::bigint
+    ON CONFLICT (key_id) DO UPDATE SET held_micro = k.held_micro + EXCLUDED.held_micro
+    WHERE k.spent_micro + k.held_micro + EXCLUDED.held_micro <= $7::bigint
+    RETURNING k.key_id
+), held AS (
+    UPDATE balances SET held_micro = held_micro + $3::bigint, updated_at = $4::timestamptz
+    WHERE account_id = $2::text AND balance_micro - held_micro >= $3::bigint
+      AND EXISTS (SELECT 1 FROM key_hold)
+    RETURNING balance_micro - held_micro AS available
+), hold_entry AS (
+    INSERT INTO ledger_entries
+        (account_id, kind, amount_micro, held_delta_micro, cost_pico, idempotency_key, actor, created_at)
+    SELECT $2::text, 'hold', 0, $3::bigint, 0, 'hold:' || $1::text, 'billing', $4::timestamptz
+    FROM held WHERE $3::bigint > 0
+), reservation AS (
+    INSERT INTO reservations
+        (request_id, account_id, amount_micro, key_id, status, charged_micro, created_at, expires_at)
+    SELECT $1::text, $2::text, $3::bigint, $6::text, 'held', 0, $4::timestamptz, $5::timestamptz FROM held
+)
+SELECT (SELECT available FROM held) AS available,
+       (SELECT available FROM account) AS account_available,
+       (SELECT spent_micro + held_micro FROM key_spend WHERE key_id = $6::text) AS key_used
+"""
+
+# Settlement of a batch, read in one statement: the reservations (locked), the charge entries
+# that exist already, and the accounts' carries (balance rows locked). Locks are taken in a fixed
+# order (reservations, then balances, each sorted; UNION ALL runs its branches in order), the
+# order of the sweeper and of reserve, so concurrent writers never deadlock.
+READ_FOR_SETTLEMENT = """
+WITH locked_reservations AS (
+    SELECT request_id, amount_micro, status, key_id FROM reservations
+    WHERE request_id = ANY($1::text[]) ORDER BY request_id FOR UPDATE
+), locked_balances AS (
+    SELECT account_id, carry_pico FROM balances
+    WHERE account_id = ANY($3::text[]) ORDER BY account_id FOR UPDATE
+)
+SELECT 'reservation' AS row_kind, request_id AS id, amount_micro AS amount, status, key_id FROM locked_reservations
+UNION ALL
+SELECT 'balance', account_id, carry_pico, NULL, NULL FROM locked_balances
+UNION ALL
+SELECT 'charge', idempotency_key, NULL, NULL, NULL FROM ledger_entries WHERE idempotency_key = ANY($2::text[])
+"""
+# A plain INSERT for the entries: an entry that exists after all (a concurrent settler that the
+# locks above did not cover) fails the whole batch, which is then settled event by event.
+APPLY_PLAN = """
+WITH entries AS (
+    INSERT INTO ledger_entries
+        (account_id, kind, amount_micro, held_delta_micro, cost_pico, idempotency_key, actor, reason, created_at)
+    SELECT e.account_id, e.kind, e.amount_micro, e.held_delta_micro, e.cost_pico, e.idempotency_key,
+           'billing', e.reason, $17::timestamptz
+    FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[], $7::text[])
+         AS e(account_id, kind, amount_micro, held_delta_micro, cost_pico, idempotency_key, reason)
+), balance_rows AS (
+    UPDATE balances b
+    SET balance_micro = b.balance_micro - d.deduct, held_micro = b.held_micro - d.released,
+        carry_pico = d.carry, updated_at = $17::timestamptz
+    FROM unnest($8::text[], $9::bigint[], $10::bigint[], $11::bigint[]) AS d(account_id, deduct, released, carry)
+    WHERE b.account_id = d.account_id
+), key_rows AS (
+    INSERT INTO key_spend AS k (key_id, spent_micro, held_micro)
+    SELECT * FROM unnest($12::text[], $13::bigint[], $14::bigint[])
+    ON CONFLICT (key_id) DO UPDATE
+    SET spent_micro = k.spent_micro + EXCLUDED.spent_micro, held_micro = k.held_micro + EXCLUDED.held_micro
+), reservation_rows AS (
+    UPDATE reservations r SET status = 'settled', charged_micro = d.charged, closed_at = $17::timestamptz
+    FROM unnest($15::text[], $16::bigint[]) AS d(request_id, charged)
+    WHERE r.request_id = d.request_id
+)
+SELECT 1
+"""
+
+
+class ReserveRefused(Exception):
+    def __init__(self, reason: str, available_micro: int):
+        super().__init__(reason)
+        self.reason = reason  # "balance" | "key_limit"
+        self.available_micro = available_micro
+
+
+async def reserve(
+    conn: asyncpg.Connection,
+    request_id: str,
+    account_id: str,
+    amount_micro: int,
+    ttl_s: float,
+    now: datetime,
+    key_id: str | None,
+    key_limit_micro: int | None,
+) -> int:
+    """Returns the available amount after the hold, or raises ReserveRefused. A request id that
+    was reserved before fails with a unique violation and changes nothing."""
+    expires = now + timedelta(seconds=ttl_s)
+    if key_id is None or key_limit_micro is None:
+        row = await conn.fetchrow(RESERVE, request_id, account_id, amount_micro, now, expires)
+        if row["available"] is None:
+            raise ReserveRefused("balance", row["snapshot_available"] or 0)
+        return int(row["available"])
+    row = await conn.fetchrow(
+        RESERVE_WITH_KEY_LIMIT, request_id, account_id, amount_micro, now, expires, key_id, key_limit_micro
+    )
+    if row["available"] is not None:
+        return int(row["available"])
+    account_available = row["account_available"] or 0
+    key_exceeded = (row["key_used"] or 0) + amount_micro > key_limit_micro
+    if account_available >= amount_micro or key_exceeded:
+        raise ReserveRefused("key_limit", account_available)  # the key is checked first, as always
+    raise ReserveRefused("balance", account_available)
+
+
+async def hold(
+    pool: asyncpg.Pool,
+    request_id: str,
+    account_id: str,
+    amount_micro: int,
+    ttl_s: float,
+    now: datetime,
+    key_id: str | None,
+    key_limit_micro: int | None,
+) -> int:
+    """`reserve` on a pooled connection, with its refusal as the 402 the caller gets. Billing holds
+    credit this way, and so does a gateway that has the database (docs/billing.md)."""
+    # Safe to run twice: the statement is atomic, and if an attempt lost with its connection did
+    # commit, the retry fails on the reservation's request id instead of holding twice.
+    try:
+        return await on_pooled_connection(
+            pool, lambda conn: reserve(conn, request_id, account_id, amount_micro, ttl_s, now, key_id, key_limit_micro)
+        )
+    except ReserveRefused as refused:
+        if refused.reason == "key_limit":
+            raise key_limit_exceeded(key_limit_micro or 0) from None
+        raise insufficient_balance(amount_micro, refused.available_micro) from None
+
+
+async def settle_batch_on(conn: asyncpg.Connection, events: Sequence[UsageEvent], now: datetime) -> list[bool]:
+    """Settle every event in one transaction; returns, per event, whether it was applied (False:
+    it had been settled before, or came earlier in the batch)."""
+    request_ids = sorted({e.request_id for e in events})
+    charge_keys = sorted({charge_key(e.request_id) for e in events if e.cost_pico > 0})
+    account_ids = sorted({e.account_id for e in events})
+    async with conn.transaction():
+        reservations: dict[str, ReservationRow] = {}
+        existing: set[str] = set()
+        carries: dict[str, int] = {}
+        for row in await conn.fetch(READ_FOR_SETTLEMENT, request_ids, charge_keys, account_ids):
+            kind, key = row["row_kind"], row["id"]
+            if kind == "reservation":
+                reservations[key] = ReservationRow(row["amount"], row["status"], row["key_id"])
+            elif kind == "balance":
+                carries[key] = row["amount"]
+            else:
+                existing.add(key)
+        plan = plan_settlement(events, reservations, existing, carries)
+        if plan.changes_anything:
+            await conn.execute(APPLY_PLAN, *plan_arguments(plan), now)
+    return plan.applied
+
+
+def plan_arguments(plan: SettlementPlan) -> list[list[Any]]:
+    """The plan as the column arrays APPLY_PLAN unnests ($1 … $16). Keys are written in sorted order
+    (the order their row locks are taken in)."""
+    entries = plan.entries
+    balances = sorted(plan.balances.items())
+    keys = sorted(plan.keys.items())
+    reservations = sorted(plan.reservations.items())
+    return [
+        [e.account_id for e in entries],
+        [e.kind for e in entries],
+        [e.amount_micro for e in entries],
+        [e.held_delta_micro for e in entries],
+        [e.cost_pico for e in entries],
+        [e.idempotency_key for e in entries],
+        [e.reason for e in entries],
+        [a for a, _ in balances],
+        [c.deduct_micro for _, c in balances],
+        [c.release_micro for _, c in balances],
+        [c.carry_pico for _, c in balances],
+        [k for k, _ in keys],
+        [c.spent_micro for _, c in keys],
+        [c.held_micro for _, c in keys],
+        [r for r, _ in reservations],
+        [c for _, c in reservations],
+    ]
 
 
 class Ledger:
-    def __init__(self, engine: AsyncEngine, url: str):
+    """The ledger on `engine`'s database. `open` it before reserving or settling: those run on an
+    asyncpg pool of their own."""
+
+    def __init__(self, engine: AsyncEngine):
         self._engine = engine
-        # SQLite has one writer at a time anyway; queueing writers here avoids lock-timeout errors.
-        self._write_lock: asyncio.Lock | None = asyncio.Lock() if is_sqlite(url) else None
-        self._postgres = not is_sqlite(url)
         self._pool: asyncpg.Pool | None = None
-        self._new_key_row = insert_ignoring_duplicates(url, key_spend)
-        self._new_balance_row = insert_ignoring_duplicates(url, balances)
-        self._new_ledger_entry = insert_ignoring_duplicates(url, ledger_entries)
+        self._new_key_row = insert(key_spend).on_conflict_do_nothing()
+        self._new_balance_row = insert(balances).on_conflict_do_nothing()
+        self._new_ledger_entry = insert(ledger_entries).on_conflict_do_nothing()
 
     async def open(self, pool_size: int = 10) -> None:
-        """On Postgres, the asyncpg pool of the hot paths (reserve, settle). Without it (SQLite, or
-        before open) every path runs through SQLAlchemy."""
-        if self._postgres and self._pool is None:
+        """The asyncpg pool of the hot paths (reserve, settle)."""
+        if self._pool is None:
             # min_size=0: no connection at start-up, so billing starts (and reports its database
             # as down) while Postgres is not reachable yet, as it does through SQLAlchemy.
             self._pool = await create_asyncpg_pool(self._engine, min_size=0, max_size=pool_size)
+
+    @property
+    def _hot_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("Ledger.open() must be awaited before reserving or settling")
+        return self._pool
 
     async def close(self) -> None:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
-
-    @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
-        async with self._write_lock or contextlib.nullcontext(), self._engine.begin() as conn:
-            yield conn
 
     async def reserve(
         self,
@@ -73,79 +298,9 @@ class Ledger:
         """Hold `amount_micro` for a request, atomically, or refuse with 402. Returns what remains
         available. A key with a spend limit also holds the amount against that limit."""
         limited_key = key_id if key_limit_micro is not None else None
-        if self._pool is not None:
-            return await pg_ledger.hold(
-                self._pool, request_id, account_id, amount_micro, ttl_s, now, limited_key, key_limit_micro
-            )
-        async with self._transaction() as conn:
-            if limited_key is not None:
-                await self._hold_on_key(conn, limited_key, amount_micro, key_limit_micro or 0)
-            held = await conn.execute(
-                update(balances)
-                .where(
-                    balances.c.account_id == account_id,
-                    balances.c.balance_micro - balances.c.held_micro >= amount_micro,
-                )
-                .values(held_micro=balances.c.held_micro + amount_micro, updated_at=now)
-                .returning(balances.c.balance_micro - balances.c.held_micro)
-            )
-            remaining = held.scalar_one_or_none()
-            if remaining is None:
-                raise insufficient_balance(amount_micro, await self._available(conn, account_id))
-            await self._journal_hold(conn, account_id, request_id, "hold", amount_micro, now)
-            await conn.execute(
-                insert(reservations).values(
-                    request_id=request_id,
-                    account_id=account_id,
-                    key_id=limited_key,
-                    amount_micro=amount_micro,
-                    status="held",
-                    created_at=now,
-                    expires_at=now + timedelta(seconds=ttl_s),
-                )
-            )
-        return int(remaining)
-
-    @staticmethod
-    async def _journal_hold(
-        conn: AsyncConnection, account_id: str, request_id: str, kind: str, amount_micro: int, now: datetime
-    ) -> None:
-        """Holds and releases are ledger entries too, so `held` can be re-derived like the balance."""
-        if not amount_micro:
-            return
-        await conn.execute(
-            insert(ledger_entries).values(
-                account_id=account_id,
-                kind=kind,
-                amount_micro=0,
-                held_delta_micro=amount_micro if kind == "hold" else -amount_micro,
-                idempotency_key=f"{kind}:{request_id}",
-                actor="billing",
-                created_at=now,
-            )
+        return await hold(
+            self._hot_pool, request_id, account_id, amount_micro, ttl_s, now, limited_key, key_limit_micro
         )
-
-    async def _hold_on_key(self, conn: AsyncConnection, key_id: str, amount_micro: int, limit_micro: int) -> None:
-        await conn.execute(self._new_key_row.values(key_id=key_id, spent_micro=0, held_micro=0))
-        held = await conn.execute(
-            update(key_spend)
-            .where(
-                key_spend.c.key_id == key_id,
-                key_spend.c.spent_micro + key_spend.c.held_micro + amount_micro <= limit_micro,
-            )
-            .values(held_micro=key_spend.c.held_micro + amount_micro)
-        )
-        if held.rowcount == 0:
-            raise key_limit_exceeded(limit_micro)
-
-    @staticmethod
-    async def _available(conn: AsyncConnection, account_id: str) -> int:
-        row = (
-            await conn.execute(
-                select(balances.c.balance_micro - balances.c.held_micro).where(balances.c.account_id == account_id)
-            )
-        ).first()
-        return int(row[0]) if row else 0
 
     async def settle(self, event: UsageEvent, now: datetime) -> bool:
         """Charge a finished request's exact cost and release the rest of its hold. Idempotent.
@@ -154,12 +309,8 @@ class Ledger:
         """
         try:
             [applied] = await self.settle_batch([event], now)
-        except IntegrityError:
+        except asyncpg.UniqueViolationError:
             return False  # the charge entry exists: this event was applied before
-        except Exception as exc:
-            if _is_unique_violation(exc):
-                return False
-            raise
         return applied
 
     async def settle_batch(self, events: Sequence[UsageEvent], now: datetime) -> list[bool]:
@@ -171,105 +322,8 @@ class Ledger:
         """
         if not events:
             return []
-        if self._pool is not None:
-            async with self._pool.acquire() as conn:
-                return await pg_ledger.settle_batch(conn, events, now)
-        async with self._transaction() as conn:
-            plan = await self._plan_locked(conn, events)
-            await self._apply(conn, plan, now)
-        return plan.applied
-
-    @staticmethod
-    async def _plan_locked(conn: AsyncConnection, events: Sequence[UsageEvent]) -> SettlementPlan:
-        request_ids = sorted({e.request_id for e in events})
-        charge_keys = sorted({charge_key(e.request_id) for e in events if e.cost_pico > 0})
-        account_ids = sorted({e.account_id for e in events})
-        rows = await conn.execute(
-            select(reservations.c.request_id, reservations.c.amount_micro, reservations.c.status, reservations.c.key_id)
-            .where(reservations.c.request_id.in_(request_ids))
-            .order_by(reservations.c.request_id)
-            .with_for_update()
-        )
-        found = {r.request_id: ReservationRow(r.amount_micro, r.status, r.key_id) for r in rows}
-        existing: set[str] = set()
-        if charge_keys:
-            keys = await conn.execute(
-                select(ledger_entries.c.idempotency_key).where(ledger_entries.c.idempotency_key.in_(charge_keys))
-            )
-            existing = {k for (k,) in keys}
-        carries = await conn.execute(
-            select(balances.c.account_id, balances.c.carry_pico)
-            .where(balances.c.account_id.in_(account_ids))
-            .order_by(balances.c.account_id)
-            .with_for_update()
-        )
-        return plan_settlement(events, found, existing, {a: c for a, c in carries})
-
-    async def _apply(self, conn: AsyncConnection, plan: SettlementPlan, now: datetime) -> None:
-        if plan.entries:
-            await conn.execute(
-                insert(ledger_entries),
-                [
-                    {
-                        "account_id": e.account_id,
-                        "kind": e.kind,
-                        "amount_micro": e.amount_micro,
-                        "held_delta_micro": e.held_delta_micro,
-                        "cost_pico": e.cost_pico,
-                        "idempotency_key": e.idempotency_key,
-                        "actor": "billing",
-                        "reason": e.reason,
-                        "created_at": now,
-                    }
-                    for e in plan.entries
-                ],
-            )
-        if plan.balances:
-            await conn.execute(
-                update(balances)
-                .where(balances.c.account_id == bindparam("b_account"))
-                .values(
-                    balance_micro=balances.c.balance_micro - bindparam("b_deduct"),
-                    held_micro=balances.c.held_micro - bindparam("b_release"),
-                    carry_pico=bindparam("b_carry"),
-                    updated_at=now,
-                ),
-                [
-                    {"b_account": a, "b_deduct": c.deduct_micro, "b_release": c.release_micro, "b_carry": c.carry_pico}
-                    for a, c in sorted(plan.balances.items())
-                ],
-            )
-        for key_id, change in sorted(plan.keys.items()):
-            await conn.execute(self._new_key_row.values(key_id=key_id, spent_micro=0, held_micro=0))
-            await conn.execute(
-                update(key_spend)
-                .where(key_spend.c.key_id == key_id)
-                .values(
-                    spent_micro=key_spend.c.spent_micro + change.spent_micro,
-                    held_micro=key_spend.c.held_micro + change.held_micro,
-                )
-            )
-        if plan.reservations:
-            await conn.execute(
-                update(reservations)
-                .where(reservations.c.request_id == bindparam("r_id"))
-                .values(status="settled", charged_micro=bindparam("r_charged"), closed_at=now),
-                [{"r_id": r, "r_charged": c} for r, c in sorted(plan.reservations.items())],
-            )
-
-    async def _settle_key(self, conn: AsyncConnection, key_id: str, charged_micro: int, held_micro: int) -> None:
-        """Every key's spend is kept (so a limit set later counts what came before)."""
-        if not charged_micro and not held_micro:
-            return
-        await conn.execute(self._new_key_row.values(key_id=key_id, spent_micro=0, held_micro=0))
-        await conn.execute(
-            update(key_spend)
-            .where(key_spend.c.key_id == key_id)
-            .values(
-                spent_micro=key_spend.c.spent_micro + charged_micro,
-                held_micro=key_spend.c.held_micro - held_micro,
-            )
-        )
+        async with self._hot_pool.acquire() as conn:
+            return await settle_batch_on(conn, events, now)
 
     async def rederive(self, account_id: str) -> tuple[int, int]:
         """(balance, held) recomputed from the ledger entries alone: the audit of the balances row."""
@@ -314,7 +368,7 @@ class Ledger:
     ) -> bool:
         """Add credit (an operator's adjustment or a paid top-up). Returns False if this key was
         already granted, so a retried or re-delivered grant credits once."""
-        async with self._transaction() as conn:
+        async with self._engine.begin() as conn:
             # Only a clash on the ledger key means "already applied". The balance row is created
             # without conflict first: two first grants to a new account must both land.
             entry = await conn.execute(
@@ -372,7 +426,7 @@ class Ledger:
             ).all()
         released = 0
         for (request_id,) in expired:
-            async with self._transaction() as conn:
+            async with self._engine.begin() as conn:
                 row = (
                     await conn.execute(
                         update(reservations)
@@ -383,16 +437,46 @@ class Ledger:
                 ).first()
                 if row is None:
                     continue
-                await self._journal_hold(conn, row.account_id, request_id, "release", row.amount_micro, now)
-                await conn.execute(
-                    update(balances)
-                    .where(balances.c.account_id == row.account_id)
-                    .values(held_micro=balances.c.held_micro - row.amount_micro, updated_at=now)
-                )
-                if row.key_id:
-                    await self._settle_key(conn, row.key_id, 0, row.amount_micro)
+                await self._release(conn, request_id, row.account_id, row.key_id, row.amount_micro, now)
                 released += 1
         return released
+
+    async def _release(
+        self,
+        conn: AsyncConnection,
+        request_id: str,
+        account_id: str,
+        key_id: str | None,
+        amount_micro: int,
+        now: datetime,
+    ) -> None:
+        """A released hold leaves the balance (and its key's spend) and is journaled like the hold,
+        so `held` can be re-derived like the balance."""
+        if amount_micro:
+            await conn.execute(
+                insert(ledger_entries).values(
+                    account_id=account_id,
+                    kind="release",
+                    amount_micro=0,
+                    held_delta_micro=-amount_micro,
+                    idempotency_key=f"release:{request_id}",
+                    actor="billing",
+                    created_at=now,
+                )
+            )
+        await conn.execute(
+            update(balances)
+            .where(balances.c.account_id == account_id)
+            .values(held_micro=balances.c.held_micro - amount_micro, updated_at=now)
+        )
+        if key_id and amount_micro:
+            # Every key's spend is kept (so a limit set later counts what came before).
+            await conn.execute(self._new_key_row.values(key_id=key_id, spent_micro=0, held_micro=0))
+            await conn.execute(
+                update(key_spend)
+                .where(key_spend.c.key_id == key_id)
+                .values(held_micro=key_spend.c.held_micro - amount_micro)
+            )
 
     async def ping(self) -> None:
         async with self._engine.connect() as conn:
@@ -401,9 +485,3 @@ class Ledger:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _is_unique_violation(exc: BaseException) -> bool:
-    import asyncpg
-
-    return isinstance(exc, asyncpg.UniqueViolationError)

@@ -1,1 +1,2 @@
-"""The `lexora` command: production commands (migrate, admin) and, where installed, `lexora dev`."""
+"""The `lexora` command: production commands (`lexora migrate`, `lexora admin ...`) and, where
+installed, `lexora dev`, the local platform (lexora_dev, imported only for that command)."""

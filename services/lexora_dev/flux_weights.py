@@ -24,6 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lexora_dev.cache import cache_dir
+
 __all__ = ["RECIPE", "ensure_tiny_flux", "is_complete"]
 
 # Bump when the recipe below changes: the launcher keys its cache directory on it.
@@ -285,12 +287,7 @@ def main(argv: list[str]) -> None:
         ("DIFFUSERS_VERBOSITY", "error"),
     ):
         os.environ.setdefault(name, value)
-    if argv:
-        path = Path(argv[0])
-    else:
-        from lexora_dev.triton_server import cache_dir
-
-        path = cache_dir(Path(".lexora")) / RECIPE
+    path = Path(argv[0]) if argv else cache_dir(Path(".lexora")) / RECIPE
     print(ensure_tiny_flux(path))
 
 

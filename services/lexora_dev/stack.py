@@ -1,4 +1,5 @@
-"""Building blocks of a local Lexora stack: NATS, the database, Triton, the five services.
+"""Building blocks of a local Lexora stack: NATS, the database (Postgres, embedded unless a server
+is named), Triton, the five services.
 
 `lexora dev` composes them into the whole platform; the test fixtures compose the same blocks,
 so what the tests run is what a developer runs.
@@ -14,7 +15,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,9 +24,10 @@ import nats
 from nats.js import JetStreamContext
 
 from lexora_contracts.registry import Endpoint, EndpointHealth, ModelRecord, endpoint_health_key
+from lexora_db.engine import migrate
+from lexora_dev.postgres import private_postgres
 from lexora_dev.processes import ManagedProcess, free_port, http_ok, tcp_open, wait_until
 from lexora_dev.triton_server import triton_command
-from lexora_runtime.db import migrate
 from lexora_runtime.model_registry import publish_model, read_endpoint_health, withdraw_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -272,10 +275,19 @@ def prepare_database(url: str) -> None:
     migrate(url)
 
 
-def write_stack_file(state_dir: Path, info: dict[str, str]) -> None:
-    (state_dir / "stack.json").write_text(json.dumps(info, indent=2))
+@contextmanager
+def local_database(state_dir: Path, url: str | None = None) -> Iterator[str]:
+    """The database of a local stack, at the newest schema; yields its URL. `url` (a Postgres
+    server of yours) when given, else the embedded Postgres in `state_dir/postgres`, its data kept
+    between runs, started here and stopped on exit."""
+    if url:
+        prepare_database(url)
+        yield url
+        return
+    with private_postgres(embedded_postgres_dir(state_dir)) as cluster:
+        prepare_database(cluster.url)
+        yield cluster.url
 
 
-def read_stack_file(state_dir: Path) -> dict[str, str]:
-    path = state_dir / "stack.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+def embedded_postgres_dir(state_dir: Path) -> Path:
+    return state_dir / "postgres"

@@ -20,6 +20,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from lexora_dev.cache import cache_dir
 from lexora_dev.flux_weights import RECIPE as FLUX_RECIPE
 from lexora_dev.flux_weights import is_complete as flux_weights_complete
 
@@ -37,7 +38,6 @@ FLUX_MODEL = "flux-1-schnell"
 FLUX_WEIGHTS_ENV = "LEXORA_FLUX_WEIGHTS"
 # Triton's models must never reach for a hub: everything they load is on disk.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def pytriton_root() -> Path:
@@ -100,17 +100,6 @@ def prepare_backends(state_dir: Path) -> Path:
                 _link(item, dest / item.name)
     _link(stub, backends / "python" / _STUB_NAME)
     return backends
-
-
-def cache_dir(state_dir: Path) -> Path:
-    """Where generated artefacts shared by every local Triton live: ``$LEXORA_CACHE_DIR``, else
-    ``<repo>/.lexora/cache`` in a source checkout (so test sessions with throw-away state dirs
-    reuse them), else ``<state_dir>/cache``."""
-    if os.environ.get("LEXORA_CACHE_DIR"):
-        return Path(os.environ["LEXORA_CACHE_DIR"]).resolve()
-    if (_REPO_ROOT / "model-repo").is_dir():
-        return _REPO_ROOT / ".lexora" / "cache"
-    return Path(state_dir).resolve() / "cache"
 
 
 def ensure_flux_weights(state_dir: Path) -> Path:

@@ -19,7 +19,7 @@ class GatewaySettings(ServiceSettings):
     # How long reservations outlive their job's deadline before billing's sweeper releases them.
     reservation_grace_s: float = 60.0
     # Billing's Postgres database, if this gateway may place credit holds there itself (billing's
-    # one-statement reserve: no round trip through billing). Unset or SQLite: holds go via billing.
+    # one-statement reserve, through BillingClient: no round trip through billing). Unset: via billing.
     database_url: str | None = None
     database_pool_size: int = Field(default=4, ge=1)
     # Legacy /v1/completions: the most prompts one request may list (each is its own job and charge).

@@ -42,13 +42,13 @@ from lexora_contracts.money import image_cost_pico, request_cost_pico
 from lexora_contracts.registry import Endpoint, EndpointHealth
 from lexora_router import triton_media
 from lexora_router.endpoint_health import HealthBook
+from lexora_router.ready_batches import ready_batches
 from lexora_router.routing import RoutingPolicy
 from lexora_router.triton_engine import EngineFailed, EngineRejected, EngineUnreachable, TritonEngine
 from lexora_router.triton_media import Embeddings
 from lexora_runtime.bus import encode, publish_usage_event
 from lexora_runtime.metrics import ServiceMetrics
 from lexora_runtime.model_registry import ModelRegistryView
-from lexora_runtime.ready_batches import ready_batches
 
 log = logging.getLogger("lexora.router")
 
@@ -175,7 +175,7 @@ class Router:
         # A client that does not stream reads nothing before the end: its answer goes in the final
         # chunk, one message instead of a delta and the final chunk. A streaming client gets a
         # delta per group of outputs: one per output while the router keeps up, and what piled up
-        # meanwhile in one message when it falls behind (lexora_runtime.ready_batches).
+        # meanwhile in one message when it falls behind (lexora_router.ready_batches).
         parts: list[str] = []
 
         async def stream_from(endpoint: Endpoint, triton_model: str) -> None:

@@ -1,1 +1,1 @@
-"""Plumbing every service shares: settings, structured logs, metrics, NATS and database helpers."""
+"""Plumbing every service shares: settings, structured logs, metrics, NATS (the database: lexora_db)."""

@@ -18,4 +18,6 @@ class ServiceSettings(BaseSettings):
 
 
 class DatabaseSettings(ServiceSettings):
-    database_url: str = "sqlite+aiosqlite:///.lexora/lexora.db"
+    # LEXORA_DATABASE_URL: the Postgres database (asyncpg driver). `lexora dev` and the chart always
+    # set it; the default names a server on this machine's standard port.
+    database_url: str = "postgresql+asyncpg://lexora@127.0.0.1:5432/lexora"

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from lexora_contracts import subjects
 from lexora_contracts.messages import HealthProbe, HealthReply, UsageEvent
 from lexora_contracts.usage_api import USAGE_REPORT_GET, UsageReport, UsageReportRequest
+from lexora_db.engine import create_engine
 from lexora_runtime.bus import consume_usage_event_batches, parse_usage_events
-from lexora_runtime.db import create_engine, is_sqlite
 from lexora_runtime.metrics import create_metrics, serve_metrics
 from lexora_runtime.service import ServiceContext, health_of, run_until_stopped
 from lexora_usage.recorder import UsageRecorder
@@ -22,7 +22,7 @@ log = logging.getLogger("lexora.usage")
 
 async def serve(settings: UsageSettings, ctx: ServiceContext) -> None:
     engine = create_engine(settings.database_url)
-    recorder = UsageRecorder(engine, settings.database_url)
+    recorder = UsageRecorder(engine)
     metrics = create_metrics("usage")
     serve_metrics(metrics, settings.metrics_host, settings.metrics_port)
 
@@ -66,7 +66,7 @@ async def serve(settings: UsageSettings, ctx: ServiceContext) -> None:
         return await health_of("usage", database=recorder.ping)
 
     async def report(request: UsageReportRequest) -> UsageReport:
-        return await usage_report(engine, request, is_sqlite(settings.database_url))
+        return await usage_report(engine, request)
 
     await ctx.start_service(
         "usage",

@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lexora_contracts.messages import UsageEvent
-from lexora_runtime.db import insert_ignoring_duplicates
-from lexora_runtime.schema import usage_records
+from lexora_db.schema import usage_records
 
 MODEL_CHARS = usage_records.c.model.type.length
 
@@ -59,12 +59,12 @@ def usage_row(event: UsageEvent, now: datetime) -> dict[str, Any]:
 
 
 class UsageRecorder:
-    def __init__(self, engine: AsyncEngine, url: str):
+    def __init__(self, engine: AsyncEngine):
         self._engine = engine
         # Executed with a list of rows, SQLAlchemy sends this as one multi-row INSERT (its
         # "insertmanyvalues", because of RETURNING) from a statement compiled once: far cheaper
         # than building `.values([...])` per batch, and RETURNING tells which rows were new.
-        self._insert = insert_ignoring_duplicates(url, usage_records).returning(usage_records.c.request_id)
+        self._insert = insert(usage_records).on_conflict_do_nothing().returning(usage_records.c.request_id)
 
     async def record_batch(self, events: Sequence[UsageEvent], now: datetime) -> list[UsageEvent]:
         """Store a batch in one transaction, each request once; a request already stored is

@@ -16,12 +16,12 @@ from lexora_contracts.usage_api import (
     UsageReport,
     UsageReportRequest,
 )
-from lexora_runtime.schema import usage_records as u
+from lexora_db.schema import usage_records as u
 
 TOKENS = u.c.prompt_tokens + u.c.completion_tokens
 
 
-async def usage_report(engine: AsyncEngine, request: UsageReportRequest, sqlite: bool) -> UsageReport:
+async def usage_report(engine: AsyncEngine, request: UsageReportRequest) -> UsageReport:
     filters = [u.c.account_id == request.account_id]
     if request.start is not None:
         filters.append(u.c.received_at >= request.start)
@@ -30,8 +30,8 @@ async def usage_report(engine: AsyncEngine, request: UsageReportRequest, sqlite:
     if request.model is not None:
         filters.append(u.c.model == request.model)
     first_day = request.today - timedelta(days=DAILY_DAYS - 1)
-    # SQLite keeps UTC wall-clock text; Postgres converts timestamptz to dates in the session's zone.
-    day = func.date(u.c.received_at) if sqlite else cast(func.timezone("UTC", u.c.received_at), Date)
+    # The UTC date of a timestamptz (a plain cast would take the session's zone).
+    day = cast(func.timezone("UTC", u.c.received_at), Date)
     async with engine.connect() as conn:
         totals = (
             await conn.execute(
@@ -72,7 +72,7 @@ async def usage_report(engine: AsyncEngine, request: UsageReportRequest, sqlite:
                 .offset((request.page - 1) * request.limit)
             )
         ).all()
-    by_day = {_as_date(row[0]): row for row in per_day}
+    by_day = {row[0]: row for row in per_day}
     return UsageReport(
         summary=Totals(
             requests=totals[0],
@@ -107,8 +107,3 @@ async def usage_report(engine: AsyncEngine, request: UsageReportRequest, sqlite:
         ],
         total_recent=totals[0],
     )
-
-
-def _as_date(value: object) -> object:
-    # SQLite returns the cast as text, Postgres as a date.
-    return datetime.strptime(value, "%Y-%m-%d").date() if isinstance(value, str) else value

@@ -1,4 +1,4 @@
-"""Batch settlement and the one-statement reserve, on SQLite and on Postgres.
+"""Batch settlement and the one-statement reserve.
 
 The ledger is driven directly (a fresh database per test) for the exact cases: many accounts and
 one hot account in one batch, redelivery within a batch and across batches (a batch committed but
@@ -27,10 +27,10 @@ from lexora_contracts import subjects
 from lexora_contracts.errors import InsufficientCredits
 from lexora_contracts.messages import Balance, GrantRequest, ReserveReply, ReserveRequest, UsageEvent
 from lexora_contracts.money import PICO_PER_MICRO
+from lexora_db.engine import create_engine
 from lexora_dev import stack
 from lexora_dev.processes import ManagedProcess, free_port
 from lexora_runtime.bus import call, encode, publish_usage_event
-from lexora_runtime.db import create_engine
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 COST = 2_345_678  # pico-USD: not a whole micro, so the carry moves

@@ -26,6 +26,7 @@ import pytest
 from lexora_dev import stack
 from lexora_dev.catalog import LOCAL_CHAT_MODEL, LOCAL_TRITON_MODEL, local_catalog
 from lexora_dev.stack import SupervisedTriton
+from support.postgres import fresh_database
 from support.stack import LONG_JOB, RunningStack, running_stack
 from support.triton_processes import python_stubs, supervised_triton
 
@@ -37,7 +38,9 @@ SERVER_ERROR_TYPES = {"engine_error", "model_unavailable"}
 
 
 @pytest.fixture(scope="module")
-def engine_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningStack, SupervisedTriton]]:
+def engine_stack(
+    tmp_path_factory: pytest.TempPathFactory, postgres_url: str
+) -> Iterator[tuple[RunningStack, SupervisedTriton]]:
     """The platform on a tritonserver of its own, kept as `lexora dev` keeps it: the server started
     again if it exits (a stub killed at the wrong moment can abort it), the model recovery beside it."""
     root = tmp_path_factory.mktemp("engine-failure")
@@ -48,7 +51,7 @@ def engine_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Run
         catalog = [record for record in local_catalog(triton.endpoint) if record.id == LOCAL_CHAT_MODEL]
         recovery = stack.start_model_recovery(root / "triton", triton.endpoint, catalog)
         try:
-            database_url = f"sqlite+aiosqlite:///{root / 'lexora.db'}"
+            database_url = fresh_database(postgres_url, "engine_failure")
             with running_stack("engine-failure", database_url, root / "stack", triton.endpoint, catalog) as running:
                 yield running, triton
         finally:

@@ -1,8 +1,8 @@
 """A billing client given billing's Postgres database (the gateway's) places credit holds itself, with
 billing's own statement: the same rows and the same 402s as a hold placed by billing, settled by billing.
 
-Driven directly on a fresh database (no NATS: the direct path never uses it). The whole stack on
-Postgres runs every request through this path, and on SQLite through billing (tests/e2e)."""
+Driven directly on a fresh database (no NATS: the direct path never uses it). The whole stack
+runs every request through this path (tests/e2e)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from lexora_billing.ledger import Ledger
 from lexora_contracts.errors import InsufficientCredits, InternalError
 from lexora_contracts.messages import Identity, UsageEvent
 from lexora_contracts.money import PICO_PER_MICRO
-from lexora_runtime.db import migrate
+from lexora_db.engine import migrate
 from support.postgres import fresh_database
 from support.usage_events import usage_event
 
@@ -28,7 +28,7 @@ TTL_S = 180.0
 
 @pytest.fixture
 def database_url(postgres_url: str) -> str:
-    """Postgres only: on SQLite the gateway asks billing to place holds."""
+    """A new database at the latest migration."""
     url = fresh_database(postgres_url, "h")
     migrate(url)
     return url

@@ -196,9 +196,7 @@ class LiteLLM:
 
 
 @pytest.fixture(scope="module")
-def litellm(lexora: RunningStack) -> Iterator[LiteLLM]:
-    if lexora.name != "sqlite":
-        pytest.skip("LiteLLM's side is the same whatever the platform's database: run once, on SQLite")
+def litellm() -> Iterator[LiteLLM]:
     if not LITELLM_PYTHON.exists():
         pytest.fail(f"{LITELLM_PYTHON} is missing: run scripts/bootstrap.sh (it makes LiteLLM's virtualenv)")
     client = LiteLLM()

@@ -1,5 +1,5 @@
 """Work on a plain asyncpg pool survives Postgres closing the connection under it, once: the
-mechanism under a gateway's credit hold and auth's key verification (lexora_runtime.db)."""
+mechanism under a gateway's credit hold and auth's key verification (lexora_db.engine)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from lexora_runtime.db import CONNECTION_LOST, create_asyncpg_pool, create_engine, on_pooled_connection
+from lexora_db.engine import CONNECTION_LOST, create_asyncpg_pool, create_engine, on_pooled_connection
 
 
 @pytest.fixture

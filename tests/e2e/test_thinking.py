@@ -36,7 +36,7 @@ def assert_billed_as_output(lexora: RunningStack, account_id: str, prompt: int, 
     [row] = lexora.wait_for_usage_rows(account_id, 1)
     cost = request_cost_pico(prompt, completion, PRICE, PRICE)
     assert (row["prompt_tokens"], row["completion_tokens"], row["cost_pico"]) == (prompt, completion, cost)
-    assert row["thinking_used"]  # 1 on SQLite
+    assert row["thinking_used"]
 
 
 # ---- Anthropic --------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Usage records a batch of usage events in one transaction, on SQLite and on Postgres.
+"""Usage records a batch of usage events in one transaction.
 
 The recorder is driven directly (a fresh database per test) for the exact cases: duplicates inside
 a batch, redelivery across batches, a batch whose transaction fails. Then usage runs as a process
@@ -23,10 +23,10 @@ from sqlalchemy import text
 
 from lexora_contracts import subjects
 from lexora_contracts.messages import UsageEvent
+from lexora_db.engine import create_engine
 from lexora_dev import stack
 from lexora_dev.processes import ManagedProcess, free_port
 from lexora_runtime.bus import encode, ensure_usage_stream
-from lexora_runtime.db import create_engine
 from lexora_usage.recorder import UsageRecorder
 from support.usage_events import usage_event
 
@@ -37,7 +37,7 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 async def recorder(database_url: str) -> AsyncIterator[UsageRecorder]:
     engine = create_engine(database_url)
     try:
-        yield UsageRecorder(engine, database_url)
+        yield UsageRecorder(engine)
     finally:
         await engine.dispose()
 

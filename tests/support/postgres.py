@@ -1,8 +1,10 @@
-"""The tests' private Postgres: the shared cluster starter, in a temporary directory, without fsync."""
+"""The tests' Postgres: a database of their own on the server DATABASE_URL names, else a private
+embedded cluster (the shared cluster starter, in a temporary directory, without fsync)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 import uuid
@@ -12,13 +14,17 @@ from pathlib import Path
 
 from sqlalchemy import text
 
+from lexora_db.engine import create_engine
 from lexora_dev.postgres import private_postgres as start_cluster
-from lexora_runtime.db import create_engine
 
 
 @contextmanager
 def private_postgres() -> Iterator[str]:
     """Yields an asyncpg SQLAlchemy URL of a fresh database."""
+    server = os.environ.get("DATABASE_URL")
+    if server:
+        yield fresh_database(server, "lexora_tests")
+        return
     root = Path(tempfile.mkdtemp(prefix="lexora-pg-"))
     try:
         with start_cluster(root, fsync=False, max_connections=200) as cluster:

@@ -21,11 +21,11 @@ from lexora_billing.client import BillingClient
 from lexora_cli.accounts import open_funded_account
 from lexora_contracts.messages import Balance
 from lexora_contracts.registry import Endpoint, ModelRecord
+from lexora_db.engine import create_engine
 from lexora_dev import stack
 from lexora_dev.catalog import local_catalog
 from lexora_dev.processes import ManagedProcess, free_port
 from lexora_runtime.bus import connect
-from lexora_runtime.db import create_engine
 
 # A prompt the local model answers at length: for timeouts and disconnects mid-stream.
 LONG_JOB = [{"role": "user", "content": "Write a very long and detailed story about a dragon and a knight."}]
@@ -192,7 +192,7 @@ class RunningStack:
 
     def admin_cli(self, *args: str) -> dict[str, Any]:
         result = subprocess.run(
-            [str(Path(sys.executable).parent / "lexora"), "admin", *args],
+            [sys.executable, "-m", "lexora_cli", "admin", *args],
             env={**os.environ, "LEXORA_NATS_URL": self.config.nats_url},
             capture_output=True,
             text=True,

@@ -8,7 +8,7 @@ from contextlib import aclosing
 
 import pytest
 
-from lexora_runtime.ready_batches import ready_batches
+from lexora_router.ready_batches import ready_batches
 
 
 async def _paced(items: list[int], gap_s: float, closed: list[bool] | None = None) -> AsyncIterator[int]:

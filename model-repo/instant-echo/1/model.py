@@ -5,7 +5,7 @@ num_input_tokens, num_output_tokens, finish_reason, stop_word), so the router dr
 like a real engine. It computes nothing: the answer is `max_tokens` "tokens" cut from a fixed
 text, sent as one response per token when stream=true and then a final response carrying
 finish_reason ("length"), or as a single final response otherwise. Used by the benchmarks to
-measure what sits in front of an engine (bench/run.py); needs nothing beyond numpy.
+measure what sits in front of an engine (python -m bench); needs nothing beyond numpy.
 """
 
 import numpy as np

@@ -4,7 +4,7 @@ Against the running benchmark platform, with the same client code the services u
 
 - nats_request_reply: a NATS request/reply to a service that does nothing (billing's
   `$SRV.PING`), i.e. the floor of any service hop;
-- billing_reserve: `billing.v1.credits.reserve` (one Postgres transaction);
+- billing_reserve: `billing.v1.credits.reserve` through billing's client (one Postgres transaction);
 - kv_counter_cas: the gateway's rate-limit counter update (NATS KV get + compare-and-set), on a
   scratch bucket;
 - jetstream_publish_ack: publishing one event with a message id and waiting for the ack, on a
@@ -38,24 +38,20 @@ import numpy as np
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient
 
-from lexora_runtime.loop import fast_runner
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import report  # noqa: E402
-from loadgen import read_response  # noqa: E402
-
-from lexora_contracts import subjects  # noqa: E402
-from lexora_contracts.messages import (  # noqa: E402
+from bench import report
+from bench.tools.loadgen import read_response
+from lexora_billing.client import BillingClient
+from lexora_contracts import subjects
+from lexora_contracts.messages import (
     ChatTurn,
     GenerationChunk,
     GenerationRequest,
-    ReserveReply,
     ReserveRequest,
     UsageEvent,
 )
-from lexora_contracts.registry import Pricing  # noqa: E402
-from lexora_runtime.bus import call, connect, encode, publish_usage_event  # noqa: E402
+from lexora_contracts.registry import Pricing
+from lexora_runtime.bus import connect, encode, publish_usage_event
+from lexora_runtime.loop import fast_runner
 
 PROMPT = [ChatTurn(role="user", content="Say hello in one short sentence.")]
 OUTPUTS = ("text_output", "num_input_tokens", "num_output_tokens", "finish_reason", "stop_word")
@@ -100,6 +96,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     n = args.n
     nc = await connect(args.nats_url, "bench-hops")
     js = nc.jetstream()
+    billing = BillingClient(nc)
     out: dict[str, object] = {"n": n, "max_tokens": args.max_tokens}
 
     async def ping() -> None:
@@ -111,12 +108,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
 
     async def reserve() -> None:
         request_id = f"bench-hops-{uuid.uuid4().hex}"
-        await call(
-            nc,
-            subjects.BILLING_CREDITS_RESERVE,
-            ReserveRequest(request_id=request_id, account_id=args.account, amount_micro=1, ttl_s=300),
-            ReserveReply,
-        )
+        await billing.reserve(ReserveRequest(request_id=request_id, account_id=args.account, amount_micro=1, ttl_s=300))
         held.append(request_id)
 
     out["billing_reserve"] = await timed(reserve, n)
@@ -265,8 +257,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     return out
 
 
-def cli() -> None:
-    parser = argparse.ArgumentParser(description="per-hop latency at concurrency 1")
+def cli(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench hops", description="per-hop latency at concurrency 1")
     parser.add_argument("--nats-url", required=True)
     parser.add_argument("--triton-grpc", required=True)
     parser.add_argument("--triton-http", type=int, required=True)
@@ -277,7 +269,7 @@ def cli() -> None:
     parser.add_argument("--model", default="bench/instant-echo")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("-n", type=int, default=300)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with fast_runner() as runner:
         result = runner.run(main(args))
     json.dump(result, sys.stdout)

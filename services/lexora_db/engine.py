@@ -1,55 +1,23 @@
-"""Database engines for SQLite (embedded default) and Postgres, and schema migration."""
+"""Engines and pools on the Postgres database (SQLAlchemy for the cold paths, plain asyncpg for the
+hot ones), and schema migration."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import asyncpg
-from sqlalchemy import event
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.sql.expression import Insert
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 T = TypeVar("T")
 
 
-def is_sqlite(url: str) -> bool:
-    return url.startswith("sqlite")
-
-
 def create_engine(url: str) -> AsyncEngine:
-    if is_sqlite(url):
-        _ensure_sqlite_dir(url)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        return engine
+    """A SQLAlchemy engine on `url` (`postgresql+asyncpg://...`)."""
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # Several service processes share one file: WAL lets readers run beside the single writer,
-    # and busy_timeout makes a writer wait for the lock instead of failing.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
-
-
-def _ensure_sqlite_dir(url: str) -> None:
-    path = url.split(":///", 1)[-1]
-    if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-
-
-def insert_ignoring_duplicates(url: str, table: Any) -> Insert:
-    """INSERT ... ON CONFLICT DO NOTHING in the engine's dialect (the idempotent write)."""
-    dialect = sqlite if is_sqlite(url) else postgresql
-    return dialect.insert(table).on_conflict_do_nothing()
 
 
 # What a connection lost under a statement raises (the statement did not run, or its outcome is
@@ -99,12 +67,10 @@ async def _no_reset(_connection: asyncpg.Connection) -> None:
 
 
 def migrate(url: str) -> None:
-    """Bring the schema to the newest revision (alembic; works for both dialects)."""
+    """Bring the schema to the newest revision (alembic)."""
     from alembic import command
     from alembic.config import Config
 
-    if is_sqlite(url):
-        _ensure_sqlite_dir(url)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["database_url"] = url

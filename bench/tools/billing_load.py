@@ -20,9 +20,9 @@ import sys
 import time
 import uuid
 
-from lexora_contracts import subjects
-from lexora_contracts.messages import ReserveReply, ReserveRequest, UsageEvent
-from lexora_runtime.bus import call, connect, publish_usage_event
+from lexora_billing.client import BillingClient
+from lexora_contracts.messages import ReserveRequest, UsageEvent
+from lexora_runtime.bus import connect, publish_usage_event
 from lexora_runtime.loop import fast_runner
 
 
@@ -32,6 +32,7 @@ async def drive(args: argparse.Namespace) -> dict:
     cycle = itertools.cycle(accounts)
     nc = await connect(args.nats_url, "bench-billing-load")
     js = nc.jetstream()
+    billing = BillingClient(nc)
     prefix = f"bench-billing-{args.label}-{uuid.uuid4().hex[:8]}-"
     reserve_ms: list[float] = []
     refused: dict[str, int] = {}
@@ -45,13 +46,10 @@ async def drive(args: argparse.Namespace) -> dict:
             received_at = time.time()
             started = time.perf_counter()
             try:
-                await call(
-                    nc,
-                    subjects.BILLING_CREDITS_RESERVE,
+                await billing.reserve(
                     ReserveRequest(
                         request_id=request_id, account_id=account_id, amount_micro=args.reserve_micro, ttl_s=300
-                    ),
-                    ReserveReply,
+                    )
                 )
             except Exception as exc:
                 refused[type(exc).__name__] = refused.get(type(exc).__name__, 0) + 1
@@ -94,8 +92,10 @@ async def drive(args: argparse.Namespace) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="reserve-then-settle load on billing, over NATS")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench billing-load", description="reserve-then-settle load on billing, over NATS"
+    )
     parser.add_argument("--nats-url", required=True)
     parser.add_argument("--accounts-file", required=True)
     parser.add_argument("--label", default="run")
@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=12)
     parser.add_argument("--completion-tokens", type=int, default=16)
     parser.add_argument("--cost-pico", type=int, default=2_800_000)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with fast_runner() as runner:
         result = runner.run(drive(args))
     json.dump(result, sys.stdout)

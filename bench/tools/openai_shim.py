@@ -7,7 +7,7 @@ connection pool, and the answer is rendered as an OpenAI chat completion (or chu
 No auth, no validation beyond what the translation needs: it is a test fixture whose own cost
 is measured alone (bench "shim" target) and subtracted from LiteLLM's figures.
 
-    python bench/openai_shim.py --port 9100 --triton-http 127.0.0.1:8000 --model instant-echo
+    python -m bench shim --port 9100 --triton-http 127.0.0.1:8000 --model instant-echo
 """
 
 from __future__ import annotations
@@ -126,13 +126,13 @@ class Shim:
         return web.json_response({"object": "list", "data": []})
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench shim", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--triton-http", required=True, help="host:port of Triton's HTTP endpoint")
     parser.add_argument("--model", default="instant-echo", help="the Triton model name")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     try:
         import uvloop
 

@@ -1,6 +1,7 @@
 """An HTTP/1.1 load generator for streaming (time to first token), exact-count and fixed-rate runs.
 
-Runs in its own process (bench/run.py starts it with the project's interpreter).
+Runs in its own process (`python -m bench loadgen`; the gateway run starts it with the project's
+interpreter).
 
 - Closed loop (the default): each of `--concurrency` workers owns one keep-alive connection and
   sends the next request as soon as the previous answer is complete, for `--duration` seconds (or
@@ -238,7 +239,9 @@ class Run:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="closed- or open-loop HTTP load generator")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench loadgen", description="closed- or open-loop HTTP load generator"
+    )
     parser.add_argument("--url", required=True)
     parser.add_argument("--body-file", required=True)
     parser.add_argument("--header", action="append", default=[], help="extra 'Name: value' header")

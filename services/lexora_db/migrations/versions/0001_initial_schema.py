@@ -35,7 +35,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "ledger_entries",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
+        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
         sa.Column("account_id", sa.String(length=40), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("amount_micro", sa.BigInteger(), nullable=False),

@@ -81,7 +81,7 @@ key_spend = Table(
 ledger_entries = Table(
     "ledger_entries",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
     Column("account_id", String(40), nullable=False, index=True),
     Column("kind", String(16), nullable=False),  # topup | adjustment | charge | refund | hold | release
     Column("amount_micro", BigInteger, nullable=False),  # signed; balance = sum(amount_micro)

@@ -1,4 +1,4 @@
-"""Alembic environment: runs migrations through the async engine of either dialect."""
+"""Alembic environment: runs the migrations through the service's async engine (asyncpg)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from lexora_runtime.db import create_engine
-from lexora_runtime.schema import metadata
+from lexora_db.engine import create_engine
+from lexora_db.schema import metadata
 
 config = context.config
 
 
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+    context.configure(connection=connection, target_metadata=metadata)
     with context.begin_transaction():
         context.run_migrations()
 

@@ -7,25 +7,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import math
-from pathlib import Path
-from types import ModuleType
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-report = _load("report")
-profiles = _load("profiles")
-loadgen = _load("loadgen")
+from bench import pyspy_summary, report
+from bench.tools import loadgen
 
 
 def test_percentile_interpolates_between_ranks() -> None:
@@ -246,7 +231,7 @@ def test_profile_summary_leaves_idle_threads_out() -> None:
             "Condition.wait (threading.py:327) 400",
         ]
     )
-    summary = profiles.summarize_collapsed(collapsed)
+    summary = pyspy_summary.summarize_collapsed(collapsed)
     assert summary["samples"] == 100 and summary["idle_samples"] == 400
     areas = {e["name"]: e["share"] for e in summary["self_by_area"]}
     assert areas["tritonclient (request/response building)"] == 0.3
@@ -254,9 +239,9 @@ def test_profile_summary_leaves_idle_threads_out() -> None:
     functions = {e["name"]: e["share"] for e in summary["inclusive_key_functions"]}
     assert functions["Router.run (lexora_router/generation.py)"] == 0.5
     assert "main (lexora_router/app.py)" not in functions
-    with_cpu = profiles.with_cpu(summary, 4.0)
+    with_cpu = pyspy_summary.with_cpu(summary, 4.0)
     assert with_cpu["self_by_area"][0]["ms_per_request"] == 2.0
-    assert "Router.run" in profiles.render_text("router", with_cpu)
+    assert "Router.run" in pyspy_summary.render_text("router", with_cpu)
 
 
 def _read(raw: bytes, marker: bytes | None) -> tuple:
@@ -288,7 +273,7 @@ def test_loadgen_renders_one_request_per_key() -> None:
 
 
 def _open_loop(rate: float, duration: float, in_flight: int, answer_after_s: float) -> dict:
-    """bench/loadgen.py's open loop against a server that answers each request after a delay,
+    """bench.tools.loadgen's open loop against a server that answers each request after a delay,
     one request at a time per connection."""
 
     async def go() -> dict:
