@@ -131,7 +131,7 @@ ImageMediaType = Literal["image/png", "image/jpeg", "image/gif", "image/webp"]
 
 
 class ImageInput(BaseModel):
-    """An image in a chat turn, checked at the gateway (lexora_gateway.image_inputs): its format is
+    """An image in a chat turn, checked at the gateway (lexora_gateway.chat.image_inputs): its format is
     the one its own bytes show, and it is within the configured size."""
 
     media_type: ImageMediaType

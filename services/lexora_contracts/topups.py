@@ -1,4 +1,4 @@
-"""Credit top-ups: the HTTP body, the NATS messages and subjects, and the two errors they add.
+"""Credit top-ups: the NATS messages and subjects between the gateway and billing.
 
 Kept apart from `messages.py`/`subjects.py`/`errors.py` so top-ups can evolve on their own; the
 subjects follow the same `<service>.v1.<noun>.<verb>` scheme.
@@ -19,17 +19,6 @@ BILLING_WEBHOOK_STRIPE = "billing.v1.webhook.stripe"
 # How long the gateway waits for a checkout session. Billing gives up on Stripe before this
 # (its `stripe_timeout_s` is capped below it), so a slow Stripe answers 502, never a NATS timeout.
 CHECKOUT_CREATE_TIMEOUT_S = 30.0
-
-
-# ---- HTTP body of POST /v1/billing/checkout ---------------------------------------------------
-class CheckoutCreate(BaseModel):
-    """Either a package id or a custom amount in USD (a JSON number or a string such as "25.50").
-
-    Which one, and whether it is valid, billing decides (it owns the packages and the limits).
-    """
-
-    package: str | None = None
-    amount_usd: Decimal | None = None
 
 
 # ---- NATS messages ----------------------------------------------------------------------------

@@ -15,25 +15,23 @@ from lexora_auth.client import AuthClient
 from lexora_billing.client import BillingClient
 from lexora_contracts import subjects
 from lexora_contracts.messages import KeyRevoked
-from lexora_gateway import (
-    routes_account,
-    routes_anthropic,
-    routes_billing,
-    routes_media,
-    routes_openai,
-    routes_platform,
-)
-from lexora_gateway.auth_cache import KeyCache
+from lexora_gateway.account.routes import router as account_routes
+from lexora_gateway.account.topups import router as topup_routes
+from lexora_gateway.admission.counters import CounterStore, limits_bucket
+from lexora_gateway.admission.key_cache import KeyCache
+from lexora_gateway.admission.key_verifier import KeyVerifier
+from lexora_gateway.anthropic.routes import router as anthropic_routes
 from lexora_gateway.errors import install_error_handlers
 from lexora_gateway.http import JSONBody
-from lexora_gateway.key_verifier import KeyVerifier
+from lexora_gateway.media.routes import router as media_routes
 from lexora_gateway.metrics_middleware import MetricsMiddleware
+from lexora_gateway.openai.routes import router as openai_routes
 from lexora_gateway.openapi import install_openapi
+from lexora_gateway.platform.routes import router as platform_routes
 from lexora_gateway.settings import GatewaySettings
 from lexora_gateway.state import GatewayState
 from lexora_router.client import JobInboxes, RouterClient
 from lexora_runtime.bus import ensure_usage_stream
-from lexora_runtime.counters import CounterStore, limits_bucket
 from lexora_runtime.logs import configure_logging
 from lexora_runtime.loop import freeze_startup_heap
 from lexora_runtime.metrics import create_metrics
@@ -77,9 +75,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     app = FastAPI(title="Lexora API", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
-    install_openapi(app)
-    all_routes = (routes_openai, routes_media, routes_anthropic, routes_platform, routes_account, routes_billing)
-    for routes in (module.router for module in all_routes):
+    api = (openai_routes, media_routes, anthropic_routes, platform_routes, account_routes, topup_routes)
+    install_openapi(app, api, prefix="/v1")
+    for routes in api:
         app.include_router(routes, prefix="/v1")
         app.include_router(routes, prefix="/api/v1", include_in_schema=False)
 

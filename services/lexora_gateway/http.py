@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+import time
+from typing import Annotated, Any, TypeVar
 
 import orjson
+from fastapi import Depends
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
@@ -26,3 +28,12 @@ def parse_body(model: type[M], raw: bytes) -> M:
         return model.model_validate_json(raw, strict=True)
     except ValidationError as exc:
         raise invalid_request_from(exc) from exc
+
+
+async def _received_now() -> float:
+    return time.time()
+
+
+# When the request arrived, before anything else about it is done (its key verified, its body read):
+# the job's deadline, price and recorded latency count from here. A route lists it first.
+ReceivedAt = Annotated[float, Depends(_received_now)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from lexora_gateway.ratelimit import SCOPE_KEY
+from lexora_gateway.admission.rate_limits import SCOPE_KEY
 from lexora_runtime.metrics import ServiceMetrics
 
 

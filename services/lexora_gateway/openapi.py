@@ -2,25 +2,29 @@
 
 Routes read their bodies by hand (so a bad key is a 401 before a bad body is a 400, as with
 OpenAI), which FastAPI cannot see; the schemas are added here from the same pydantic models that
-validate the bodies, so the document always matches what the server accepts.
+validate the bodies, so the document always matches what the server accepts. The routes that take
+an API key are those that depend on `CurrentIdentity`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from lexora_contracts.anthropic import CountTokensRequest, MessagesRequest
-from lexora_contracts.embeddings import EmbeddingsRequest
-from lexora_contracts.images import ImageGenerationRequest
-from lexora_contracts.openai import ChatCompletionRequest, CompletionRequest
-from lexora_contracts.topups import CheckoutCreate
 from lexora_contracts.usage_api import MAX_USAGE_PAGE
+from lexora_gateway.account.schemas import CheckoutCreate
+from lexora_gateway.admission.identity import current_identity
+from lexora_gateway.anthropic.schemas import CountTokensRequest, MessagesRequest
 from lexora_gateway.errors import speaks_anthropic
+from lexora_gateway.media.schemas import EmbeddingsRequest, ImageGenerationRequest
+from lexora_gateway.openai.schemas import ChatCompletionRequest, CompletionRequest
 
 REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "/v1/chat/completions": ChatCompletionRequest,
@@ -32,8 +36,7 @@ REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "/v1/billing/checkout": CheckoutCreate,
 }
 REF = "#/components/schemas/{model}"
-# GET routes that read the caller's key by hand (FastAPI sees no security dependency on them).
-AUTHENTICATED_GETS = ("/v1/usage", "/v1/key", "/v1/credits")
+KEY_SECURITY = [{"bearer": []}, {"apiKey": []}]
 # Query parameters that routes read by hand, with the bounds the route enforces.
 QUERY_PARAMETERS: dict[str, list[dict[str, Any]]] = {
     "/v1/usage": [
@@ -81,16 +84,18 @@ ERROR_SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
-def install_openapi(app: FastAPI) -> None:
+def install_openapi(app: FastAPI, routers: Sequence[APIRouter], prefix: str) -> None:
+    """`routers`: the API's routers, included in `app` under `prefix`."""
+
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = build(app)
+            app.openapi_schema = build(app, routers, prefix)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def build(app: FastAPI) -> dict[str, Any]:
+def build(app: FastAPI, routers: Sequence[APIRouter], prefix: str) -> dict[str, Any]:
     document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     security = {
@@ -109,15 +114,19 @@ def build(app: FastAPI) -> dict[str, Any]:
             "required": True,
             "content": {"application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}},
         }
-        operation["security"] = [{"bearer": []}, {"apiKey": []}]
-    for path in AUTHENTICATED_GETS:
-        if operation := document["paths"].get(path, {}).get("get"):
-            operation["security"] = [{"bearer": []}, {"apiKey": []}]
+    for route in (route for router in routers for route in router.routes):
+        if isinstance(route, APIRoute) and route.include_in_schema and _takes_a_key(route.dependant):
+            for method in route.methods:
+                document["paths"][prefix + route.path_format][method.lower()]["security"] = KEY_SECURITY
     for path, parameters in QUERY_PARAMETERS.items():
         if operation := document["paths"].get(path, {}).get("get"):
             operation["parameters"] = [*operation.get("parameters", []), *parameters]
     _document_errors(document)
     return document
+
+
+def _takes_a_key(dependant: Dependant) -> bool:
+    return any(d.call is current_identity or _takes_a_key(d) for d in dependant.dependencies)
 
 
 def _document_errors(document: dict[str, Any]) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from lexora_contracts.plans import DEFAULT_PLANS, PlanLimits
-from lexora_gateway import image_inputs
+from lexora_gateway.chat import image_inputs
 from lexora_runtime.settings import ServiceSettings
 
 

@@ -11,10 +11,10 @@ from nats.js import JetStreamContext
 
 from lexora_auth.client import AuthClient
 from lexora_billing.client import BillingClient
-from lexora_gateway.key_verifier import KeyVerifier
+from lexora_gateway.admission.counters import CounterStore
+from lexora_gateway.admission.key_verifier import KeyVerifier
 from lexora_gateway.settings import GatewaySettings
 from lexora_router.client import JobInboxes, RouterClient
-from lexora_runtime.counters import CounterStore
 from lexora_runtime.metrics import ServiceMetrics
 from lexora_runtime.model_registry import ModelRegistryView
 from lexora_usage.client import UsageClient

@@ -9,10 +9,11 @@ import openai
 import pytest
 
 from lexora_contracts.money import pico_to_usd, request_cost_pico
-from lexora_contracts.openai import CompletionRequest
 from lexora_contracts.registry import Endpoint
 from lexora_dev.catalog import LOCAL_CHAT_MODEL, local_catalog
-from lexora_gateway import jobs, openai_chat
+from lexora_gateway.chat import jobs
+from lexora_gateway.openai import translation
+from lexora_gateway.openai.schemas import CompletionRequest
 from support.stack import RunningStack
 
 PROMPTS = ["The capital of France is", "Once upon a time", "1, 2, 3,"]
@@ -90,7 +91,7 @@ def test_charges_are_exactly_once_per_prompt(lexora: RunningStack) -> None:
 
 def test_when_one_prompt_cannot_be_held_nothing_runs_and_nothing_is_charged(lexora: RunningStack) -> None:
     model = local_catalog(Endpoint(name="nowhere", grpc_address="127.0.0.1:1"))[0]
-    job = openai_chat.completion_to_job(CompletionRequest(model=model.id, prompt=PROMPTS[0], max_tokens=8))
+    job = translation.completion_to_job(CompletionRequest(model=model.id, prompt=PROMPTS[0], max_tokens=8))
     hold = jobs.reservation_micro(job, model, model.pricing, 8)
     credit = 2 * hold + hold // 2  # room for two prompts' holds, not three
     account = lexora.create_account(credits_micro=credit)

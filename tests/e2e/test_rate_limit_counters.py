@@ -14,8 +14,8 @@ from nats.aio.client import Client as NATS
 
 from lexora_contracts.errors import RateLimitExceeded
 from lexora_contracts.plans import PlanLimits
-from lexora_gateway import limits
-from lexora_runtime.counters import CounterStore, limits_bucket
+from lexora_gateway.admission import limits
+from lexora_gateway.admission.counters import CounterStore, limits_bucket
 
 NOW = datetime(2026, 11, 23, 12, 0, 30, tzinfo=UTC)
 KEY = "key.hot"

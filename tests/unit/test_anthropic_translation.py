@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from lexora_contracts.anthropic import MessagesRequest
 from lexora_contracts.errors import InvalidRequest
-from lexora_gateway import anthropic_chat as fmt
+from lexora_gateway.anthropic import translation as fmt
+from lexora_gateway.anthropic.schemas import MessagesRequest
 from lexora_gateway.http import parse_body
 
 CLAUDE_CODE_LIKE = {
@@ -202,8 +202,8 @@ def test_event_stream_transcript() -> None:
 
 def test_top_k_beyond_the_engines_int32_is_refused_at_the_edge() -> None:
     """A top_k the engine cannot take once crashed the router's job (fuzz finding): now a 400."""
-    from lexora_contracts.anthropic import MessagesRequest
     from lexora_contracts.errors import InvalidRequest
+    from lexora_gateway.anthropic.schemas import MessagesRequest
     from lexora_gateway.http import parse_body
 
     body = b'{"model": "m", "max_tokens": 8, "top_k": 4294967296, "messages": [{"role": "user", "content": "hi"}]}'
@@ -254,7 +254,6 @@ CLAUDE_CODE_FIRST_REQUEST = {
 def test_claude_codes_first_request_becomes_a_chat_job() -> None:
     """The request that once got `400 Invalid value for 'thinking.type'`, parsed as the route does."""
     from lexora_gateway.http import parse_body
-    from lexora_gateway.reasoning import ReasoningSetting
 
     body = parse_body(MessagesRequest, json.dumps(CLAUDE_CODE_FIRST_REQUEST).encode())
     job = fmt.to_job(body)
@@ -265,7 +264,8 @@ def test_claude_codes_first_request_becomes_a_chat_job() -> None:
     ]
     assert [t.name for t in job.tools.tools] == CLAUDE_CODE_TOOL_NAMES, "web_search is not offered to the model"
     assert (job.tools.mode, job.stream, job.max_tokens) == ("auto", True, 32000)
-    assert job.reasoning == ReasoningSetting(enabled=True, budget_tokens=25600, exclude=True)  # high: 80%
+    assert job.reasoning is not None and (job.reasoning.enabled, job.reasoning.exclude) == (True, True)
+    assert job.reasoning.budget(32000) == 25600  # high: 80%
     assert fmt.ignored_tools_header(body) == {"x-lexora-ignored-tools": "web_search"}
     engine_turns = job.engine_messages()
     assert "web_search" not in engine_turns[0].content and '"name": "Bash"' in engine_turns[0].content
@@ -273,7 +273,7 @@ def test_claude_codes_first_request_becomes_a_chat_job() -> None:
 
 
 def test_claude_codes_count_tokens_request_is_accepted_too() -> None:
-    from lexora_contracts.anthropic import CountTokensRequest
+    from lexora_gateway.anthropic.schemas import CountTokensRequest
     from lexora_gateway.http import parse_body
 
     counted = {k: v for k, v in CLAUDE_CODE_FIRST_REQUEST.items() if k not in ("max_tokens", "stream")}

@@ -3,9 +3,11 @@ import pytest
 from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import Identity
 from lexora_contracts.money import ceil_micro, request_cost_pico
-from lexora_contracts.openai import ChatCompletionRequest
 from lexora_contracts.registry import Endpoint, ModelRecord, Pricing
-from lexora_gateway import jobs, openai_chat
+from lexora_gateway.admission.admit import JobSpec, job_header
+from lexora_gateway.chat import jobs
+from lexora_gateway.openai import translation
+from lexora_gateway.openai.schemas import ChatCompletionRequest
 
 MODEL = ModelRecord(
     id="m",
@@ -18,7 +20,7 @@ FREE = MODEL.model_copy(update={"pricing": Pricing(input_micro_per_mtok=0, outpu
 
 
 def body(**kwargs: object) -> jobs.ChatJob:
-    return openai_chat.to_job(
+    return translation.to_job(
         ChatCompletionRequest.model_validate(
             {"model": "m", "messages": [{"role": "user", "content": "héllo"}], **kwargs}
         )
@@ -63,7 +65,9 @@ def test_generation_request_carries_price_deadline_and_text() -> None:
         ],
         stop="END",
     )
-    job = jobs.generation_request(request, MODEL, MODEL.pricing, identity, "r1", 10, 5, 1000.0, 120)
+    job = jobs.generation_request(
+        request, MODEL, 10, job_header(JobSpec(identity, "r1", 1000.0, request), MODEL, MODEL.pricing, 5, 120)
+    )
     assert job.deadline == 1120.0
     assert job.pricing == MODEL.pricing
     assert [(m.role, m.content) for m in job.messages] == [("system", "be brief"), ("user", "x")]
@@ -71,7 +75,7 @@ def test_generation_request_carries_price_deadline_and_text() -> None:
 
 
 def test_usage_block_reports_cost_in_usd() -> None:
-    usage = openai_chat.usage_block(25, 10, 1_400_000)
+    usage = translation.usage_block(25, 10, 1_400_000)
     assert usage == {"prompt_tokens": 25, "completion_tokens": 10, "total_tokens": 35, "cost": 1.4e-06}
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from lexora_contracts.errors import InvalidRequest, JobTimeout
 from lexora_contracts.messages import GenerationChunk
-from lexora_contracts.openai import CompletionRequest
-from lexora_gateway import completion_batch
+from lexora_gateway.openai import completion_batch
+from lexora_gateway.openai.schemas import CompletionRequest
 
 
 def body(prompt: Any) -> CompletionRequest:

@@ -1,8 +1,8 @@
 from pydantic import ValidationError
 
 from lexora_contracts.errors import ErrorInfo, InsufficientCredits, ModelUnavailable, error_from_info
-from lexora_contracts.openai import ChatCompletionRequest
 from lexora_gateway.errors import invalid_request_from, openai_error_body
+from lexora_gateway.openai.schemas import ChatCompletionRequest
 
 
 def test_errors_survive_the_trip_between_services() -> None:

@@ -8,14 +8,17 @@ import json
 
 import pytest
 
-from lexora_contracts.anthropic import MessagesRequest
 from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import Identity
-from lexora_contracts.openai import ChatCompletionRequest
 from lexora_contracts.registry import Endpoint, ModelRecord, Pricing
-from lexora_gateway import anthropic_chat, image_inputs, jobs, openai_chat, vision
-from lexora_gateway.image_inputs import ImageLimits
-from lexora_gateway.safe_fetch import FetchedImage, FetchRefused, FetchTimeout
+from lexora_gateway.admission.admit import JobSpec, job_header
+from lexora_gateway.anthropic import translation as anthropic_translation
+from lexora_gateway.anthropic.schemas import MessagesRequest
+from lexora_gateway.chat import image_inputs, jobs, vision
+from lexora_gateway.chat.image_inputs import ImageLimits
+from lexora_gateway.chat.safe_fetch import FetchedImage, FetchRefused, FetchTimeout
+from lexora_gateway.openai import translation as openai_translation
+from lexora_gateway.openai.schemas import ChatCompletionRequest
 from lexora_gateway.settings import GatewaySettings
 from lexora_router.triton_engine import build_inputs
 from support.images import GIF, JPEG, WEBP, b64, data_uri, png
@@ -36,7 +39,7 @@ LIMITS = ImageLimits()
 def openai_job(*parts: dict, role: str = "user", **extra: object) -> jobs.ChatJob:
     content = [{"type": "text", "text": "What is this?"}, *parts]
     body = {"model": "m", "messages": [{"role": role, "content": content}], **extra}
-    return openai_chat.to_job(ChatCompletionRequest.model_validate(body))
+    return openai_translation.to_job(ChatCompletionRequest.model_validate(body))
 
 
 def image_part(url: str, **image_url: object) -> dict:
@@ -45,7 +48,7 @@ def image_part(url: str, **image_url: object) -> dict:
 
 def anthropic_job(*blocks: dict) -> jobs.ChatJob:
     body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": list(blocks)}]}
-    return anthropic_chat.to_job(MessagesRequest.model_validate(body))
+    return anthropic_translation.to_job(MessagesRequest.model_validate(body))
 
 
 def image_block(data: bytes | str, media_type: str = "image/png") -> dict:
@@ -101,7 +104,7 @@ def test_images_keep_their_place_among_the_text_parts() -> None:
             },
         ],
     }
-    job = openai_chat.to_job(ChatCompletionRequest.model_validate(body))
+    job = openai_translation.to_job(ChatCompletionRequest.model_validate(body))
     assert [t.content for t in job.messages] == ["Describe images.", "First then "]
     assert [(i.param, i.offset) for i in job.images] == [
         ("messages[1].content[1].image_url.url", 6),
@@ -322,7 +325,7 @@ async def test_fetch_failures_are_400s_naming_the_field(answer: bytes | Exceptio
 
 # ---- the credit hold and the engine --------------------------------------------------------------
 def test_each_image_counts_as_a_fixed_conservative_number_of_prompt_tokens() -> None:
-    text_only = openai_chat.to_job(
+    text_only = openai_translation.to_job(
         ChatCompletionRequest.model_validate(
             {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "What is this?"}]}]}
         )
@@ -340,7 +343,9 @@ def test_images_travel_to_triton_in_the_chat_json() -> None:
     image_inputs.check(job.images, LIMITS)
     image_inputs.attach(job.images)
     identity = Identity(account_id="a", key_id="k", plan="free")
-    request = jobs.generation_request(job, VISION_MODEL, VISION_MODEL.pricing, identity, "r", 16, 1, 0.0, 120)
+    request = jobs.generation_request(
+        job, VISION_MODEL, 16, job_header(JobSpec(identity, "r", 0.0, job), VISION_MODEL, VISION_MODEL.pricing, 1, 120)
+    )
     carried = type(request).model_validate_json(request.model_dump_json())  # as it crosses NATS
     tensors = {name: value for name, _, value in build_inputs(carried)}
     messages = json.loads(tensors["text_input"][0].decode())
@@ -358,8 +363,10 @@ def test_images_travel_to_triton_in_the_chat_json() -> None:
 
 def test_text_turns_reach_the_engine_exactly_as_before() -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-    job = openai_chat.to_job(ChatCompletionRequest.model_validate(body))
+    job = openai_translation.to_job(ChatCompletionRequest.model_validate(body))
     identity = Identity(account_id="a", key_id="k", plan="free")
-    request = jobs.generation_request(job, TEXT_MODEL, TEXT_MODEL.pricing, identity, "r", 16, 1, 0.0, 120)
+    request = jobs.generation_request(
+        job, TEXT_MODEL, 16, job_header(JobSpec(identity, "r", 0.0, job), TEXT_MODEL, TEXT_MODEL.pricing, 1, 120)
+    )
     tensors = {name: value for name, _, value in build_inputs(request)}
     assert json.loads(tensors["text_input"][0].decode()) == [{"role": "user", "content": "hi"}]

@@ -5,8 +5,8 @@ import pytest
 from lexora_auth import keys
 from lexora_contracts.errors import Unauthorized
 from lexora_contracts.messages import Identity
-from lexora_gateway.auth_cache import KeyCache
-from lexora_gateway.key_verifier import KeyVerifier
+from lexora_gateway.admission.key_cache import KeyCache
+from lexora_gateway.admission.key_verifier import KeyVerifier
 
 IDENTITY = Identity(account_id="acct", key_id="key_1", plan="free")
 

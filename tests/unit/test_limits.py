@@ -4,7 +4,7 @@ import pytest
 
 from lexora_contracts.errors import RateLimitExceeded
 from lexora_contracts.plans import DEFAULT_PLANS, PlanLimits
-from lexora_gateway import limits
+from lexora_gateway.admission import limits
 
 FREE = DEFAULT_PLANS["free"]
 NOON = datetime(2026, 3, 19, 12, 0, 5, tzinfo=UTC)

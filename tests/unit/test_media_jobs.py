@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from lexora_contracts.embeddings import MAX_EMBEDDING_INPUTS, EmbeddingsRequest
 from lexora_contracts.errors import InvalidRequest
-from lexora_contracts.images import ImageGenerationRequest
 from lexora_contracts.money import PICO_PER_MICRO, image_cost_pico
 from lexora_contracts.registry import ModelRecord, Pricing
-from lexora_gateway import jobs, media_jobs
+from lexora_gateway.admission.admit import serving_model
 from lexora_gateway.http import parse_body
+from lexora_gateway.media import embedding_jobs, image_jobs
+from lexora_gateway.media.schemas import MAX_EMBEDDING_INPUTS, EmbeddingsRequest, ImageGenerationRequest
 
 EMBEDDER = ModelRecord(
     id="e",
@@ -70,10 +70,10 @@ def test_encoding_format_is_float_or_base64() -> None:
 
 
 def test_dimensions_may_only_restate_the_native_size() -> None:
-    media_jobs.check_dimensions(embeddings(dimensions=384), EMBEDDER)
-    media_jobs.check_dimensions(embeddings(), EMBEDDER)
+    embedding_jobs.check_dimensions(embeddings(dimensions=384), EMBEDDER)
+    embedding_jobs.check_dimensions(embeddings(), EMBEDDER)
     with pytest.raises(InvalidRequest) as caught:
-        media_jobs.check_dimensions(embeddings(dimensions=128), EMBEDDER)
+        embedding_jobs.check_dimensions(embeddings(dimensions=128), EMBEDDER)
     assert caught.value.param == "dimensions"
     assert "384-dimensional" in caught.value.message
 
@@ -81,18 +81,18 @@ def test_dimensions_may_only_restate_the_native_size() -> None:
 def test_embedding_hold_bounds_the_tokens_from_above_and_caps_at_the_context() -> None:
     texts = ["héllo", "x" * 10_000]
     # "héllo" is 6 bytes + [CLS]/[SEP]; the long one cannot cost more than the context (else refused).
-    assert media_jobs.embedding_token_bound(texts, 256) == 8 + 256
-    held = media_jobs.embedding_reservation_micro(texts, EMBEDDER, EMBEDDER.pricing)
+    assert embedding_jobs.embedding_token_bound(texts, 256) == 8 + 256
+    held = embedding_jobs.embedding_reservation_micro(texts, EMBEDDER, EMBEDDER.pricing)
     assert held * PICO_PER_MICRO >= (8 + 256) * 10_000
     free = Pricing(input_micro_per_mtok=0, output_micro_per_mtok=0)
-    assert media_jobs.embedding_reservation_micro(texts, EMBEDDER, free) == 0
+    assert embedding_jobs.embedding_reservation_micro(texts, EMBEDDER, free) == 0
 
 
 def test_embedding_bodies_decode_to_the_same_vectors_in_both_encodings() -> None:
     vectors = np.arange(6, dtype="<f4").reshape(2, 3) / 7
     raw = vectors.tobytes()
-    floats = media_jobs.embeddings_body("e", raw, 2, "float", 5, 50_000)
-    b64 = media_jobs.embeddings_body("e", raw, 2, "base64", 5, 50_000)
+    floats = embedding_jobs.embeddings_body("e", raw, 2, "float", 5, 50_000)
+    b64 = embedding_jobs.embeddings_body("e", raw, 2, "base64", 5, 50_000)
     assert [d["index"] for d in floats["data"]] == [0, 1]
     assert np.allclose(np.array([d["embedding"] for d in floats["data"]], dtype="<f4"), vectors)
     decoded = [np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in b64["data"]]
@@ -102,7 +102,7 @@ def test_embedding_bodies_decode_to_the_same_vectors_in_both_encodings() -> None
 
 def test_an_image_model_is_not_an_embedding_model() -> None:
     with pytest.raises(InvalidRequest) as caught:
-        jobs.serving_model(PAINTER, "p", "embedding")
+        serving_model(PAINTER, "p", "embedding")
     assert caught.value.param == "model"
     assert "is an image model, not an embedding model" in caught.value.message
 
@@ -154,9 +154,9 @@ def test_size_disagreeing_with_width_is_refused() -> None:
 
 
 def test_image_hold_covers_one_image_and_the_body_carries_the_png() -> None:
-    held = media_jobs.image_reservation_micro(PAINTER.pricing)
+    held = image_jobs.image_reservation_micro(PAINTER.pricing)
     assert held * PICO_PER_MICRO >= image_cost_pico(1, 2_000)
-    body = media_jobs.image_body(image(width=256, height=512), b"\x89PNG...", 1700000000, 1, image_cost_pico(1, 2_000))
+    body = image_jobs.image_body(image(width=256, height=512), b"\x89PNG...", 1700000000, 1, image_cost_pico(1, 2_000))
     assert base64.b64decode(body["data"][0]["b64_json"]) == b"\x89PNG..."
     assert body["size"] == "256x512"
     assert body["usage"] == {"images": 1, "cost": 0.002}

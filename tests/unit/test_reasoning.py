@@ -12,23 +12,24 @@ from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import Message
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from lexora_contracts.anthropic import CountTokensRequest, MessagesRequest
 from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import GenerationChunk, GenerationRequest, Identity
-from lexora_contracts.openai import ChatCompletionRequest, CompletionRequest
 from lexora_contracts.registry import Endpoint, ModelRecord, Pricing
-from lexora_gateway import anthropic_chat, jobs, openai_chat, reasoning_anthropic, reasoning_openai
-from lexora_gateway.reasoning import (
+from lexora_gateway.admission.admit import JobSpec, job_header
+from lexora_gateway.anthropic import reasoning as anthropic_reasoning
+from lexora_gateway.anthropic import translation as anthropic_translation
+from lexora_gateway.anthropic.schemas import CountTokensRequest, MessagesRequest
+from lexora_gateway.chat import jobs
+from lexora_gateway.chat.reasoning import (
     ReasoningSetting,
     ReasoningTracker,
-    count_budget,
     engine_fields,
-    from_anthropic,
-    from_openai,
-    openai_reasoning_fields,
     splits_output,
 )
-from lexora_gateway.think_tags import ThinkSplitter, split_whole
+from lexora_gateway.chat.think_tags import ThinkSplitter, split_whole
+from lexora_gateway.openai import reasoning as openai_reasoning
+from lexora_gateway.openai import translation as openai_translation
+from lexora_gateway.openai.schemas import ChatCompletionRequest, CompletionRequest
 
 PLAIN = ModelRecord(
     id="plain",
@@ -40,6 +41,13 @@ PLAIN = ModelRecord(
 )
 THINKER = PLAIN.model_copy(update={"id": "thinker", "capabilities": ["chat", "reasoning"]})
 IDENTITY = Identity(account_id="a", key_id="k", plan="pro")
+
+
+def engine_request(
+    job: jobs.ChatJob, model: ModelRecord, max_tokens: int, request_id: str = "r", received_at: float = 0.0
+) -> GenerationRequest:
+    header = job_header(JobSpec(IDENTITY, request_id, received_at, job), model, model.pricing, 0, 120)
+    return jobs.generation_request(job, model, max_tokens, header)
 
 
 # ---- the splitter -----------------------------------------------------------------------------
@@ -135,9 +143,12 @@ def test_reasoning_tokens_are_counted_when_the_deltas_tell() -> None:
 
 
 def test_exclude_leaves_the_reasoning_out() -> None:
-    assert openai_reasoning_fields("thought", exclude=True) == {}
-    assert openai_reasoning_fields("", exclude=False) == {}
-    assert openai_reasoning_fields("thought", exclude=False) == {"reasoning": "thought", "reasoning_content": "thought"}
+    assert openai_reasoning.reasoning_fields("thought", exclude=True) == {}
+    assert openai_reasoning.reasoning_fields("", exclude=False) == {}
+    assert openai_reasoning.reasoning_fields("thought", exclude=False) == {
+        "reasoning": "thought",
+        "reasoning_content": "thought",
+    }
 
 
 # ---- requests ---------------------------------------------------------------------------------
@@ -147,26 +158,40 @@ def openai_body(**params: Any) -> ChatCompletionRequest:
     )
 
 
+def settled(setting: ReasoningSetting | None, max_tokens: int) -> tuple[bool, int | None, bool] | None:
+    """The setting as a job of `max_tokens` sends it: (enabled, budget, exclude)."""
+    return None if setting is None else (setting.enabled, setting.budget(max_tokens), setting.exclude)
+
+
 @pytest.mark.parametrize(
-    ("params", "setting"),
+    ("params", "expected"),
     [
         ({}, None),
-        ({"reasoning_effort": "high"}, ReasoningSetting(True, 409)),
-        ({"reasoning": {"effort": "low"}, "max_tokens": 1000}, ReasoningSetting(True, 200)),
-        ({"reasoning": {"effort": "medium"}, "reasoning_effort": "medium"}, ReasoningSetting(True, 256)),
-        ({"reasoning": {"max_tokens": 300, "effort": "high"}, "max_tokens": 400}, ReasoningSetting(True, 300)),
-        ({"reasoning": {}}, ReasoningSetting(True, None)),
-        ({"reasoning": {"exclude": True}}, ReasoningSetting(True, None, exclude=True)),
-        ({"reasoning": {"enabled": True}, "max_completion_tokens": 64}, ReasoningSetting(True, None)),
-        ({"reasoning": {"enabled": False}}, ReasoningSetting(False, 0)),
-        ({"reasoning": {"max_tokens": 0}}, ReasoningSetting(False, 0)),
+        ({"reasoning_effort": "high"}, (True, 409, False)),  # 80% of the default max_tokens, 512
+        ({"reasoning": {"effort": "low"}, "max_tokens": 1000}, (True, 200, False)),
+        ({"reasoning": {"effort": "medium"}, "reasoning_effort": "medium"}, (True, 256, False)),
+        ({"reasoning": {"max_tokens": 300, "effort": "high"}, "max_tokens": 400}, (True, 300, False)),
+        ({"reasoning": {}}, (True, None, False)),
+        ({"reasoning": {"exclude": True}}, (True, None, True)),
+        ({"reasoning": {"enabled": True}, "max_completion_tokens": 64}, (True, None, False)),
+        ({"reasoning": {"enabled": False}}, (False, 0, False)),
+        ({"reasoning": {"max_tokens": 0}}, (False, 0, False)),
     ],
 )
 def test_openai_reasoning_parameters_become_one_setting(
-    params: dict[str, Any], setting: ReasoningSetting | None
+    params: dict[str, Any], expected: tuple[bool, int | None, bool] | None
 ) -> None:
-    assert from_openai(openai_body(**params)) == setting
-    assert openai_chat.to_job(openai_body(**params)).reasoning == setting
+    job = openai_translation.to_job(openai_body(**params))
+    assert job.reasoning == openai_translation.reasoning_setting(openai_body(**params))
+    assert settled(job.reasoning, jobs.resolve_max_tokens(job, THINKER)) == expected
+
+
+def test_an_effort_takes_its_share_of_the_max_tokens_the_model_allows() -> None:
+    small = THINKER.model_copy(update={"context_length": 256})
+    job = openai_translation.to_job(openai_body(reasoning_effort="high"))
+    assert jobs.resolve_max_tokens(job, small) == 256, "the default max_tokens, within the context"
+    request = engine_request(job, small, 256)
+    assert request.reasoning_budget == 204
 
 
 @pytest.mark.parametrize(
@@ -179,14 +204,15 @@ def test_openai_reasoning_parameters_become_one_setting(
 )
 def test_contradictory_reasoning_parameters_are_refused_naming_the_param(params: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        from_openai(openai_body(**params))
+        openai_translation.reasoning_setting(openai_body(**params))
     assert caught.value.param == param
 
 
 def test_a_budget_not_below_max_tokens_is_capped_below_it_as_the_documented_example_expects() -> None:
-    documented = openai_body(reasoning={"effort": "low", "max_tokens": 512}, max_tokens=256)
-    assert from_openai(documented) == ReasoningSetting(True, 255)
-    assert from_openai(openai_body(reasoning={"max_tokens": 600})) == ReasoningSetting(True, 511)  # default 512
+    documented = openai_translation.to_job(openai_body(reasoning={"effort": "low", "max_tokens": 512}, max_tokens=256))
+    assert settled(documented.reasoning, jobs.resolve_max_tokens(documented, THINKER)) == (True, 255, False)
+    unbounded = openai_translation.to_job(openai_body(reasoning={"max_tokens": 600}))
+    assert settled(unbounded.reasoning, jobs.resolve_max_tokens(unbounded, THINKER)) == (True, 511, False)  # 512
 
 
 def anthropic_body(**params: Any) -> MessagesRequest:
@@ -196,40 +222,43 @@ def anthropic_body(**params: Any) -> MessagesRequest:
 
 
 def test_anthropic_thinking_maps_to_the_same_setting() -> None:
-    assert from_anthropic(anthropic_body()) is None
+    assert anthropic_translation.reasoning_setting(anthropic_body()) is None
     enabled = anthropic_body(thinking={"type": "enabled", "budget_tokens": 1024})
-    assert from_anthropic(enabled) == ReasoningSetting(True, 1024)
-    assert anthropic_chat.to_job(enabled).reasoning == ReasoningSetting(True, 1024)
-    assert from_anthropic(anthropic_body(thinking={"type": "disabled"})) == ReasoningSetting(False, 0)
+    assert anthropic_translation.reasoning_setting(enabled) == ReasoningSetting(True, 1024)
+    assert anthropic_translation.to_job(enabled).reasoning == ReasoningSetting(True, 1024)
+    assert anthropic_translation.reasoning_setting(anthropic_body(thinking={"type": "disabled"})) == ReasoningSetting(
+        False, 0
+    )
     with pytest.raises(InvalidRequest) as caught:
-        from_anthropic(anthropic_body(thinking={"type": "enabled", "budget_tokens": 2048}))
+        anthropic_translation.reasoning_setting(anthropic_body(thinking={"type": "enabled", "budget_tokens": 2048}))
     assert caught.value.param == "thinking.budget_tokens"
 
 
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
-        ({"thinking": {"type": "adaptive"}}, ReasoningSetting(True, None)),  # the model decides
-        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "low"}}, ReasoningSetting(True, 409)),
-        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "medium"}}, ReasoningSetting(True, 1024)),
-        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "high"}}, ReasoningSetting(True, 1638)),
-        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "xhigh"}}, ReasoningSetting(True, 1843)),
-        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "max"}}, ReasoningSetting(True, 1945)),
-        ({"thinking": {"type": "enabled"}, "output_config": {"effort": "low"}}, ReasoningSetting(True, 409)),
+        ({"thinking": {"type": "adaptive"}}, (True, None, False)),  # the model decides
+        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "low"}}, (True, 409, False)),
+        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "medium"}}, (True, 1024, False)),
+        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "high"}}, (True, 1638, False)),
+        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "xhigh"}}, (True, 1843, False)),
+        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "max"}}, (True, 1945, False)),
+        ({"thinking": {"type": "enabled"}, "output_config": {"effort": "low"}}, (True, 409, False)),
         (
             {"thinking": {"type": "enabled", "budget_tokens": 100}, "output_config": {"effort": "max"}},
-            ReasoningSetting(True, 100),
+            (True, 100, False),
         ),
-        ({"thinking": {"type": "disabled"}, "output_config": {"effort": "max"}}, ReasoningSetting(False, 0)),
+        ({"thinking": {"type": "disabled"}, "output_config": {"effort": "max"}}, (False, 0, False)),
         ({"output_config": {"effort": "high"}}, None),  # no thinking asked for: the model's default
-        ({"thinking": {"type": "adaptive", "display": "omitted"}}, ReasoningSetting(True, None, exclude=True)),
-        ({"thinking": {"type": "enabled", "display": "summarized"}}, ReasoningSetting(True, None)),
+        ({"thinking": {"type": "adaptive", "display": "omitted"}}, (True, None, True)),
+        ({"thinking": {"type": "enabled", "display": "summarized"}}, (True, None, False)),
     ],
 )
 def test_adaptive_thinking_and_effort_become_a_budget_share_of_max_tokens(
-    params: dict[str, Any], expected: ReasoningSetting | None
+    params: dict[str, Any], expected: tuple[bool, int | None, bool] | None
 ) -> None:
-    assert from_anthropic(anthropic_body(**params)) == expected  # max_tokens 2048
+    job = anthropic_translation.to_job(anthropic_body(**params))
+    assert settled(job.reasoning, jobs.resolve_max_tokens(job, THINKER)) == expected  # max_tokens 2048
 
 
 def test_an_unknown_effort_or_display_is_refused_naming_it() -> None:
@@ -250,38 +279,44 @@ def count_body(**params: Any) -> CountTokensRequest:
 
 
 def test_a_token_count_asks_for_the_budget_the_same_request_would_send() -> None:
-    assert count_budget(count_body(), THINKER) is None, "the model's default: it thinks"
-    assert count_budget(count_body(thinking={"type": "disabled"}), THINKER) == 0
-    assert count_budget(count_body(thinking={"type": "enabled", "budget_tokens": 300}), THINKER) == 300
-    assert count_budget(count_body(thinking={"type": "enabled", "budget_tokens": 300}), PLAIN) is None
-    assert count_budget(count_body(thinking={"type": "adaptive"}), THINKER) is None
+    assert anthropic_translation.count_budget(count_body(), THINKER) is None, "the model's default: it thinks"
+    assert anthropic_translation.count_budget(count_body(thinking={"type": "disabled"}), THINKER) == 0
+    assert (
+        anthropic_translation.count_budget(count_body(thinking={"type": "enabled", "budget_tokens": 300}), THINKER)
+        == 300
+    )
+    assert (
+        anthropic_translation.count_budget(count_body(thinking={"type": "enabled", "budget_tokens": 300}), PLAIN)
+        is None
+    )
+    assert anthropic_translation.count_budget(count_body(thinking={"type": "adaptive"}), THINKER) is None
     # An effort would send a share of max_tokens, which a count has not: any budget > 0 says "think".
     adaptive_high = count_body(thinking={"type": "adaptive"}, output_config={"effort": "high"})
-    assert count_budget(adaptive_high, THINKER) == 1
+    assert anthropic_translation.count_budget(adaptive_high, THINKER) == 1
 
 
 def test_only_reasoning_models_get_reasoning_fields() -> None:
     high = ReasoningSetting(True, 409)
-    assert engine_fields(high, PLAIN) == (False, None), "ignored by a model without the capability"
-    assert engine_fields(high, THINKER) == (True, 409)
-    assert engine_fields(None, THINKER) == (True, None), "the model's default"
-    assert engine_fields(ReasoningSetting(False, 0), THINKER) == (False, 0)
-    job = openai_chat.to_job(openai_body(reasoning_effort="high"))
-    on_plain = jobs.generation_request(job, PLAIN, PLAIN.pricing, IDENTITY, "r", 512, 0, 0.0, 120)
-    on_thinker = jobs.generation_request(job, THINKER, THINKER.pricing, IDENTITY, "r", 512, 0, 0.0, 120)
+    assert engine_fields(high, PLAIN, 512) == (False, None), "ignored by a model without the capability"
+    assert engine_fields(high, THINKER, 512) == (True, 409)
+    assert engine_fields(None, THINKER, 512) == (True, None), "the model's default"
+    assert engine_fields(ReasoningSetting(False, 0), THINKER, 512) == (False, 0)
+    job = openai_translation.to_job(openai_body(reasoning_effort="high"))
+    on_plain = engine_request(job, PLAIN, 512)
+    on_thinker = engine_request(job, THINKER, 512)
     assert (on_plain.reasoning, on_plain.reasoning_budget, splits_output(on_plain)) == (False, None, False)
     assert (on_thinker.reasoning, on_thinker.reasoning_budget, splits_output(on_thinker)) == (True, 409, True)
-    raw = openai_chat.completion_to_job(CompletionRequest.model_validate({"model": "m", "prompt": "x"}))
-    on_raw = jobs.generation_request(raw, THINKER, THINKER.pricing, IDENTITY, "r", 8, 0, 0.0, 120)
+    raw = openai_translation.completion_to_job(CompletionRequest.model_validate({"model": "m", "prompt": "x"}))
+    on_raw = engine_request(raw, THINKER, 8)
     assert not splits_output(on_raw), "a raw prompt has no chat template to think in"
 
 
 def test_the_budget_reaches_triton_only_when_set() -> None:
     from lexora_router.triton_engine import build_inputs
 
-    job = openai_chat.to_job(openai_body(reasoning_effort="low"))
-    with_budget = jobs.generation_request(job, THINKER, THINKER.pricing, IDENTITY, "r", 512, 0, 0.0, 120)
-    without = jobs.generation_request(job, PLAIN, PLAIN.pricing, IDENTITY, "r", 512, 0, 0.0, 120)
+    job = openai_translation.to_job(openai_body(reasoning_effort="low"))
+    with_budget = engine_request(job, THINKER, 512)
+    without = engine_request(job, PLAIN, 512)
     [budget] = [value for name, _, value in build_inputs(with_budget) if name == "reasoning_budget"]
     assert budget.tolist() == [102]
     assert "reasoning_budget" not in [name for name, _, _ in build_inputs(without)]
@@ -307,7 +342,7 @@ TOKENS = ["<think>", "\n", "Two plus", " two.", "\n", "</think>", "\n\n", "It is
 
 
 def run_of(job: jobs.ChatJob, tokens: list[str] = TOKENS) -> tuple[FakeStream, GenerationChunk]:
-    request = jobs.generation_request(job, THINKER, THINKER.pricing, IDENTITY, "req-1", 512, 0, 1000.0, 120)
+    request = engine_request(job, THINKER, 512, "req-1", 1000.0)
     chunks = [
         GenerationChunk(kind="delta", text=t, prompt_tokens=5, completion_tokens=i + 1) for i, t in enumerate(tokens)
     ]
@@ -330,9 +365,9 @@ def sse_data(raw: bytes) -> list[Any]:
 
 
 async def test_openai_answer_carries_reasoning_apart_from_content() -> None:
-    job = openai_chat.to_job(openai_body(reasoning_effort="low"))
+    job = openai_translation.to_job(openai_body(reasoning_effort="low"))
     stream, first = run_of(job)
-    response = await reasoning_openai.respond(stream, first, job, False, {}, "call_")
+    response = await openai_reasoning.respond(stream, first, job, False, {}, "call_")
     completion = ChatCompletion.model_validate_json(await body_of(response))
     message = completion.choices[0].message
     assert message.content == "It is 4."
@@ -342,9 +377,11 @@ async def test_openai_answer_carries_reasoning_apart_from_content() -> None:
 
 
 async def test_openai_stream_sends_reasoning_deltas_then_content() -> None:
-    job = openai_chat.to_job(openai_body(reasoning_effort="low", stream=True, stream_options={"include_usage": True}))
+    job = openai_translation.to_job(
+        openai_body(reasoning_effort="low", stream=True, stream_options={"include_usage": True})
+    )
     stream, first = run_of(job)
-    events = sse_data(await body_of(await reasoning_openai.respond(stream, first, job, True, {}, "call_")))
+    events = sse_data(await body_of(await openai_reasoning.respond(stream, first, job, True, {}, "call_")))
     assert events.count("[DONE]") == 1 and events[-1] == "[DONE]"
     chunks = [ChatCompletionChunk.model_validate(e) for e in events[:-1]]
     deltas = [c.choices[0].delta for c in chunks if c.choices]
@@ -359,17 +396,17 @@ async def test_openai_stream_sends_reasoning_deltas_then_content() -> None:
 
 async def test_openai_exclude_keeps_reasoning_out_of_answer_and_stream() -> None:
     for streaming in (False, True):
-        job = openai_chat.to_job(openai_body(reasoning={"exclude": True}, stream=streaming))
+        job = openai_translation.to_job(openai_body(reasoning={"exclude": True}, stream=streaming))
         stream, first = run_of(job)
-        raw = await body_of(await reasoning_openai.respond(stream, first, job, False, {}, "call_"))
+        raw = await body_of(await openai_reasoning.respond(stream, first, job, False, {}, "call_"))
         assert b"reasoning" not in raw.replace(b"reasoning_tokens", b"") and b"Two plus" not in raw
         assert b"It is" in raw
 
 
 async def test_anthropic_answer_has_a_signed_thinking_block_before_the_text() -> None:
-    job = anthropic_chat.to_job(anthropic_body(thinking={"type": "enabled", "budget_tokens": 1024}))
+    job = anthropic_translation.to_job(anthropic_body(thinking={"type": "enabled", "budget_tokens": 1024}))
     stream, first = run_of(job)
-    response = await reasoning_anthropic.respond(stream, first, job, "thinker", {}, "toolu_")
+    response = await anthropic_reasoning.respond(stream, first, job, "thinker", {}, "toolu_")
     message = Message.model_validate_json(await body_of(response))
     assert [block.type for block in message.content] == ["thinking", "text"]
     assert message.content[0].thinking == "Two plus two." and message.content[0].signature
@@ -377,13 +414,13 @@ async def test_anthropic_answer_has_a_signed_thinking_block_before_the_text() ->
 
 
 async def test_anthropic_stream_accumulates_to_the_same_message() -> None:
-    whole_job = anthropic_chat.to_job(anthropic_body())
+    whole_job = anthropic_translation.to_job(anthropic_body())
     whole = Message.model_validate_json(
-        await body_of(await reasoning_anthropic.respond(*run_of(whole_job), whole_job, "thinker", {}, "toolu_"))
+        await body_of(await anthropic_reasoning.respond(*run_of(whole_job), whole_job, "thinker", {}, "toolu_"))
     )
-    job = anthropic_chat.to_job(anthropic_body(stream=True))
+    job = anthropic_translation.to_job(anthropic_body(stream=True))
     stream, first = run_of(job)
-    raw = await body_of(await reasoning_anthropic.respond(stream, first, job, "thinker", {}, "toolu_"))
+    raw = await body_of(await anthropic_reasoning.respond(stream, first, job, "thinker", {}, "toolu_"))
     snapshot = None
     types = []
     for event in sse_data(raw):
@@ -397,9 +434,9 @@ async def test_anthropic_stream_accumulates_to_the_same_message() -> None:
 
 
 async def test_a_reasoning_model_that_skips_thinking_answers_with_text_only() -> None:
-    job = anthropic_chat.to_job(anthropic_body(stream=True))
+    job = anthropic_translation.to_job(anthropic_body(stream=True))
     stream, first = run_of(job, ["Just", " text."])
-    raw = await body_of(await reasoning_anthropic.respond(stream, first, job, "thinker", {}, "toolu_"))
+    raw = await body_of(await anthropic_reasoning.respond(stream, first, job, "thinker", {}, "toolu_"))
     snapshot = None
     for event in sse_data(raw):
         if event["type"] != "ping":
@@ -408,10 +445,10 @@ async def test_a_reasoning_model_that_skips_thinking_answers_with_text_only() ->
 
 
 async def test_omitted_display_keeps_a_signed_thinking_block_with_empty_text() -> None:
-    job = anthropic_chat.to_job(anthropic_body(thinking={"type": "adaptive", "display": "omitted"}))
+    job = anthropic_translation.to_job(anthropic_body(thinking={"type": "adaptive", "display": "omitted"}))
     stream, first = run_of(job)
     message = Message.model_validate_json(
-        await body_of(await reasoning_anthropic.respond(stream, first, job, "thinker", {}, "toolu_"))
+        await body_of(await anthropic_reasoning.respond(stream, first, job, "thinker", {}, "toolu_"))
     )
     assert [block.type for block in message.content] == ["thinking", "text"]
     assert message.content[0].thinking == "" and message.content[0].signature
@@ -419,9 +456,9 @@ async def test_omitted_display_keeps_a_signed_thinking_block_with_empty_text() -
 
 
 async def test_omitted_display_streams_the_thinking_block_with_only_its_signature() -> None:
-    job = anthropic_chat.to_job(anthropic_body(thinking={"type": "adaptive", "display": "omitted"}, stream=True))
+    job = anthropic_translation.to_job(anthropic_body(thinking={"type": "adaptive", "display": "omitted"}, stream=True))
     stream, first = run_of(job)
-    raw = await body_of(await reasoning_anthropic.respond(stream, first, job, "thinker", {}, "toolu_"))
+    raw = await body_of(await anthropic_reasoning.respond(stream, first, job, "thinker", {}, "toolu_"))
     snapshot = None
     deltas = []
     for event in sse_data(raw):

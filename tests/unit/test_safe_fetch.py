@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lexora_gateway.safe_fetch import (
+from lexora_gateway.chat.safe_fetch import (
     PUBLIC_ONLY,
     FetchRefused,
     FetchTimeout,

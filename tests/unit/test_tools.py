@@ -1,7 +1,7 @@
 import json
 
 from lexora_contracts.messages import ChatTurn
-from lexora_gateway.tools import ToolSpec, ToolUse, guide, parse_call, with_instructions
+from lexora_gateway.chat.tools import ToolSpec, ToolUse, guide, parse_call, with_instructions
 
 WEATHER = ToolSpec("get_weather", "Weather now", {"type": "object", "properties": {"city": {"type": "string"}}})
 TIME = ToolSpec("get_time", "Time now", {"type": "object", "properties": {"zone": {"type": "string"}}})

@@ -22,9 +22,7 @@ from lexora_contracts.errors import (
     PaymentsNotConfigured,
     error_from_info,
 )
-from lexora_contracts.topups import (
-    CheckoutCreate,
-)
+from lexora_gateway.account.schemas import CheckoutCreate
 from support.stripe_events import checkout_session_event, signature_header
 
 SECRET = "whsec_unit_test_secret"

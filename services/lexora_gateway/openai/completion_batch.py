@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Sequence
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
@@ -26,13 +25,15 @@ from fastapi.responses import Response, StreamingResponse
 
 from lexora_contracts.errors import InternalError, InvalidRequest, LexoraError
 from lexora_contracts.messages import GenerationChunk, Identity
-from lexora_contracts.openai import CompletionRequest
-from lexora_gateway import jobs, openai_chat, ratelimit
+from lexora_gateway.admission.admit import Admitted, JobSpec, admit_and_hold_all
+from lexora_gateway.chat.jobs import ChatJob
+from lexora_gateway.dispatch import collect, first_output, job_stream
 from lexora_gateway.errors import sse_error_event
 from lexora_gateway.http import JSONBody
+from lexora_gateway.openai import translation
+from lexora_gateway.openai.schemas import CompletionRequest
 from lexora_gateway.state import GatewayState
-from lexora_gateway.submit import JobTicket, collect, hold_credit, record_refusal
-from lexora_router.client import GenerationStream, NoRouter
+from lexora_router.client import GenerationStream
 from lexora_runtime.logs import request_id_var
 
 T = TypeVar("T")
@@ -65,9 +66,9 @@ async def complete(
     http: Request, state: GatewayState, identity: Identity, body: CompletionRequest, received_at: float
 ) -> Response:
     prompts = prompt_list(body, state.settings.max_prompts_per_request)
-    request_id = openai_chat.new_request_id("cmpl")
+    request_id = translation.new_request_id("cmpl")
     request_id_var.set(request_id)
-    batch = [openai_chat.completion_to_job(body.model_copy(update={"prompt": prompt})) for prompt in prompts]
+    batch = [translation.completion_to_job(body.model_copy(update={"prompt": prompt})) for prompt in prompts]
     runs = await _start_all(http, state, identity, batch, request_id, received_at)
     headers = {"X-Request-Id": request_id}
     model_id, created = runs[0][0].request.model, int(received_at)
@@ -80,18 +81,18 @@ async def complete(
     finally:
         await asyncio.gather(*(stream.release() for stream, _ in runs))
     choices = [
-        _choice(index, text, openai_chat.openai_finish_reason(done.finish_reason))
+        _choice(index, text, translation.openai_finish_reason(done.finish_reason))
         for index, (text, done) in enumerate(answers)
     ]
     usage = summed_usage([done for _, done in answers])
     return JSONBody(
-        {**openai_chat.text_completion_body(request_id, model_id, created, "", None, usage), "choices": choices},
+        {**translation.text_completion_body(request_id, model_id, created, "", None, usage), "choices": choices},
         headers=headers,
     )
 
 
 def summed_usage(finals: Sequence[GenerationChunk]) -> dict[str, Any]:
-    return openai_chat.usage_block(
+    return translation.usage_block(
         sum(done.prompt_tokens for done in finals),
         sum(done.completion_tokens for done in finals),
         sum(done.cost_pico for done in finals),
@@ -107,75 +108,22 @@ async def _start_all(
     http: Request,
     state: GatewayState,
     identity: Identity,
-    batch: list[jobs.ChatJob],
+    batch: list[ChatJob],
     request_id: str,
     received_at: float,
 ) -> list[Run]:
-    ids = [sub_request_id(request_id, index) for index in range(len(batch))]
-    holds = [0] * len(batch)
-    try:
-        model = await ratelimit.admit_model(http, state, identity, batch[0].model)
-        pricing = model.pricing_at(datetime.fromtimestamp(received_at, UTC))  # the price when it arrived
-        limits = [jobs.resolve_max_tokens(job, model) for job in batch]
-        wanted = [jobs.reservation_micro(job, model, pricing, limit) for job, limit in zip(batch, limits, strict=True)]
-        outcomes = await asyncio.gather(
-            *(_reserve(state, identity, sub_id, amount) for sub_id, amount in zip(ids, wanted, strict=True)),
-            return_exceptions=True,
-        )
-        holds = [amount if outcome is None else 0 for amount, outcome in zip(wanted, outcomes, strict=True)]
-        refused = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
-        if refused:
-            raise _as_lexora_error(refused[0])
-    except LexoraError as exc:
-        # Nothing was dispatched: every prompt is on record as refused, at cost 0; billing releases
-        # the holds that were placed.
-        await asyncio.gather(
-            *(
-                record_refusal(state, identity, _ticket(job, sub_id, received_at), exc, reserved_micro=hold)
-                for job, sub_id, hold in zip(batch, ids, holds, strict=True)
-            )
-        )
-        raise
-    timeout = state.settings.job_timeout_s
-    requests = [
-        jobs.generation_request(job, model, pricing, identity, sub_id, limit, hold, received_at, timeout)
-        for job, sub_id, limit, hold in zip(batch, ids, limits, holds, strict=True)
-    ]
-    started: list[GenerationStream] = []
+    specs = [JobSpec(identity, sub_request_id(request_id, i), received_at, job) for i, job in enumerate(batch)]
+    admitted = await admit_and_hold_all(http, state, specs)
+    streams = [job_stream(state, one) for one in admitted]
 
-    async def dispatch(job: jobs.ChatJob, hold: int, stream: GenerationStream) -> Run:
-        request_id_var.set(stream.request.request_id)
-        try:
-            await stream.start()
-            return stream, await stream.next()
-        except NoRouter as exc:  # no router took it, so none records it
-            ticket = _ticket(job, stream.request.request_id, received_at)
-            await record_refusal(state, identity, ticket, exc, model.id, hold)
-            await stream.close()
-            raise
+    async def start(one: Admitted, stream: GenerationStream) -> Run:
+        return stream, await first_output(state, one, stream)
 
-    for request in requests:
-        started.append(GenerationStream(state.inboxes, request))
     try:
-        return await _all_or_first_error(
-            [dispatch(job, hold, stream) for job, hold, stream in zip(batch, holds, started, strict=True)]
-        )
+        return await _all_or_first_error([start(one, stream) for one, stream in zip(admitted, streams, strict=True)])
     except BaseException:
-        await asyncio.gather(*(stream.release() for stream in started))
+        await asyncio.gather(*(stream.release() for stream in streams))
         raise
-
-
-async def _reserve(state: GatewayState, identity: Identity, request_id: str, amount: int) -> None:
-    request_id_var.set(request_id)
-    await hold_credit(state, identity, request_id, amount)
-
-
-def _ticket(job: jobs.ChatJob, request_id: str, received_at: float) -> JobTicket:
-    return JobTicket(job.model, "chat", job.endpoint, job.stream, request_id, received_at)
-
-
-def _as_lexora_error(exc: BaseException) -> LexoraError:
-    return exc if isinstance(exc, LexoraError) else InternalError("Internal error")
 
 
 async def _all_or_first_error(work: list[Awaitable[T]]) -> list[T]:
@@ -222,7 +170,7 @@ async def _sse(
 
     def body(choice: dict[str, Any], usage: dict[str, Any] | None = None) -> dict[str, Any]:
         return {
-            **openai_chat.text_completion_body(request_id, model_id, created, "", None, usage),
+            **translation.text_completion_body(request_id, model_id, created, "", None, usage),
             "choices": [choice],
         }
 
@@ -238,7 +186,7 @@ async def _sse(
                 finals.append(item)
                 last = len(finals) == len(runs)
                 usage = summed_usage(finals) if last and not include_usage else None
-                yield _event(body(_choice(index, "", openai_chat.openai_finish_reason(item.finish_reason)), usage))
+                yield _event(body(_choice(index, "", translation.openai_finish_reason(item.finish_reason)), usage))
         if include_usage:
             yield _event({**body({}, summed_usage(finals)), "choices": []})
         yield b"data: [DONE]\n\n"

@@ -7,6 +7,8 @@ With `thinking.display: "omitted"` the block is still there, as Anthropic sends 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,13 +16,13 @@ from fastapi.responses import Response, StreamingResponse
 
 from lexora_contracts.errors import LexoraError
 from lexora_contracts.messages import GenerationChunk
-from lexora_gateway import anthropic_chat as fmt
+from lexora_gateway.anthropic import translation
+from lexora_gateway.chat.jobs import ChatJob
+from lexora_gateway.chat.reasoning import ReasoningTracker
+from lexora_gateway.chat.tools import ToolCall, parse_call
+from lexora_gateway.dispatch import collect
 from lexora_gateway.errors import anthropic_sse_error_event
 from lexora_gateway.http import JSONBody
-from lexora_gateway.jobs import ChatJob
-from lexora_gateway.reasoning import ReasoningTracker, thinking_block, thinking_signature
-from lexora_gateway.submit import collect
-from lexora_gateway.tools import ToolCall, parse_call
 from lexora_router.client import GenerationStream
 
 
@@ -41,9 +43,11 @@ async def respond(
     finally:
         await stream.release()
     thinking, answer = ReasoningTracker().split(text, done.completion_tokens)
-    usage = fmt.usage_block(done.prompt_tokens, done.completion_tokens, done.cost_pico)
+    usage = translation.usage_block(done.prompt_tokens, done.completion_tokens, done.cost_pico)
     call = parse_call(answer, job.tools, tool_id_prefix)
-    body = fmt.message_body(message_id, requested_model, answer, done.finish_reason, done.stop_sequence, usage, call)
+    body = translation.message_body(
+        message_id, requested_model, answer, done.finish_reason, done.stop_sequence, usage, call
+    )
     if thinking:
         body["content"] = [thinking_block(message_id, thinking, _omitted(job)), *body["content"]]
     return JSONBody(body, headers=headers)
@@ -68,10 +72,10 @@ class _Blocks:
         out = self.stop()
         self.open = block["type"]
         self.count += 1
-        return out + fmt.event("content_block_start", {"index": self.count - 1, "content_block": block})
+        return out + translation.event("content_block_start", {"index": self.count - 1, "content_block": block})
 
     def delta(self, delta: dict[str, Any]) -> bytes:
-        return fmt.event("content_block_delta", {"index": self.count - 1, "delta": delta})
+        return translation.event("content_block_delta", {"index": self.count - 1, "delta": delta})
 
     def stop(self) -> bytes:
         if self.open is None:
@@ -81,7 +85,7 @@ class _Blocks:
             signature = thinking_signature(self.message_id, "".join(self.thinking))
             out = self.delta({"type": "signature_delta", "signature": signature})
         self.open = None
-        return out + fmt.event("content_block_stop", {"index": self.count - 1})
+        return out + translation.event("content_block_stop", {"index": self.count - 1})
 
     def thought(self, text: str) -> bytes:
         if not text:
@@ -109,7 +113,7 @@ class _Blocks:
 
     def tool_use(self, call: ToolCall) -> bytes:
         self.answered = True
-        out = self.start({**fmt.tool_use_block(call), "input": {}})
+        out = self.start({**translation.tool_use_block(call), "input": {}})
         return out + self.delta({"type": "input_json_delta", "partial_json": call.arguments_json}) + self.stop()
 
 
@@ -131,7 +135,10 @@ async def _events(
         return out + blocks.text(answer)
 
     try:
-        yield fmt.message_start(stream.request.request_id, requested_model, first.prompt_tokens) + fmt.ping()
+        yield (
+            translation.message_start(stream.request.request_id, requested_model, first.prompt_tokens)
+            + translation.ping()
+        )
         chunk = first
         while True:
             if chunk.kind == "delta" and chunk.text:
@@ -148,9 +155,26 @@ async def _events(
         elif hold_answer:
             out += blocks.text("".join(held))
         out += blocks.end()
-        usage = fmt.usage_block(chunk.prompt_tokens, chunk.completion_tokens, chunk.cost_pico)
-        yield out + fmt.message_delta(chunk.finish_reason, chunk.stop_sequence, usage, call) + fmt.message_stop()
+        usage = translation.usage_block(chunk.prompt_tokens, chunk.completion_tokens, chunk.cost_pico)
+        yield (
+            out
+            + translation.message_delta(chunk.finish_reason, chunk.stop_sequence, usage, call)
+            + translation.message_stop()
+        )
     except LexoraError as exc:
         yield anthropic_sse_error_event(exc)
     finally:
         await stream.release()
+
+
+def thinking_signature(message_id: str, thinking: str) -> str:
+    """The `signature` Anthropic's SDK expects on a thinking block. Thinking blocks sent back are
+    not fed to the model (see anthropic.translation), so this is an opaque digest, not a secret."""
+    digest = hashlib.sha256(f"{message_id}\n{thinking}".encode()).digest()
+    return base64.b64encode(digest).decode()
+
+
+def thinking_block(message_id: str, thinking: str, omitted: bool = False) -> dict[str, Any]:
+    """`omitted` (thinking.display): the block stays, with empty text; the signature is the same."""
+    signature = thinking_signature(message_id, thinking)
+    return {"type": "thinking", "thinking": "" if omitted else thinking, "signature": signature}

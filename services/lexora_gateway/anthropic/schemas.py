@@ -75,7 +75,7 @@ class Tool(_Block):
 
 class ServerTool(_Block):
     """A tool Anthropic runs itself (`web_search_20250305`, `code_execution_*`, `bash_*`, ...): a
-    versioned `type`, a name, no `input_schema`. The gateway runs none: anthropic_chat leaves them
+    versioned `type`, a name, no `input_schema`. The gateway runs none: anthropic.translation leaves them
     out of what the model sees and reports them. (A "custom" tool without `input_schema` lands here
     too, and is refused there.)"""
 

@@ -12,13 +12,13 @@ from fastapi.responses import Response, StreamingResponse
 
 from lexora_contracts.errors import LexoraError
 from lexora_contracts.messages import GenerationChunk
-from lexora_gateway import openai_chat
+from lexora_gateway.chat.jobs import ChatJob
+from lexora_gateway.chat.reasoning import ReasoningTracker
+from lexora_gateway.chat.tools import parse_call
+from lexora_gateway.dispatch import collect
 from lexora_gateway.errors import sse_error_event
 from lexora_gateway.http import JSONBody
-from lexora_gateway.jobs import ChatJob
-from lexora_gateway.reasoning import ReasoningTracker, openai_reasoning_fields, with_reasoning_tokens
-from lexora_gateway.submit import collect
-from lexora_gateway.tools import parse_call
+from lexora_gateway.openai import translation
 from lexora_router.client import GenerationStream
 
 
@@ -44,17 +44,17 @@ async def respond(
     tracker = ReasoningTracker()
     reasoning, answer = tracker.split(text, done.completion_tokens)
     request = stream.request
-    usage = openai_chat.usage_block(done.prompt_tokens, done.completion_tokens, done.cost_pico)
-    body = openai_chat.completion_body(
+    usage = translation.usage_block(done.prompt_tokens, done.completion_tokens, done.cost_pico)
+    body = translation.completion_body(
         request.request_id,
         request.model,
         int(request.received_at),
         answer,
-        openai_chat.openai_finish_reason(done.finish_reason),
+        translation.openai_finish_reason(done.finish_reason),
         with_reasoning_tokens(usage, tracker.reasoning_tokens),
         parse_call(answer, job.tools, call_id_prefix),
     )
-    body["choices"][0]["message"].update(openai_reasoning_fields(reasoning, _excluded(job)))
+    body["choices"][0]["message"].update(reasoning_fields(reasoning, _excluded(job)))
     return JSONBody(body, headers=headers)
 
 
@@ -75,17 +75,17 @@ async def _sse(
 
     def deltas(reasoning: str, answer: str) -> bytes:
         out = b""
-        fields = openai_reasoning_fields(reasoning, exclude)
+        fields = reasoning_fields(reasoning, exclude)
         if fields:
-            out += _event(openai_chat.chunk_body(request_id, model_id, created, fields))
+            out += _event(translation.chunk_body(request_id, model_id, created, fields))
         if answer and hold_answer:
             held.append(answer)
         elif answer:
-            out += _event(openai_chat.chunk_body(request_id, model_id, created, {"content": answer}))
+            out += _event(translation.chunk_body(request_id, model_id, created, {"content": answer}))
         return out
 
     try:
-        yield _event(openai_chat.chunk_body(request_id, model_id, created, {"role": "assistant", "content": ""}))
+        yield _event(translation.chunk_body(request_id, model_id, created, {"role": "assistant", "content": ""}))
         chunk = first
         while True:
             if chunk.kind == "delta" and chunk.text:
@@ -96,12 +96,12 @@ async def _sse(
                 break
             chunk = await stream.next()
         out = deltas(*tracker.finish(chunk.completion_tokens))
-        finish = openai_chat.openai_finish_reason(chunk.finish_reason)
+        finish = translation.openai_finish_reason(chunk.finish_reason)
         if hold_answer:
             answer_events, called = _held_answer("".join(held), job, call_id_prefix, request_id, model_id, created)
             out += answer_events
             finish = "tool_calls" if called else finish
-        usage = openai_chat.usage_block(chunk.prompt_tokens, chunk.completion_tokens, chunk.cost_pico)
+        usage = translation.usage_block(chunk.prompt_tokens, chunk.completion_tokens, chunk.cost_pico)
         usage = with_reasoning_tokens(usage, tracker.reasoning_tokens)
         yield out + _ending(request_id, model_id, created, finish, usage, include_usage)
     except LexoraError as exc:
@@ -116,19 +116,19 @@ def _held_answer(
     """The answer read whole, as prose or as a tool call (then True)."""
     call = parse_call(answer, job.tools, call_id_prefix)
     if call is None:
-        return _event(openai_chat.chunk_body(request_id, model_id, created, {"content": answer})), False
-    opening = {**openai_chat.tool_call_body(call), "function": {"name": call.name, "arguments": ""}}
+        return _event(translation.chunk_body(request_id, model_id, created, {"content": answer})), False
+    opening = {**translation.tool_call_body(call), "function": {"name": call.name, "arguments": ""}}
     arguments = {"index": 0, "function": {"arguments": call.arguments_json}}
     events = _event(
-        openai_chat.chunk_body(request_id, model_id, created, {"content": None, "tool_calls": [opening]})
-    ) + _event(openai_chat.chunk_body(request_id, model_id, created, {"tool_calls": [arguments]}))
+        translation.chunk_body(request_id, model_id, created, {"content": None, "tool_calls": [opening]})
+    ) + _event(translation.chunk_body(request_id, model_id, created, {"tool_calls": [arguments]}))
     return events, True
 
 
 def _ending(
     request_id: str, model_id: str, created: int, finish: str, usage: dict[str, Any], include_usage: bool
 ) -> bytes:
-    chunk_body = openai_chat.chunk_body
+    chunk_body = translation.chunk_body
     if include_usage:
         events = _event(chunk_body(request_id, model_id, created, {}, finish)) + _event(
             chunk_body(request_id, model_id, created, {}, usage=usage, with_choice=False)
@@ -136,3 +136,18 @@ def _ending(
     else:
         events = _event(chunk_body(request_id, model_id, created, {}, finish, usage=usage))
     return events + b"data: [DONE]\n\n"
+
+
+def reasoning_fields(reasoning: str, exclude: bool) -> dict[str, str]:
+    """The message (or delta) fields carrying reasoning: OpenRouter's `reasoning` and, for clients
+    written against DeepSeek's API, `reasoning_content`. Omitted when empty or excluded."""
+    if not reasoning or exclude:
+        return {}
+    return {"reasoning": reasoning, "reasoning_content": reasoning}
+
+
+def with_reasoning_tokens(usage: dict[str, Any], reasoning_tokens: int | None) -> dict[str, Any]:
+    """OpenAI's usage with `completion_tokens_details.reasoning_tokens`, when the count is known."""
+    if reasoning_tokens is None:
+        return usage
+    return {**usage, "completion_tokens_details": {"reasoning_tokens": reasoning_tokens}}

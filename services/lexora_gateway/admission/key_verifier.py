@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from lexora_contracts.errors import Unauthorized
 from lexora_contracts.messages import Identity
-from lexora_gateway.auth_cache import KeyCache, fingerprint
+from lexora_gateway.admission.key_cache import KeyCache, fingerprint
 
 log = logging.getLogger("lexora.gateway.keys")
 

@@ -33,7 +33,7 @@ from typing import Protocol
 
 import httpx
 
-from lexora_gateway.image_inputs import SNIFF_BYTES, size_text, sniff
+from lexora_gateway.chat.image_inputs import SNIFF_BYTES, size_text, sniff
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # (host, port) -> every address the name resolves to.

@@ -4,7 +4,7 @@ Order matters and is the contract (docs/architecture.md, "Image inputs"):
 1. what needs no network (the count, URL form, inline data) is checked, so a malformed image is
    named whatever the model;
 2. a model without the "vision" capability refuses images, before anything is fetched;
-3. URLs are fetched (lexora_gateway.safe_fetch), concurrently, and checked like inline data;
+3. URLs are fetched (lexora_gateway.chat.safe_fetch), concurrently, and checked like inline data;
 4. the images are put on their turns, and must fit one NATS message.
 Every refusal is an InvalidRequest (400) naming the field; the caller records it at cost 0.
 """
@@ -15,9 +15,9 @@ import asyncio
 
 from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.registry import ModelRecord
-from lexora_gateway import image_inputs
-from lexora_gateway.image_inputs import ImageLimits, PendingImage
-from lexora_gateway.safe_fetch import FetchRefused, FetchTimeout, SafeFetcher
+from lexora_gateway.chat import image_inputs
+from lexora_gateway.chat.image_inputs import ImageLimits, PendingImage
+from lexora_gateway.chat.safe_fetch import FetchRefused, FetchTimeout, SafeFetcher
 from lexora_gateway.settings import GatewaySettings
 
 

@@ -1,25 +1,55 @@
-"""Embedding and image jobs, protocol-free: the credit hold, the router request and the response
-bodies, as pure functions of the request, the model record and the price."""
+"""Embedding jobs: an embeddings request as a workload for lexora_gateway.admission.admit, and the
+credit hold, the router request and the response body, as pure functions of the request, the
+model record and the price."""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from lexora_contracts.embeddings import EmbeddingsRequest
+from lexora_contracts import subjects
 from lexora_contracts.errors import InvalidRequest
-from lexora_contracts.images import ImageGenerationRequest
-from lexora_contracts.messages import EmbeddingJob, ImageJob
-from lexora_contracts.money import ceil_micro, image_cost_pico, pico_to_usd, token_cost_pico
-from lexora_contracts.registry import ModelRecord, Pricing
+from lexora_contracts.messages import EmbeddingJob
+from lexora_contracts.money import ceil_micro, pico_to_usd, token_cost_pico
+from lexora_contracts.registry import ModelKind, ModelRecord, Pricing
+from lexora_gateway.media.schemas import EmbeddingsRequest
+
+if TYPE_CHECKING:
+    from lexora_gateway.state import GatewayState
 
 # WordPiece and byte-level BPE tokens cover at least one byte of text each; the model adds its
 # special tokens ([CLS], [SEP]) on top.
 EMBEDDING_SPECIAL_TOKENS = 2
-JobBuilder = Callable[[int], EmbeddingJob | ImageJob]  # the router request, given the credit held
+ENDPOINT = "/v1/embeddings"
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """POST /v1/embeddings as a job: it fits a model whose size it does not ask to change."""
+
+    kind: ClassVar[ModelKind] = "embedding"
+    subject: ClassVar[str] = subjects.ROUTER_EMBEDDING_CREATE
+    endpoint: ClassVar[str] = ENDPOINT
+    stream: ClassVar[bool] = False
+
+    body: EmbeddingsRequest
+
+    @property
+    def model(self) -> str:
+        return self.body.model
+
+    async def fit(self, model: ModelRecord, state: GatewayState) -> Embeddings:
+        check_dimensions(self.body, model)
+        return self
+
+    def reservation_micro(self, model: ModelRecord, pricing: Pricing) -> int:
+        return embedding_reservation_micro(self.body.texts(), model, pricing)
+
+    def engine_request(self, model: ModelRecord, header: dict[str, Any]) -> EmbeddingJob:
+        return embedding_job(self.body, header)
 
 
 def check_dimensions(body: EmbeddingsRequest, model: ModelRecord) -> None:
@@ -46,24 +76,8 @@ def embedding_reservation_micro(texts: list[str], model: ModelRecord, pricing: P
     return ceil_micro(bound) + 1  # + the sub-micro remainder the account may carry
 
 
-def image_reservation_micro(pricing: Pricing) -> int:
-    return 0 if pricing.is_free else ceil_micro(image_cost_pico(1, pricing.image_micro)) + 1
-
-
 def embedding_job(body: EmbeddingsRequest, header: dict[str, Any]) -> EmbeddingJob:
     return EmbeddingJob(inputs=body.texts(), **header)
-
-
-def image_job(body: ImageGenerationRequest, header: dict[str, Any]) -> ImageJob:
-    return ImageJob(
-        prompt=body.prompt,
-        width=body.width,
-        height=body.height,
-        num_inference_steps=body.num_inference_steps,
-        guidance_scale=body.guidance_scale,
-        seed=body.seed,
-        **header,
-    )
 
 
 def embeddings_body(
@@ -81,14 +95,4 @@ def embeddings_body(
         "data": [{"object": "embedding", "index": i, "embedding": item} for i, item in enumerate(items)],
         "model": model_id,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "cost": pico_to_usd(cost_pico)},
-    }
-
-
-def image_body(body: ImageGenerationRequest, png: bytes, created: int, images: int, cost_pico: int) -> dict[str, Any]:
-    return {
-        "created": created,
-        "data": [{"b64_json": base64.b64encode(png).decode()}],
-        "output_format": "png",
-        "size": f"{body.width}x{body.height}",
-        "usage": {"images": images, "cost": pico_to_usd(cost_pico)},
     }

@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 
 from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import ChatTurn
 from lexora_contracts.money import pico_to_usd
-from lexora_contracts.openai import ChatCompletionRequest, ChatMessage, CompletionRequest, NamedToolChoice
-from lexora_gateway import image_inputs, reasoning
-from lexora_gateway.image_inputs import PendingImage
-from lexora_gateway.jobs import ChatJob
-from lexora_gateway.tools import ToolCall, ToolSpec, ToolUse, call_text
+from lexora_gateway.chat import image_inputs
+from lexora_gateway.chat.image_inputs import PendingImage
+from lexora_gateway.chat.jobs import ChatJob
+from lexora_gateway.chat.reasoning import ReasoningSetting
+from lexora_gateway.chat.tools import ToolCall, ToolSpec, ToolUse, call_text
+from lexora_gateway.openai.schemas import (
+    ChatCompletionRequest,
+    ChatMessage,
+    CompletionRequest,
+    ImagePart,
+    NamedToolChoice,
+    ReasoningConfig,
+    TextPart,
+)
 
 ENDPOINT = "/v1/chat/completions"
 COMPLETIONS_ENDPOINT = "/v1/completions"
+_DATA_URI = re.compile(r"^data:([^,;]*)((?:;[^,;]*)*),", re.IGNORECASE)
 
 
 def new_request_id(prefix: str = "chatcmpl") -> str:
@@ -42,7 +53,7 @@ def to_job(body: ChatCompletionRequest) -> ChatJob:
         stop=body.stop_list(),
         stream=body.stream,
         endpoint=ENDPOINT,
-        reasoning=reasoning.from_openai(body),
+        reasoning=reasoning_setting(body),
     )
 
 
@@ -84,8 +95,8 @@ def text_completion_body(
 
 
 def _turn(message: ChatMessage, index: int, images: list[PendingImage]) -> ChatTurn:
-    if image_inputs.has_images(message):
-        return image_inputs.openai_turn(message, index, images)
+    if _has_images(message):
+        return _image_turn(message, index, images)
     if message.role == "assistant" and message.tool_calls:
         calls = []
         for call_index, call in enumerate(message.tool_calls):
@@ -99,6 +110,42 @@ def _turn(message: ChatMessage, index: int, images: list[PendingImage]) -> ChatT
             calls.append(call_text(call.function.name, arguments))
         return ChatTurn(role="assistant", content="\n".join([message.text(), *calls]).strip())
     return ChatTurn(role="system" if message.role == "developer" else message.role, content=message.text())
+
+
+def _has_images(message: ChatMessage) -> bool:
+    return isinstance(message.content, list) and any(isinstance(part, ImagePart) for part in message.content)
+
+
+def _image_turn(message: ChatMessage, index: int, images: list[PendingImage]) -> ChatTurn:
+    """A user message with image_url parts: its text (parts joined as ChatMessage.text does) and its images."""
+    assert isinstance(message.content, list)
+    text, found = "", []
+    for part_index, part in enumerate(message.content):
+        where = f"messages[{index}].content[{part_index}]"
+        if isinstance(part, TextPart):
+            text += part.text
+            continue
+        if message.role != "user":
+            raise InvalidRequest(
+                f"Image content is accepted in user messages only, not in a {message.role} message", param=where
+            )
+        found.append(_image_reference(part.image_url.url, part.image_url.detail, f"{where}.image_url", len(text)))
+    return image_inputs.bind(found, ChatTurn(role="user", content=text), images)
+
+
+def _image_reference(url: str, detail: str, where: str, offset: int) -> PendingImage:
+    image = PendingImage(param=f"{where}.url", offset=offset, detail=detail, detail_param=f"{where}.detail")
+    match = _DATA_URI.match(url[:256])
+    if match is None:
+        image.url = url  # check() refuses anything but https, saying what is accepted
+        return image
+    parameters = [p.strip().lower() for p in match.group(2).split(";") if p.strip()]
+    if "base64" not in parameters:
+        image.problem = "An image data URI must be base64-encoded: data:image/png;base64,<data>"
+        return image
+    image.declared_type = match.group(1).strip().lower() or None
+    image.data = url[match.end() :]
+    return image
 
 
 def _output_guide(body: ChatCompletionRequest) -> tuple[str, str] | None:
@@ -120,6 +167,32 @@ def _tool_use(body: ChatCompletionRequest) -> ToolUse:
     if isinstance(choice, NamedToolChoice):
         return ToolUse(tools, "auto", choice.function.name)
     return ToolUse(tools, choice or ("auto" if tools else "none"))
+
+
+def reasoning_setting(body: ChatCompletionRequest) -> ReasoningSetting | None:
+    """`reasoning` {effort, max_tokens, enabled, exclude} and the `reasoning_effort` shorthand."""
+    config, shorthand = body.reasoning, body.reasoning_effort
+    if config is None and shorthand is None:
+        return None
+    config = config or ReasoningConfig()
+    if shorthand is not None and config.effort is not None and shorthand != config.effort:
+        raise InvalidRequest(
+            f"reasoning_effort '{shorthand}' and reasoning.effort '{config.effort}' disagree; send one of them",
+            param="reasoning_effort",
+        )
+    effort = config.effort or shorthand
+    budget = config.max_tokens  # a budget not below max_tokens is capped below it, not refused
+    if config.enabled is False or budget == 0:
+        if config.enabled is True or effort is not None or budget:
+            switch = "reasoning.enabled is false" if config.enabled is False else "reasoning.max_tokens is 0"
+            raise InvalidRequest(
+                f"{switch}, which turns reasoning off, but the request also asks for reasoning",
+                param="reasoning.enabled" if config.enabled is False else "reasoning.max_tokens",
+            )
+        return ReasoningSetting(enabled=False, budget_tokens=0, exclude=config.exclude)
+    if budget is not None:
+        effort = None  # an explicit budget wins over an effort
+    return ReasoningSetting(enabled=True, budget_tokens=budget, effort=effort, exclude=config.exclude)
 
 
 def tool_call_body(call: ToolCall, index: int = 0) -> dict[str, Any]:

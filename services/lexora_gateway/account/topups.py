@@ -11,8 +11,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from lexora_contracts.errors import InvalidRequest
-from lexora_contracts.topups import CheckoutCreate, CheckoutRequest
-from lexora_gateway.authn import authenticate
+from lexora_contracts.topups import CheckoutRequest
+from lexora_gateway.account.schemas import CheckoutCreate
+from lexora_gateway.admission.identity import CurrentIdentity
 from lexora_gateway.http import JSONBody, parse_body
 from lexora_gateway.state import StateDep
 
@@ -53,8 +54,7 @@ async def list_packages(state: StateDep) -> Response:
 
 
 @router.post("/billing/checkout")
-async def create_checkout(request: Request, state: StateDep) -> Response:
-    identity = await authenticate(request, state)
+async def create_checkout(request: Request, identity: CurrentIdentity, state: StateDep) -> Response:
     body = parse_body(CheckoutCreate, await request.body())
     reply = await state.billing.create_checkout(
         CheckoutRequest(account_id=identity.account_id, package=body.package, amount_usd=body.amount_usd)

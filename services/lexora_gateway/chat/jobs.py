@@ -1,31 +1,40 @@
-"""A chat job, protocol-free: what the OpenAI and Anthropic routes both translate into, and the
-pure decisions made about it before dispatch (limits, the credit hold, the engine request)."""
+"""A chat job, protocol-free: what the OpenAI and Anthropic routes both translate into, fitted to
+its model once that is known (images fetched, max_tokens settled), and the pure decisions made
+about it before dispatch (the credit hold, the engine request). It is a workload for
+lexora_gateway.admission.admit, as the embedding and image jobs are."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from lexora_contracts.errors import InvalidRequest, ModelNotFound, ModelUnavailable
-from lexora_contracts.messages import ChatTurn, GenerationRequest, Identity
+from lexora_contracts import subjects
+from lexora_contracts.errors import InvalidRequest
+from lexora_contracts.messages import ChatTurn, GenerationRequest
 from lexora_contracts.money import ceil_micro, request_cost_pico
-from lexora_contracts.openai import DEFAULT_MAX_TOKENS
 from lexora_contracts.registry import ModelKind, ModelRecord, Pricing
-from lexora_gateway import image_inputs
-from lexora_gateway.image_inputs import PendingImage
-from lexora_gateway.reasoning import ReasoningSetting, engine_fields
-from lexora_gateway.tools import ToolUse, guide, with_instructions
+from lexora_gateway.chat import image_inputs, vision
+from lexora_gateway.chat.image_inputs import PendingImage
+from lexora_gateway.chat.reasoning import ReasoningSetting, engine_fields
+from lexora_gateway.chat.tools import ToolUse, guide, with_instructions
 
+if TYPE_CHECKING:
+    from lexora_gateway.state import GatewayState
+
+# max_tokens when the client gives none, within the model's context.
+DEFAULT_MAX_TOKENS = 512
 # Role markers and separators a chat template adds per message, beyond the message text.
 PER_MESSAGE_OVERHEAD_TOKENS = 8
-_A_KIND = {"chat": "a chat", "embedding": "an embedding", "image": "an image"}
 
 
 @dataclass
 class ChatJob:
+    kind: ClassVar[ModelKind] = "chat"
+    subject: ClassVar[str] = subjects.ROUTER_GENERATION_START
+
     model: str
     messages: list[ChatTurn]
-    max_tokens: int | None  # None: the default, within the model's context
+    max_tokens: int | None  # None: the default, settled when the model is known (resolve_max_tokens)
     temperature: float
     top_p: float
     stream: bool
@@ -41,30 +50,32 @@ class ChatJob:
     raw_prompt: str | None = None  # legacy completions: no chat template, no messages
     reasoning: ReasoningSetting | None = None  # None: the model's default (see reasoning.py)
     # The request's images, in order: checked, fetched and put on their turns before the credit
-    # hold (lexora_gateway.vision); vision models only.
+    # hold (lexora_gateway.chat.vision); vision models only.
     images: list[PendingImage] = field(default_factory=list)
 
     def engine_messages(self) -> list[ChatTurn]:
         """What the model reads: the conversation, with the tools described when offered."""
         return with_instructions(self.messages, self.tools)
 
+    async def fit(self, model: ModelRecord, state: GatewayState) -> SizedChatJob:
+        """The job made to fit its model, before any credit is held: its images checked (refused
+        without vision) and fetched, its max_tokens settled. Refusals are 400s."""
+        await vision.prepare(self.images, model, state.settings, state.nc.max_payload)
+        return SizedChatJob(self, resolve_max_tokens(self, model))
 
-def chat_model(model: ModelRecord | None, model_id: str) -> ModelRecord:
-    """The registry record to serve a chat job with, or the error the client should see."""
-    return serving_model(model, model_id, "chat")
 
+@dataclass(frozen=True)
+class SizedChatJob:
+    """A chat job fitted to its model: max_tokens known."""
 
-def serving_model(model: ModelRecord | None, model_id: str, kind: ModelKind) -> ModelRecord:
-    """The registry record to serve a job of `kind` with, or the error the client should see."""
-    if model is None:
-        raise ModelNotFound(f"The model '{model_id}' does not exist; GET /v1/models lists them", param="model")
-    if model.kind != kind:
-        raise InvalidRequest(f"'{model_id}' is {_A_KIND[model.kind]} model, not {_A_KIND[kind]} model", param="model")
-    if not model.ready_endpoints:
-        if model.deployed_endpoints:  # deployed, but the router saw its engine fail
-            raise ModelUnavailable(f"{model.id} cannot serve right now: its engine is failing; retry in 30 seconds")
-        raise ModelUnavailable(f"No ready instance of {model.id}; retry in 30 seconds")
-    return model
+    job: ChatJob
+    max_tokens: int
+
+    def reservation_micro(self, model: ModelRecord, pricing: Pricing) -> int:
+        return reservation_micro(self.job, model, pricing, self.max_tokens)
+
+    def engine_request(self, model: ModelRecord, header: dict[str, Any]) -> GenerationRequest:
+        return generation_request(self.job, model, self.max_tokens, header)
 
 
 def resolve_max_tokens(job: ChatJob, model: ModelRecord) -> int:
@@ -104,50 +115,19 @@ def reservation_micro(job: ChatJob, model: ModelRecord, pricing: Pricing, max_to
     return ceil_micro(bound) + 1
 
 
-def job_header(
-    model: ModelRecord,
-    pricing: Pricing,
-    identity: Identity,
-    request_id: str,
-    reserved_micro: int,
-    received_at: float,
-    job_timeout_s: float,
-) -> dict[str, Any]:
-    """The `JobHeader` fields every router job carries: who pays, at what price, the hold, the deadline."""
-    return {
-        "request_id": request_id,
-        "account_id": identity.account_id,
-        "key_id": identity.key_id,
-        "model": model.id,
-        "deadline": received_at + job_timeout_s,
-        "pricing": pricing,
-        "reserved_micro": reserved_micro,
-        "received_at": received_at,
-    }
-
-
-def generation_request(
-    job: ChatJob,
-    model: ModelRecord,
-    pricing: Pricing,
-    identity: Identity,
-    request_id: str,
-    max_tokens: int,
-    reserved_micro: int,
-    received_at: float,
-    job_timeout_s: float,
-) -> GenerationRequest:
+def generation_request(job: ChatJob, model: ModelRecord, max_tokens: int, header: dict[str, Any]) -> GenerationRequest:
+    """What the router is sent; `header` is the JobHeader every job carries (admission.admit.job_header)."""
     # A forced tool call decides the output's shape; otherwise the requested response format does.
     guide_type, guide_text = guide(job.tools) or job.output_guide or (None, None)
     # A raw prompt has no chat template to think in: reasoning is a chat matter.
-    reasoning, reasoning_budget = engine_fields(job.reasoning, model) if job.raw_prompt is None else (False, None)
+    reasoning, budget = engine_fields(job.reasoning, model, max_tokens) if job.raw_prompt is None else (False, None)
     return GenerationRequest(
         messages=job.engine_messages(),
         raw_prompt=job.raw_prompt,
         guide_type=guide_type,
         guide=guide_text,
         reasoning=reasoning,
-        reasoning_budget=reasoning_budget,
+        reasoning_budget=budget,
         max_tokens=max_tokens,
         temperature=job.temperature,
         top_p=job.top_p,
@@ -158,5 +138,5 @@ def generation_request(
         stop=job.stop,
         stream=job.stream,
         endpoint=job.endpoint,
-        **job_header(model, pricing, identity, request_id, reserved_micro, received_at, job_timeout_s),
+        **header,
     )

@@ -6,18 +6,18 @@ from datetime import UTC, datetime
 
 from fastapi import Request
 
-from lexora_contracts.errors import LexoraError, RateLimitExceeded
+from lexora_contracts.errors import RateLimitExceeded
 from lexora_contracts.messages import Identity
 from lexora_contracts.plans import PlanLimits
-from lexora_contracts.registry import ModelKind, ModelRecord
-from lexora_gateway import limits
-from lexora_gateway.jobs import serving_model
+from lexora_contracts.registry import ModelRecord
+from lexora_gateway.admission import limits
 from lexora_gateway.state import GatewayState
 
 SCOPE_KEY = "lexora.ratelimit"
 
 
-def _plan(state: GatewayState, identity: Identity) -> PlanLimits:
+def plan_of(state: GatewayState, identity: Identity) -> PlanLimits:
+    """The caller's plan limits (gateway settings; an unknown plan has none)."""
     return state.settings.plans.get(identity.plan) or PlanLimits()
 
 
@@ -26,23 +26,9 @@ def _remember(request: Request, admission: limits.Admission) -> None:
     request.scope[SCOPE_KEY] = admission.headers()
 
 
-async def admit_model(
-    request: Request, state: GatewayState, identity: Identity, model_id: str, kind: ModelKind = "chat"
-) -> ModelRecord:
-    """Resolve the model and count the request against the caller's limits (429 with Retry-After
-    when one is reached). A refused model still gets the caller's rate-limit headers."""
-    try:
-        model = serving_model(state.registry.get(model_id), model_id, kind)
-    except LexoraError:
-        await peek(request, state, identity)
-        raise
-    await admit(request, state, identity, model)
-    return model
-
-
 async def admit(request: Request, state: GatewayState, identity: Identity, model: ModelRecord) -> None:
     """Count an inference request; 429 with Retry-After when a limit is reached."""
-    plan = _plan(state, identity)
+    plan = plan_of(state, identity)
     now = datetime.now(UTC)
     if plan.requests_per_minute is None and plan.requests_per_day is None:
         # Nothing to count against: no shared counter round trip, and no contention on hot keys.
@@ -70,5 +56,5 @@ async def _count_key(
 
 async def peek(request: Request, state: GatewayState, identity: Identity) -> None:
     """Headers for a request that does not count against the limits."""
-    plan = _plan(state, identity)
+    plan = plan_of(state, identity)
     _remember(request, limits.peek_key(await state.counters.read(f"key.{identity.key_id}"), plan, datetime.now(UTC)))

@@ -1,12 +1,20 @@
-"""Who is calling: the API key from `Authorization: Bearer` or `x-api-key`, verified by auth."""
+"""Who is calling: the API key from `Authorization: Bearer` or `x-api-key`, verified by auth.
+
+Routes ask for it in their signature (`identity: CurrentIdentity`). FastAPI resolves it before the
+route runs, so the key is checked before the body is read: a bad key is a 401 before a bad body is
+a 400, as with OpenAI. A refusal is rendered in the envelope of the route's protocol, like every
+error (lexora_gateway.errors).
+"""
 
 from __future__ import annotations
 
-from fastapi import Request
+from typing import Annotated
+
+from fastapi import Depends, Request
 
 from lexora_contracts.errors import Unauthorized
 from lexora_contracts.messages import Identity
-from lexora_gateway.state import GatewayState
+from lexora_gateway.state import StateDep
 
 
 def api_key_of(request: Request) -> str | None:
@@ -18,8 +26,11 @@ def api_key_of(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-async def authenticate(request: Request, state: GatewayState) -> Identity:
+async def current_identity(request: Request, state: StateDep) -> Identity:
     api_key = api_key_of(request)
     if api_key is None:
         raise Unauthorized("Missing API key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
     return await state.keys.identity(api_key)
+
+
+CurrentIdentity = Annotated[Identity, Depends(current_identity)]

@@ -12,10 +12,9 @@ from fastapi.responses import Response
 from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import Identity
 from lexora_contracts.money import MICRO_PER_CREDIT, MICRO_PER_USD
-from lexora_contracts.plans import PlanLimits
 from lexora_contracts.usage_api import MAX_USAGE_PAGE, UsageReportRequest
-from lexora_gateway import limits, ratelimit
-from lexora_gateway.authn import authenticate
+from lexora_gateway.admission import limits, rate_limits
+from lexora_gateway.admission.identity import CurrentIdentity
 from lexora_gateway.http import JSONBody
 from lexora_gateway.state import GatewayState, StateDep
 
@@ -61,12 +60,8 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int | 
     return number
 
 
-def _plan(state: GatewayState, identity: Identity) -> PlanLimits:
-    return state.settings.plans.get(identity.plan) or PlanLimits()
-
-
 async def _free_model_limit(state: GatewayState, identity: Identity, now: datetime) -> dict[str, Any]:
-    allowance = _plan(state, identity).free_model_requests_per_day
+    allowance = rate_limits.plan_of(state, identity).free_model_requests_per_day
     counter = await state.counters.read(f"acct.{identity.account_id}")
     used = limits.free_model_usage(counter, now, identity.timezone)
     return {
@@ -79,9 +74,8 @@ async def _free_model_limit(state: GatewayState, identity: Identity, now: dateti
 
 
 @router.get("/usage")
-async def usage(request: Request, state: StateDep) -> Response:
-    identity = await authenticate(request, state)
-    await ratelimit.peek(request, state, identity)
+async def usage(request: Request, identity: CurrentIdentity, state: StateDep) -> Response:
+    await rate_limits.peek(request, state, identity)
     start, end = _date_param(request, "start_date"), _date_param(request, "end_date")
     if start and end and end < start:
         raise InvalidRequest("'end_date' is before 'start_date'", param="end_date")
@@ -151,13 +145,12 @@ async def usage(request: Request, state: StateDep) -> Response:
 
 
 @router.get("/key")
-async def current_key(request: Request, state: StateDep) -> Response:
-    identity = await authenticate(request, state)
-    await ratelimit.peek(request, state, identity)
+async def current_key(request: Request, identity: CurrentIdentity, state: StateDep) -> Response:
+    await rate_limits.peek(request, state, identity)
     spend = await state.billing.key_spend(identity.key_id)
     keys = await state.auth.list_keys(identity.account_id)
     key = next((k for k in keys.keys if k.key_id == identity.key_id), None)
-    plan = _plan(state, identity)
+    plan = rate_limits.plan_of(state, identity)
     limit = identity.spend_limit_micro
     return JSONBody(
         {
@@ -177,9 +170,8 @@ async def current_key(request: Request, state: StateDep) -> Response:
 
 
 @router.get("/credits")
-async def credits(request: Request, state: StateDep) -> Response:
-    identity = await authenticate(request, state)
-    await ratelimit.peek(request, state, identity)
+async def credits(request: Request, identity: CurrentIdentity, state: StateDep) -> Response:
+    await rate_limits.peek(request, state, identity)
     summary = await state.billing.credits_summary(identity.account_id)
     return JSONBody(
         {"data": {"total_credits": micro_usd(summary.credited_micro), "total_usage": micro_usd(summary.charged_micro)}}

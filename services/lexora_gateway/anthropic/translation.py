@@ -1,7 +1,7 @@
 """Anthropic Messages <-> chat jobs, and Anthropic's SSE events. Pure: no I/O.
 
 Image blocks (in user messages and their tool results) are gathered as pending images
-(lexora_gateway.image_inputs): checked, and refused for models without vision, before dispatch.
+(lexora_gateway.chat.image_inputs): checked, and refused for models without vision, before dispatch.
 
 Server tools (web_search, code_execution, ...) are Anthropic's to run, not ours: they are left out
 of what the model sees and named in the IGNORED_TOOLS_HEADER of the response.
@@ -15,7 +15,11 @@ from urllib.parse import quote
 
 import orjson
 
-from lexora_contracts.anthropic import (
+from lexora_contracts.errors import InvalidRequest
+from lexora_contracts.messages import ChatTurn
+from lexora_contracts.money import pico_to_usd
+from lexora_contracts.registry import ModelRecord
+from lexora_gateway.anthropic.schemas import (
     CountTokensRequest,
     ImageBlock,
     Message,
@@ -26,13 +30,11 @@ from lexora_contracts.anthropic import (
     ToolResultBlock,
     ToolUseBlock,
 )
-from lexora_contracts.errors import InvalidRequest
-from lexora_contracts.messages import ChatTurn
-from lexora_contracts.money import pico_to_usd
-from lexora_gateway import image_inputs, reasoning
-from lexora_gateway.image_inputs import PendingImage
-from lexora_gateway.jobs import ChatJob
-from lexora_gateway.tools import ToolCall, ToolSpec, ToolUse, call_text, with_instructions
+from lexora_gateway.chat import image_inputs
+from lexora_gateway.chat.image_inputs import PendingImage
+from lexora_gateway.chat.jobs import ChatJob
+from lexora_gateway.chat.reasoning import ReasoningSetting, reasons
+from lexora_gateway.chat.tools import ToolCall, ToolSpec, ToolUse, call_text, with_instructions
 
 ENDPOINT = "/v1/messages"
 IGNORED_TOOLS_HEADER = "x-lexora-ignored-tools"
@@ -70,7 +72,7 @@ def _turns_of(message: Message, index: int, images: list[PendingImage]) -> list[
             turns.append(_tool_result_turn(block, where, message.role, images))
         elif isinstance(block, ImageBlock):
             _user_only(message.role, where)
-            found.append(image_inputs.anthropic_image(block, where, len("\n".join(parts))))
+            found.append(_image(block, where, len("\n".join(parts))))
         # thinking blocks from earlier turns are not fed back to the model
     if parts or found or not turns:
         turns.append(image_inputs.bind(found, ChatTurn(role=message.role, content="\n".join(parts)), images))
@@ -87,8 +89,27 @@ def _tool_result_turn(block: ToolResultBlock, where: str, role: str, images: lis
             text += part.text
         else:
             _user_only(role, f"{where}.content[{part_index}]")
-            found.append(image_inputs.anthropic_image(part, f"{where}.content[{part_index}]", len(text)))
+            found.append(_image(part, f"{where}.content[{part_index}]", len(text)))
     return image_inputs.bind(found, ChatTurn(role="tool", content=text), images)
+
+
+def _image(block: ImageBlock, where: str, offset: int) -> PendingImage:
+    source = block.source
+    if source.type == "url":
+        if not source.url:
+            raise InvalidRequest("An image source of type 'url' needs a url", param=f"{where}.source.url")
+        return PendingImage(param=f"{where}.source.url", offset=offset, url=source.url)
+    if not source.media_type:
+        raise InvalidRequest("An image source of type 'base64' needs a media_type", param=f"{where}.source.media_type")
+    if not source.data:
+        raise InvalidRequest("An image source of type 'base64' needs data", param=f"{where}.source.data")
+    return PendingImage(
+        param=f"{where}.source.data",
+        offset=offset,
+        data=source.data,
+        declared_type=source.media_type.strip().lower(),
+        type_param=f"{where}.source.media_type",
+    )
 
 
 def _user_only(role: str, where: str) -> None:
@@ -161,14 +182,50 @@ def to_job(body: MessagesRequest) -> ChatJob:
         stop=body.stop_sequences,
         stream=body.stream,
         endpoint=ENDPOINT,
-        reasoning=reasoning.from_anthropic(body),
+        reasoning=reasoning_setting(body),
     )
+
+
+def reasoning_setting(body: MessagesRequest) -> ReasoningSetting | None:
+    """`thinking` {type: enabled|disabled|adaptive, budget_tokens, display} and
+    `output_config.effort`. `enabled` thinks within budget_tokens; `adaptive` lets the model decide,
+    which for us is reasoning on at the model's default budget. Without budget_tokens, an effort
+    sets the budget as a share of max_tokens (EFFORT_SHARE). Without `thinking`, effort changes
+    nothing: the model's default stands, as Anthropic's does not think unless asked."""
+    thinking = body.thinking
+    if thinking is None:
+        return None
+    if thinking.type == "disabled":
+        return ReasoningSetting(enabled=False, budget_tokens=0)
+    budget = thinking.budget_tokens if thinking.type == "enabled" else None
+    if budget is not None and budget >= body.max_tokens:
+        raise InvalidRequest(
+            f"thinking.budget_tokens ({budget}) must be less than max_tokens ({body.max_tokens})",
+            param="thinking.budget_tokens",
+        )
+    effort = body.output_config.effort if body.output_config and budget is None else None
+    return ReasoningSetting(enabled=True, budget_tokens=budget, effort=effort, exclude=thinking.display == "omitted")
 
 
 def count_turns(body: CountTokensRequest, images: list[PendingImage]) -> list[ChatTurn]:
     """What the model would read, tool descriptions included, so the count matches the bill; the
     images are gathered into `images` (to be checked and put on their turns before counting)."""
     return with_instructions(to_turns(body.system, body.messages, images), tool_use_of(body))
+
+
+def count_budget(body: CountTokensRequest, model: ModelRecord) -> int | None:
+    """The reasoning budget to count a prompt with: what the same `thinking` would send in a
+    messages request (its bounds are that request's business), so the count matches the bill. A
+    count has no max_tokens to take an effort's share of; what shapes the prompt is whether the
+    model thinks (budget > 0) or not, so an effort counts with the least budget that says so."""
+    thinking = body.thinking
+    if thinking is None or not reasons(model):
+        return None  # the model's default; a model that does not reason ignores the setting
+    if thinking.type == "disabled":
+        return 0
+    if thinking.type == "enabled" and thinking.budget_tokens is not None:
+        return thinking.budget_tokens
+    return 1 if body.output_config and body.output_config.effort else None
 
 
 def stop_reason(engine_reason: str | None, stop_sequence: str | None, call: ToolCall | None = None) -> str:

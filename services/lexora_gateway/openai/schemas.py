@@ -1,4 +1,4 @@
-"""OpenAI-compatible HTTP schemas (chat completions, models)."""
+"""The OpenAI-compatible request bodies of /v1/chat/completions and /v1/completions."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-DEFAULT_MAX_TOKENS = 512
 MAX_TOKENS_CEILING = 32768
 
 
@@ -25,7 +24,7 @@ class TextPart(BaseModel):
 class ImageUrl(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    url: str  # a base64 data URI or an https URL; checked in lexora_gateway.image_inputs
+    url: str  # a base64 data URI or an https URL; checked in lexora_gateway.chat.image_inputs
     detail: str = "auto"  # "auto" | "low" | "high", checked there too so the error names the field
 
 
@@ -113,7 +112,7 @@ ReasoningEffort = Literal["low", "medium", "high"]
 class ReasoningConfig(BaseModel):
     """OpenRouter's `reasoning` object. Strict types: a string where a number or a boolean belongs
     is a client bug worth a 400, not a guess. How the fields combine is decided (and refused when
-    contradictory) in lexora_gateway.reasoning."""
+    contradictory) in lexora_gateway.openai.translation."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -188,46 +187,3 @@ class CompletionRequest(GenerationParameters):
             return [self.prompt]
         texts = [p for p in self.prompt if isinstance(p, str)]
         return texts if len(texts) == len(self.prompt) else None
-
-
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-    cost: float  # USD, OpenRouter-style
-
-
-class AssistantMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str
-
-
-class Choice(BaseModel):
-    index: int = 0
-    message: AssistantMessage
-    finish_reason: str | None
-    logprobs: None = None
-
-
-class ChatCompletion(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[Choice]
-    usage: Usage
-
-
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str
-    context_length: int
-    status: Literal["live", "pipeline"]
-    pricing: dict[str, Any]
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,14 +11,16 @@ from fastapi.responses import Response, StreamingResponse
 
 from lexora_contracts.errors import LexoraError
 from lexora_contracts.messages import GenerationChunk
-from lexora_contracts.openai import ChatCompletionRequest, CompletionRequest
-from lexora_gateway import completion_batch, openai_chat, reasoning, reasoning_openai
-from lexora_gateway.authn import authenticate
+from lexora_gateway.admission.admit import JobSpec, admit_and_hold
+from lexora_gateway.admission.identity import CurrentIdentity
+from lexora_gateway.chat.reasoning import splits_output
+from lexora_gateway.chat.tools import ToolUse, parse_call
+from lexora_gateway.dispatch import collect, dispatch
 from lexora_gateway.errors import sse_error_event
-from lexora_gateway.http import JSONBody, parse_body
+from lexora_gateway.http import JSONBody, ReceivedAt, parse_body
+from lexora_gateway.openai import completion_batch, reasoning, translation
+from lexora_gateway.openai.schemas import ChatCompletionRequest, CompletionRequest
 from lexora_gateway.state import StateDep
-from lexora_gateway.submit import collect, start_chat_job
-from lexora_gateway.tools import ToolUse, parse_call
 from lexora_router.client import GenerationStream
 
 router = APIRouter()
@@ -27,17 +28,18 @@ CALL_ID_PREFIX = "call_"
 
 
 @router.post("/chat/completions", response_model=None)
-async def chat_completions(request: Request, state: StateDep) -> Response:
-    received_at = time.time()
-    identity = await authenticate(request, state)
+async def chat_completions(
+    request: Request, received_at: ReceivedAt, identity: CurrentIdentity, state: StateDep
+) -> Response:
     body = parse_body(ChatCompletionRequest, await request.body())
-    request_id = openai_chat.new_request_id()
-    job = openai_chat.to_job(body)
-    stream, first = await start_chat_job(request, state, identity, job, request_id, received_at)
+    request_id = translation.new_request_id()
+    job = translation.to_job(body)
+    admitted = await admit_and_hold(request, state, JobSpec(identity, request_id, received_at, job))
+    stream, first = await dispatch(state, admitted)
     headers = {"X-Request-Id": request_id}
-    if reasoning.splits_output(stream.request):  # a reasoning model: reasoning apart from the answer
+    if splits_output(stream.request):  # a reasoning model: reasoning apart from the answer
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return await reasoning_openai.respond(stream, first, job, include_usage, headers, CALL_ID_PREFIX)
+        return await reasoning.respond(stream, first, job, include_usage, headers, CALL_ID_PREFIX)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         events = (
@@ -51,13 +53,13 @@ async def chat_completions(request: Request, state: StateDep) -> Response:
     finally:
         await stream.release()
     return JSONBody(
-        openai_chat.completion_body(
+        translation.completion_body(
             request_id,
             stream.request.model,
             int(received_at),
             text,
-            openai_chat.openai_finish_reason(done.finish_reason),
-            openai_chat.usage_block(done.prompt_tokens, done.completion_tokens, done.cost_pico),
+            translation.openai_finish_reason(done.finish_reason),
+            translation.usage_block(done.prompt_tokens, done.completion_tokens, done.cost_pico),
             parse_call(text, job.tools, CALL_ID_PREFIX),
         ),
         headers=headers,
@@ -71,8 +73,8 @@ def _event(body: dict[str, Any]) -> bytes:
 def _ending(stream: GenerationStream, model_id: str, finish: str, done: GenerationChunk, include_usage: bool) -> bytes:
     """The finish chunk with usage (or, with include_usage, a separate usage chunk), then [DONE]."""
     request_id, created = stream.request.request_id, int(stream.request.received_at)
-    usage = openai_chat.usage_block(done.prompt_tokens, done.completion_tokens, done.cost_pico)
-    chunk_body = openai_chat.chunk_body
+    usage = translation.usage_block(done.prompt_tokens, done.completion_tokens, done.cost_pico)
+    chunk_body = translation.chunk_body
     if include_usage:
         events = [
             _event(chunk_body(request_id, model_id, created, {}, finish)),
@@ -88,7 +90,7 @@ async def _sse(
 ) -> AsyncIterator[bytes]:
     request_id = stream.request.request_id
     created = int(stream.request.received_at)
-    chunk_body = openai_chat.chunk_body
+    chunk_body = translation.chunk_body
     try:
         chunk = first
         yield _event(chunk_body(request_id, model_id, created, {"role": "assistant", "content": chunk.text or ""}))
@@ -96,7 +98,7 @@ async def _sse(
             chunk = await stream.next()
             if chunk.kind == "delta" and chunk.text:
                 yield _event(chunk_body(request_id, model_id, created, {"content": chunk.text}))
-        finish = openai_chat.openai_finish_reason(chunk.finish_reason)
+        finish = translation.openai_finish_reason(chunk.finish_reason)
         yield _ending(stream, model_id, finish, chunk, include_usage)
     except LexoraError as exc:
         yield sse_error_event(exc)
@@ -112,15 +114,15 @@ async def _sse_with_tools(
     whether it is a tool call or prose."""
     request_id = stream.request.request_id
     created = int(stream.request.received_at)
-    chunk_body = openai_chat.chunk_body
+    chunk_body = translation.chunk_body
     try:
         text, done = await collect(stream, first)
         call = parse_call(text, tools, CALL_ID_PREFIX)
         if call is None:
             yield _event(chunk_body(request_id, model_id, created, {"role": "assistant", "content": text}))
-            finish = openai_chat.openai_finish_reason(done.finish_reason)
+            finish = translation.openai_finish_reason(done.finish_reason)
         else:
-            opening = {**openai_chat.tool_call_body(call), "function": {"name": call.name, "arguments": ""}}
+            opening = {**translation.tool_call_body(call), "function": {"name": call.name, "arguments": ""}}
             yield _event(
                 chunk_body(
                     request_id, model_id, created, {"role": "assistant", "content": None, "tool_calls": [opening]}
@@ -137,16 +139,17 @@ async def _sse_with_tools(
 
 
 @router.post("/completions", response_model=None)
-async def completions(request: Request, state: StateDep) -> Response:
+async def completions(
+    request: Request, received_at: ReceivedAt, identity: CurrentIdentity, state: StateDep
+) -> Response:
     """The legacy text completion: a raw prompt, continued by the model without a chat template."""
-    received_at = time.time()
-    identity = await authenticate(request, state)
     body = parse_body(CompletionRequest, await request.body())
     if not completion_batch.is_single(body):  # several prompts: one choice (and job) each
         return await completion_batch.complete(request, state, identity, body, received_at)
-    request_id = openai_chat.new_request_id("cmpl")
-    job = openai_chat.completion_to_job(body)
-    stream, first = await start_chat_job(request, state, identity, job, request_id, received_at)
+    request_id = translation.new_request_id("cmpl")
+    job = translation.completion_to_job(body)
+    admitted = await admit_and_hold(request, state, JobSpec(identity, request_id, received_at, job))
+    stream, first = await dispatch(state, admitted)
     headers = {"X-Request-Id": request_id}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -157,10 +160,10 @@ async def completions(request: Request, state: StateDep) -> Response:
         text, done = await collect(stream, first)
     finally:
         await stream.release()
-    usage = openai_chat.usage_block(done.prompt_tokens, done.completion_tokens, done.cost_pico)
-    finish = openai_chat.openai_finish_reason(done.finish_reason)
+    usage = translation.usage_block(done.prompt_tokens, done.completion_tokens, done.cost_pico)
+    finish = translation.openai_finish_reason(done.finish_reason)
     return JSONBody(
-        openai_chat.text_completion_body(request_id, stream.request.model, int(received_at), text, finish, usage),
+        translation.text_completion_body(request_id, stream.request.model, int(received_at), text, finish, usage),
         headers=headers,
     )
 
@@ -170,7 +173,7 @@ async def _completion_sse(
 ) -> AsyncIterator[bytes]:
     request_id, model_id = stream.request.request_id, stream.request.model
     created = int(stream.request.received_at)
-    body = openai_chat.text_completion_body
+    body = translation.text_completion_body
     try:
         chunk = first
         if chunk.text:
@@ -179,8 +182,8 @@ async def _completion_sse(
             chunk = await stream.next()
             if chunk.kind == "delta" and chunk.text:
                 yield _event(body(request_id, model_id, created, chunk.text, None, None))
-        usage = openai_chat.usage_block(chunk.prompt_tokens, chunk.completion_tokens, chunk.cost_pico)
-        finish = openai_chat.openai_finish_reason(chunk.finish_reason)
+        usage = translation.usage_block(chunk.prompt_tokens, chunk.completion_tokens, chunk.cost_pico)
+        finish = translation.openai_finish_reason(chunk.finish_reason)
         last = body(request_id, model_id, created, "", finish, None if include_usage else usage)
         yield _event(last)
         if include_usage:

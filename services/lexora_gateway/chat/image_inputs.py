@@ -1,13 +1,15 @@
 """Image inputs of chat requests, before dispatch. Pure: no I/O.
 
-Both protocols' image content (OpenAI `image_url` parts, Anthropic `image` blocks) becomes a
-`PendingImage`: where it stands (the turn, a character offset in the turn's text, the request field
-that holds it) and what the client gave (base64 data with a declared media type, or an https URL).
+Both protocols' image content (OpenAI `image_url` parts, Anthropic `image` blocks; read by each
+protocol's translation) becomes a `PendingImage`: where it stands (the turn, a character offset in
+the turn's text, the request field that holds it) and what the client gave (base64 data with a
+declared media type, or an https URL).
 `check` validates everything that needs no network: the count, the URL's form, and inline data
 (strict base64, the decoded size, the format by its magic bytes, agreement with the declared type).
 `require_vision` refuses images for a model without the "vision" capability. URLs are fetched
-afterwards by the I/O side (lexora_gateway.vision, lexora_gateway.safe_fetch) and checked by the
-same `validated_type`; `attach` then puts the images on their turns, where they travel to the engine.
+afterwards by the I/O side (lexora_gateway.chat.vision, lexora_gateway.chat.safe_fetch) and checked
+by the same `validated_type`; `attach` then puts the images on their turns, where they travel to
+the engine.
 """
 
 from __future__ import annotations
@@ -18,10 +20,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from lexora_contracts.anthropic import ImageBlock
 from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import ChatTurn, ImageInput
-from lexora_contracts.openai import ChatMessage, ImagePart, TextPart
 from lexora_contracts.registry import ModelRecord
 
 VISION = "vision"  # the ModelRecord capability that admits image input
@@ -37,7 +37,6 @@ FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/gif": "GIF", "image/
 _TYPE_ALIASES = {"image/jpg": "image/jpeg"}
 SNIFF_BYTES = 12  # enough of the start of a file to tell the four formats apart
 _DETAILS = ("auto", "low", "high")
-_DATA_URI = re.compile(r"^data:([^,;]*)((?:;[^,;]*)*),", re.IGNORECASE)
 _WHITESPACE = re.compile(rb"\s+")
 _SUPPORTED = "PNG, JPEG, GIF or WebP"
 
@@ -89,63 +88,6 @@ def bind(found: list[PendingImage], turn: ChatTurn, into: list[PendingImage]) ->
         image.turn = turn
     into.extend(found)
     return turn
-
-
-# ---- OpenAI ----------------------------------------------------------------------------------
-def has_images(message: ChatMessage) -> bool:
-    return isinstance(message.content, list) and any(isinstance(part, ImagePart) for part in message.content)
-
-
-def openai_turn(message: ChatMessage, index: int, images: list[PendingImage]) -> ChatTurn:
-    """A user message with image_url parts: its text (parts joined as ChatMessage.text does) and its images."""
-    assert isinstance(message.content, list)
-    text, found = "", []
-    for part_index, part in enumerate(message.content):
-        where = f"messages[{index}].content[{part_index}]"
-        if isinstance(part, TextPart):
-            text += part.text
-            continue
-        if message.role != "user":
-            raise InvalidRequest(
-                f"Image content is accepted in user messages only, not in a {message.role} message", param=where
-            )
-        found.append(_reference(part.image_url.url, part.image_url.detail, f"{where}.image_url", len(text)))
-    return bind(found, ChatTurn(role="user", content=text), images)
-
-
-def _reference(url: str, detail: str, where: str, offset: int) -> PendingImage:
-    image = PendingImage(param=f"{where}.url", offset=offset, detail=detail, detail_param=f"{where}.detail")
-    match = _DATA_URI.match(url[:256])
-    if match is None:
-        image.url = url  # check() refuses anything but https, saying what is accepted
-        return image
-    parameters = [p.strip().lower() for p in match.group(2).split(";") if p.strip()]
-    if "base64" not in parameters:
-        image.problem = "An image data URI must be base64-encoded: data:image/png;base64,<data>"
-        return image
-    image.declared_type = match.group(1).strip().lower() or None
-    image.data = url[match.end() :]
-    return image
-
-
-# ---- Anthropic -------------------------------------------------------------------------------
-def anthropic_image(block: ImageBlock, where: str, offset: int) -> PendingImage:
-    source = block.source
-    if source.type == "url":
-        if not source.url:
-            raise InvalidRequest("An image source of type 'url' needs a url", param=f"{where}.source.url")
-        return PendingImage(param=f"{where}.source.url", offset=offset, url=source.url)
-    if not source.media_type:
-        raise InvalidRequest("An image source of type 'base64' needs a media_type", param=f"{where}.source.media_type")
-    if not source.data:
-        raise InvalidRequest("An image source of type 'base64' needs data", param=f"{where}.source.data")
-    return PendingImage(
-        param=f"{where}.source.data",
-        offset=offset,
-        data=source.data,
-        declared_type=source.media_type.strip().lower(),
-        type_param=f"{where}.source.media_type",
-    )
 
 
 # ---- checks ----------------------------------------------------------------------------------

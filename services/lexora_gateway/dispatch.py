@@ -1,0 +1,66 @@
+"""Sending an admitted job to a router (lexora_gateway.admission.admit) and reading its answer."""
+
+from __future__ import annotations
+
+import base64
+
+from lexora_contracts.messages import GenerationChunk
+from lexora_gateway.admission.admit import Admitted, record_refusal
+from lexora_gateway.state import GatewayState
+from lexora_router.client import GenerationStream, NoRouter
+from lexora_runtime.logs import request_id_var
+
+
+async def dispatch(state: GatewayState, admitted: Admitted) -> tuple[GenerationStream, GenerationChunk]:
+    """Publish the job; returns the live stream and its first delta (or final chunk).
+
+    Errors before any output are raised here, so a streaming client still gets a proper HTTP status
+    for them."""
+    stream = job_stream(state, admitted)
+    try:
+        return stream, await first_output(state, admitted, stream)
+    except BaseException:
+        await stream.release()
+        raise
+
+
+def job_stream(state: GatewayState, admitted: Admitted) -> GenerationStream:
+    """The job's stream, not yet published (first_output publishes it)."""
+    return GenerationStream(state.inboxes, admitted.request, admitted.spec.work.subject)
+
+
+async def first_output(state: GatewayState, admitted: Admitted, stream: GenerationStream) -> GenerationChunk:
+    """Publish the job and wait for its first delta or final chunk. A job no router took is recorded
+    here (cost 0; billing releases its hold), since no router will."""
+    request_id_var.set(admitted.spec.request_id)
+    try:
+        await stream.start()
+        return await stream.next()
+    except NoRouter as exc:
+        await record_refusal(state, admitted.spec, exc, admitted.model.id, admitted.reserved_micro)
+        await stream.close()
+        raise
+
+
+async def collect(stream: GenerationStream, first: GenerationChunk) -> tuple[str, GenerationChunk]:
+    """The whole answer and its final chunk (counts, finish reason, cost)."""
+    parts = []
+    chunk = first
+    while True:
+        if chunk.kind == "delta":
+            parts.append(chunk.text)
+        if chunk.kind == "done":
+            return "".join(parts), chunk
+        chunk = await stream.next()
+
+
+async def collect_binary(stream: GenerationStream, first: GenerationChunk) -> tuple[bytes, GenerationChunk]:
+    """A binary result (embedding vectors, a PNG) reassembled from its slices, and the final chunk."""
+    parts = []
+    chunk = first
+    while True:
+        if chunk.kind == "delta" and chunk.data:
+            parts.append(base64.b64decode(chunk.data))
+        if chunk.kind == "done":
+            return b"".join(parts), chunk
+        chunk = await stream.next()

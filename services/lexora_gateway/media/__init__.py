@@ -1,0 +1,2 @@
+"""Embeddings and image generation (OpenAI-compatible routes): their schemas, credit holds, router
+jobs and response bodies."""

@@ -1,0 +1,53 @@
+"""OpenAI's embeddings and image generation routes. Thin: parse, admit, dispatch, shape."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from lexora_gateway.admission.admit import JobSpec, admit_and_hold
+from lexora_gateway.admission.identity import CurrentIdentity
+from lexora_gateway.dispatch import collect_binary, dispatch
+from lexora_gateway.http import JSONBody, ReceivedAt, parse_body
+from lexora_gateway.media import embedding_jobs, image_jobs
+from lexora_gateway.media.schemas import EmbeddingsRequest, ImageGenerationRequest
+from lexora_gateway.openai import translation
+from lexora_gateway.state import StateDep
+
+router = APIRouter()
+
+
+@router.post("/embeddings", response_model=None)
+async def embeddings(request: Request, received_at: ReceivedAt, identity: CurrentIdentity, state: StateDep) -> Response:
+    body = parse_body(EmbeddingsRequest, await request.body())
+    request_id = translation.new_request_id("embd")
+    spec = JobSpec(identity, request_id, received_at, embedding_jobs.Embeddings(body))
+    stream, first = await dispatch(state, await admit_and_hold(request, state, spec))
+    try:
+        vectors, done = await collect_binary(stream, first)
+    finally:
+        await stream.release()
+    return JSONBody(
+        embedding_jobs.embeddings_body(
+            stream.request.model, vectors, len(body.texts()), body.encoding_format, done.prompt_tokens, done.cost_pico
+        ),
+        headers={"X-Request-Id": request_id},
+    )
+
+
+@router.post("/images/generations", response_model=None)
+async def image_generations(
+    request: Request, received_at: ReceivedAt, identity: CurrentIdentity, state: StateDep
+) -> Response:
+    body = parse_body(ImageGenerationRequest, await request.body())
+    request_id = translation.new_request_id("img")
+    spec = JobSpec(identity, request_id, received_at, image_jobs.ImageGeneration(body))
+    stream, first = await dispatch(state, await admit_and_hold(request, state, spec))
+    try:
+        png, done = await collect_binary(stream, first)
+    finally:
+        await stream.release()
+    return JSONBody(
+        image_jobs.image_body(body, png, int(received_at), done.images, done.cost_pico),
+        headers={"X-Request-Id": request_id},
+    )

@@ -1,0 +1,1 @@
+"""The platform itself: the model catalog and health."""
