@@ -35,6 +35,7 @@ def model_record(name: str, namespace: str, spec: ModelDeploymentSpec, *, servin
         id=spec.model.id,
         kind=spec.model.kind,
         owned_by=spec.owned_by,
+        aliases=list(spec.aliases),
         triton_model=spec.triton_model_name,
         context_length=spec.context_length,
         pricing=spec.model.pricing.to_pricing(),

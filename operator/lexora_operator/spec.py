@@ -8,7 +8,7 @@ is caught here and turned into one readable message for the `Ready` condition.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
@@ -172,6 +172,8 @@ class TritonSpec(SpecModel):
 
 class ModelDeploymentSpec(SpecModel):
     model: ModelSpec
+    # Other names clients may send for the model (published as ModelRecord.aliases).
+    aliases: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(default_factory=list, max_length=32)
     backend: Backend
     triton: TritonSpec
     source: SourceSpec
