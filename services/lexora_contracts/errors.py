@@ -6,6 +6,7 @@ so no route ever builds an error body by hand. Errors cross NATS as `ErrorInfo`.
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 from pydantic import BaseModel
@@ -52,6 +53,36 @@ class InvalidRequest(LexoraError):
     type = "invalid_request_error"
     code = "invalid_request"
     anthropic_type = "invalid_request_error"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    """The prompt alone does not fit in the model's context. Its message is Anthropic's words
+    ("prompt is too long: N tokens > M maximum"), which is what crosses NATS; the OpenAI envelope
+    says it OpenAI's way, code context_length_exceeded (`openai_message`)."""
+
+    code = "context_length_exceeded"
+    _WORDS = re.compile(r"prompt is too long: (\d+) tokens > (\d+) maximum")
+
+    @classmethod
+    def of(cls, prompt_tokens: int, maximum: int) -> ContextLengthExceeded:
+        """`maximum`: the most prompt tokens that still leave room for one token of answer."""
+        return cls(f"prompt is too long: {prompt_tokens} tokens > {maximum} maximum", param="messages")
+
+    @classmethod
+    def from_engine(cls, message: str) -> ContextLengthExceeded | None:
+        """The error an engine's refusal means, when it is this one."""
+        found = cls._WORDS.search(message)
+        return cls.of(int(found[1]), int(found[2])) if found else None
+
+    @property
+    def openai_message(self) -> str:
+        found = self._WORDS.search(self.message)
+        if not found:
+            return self.message
+        return (
+            f"This model's maximum context length is {int(found[2]) + 1} tokens. However, your messages "
+            f"resulted in {found[1]} tokens. Please reduce the length of the messages."
+        )
 
 
 class Unauthorized(LexoraError):
@@ -146,6 +177,7 @@ _BY_CODE: dict[str, type[LexoraError]] = {
     cls.code: cls
     for cls in (
         InvalidRequest,
+        ContextLengthExceeded,
         Unauthorized,
         InsufficientCredits,
         ModelNotFound,

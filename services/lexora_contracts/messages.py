@@ -246,6 +246,9 @@ class GenerationChunk(BaseModel):
     stop_sequence: str | None = None  # the caller's stop sequence that ended generation
     cost_pico: int = 0
     error: ErrorInfo | None = None
+    # The max_tokens the job runs with when the engine clamped the requested one to what fits in
+    # the context after the prompt (on every delta and on "done"); None: not clamped.
+    max_tokens: int | None = None
 
 
 class CancelGeneration(BaseModel):

@@ -21,7 +21,8 @@ def speaks_anthropic(path: str) -> bool:
 
 
 def openai_error_body(error: LexoraError) -> dict[str, Any]:
-    return {"error": {"message": error.message, "type": error.type, "param": error.param, "code": error.code}}
+    message = getattr(error, "openai_message", error.message)  # ContextLengthExceeded says it OpenAI's way
+    return {"error": {"message": message, "type": error.type, "param": error.param, "code": error.code}}
 
 
 def anthropic_error_body(error: LexoraError) -> dict[str, Any]:

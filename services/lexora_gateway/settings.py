@@ -33,3 +33,8 @@ class GatewaySettings(ServiceSettings):
     # Image URLs (https, public addresses only): the connect limit and the whole fetch's limit.
     image_fetch_connect_timeout_s: float = Field(default=5.0, gt=0)
     image_fetch_timeout_s: float = Field(default=20.0, gt=0)
+    # Names clients ask for mapped to served model ids, as fnmatch patterns tried in order (the first
+    # that matches wins; a model's id and its declared aliases win over every pattern), e.g.
+    # LEXORA_MODEL_ALIASES='{"claude-*-haiku-*": "HuggingFaceTB/SmolLM2-135M-Instruct", "gpt-5*": "..."}'
+    # (lexora_gateway.admission.model_names).
+    model_aliases: dict[str, str] = Field(default_factory=dict)

@@ -21,6 +21,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from lexora_contracts.errors import (
+    ContextLengthExceeded,
     EngineFailure,
     InternalError,
     InvalidRequest,
@@ -68,6 +69,16 @@ class Outcome:
     endpoint: str | None = None
     images: int = 0
     text: str = ""  # a non-streaming client's answer, sent whole in the final chunk
+    max_tokens: int | None = None  # the clamped max_tokens, when the prompt left less room (clamped_max_tokens)
+
+
+def clamped_max_tokens(requested: int, context_length: int, prompt_tokens: int) -> int | None:
+    """The max_tokens an engine runs a job with when the prompt leaves less room in the context than
+    was asked for (the engine clamps it, never refuses it); None when it was not clamped."""
+    if context_length <= 0 or prompt_tokens <= 0:
+        return None
+    room = max(context_length - prompt_tokens, 0)
+    return room if room < requested else None
 
 
 @dataclass
@@ -146,6 +157,7 @@ class Router:
                     cost_pico=cost,
                     images=outcome.images,
                     text=outcome.text,
+                    max_tokens=outcome.max_tokens,
                 ),
             )
         log.info(
@@ -177,6 +189,8 @@ class Router:
         # delta per group of outputs: one per output while the router keeps up, and what piled up
         # meanwhile in one message when it falls behind (lexora_router.ready_batches).
         parts: list[str] = []
+        record = self.registry.get(request.model)
+        context_length = record.context_length if record is not None else 0
 
         async def stream_from(endpoint: Endpoint, triton_model: str) -> None:
             address = endpoint.grpc_address
@@ -191,6 +205,7 @@ class Router:
                     outcome.endpoint = address
                     outcome.prompt_tokens = last.prompt_tokens
                     outcome.completion_tokens = last.completion_tokens
+                    outcome.max_tokens = clamped_max_tokens(request.max_tokens, context_length, last.prompt_tokens)
                     text = "".join(output.text for output in group)
                     if text and not request.stream:
                         parts.append(text)
@@ -202,6 +217,7 @@ class Router:
                                 text=text,
                                 prompt_tokens=last.prompt_tokens,
                                 completion_tokens=last.completion_tokens,
+                                max_tokens=outcome.max_tokens,
                             ),
                         )
                     if last.finish_reason:
@@ -283,6 +299,9 @@ class Router:
                 tried.add(address)
             except EngineRejected as exc:
                 self._mark(self.health.served(record.id, endpoint.name, time.time()))
+                too_long = ContextLengthExceeded.from_engine(str(exc))
+                if too_long is not None:
+                    raise too_long from exc
                 raise InvalidRequest(f"The model rejected the request: {exc}") from exc
             else:
                 self._mark(self.health.served(record.id, endpoint.name, time.time()))

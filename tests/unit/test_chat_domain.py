@@ -1,6 +1,3 @@
-import pytest
-
-from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import Identity
 from lexora_contracts.money import ceil_micro, request_cost_pico
 from lexora_contracts.registry import Endpoint, ModelRecord, Pricing
@@ -33,10 +30,8 @@ def test_max_tokens_defaults_to_512_within_context() -> None:
     assert jobs.resolve_max_tokens(body(), small) == 100
 
 
-def test_max_tokens_past_the_context_is_refused_naming_the_param() -> None:
-    with pytest.raises(InvalidRequest) as caught:
-        jobs.resolve_max_tokens(body(max_tokens=1001), MODEL)
-    assert caught.value.param == "max_tokens"
+def test_max_tokens_past_the_context_is_clamped_to_it() -> None:
+    assert jobs.resolve_max_tokens(body(max_tokens=1001), MODEL) == MODEL.context_length
 
 
 def test_max_completion_tokens_is_honoured() -> None:

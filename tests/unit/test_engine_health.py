@@ -28,7 +28,7 @@ STUB_DEAD = "Stub process 'smollm2-135m-instruct_0_0' is not healthy."
         ("something went wrong", "StatusCode.INTERNAL", Fault.ENGINE),
         ("something went wrong", "UNAVAILABLE", Fault.ENGINE),
         ("something went wrong", 500, Fault.ENGINE),
-        ("prompt (9000 tokens) + max_tokens (512) exceeds the context window of 8192 tokens", None, Fault.REQUEST),
+        ("prompt is too long: 9000 tokens > 8191 maximum", None, Fault.REQUEST),
         ("max_tokens must be >= 0", "StatusCode.INVALID_ARGUMENT", Fault.REQUEST),
         ("guided_decoding_guide is not a usable json_schema: bad", 400, Fault.REQUEST),
     ],

@@ -15,7 +15,7 @@ import codecs
 import importlib.util
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -359,11 +359,11 @@ class TritonPythonModel:
         if options.max_tokens == 0:
             sender.send(_response("", n_in, 0, "length"), flags=FINAL)
             return
-        if n_in + options.max_tokens > self.n_ctx:
-            raise BadRequest(
-                f"prompt ({n_in} tokens) + max_tokens ({options.max_tokens}) exceeds the context window of "
-                f"{self.n_ctx} tokens"
-            )
+        if n_in >= self.n_ctx:  # not even one token of answer fits; the router reads these words
+            raise BadRequest(f"prompt is too long: {n_in} tokens > {self.n_ctx - 1} maximum")
+        # A max_tokens past the end of the context is clamped to what fits, not refused (agents
+        # ask for 32000 whatever the model); the router reports the clamp from num_input_tokens.
+        options = replace(options, max_tokens=min(options.max_tokens, self.n_ctx - n_in))
 
         # Start each request from an empty KV cache: reusing a cached prompt prefix evaluates the
         # prompt in a different batch split, which shifts logits slightly and can change a greedy

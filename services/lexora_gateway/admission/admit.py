@@ -23,7 +23,7 @@ from fastapi import Request
 from lexora_contracts.errors import InternalError, InvalidRequest, LexoraError, ModelNotFound, ModelUnavailable
 from lexora_contracts.messages import Identity, UsageEvent
 from lexora_contracts.registry import ModelKind, ModelRecord, Pricing
-from lexora_gateway.admission import rate_limits
+from lexora_gateway.admission import model_names, rate_limits
 from lexora_gateway.state import GatewayState
 from lexora_router.client import Job
 from lexora_runtime.bus import publish_usage_event
@@ -87,6 +87,12 @@ class Admitted:
     request: Job
 
 
+def find_model(state: GatewayState, name: str) -> ModelRecord | None:
+    """The registry record a client's model name means: by id, declared alias, or the platform's
+    name patterns (LEXORA_MODEL_ALIASES; lexora_gateway.admission.model_names)."""
+    return model_names.resolve(name, state.registry.get, state.settings.model_aliases)
+
+
 def serving_model(model: ModelRecord | None, model_id: str, kind: ModelKind) -> ModelRecord:
     """The registry record to serve a job of `kind` with, or the error the client should see."""
     if model is None:
@@ -106,7 +112,7 @@ async def admit_model(
     """Resolve the model and count the request against the caller's limits (429 with Retry-After
     when one is reached). A refused model still gets the caller's rate-limit headers."""
     try:
-        model = serving_model(state.registry.get(model_id), model_id, kind)
+        model = serving_model(find_model(state, model_id), model_id, kind)
     except LexoraError:
         await rate_limits.peek(request, state, identity)
         raise

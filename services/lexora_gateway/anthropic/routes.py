@@ -14,13 +14,13 @@ from lexora_contracts.errors import LexoraError
 from lexora_contracts.messages import CountTokensRequest as EngineCountRequest
 from lexora_contracts.messages import GenerationChunk
 from lexora_gateway.admission import rate_limits
-from lexora_gateway.admission.admit import JobSpec, admit_and_hold, serving_model
+from lexora_gateway.admission.admit import JobSpec, admit_and_hold, find_model, serving_model
 from lexora_gateway.admission.identity import CurrentIdentity
 from lexora_gateway.anthropic import reasoning, translation
 from lexora_gateway.anthropic.schemas import CountTokensRequest, MessagesRequest
 from lexora_gateway.chat import vision
 from lexora_gateway.chat.image_inputs import PendingImage
-from lexora_gateway.chat.jobs import ChatJob
+from lexora_gateway.chat.jobs import ChatJob, max_tokens_headers
 from lexora_gateway.chat.reasoning import splits_output
 from lexora_gateway.chat.tools import parse_call
 from lexora_gateway.dispatch import collect, dispatch
@@ -42,7 +42,11 @@ async def create_message(
     job = translation.to_job(body)
     admitted = await admit_and_hold(request, state, JobSpec(identity, message_id, received_at, job))
     stream, first = await dispatch(state, admitted)
-    headers = {"request-id": message_id, **translation.ignored_tools_header(body)}
+    headers = {
+        "request-id": message_id,
+        **translation.ignored_tools_header(body),
+        **max_tokens_headers(job, stream.request, first),
+    }
     if splits_output(stream.request):  # a reasoning model: thinking blocks before the answer
         return await reasoning.respond(stream, first, job, body.model, headers, TOOL_ID_PREFIX)
     if body.stream:
@@ -113,7 +117,7 @@ async def _events_with_tools(
 async def count_tokens(request: Request, identity: CurrentIdentity, state: StateDep) -> Response:
     await rate_limits.peek(request, state, identity)
     body = parse_body(CountTokensRequest, await request.body())
-    model = serving_model(state.registry.get(body.model), body.model, "chat")
+    model = serving_model(find_model(state, body.model), body.model, "chat")
     images: list[PendingImage] = []
     turns = translation.count_turns(body, images)
     await vision.prepare(images, model, state.settings, state.nc.max_payload)  # the engine counts them too

@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from lexora_contracts import subjects
-from lexora_contracts.errors import InvalidRequest
-from lexora_contracts.messages import ChatTurn, GenerationRequest
+from lexora_contracts.messages import ChatTurn, GenerationChunk, GenerationRequest
 from lexora_contracts.money import ceil_micro, request_cost_pico
 from lexora_contracts.registry import ModelKind, ModelRecord, Pricing
 from lexora_gateway.chat import image_inputs, vision
@@ -23,6 +22,7 @@ if TYPE_CHECKING:
 
 # max_tokens when the client gives none, within the model's context.
 DEFAULT_MAX_TOKENS = 512
+MAX_TOKENS_CLAMPED_HEADER = "x-lexora-max-tokens-clamped"
 # Role markers and separators a chat template adds per message, beyond the message text.
 PER_MESSAGE_OVERHEAD_TOKENS = 8
 
@@ -79,14 +79,23 @@ class SizedChatJob:
 
 
 def resolve_max_tokens(job: ChatJob, model: ModelRecord) -> int:
+    """The max_tokens sent to the engine and held for: the client's, or the default, never past the
+    model's context. A larger one is clamped, not refused (coding agents ask for 32000 whatever the
+    model); the engine clamps it again to what the prompt leaves, once it has tokenized it, and the
+    router reports that (GenerationChunk.max_tokens). The hold covers this bound, so it covers
+    whatever the engine produces."""
     if job.max_tokens is None:
         return min(DEFAULT_MAX_TOKENS, model.context_length)
-    if job.max_tokens > model.context_length:
-        raise InvalidRequest(
-            f"max_tokens is {job.max_tokens}, but {model.id} has a context of {model.context_length} tokens",
-            param="max_tokens",
-        )
-    return job.max_tokens
+    return min(job.max_tokens, model.context_length)
+
+
+def max_tokens_headers(job: ChatJob, sent: GenerationRequest, first: GenerationChunk) -> dict[str, str]:
+    """`x-lexora-max-tokens-clamped: <the max_tokens the job runs with>` when that is below what the
+    client asked for (the model's context, or the room its prompt leaves, was smaller)."""
+    if job.max_tokens is None:
+        return {}
+    effective = first.max_tokens if first.max_tokens is not None else sent.max_tokens
+    return {MAX_TOKENS_CLAMPED_HEADER: str(effective)} if effective < job.max_tokens else {}
 
 
 def prompt_token_bound(job: ChatJob, model: ModelRecord) -> int:

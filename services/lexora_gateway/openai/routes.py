@@ -13,6 +13,7 @@ from lexora_contracts.errors import LexoraError
 from lexora_contracts.messages import GenerationChunk
 from lexora_gateway.admission.admit import JobSpec, admit_and_hold
 from lexora_gateway.admission.identity import CurrentIdentity
+from lexora_gateway.chat.jobs import max_tokens_headers
 from lexora_gateway.chat.reasoning import splits_output
 from lexora_gateway.chat.tools import ToolUse, parse_call
 from lexora_gateway.dispatch import collect, dispatch
@@ -36,7 +37,7 @@ async def chat_completions(
     job = translation.to_job(body)
     admitted = await admit_and_hold(request, state, JobSpec(identity, request_id, received_at, job))
     stream, first = await dispatch(state, admitted)
-    headers = {"X-Request-Id": request_id}
+    headers = {"X-Request-Id": request_id, **max_tokens_headers(job, stream.request, first)}
     if splits_output(stream.request):  # a reasoning model: reasoning apart from the answer
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await reasoning.respond(stream, first, job, include_usage, headers, CALL_ID_PREFIX)
@@ -150,7 +151,7 @@ async def completions(
     job = translation.completion_to_job(body)
     admitted = await admit_and_hold(request, state, JobSpec(identity, request_id, received_at, job))
     stream, first = await dispatch(state, admitted)
-    headers = {"X-Request-Id": request_id}
+    headers = {"X-Request-Id": request_id, **max_tokens_headers(job, stream.request, first)}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
