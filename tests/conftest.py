@@ -14,7 +14,7 @@ from lexora_dev import stack
 from lexora_dev.catalog import local_catalog
 from lexora_dev.processes import free_port
 from support.postgres import private_postgres
-from support.stack import RunningStack, running_stack
+from support.stack import MODEL_ALIASES_TEST_ENV, RunningStack, running_stack
 from support.stripe_events import STRIPE_TEST_ENV
 from support.triton_processes import supervised_triton
 
@@ -62,5 +62,6 @@ def postgres_url() -> Iterator[str]:
 def lexora(state_root: Path, triton_endpoint: Endpoint, postgres_url: str) -> Iterator[RunningStack]:
     """The whole platform on real components."""
     state_dir = state_root / "lexora"
-    with running_stack("lexora", postgres_url, state_dir, triton_endpoint, extra_env=STRIPE_TEST_ENV) as running:
+    env = {**STRIPE_TEST_ENV, **MODEL_ALIASES_TEST_ENV}
+    with running_stack("lexora", postgres_url, state_dir, triton_endpoint, extra_env=env) as running:
         yield running

@@ -27,6 +27,12 @@ from lexora_dev.catalog import local_catalog
 from lexora_dev.processes import ManagedProcess, free_port
 from lexora_runtime.bus import connect
 
+# The platform's model name patterns in the test stack (LEXORA_MODEL_ALIASES): what Claude Code
+# asks for by name is served by the local chat model.
+MODEL_ALIASES_TEST_ENV = {
+    "LEXORA_MODEL_ALIASES": json.dumps({"claude-*-haiku-*": "HuggingFaceTB/SmolLM2-135M-Instruct"}),
+}
+
 # A prompt the local model answers at length: for timeouts and disconnects mid-stream.
 LONG_JOB = [{"role": "user", "content": "Write a very long and detailed story about a dragon and a knight."}]
 
