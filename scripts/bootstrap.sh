@@ -13,6 +13,22 @@ STAMP=.venv/.lexora-installed
 # The editable install maps each top-level package it saw; a package added since needs a reinstall.
 PACKAGES="$(cd services && ls -d lexora_*/ | tr -d / | sort | tr '\n' ' ')"
 
+# Coding agents the tests run as clients (tests/agents): Claude Code, pinned in
+# tests/agents/package-lock.json, from the npm registry. npm's install-script policy may skip the
+# wrapper's postinstall; the tests run the native binary from the platform package
+# (@anthropic-ai/claude-code-linux-x64/claude), which needs no postinstall. Checked on every run
+# (a stat when installed), so a fresh Python stamp does not skip it.
+AGENTS_DIR=tests/agents
+CLAUDE_BIN="$AGENTS_DIR/node_modules/@anthropic-ai/claude-code-linux-x64/claude"
+if [ ! -x "$CLAUDE_BIN" ] || [ "$AGENTS_DIR/package-lock.json" -nt "$AGENTS_DIR/node_modules/.package-lock.json" ]; then
+  if command -v npm >/dev/null 2>&1; then
+    echo "[bootstrap] installing the pinned coding agents into $AGENTS_DIR/node_modules (npm ci)"
+    (cd "$AGENTS_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+  else
+    echo "[bootstrap] npm not found: tests/agents (Claude Code) will fail until node and npm are installed" >&2
+  fi
+fi
+
 if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ] && [ "$STAMP" -nt scripts/bootstrap.sh ] \
     && [ "$STAMP" -nt scripts/build-llama-cpp.sh ] && [ "$(cat "$STAMP")" = "$PACKAGES" ]; then
   exit 0

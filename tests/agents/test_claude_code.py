@@ -1,0 +1,120 @@
+"""Claude Code itself (npm @anthropic-ai/claude-code, pinned in tests/agents/package.json and
+installed by scripts/bootstrap.sh) against the running stack, configured as docs/integrations.md
+tells a user: ANTHROPIC_BASE_URL=<gateway>/api/, ANTHROPIC_AUTH_TOKEN=<a Lexora key>.
+
+Its default first request (a ~49 KB system prompt and a dozen tools, max_tokens 32000) is more than
+the local 8,192-token model holds: trimmed (its own system prompt, no tools) it is answered, its
+max_tokens clamped; untrimmed, it gets the Messages API's own "prompt is too long" 400, which
+Claude Code prints as such. What the agent printed goes to the test's output (pytest -s)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lexora_contracts.money import request_cost_pico
+from lexora_dev.catalog import LOCAL_CHAT_MODEL
+from support.stack import RunningStack
+
+AGENTS_DIR = Path(__file__).resolve().parent
+MODULES = AGENTS_DIR / "node_modules" / "@anthropic-ai"
+PRICE = 40_000  # micro-USD per 1M tokens, input and output, for the local model
+# One agent run: the local model answers at ~60 tokens/s on 2 cores.
+RUN_TIMEOUT_S = 240
+
+
+def claude_binary() -> Path:
+    """The native binary npm put in the platform package (it runs from there even when npm's
+    install-script policy skipped the wrapper's postinstall), else the wrapper's copy."""
+    for candidate in (MODULES / "claude-code-linux-x64" / "claude", MODULES / "claude-code" / "bin" / "claude.exe"):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    pytest.fail(
+        f"Claude Code is not installed under {MODULES}: run scripts/bootstrap.sh "
+        "(npm ci in tests/agents installs the pinned @anthropic-ai/claude-code)"
+    )
+
+
+def run_claude(lexora: RunningStack, api_key: str, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    home.mkdir(parents=True, exist_ok=True)
+    root = lexora.base_url.removesuffix("/v1")
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),  # no user settings, no stored login: only what this test passes
+        "ANTHROPIC_BASE_URL": f"{root}/api/",
+        "ANTHROPIC_AUTH_TOKEN": api_key,
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+        "NO_COLOR": "1",
+    }
+    result = subprocess.run(
+        [str(claude_binary()), *args],
+        cwd=home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        stdin=subprocess.DEVNULL,
+    )
+    print(
+        f"\n$ claude {' '.join(args)}\n[exit {result.returncode}]\n[stdout]\n{result.stdout}\n[stderr]\n{result.stderr}"
+    )
+    return result
+
+
+def test_claude_code_trimmed_to_the_model_answers_and_is_charged(lexora: RunningStack, tmp_path: Path) -> None:
+    account = lexora.create_account()
+    result = run_claude(
+        lexora,
+        account.api_key,
+        tmp_path / "home",
+        "-p",
+        "Reply with the word ready.",
+        "--model",
+        LOCAL_CHAT_MODEL,
+        "--system-prompt",
+        "You are a helpful assistant. Answer in one short sentence.",
+        "--tools",
+        "",
+        "--max-turns",
+        "1",
+        "--no-session-persistence",
+        "--strict-mcp-config",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip(), "Claude Code printed no answer"
+    assert "API Error" not in result.stdout + result.stderr
+    rows = lexora.wait_for_usage_rows(account.account_id, 1)
+    served = [r for r in rows if r["status_code"] == 200 and r["endpoint"] == "/v1/messages"]
+    assert served, rows
+    for row in served:
+        assert row["model"] == LOCAL_CHAT_MODEL
+        assert row["cost_pico"] == request_cost_pico(row["prompt_tokens"], row["completion_tokens"], PRICE, PRICE) > 0
+    assert lexora.settled_balance(account.account_id).held_micro == 0
+    lexora.assert_ledger_consistent(account.account_id)
+
+
+def test_claude_code_default_request_gets_the_context_length_error(lexora: RunningStack, tmp_path: Path) -> None:
+    account = lexora.create_account()
+    before = lexora.balance(account.account_id).balance_micro
+    result = run_claude(
+        lexora,
+        account.api_key,
+        tmp_path / "home",
+        "-p",
+        "Say hello",
+        "--model",
+        LOCAL_CHAT_MODEL,
+        "--no-session-persistence",
+    )
+    printed = result.stdout + result.stderr
+    assert "API Error: 400" in printed and "prompt is too long" in printed, printed
+    rows = lexora.wait_for_usage_rows(account.account_id, 1)
+    assert rows and all(r["cost_pico"] == 0 for r in rows), rows
+    assert any(r["status_code"] == 400 and r["error_type"] == "invalid_request_error" for r in rows), rows
+    assert lexora.settled_balance(account.account_id).balance_micro == before
