@@ -113,6 +113,7 @@ class GenerationStream:
                     text=chunk.text,
                     prompt_tokens=chunk.prompt_tokens,
                     completion_tokens=chunk.completion_tokens,
+                    max_tokens=chunk.max_tokens,
                 )
         return chunk
 
