@@ -5,7 +5,7 @@ tells a user: ANTHROPIC_BASE_URL=<gateway>/api/, ANTHROPIC_AUTH_TOKEN=<a Lexora 
 Its default first request (a ~49 KB system prompt and a dozen tools, max_tokens 32000) is more than
 the local 8,192-token model holds: trimmed (its own system prompt, no tools) it is answered, its
 max_tokens clamped; untrimmed, it gets the Messages API's own "prompt is too long" 400, which
-Claude Code prints as such. What the agent printed goes to the test's output (pytest -s)."""
+Claude Code recognizes ("Prompt is too long · the request is ~12304 tokens (limit 8191) …"). What the agent printed goes to the test's output (pytest -s)."""
 
 from __future__ import annotations
 
@@ -113,7 +113,11 @@ def test_claude_code_default_request_gets_the_context_length_error(lexora: Runni
         "--no-session-persistence",
     )
     printed = result.stdout + result.stderr
-    assert "API Error: 400" in printed and "prompt is too long" in printed, printed
+    # Claude Code recognizes the Messages API's own error and says it in its words:
+    # "Prompt is too long · the request is ~12304 tokens (limit 8191) but this conversation is ...".
+    assert result.returncode != 0
+    assert "prompt is too long" in printed.lower() and "(limit 8191)" in printed, printed
+    assert "API Error: 5" not in printed and "529" not in printed, printed
     rows = lexora.wait_for_usage_rows(account.account_id, 1)
     assert rows and all(r["cost_pico"] == 0 for r in rows), rows
     assert any(r["status_code"] == 400 and r["error_type"] == "invalid_request_error" for r in rows), rows

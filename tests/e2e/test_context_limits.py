@@ -46,7 +46,8 @@ def _charged_exactly(lexora: RunningStack, account_id: str, request_id: str, pro
 def test_anthropic_max_tokens_32000_is_clamped_and_said_so(lexora: RunningStack, stream: bool) -> None:
     account = lexora.create_account()
     sdk = anthropic_client(lexora, account.api_key)
-    args = {"model": LOCAL_CHAT_MODEL, "max_tokens": 32000, "messages": HELLO, "extra_body": GREEDY}
+    # An explicit timeout: without one the SDK refuses a non-streaming max_tokens this large itself.
+    args = {"model": LOCAL_CHAT_MODEL, "max_tokens": 32000, "messages": HELLO, "extra_body": GREEDY, "timeout": 300}
     if stream:
         with sdk.messages.with_streaming_response.create(stream=True, **args) as raw:
             headers = raw.headers
@@ -102,7 +103,7 @@ def test_anthropic_prompt_too_long_is_anthropics_400(lexora: RunningStack, strea
     before = lexora.balance(account.account_id).balance_micro
     sdk = anthropic_client(lexora, account.api_key)
     with pytest.raises(anthropic.BadRequestError) as caught:
-        sdk.messages.create(model=LOCAL_CHAT_MODEL, max_tokens=32000, messages=TOO_LONG, stream=stream)
+        sdk.messages.create(model=LOCAL_CHAT_MODEL, max_tokens=32000, messages=TOO_LONG, stream=stream, timeout=300)
     assert caught.value.status_code == 400
     error = caught.value.body["error"]
     assert error["type"] == "invalid_request_error"
