@@ -70,14 +70,14 @@ REAL_MODELS = (LOCAL_CHAT_MODEL, "smollm2")
 # Bodies schemathesis does not draw on its own: names the database and the logs must survive.
 EDGE_MODEL_NAMES = ("m" * 300, "nul\u0000model", "\u00e9\u4e2d\U0001f600", " ", "../../etc/passwd")
 # Schema-valid bodies may still be refused for what a schema cannot say (a tool_choice naming a tool
-# that is not offered, max_tokens beyond the model's context, ...). These are the fields such a 400
+# that is not offered, a prompt longer than the model's context, ...). These are the fields such a 400
 # may name; a 400 naming any other field is a disagreement between the document and the server.
 SEMANTIC_PARAMS = re.compile(
-    r"^(max_tokens|tool_choice(\.name)?|prompt|response_format\.json_schema|reasoning\.max_tokens|"
+    r"^(max_tokens|messages|tool_choice(\.name)?|prompt|response_format\.json_schema|reasoning\.max_tokens|"
     r"messages\[\d+\]\.(content\[\d+\].*|tool_calls\[\d+\]\.function\.arguments))$"
 )
 # Anthropic's envelope names no param: there, the same refusals are known by their messages.
-SEMANTIC_MESSAGES = re.compile(r"^max_tokens is |tool_choice|[Ii]mage|budget_tokens|thinking")
+SEMANTIC_MESSAGES = re.compile(r"^max_tokens is |^prompt is too long|tool_choice|[Ii]mage|budget_tokens|thinking")
 # The server reads a body as JSON whatever its Content-Type says (curl -d sends form encoding):
 # deliberate leniency, so these two coverage scenarios are not negative for this API.
 LENIENT_SCENARIOS = {"malformed_content_type", "unsupported_content_type"}
