@@ -12,6 +12,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from lexora_contracts.errors import LexoraError, NotFound
 from lexora_contracts.messages import GenerationChunk
+from lexora_gateway.admission import rate_limits
 from lexora_gateway.admission.admit import JobSpec, admit_and_hold
 from lexora_gateway.admission.identity import CurrentIdentity
 from lexora_gateway.chat.jobs import ChatJob
@@ -37,6 +38,7 @@ async def create_response(
     if body.previous_response_id is not None:
         previous = await state.responses.get(identity.account_id, body.previous_response_id)
         if previous is None:
+            await rate_limits.peek(request, state, identity)
             raise NotFound(
                 f"Previous response with id '{body.previous_response_id}' not found", param="previous_response_id"
             )
@@ -130,7 +132,8 @@ async def _answer(
 
 
 @router.get("/responses/{response_id}")
-async def get_response(response_id: str, identity: CurrentIdentity, state: StateDep) -> Response:
+async def get_response(request: Request, response_id: str, identity: CurrentIdentity, state: StateDep) -> Response:
+    await rate_limits.peek(request, state, identity)
     stored = await state.responses.get(identity.account_id, response_id)
     if stored is None:
         raise _not_found(response_id)
@@ -138,9 +141,10 @@ async def get_response(response_id: str, identity: CurrentIdentity, state: State
 
 
 @router.get("/responses/{response_id}/input_items")
-async def list_input_items(response_id: str, identity: CurrentIdentity, state: StateDep) -> Response:
+async def list_input_items(request: Request, response_id: str, identity: CurrentIdentity, state: StateDep) -> Response:
     """The items the response continued from (its own input after the previous response's), oldest
     first, in one page."""
+    await rate_limits.peek(request, state, identity)
     stored = await state.responses.get(identity.account_id, response_id)
     if stored is None:
         raise _not_found(response_id)
@@ -150,7 +154,8 @@ async def list_input_items(response_id: str, identity: CurrentIdentity, state: S
 
 
 @router.delete("/responses/{response_id}")
-async def delete_response(response_id: str, identity: CurrentIdentity, state: StateDep) -> Response:
+async def delete_response(request: Request, response_id: str, identity: CurrentIdentity, state: StateDep) -> Response:
+    await rate_limits.peek(request, state, identity)
     if not await state.responses.delete(identity.account_id, response_id):
         raise _not_found(response_id)
     return JSONBody({"id": response_id, "object": "response", "deleted": True})

@@ -144,6 +144,11 @@ InputItem = Annotated[
 
 
 # ---- tools ------------------------------------------------------------------------------------
+# A "function" is never a hosted tool (the discriminator sends it to FunctionTool): the document says
+# so too, so that exactly one member of the union matches.
+_NOT_FUNCTION: dict[str, Any] = {"not": {"const": "function"}}
+
+
 class FunctionTool(_Part):
     """The Responses API's flat function tool."""
 
@@ -161,7 +166,7 @@ class HostedTool(_Part):
     `mcp`, ...) or the client runs without a JSON schema (`custom`, `local_shell`): not offered to
     the model here; reported in the response's x-lexora-ignored-tools header."""
 
-    type: str = Field(min_length=1)
+    type: str = Field(min_length=1, json_schema_extra=_NOT_FUNCTION)
     name: str | None = None
 
     hosted: ClassVar[bool] = True
@@ -189,7 +194,7 @@ class FunctionChoice(_Part):
 class HostedChoice(_Part):
     """A tool_choice forcing a tool other than a function: refused when it names a hosted tool."""
 
-    type: str = Field(min_length=1)
+    type: str = Field(min_length=1, json_schema_extra=_NOT_FUNCTION)
     name: str | None = None
 
 
