@@ -15,6 +15,7 @@ from lexora_gateway.http import parse_body
 from lexora_gateway.openai import responses_translation as rt
 from lexora_gateway.openai.responses_events import ResponseEvents
 from lexora_gateway.openai.responses_schemas import ResponsesRequest
+from lexora_gateway.openai.responses_store import _valid_key
 
 
 def request(**fields: Any) -> ResponsesRequest:
@@ -223,3 +224,23 @@ def test_reasoning_tokens_estimated_only_when_the_stream_did_not_tell() -> None:
     assert rt.reasoning_token_count(7, "abc", "d", 10) == 7
     assert rt.reasoning_token_count(None, "abc", "d", 8) == 6
     assert rt.reasoning_token_count(None, "", "d", 8) == 0
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "says"),
+    [
+        ({"input": [{"type": "zzz"}]}, "input[0]", "expected one of message, function_call"),
+        ({"input": [{"role": "user", "content": [{"type": "input_file"}]}]}, "input[0].content[0]", "input_text"),
+        ({"input": [{"role": "robot", "content": "x"}]}, "input[0].role", "'user'"),
+        ({"tools": [{"type": "function"}]}, "tools[0].name", "Missing"),
+    ],
+)
+def test_unreadable_bodies_name_the_parameter(fields: dict[str, Any], param: str, says: str) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        request(**fields)
+    assert refused.value.param == param and says in refused.value.message
+
+
+def test_stored_response_keys_are_plain_ids() -> None:
+    assert _valid_key(rt.new_id("resp"))
+    assert not any(_valid_key(key) for key in ("", "resp.*", "resp>", "a b", "x" * 129, "résumé"))

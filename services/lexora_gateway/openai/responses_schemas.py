@@ -20,7 +20,7 @@ class _Part(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-def _kind(default: str) -> Any:
+def _kind(default: str, known: str) -> Any:
     """A discriminator on `type` (its tag: the type in CamelCase, which error locations leave out),
     with `default` for an object without one (an "easy" message)."""
 
@@ -29,7 +29,9 @@ def _kind(default: str) -> Any:
         kind = kind if isinstance(kind, str) else default
         return "".join(word.capitalize() for word in kind.split("_"))
 
-    return Discriminator(tag)
+    return Discriminator(
+        tag, custom_error_type="invalid_type", custom_error_message=f"Unknown type; expected one of {known}"
+    )
 
 
 # ---- content ----------------------------------------------------------------------------------
@@ -60,7 +62,7 @@ Content = Annotated[
     | Annotated[OutputText, Tag("OutputText")]
     | Annotated[Refusal, Tag("Refusal")]
     | Annotated[InputImage, Tag("InputImage")],
-    _kind("input_text"),
+    _kind("input_text", "input_text, output_text, refusal, input_image"),
 ]
 
 
@@ -139,7 +141,11 @@ InputItem = Annotated[
     | Annotated[DroppedItem, Tag("LocalShellCallOutput")]
     | Annotated[DroppedItem, Tag("McpListTools")]
     | Annotated[DroppedItem, Tag("McpCall")],
-    _kind("message"),
+    _kind(
+        "message",
+        "message, function_call, function_call_output, custom_tool_call, custom_tool_call_output, reasoning "
+        "and the call records of hosted tools",
+    ),
 ]
 
 
