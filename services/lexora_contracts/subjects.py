@@ -37,6 +37,8 @@ MODEL_REGISTRY_BUCKET = "lexora-models"
 # endpoint health (NATS KV), written by routers from their probes and failures, read by gateways,
 # routers and the local stack's model recovery; entries expire unless rewritten
 ENDPOINT_HEALTH_BUCKET = "lexora-endpoint-health"
+# stored Responses API responses (NATS KV), written and read by gateways; entries expire after 30 days
+RESPONSES_BUCKET = "lexora-responses"
 
 # headers
 REQUEST_ID_HEADER = "Lexora-Request-Id"

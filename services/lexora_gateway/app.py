@@ -25,6 +25,8 @@ from lexora_gateway.errors import install_error_handlers
 from lexora_gateway.http import JSONBody
 from lexora_gateway.media.routes import router as media_routes
 from lexora_gateway.metrics_middleware import MetricsMiddleware
+from lexora_gateway.openai.responses import router as responses_routes
+from lexora_gateway.openai.responses_store import ResponseStore, responses_bucket
 from lexora_gateway.openai.routes import router as openai_routes
 from lexora_gateway.openapi import install_openapi
 from lexora_gateway.platform.routes import router as platform_routes
@@ -63,7 +65,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         await inboxes.start()
         billing = await BillingClient.open(nc, settings.database_url, settings.database_pool_size)
         clients = (auth, billing, UsageClient(nc), RouterClient(nc))
-        app.state.gateway = GatewayState(settings, nc, js, registry, keys, metrics, counters, inboxes, *clients)
+        responses = ResponseStore(await responses_bucket(js))
+        app.state.gateway = GatewayState(
+            settings, nc, js, registry, keys, metrics, counters, inboxes, *clients, responses
+        )
         freeze_startup_heap()
         try:
             yield
@@ -75,7 +80,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     app = FastAPI(title="Lexora API", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
-    api = (openai_routes, media_routes, anthropic_routes, platform_routes, account_routes, topup_routes)
+    api = (
+        openai_routes,
+        responses_routes,
+        media_routes,
+        anthropic_routes,
+        platform_routes,
+        account_routes,
+        topup_routes,
+    )
     install_openapi(app, api, prefix="/v1")
     for routes in api:
         app.include_router(routes, prefix="/v1")

@@ -24,11 +24,13 @@ from lexora_gateway.admission.identity import current_identity
 from lexora_gateway.anthropic.schemas import CountTokensRequest, MessagesRequest
 from lexora_gateway.errors import speaks_anthropic
 from lexora_gateway.media.schemas import EmbeddingsRequest, ImageGenerationRequest
+from lexora_gateway.openai.responses_schemas import ResponsesRequest
 from lexora_gateway.openai.schemas import ChatCompletionRequest, CompletionRequest
 
 REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "/v1/chat/completions": ChatCompletionRequest,
     "/v1/completions": CompletionRequest,
+    "/v1/responses": ResponsesRequest,
     "/v1/embeddings": EmbeddingsRequest,
     "/v1/images/generations": ImageGenerationRequest,
     "/v1/messages": MessagesRequest,

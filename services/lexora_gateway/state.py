@@ -13,6 +13,7 @@ from lexora_auth.client import AuthClient
 from lexora_billing.client import BillingClient
 from lexora_gateway.admission.counters import CounterStore
 from lexora_gateway.admission.key_verifier import KeyVerifier
+from lexora_gateway.openai.responses_store import ResponseStore
 from lexora_gateway.settings import GatewaySettings
 from lexora_router.client import JobInboxes, RouterClient
 from lexora_runtime.metrics import ServiceMetrics
@@ -34,6 +35,7 @@ class GatewayState:
     billing: BillingClient  # holds credit on billing's database directly when given its URL
     usage: UsageClient
     router: RouterClient
+    responses: ResponseStore  # stored Responses API responses (NATS KV)
 
 
 async def _state(request: Request) -> GatewayState:

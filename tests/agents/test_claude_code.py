@@ -5,7 +5,8 @@ tells a user: ANTHROPIC_BASE_URL=<gateway>/api/, ANTHROPIC_AUTH_TOKEN=<a Lexora 
 Its default first request (a ~49 KB system prompt and a dozen tools, max_tokens 32000) is more than
 the local 8,192-token model holds: trimmed (its own system prompt, no tools) it is answered, its
 max_tokens clamped; untrimmed, it gets the Messages API's own "prompt is too long" 400, which
-Claude Code recognizes ("Prompt is too long · the request is ~12304 tokens (limit 8191) …"). What the agent printed goes to the test's output (pytest -s)."""
+Claude Code recognizes ("Prompt is too long · the request is ~12304 tokens (limit 8191) …").
+What the agent printed goes to the test's output (pytest -s)."""
 
 from __future__ import annotations
 

@@ -24,7 +24,8 @@ def body_schema(document: dict, path: str) -> dict:
 
 def test_every_api_route_is_documented(document: dict) -> None:
     assert document["openapi"].startswith("3.")
-    for path in ("/v1/chat/completions", "/v1/completions", "/v1/messages", "/v1/models", "/v1/usage", "/v1/key"):
+    paths = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages", "/v1/models", "/v1/usage")
+    for path in (*paths, "/v1/key", "/v1/responses/{response_id}"):
         assert path in document["paths"], path
     assert {"bearer", "apiKey"} <= set(document["components"]["securitySchemes"])
 
@@ -46,6 +47,20 @@ def test_every_api_route_is_documented(document: dict) -> None:
         ),
         ("/v1/messages", {"model": LOCAL_CHAT_MODEL, "messages": [{"role": "user", "content": "hi"}]}, False),
         ("/v1/completions", {"model": LOCAL_CHAT_MODEL, "prompt": "Once", "max_tokens": 2}, True),
+        ("/v1/responses", {"model": LOCAL_CHAT_MODEL, "input": "hi", "max_output_tokens": 4}, True),
+        (
+            "/v1/responses",
+            {
+                "model": LOCAL_CHAT_MODEL,
+                "input": [{"role": "user", "content": "hi"}, {"type": "reasoning", "summary": []}],
+                "tools": [{"type": "web_search"}, {"type": "function", "name": "f", "parameters": {}}],
+                "max_output_tokens": 4,
+                "store": False,
+            },
+            True,
+        ),
+        ("/v1/responses", {"model": LOCAL_CHAT_MODEL, "input": "hi", "temperature": 3}, False),
+        ("/v1/responses", {"model": LOCAL_CHAT_MODEL, "input": [{"role": "robot", "content": "hi"}]}, False),
     ],
 )
 def test_the_document_and_the_server_agree(

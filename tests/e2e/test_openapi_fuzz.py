@@ -49,7 +49,7 @@ FUNDED_TIMEOUT_S = 150
 ANTHROPIC_PATHS = {"/v1/messages", "/v1/messages/count_tokens"}
 # Not fuzzed here: /v1/billing/checkout (it calls Stripe, and a 502 when Stripe cannot be reached is
 # by design), /v1/embeddings and /v1/images/generations (not yet).
-GENERATION_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/messages")
+GENERATION_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages")
 BODY_PATHS = (*GENERATION_PATHS, "/v1/messages/count_tokens")
 GET_PATHS = (
     "/v1/models",
@@ -59,6 +59,7 @@ GET_PATHS = (
     "/v1/key",
     "/v1/credits",
     "/v1/billing/packages",
+    "/v1/responses/{response_id}",
 )
 # Hypothesis examples per body route and mode, on top of the coverage phase's cases.
 RANDOM_EXAMPLES = 20
@@ -74,7 +75,10 @@ EDGE_MODEL_NAMES = ("m" * 300, "nul\u0000model", "\u00e9\u4e2d\U0001f600", " ", 
 # may name; a 400 naming any other field is a disagreement between the document and the server.
 SEMANTIC_PARAMS = re.compile(
     r"^(max_tokens|messages|tool_choice(\.name)?|prompt|response_format\.json_schema|reasoning\.max_tokens|"
-    r"messages\[\d+\]\.(content\[\d+\].*|tool_calls\[\d+\]\.function\.arguments))$"
+    r"messages\[\d+\]\.(content\[\d+\].*|tool_calls\[\d+\]\.function\.arguments)|"
+    # /v1/responses: an empty input, an item's arguments that are not a JSON object, its images, a
+    # json_schema format without its schema, background responses
+    r"input|input\[\d+\]\.(arguments|(content|output)\[\d+\].*)|text\.format\.schema|background)$"
 )
 # Anthropic's envelope names no param: there, the same refusals are known by their messages.
 SEMANTIC_MESSAGES = re.compile(r"^max_tokens is |^prompt is too long|tool_choice|[Ii]mage|budget_tokens|thinking")
@@ -170,13 +174,17 @@ def edge_cases(document: dict[str, Any], path: str) -> Iterator[Any]:
     schema = schemathesis.openapi.from_dict(copy.deepcopy(document))
     operation = schema[path]["POST"]
     messages = [{"role": "user", "content": "Hi"}]
-    base: dict[str, Any] = {"/v1/completions": {"prompt": "Hi"}}.get(path, {"messages": messages})
+    base: dict[str, Any] = {"/v1/completions": {"prompt": "Hi"}, "/v1/responses": {"input": "Hi"}}.get(
+        path, {"messages": messages}
+    )
     if path == "/v1/messages":
         base = {**base, "max_tokens": 2}
     for model in EDGE_MODEL_NAMES:
         yield operation.Case(body={**base, "model": model}, media_type="application/json")
     for text in ("\u0000", "\ud800 lone surrogate", "x" * 20_000):
-        content = {"/v1/completions": {"prompt": text}}.get(path, {"messages": [{"role": "user", "content": text}]})
+        content = {"/v1/completions": {"prompt": text}, "/v1/responses": {"input": text}}.get(
+            path, {"messages": [{"role": "user", "content": text}]}
+        )
         yield operation.Case(body={**base, **content, "model": LOCAL_CHAT_MODEL}, media_type="application/json")
 
 
@@ -353,6 +361,8 @@ def test_funded_bodies_run_on_the_engine(
         if isinstance(body.get("prompt"), list):
             body["prompt"] = body["prompt"][:2]  # one job per prompt: keep the engine's work small
         body["max_tokens"] = min(body.get("max_tokens") or FUNDED_MAX_TOKENS, FUNDED_MAX_TOKENS)
+        if path == "/v1/responses":
+            runnable_response(body)
         if body.get("max_completion_tokens") is not None:
             body["max_completion_tokens"] = min(body["max_completion_tokens"], FUNDED_MAX_TOKENS)
         case.body = body
@@ -367,8 +377,26 @@ def test_funded_bodies_run_on_the_engine(
     assert balance.held_micro == 0 and balance.exact_balance_pico < 5_000_000 * 10**6, "the answers were charged"
 
 
+def runnable_response(body: dict[str, Any]) -> None:
+    """A drawn /v1/responses body made to run: a few tokens, a text input (drawn items are checked
+    by the unfunded fuzz), no stored response to continue, nothing refused for what a schema cannot
+    say (a forced hosted tool, a background response)."""
+    body["max_output_tokens"] = min(body.get("max_output_tokens") or FUNDED_MAX_TOKENS, FUNDED_MAX_TOKENS)
+    if not isinstance(body.get("input"), str) or not body["input"]:
+        body["input"] = "Hi"
+    body.pop("previous_response_id", None)
+    body.pop("background", None)
+    body.pop("text", None)
+    if isinstance(body.get("tool_choice"), dict) or body.get("tool_choice") == "required":
+        body.pop("tool_choice")
+
+
 def assert_generated(outcome: Outcome) -> None:
     text = outcome.response.text
+    if outcome.case.body.get("stream") and outcome.path == "/v1/responses":
+        events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+        assert events and events[-1]["type"] in ("response.completed", "response.incomplete"), outcome.describe()
+        return
     if outcome.case.body.get("stream"):
         events = [line.removeprefix("data: ") for line in text.splitlines() if line.startswith("data: ")]
         assert events and all('"error"' not in e for e in events), outcome.describe()

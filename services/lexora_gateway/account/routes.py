@@ -73,6 +73,13 @@ async def _free_model_limit(state: GatewayState, identity: Identity, now: dateti
     }
 
 
+def _model_param(request: Request) -> str | None:
+    """The `model` filter as usage records hold names: NUL, which Postgres cannot take, as U+FFFD
+    (lexora_usage.recorder.storable_model), so such a filter is an empty page, not a 500."""
+    model = request.query_params.get("model")
+    return None if model is None else model.replace("\x00", "\ufffd")
+
+
 @router.get("/usage")
 async def usage(request: Request, identity: CurrentIdentity, state: StateDep) -> Response:
     await rate_limits.peek(request, state, identity)
@@ -87,7 +94,7 @@ async def usage(request: Request, identity: CurrentIdentity, state: StateDep) ->
             account_id=identity.account_id,
             start=datetime.combine(start, time(), UTC) if start else None,
             end=datetime.combine(end + timedelta(days=1), time(), UTC) if end else None,  # end_date is inclusive
-            model=request.query_params.get("model"),
+            model=_model_param(request),
             limit=page_size,
             page=page,
             today=now.date(),

@@ -1,0 +1,165 @@
+"""OpenAI Responses API routes: `POST /v1/responses` (a chat job, admitted and dispatched as chat
+completions are), `GET` and `DELETE /v1/responses/{id}` for stored responses."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from functools import partial
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+
+from lexora_contracts.errors import LexoraError, NotFound
+from lexora_contracts.messages import GenerationChunk
+from lexora_gateway.admission import rate_limits
+from lexora_gateway.admission.admit import JobSpec, admit_and_hold
+from lexora_gateway.admission.identity import CurrentIdentity
+from lexora_gateway.chat.jobs import ChatJob
+from lexora_gateway.chat.reasoning import ReasoningTracker, splits_output
+from lexora_gateway.chat.tools import parse_call
+from lexora_gateway.dispatch import dispatch
+from lexora_gateway.http import JSONBody, ReceivedAt, parse_body
+from lexora_gateway.openai import responses_translation as rt
+from lexora_gateway.openai.responses_events import ResponseEvents
+from lexora_gateway.openai.responses_schemas import ResponsesRequest
+from lexora_gateway.state import GatewayState, StateDep
+from lexora_router.client import GenerationStream
+
+router = APIRouter()
+
+
+@router.post("/responses", response_model=None)
+async def create_response(
+    request: Request, received_at: ReceivedAt, identity: CurrentIdentity, state: StateDep
+) -> Response:
+    body = parse_body(ResponsesRequest, await request.body())
+    history: list[dict[str, Any]] = []
+    if body.previous_response_id is not None:
+        previous = await state.responses.get(identity.account_id, body.previous_response_id)
+        if previous is None:
+            await rate_limits.peek(request, state, identity)
+            raise NotFound(
+                f"Previous response with id '{body.previous_response_id}' not found", param="previous_response_id"
+            )
+        history = previous.conversation()
+    earlier = rt.items_from_store(history)
+    job = rt.to_job(body, earlier)
+    response_id = rt.new_id("resp")
+    admitted = await admit_and_hold(request, state, JobSpec(identity, response_id, received_at, job))
+    stream, first = await dispatch(state, admitted)
+    headers = {"X-Request-Id": response_id, **rt.ignored_tools_header(body)}
+    skeleton = partial(rt.response_body, body, response_id, stream.request.model, int(received_at))
+    events = ResponseEvents(skeleton, rt.wants_summary(body), rt.wants_encrypted_reasoning(body))
+    kept = _Keeper(state, identity.account_id, body, [*history, *rt.dump_items(rt.input_items(body))])
+    answer = _answer(stream, first, job, events, kept)
+    if body.stream:
+        return StreamingResponse(answer, media_type="text/event-stream", headers=headers)
+    try:
+        async for _ in answer:  # the same steps, the events unsent
+            pass
+    except _Failed as failed:
+        raise failed.error from None
+    assert events.final is not None
+    return JSONBody(events.final, headers=headers)
+
+
+class _Failed(Exception):
+    """A non-streaming answer's error, carried out of the event generator."""
+
+    def __init__(self, error: LexoraError):
+        self.error = error
+
+
+class _Keeper:
+    """Keeps a finished response when `store` asks for it."""
+
+    def __init__(self, state: GatewayState, account_id: str, body: ResponsesRequest, items: list[dict[str, Any]]):
+        self.state, self.account_id, self.store, self.items = state, account_id, body.store, items
+
+    async def keep(self, response: dict[str, Any]) -> None:
+        if self.store:
+            await self.state.responses.put(self.account_id, response, self.items)
+
+
+async def _answer(
+    stream: GenerationStream, first: GenerationChunk, job: ChatJob, events: ResponseEvents, kept: _Keeper
+) -> AsyncIterator[bytes]:
+    """The answer as events. Reasoning and text stream as they come, unless tools are offered: then
+    the answer is read whole, since only then is it known whether it is a call or prose."""
+    tracker = ReasoningTracker() if splits_output(stream.request) else None
+    hold_answer = job.tools.active
+    reasoning_text: list[str] = []
+    answer_text: list[str] = []
+
+    def emit(reasoning: str, answer: str) -> bytes:
+        reasoning_text.append(reasoning)
+        answer_text.append(answer)
+        out = events.reasoning(reasoning)
+        return out if hold_answer or not answer else out + events.text(answer)
+
+    try:
+        yield events.start()
+        chunk = first
+        while True:
+            if chunk.kind == "delta" and chunk.text:
+                split = tracker.feed(chunk.text, chunk.completion_tokens) if tracker else ("", chunk.text)
+                out = emit(*split)
+                if out:
+                    yield out
+            if chunk.kind == "done":
+                break
+            chunk = await stream.next()
+        out = emit(*tracker.finish(chunk.completion_tokens)) if tracker else b""
+        answer = "".join(answer_text)
+        if hold_answer:
+            call = parse_call(answer, job.tools, rt.CALL_ID_PREFIX)
+            out += events.function_call(call) if call is not None else events.text(answer)
+        known = tracker.reasoning_tokens if tracker else 0
+        reasoning_tokens = rt.reasoning_token_count(known, "".join(reasoning_text), answer, chunk.completion_tokens)
+        usage = rt.usage_block(chunk.prompt_tokens, chunk.completion_tokens, chunk.cost_pico, reasoning_tokens)
+        out += events.complete(chunk.finish_reason, usage)
+        assert events.final is not None
+        await kept.keep(events.final)
+        yield out
+    except LexoraError as exc:
+        if not job.stream:
+            raise _Failed(exc) from exc
+        yield events.fail(exc.code, exc.message)
+    finally:
+        # A client that disconnected lands here too (the generator is closed): stop the engine.
+        await stream.release()
+
+
+@router.get("/responses/{response_id}")
+async def get_response(request: Request, response_id: str, identity: CurrentIdentity, state: StateDep) -> Response:
+    await rate_limits.peek(request, state, identity)
+    stored = await state.responses.get(identity.account_id, response_id)
+    if stored is None:
+        raise _not_found(response_id)
+    return JSONBody(stored.response)
+
+
+@router.get("/responses/{response_id}/input_items")
+async def list_input_items(request: Request, response_id: str, identity: CurrentIdentity, state: StateDep) -> Response:
+    """The items the response continued from (its own input after the previous response's), oldest
+    first, in one page."""
+    await rate_limits.peek(request, state, identity)
+    stored = await state.responses.get(identity.account_id, response_id)
+    if stored is None:
+        raise _not_found(response_id)
+    data = [{"id": item.get("id") or f"item_{response_id}_{i}", **item} for i, item in enumerate(stored.input_items)]
+    first_id, last_id = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+    return JSONBody({"object": "list", "data": data, "first_id": first_id, "last_id": last_id, "has_more": False})
+
+
+@router.delete("/responses/{response_id}")
+async def delete_response(request: Request, response_id: str, identity: CurrentIdentity, state: StateDep) -> Response:
+    await rate_limits.peek(request, state, identity)
+    if not await state.responses.delete(identity.account_id, response_id):
+        raise _not_found(response_id)
+    return JSONBody({"id": response_id, "object": "response", "deleted": True})
+
+
+def _not_found(response_id: str) -> NotFound:
+    return NotFound(f"Response with id '{response_id}' not found", param="response_id")
