@@ -140,3 +140,14 @@ def test_a_claude_name_is_served_by_the_pattern_and_charged_at_its_price(lexora:
     _charged_exactly(lexora, account.account_id, message.id, message.usage.input_tokens, message.usage.output_tokens)
     with pytest.raises(anthropic.NotFoundError):
         sdk.messages.create(model="claude-sonnet-4-5", max_tokens=4, messages=HELLO)
+
+
+def test_responses_api_max_output_tokens_is_clamped_too(lexora: RunningStack) -> None:
+    account = lexora.create_account()
+    raw = openai_client(lexora, account.api_key).responses.with_raw_response.create(
+        model=LOCAL_CHAT_MODEL, input="Say hello in one short sentence.", max_output_tokens=32000, temperature=0
+    )
+    response = raw.parse()
+    assert raw.status_code == 200 and response.output_text.strip()
+    assert int(raw.headers[HEADER]) == CONTEXT - response.usage.input_tokens
+    _charged_exactly(lexora, account.account_id, response.id, response.usage.input_tokens, response.usage.output_tokens)

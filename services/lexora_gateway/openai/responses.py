@@ -15,7 +15,7 @@ from lexora_contracts.messages import GenerationChunk
 from lexora_gateway.admission import rate_limits
 from lexora_gateway.admission.admit import JobSpec, admit_and_hold
 from lexora_gateway.admission.identity import CurrentIdentity
-from lexora_gateway.chat.jobs import ChatJob
+from lexora_gateway.chat.jobs import ChatJob, max_tokens_headers
 from lexora_gateway.chat.reasoning import ReasoningTracker, splits_output
 from lexora_gateway.chat.tools import parse_call
 from lexora_gateway.dispatch import dispatch
@@ -48,7 +48,11 @@ async def create_response(
     response_id = rt.new_id("resp")
     admitted = await admit_and_hold(request, state, JobSpec(identity, response_id, received_at, job))
     stream, first = await dispatch(state, admitted)
-    headers = {"X-Request-Id": response_id, **rt.ignored_tools_header(body)}
+    headers = {
+        "X-Request-Id": response_id,
+        **rt.ignored_tools_header(body),
+        **max_tokens_headers(job, stream.request, first),
+    }
     skeleton = partial(rt.response_body, body, response_id, stream.request.model, int(received_at))
     events = ResponseEvents(skeleton, rt.wants_summary(body), rt.wants_encrypted_reasoning(body))
     kept = _Keeper(state, identity.account_id, body, [*history, *rt.dump_items(rt.input_items(body))])
