@@ -302,7 +302,7 @@ async def test_seeded_sampling_is_reproducible(triton):
         ("{not json", {}, "JSON"),
         ('{"role": "user"}', {}, "messages"),
         (GREETING, {"max_tokens": -1}, "max_tokens"),
-        (GREETING, {"max_tokens": 9000}, "context window"),
+        ([{"role": "user", "content": "hello " * 9000}], {}, "prompt is too long"),
         (GREETING, {"omit": ("text_input",)}, "text_input"),
         (GREETING, {"budget": -1}, "reasoning_budget"),
         ("Once upon a time", {"chat": False, "budget": 4}, "apply_chat_template"),
