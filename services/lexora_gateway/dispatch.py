@@ -54,6 +54,16 @@ async def collect(stream: GenerationStream, first: GenerationChunk) -> tuple[str
         chunk = await stream.next()
 
 
+async def run_binary_job(state: GatewayState, admitted: Admitted) -> tuple[bytes, GenerationChunk]:
+    """Dispatch a job whose answer is binary (embedding vectors, a PNG) and read it whole; the
+    stream is released however that ends."""
+    stream, first = await dispatch(state, admitted)
+    try:
+        return await collect_binary(stream, first)
+    finally:
+        await stream.release()
+
+
 async def collect_binary(stream: GenerationStream, first: GenerationChunk) -> tuple[bytes, GenerationChunk]:
     """A binary result (embedding vectors, a PNG) reassembled from its slices, and the final chunk."""
     parts = []

@@ -7,7 +7,7 @@ from fastapi.responses import Response
 
 from lexora_gateway.admission.admit import JobSpec, admit_and_hold
 from lexora_gateway.admission.identity import CurrentIdentity
-from lexora_gateway.dispatch import collect_binary, dispatch
+from lexora_gateway.dispatch import run_binary_job
 from lexora_gateway.http import JSONBody, ReceivedAt, parse_body
 from lexora_gateway.media import embedding_jobs, image_jobs
 from lexora_gateway.media.schemas import EmbeddingsRequest, ImageGenerationRequest
@@ -22,14 +22,11 @@ async def embeddings(request: Request, received_at: ReceivedAt, identity: Curren
     body = parse_body(EmbeddingsRequest, await request.body())
     request_id = translation.new_request_id("embd")
     spec = JobSpec(identity, request_id, received_at, embedding_jobs.Embeddings(body))
-    stream, first = await dispatch(state, await admit_and_hold(request, state, spec))
-    try:
-        vectors, done = await collect_binary(stream, first)
-    finally:
-        await stream.release()
+    admitted = await admit_and_hold(request, state, spec)
+    vectors, done = await run_binary_job(state, admitted)
     return JSONBody(
         embedding_jobs.embeddings_body(
-            stream.request.model, vectors, len(body.texts()), body.encoding_format, done.prompt_tokens, done.cost_pico
+            admitted.request.model, vectors, len(body.texts()), body.encoding_format, done.prompt_tokens, done.cost_pico
         ),
         headers={"X-Request-Id": request_id},
     )
@@ -42,11 +39,7 @@ async def image_generations(
     body = parse_body(ImageGenerationRequest, await request.body())
     request_id = translation.new_request_id("img")
     spec = JobSpec(identity, request_id, received_at, image_jobs.ImageGeneration(body))
-    stream, first = await dispatch(state, await admit_and_hold(request, state, spec))
-    try:
-        png, done = await collect_binary(stream, first)
-    finally:
-        await stream.release()
+    png, done = await run_binary_job(state, await admit_and_hold(request, state, spec))
     return JSONBody(
         image_jobs.image_body(body, png, int(received_at), done.images, done.cost_pico),
         headers={"X-Request-Id": request_id},
