@@ -44,7 +44,7 @@ _PROSE = r"([^{\[ \t\r\n\x00] [^\x00]*)?"
 
 def literal(text: str) -> str:
     """A grammar literal matching `text` exactly."""
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    escaped = "".join("\\" + ch if ch in '"\\' else f"\\x{ord(ch):02x}" if ord(ch) < 0x20 else ch for ch in text)
     return f'"{escaped}"'
 
 
@@ -100,7 +100,8 @@ class _Builder:
         properties = schema.get("properties")
         if not isinstance(properties, dict) or not properties:
             return "object"
-        required = [n for n in properties if n in set(schema.get("required") or [])]
+        listed = schema.get("required")
+        required = [n for n in properties if isinstance(listed, list) and n in listed]
         optional = [n for n in properties if n not in required]
         pair = {
             n: f'{literal(json.dumps(n, ensure_ascii=False))} ws ":" ws {self.value(s, f"{hint}-{n}")}'

@@ -52,6 +52,12 @@ class ToolUse:
         return bool(self.tools) and self.mode != "none"
 
     @property
+    def several(self) -> bool:
+        """Whether one answer may hold several calls: when parallel calls are allowed and the
+        client did not name the one tool to call."""
+        return self.parallel and self.forced_name is None
+
+    @property
     def forced(self) -> bool:
         return self.active and (self.mode == "required" or self.forced_name is not None)
 
@@ -86,7 +92,7 @@ def with_instructions(messages: list[ChatTurn], use: ToolUse) -> list[ChatTurn]:
     instructions = (
         f"You can call these tools:\n{catalog}\n\n"
         f'{how}: {{"name": <tool name>, "arguments": <arguments object>}}.'
-        + (" To call several tools at once, reply with a JSON array of such objects." if use.parallel else "")
+        + (" To call several tools at once, reply with a JSON array of such objects." if use.several else "")
         + ("" if use.forced else " Otherwise answer normally.")
     )
     if messages and messages[0].role == "system":
@@ -104,4 +110,4 @@ def guide(use: ToolUse) -> tuple[str, str] | None:
     if not use.active:
         return None
     tools = [(t.name, t.parameters) for t in _allowed(use)]
-    return "ebnf_grammar", tool_call_grammar(tools, allow_prose=not use.forced, parallel=use.parallel)
+    return "ebnf_grammar", tool_call_grammar(tools, allow_prose=not use.forced, parallel=use.several)

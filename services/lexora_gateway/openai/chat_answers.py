@@ -54,7 +54,7 @@ async def respond(
 
 
 def _finish_reason(answer: Answer) -> str:
-    """"tool_calls" when the model called, unless max_tokens cut it short ("length", as OpenAI says)."""
+    """ "tool_calls" when the model called, unless max_tokens cut it short ("length", as OpenAI says)."""
     finish = translation.openai_finish_reason(answer.done.finish_reason)
     return "tool_calls" if answer.calls and finish != "length" else finish
 
