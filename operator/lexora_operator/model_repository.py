@@ -35,6 +35,8 @@ CONFIG_DIR = "/etc/lexora/model-repo"
 LAYOUT_KEY = "layout"
 FETCH_SCRIPT_KEY = "fetch.sh"
 PROBE_SCRIPT_KEY = "probe.py"
+BUILD_SCRIPT_KEY = "build_engine.py"
+ENGINE_DIR = f"{CACHE_DIR}/engine"  # a built engine: the model cache's, or built in the pod
 
 
 def source_dir(spec: ModelDeploymentSpec) -> str:
@@ -60,9 +62,11 @@ def model_repository_files(spec: ModelDeploymentSpec) -> dict[str, str]:
     the probe script."""
     if spec.backend == "tensorrtllm":
         configs = tensorrtllm_configs(spec)
+        # build: a Hugging Face checkpoint (the engine is built into /cache/engine, by the model
+        # cache's build Job or by the pod's build-engine init container); prebuilt: engine/ and tokenizer/.
+        checkpoint = ["require config.json", "require tokenizer_config.json"]
         layout = [
-            "require engine/config.json",
-            "require tokenizer",
+            *(checkpoint if spec.builds_engine else ["require engine/config.json", "require tokenizer"]),
             "require preprocessing/1/model.py",
             "require postprocessing/1/model.py",
             "model ensemble",
@@ -85,7 +89,20 @@ def model_repository_files(spec: ModelDeploymentSpec) -> dict[str, str]:
     data[LAYOUT_KEY] = "\n".join(layout) + "\n"
     data[FETCH_SCRIPT_KEY] = FETCH_SCRIPT
     data[PROBE_SCRIPT_KEY] = probe_script()
+    if spec.builds_engine:  # the build-engine init container's, when there is no model cache
+        data[BUILD_SCRIPT_KEY] = (
+            resources.files("lexora_operator").joinpath("engine_build_script.py").read_text(encoding="utf-8")
+        )
     return data
+
+
+def engine_dir(spec: ModelDeploymentSpec) -> str:
+    return ENGINE_DIR if spec.builds_engine else f"{source_dir(spec)}/engine"
+
+
+def tokenizer_dir(spec: ModelDeploymentSpec) -> str:
+    # A Hugging Face checkpoint carries its tokenizer at its root; a prebuilt source in tokenizer/.
+    return source_dir(spec) if spec.builds_engine else f"{source_dir(spec)}/tokenizer"
 
 
 # --- pbtxt building blocks -------------------------------------------------------------------------
@@ -167,7 +184,7 @@ def tensorrt_llm_config(spec: ModelDeploymentSpec) -> str:
         "max_beam_width": "1",
         "FORCE_CPU_ONLY_INPUT_TENSORS": "no",
         "gpt_model_type": "inflight_fused_batching",
-        "gpt_model_path": f"{source_dir(spec)}/engine",
+        "gpt_model_path": engine_dir(spec),
         "batch_scheduler_policy": "guaranteed_no_evict",
         "kv_cache_free_gpu_mem_fraction": _fraction(spec.triton.kv_cache_free_gpu_mem_fraction),
         "enable_kv_cache_reuse": "true",
@@ -232,7 +249,7 @@ def preprocessing_config(spec: ModelDeploymentSpec) -> str:
         _tensors("input", inputs),
         _tensors("output", outputs),
         _instances(spec.triton.instance_count, "KIND_CPU"),
-        _parameters({"tokenizer_dir": f"{source_dir(spec)}/tokenizer", "add_special_tokens": "false"}),
+        _parameters({"tokenizer_dir": tokenizer_dir(spec), "add_special_tokens": "false"}),
     )
 
 
@@ -257,7 +274,7 @@ def postprocessing_config(spec: ModelDeploymentSpec) -> str:
         _tensors("input", inputs),
         _tensors("output", outputs),
         _instances(spec.triton.instance_count, "KIND_CPU"),
-        _parameters({"tokenizer_dir": f"{source_dir(spec)}/tokenizer", "skip_special_tokens": "true"}),
+        _parameters({"tokenizer_dir": tokenizer_dir(spec), "skip_special_tokens": "true"}),
     )
 
 
