@@ -14,8 +14,8 @@ from pathlib import Path
 from operator_support import load_sample
 
 from lexora_operator import cache as mc
-from lexora_operator.render import fetch_env
 from lexora_operator.model_repository import model_repository_files
+from lexora_operator.render import fetch_env
 from lexora_operator.spec import parse_spec
 
 FAKE_HF = """#!/bin/sh

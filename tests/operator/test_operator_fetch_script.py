@@ -12,7 +12,6 @@ from operator_support import load_sample
 from lexora_operator.model_repository import model_repository_files
 from lexora_operator.spec import parse_spec
 
-
 PREBUILT = {"source": {"pvc": {"claimName": "llama-engines"}}, "engine": {"mode": "prebuilt"}}
 
 

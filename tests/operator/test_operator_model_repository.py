@@ -19,7 +19,9 @@ ROUTER_OUTPUTS = {t.name for t in CHAT_OUTPUTS}
 STOP_WORD = {t.name for t in OPTIONAL_CHAT_OUTPUTS}
 
 
-def configs(sample: str, engine: dict[str, Any] | None = None, **triton: Any) -> dict[str, model_config_pb2.ModelConfig]:
+def configs(
+    sample: str, engine: dict[str, Any] | None = None, **triton: Any
+) -> dict[str, model_config_pb2.ModelConfig]:
     manifest = load_sample(sample)
     spec = copy.deepcopy(manifest["spec"])
     spec["triton"].update(triton)
