@@ -9,9 +9,9 @@ postprocessing, wired by `ensemble`). The ensemble exposes the tensor names the 
 TensorRT-LLM ensemble's own `text_input`, `max_tokens`, `stream`, `temperature`, `top_p`, `seed`,
 `stop_words`) plus Lexora's `apply_chat_template` in and `num_input_tokens`/`num_output_tokens`/
 `finish_reason` out, which the source's preprocessing/postprocessing models implement.
-python: one model whose code (`1/model.py`) comes from the source; for chat models the config
-declares the router's tensors, for embedding and image models the model declares its own
-(`auto_complete_config`).
+python: one model whose code (`1/model.py`) comes from the source or the image; the config declares
+the router's tensors for its kind (lexora_contracts.engine_tensors: chat, embedding, image) and
+passes `model_dir` (where the model's files are) and `model_id`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ from importlib import resources
 from lexora_contracts.engine_tensors import (
     CHAT_INPUTS,
     CHAT_OUTPUTS,
+    EMBEDDING_INPUTS,
+    EMBEDDING_OUTPUTS,
+    IMAGE_INPUTS,
+    IMAGE_OUTPUTS,
     OPTIONAL_CHAT_OUTPUTS,
     REASONING_INPUTS,
     EngineTensor,
@@ -361,8 +365,13 @@ def ensemble_config(spec: ModelDeploymentSpec) -> str:
 def python_config(spec: ModelDeploymentSpec) -> str:
     gpus = spec.gpu.count
     reasoning = "reasoning" in spec.model.capabilities
-    outputs = _declared(CHAT_OUTPUTS + OPTIONAL_CHAT_OUTPUTS)
-    io = [_tensors("input", _chat_inputs(reasoning)), _tensors("output", outputs)] if spec.model.kind == "chat" else []
+    if spec.model.kind == "chat":
+        inputs, outputs = _chat_inputs(reasoning), _declared(CHAT_OUTPUTS + OPTIONAL_CHAT_OUTPUTS)
+    elif spec.model.kind == "embedding":
+        inputs, outputs = _declared(EMBEDDING_INPUTS, inputs=True), _declared(EMBEDDING_OUTPUTS)
+    else:
+        inputs, outputs = _declared(IMAGE_INPUTS, inputs=True), _declared(IMAGE_OUTPUTS)
+    io = [_tensors("input", inputs), _tensors("output", outputs)]
     parameters = {"model_dir": source_dir(spec), "model_id": spec.model.id, **spec.triton.parameters}
     return _join(
         _header(spec.triton_model_name, 'backend: "python"', spec.max_batch_size),
