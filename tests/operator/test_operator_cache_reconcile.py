@@ -152,12 +152,12 @@ async def test_a_new_source_is_filled_while_the_old_pods_keep_serving(cluster: C
         mounts = triton_pod(deployment)["containers"][0]["volumeMounts"]
         return any(m.get("subPath") == f"sources/{env['LEXORA_SOURCE_DIR'].rsplit('/', 1)[-1]}" for m in mounts)
 
-    await eventually(rolled, what="the Deployment on the new cache directory")
+    await eventually(rolled, timeout=30, what="the Deployment on the new cache directory")
 
     async def only_the_new_job() -> bool:
         return [j["metadata"]["name"] for j in await jobs(cluster, "model-cache")] == [second["metadata"]["name"]]
 
-    await eventually(only_the_new_job, what="the superseded fill Job removed")
+    await eventually(only_the_new_job, timeout=30, what="the superseded fill Job removed")
 
 
 async def test_a_failed_fill_fails_the_model_with_the_fetchers_reason(cluster: Cluster) -> None:
