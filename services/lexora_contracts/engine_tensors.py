@@ -56,3 +56,23 @@ CHAT_OUTPUTS: tuple[EngineTensor, ...] = (
 # Read when the model declares it (a router asks a model only for outputs it declares): the stop
 # word that ended the answer, reported as Anthropic's `stop_sequence`.
 OPTIONAL_CHAT_OUTPUTS: tuple[EngineTensor, ...] = (EngineTensor("stop_word", "BYTES"),)
+
+
+# Embedding models (model-repo/all-minilm-l6-v2; lexora_router's embeddings client): a batch of N
+# strings in, N vectors and N token counts out. The vector width is the model's; -1 here.
+EMBEDDING_INPUTS: tuple[EngineTensor, ...] = (EngineTensor("text_input", "BYTES", dims="-1", optional=False),)
+EMBEDDING_OUTPUTS: tuple[EngineTensor, ...] = (
+    EngineTensor("embedding", "FP32", dims="-1, -1"),
+    EngineTensor("num_input_tokens", "INT32", dims="-1"),
+)
+
+# Image models (model-repo/flux-1-schnell): one prompt in, one PNG out.
+IMAGE_INPUTS: tuple[EngineTensor, ...] = (
+    EngineTensor("prompt", "BYTES", optional=False),
+    EngineTensor("width", "INT32", optional=False),
+    EngineTensor("height", "INT32", optional=False),
+    EngineTensor("num_inference_steps", "INT32", optional=False),
+    EngineTensor("guidance_scale", "FP32", optional=False),
+    EngineTensor("seed", "INT64"),
+)
+IMAGE_OUTPUTS: tuple[EngineTensor, ...] = (EngineTensor("image", "BYTES"),)

@@ -19,10 +19,14 @@ ROUTER_OUTPUTS = {t.name for t in CHAT_OUTPUTS}
 STOP_WORD = {t.name for t in OPTIONAL_CHAT_OUTPUTS}
 
 
-def configs(sample: str, **triton: Any) -> dict[str, model_config_pb2.ModelConfig]:
+def configs(
+    sample: str, engine: dict[str, Any] | None = None, **triton: Any
+) -> dict[str, model_config_pb2.ModelConfig]:
     manifest = load_sample(sample)
     spec = copy.deepcopy(manifest["spec"])
     spec["triton"].update(triton)
+    if engine is not None:
+        spec["engine"] = engine
     files = model_repository_files(parse_spec(manifest["metadata"]["name"], spec))
     return {
         key.removesuffix(".config.pbtxt"): text_format.Parse(text, model_config_pb2.ModelConfig())
@@ -52,7 +56,17 @@ def test_tensorrt_llm_engine_gets_batch_size_kv_cache_fraction_and_streaming() -
     params = parameters(engine)
     assert params["kv_cache_free_gpu_mem_fraction"] == "0.85"
     assert params["gpt_model_type"] == "inflight_fused_batching"
-    assert params["gpt_model_path"] == "/source/engine"
+    # Built by the model cache's Job (or the pod's build-engine init container) into /cache/engine.
+    assert params["gpt_model_path"] == "/cache/engine"
+    prebuilt = configs("llama-3.2-3b-instruct.yaml", engine={"mode": "prebuilt"})
+    assert parameters(prebuilt["tensorrt_llm"])["gpt_model_path"] == "/cache/source/engine"
+    assert parameters(prebuilt["preprocessing"])["tokenizer_dir"] == "/cache/source/tokenizer"
+
+
+def test_a_built_engine_reads_the_tokenizer_from_the_hugging_face_checkpoint() -> None:
+    models = configs("llama-3.2-3b-instruct.yaml")
+    for model in ("preprocessing", "postprocessing"):
+        assert parameters(models[model])["tokenizer_dir"] == "/cache/source"
 
 
 def test_ensemble_exposes_exactly_the_router_tensors() -> None:
@@ -143,5 +157,7 @@ def test_the_fetch_script_is_shipped_with_the_layout_it_reads() -> None:
     manifest = load_sample("llama-3.2-3b-instruct.yaml")
     files = model_repository_files(parse_spec(manifest["metadata"]["name"], manifest["spec"]))
     assert files["fetch.sh"].startswith("#!/bin/sh")
-    assert "require engine/config.json" in files["layout"]
+    assert "require config.json" in files["layout"].splitlines(), "a Hugging Face checkpoint to build from"
+    assert "require engine/config.json" not in files["layout"]
+    assert files["build_engine.py"].startswith('"""Build a TensorRT-LLM engine')
     assert "model preprocessing preprocessing/1" in files["layout"]
