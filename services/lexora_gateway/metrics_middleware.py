@@ -20,9 +20,15 @@ UNMATCHED = "unmatched"
 def route_label(scope: dict[str, Any]) -> str:
     """The matched route's template (`/v1/models/{model_id:path}`), never the raw path, so a client
     cannot mint a metric series per URL; `/api/v1/…` counts as `/v1/…`."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    return path.removeprefix("/api") if isinstance(path, str) else UNMATCHED
+    template = getattr(scope.get("route"), "path", None)
+    if not isinstance(template, str):
+        return UNMATCHED
+    template = template.removeprefix("/api")
+    # The API's routers are included under /v1 and /api/v1; the route in the scope is the router's
+    # own, whose template lacks that prefix.
+    if scope["path"].removeprefix("/api").startswith("/v1/") and not template.startswith("/v1/"):
+        template = "/v1" + template
+    return template
 
 
 class MetricsMiddleware:

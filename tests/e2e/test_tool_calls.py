@@ -281,7 +281,11 @@ def test_anthropic_auto_streams_input_json_as_it_is_written(lexora: RunningStack
         else:
             messages.append({"role": turn["role"], "content": turn["content"]})
     with anthropic_client(lexora, account.api_key).messages.stream(
-        model=LOCAL_CHAT_MODEL, max_tokens=40, messages=messages, tools=ANTHROPIC_TOOLS, temperature=0
+        model=LOCAL_CHAT_MODEL,
+        max_tokens=40,
+        messages=messages,
+        tools=ANTHROPIC_TOOLS,
+        extra_body={"temperature": 0},
     ) as stream:
         events = list(stream)
         final = stream.get_final_message()

@@ -3,6 +3,8 @@ envelope, and requests are labelled by route template."""
 
 from __future__ import annotations
 
+import re
+
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -54,15 +56,22 @@ async def test_bodies_over_the_limit_are_413_in_the_routes_envelope() -> None:
 
 
 async def test_requests_are_labelled_by_route_template() -> None:
-    app, metrics = app_with_edge()
+    """On the real app: its routers are included under /v1 and /api/v1."""
+    from types import SimpleNamespace
+
+    from lexora_gateway.app import create_app
+    from lexora_gateway.settings import GatewaySettings
+
+    app = create_app(GatewaySettings())
+    registry = SimpleNamespace(get=lambda name: None)
+    app.state.gateway = SimpleNamespace(
+        settings=GatewaySettings(), registry=registry, nc=SimpleNamespace(max_payload=LIMIT)
+    )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         for n in range(3):
             await client.get(f"/v1/models/m-{n}")
+            await client.get(f"/api/v1/models/m-{n}")
             await client.get(f"/nowhere-{n}")
-    labels = {
-        sample.labels["operation"]
-        for family in metrics.registry.collect()
-        for sample in family.samples
-        if "operation" in sample.labels
-    }
+        exposed = (await client.get("/metrics")).text
+    labels = set(re.findall(r'lexora_requests_total\{operation="([^"]+)"', exposed))
     assert labels == {"/v1/models/{model_id:path}", "unmatched"}
