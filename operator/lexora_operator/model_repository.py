@@ -9,9 +9,8 @@ postprocessing, wired by `ensemble`). The ensemble exposes the tensor names the 
 TensorRT-LLM ensemble's own `text_input`, `max_tokens`, `stream`, `temperature`, `top_p`, `seed`,
 `stop_words`) plus Lexora's `apply_chat_template` in and `num_input_tokens`/`num_output_tokens`/
 `finish_reason` out, which the source's preprocessing/postprocessing models implement.
-python: one model whose code (`1/model.py`) comes from the source; for chat models the config
-declares the router's tensors, for embedding and image models the model declares its own
-(`auto_complete_config`).
+python: one model whose code (`1/model.py`) comes from the source; the config declares the tensors the
+router sends and reads for the model's kind (lexora_contracts.engine_tensors).
 """
 
 from __future__ import annotations
@@ -21,6 +20,10 @@ from importlib import resources
 from lexora_contracts.engine_tensors import (
     CHAT_INPUTS,
     CHAT_OUTPUTS,
+    EMBEDDING_INPUTS,
+    EMBEDDING_OUTPUTS,
+    IMAGE_INPUTS,
+    IMAGE_OUTPUTS,
     OPTIONAL_CHAT_OUTPUTS,
     REASONING_INPUTS,
     EngineTensor,
@@ -344,8 +347,13 @@ def ensemble_config(spec: ModelDeploymentSpec) -> str:
 def python_config(spec: ModelDeploymentSpec) -> str:
     gpus = spec.gpu.count
     reasoning = "reasoning" in spec.model.capabilities
-    outputs = _declared(CHAT_OUTPUTS + OPTIONAL_CHAT_OUTPUTS)
-    io = [_tensors("input", _chat_inputs(reasoning)), _tensors("output", outputs)] if spec.model.kind == "chat" else []
+    # The router's tensors for the model's kind: Triton refuses any tensor a config does not declare.
+    inputs, outputs = {
+        "chat": (_chat_inputs(reasoning), _declared(CHAT_OUTPUTS + OPTIONAL_CHAT_OUTPUTS)),
+        "embedding": (_declared(EMBEDDING_INPUTS, inputs=True), _declared(EMBEDDING_OUTPUTS)),
+        "image": (_declared(IMAGE_INPUTS, inputs=True), _declared(IMAGE_OUTPUTS)),
+    }[spec.model.kind]
+    io = [_tensors("input", inputs), _tensors("output", outputs)]
     parameters = {"model_dir": source_dir(spec), "model_id": spec.model.id, **spec.triton.parameters}
     return _join(
         _header(spec.triton_model_name, 'backend: "python"', spec.max_batch_size),
