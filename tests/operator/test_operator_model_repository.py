@@ -152,8 +152,12 @@ def test_embedding_and_image_models_declare_what_model_repo_declares() -> None:
         files = model_repository_files(parse_spec(manifest["metadata"]["name"], manifest["spec"]))
         generated = text_format.Parse(files[f"{model}.config.pbtxt"], model_config_pb2.ModelConfig())
         for kind in ("input", "output"):
-            declared = {t.name: (t.data_type, getattr(t, "optional", False), len(t.dims)) for t in getattr(generated, kind)}
-            assert declared == {t.name: (t.data_type, getattr(t, "optional", False), len(t.dims)) for t in getattr(local, kind)}
+            declared = {
+                t.name: (t.data_type, getattr(t, "optional", False), len(t.dims)) for t in getattr(generated, kind)
+            }
+            assert declared == {
+                t.name: (t.data_type, getattr(t, "optional", False), len(t.dims)) for t in getattr(local, kind)
+            }
 
 
 def test_the_fetch_script_is_shipped_with_the_layout_it_reads() -> None:
