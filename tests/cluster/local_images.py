@@ -17,9 +17,10 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from pod_runner import LocalImage
+
 from lexora_dev.triton_server import prepare_backends, pytriton_root, triton_command
 from lexora_operator.spec import DEFAULT_FETCHER_IMAGE
-from pod_runner import LocalImage
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRITON_PYTHON_IMAGE = "ghcr.io/lexora/triton-python:0.1.0"
