@@ -172,6 +172,13 @@ class ClusterInABox:
         self._base_hosts = Path("/etc/hosts").read_text()
         self.hosts.write_text(self._base_hosts)
         self._thread = threading.Thread(target=self._run, name="cluster-in-a-box", daemon=True)
+        self.log_path = workdir / "events.log"
+
+    def event(self, what: str) -> None:
+        """One line in events.log: what the controllers and kubelet did, for a failing test's reader."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a") as log:
+            log.write(f"{time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d} {what}\n")
 
     def start(self) -> None:
         self._thread.start()
@@ -179,8 +186,14 @@ class ClusterInABox:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(30)
-        for state in list(self.pods.values()):
-            self._stop_pod(state, delete=False)
+        stopping = [
+            threading.Thread(target=self._stop_pod, args=(state,), kwargs={"delete": False, "grace": 2})
+            for state in list(self.pods.values())
+        ]
+        for thread in stopping:
+            thread.start()
+        for thread in stopping:
+            thread.join(30)
         for proxy in self.services.values():
             proxy.close()
 
@@ -255,16 +268,18 @@ class ClusterInABox:
         }
         self.api.create("v1", "pods", namespace, body).raise_for_status()
         self.pods[name] = state
+        self.event(f"pod {namespace}/{name} created")
         state.thread = threading.Thread(target=self._kubelet, args=(state,), name=f"kubelet-{name}", daemon=True)
         state.thread.start()
 
-    def _stop_pod(self, state: PodState, delete: bool = True) -> None:
+    def _stop_pod(self, state: PodState, delete: bool = True, grace: float = 10) -> None:
         state.stopping.set()
         state.ready = False
-        state.pod.stop()
+        state.pod.stop(grace)
         if state.thread is not None:
             state.thread.join(30)
         self.pods.pop(state.name, None)
+        self.event(f"pod {state.namespace}/{state.name} stopped")
         if delete:
             self.api.delete("v1", "pods", state.namespace, state.name)
 
@@ -313,6 +328,7 @@ class ClusterInABox:
                     raise ContainerFailed(triton["name"], code, pod.termination_message(triton))
                 ok, said = pod.probe(triton, readiness) if readiness else (True, "")
                 if ok != state.ready:
+                    self.event(f"pod {state.name} {'ready' if ok else 'not ready'}: {said}")
                     state.ready = ok
                     statuses = [{"name": n, "ready": ok, "state": {"running": {}}} for n in mains]
                     self._report(state, phase="Running", containerStatuses=statuses)
@@ -329,6 +345,7 @@ class ClusterInABox:
             ]
             self._report(state, phase="Failed" if key == "initContainerStatuses" else "Running", **{key: statuses})
             self.errors.append(f"pod {state.name}: {failed}")
+            self.event(f"pod {state.name} failed: {failed}")
         except Exception:  # noqa: BLE001 - the test reads the errors
             if not state.stopping.is_set():
                 self.errors.append(f"pod {state.name}: {traceback.format_exc()}")
@@ -341,6 +358,7 @@ class ClusterInABox:
         for key, service in services.items():
             if key not in self.services:
                 self.services[key] = ServiceProxy(next(self._ips), service["spec"]["ports"])
+                self.event(f"service {key[0]}/{key[1]} at {self.services[key].ip}")
             selector = service["spec"].get("selector") or {}
             self.services[key].endpoints = [
                 s

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import shutil
 import sys
 import threading
 from collections.abc import Iterator
@@ -137,6 +136,4 @@ def box(state_root: Path, postgres_url: str) -> Iterator[Box]:
             with running_operator(api_url, platform.config.nats_url):
                 yield Box(api_url, cluster, platform)
         finally:
-            cluster.stop()
-            if not cluster.errors:
-                shutil.rmtree(state / "pods", ignore_errors=True)
+            cluster.stop()  # the pods' logs and events.log stay in state_root when a test failed

@@ -383,11 +383,13 @@ class LocalPod:
                 os.killpg(process.pid, 9)
             process.wait(5)
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 10) -> None:
+        """SIGTERM every container, SIGKILL what is left after `grace` seconds (the kubelet's
+        terminationGracePeriodSeconds, shortened: nothing here needs to drain)."""
         with self._lock:
             processes = list(self.processes.values())
         for process in processes:
-            self._kill(process)
+            self._kill(process, grace)
         if self._pause is not None:
             self._kill(self._pause, grace=2)
 
