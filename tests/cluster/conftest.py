@@ -1,6 +1,6 @@
 """A cluster in a box: the API emulator admitting ModelDeployments as kube-apiserver does, the real
-operator, the controllers, kubelet and kube-proxy of box.py running the rendered pods here on the
-real CPU tritonserver, and the platform (NATS, Postgres, the five services) whose router dials the
+operator, the controllers, kubelet and kube-proxy of cluster_box.py running the rendered pods here
+on the real CPU tritonserver, and the platform (NATS, Postgres, the five services) whose router dials the
 Service addresses the operator publishes.
 
 Nothing here skips: a component that is missing (tritonserver, unshare, a model) fails the tests.
@@ -14,14 +14,13 @@ import importlib
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import kmock
 import kopf
 import pytest
-from box import ClusterInABox
+from cluster_box import Box, ClusterInABox
 from local_images import local_images
 from pod_runner import PodEnvironment
 
@@ -38,15 +37,7 @@ sys.path.append(str(Path(__file__).resolve().parents[1] / "operator"))
 operator_support: Any = importlib.import_module("operator_support")
 crd_admission: Any = importlib.import_module("crd_admission")
 
-NAMESPACE = "lexora-models"
 FLUX_CLAIM = "flux-1-schnell-weights"  # manifests/samples/flux-1-schnell-cpu.yaml
-
-
-@dataclass
-class Box:
-    api_url: str
-    cluster: ClusterInABox
-    platform: RunningStack
 
 
 @contextlib.contextmanager

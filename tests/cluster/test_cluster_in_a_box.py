@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import copy
 import time
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -20,11 +21,11 @@ import openai
 import pytest
 import yaml
 
-from conftest import NAMESPACE, Box, operator_support
+from cluster_box import NAMESPACE, Box
 from lexora_dev.catalog import LOCAL_CHAT_MODEL, LOCAL_EMBEDDING_MODEL, LOCAL_IMAGE_MODEL
 
 MD_API = "serving.lexora.network/v1alpha1"
-SAMPLES = operator_support.SAMPLES
+SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
 pytestmark = pytest.mark.timeout(420)
 
 

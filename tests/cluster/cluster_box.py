@@ -24,14 +24,16 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 from pod_runner import ContainerFailed, LocalPod, PodEnvironment, decode_secret
+from support.stack import RunningStack
 
-TRITON_LABEL = ("app.kubernetes.io/name", "triton")
+NAMESPACE = "lexora-models"
 
 
 def _now() -> str:
@@ -96,8 +98,9 @@ class Api:
 class ServiceProxy:
     """kube-proxy for one Service: listens on the cluster IP's ports, forwards to a ready pod."""
 
-    def __init__(self, ip: str, ports: list[dict[str, Any]]):
+    def __init__(self, ip: str, ports: list[dict[str, Any]], event: Callable[[str], None]):
         self.ip = ip
+        self.event = event
         self.endpoints: list[PodState] = []
         self._listeners: list[socket.socket] = []
         self._closed = threading.Event()
@@ -118,9 +121,11 @@ class ServiceProxy:
     def _forward(self, client: socket.socket, target: int | str) -> None:
         ready = [p for p in self.endpoints if p.ready]
         if not ready:
+            self.event(f"proxy {self.ip} {target}: no ready endpoint, refused")
             client.close()  # no endpoints: connection refused, as kube-proxy's REJECT rule
             return
         state = random.choice(ready)
+        self.event(f"proxy {self.ip} {target} -> pod {state.name}")
         container = next(
             (c for c in state.pod.spec["containers"] for p in c.get("ports") or [] if p.get("name") == target),
             state.pod.spec["containers"][0],
@@ -357,7 +362,7 @@ class ClusterInABox:
             self.services.pop(key).close()
         for key, service in services.items():
             if key not in self.services:
-                self.services[key] = ServiceProxy(next(self._ips), service["spec"]["ports"])
+                self.services[key] = ServiceProxy(next(self._ips), service["spec"]["ports"], self.event)
                 self.event(f"service {key[0]}/{key[1]} at {self.services[key].ip}")
             selector = service["spec"].get("selector") or {}
             self.services[key].endpoints = [
@@ -373,3 +378,12 @@ class ClusterInABox:
             with open(self.hosts, "r+") as f:  # in place: the router's bind mount holds this inode
                 f.write(wanted)
                 f.truncate()
+
+
+@dataclass
+class Box:
+    """What the tests get (conftest.py's `box`): the API's URL, the box, and the platform."""
+
+    api_url: str
+    cluster: ClusterInABox
+    platform: RunningStack
