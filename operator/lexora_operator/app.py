@@ -67,7 +67,14 @@ async def run_operator(
             clusterwide=not namespaces,
             namespaces=namespaces,
             standalone=True,
-            memo=kopf.Memo(reconciler=Reconciler(api, publisher, access=settings.triton_access())),
+            memo=kopf.Memo(
+                reconciler=Reconciler(
+                    api,
+                    publisher,
+                    access=settings.triton_access(),
+                    cache_storage_class=settings.cache_storage_class or None,
+                )
+            ),
             liveness_endpoint=liveness,
             stop_flag=stop_flag,
             ready_flag=ready_flag,

@@ -11,6 +11,7 @@ from typing import Any
 
 import kopf
 
+from lexora_operator.cache import JOB_LABEL, JOB_NAME
 from lexora_operator.reconcile import OwnerLookup
 from lexora_operator.render import INSTANCE_LABEL, MANAGED_BY
 from lexora_operator.spec import GROUP, PLURAL, VERSION, InvalidSpec
@@ -64,6 +65,15 @@ def build_registry(resync_seconds: float) -> kopf.OperatorRegistry:
     async def triton_deployment_changed(
         namespace: str, labels: kopf.Labels, memo: kopf.Memo, model_claims: kopf.Index, **_: Any
     ) -> None:
+        parent = labels.get(INSTANCE_LABEL)
+        if parent:
+            await memo.reconciler.reconcile_by_name(namespace, parent, owner_lookup(model_claims))
+
+    @kopf.on.event("batch", "v1", "jobs", id="model_cache", labels={JOB_LABEL: JOB_NAME}, registry=registry)
+    async def model_cache_job_changed(
+        namespace: str, labels: kopf.Labels, memo: kopf.Memo, model_claims: kopf.Index, **_: Any
+    ) -> None:
+        # A fill or engine build Job finished (or failed): roll the pods out now, not at the next resync.
         parent = labels.get(INSTANCE_LABEL)
         if parent:
             await memo.reconciler.reconcile_by_name(namespace, parent, owner_lookup(model_claims))

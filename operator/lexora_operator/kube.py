@@ -29,6 +29,8 @@ PLURALS = {
     "NetworkPolicy": "networkpolicies",
     "Secret": "secrets",
     "Event": "events",
+    "Job": "jobs",
+    "PersistentVolumeClaim": "persistentvolumeclaims",
     "ModelDeployment": "modeldeployments",
 }
 # Server-side apply's field manager: the fields the operator sets are owned under this name, and a
@@ -145,6 +147,16 @@ class KubeApi:
     async def patch(self, path: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         headers = {"Content-Type": "application/merge-patch+json"}
         return await self._request("PATCH", path, data=json.dumps(patch), headers=headers) or {}
+
+    async def log_tail(self, namespace: str, pod: str, lines: int = 20) -> str | None:
+        """The last lines of a pod's log (None: not readable, e.g. without `get pods/log`)."""
+        path = f"/api/v1/namespaces/{namespace}/pods/{pod}/log"
+        headers = {**self._fresh_token(), "Accept": "text/plain"}
+        try:
+            async with self._session.get(self.server + path, params={"tailLines": str(lines)}, headers=headers) as r:
+                return await r.text() if r.status == 200 else None
+        except aiohttp.ClientError:
+            return None
 
     async def delete(self, path: str) -> None:
         await self._request("DELETE", path, json={"propagationPolicy": "Background"})

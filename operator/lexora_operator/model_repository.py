@@ -9,8 +9,9 @@ postprocessing, wired by `ensemble`). The ensemble exposes the tensor names the 
 TensorRT-LLM ensemble's own `text_input`, `max_tokens`, `stream`, `temperature`, `top_p`, `seed`,
 `stop_words`) plus Lexora's `apply_chat_template` in and `num_input_tokens`/`num_output_tokens`/
 `finish_reason` out, which the source's preprocessing/postprocessing models implement.
-python: one model whose code (`1/model.py`) comes from the source; the config declares the tensors the
-router sends and reads for the model's kind (lexora_contracts.engine_tensors).
+python: one model whose code (`1/model.py`) comes from the source or the image; the config declares
+the router's tensors for its kind (lexora_contracts.engine_tensors: chat, embedding, image) and
+passes `model_dir` (where the model's files are) and `model_id`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ CONFIG_DIR = "/etc/lexora/model-repo"
 LAYOUT_KEY = "layout"
 FETCH_SCRIPT_KEY = "fetch.sh"
 PROBE_SCRIPT_KEY = "probe.py"
+BUILD_SCRIPT_KEY = "build_engine.py"
+ENGINE_DIR = f"{CACHE_DIR}/engine"  # a built engine: the model cache's, or built in the pod
 
 
 def source_dir(spec: ModelDeploymentSpec) -> str:
@@ -63,9 +66,11 @@ def model_repository_files(spec: ModelDeploymentSpec) -> dict[str, str]:
     the probe script."""
     if spec.backend == "tensorrtllm":
         configs = tensorrtllm_configs(spec)
+        # build: a Hugging Face checkpoint (the engine is built into /cache/engine, by the model
+        # cache's build Job or by the pod's build-engine init container); prebuilt: engine/ and tokenizer/.
+        checkpoint = ["require config.json", "require tokenizer_config.json"]
         layout = [
-            "require engine/config.json",
-            "require tokenizer",
+            *(checkpoint if spec.builds_engine else ["require engine/config.json", "require tokenizer"]),
             "require preprocessing/1/model.py",
             "require postprocessing/1/model.py",
             "model ensemble",
@@ -88,7 +93,20 @@ def model_repository_files(spec: ModelDeploymentSpec) -> dict[str, str]:
     data[LAYOUT_KEY] = "\n".join(layout) + "\n"
     data[FETCH_SCRIPT_KEY] = FETCH_SCRIPT
     data[PROBE_SCRIPT_KEY] = probe_script()
+    if spec.builds_engine:  # the build-engine init container's, when there is no model cache
+        data[BUILD_SCRIPT_KEY] = (
+            resources.files("lexora_operator").joinpath("engine_build_script.py").read_text(encoding="utf-8")
+        )
     return data
+
+
+def engine_dir(spec: ModelDeploymentSpec) -> str:
+    return ENGINE_DIR if spec.builds_engine else f"{source_dir(spec)}/engine"
+
+
+def tokenizer_dir(spec: ModelDeploymentSpec) -> str:
+    # A Hugging Face checkpoint carries its tokenizer at its root; a prebuilt source in tokenizer/.
+    return source_dir(spec) if spec.builds_engine else f"{source_dir(spec)}/tokenizer"
 
 
 # --- pbtxt building blocks -------------------------------------------------------------------------
@@ -170,7 +188,7 @@ def tensorrt_llm_config(spec: ModelDeploymentSpec) -> str:
         "max_beam_width": "1",
         "FORCE_CPU_ONLY_INPUT_TENSORS": "no",
         "gpt_model_type": "inflight_fused_batching",
-        "gpt_model_path": f"{source_dir(spec)}/engine",
+        "gpt_model_path": engine_dir(spec),
         "batch_scheduler_policy": "guaranteed_no_evict",
         "kv_cache_free_gpu_mem_fraction": _fraction(spec.triton.kv_cache_free_gpu_mem_fraction),
         "enable_kv_cache_reuse": "true",
@@ -235,7 +253,7 @@ def preprocessing_config(spec: ModelDeploymentSpec) -> str:
         _tensors("input", inputs),
         _tensors("output", outputs),
         _instances(spec.triton.instance_count, "KIND_CPU"),
-        _parameters({"tokenizer_dir": f"{source_dir(spec)}/tokenizer", "add_special_tokens": "false"}),
+        _parameters({"tokenizer_dir": tokenizer_dir(spec), "add_special_tokens": "false"}),
     )
 
 
@@ -260,7 +278,7 @@ def postprocessing_config(spec: ModelDeploymentSpec) -> str:
         _tensors("input", inputs),
         _tensors("output", outputs),
         _instances(spec.triton.instance_count, "KIND_CPU"),
-        _parameters({"tokenizer_dir": f"{source_dir(spec)}/tokenizer", "skip_special_tokens": "true"}),
+        _parameters({"tokenizer_dir": tokenizer_dir(spec), "skip_special_tokens": "true"}),
     )
 
 
@@ -347,12 +365,12 @@ def ensemble_config(spec: ModelDeploymentSpec) -> str:
 def python_config(spec: ModelDeploymentSpec) -> str:
     gpus = spec.gpu.count
     reasoning = "reasoning" in spec.model.capabilities
-    # The router's tensors for the model's kind: Triton refuses any tensor a config does not declare.
-    inputs, outputs = {
-        "chat": (_chat_inputs(reasoning), _declared(CHAT_OUTPUTS + OPTIONAL_CHAT_OUTPUTS)),
-        "embedding": (_declared(EMBEDDING_INPUTS, inputs=True), _declared(EMBEDDING_OUTPUTS)),
-        "image": (_declared(IMAGE_INPUTS, inputs=True), _declared(IMAGE_OUTPUTS)),
-    }[spec.model.kind]
+    if spec.model.kind == "chat":
+        inputs, outputs = _chat_inputs(reasoning), _declared(CHAT_OUTPUTS + OPTIONAL_CHAT_OUTPUTS)
+    elif spec.model.kind == "embedding":
+        inputs, outputs = _declared(EMBEDDING_INPUTS, inputs=True), _declared(EMBEDDING_OUTPUTS)
+    else:
+        inputs, outputs = _declared(IMAGE_INPUTS, inputs=True), _declared(IMAGE_OUTPUTS)
     io = [_tensors("input", inputs), _tensors("output", outputs)]
     parameters = {"model_dir": source_dir(spec), "model_id": spec.model.id, **spec.triton.parameters}
     return _join(

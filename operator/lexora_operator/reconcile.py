@@ -21,6 +21,7 @@ from typing import Any
 
 import kopf
 
+from lexora_operator import cache as mc
 from lexora_operator import status as st
 from lexora_operator.drift import needs_apply, with_applied_hash
 from lexora_operator.kube import FIELD_MANAGER, KubeApi, KubeError, object_path, path_for
@@ -31,7 +32,11 @@ from lexora_operator.render import (
     config_map_name,
     grpc_address,
     http_address,
+    render_cache_claim,
+    render_cache_config_map,
     render_children,
+    render_engine_job,
+    render_fill_job,
     selector_labels,
 )
 from lexora_operator.spec import GROUP, KIND, VERSION, InvalidSpec, ModelDeploymentSpec, parse_spec
@@ -53,6 +58,8 @@ class Reconciler:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     # The NetworkPolicy's peers; None: no NetworkPolicy (and any earlier one is deleted).
     access: TritonAccess | None = None
+    # The model cache's default storage class (ReadWriteMany); None: only specs naming one get a cache.
+    cache_storage_class: str | None = None
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     # The phase each ModelDeployment (by uid) was last given: a pass queued behind another holds a
     # body read before that pass wrote its status.
@@ -94,9 +101,14 @@ class Reconciler:
                 return report
 
             credentials = await self._credentials_hash(namespace, spec)
-            children = render_children(name, namespace, spec, credentials_hash=credentials, access=self.access)
-            deployment = await self._apply_children(body, children)
-            report = st.compute_status(await self._observe(name, namespace, spec, deployment))
+            plan = mc.plan_cache(name, spec, self.cache_storage_class)
+            children = render_children(
+                name, namespace, spec, credentials_hash=credentials, access=self.access, cache=plan
+            )
+            cache = await self._prepare_cache(body, spec, plan) if plan is not None else None
+            # Until the cache holds what the new spec reads, the pods keep the old one (or none).
+            deployment = await self._apply_children(body, children, hold=cache is not None and not cache.ready)
+            report = st.compute_status(await self._observe(name, namespace, spec, deployment, cache))
 
             previous_id = old_status.get("publishedModelId")
             if previous_id and previous_id != spec.model.id and owner_of(previous_id) in (None, me):
@@ -116,7 +128,7 @@ class Reconciler:
                 message = f"Cannot write the model registry ({exc!r}); retrying on the next resync"
                 published = st.Condition("Published", "False", "RegistryUnavailable", message)
                 published_id = previous_id
-            await self._write_status(body, spec, report, published, published_id)
+            await self._write_status(body, spec, report, published, published_id, _cache_status(spec, plan, cache))
             return report
 
     async def delete(self, body: Mapping[str, Any], owner_of: OwnerLookup) -> None:
@@ -130,20 +142,90 @@ class Reconciler:
                 await self.publisher.withdraw(model_id)
             for child in _child_refs(name, namespace):
                 await self.api.delete(child)
+            for job in await self.api.list(path_for("batch/v1", "Job", namespace), mc.job_selector(name)):
+                await self.api.delete(path_for("batch/v1", "Job", namespace, job["metadata"]["name"]))
         self._locks.pop(meta["uid"], None)
         self._phases.pop(meta["uid"], None)
 
-    async def _apply_children(self, owner: Mapping[str, Any], children: Children) -> dict[str, Any]:
+    async def _apply_children(
+        self, owner: Mapping[str, Any], children: Children, *, hold: bool = False
+    ) -> dict[str, Any] | None:
+        """Apply the children; `hold`: leave the model-repo ConfigMap and the Deployment as they are
+        (the model cache is not ready for the new spec: the old pods keep serving, or none start)."""
+        name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
         live: dict[str, Any] = {}
+        held = (children.config_map, children.deployment) if hold else ()
         for child in children.all():
+            if any(child is h for h in held):
+                continue
             kopf.append_owner_reference(child, owner=owner)  # type: ignore[arg-type]
             live[child["kind"]] = await self._apply(with_applied_hash(child, APPLIED_HASH_ANNOTATION))
-        name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
+        if hold:
+            live["Deployment"] = await self.api.get(path_for("apps/v1", "Deployment", namespace, name))
         if children.hpa is None:
             await self.api.delete(path_for("autoscaling/v2", "HorizontalPodAutoscaler", namespace, name))
         if children.network_policy is None:
             await self.api.delete(path_for("networking.k8s.io/v1", "NetworkPolicy", namespace, name))
-        return dict(live["Deployment"])
+        return dict(live["Deployment"]) if live["Deployment"] is not None else None
+
+    async def _prepare_cache(
+        self, owner: Mapping[str, Any], spec: ModelDeploymentSpec, plan: mc.CachePlan
+    ) -> mc.CacheState:
+        """The model cache for this spec: its ConfigMap and PVC applied, the fill Job (then the engine
+        build Job) created unless one already did the work, and what they report."""
+        name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
+        config = render_cache_config_map(name, namespace)
+        kopf.append_owner_reference(config, owner=owner)  # type: ignore[arg-type]
+        await self._apply(with_applied_hash(config, APPLIED_HASH_ANNOTATION))
+        desired_claim = render_cache_claim(name, namespace, plan)
+        kopf.append_owner_reference(desired_claim, owner=owner)  # type: ignore[arg-type]
+        try:
+            claim = await self._apply(with_applied_hash(desired_claim, APPLIED_HASH_ANNOTATION))
+        except KubeError as exc:
+            if exc.status not in (409, 422):
+                raise
+            # A PVC's class and access modes are immutable: a changed storageClassName is refused.
+            message = f"The API server refused the cache claim {plan.claim_name}: {exc}"
+            return mc.cache_state(plan, None, None, None, claim_error=message)
+        claim_uid = str((claim.get("metadata") or {}).get("uid") or "")
+        live = await self.api.get(path_for("apps/v1", "Deployment", namespace, name))
+        in_use = mc.source_key_of_deployment(live)
+        keep = (in_use,) if in_use and in_use != plan.source_key else ()
+        jobs: list[str] = []
+        fill = build = None
+        if plan.source_key is not None:
+            job = render_fill_job(name, namespace, spec, plan, claim_uid, keep)
+            jobs.append(job["metadata"]["name"])
+            fill = await self._run_job(owner, job, progress=True)
+        if plan.engine_key is not None and (fill is None or fill.phase == "Succeeded"):
+            job = render_engine_job(name, namespace, spec, plan, claim_uid)
+            jobs.append(job["metadata"]["name"])
+            build = await self._run_job(owner, job)
+        state = mc.cache_state(plan, claim, fill, build)
+        if state.ready:
+            await self._delete_stale_jobs(name, namespace, keep=jobs)
+        return state
+
+    async def _run_job(self, owner: Mapping[str, Any], job: dict[str, Any], *, progress: bool = False) -> mc.JobState:
+        """Create the Job once (its pod template is immutable, and a finished Job is the record that
+        its directory is complete) and read its state, with progress from its pod's log."""
+        namespace, job_name = job["metadata"]["namespace"], job["metadata"]["name"]
+        live = await self.api.get(object_path(job))
+        if live is None:
+            kopf.append_owner_reference(job, owner=owner)  # type: ignore[arg-type]
+            log.info("creating cache job", extra={"fields": {"name": job_name}})
+            live = await self.api.create(path_for("batch/v1", "Job", namespace), job)
+        pods = await self.api.list(path_for("v1", "Pod", namespace), {"job-name": job_name})
+        state = mc.job_state(live, pods)
+        if progress and state.phase == "Running" and state.pod:
+            state = mc.job_state(live, pods, await self.api.log_tail(namespace, state.pod))
+        return state
+
+    async def _delete_stale_jobs(self, name: str, namespace: str, keep: list[str]) -> None:
+        """Jobs of superseded keys (the spec moved on, or the PVC was recreated)."""
+        for job in await self.api.list(path_for("batch/v1", "Job", namespace), mc.job_selector(name)):
+            if job["metadata"]["name"] not in keep:
+                await self.api.delete(path_for("batch/v1", "Job", namespace, job["metadata"]["name"]))
 
     async def _apply(self, desired: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply when the live object is missing or differs from `desired`: what the
@@ -179,9 +261,18 @@ class Reconciler:
         return hashlib.sha256(json.dumps(seen, sort_keys=True).encode()).hexdigest()[:16]
 
     async def _observe(
-        self, name: str, namespace: str, spec: ModelDeploymentSpec, deployment: dict[str, Any]
+        self,
+        name: str,
+        namespace: str,
+        spec: ModelDeploymentSpec,
+        deployment: dict[str, Any] | None,
+        cache: mc.CacheState | None = None,
     ) -> st.Observation:
         pods = await self.api.list(path_for("v1", "Pod", namespace), selector_labels(name))
+        cache_view = None if cache is None else st.CacheView(cache.ready, cache.failed, cache.reason, cache.message)
+        if deployment is None:
+            desired = spec.replicas if spec.autoscaling is None else spec.autoscaling.min_replicas
+            return st.Observation(name, desired, None, pods, gpu_count=spec.gpu.count, cache=cache_view)
         if spec.autoscaling is None:
             desired = spec.replicas
         else:
@@ -202,6 +293,7 @@ class Reconciler:
             pods=pods,
             gpu_count=spec.gpu.count,
             matching_gpu_nodes=matching,
+            cache=cache_view,
         )
 
     async def _unlist(self, model_id: str | None) -> st.Condition:
@@ -230,6 +322,7 @@ class Reconciler:
         report: st.StatusReport,
         published: st.Condition,
         published_id: str | None,
+        cache: dict[str, Any] | None = None,
     ) -> None:
         meta = body["metadata"]
         name, namespace = meta["name"], meta["namespace"]
@@ -257,6 +350,8 @@ class Reconciler:
             "tritonModel": spec.triton_model_name if spec else None,
             "publishedModelId": published_id,
             "endpoints": endpoints,
+            "cache": (cache or {}).get("cache"),
+            "engine": (cache or {}).get("engine"),
             "conditions": st.merge_conditions(
                 old.get("conditions") or [], [report.ready, report.progressing, published], now
             ),
@@ -301,6 +396,21 @@ class Reconciler:
             log.warning("cannot post an Event", extra={"fields": {"name": name, "error": repr(exc)}})
 
 
+def _cache_status(spec: ModelDeploymentSpec, plan: mc.CachePlan | None, state: mc.CacheState | None) -> dict[str, Any]:
+    """status.cache and status.engine."""
+    if plan is not None and state is not None:
+        return {"cache": state.cache, "engine": state.engine}
+    if not mc.fetched(spec) and not spec.builds_engine:
+        return {"cache": None, "engine": None}
+    why = "spec.cache.enabled is false" if not spec.cache.enabled else "no ReadWriteMany storage class is configured"
+    what = "fetches the model" + (" and builds its engine" if spec.builds_engine else "")
+    cache = {"phase": "Disabled", "message": f"No model cache ({why}): every pod {what} itself"}
+    engine = None
+    if spec.builds_engine:
+        engine = {"phase": "InPod", "key": mc.engine_key(spec), "builtFor": mc.engine_label(spec)}
+    return {"cache": cache, "engine": engine}
+
+
 def md_path(namespace: str, name: str) -> str:
     return path_for(f"{GROUP}/{VERSION}", KIND, namespace, name)
 
@@ -313,6 +423,8 @@ def _child_refs(name: str, namespace: str) -> list[str]:
         path_for("v1", "Service", namespace, name),
         path_for("apps/v1", "Deployment", namespace, name),
         path_for("v1", "ConfigMap", namespace, config_map_name(name)),
+        path_for("v1", "ConfigMap", namespace, mc.config_map_name(name)),
+        path_for("v1", "PersistentVolumeClaim", namespace, mc.claim_name(name)),
     ]
 
 

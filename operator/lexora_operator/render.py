@@ -12,7 +12,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from lexora_operator import cache as mc
 from lexora_operator import model_repository as repo
+from lexora_operator.drift import quantity as parse_quantity
 from lexora_operator.spec import DEFAULT_TRITON_REQUESTS, GPU_PRODUCT_LABEL, GROUP, ModelDeploymentSpec
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
@@ -28,6 +30,12 @@ MANAGED_BY = "lexora-operator"
 FETCH_ALLOWANCE_S = 1800
 # The router's job deadline is 120 s: Triton finishes requests in flight for that long on SIGTERM.
 DRAIN_S = 120
+# emptyDir sizes besides the cache: the assembled /models (links and config.pbtxt files) and /tmp.
+MODELS_SIZE, TMP_SIZE = "1Gi", "4Gi"
+# The cache emptyDir when nothing big goes into it (a model cache, or a PVC or image source): HF_HOME.
+SMALL_CACHE = "1Gi"
+# Logs and the containers' writable layers, on top of the emptyDirs.
+LOGS_SIZE = "1Gi"
 
 
 @dataclass(frozen=True)
@@ -122,13 +130,15 @@ def render_children(
     *,
     credentials_hash: str | None = None,
     access: TritonAccess | None = None,
+    cache: mc.CachePlan | None = None,
 ) -> Children:
     """`credentials_hash`: of the Secret data the source names (None: no Secret, or unreadable);
-    `access`: the NetworkPolicy's peers (None: no NetworkPolicy)."""
+    `access`: the NetworkPolicy's peers (None: no NetworkPolicy); `cache`: the model cache the pods
+    mount read-only (None: every pod fetches, and builds its engine, itself)."""
     files = repo.model_repository_files(spec)
     return Children(
         config_map=render_config_map(name, namespace, files),
-        deployment=render_deployment(name, namespace, spec, config_hash(files), credentials_hash),
+        deployment=render_deployment(name, namespace, spec, config_hash(files), credentials_hash, cache),
         service=render_service(name, namespace),
         pdb=render_pdb(name, namespace),
         hpa=render_hpa(name, namespace, spec) if spec.autoscaling else None,
@@ -263,7 +273,12 @@ def render_hpa(name: str, namespace: str, spec: ModelDeploymentSpec) -> dict[str
 
 
 def render_deployment(
-    name: str, namespace: str, spec: ModelDeploymentSpec, files_hash: str, credentials_hash: str | None = None
+    name: str,
+    namespace: str,
+    spec: ModelDeploymentSpec,
+    files_hash: str,
+    credentials_hash: str | None = None,
+    cache: mc.CachePlan | None = None,
 ) -> dict[str, Any]:
     annotations = {
         CONFIG_HASH_ANNOTATION: files_hash,
@@ -281,7 +296,7 @@ def render_deployment(
         "revisionHistoryLimit": 3,
         "template": {
             "metadata": {"labels": labels(name), "annotations": annotations},
-            "spec": _pod_spec(name, spec),
+            "spec": _pod_spec(name, spec, cache),
         },
     }
     if spec.autoscaling is None:  # with autoscaling the HPA owns replicas
@@ -294,7 +309,7 @@ def render_deployment(
     }
 
 
-def _pod_spec(name: str, spec: ModelDeploymentSpec) -> dict[str, Any]:
+def _pod_spec(name: str, spec: ModelDeploymentSpec, cache: mc.CachePlan | None = None) -> dict[str, Any]:
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,  # Triton never talks to the API server
         "enableServiceLinks": False,
@@ -306,21 +321,11 @@ def _pod_spec(name: str, spec: ModelDeploymentSpec) -> dict[str, Any]:
             "fsGroup": TRITON_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "initContainers": [_fetch_container(spec)],
-        "containers": [_triton_container(spec)],
-        "volumes": _volumes(name, spec),
+        "initContainers": _init_containers(spec, cache),
+        "containers": [_triton_container(spec, cache)],
+        "volumes": _volumes(name, spec, cache),
+        **gpu_scheduling(spec),
     }
-    node_selector = dict(spec.node_selector)
-    if spec.gpu.count and spec.gpu.product:
-        node_selector[GPU_PRODUCT_LABEL] = spec.gpu.product
-    if node_selector:
-        pod["nodeSelector"] = dict(sorted(node_selector.items()))
-    tolerations = [dict(t) for t in spec.tolerations]
-    if spec.gpu.count and not any(t.get("key") == spec.gpu.resource_name for t in tolerations):
-        # GPU node pools are commonly tainted with the GPU resource name.
-        tolerations.append({"key": spec.gpu.resource_name, "operator": "Exists", "effect": "NoSchedule"})
-    if tolerations:
-        pod["tolerations"] = tolerations
     if spec.affinity:
         pod["affinity"] = dict(spec.affinity)
     if spec.image_pull_secrets:
@@ -335,12 +340,79 @@ def _pod_spec(name: str, spec: ModelDeploymentSpec) -> dict[str, Any]:
     return pod
 
 
+def gpu_scheduling(spec: ModelDeploymentSpec) -> dict[str, Any]:
+    """nodeSelector (with the GPU product) and tolerations (with the GPU taint) of the spec's pods."""
+    scheduling: dict[str, Any] = {}
+    node_selector = dict(spec.node_selector)
+    if spec.gpu.count and spec.gpu.product:
+        node_selector[GPU_PRODUCT_LABEL] = spec.gpu.product
+    if node_selector:
+        scheduling["nodeSelector"] = dict(sorted(node_selector.items()))
+    tolerations = [dict(t) for t in spec.tolerations]
+    if spec.gpu.count and not any(t.get("key") == spec.gpu.resource_name for t in tolerations):
+        # GPU node pools are commonly tainted with the GPU resource name.
+        tolerations.append({"key": spec.gpu.resource_name, "operator": "Exists", "effect": "NoSchedule"})
+    if tolerations:
+        scheduling["tolerations"] = tolerations
+    return scheduling
+
+
+def _init_containers(spec: ModelDeploymentSpec, cache: mc.CachePlan | None) -> list[dict[str, Any]]:
+    containers = [_fetch_container(spec, cache)]
+    if spec.builds_engine and cache is None:
+        containers.append(_build_container(spec))
+    return containers
+
+
 def _container_security(read_only: bool) -> dict[str, Any]:
     return {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": read_only,
         "capabilities": {"drop": ["ALL"]},
     }
+
+
+def add_quantities(*values: str) -> str:
+    """Kubernetes quantities added up, written in the largest binary unit that divides the sum."""
+    total = sum((parse_quantity(v) or 0 for v in values), start=parse_quantity("0") or 0)
+    for suffix, unit in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if total and total % unit == 0:
+            return f"{int(total / unit)}{suffix}"
+    return str(int(total))
+
+
+def cache_volume_size(spec: ModelDeploymentSpec, cache: mc.CachePlan | None) -> str:
+    """The pod's cache emptyDir: the whole model (and engine) without a model cache; HF_HOME only
+    when the model is read from the cache, a PVC or the image."""
+    if cache is None and (mc.fetched(spec) or spec.builds_engine):
+        return str(spec.cache.size_limit)
+    return SMALL_CACHE
+
+
+def ephemeral_storage(spec: ModelDeploymentSpec, cache: mc.CachePlan | None) -> dict[str, str]:
+    """The pod's node disk: every emptyDir it fills, so the scheduler places it where the disk is and
+    the kubelet does not evict it later. Request: what the model and logs take; limit: every
+    emptyDir's sizeLimit."""
+    model = cache_volume_size(spec, cache)
+    return {
+        "request": add_quantities(model, MODELS_SIZE, LOGS_SIZE),
+        "limit": add_quantities(model, MODELS_SIZE, TMP_SIZE, LOGS_SIZE),
+    }
+
+
+def resources_for(
+    spec: ModelDeploymentSpec, *, ephemeral: str | None = None, limit: str | None = None
+) -> dict[str, Any]:
+    """spec.resources with the default CPU/memory requests, the GPUs, and an ephemeral-storage
+    request (and limit) unless the spec sets its own."""
+    resources = _resources(spec)
+    if ephemeral and "ephemeral-storage" not in resources.get("requests", {}):
+        resources.setdefault("requests", {})["ephemeral-storage"] = ephemeral
+        resources["requests"] = dict(sorted(resources["requests"].items()))
+    if limit and "ephemeral-storage" not in resources.get("limits", {}):
+        resources.setdefault("limits", {})["ephemeral-storage"] = limit
+        resources["limits"] = dict(sorted(resources["limits"].items()))
+    return dict(sorted(resources.items()))
 
 
 def _resources(spec: ModelDeploymentSpec) -> dict[str, Any]:
@@ -359,7 +431,7 @@ def _resources(spec: ModelDeploymentSpec) -> dict[str, Any]:
     return {kind: dict(sorted(values.items())) for kind, values in sorted(resources.items())}
 
 
-def _triton_container(spec: ModelDeploymentSpec) -> dict[str, Any]:
+def _triton_container(spec: ModelDeploymentSpec, cache: mc.CachePlan | None = None) -> dict[str, Any]:
     args = [
         f"--model-repository={repo.MODEL_REPO_DIR}",
         f"--http-port={HTTP_PORT}",
@@ -400,9 +472,10 @@ def _triton_container(spec: ModelDeploymentSpec) -> dict[str, Any]:
         "livenessProbe": _model_probe(spec, LIVENESS),
         "securityContext": _container_security(spec.triton.read_only_root_filesystem),
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": _mounts(spec, fetcher=False),
+        "volumeMounts": _mounts(spec, cache, fetcher=False),
     }
-    container["resources"] = _resources(spec)
+    disk = ephemeral_storage(spec, cache)
+    container["resources"] = resources_for(spec, ephemeral=disk["request"], limit=disk["limit"])
     return container
 
 
@@ -430,42 +503,28 @@ def _model_probe(spec: ModelDeploymentSpec, timing: ProbeTiming) -> dict[str, An
     }
 
 
-def source_fingerprint(spec: ModelDeploymentSpec) -> str:
-    source = spec.source
-    if source.hugging_face is not None:
-        return f"hf:{source.hugging_face.repo}@{source.hugging_face.revision}"
-    if source.object_store is not None:
-        return f"uri:{source.object_store.uri}"
-    if source.image is not None:
-        return f"image:{source.image.path}"
-    assert source.pvc is not None
-    return f"pvc:{source.pvc.claim_name}/{source.pvc.sub_path}"
+source_fingerprint = mc.source_fingerprint
 
 
-def _fetch_container(spec: ModelDeploymentSpec) -> dict[str, Any]:
-    source = spec.source
+def fetch_env(spec: ModelDeploymentSpec, source: str, *, mode: str) -> list[dict[str, Any]]:
+    """What fetch.sh reads: the source, where it goes, the mode (pod | fill | cached)."""
     env: list[dict[str, Any]] = [
-        {"name": "LEXORA_SOURCE_KIND", "value": source.kind},
-        {"name": "LEXORA_SOURCE_DIR", "value": repo.source_dir(spec)},
-        {"name": "LEXORA_SOURCE_FINGERPRINT", "value": source_fingerprint(spec)},
-        {"name": "LEXORA_MODEL_REPO", "value": repo.MODEL_REPO_DIR},
-        {"name": "LEXORA_CONFIG_DIR", "value": repo.CONFIG_DIR},
-        {"name": "HOME", "value": "/tmp"},
-        {"name": "HF_HOME", "value": f"{repo.CACHE_DIR}/hf"},
+        {"name": "LEXORA_FETCH_MODE", "value": mode},
+        {"name": "LEXORA_SOURCE_KIND", "value": spec.source.kind},
+        {"name": "LEXORA_SOURCE_DIR", "value": source},
+        {"name": "LEXORA_SOURCE_FINGERPRINT", "value": mc.source_fingerprint(spec)},
     ]
-    container: dict[str, Any] = {
-        "name": "fetch-model",
-        "image": source.fetcher_image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["/bin/sh", f"{repo.CONFIG_DIR}/{repo.FETCH_SCRIPT_KEY}"],
-        "env": env,
-        "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "4Gi"}},
-        "securityContext": _container_security(True),
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": _mounts(spec, fetcher=True),
-    }
-    if source.hugging_face is not None:
-        hf = source.hugging_face
+    if mode != "fill":
+        env += [
+            {"name": "LEXORA_MODEL_REPO", "value": repo.MODEL_REPO_DIR},
+            {"name": "LEXORA_CONFIG_DIR", "value": repo.CONFIG_DIR},
+        ]
+    env += [
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "HF_HOME", "value": "/tmp/hf" if mode == "fill" else f"{repo.CACHE_DIR}/hf"},
+    ]
+    if spec.source.hugging_face is not None:
+        hf = spec.source.hugging_face
         env += [
             {"name": "LEXORA_HF_REPO", "value": hf.repo},
             {"name": "LEXORA_HF_REVISION", "value": hf.revision},
@@ -473,17 +532,59 @@ def _fetch_container(spec: ModelDeploymentSpec) -> dict[str, Any]:
         if hf.token_secret is not None:
             ref = {"name": hf.token_secret.name, "key": hf.token_secret.key}
             env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}})
-    if source.object_store is not None:
-        store = source.object_store
+    if spec.source.object_store is not None:
+        store = spec.source.object_store
         env.append({"name": "LEXORA_SOURCE_URI", "value": store.uri})
         if store.endpoint_url:
             env.append({"name": "LEXORA_SOURCE_ENDPOINT", "value": store.endpoint_url})
-        if store.credentials_secret:
-            container["envFrom"] = [{"secretRef": {"name": store.credentials_secret}}]
+    return env
+
+
+def fetch_secret_env(spec: ModelDeploymentSpec, container: dict[str, Any]) -> None:
+    store = spec.source.object_store
+    if store is not None and store.credentials_secret:
+        container["envFrom"] = [{"secretRef": {"name": store.credentials_secret}}]
+
+
+def _fetch_container(spec: ModelDeploymentSpec, cache: mc.CachePlan | None = None) -> dict[str, Any]:
+    mode = "cached" if cache is not None and cache.source_key is not None else "pod"
+    disk = ephemeral_storage(spec, cache)
+    container: dict[str, Any] = {
+        "name": "fetch-model",
+        "image": spec.source.fetcher_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["/bin/sh", f"{repo.CONFIG_DIR}/{repo.FETCH_SCRIPT_KEY}"],
+        "env": fetch_env(spec, repo.source_dir(spec), mode=mode),
+        "resources": {
+            "requests": {"cpu": "500m", "ephemeral-storage": disk["request"], "memory": "512Mi"},
+            "limits": {"ephemeral-storage": disk["limit"], "memory": "4Gi"},
+        },
+        "securityContext": _container_security(True),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": _mounts(spec, cache, fetcher=True),
+    }
+    fetch_secret_env(spec, container)
     return container
 
 
-def _mounts(spec: ModelDeploymentSpec, *, fetcher: bool) -> list[dict[str, Any]]:
+def _build_container(spec: ModelDeploymentSpec) -> dict[str, Any]:
+    """Without a model cache: build the engine in the pod, on its own GPUs, before Triton starts."""
+    env = mc.engine_env(spec, repo.source_dir(spec), mc.ENGINE_DIR, mc.engine_key(spec))
+    disk = ephemeral_storage(spec, None)
+    return {
+        "name": "build-engine",
+        "image": mc.builder_image(spec),
+        "imagePullPolicy": spec.triton.image_pull_policy,
+        "command": ["python3", f"{repo.CONFIG_DIR}/{mc.BUILD_SCRIPT_KEY}"],
+        "env": env,
+        "resources": resources_for(spec, ephemeral=disk["request"], limit=disk["limit"]),
+        "securityContext": _container_security(True),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": _mounts(spec, None, fetcher=False),
+    }
+
+
+def _mounts(spec: ModelDeploymentSpec, cache: mc.CachePlan | None, *, fetcher: bool) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = [
         {"name": "models", "mountPath": repo.MODEL_REPO_DIR},
         {"name": "cache", "mountPath": repo.CACHE_DIR},
@@ -498,18 +599,230 @@ def _mounts(spec: ModelDeploymentSpec, *, fetcher: bool) -> list[dict[str, Any]]
         if spec.source.pvc.sub_path:
             pvc_mount["subPath"] = spec.source.pvc.sub_path
         mounts.append(pvc_mount)
+    if cache is not None and cache.source_key is not None:
+        # The model cache's copy of the source, read-only where the per-pod fetch would put it.
+        mounts.append(
+            {
+                "name": "model-cache",
+                "mountPath": repo.source_dir(spec),
+                "subPath": f"sources/{cache.source_key}",
+                "readOnly": True,
+            }
+        )
+    if cache is not None and cache.engine_key is not None and not fetcher:
+        mounts.append(
+            {
+                "name": "model-cache",
+                "mountPath": mc.ENGINE_DIR,
+                "subPath": f"engines/{cache.engine_key}",
+                "readOnly": True,
+            }
+        )
     return mounts
 
 
-def _volumes(name: str, spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
+def _volumes(name: str, spec: ModelDeploymentSpec, cache: mc.CachePlan | None = None) -> list[dict[str, Any]]:
     volumes: list[dict[str, Any]] = [
-        {"name": "models", "emptyDir": {"sizeLimit": "1Gi"}},
-        {"name": "cache", "emptyDir": {"sizeLimit": str(spec.cache.size_limit)}},
-        {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}},
+        {"name": "models", "emptyDir": {"sizeLimit": MODELS_SIZE}},
+        {"name": "cache", "emptyDir": {"sizeLimit": cache_volume_size(spec, cache)}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}},
         # The Python backend passes tensors through shared memory; FLUX images need room.
         {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": str(spec.triton.shm_size)}},
         {"name": "model-repo-config", "configMap": {"name": config_map_name(name), "defaultMode": 0o555}},
     ]
     if spec.source.pvc is not None:
         volumes.append({"name": "source", "persistentVolumeClaim": {"claimName": spec.source.pvc.claim_name}})
+    if cache is not None:
+        volumes.append(
+            {"name": "model-cache", "persistentVolumeClaim": {"claimName": cache.claim_name, "readOnly": True}}
+        )
     return volumes
+
+
+# --- the model cache's children: its PVC, its ConfigMap, the fill and engine build Jobs ------------
+
+JOB_SCRATCH_LIMIT = "8Gi"
+
+
+def render_cache_config_map(name: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": mc.config_map_name(name),
+            "namespace": namespace,
+            "labels": mc.job_labels(name, mc.COMPONENT_FILL),
+        },
+        "data": mc.cache_files(),
+    }
+
+
+def render_cache_claim(name: str, namespace: str, plan: mc.CachePlan) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": plan.claim_name, "namespace": namespace, "labels": mc.job_labels(name, mc.COMPONENT_FILL)},
+        "spec": {
+            # Every replica, on any node, mounts it (read-only); the Jobs write it.
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": plan.storage_class,
+            "resources": {"requests": {"storage": plan.size}},
+        },
+    }
+
+
+def _pod_basics(spec: ModelDeploymentSpec) -> dict[str, Any]:
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "fsGroup": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if spec.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": secret} for secret in spec.image_pull_secrets]
+    for key, value in (
+        ("priorityClassName", spec.priority_class_name),
+        ("serviceAccountName", spec.service_account_name),
+    ):
+        if value:
+            pod[key] = value
+    return pod
+
+
+def _security() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+
+
+def _job(
+    name: str,
+    namespace: str,
+    job_name: str,
+    component: str,
+    annotations: dict[str, str],
+    pod: dict[str, Any],
+    *,
+    backoff: int,
+    deadline: int,
+) -> dict[str, Any]:
+    labels = mc.job_labels(name, component)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": job_name, "namespace": namespace, "labels": labels, "annotations": annotations},
+        "spec": {
+            "backoffLimit": backoff,
+            "activeDeadlineSeconds": deadline,
+            "template": {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod},
+        },
+    }
+
+
+def _common_volumes(name: str, plan: mc.CachePlan) -> list[dict[str, Any]]:
+    return [
+        {"name": "model-cache", "persistentVolumeClaim": {"claimName": plan.claim_name}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": mc.SCRATCH}},
+        {"name": "cache-config", "configMap": {"name": mc.config_map_name(name), "defaultMode": 0o555}},
+    ]
+
+
+def _common_mounts() -> list[dict[str, Any]]:
+    return [
+        {"name": "model-cache", "mountPath": mc.CACHE_MOUNT},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "cache-config", "mountPath": mc.CACHE_CONFIG_DIR, "readOnly": True},
+    ]
+
+
+def render_fill_job(
+    name: str, namespace: str, spec: ModelDeploymentSpec, plan: mc.CachePlan, claim_uid: str, keep: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The fetcher, once, into sources/<key> on the PVC. `keep`: other source keys still in use
+    (the live pods' during a rollout); every other directory under sources/ is removed."""
+    env = fetch_env(spec, mc.source_dir_in_job(plan), mode="fill")
+    env.append({"name": "LEXORA_CACHE_KEEP", "value": " ".join(sorted(set(keep)))})
+    container: dict[str, Any] = {
+        "name": "fill-cache",
+        "image": spec.source.fetcher_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["/bin/sh", f"{mc.CACHE_CONFIG_DIR}/{repo.FETCH_SCRIPT_KEY}"],
+        "env": env,
+        "resources": {
+            "requests": {"cpu": "500m", "memory": "512Mi", "ephemeral-storage": "1Gi"},
+            "limits": {"memory": "4Gi", "ephemeral-storage": JOB_SCRATCH_LIMIT},
+        },
+        "securityContext": _security(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": _common_mounts(),
+    }
+    fetch_secret_env(spec, container)
+    pod = {**_pod_basics(spec), "containers": [container], "volumes": _common_volumes(name, plan)}
+    if spec.tolerations:
+        pod["tolerations"] = [dict(t) for t in spec.tolerations]
+    annotations = {mc.CACHE_KEY_ANNOTATION: mc.source_fingerprint(spec)}
+    return _job(
+        name,
+        namespace,
+        mc.fill_job_name(name, plan, claim_uid),
+        mc.COMPONENT_FILL,
+        annotations,
+        pod,
+        backoff=3,
+        deadline=mc.FILL_DEADLINE_S,
+    )
+
+
+def render_engine_job(
+    name: str, namespace: str, spec: ModelDeploymentSpec, plan: mc.CachePlan, claim_uid: str
+) -> dict[str, Any]:
+    """TensorRT-LLM's LLM API on gpu.count GPUs of gpu.product, into engines/<key> on the PVC."""
+    assert plan.engine_key is not None
+    mounts = _common_mounts()
+    volumes = _common_volumes(name, plan)
+    if plan.source_key is not None:
+        source = mc.source_dir_in_job(plan)
+    else:  # a PVC source, read where it is
+        assert spec.source.pvc is not None
+        source = repo.PVC_SOURCE_DIR
+        mount = {"name": "source", "mountPath": repo.PVC_SOURCE_DIR, "readOnly": True}
+        if spec.source.pvc.sub_path:
+            mount["subPath"] = spec.source.pvc.sub_path
+        mounts.append(mount)
+        volumes.append(
+            {"name": "source", "persistentVolumeClaim": {"claimName": spec.source.pvc.claim_name, "readOnly": True}}
+        )
+    mounts.append({"name": "shm", "mountPath": "/dev/shm"})
+    volumes.append({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": str(spec.triton.shm_size)}})
+    env = mc.engine_env(spec, source, mc.engine_dir_in_job(plan), plan.engine_key)
+    # The build's own scratch files (GBs for a large model) go to the PVC, not to the node's disk.
+    env.append({"name": "TMPDIR", "value": f"{mc.CACHE_MOUNT}/tmp"})
+    container = {
+        "name": "build-engine",
+        "image": mc.builder_image(spec),
+        "imagePullPolicy": spec.triton.image_pull_policy,
+        "command": ["python3", f"{mc.CACHE_CONFIG_DIR}/{mc.BUILD_SCRIPT_KEY}"],
+        "env": env,
+        "resources": resources_for(spec, ephemeral=mc.SCRATCH, limit=JOB_SCRATCH_LIMIT),
+        "securityContext": _security(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": mounts,
+    }
+    pod = {**_pod_basics(spec), **gpu_scheduling(spec), "containers": [container], "volumes": volumes}
+    if spec.runtime_class_name:
+        pod["runtimeClassName"] = spec.runtime_class_name
+    annotations = {mc.ENGINE_KEY_ANNOTATION: plan.engine_label or plan.engine_key}
+    return _job(
+        name,
+        namespace,
+        mc.engine_job_name(name, plan, claim_uid),
+        mc.COMPONENT_BUILD,
+        annotations,
+        pod,
+        backoff=1,
+        deadline=spec.engine.build_timeout_seconds,
+    )

@@ -30,6 +30,10 @@ class OperatorSettings(ServiceSettings):
     router_namespace: str | None = None
     # Who may scrape Triton's metrics port (JSON list of NetworkPolicy peers); empty: anyone.
     triton_metrics_from: list[dict[str, Any]] = Field(default_factory=list)
+    # The model cache's storage class (ReadWriteMany: NFS, CephFS, EFS, Filestore, Azure Files, ...);
+    # a ModelDeployment's spec.cache.storageClassName overrides it. Unset: no model cache unless the
+    # spec names a class; every pod fetches its own copy into an emptyDir.
+    cache_storage_class: str | None = None
     # Set by the Downward API in the operator's pod.
     pod_namespace: str | None = Field(default=None, validation_alias="POD_NAMESPACE")
 

@@ -126,7 +126,41 @@ class SourceSpec(SpecModel):
 
 
 class CacheSpec(SpecModel):
+    """The model cache: a ReadWriteMany PVC filled once by a Job, mounted read-only by every pod.
+
+    Without a storage class (here or the operator's LEXORA_CACHE_STORAGE_CLASS) or with `enabled:
+    false`, every pod fetches the model into an emptyDir of `sizeLimit` instead."""
+
+    enabled: bool = True
+    storage_class_name: str | None = Field(default=None, pattern=_DNS_1123_SUBDOMAIN)
+    # The PVC's size with the cache; the emptyDir's sizeLimit (and ephemeral-storage request) without.
     size_limit: str | int = "100Gi"
+
+
+EngineMode = Literal["build", "prebuilt"]
+
+
+class EngineSpec(SpecModel):
+    """tensorrtllm: where the TensorRT-LLM engine comes from.
+
+    build: the operator builds it from the source's Hugging Face checkpoint with the TensorRT-LLM LLM
+    API, once per (model, GPU product, tensor-parallel size, TensorRT-LLM version), into the model
+    cache (or, without a cache, in each pod before Triton starts). prebuilt: the source holds
+    `engine/` (trtllm-build output) and `tokenizer/`."""
+
+    mode: EngineMode = "build"
+    # Unset: gpu.count. One engine spans every GPU of a replica, so it must equal gpu.count.
+    tensor_parallel_size: int | None = Field(default=None, ge=1)
+    # Part of the engine's cache key; the build checks it against the image's tensorrt_llm.__version__.
+    # Unset: the builder image's reference stands for the version.
+    trtllm_version: str | None = Field(default=None, pattern=r"^[0-9A-Za-z][0-9A-Za-z.+_-]*$")
+    # Unset: triton.image (NVIDIA's TensorRT-LLM Triton image carries tensorrt_llm).
+    builder_image: str | None = None
+    dtype: Literal["auto", "float16", "bfloat16"] = "auto"
+    # Unset: model.contextLength.
+    max_seq_len: int | None = Field(default=None, ge=1)
+    max_num_tokens: int | None = Field(default=None, ge=1)
+    build_timeout_seconds: int = Field(default=7200, ge=300)
 
 
 class GpuSpec(SpecModel):
@@ -178,6 +212,7 @@ class ModelDeploymentSpec(SpecModel):
     triton: TritonSpec
     source: SourceSpec
     cache: CacheSpec = Field(default_factory=CacheSpec)
+    engine: EngineSpec = Field(default_factory=EngineSpec)
     gpu: GpuSpec = Field(default_factory=GpuSpec)
     replicas: int = Field(default=1, ge=0)
     autoscaling: AutoscalingSpec | None = None
@@ -204,6 +239,17 @@ class ModelDeploymentSpec(SpecModel):
                 raise ValueError("backend tensorrtllm needs triton.maxBatchSize of at least 1")
             if self.source.image is not None:
                 raise ValueError("backend tensorrtllm cannot take source.image: the fetcher checks the engine files")
+            tp = self.engine.tensor_parallel_size
+            if tp is not None and tp != self.gpu.count:
+                raise ValueError(
+                    f"engine.tensorParallelSize ({tp}) must equal gpu.count ({self.gpu.count}): "
+                    "one engine spans every GPU of a replica"
+                )
+            if self.engine.mode == "build" and not self.gpu.product:
+                raise ValueError(
+                    "engine.mode build needs gpu.product: an engine is built for one GPU model "
+                    "(or set engine.mode prebuilt)"
+                )
         if self.model.kind != "image" and self.model.context_length is None:
             raise ValueError(f"model.contextLength is required for {self.model.kind} models")
         registry_key(self.model.id)  # raises ValueError with the reason
@@ -216,6 +262,14 @@ class ModelDeploymentSpec(SpecModel):
         if self.backend == "tensorrtllm":
             return "ensemble"  # the router calls the ensemble: preprocessing -> tensorrt_llm -> postprocessing
         return re.sub(r"[^a-z0-9_-]+", "-", self.model.id.rsplit("/", 1)[-1].lower()).strip("-")
+
+    @property
+    def builds_engine(self) -> bool:
+        return self.backend == "tensorrtllm" and self.engine.mode == "build"
+
+    @property
+    def tensor_parallel_size(self) -> int:
+        return self.engine.tensor_parallel_size or max(self.gpu.count, 1)
 
     @property
     def max_batch_size(self) -> int:

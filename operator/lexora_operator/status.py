@@ -44,6 +44,16 @@ class Diagnosis:
 
 
 @dataclass(frozen=True)
+class CacheView:
+    """The model cache as the phase sees it (cache.CacheState, without the status dicts)."""
+
+    ready: bool
+    failed: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
 class Observation:
     """Everything the status is computed from, gathered by the reconciler."""
 
@@ -55,6 +65,7 @@ class Observation:
     matching_gpu_nodes: int | None = None  # None: not checked
     invalid_spec: str | None = None
     duplicate_of: str | None = None
+    cache: CacheView | None = None  # None: no model cache
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,33 @@ class StatusReport:
 
 
 def compute_status(obs: Observation) -> StatusReport:
+    report = _compute(obs)
+    cache = obs.cache
+    if cache is None or cache.ready or obs.invalid_spec is not None or obs.duplicate_of is not None:
+        return report
+    # The model cache is not ready for this spec: nothing new runs until it is.
+    progressing = Condition("Progressing", "True", cache.reason, f"Waiting for the model cache: {cache.message}")
+    if report.ready_replicas >= 1:
+        message = f"Serving the previous spec from {report.ready_replicas} replica(s); {cache.message}"
+        return StatusReport(
+            "Degraded",
+            report.ready_replicas,
+            report.replicas,
+            Condition("Ready", "True", cache.reason, message),
+            progressing,
+        )
+    if cache.failed:
+        phase: Phase = "Failed"
+    elif cache.reason in ("FillingCache", "BuildingEngine"):
+        phase = "Loading"
+    else:
+        phase = "Pending"
+    return StatusReport(
+        phase, 0, report.replicas, Condition("Ready", "False", cache.reason, cache.message), progressing
+    )
+
+
+def _compute(obs: Observation) -> StatusReport:
     if obs.invalid_spec is not None:
         return _not_serving(obs, "Failed", "InvalidSpec", f"The spec cannot work as written: {obs.invalid_spec}")
     if obs.duplicate_of is not None:

@@ -1,5 +1,4 @@
-"""The tensors of a Triton model: what a router sends and what it reads back (chat below; embedding
-and image models at the end).
+"""The tensors of a Triton chat model: what a router sends and what it reads back.
 
 Names follow the TensorRT-LLM ensemble (`text_input`, `max_tokens`, `stream`, `temperature`,
 `top_p`, `stop_words` → `text_output`) plus Lexora's own (`apply_chat_template` in; the engine's
@@ -58,21 +57,22 @@ CHAT_OUTPUTS: tuple[EngineTensor, ...] = (
 # word that ended the answer, reported as Anthropic's `stop_sequence`.
 OPTIONAL_CHAT_OUTPUTS: tuple[EngineTensor, ...] = (EngineTensor("stop_word", "BYTES"),)
 
-# An embedding model: N strings in, N vectors and each input's token count out
-# (lexora_router.triton_media; model-repo/all-minilm-l6-v2).
+
+# Embedding models (model-repo/all-minilm-l6-v2; lexora_router's embeddings client): a batch of N
+# strings in, N vectors and N token counts out. The vector width is the model's; -1 here.
 EMBEDDING_INPUTS: tuple[EngineTensor, ...] = (EngineTensor("text_input", "BYTES", dims="-1", optional=False),)
 EMBEDDING_OUTPUTS: tuple[EngineTensor, ...] = (
     EngineTensor("embedding", "FP32", dims="-1, -1"),
     EngineTensor("num_input_tokens", "INT32", dims="-1"),
 )
 
-# An image model: one prompt and its parameters in, one PNG out (model-repo/flux-1-schnell).
+# Image models (model-repo/flux-1-schnell): one prompt in, one PNG out.
 IMAGE_INPUTS: tuple[EngineTensor, ...] = (
     EngineTensor("prompt", "BYTES", optional=False),
     EngineTensor("width", "INT32", optional=False),
     EngineTensor("height", "INT32", optional=False),
     EngineTensor("num_inference_steps", "INT32", optional=False),
     EngineTensor("guidance_scale", "FP32", optional=False),
-    EngineTensor("seed", "INT64"),  # absent: a random seed
+    EngineTensor("seed", "INT64"),
 )
 IMAGE_OUTPUTS: tuple[EngineTensor, ...] = (EngineTensor("image", "BYTES"),)

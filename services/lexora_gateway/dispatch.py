@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import AsyncIterator
 
 from lexora_contracts.messages import GenerationChunk
 from lexora_gateway.admission.admit import Admitted, record_refusal
+from lexora_gateway.chat.answer import Answer, AnswerReader, Piece
 from lexora_gateway.state import GatewayState
 from lexora_router.client import GenerationStream, NoRouter
 from lexora_runtime.logs import request_id_var
@@ -42,16 +44,44 @@ async def first_output(state: GatewayState, admitted: Admitted, stream: Generati
         raise
 
 
-async def collect(stream: GenerationStream, first: GenerationChunk) -> tuple[str, GenerationChunk]:
-    """The whole answer and its final chunk (counts, finish reason, cost)."""
-    parts = []
+async def chunks(stream: GenerationStream, first: GenerationChunk) -> AsyncIterator[GenerationChunk]:
+    """The job's chunks in order, from `first` through the final one."""
     chunk = first
-    while True:
+    yield chunk
+    while chunk.kind != "done":
+        chunk = await stream.next()
+        yield chunk
+
+
+async def answer_pieces(
+    stream: GenerationStream, first: GenerationChunk, reader: AnswerReader
+) -> AsyncIterator[list[Piece]]:
+    """A chat answer as the engine produces it, a list of pieces per chunk (empty ones skipped);
+    `reader.answer` holds the whole answer once this ends."""
+    async for chunk in chunks(stream, first):
+        pieces = reader.read(chunk)
+        if pieces:
+            yield pieces
+
+
+async def whole_answer(stream: GenerationStream, first: GenerationChunk, reader: AnswerReader) -> Answer:
+    """A chat answer read whole; the stream is released however that ends."""
+    try:
+        async for _ in answer_pieces(stream, first, reader):
+            pass
+    finally:
+        await stream.release()
+    assert reader.answer is not None
+    return reader.answer
+
+
+async def collect(stream: GenerationStream, first: GenerationChunk) -> tuple[str, GenerationChunk]:
+    """The whole text output and its final chunk (counts, finish reason, cost)."""
+    parts = []
+    async for chunk in chunks(stream, first):
         if chunk.kind == "delta":
             parts.append(chunk.text)
-        if chunk.kind == "done":
-            return "".join(parts), chunk
-        chunk = await stream.next()
+    return "".join(parts), chunk
 
 
 async def run_binary_job(state: GatewayState, admitted: Admitted) -> tuple[bytes, GenerationChunk]:
@@ -67,10 +97,7 @@ async def run_binary_job(state: GatewayState, admitted: Admitted) -> tuple[bytes
 async def collect_binary(stream: GenerationStream, first: GenerationChunk) -> tuple[bytes, GenerationChunk]:
     """A binary result (embedding vectors, a PNG) reassembled from its slices, and the final chunk."""
     parts = []
-    chunk = first
-    while True:
+    async for chunk in chunks(stream, first):
         if chunk.kind == "delta" and chunk.data:
             parts.append(base64.b64decode(chunk.data))
-        if chunk.kind == "done":
-            return b"".join(parts), chunk
-        chunk = await stream.next()
+    return b"".join(parts), chunk

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 
@@ -213,3 +214,24 @@ def test_long_release_names_still_give_valid_object_names(helm: Helm) -> None:
     for obj in (doc for doc in yaml.safe_load_all(output) if doc):
         limit = 52 if obj["kind"] == "StatefulSet" else 63
         assert len(obj["metadata"]["name"]) <= limit, f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def test_model_aliases_reach_the_gateway_in_their_order(helm: Helm, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Patterns are tried in order, so they travel as a list and arrive as a JSON object in that order
+    (a map would be sorted by helm), which the gateway's settings read."""
+    from lexora_gateway.settings import GatewaySettings
+
+    aliases = {
+        "gateway.modelAliases[0].pattern": "gpt-5*",
+        "gateway.modelAliases[0].model": "big",
+        "gateway.modelAliases[1].pattern": "claude-*",
+        "gateway.modelAliases[1].model": "small",
+    }
+    gateway = named(helm.template(set_values=aliases), "Deployment", f"{RELEASE}-gateway")
+    [env] = [c["env"] for c in gateway["spec"]["template"]["spec"]["containers"] if c["name"] == "gateway"]
+    [value] = [e["value"] for e in env if e["name"] == "LEXORA_MODEL_ALIASES"]
+    monkeypatch.setenv("LEXORA_MODEL_ALIASES", value)
+    settings = GatewaySettings()
+    assert list(settings.model_aliases.items()) == [("gpt-5*", "big"), ("claude-*", "small")]
+    plain = named(helm.template(), "Deployment", f"{RELEASE}-gateway")
+    assert "LEXORA_MODEL_ALIASES" not in json.dumps(plain)

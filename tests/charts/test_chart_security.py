@@ -272,6 +272,24 @@ def test_operator_rbac_covers_network_policies_and_reads_source_secrets(renders:
     assert ("", "secrets", "list") not in granted and ("", "secrets", "watch") not in granted
 
 
+def test_operator_rbac_covers_the_model_cache(renders: dict[str, list[dict]]) -> None:
+    """A PVC and Jobs per model (kopf watches the Jobs), and the fill pod's log for its progress."""
+    rules = named(renders["default"], "ClusterRole", f"{RELEASE}-operator")["rules"]
+    granted = {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    for verb in ("get", "list", "watch", "create", "delete"):
+        assert ("batch", "jobs", verb) in granted
+    for verb in ("get", "create", "patch", "delete"):
+        assert ("", "persistentvolumeclaims", verb) in granted
+    assert ("", "pods/log", "get") in granted
+    assert ("", "persistentvolumeclaims", "list") not in granted
+
+
+def test_the_model_cache_storage_class_reaches_the_operator(helm: Helm) -> None:
+    assert "LEXORA_CACHE_STORAGE_CLASS" not in _operator_env(helm.template([], None)), "no cache by default"
+    env = _operator_env(helm.template([], {"operator.modelCache.storageClassName": "nfs-rwx"}))
+    assert env["LEXORA_CACHE_STORAGE_CLASS"] == "nfs-rwx"
+
+
 def test_watching_one_namespace_grants_a_role_there_and_only_nodes_cluster_wide(helm: Helm) -> None:
     objects = helm.template([], {"operator.watchNamespace": "lexora-models"})
     cluster_role = named(objects, "ClusterRole", f"{RELEASE}-operator")

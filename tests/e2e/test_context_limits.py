@@ -140,6 +140,8 @@ def test_a_claude_name_is_served_by_the_pattern_and_charged_at_its_price(lexora:
     _charged_exactly(lexora, account.account_id, message.id, message.usage.input_tokens, message.usage.output_tokens)
     with pytest.raises(anthropic.NotFoundError):
         sdk.messages.create(model="claude-sonnet-4-5", max_tokens=4, messages=HELLO)
+    card = openai_client(lexora, account.api_key).models.retrieve(name)
+    assert card.id == LOCAL_CHAT_MODEL, "the model card shows the model the name means"
 
 
 def test_responses_api_max_output_tokens_is_clamped_too(lexora: RunningStack) -> None:

@@ -172,6 +172,7 @@ def test_streamed_function_call_events(lexora: RunningStack) -> None:
         input="Weather in Rome?",
         tools=[WEATHER],
         tool_choice="required",
+        parallel_tool_calls=False,
         max_output_tokens=40,
         temperature=0,
     ) as stream:

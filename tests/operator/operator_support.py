@@ -55,6 +55,8 @@ RESOURCES = {
     "networking.k8s.io/v1/networkpolicies": ("NetworkPolicy", True, set()),
     "policy/v1/poddisruptionbudgets": ("PodDisruptionBudget", True, {"status"}),
     "autoscaling/v2/horizontalpodautoscalers": ("HorizontalPodAutoscaler", True, {"status"}),
+    "batch/v1/jobs": ("Job", True, {"status"}),
+    "v1/persistentvolumeclaims": ("PersistentVolumeClaim", True, {"status"}),
     # kopf waits for these two to be discoverable before it starts watching anything.
     "v1/namespaces": ("Namespace", False, {"status"}),
     "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False, {"status"}),
@@ -79,9 +81,16 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     # defaults, schema and CEL validation, 422 on failure), by (group, plural). Off unless set: the
     # operator's own tests also create specs the CRD would refuse, to see the operator refuse them.
     crds: dict[tuple[str, str], CrdSchema] | None = None
+    # The kubelet's side of `GET pods/<name>/log`, by (namespace, pod name).
+    pod_logs: dict[tuple[str, str], str] | None = None
 
     @override
     async def _handle(self, request: kmock.Request) -> Any:
+        if request.method == "GET" and request.subresource == "log" and request.name is not None:
+            text = (self.pod_logs or {}).get((request.namespace or "", request.name))
+            if text is None:
+                raise kmock.KubernetesError(status=404, reason="NotFound", message="no log")
+            return aiohttp.web.Response(text=text, content_type="text/plain")
         if request.method == "PATCH" and request.headers.get("Content-Type", "").startswith(APPLY_PATCH):
             applied = self._server_side_apply(request)
             if not isinstance(applied, kmock.Request):
@@ -251,6 +260,8 @@ class Cluster:
             "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies"),
             "Secret": ("", "v1", "secrets"),
             "Event": ("", "v1", "events"),
+            "Job": ("batch", "v1", "jobs"),
+            "PersistentVolumeClaim": ("", "v1", "persistentvolumeclaims"),
         }[kind]
         base = f"/api/{version}" if not group else f"/apis/{group}/{version}"
         ns = f"/namespaces/{namespace}" if namespace else ""
@@ -317,6 +328,45 @@ class Cluster:
             "status": {"allocatable": {"cpu": "32", "memory": "256Gi", "nvidia.com/gpu": str(gpus)}},
         }
         await self._call("POST", self.path("Node", namespace=None), node)
+
+    async def run_job(
+        self, name: str, *, phase: str, message: str = "", log: str | None = None, succeeded: bool | None = None
+    ) -> None:
+        """Play the Job controller and the kubelet: a pod of the Job (job-name label) in `phase`
+        (Running, Succeeded, Failed) whose container ended with `message`, and the Job's status."""
+        job = await self.get("Job", name)
+        assert job is not None
+        template = job["spec"]["template"]
+        container = template["spec"]["containers"][0]["name"]
+        state: dict[str, Any] = {"running": {}}
+        if phase in ("Succeeded", "Failed"):
+            state = {"terminated": {"exitCode": 0 if phase == "Succeeded" else 1, "message": message}}
+        pod_name = f"{name}-pod"
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": pod_name,
+                "namespace": NAMESPACE,
+                "labels": {**template["metadata"]["labels"], "job-name": name},
+            },
+            "spec": template["spec"],
+            "status": {"phase": phase, "containerStatuses": [{"name": container, "state": state}]},
+        }
+        if await self.get("Pod", pod_name) is None:
+            await self._call("POST", self.path("Pod"), pod)
+        else:
+            await self.patch("Pod", pod_name, {"status": pod["status"]}, subresource="status")
+        if log is not None:
+            if self.emulator.pod_logs is None:
+                self.emulator.pod_logs = {}
+            self.emulator.pod_logs[(NAMESPACE, pod_name)] = log
+        status: dict[str, Any] = {"active": 1} if phase == "Running" else {"active": 0}
+        if phase == "Succeeded":
+            status.update(succeeded=1, conditions=[{"type": "Complete", "status": "True"}])
+        elif phase == "Failed":
+            status.update(failed=1, conditions=[{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}])
+        await self.patch("Job", name, {"status": status}, subresource="status")
 
     def record(self, model_id: str) -> ModelRecord | None:
         return self.registry.get(model_id)

@@ -5,18 +5,27 @@ from __future__ import annotations
 import copy
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from operator_support import load_sample
 
 from lexora_operator.model_repository import model_repository_files
 from lexora_operator.spec import parse_spec
 
+PREBUILT = {"source": {"pvc": {"claimName": "llama-engines"}}, "engine": {"mode": "prebuilt"}}
+
 
 def run_fetch(
-    tmp_path: Path, source: Path, sample: str = "llama-3.2-3b-instruct.yaml", kind: str = "pvc"
+    tmp_path: Path,
+    source: Path,
+    sample: str = "llama-3.2-3b-instruct.yaml",
+    kind: str = "pvc",
+    overrides: dict[str, Any] | None = None,
+    **env_overrides: str,
 ) -> subprocess.CompletedProcess[str]:
     manifest = load_sample(sample)
-    files = model_repository_files(parse_spec(manifest["metadata"]["name"], copy.deepcopy(manifest["spec"])))
+    spec = {**copy.deepcopy(manifest["spec"]), **(PREBUILT if overrides is None and kind == "pvc" else overrides or {})}
+    files = model_repository_files(parse_spec(manifest["metadata"]["name"], spec))
     config = tmp_path / "config"
     config.mkdir()
     for key, text in files.items():
@@ -30,6 +39,7 @@ def run_fetch(
         "LEXORA_MODEL_REPO": str(tmp_path / "models"),
         "LEXORA_CONFIG_DIR": str(config),
         "LEXORA_TERMINATION_LOG": str(tmp_path / "termination-log"),
+        **env_overrides,
     }
     return subprocess.run(["/bin/sh", str(config / "fetch.sh")], env=env, capture_output=True, text=True, timeout=30)
 

@@ -19,10 +19,14 @@ ROUTER_OUTPUTS = {t.name for t in CHAT_OUTPUTS}
 STOP_WORD = {t.name for t in OPTIONAL_CHAT_OUTPUTS}
 
 
-def configs(sample: str, **triton: Any) -> dict[str, model_config_pb2.ModelConfig]:
+def configs(
+    sample: str, engine: dict[str, Any] | None = None, **triton: Any
+) -> dict[str, model_config_pb2.ModelConfig]:
     manifest = load_sample(sample)
     spec = copy.deepcopy(manifest["spec"])
     spec["triton"].update(triton)
+    if engine is not None:
+        spec["engine"] = engine
     files = model_repository_files(parse_spec(manifest["metadata"]["name"], spec))
     return {
         key.removesuffix(".config.pbtxt"): text_format.Parse(text, model_config_pb2.ModelConfig())
@@ -52,7 +56,17 @@ def test_tensorrt_llm_engine_gets_batch_size_kv_cache_fraction_and_streaming() -
     params = parameters(engine)
     assert params["kv_cache_free_gpu_mem_fraction"] == "0.85"
     assert params["gpt_model_type"] == "inflight_fused_batching"
-    assert params["gpt_model_path"] == "/source/engine"
+    # Built by the model cache's Job (or the pod's build-engine init container) into /cache/engine.
+    assert params["gpt_model_path"] == "/cache/engine"
+    prebuilt = configs("llama-3.2-3b-instruct.yaml", engine={"mode": "prebuilt"})
+    assert parameters(prebuilt["tensorrt_llm"])["gpt_model_path"] == "/cache/source/engine"
+    assert parameters(prebuilt["preprocessing"])["tokenizer_dir"] == "/cache/source/tokenizer"
+
+
+def test_a_built_engine_reads_the_tokenizer_from_the_hugging_face_checkpoint() -> None:
+    models = configs("llama-3.2-3b-instruct.yaml")
+    for model in ("preprocessing", "postprocessing"):
+        assert parameters(models[model])["tokenizer_dir"] == "/cache/source"
 
 
 def test_ensemble_exposes_exactly_the_router_tensors() -> None:
@@ -142,8 +156,8 @@ def test_flux_is_one_python_model_on_the_gpu_with_its_code_from_the_image() -> N
 def test_embedding_and_image_models_declare_what_model_repo_declares() -> None:
     """Triton refuses a tensor its config does not declare ("unexpected inference output"), and
     model-repo/'s Python models declare none through auto_complete_config: the generated configs
-    must offer the router the tensors of model-repo/'s hand-written ones, with the same types.
-    (The cluster in a box found it: the rendered embedding and FLUX pods never passed readiness.)"""
+    must offer the router the tensors of model-repo/'s hand-written ones, with the same types (the
+    cluster in a box, tests/cluster, sees the rendered pods fail readiness otherwise)."""
     for sample, model in (("all-minilm-l6-v2-cpu.yaml", "all-minilm-l6-v2"), ("flux-1-schnell.yaml", "flux-1-schnell")):
         local = text_format.Parse(
             (REPO_ROOT / "model-repo" / model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
@@ -164,5 +178,7 @@ def test_the_fetch_script_is_shipped_with_the_layout_it_reads() -> None:
     manifest = load_sample("llama-3.2-3b-instruct.yaml")
     files = model_repository_files(parse_spec(manifest["metadata"]["name"], manifest["spec"]))
     assert files["fetch.sh"].startswith("#!/bin/sh")
-    assert "require engine/config.json" in files["layout"]
+    assert "require config.json" in files["layout"].splitlines(), "a Hugging Face checkpoint to build from"
+    assert "require engine/config.json" not in files["layout"]
+    assert files["build_engine.py"].startswith('"""Build a TensorRT-LLM engine')
     assert "model preprocessing preprocessing/1" in files["layout"]

@@ -272,7 +272,9 @@ async def _sync(value: bool) -> bool:
 
 async def test_a_key_removed_from_the_spec_is_removed_from_the_children(cluster: Cluster) -> None:
     """Server-side apply: dropping gpu.product unpins the pods from the GPU model at once."""
-    await cluster.apply(load_sample("llama-3.2-3b-instruct.yaml"))
+    manifest = load_sample("llama-3.2-3b-instruct.yaml")
+    manifest["spec"]["engine"] = {"mode": "prebuilt"}  # a build needs gpu.product; a prebuilt engine does not
+    await cluster.apply(manifest)
 
     async def pod_spec() -> dict[str, Any] | None:
         deployment = await cluster.get("Deployment", LLAMA)

@@ -103,10 +103,17 @@ def test_hugging_face_source_is_fetched_by_an_init_container_with_the_token_secr
     assert {"mountPath": "/cache", "name": "cache"} in init["volumeMounts"]
 
 
+PREBUILT_PVC = {
+    "source": {"pvc": {"claimName": "llama-3-2-3b-trtllm-engines", "subPath": "h100-bf16-tp1"}},
+    "engine": {"mode": "prebuilt"},
+}
+
+
 def test_pvc_source_is_mounted_read_only_and_not_copied() -> None:
-    pod = children_of("llama-3.2-3b-instruct.yaml").deployment["spec"]["template"]["spec"]
+    pod = children_of("llama-3.2-3b-instruct.yaml", **PREBUILT_PVC).deployment["spec"]["template"]["spec"]
     source = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "source")
     assert source == {"name": "source", "mountPath": "/source", "readOnly": True, "subPath": "h100-bf16-tp1"}
+    assert [c["name"] for c in pod["initContainers"]] == ["fetch-model"], "a prebuilt engine is not built"
 
 
 def test_object_store_source_passes_the_uri_endpoint_and_credentials() -> None:
@@ -292,7 +299,11 @@ def test_pod_scheduling_and_identity_pass_through_from_the_spec() -> None:
 )
 def test_triton_is_never_best_effort(resources: dict[str, Any], expected: dict[str, Any]) -> None:
     container = triton_container("smollm2-cpu.yaml", resources=resources)
-    assert container["resources"] == expected
+    # The image source puts nothing big on the node's disk: 1Gi cache + 1Gi /models + 1Gi logs.
+    disk = {"requests": {"ephemeral-storage": "3Gi"}, "limits": {"ephemeral-storage": "7Gi"}}
+    assert container["resources"] == {
+        kind: dict(sorted({**expected.get(kind, {}), **disk[kind]}.items())) for kind in ("limits", "requests")
+    }
 
 
 def test_the_source_credentials_hash_is_a_pod_template_annotation() -> None:

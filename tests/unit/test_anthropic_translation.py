@@ -182,11 +182,11 @@ def test_event_stream_transcript() -> None:
     stream = b"".join(
         [
             fmt.message_start("msg_1", "m", 10),
-            fmt.text_block_start(),
+            fmt.event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
             fmt.ping(),
-            fmt.text_delta("Hel"),
-            fmt.text_delta("lo"),
-            fmt.block_stop(),
+            fmt.event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "Hel"}}),
+            fmt.event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "lo"}}),
+            fmt.event("content_block_stop", {"index": 0}),
             fmt.message_delta("stop", "END", usage),
             fmt.message_stop(),
         ]

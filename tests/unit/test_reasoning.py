@@ -13,10 +13,8 @@ from anthropic.types import Message
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from lexora_contracts.errors import InvalidRequest
-from lexora_contracts.messages import GenerationChunk, GenerationRequest, Identity
-from lexora_contracts.registry import Endpoint, ModelRecord, Pricing
-from lexora_gateway.admission.admit import JobSpec, job_header
-from lexora_gateway.anthropic import reasoning as anthropic_reasoning
+from lexora_contracts.messages import GenerationChunk
+from lexora_gateway.anthropic import message_answers as anthropic_answers
 from lexora_gateway.anthropic import translation as anthropic_translation
 from lexora_gateway.anthropic.schemas import CountTokensRequest, MessagesRequest
 from lexora_gateway.chat import jobs
@@ -27,28 +25,11 @@ from lexora_gateway.chat.reasoning import (
     splits_output,
 )
 from lexora_gateway.chat.think_tags import ThinkSplitter, split_whole
-from lexora_gateway.openai import reasoning as openai_reasoning
+from lexora_gateway.openai import chat_answers as openai_answers
 from lexora_gateway.openai import translation as openai_translation
 from lexora_gateway.openai.schemas import ChatCompletionRequest, CompletionRequest
-
-PLAIN = ModelRecord(
-    id="plain",
-    triton_model="plain",
-    context_length=4096,
-    pricing=Pricing(input_micro_per_mtok=40_000, output_micro_per_mtok=40_000),
-    capabilities=["chat"],
-    endpoints=[Endpoint(name="a", grpc_address="127.0.0.1:1")],
-)
-THINKER = PLAIN.model_copy(update={"id": "thinker", "capabilities": ["chat", "reasoning"]})
-IDENTITY = Identity(account_id="a", key_id="k", plan="pro")
-
-
-def engine_request(
-    job: jobs.ChatJob, model: ModelRecord, max_tokens: int, request_id: str = "r", received_at: float = 0.0
-) -> GenerationRequest:
-    header = job_header(JobSpec(IDENTITY, request_id, received_at, job), model, model.pricing, 0, 120)
-    return jobs.generation_request(job, model, max_tokens, header)
-
+from support import answer_streams
+from support.answer_streams import PLAIN, THINKER, FakeStream, body_of, engine_request, sse_data
 
 # ---- the splitter -----------------------------------------------------------------------------
 OUTPUTS = {
@@ -143,9 +124,9 @@ def test_reasoning_tokens_are_counted_when_the_deltas_tell() -> None:
 
 
 def test_exclude_leaves_the_reasoning_out() -> None:
-    assert openai_reasoning.reasoning_fields("thought", exclude=True) == {}
-    assert openai_reasoning.reasoning_fields("", exclude=False) == {}
-    assert openai_reasoning.reasoning_fields("thought", exclude=False) == {
+    assert openai_answers.reasoning_fields("thought", exclude=True) == {}
+    assert openai_answers.reasoning_fields("", exclude=False) == {}
+    assert openai_answers.reasoning_fields("thought", exclude=False) == {
         "reasoning": "thought",
         "reasoning_content": "thought",
     }
@@ -323,56 +304,23 @@ def test_the_budget_reaches_triton_only_when_set() -> None:
 
 
 # ---- answers, as the SDKs read them -------------------------------------------------------------
-class FakeStream:
-    """What the answer renderers read: the request, then chunks as a router would send them."""
-
-    def __init__(self, request: GenerationRequest, chunks: list[GenerationChunk]):
-        self.request = request
-        self._chunks = chunks
-        self.released = False
-
-    async def next(self) -> GenerationChunk:
-        return self._chunks.pop(0)
-
-    async def release(self) -> None:
-        self.released = True
-
-
 TOKENS = ["<think>", "\n", "Two plus", " two.", "\n", "</think>", "\n\n", "It is", " 4."]
 
 
 def run_of(job: jobs.ChatJob, tokens: list[str] = TOKENS) -> tuple[FakeStream, GenerationChunk]:
-    request = engine_request(job, THINKER, 512, "req-1", 1000.0)
-    chunks = [
-        GenerationChunk(kind="delta", text=t, prompt_tokens=5, completion_tokens=i + 1) for i, t in enumerate(tokens)
-    ]
-    done = GenerationChunk(
-        kind="done", prompt_tokens=5, completion_tokens=len(tokens), finish_reason="stop", cost_pico=7
-    )
-    stream = FakeStream(request, [*chunks[1:], done])
-    return stream, chunks[0]
-
-
-async def body_of(response: Any) -> bytes:
-    if hasattr(response, "body_iterator"):
-        return b"".join([part async for part in response.body_iterator])
-    return bytes(response.body)
-
-
-def sse_data(raw: bytes) -> list[Any]:
-    lines = [line[len("data: ") :] for line in raw.decode().split("\n") if line.startswith("data: ")]
-    return [line if line == "[DONE]" else json.loads(line) for line in lines]
+    return answer_streams.run_of(job, tokens)
 
 
 async def test_openai_answer_carries_reasoning_apart_from_content() -> None:
     job = openai_translation.to_job(openai_body(reasoning_effort="low"))
     stream, first = run_of(job)
-    response = await openai_reasoning.respond(stream, first, job, False, {}, "call_")
+    response = await openai_answers.respond(stream, first, job, False, {})
     completion = ChatCompletion.model_validate_json(await body_of(response))
     message = completion.choices[0].message
     assert message.content == "It is 4."
     assert message.model_extra["reasoning"] == "Two plus two." == message.model_extra["reasoning_content"]
-    assert completion.usage.completion_tokens_details is None, "one delta: the split of the count is unknown"
+    # Read delta by delta, as a stream is: the block ended at a delta boundary, so the count is exact.
+    assert completion.usage.completion_tokens_details.reasoning_tokens == 6
     assert stream.released
 
 
@@ -381,7 +329,7 @@ async def test_openai_stream_sends_reasoning_deltas_then_content() -> None:
         openai_body(reasoning_effort="low", stream=True, stream_options={"include_usage": True})
     )
     stream, first = run_of(job)
-    events = sse_data(await body_of(await openai_reasoning.respond(stream, first, job, True, {}, "call_")))
+    events = sse_data(await body_of(await openai_answers.respond(stream, first, job, True, {})))
     assert events.count("[DONE]") == 1 and events[-1] == "[DONE]"
     chunks = [ChatCompletionChunk.model_validate(e) for e in events[:-1]]
     deltas = [c.choices[0].delta for c in chunks if c.choices]
@@ -398,7 +346,7 @@ async def test_openai_exclude_keeps_reasoning_out_of_answer_and_stream() -> None
     for streaming in (False, True):
         job = openai_translation.to_job(openai_body(reasoning={"exclude": True}, stream=streaming))
         stream, first = run_of(job)
-        raw = await body_of(await openai_reasoning.respond(stream, first, job, False, {}, "call_"))
+        raw = await body_of(await openai_answers.respond(stream, first, job, False, {}))
         assert b"reasoning" not in raw.replace(b"reasoning_tokens", b"") and b"Two plus" not in raw
         assert b"It is" in raw
 
@@ -406,7 +354,7 @@ async def test_openai_exclude_keeps_reasoning_out_of_answer_and_stream() -> None
 async def test_anthropic_answer_has_a_signed_thinking_block_before_the_text() -> None:
     job = anthropic_translation.to_job(anthropic_body(thinking={"type": "enabled", "budget_tokens": 1024}))
     stream, first = run_of(job)
-    response = await anthropic_reasoning.respond(stream, first, job, "thinker", {}, "toolu_")
+    response = await anthropic_answers.respond(stream, first, job, "thinker", {})
     message = Message.model_validate_json(await body_of(response))
     assert [block.type for block in message.content] == ["thinking", "text"]
     assert message.content[0].thinking == "Two plus two." and message.content[0].signature
@@ -416,11 +364,11 @@ async def test_anthropic_answer_has_a_signed_thinking_block_before_the_text() ->
 async def test_anthropic_stream_accumulates_to_the_same_message() -> None:
     whole_job = anthropic_translation.to_job(anthropic_body())
     whole = Message.model_validate_json(
-        await body_of(await anthropic_reasoning.respond(*run_of(whole_job), whole_job, "thinker", {}, "toolu_"))
+        await body_of(await anthropic_answers.respond(*run_of(whole_job), whole_job, "thinker", {}))
     )
     job = anthropic_translation.to_job(anthropic_body(stream=True))
     stream, first = run_of(job)
-    raw = await body_of(await anthropic_reasoning.respond(stream, first, job, "thinker", {}, "toolu_"))
+    raw = await body_of(await anthropic_answers.respond(stream, first, job, "thinker", {}))
     snapshot = None
     types = []
     for event in sse_data(raw):
@@ -436,7 +384,7 @@ async def test_anthropic_stream_accumulates_to_the_same_message() -> None:
 async def test_a_reasoning_model_that_skips_thinking_answers_with_text_only() -> None:
     job = anthropic_translation.to_job(anthropic_body(stream=True))
     stream, first = run_of(job, ["Just", " text."])
-    raw = await body_of(await anthropic_reasoning.respond(stream, first, job, "thinker", {}, "toolu_"))
+    raw = await body_of(await anthropic_answers.respond(stream, first, job, "thinker", {}))
     snapshot = None
     for event in sse_data(raw):
         if event["type"] != "ping":
@@ -448,7 +396,7 @@ async def test_omitted_display_keeps_a_signed_thinking_block_with_empty_text() -
     job = anthropic_translation.to_job(anthropic_body(thinking={"type": "adaptive", "display": "omitted"}))
     stream, first = run_of(job)
     message = Message.model_validate_json(
-        await body_of(await anthropic_reasoning.respond(stream, first, job, "thinker", {}, "toolu_"))
+        await body_of(await anthropic_answers.respond(stream, first, job, "thinker", {}))
     )
     assert [block.type for block in message.content] == ["thinking", "text"]
     assert message.content[0].thinking == "" and message.content[0].signature
@@ -458,7 +406,7 @@ async def test_omitted_display_keeps_a_signed_thinking_block_with_empty_text() -
 async def test_omitted_display_streams_the_thinking_block_with_only_its_signature() -> None:
     job = anthropic_translation.to_job(anthropic_body(thinking={"type": "adaptive", "display": "omitted"}, stream=True))
     stream, first = run_of(job)
-    raw = await body_of(await anthropic_reasoning.respond(stream, first, job, "thinker", {}, "toolu_"))
+    raw = await body_of(await anthropic_answers.respond(stream, first, job, "thinker", {}))
     snapshot = None
     deltas = []
     for event in sse_data(raw):

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from lexora_contracts.errors import InvalidRequest
-from lexora_gateway.chat.tools import ToolCall
 from lexora_gateway.http import parse_body
 from lexora_gateway.openai import responses_translation as rt
 from lexora_gateway.openai.responses_events import ResponseEvents
@@ -185,7 +184,8 @@ def test_a_text_answer_streams_in_order_with_sequence_numbers() -> None:
 def test_reasoning_then_a_call_and_a_length_cut() -> None:
     events = _events(summary=True)
     raw = events.start() + events.reasoning("think") + events.reasoning(" more")
-    raw += events.function_call(ToolCall("call_x", "f", {"a": 1}))
+    raw += events.call_opened("call_x", "f") + events.call_arguments('{"a":') + events.call_arguments(" 1}")
+    raw += events.close()
     raw += events.complete("length", rt.usage_block(1, 9, 0, 4))
     kinds = [e["type"] for e in parse(raw)]
     assert kinds[2:] == [
@@ -197,6 +197,7 @@ def test_reasoning_then_a_call_and_a_length_cut() -> None:
         "response.reasoning_summary_part.done",
         "response.output_item.done",
         "response.output_item.added",
+        "response.function_call_arguments.delta",
         "response.function_call_arguments.delta",
         "response.function_call_arguments.done",
         "response.output_item.done",

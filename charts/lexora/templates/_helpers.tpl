@@ -188,6 +188,16 @@ Environment every Lexora process gets. Takes (dict "root" $ "component" name "me
   value: {{ .Values.gateway.workers | quote }}
 - name: LEXORA_JOB_TIMEOUT_S
   value: {{ .Values.gateway.jobTimeoutSeconds | quote }}
+{{- with .Values.gateway.modelAliases }}
+{{- /* A JSON object written pair by pair: the first matching pattern wins, and toJson of a map
+       would sort the patterns. */}}
+{{- $pairs := list }}
+{{- range . }}
+{{- $pairs = append $pairs (printf "%s: %s" (toJson .pattern) (toJson .model)) }}
+{{- end }}
+- name: LEXORA_MODEL_ALIASES
+  value: {{ printf "{%s}" (join ", " $pairs) | quote }}
+{{- end }}
 {{- end }}
 
 {{- define "lexora.auth.env" -}}

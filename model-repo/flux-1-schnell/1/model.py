@@ -1,9 +1,17 @@
 """FLUX.1 [schnell] text-to-image as a Triton Python-backend model: the real diffusers
 FluxPipeline, loaded with ``FluxPipeline.from_pretrained`` from a diffusers checkpoint directory.
 
-The weights directory is ``$LEXORA_FLUX_WEIGHTS`` when set, else the ``weights_path`` config
-parameter. One request -> one PNG of exactly the requested width x height. Generation is seeded
-with a CPU ``torch.Generator``, so the same seed and parameters give the same PNG bytes.
+The weights directory is the ``weights_path`` config parameter when given, else ``model_dir`` (the
+directory the operator mounts the model source at and passes in every config it generates), else
+``$LEXORA_FLUX_WEIGHTS`` (the local stack's tiny pipeline, or a developer's checkout). The same file
+serves locally and in the cluster.
+
+Device: the ``device`` parameter; ``auto`` (the default) is the GPU Triton gave this instance
+(``KIND_GPU``), else CUDA when torch sees a GPU, else the CPU. dtype: bfloat16 on a GPU that supports
+it, float16 on an older one, float32 on the CPU (or the ``dtype`` parameter).
+
+One request -> one PNG of exactly the requested width x height. Generation is seeded with a CPU
+``torch.Generator``, so the same seed and parameters give the same PNG bytes on any device.
 """
 
 import io
@@ -55,28 +63,46 @@ def _side(request, name) -> int:
     return value
 
 
-def _device(name: str) -> torch.device:
-    if name in ("", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def _device(name: str, args: dict) -> torch.device:
+    """`auto`: the GPU Triton placed this instance on, else any GPU torch sees, else the CPU."""
+    if name not in ("", "auto"):
+        return torch.device(name)
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    if str(args.get("model_instance_kind", "")).upper() == "GPU":
+        return torch.device(f"cuda:{int(args.get('model_instance_device_id') or 0)}")
+    return torch.device("cuda")
+
+
+def _dtype(name: str, device: torch.device) -> torch.dtype:
+    if name not in ("", "auto"):
+        return getattr(torch, name)
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def weights_dir(params: dict) -> str:
+    """weights_path, else the operator's model_dir, else $LEXORA_FLUX_WEIGHTS."""
+    return params.get("weights_path") or params.get("model_dir") or os.environ.get(WEIGHTS_ENV) or ""
 
 
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
-        weights = os.environ.get(WEIGHTS_ENV) or params.get("weights_path")
+        weights = weights_dir(params)
         if not weights:
-            raise RuntimeError(f"no FLUX weights: set {WEIGHTS_ENV} or the weights_path parameter")
+            raise RuntimeError(f"no FLUX weights: set the model_dir or weights_path parameter, or {WEIGHTS_ENV}")
         threads = int(params.get("num_threads") or 2)
         self.max_sequence_length = int(params.get("max_sequence_length") or 256)
-        self.device = _device(params.get("device", "cpu"))
+        self.device = _device(params.get("device", "auto"), args)
 
         torch.set_num_threads(threads)
-        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        dtype = _dtype(params.get("dtype", "auto"), self.device)
         self.pipe = FluxPipeline.from_pretrained(weights, dtype=dtype).to(self.device)
         self.pipe.set_progress_bar_config(disable=True)
-        pb_utils.Logger.log_info(f"loaded FluxPipeline from {weights} on {self.device} (threads={threads})")
+        pb_utils.Logger.log_info(f"loaded FluxPipeline from {weights} on {self.device} ({dtype}, threads={threads})")
 
     def execute(self, requests):
         responses = []

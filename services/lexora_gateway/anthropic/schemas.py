@@ -94,6 +94,7 @@ AnyTool = Tool | ServerTool
 class ToolChoice(_Block):
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = None
+    disable_parallel_tool_use: bool | None = None  # at most one tool_use block in the answer
 
 
 class Thinking(_Block):

@@ -34,7 +34,7 @@ from lexora_gateway.chat import image_inputs
 from lexora_gateway.chat.image_inputs import PendingImage
 from lexora_gateway.chat.jobs import ChatJob
 from lexora_gateway.chat.reasoning import ReasoningSetting, reasons
-from lexora_gateway.chat.tools import ToolCall, ToolSpec, ToolUse, call_text, with_instructions
+from lexora_gateway.chat.tools import ToolCall, ToolSpec, ToolUse, calls_text, with_instructions
 
 ENDPOINT = "/v1/messages"
 IGNORED_TOOLS_HEADER = "x-lexora-ignored-tools"
@@ -62,18 +62,21 @@ def _turns_of(message: Message, index: int, images: list[PendingImage]) -> list[
     if isinstance(message.content, str):
         return [ChatTurn(role=message.role, content=message.content)]
     turns, parts, found = [], [], []
+    uses: list[tuple[str, dict[str, Any]]] = []  # tool_use blocks: one JSON text, as the model writes calls
     for block_index, block in enumerate(message.content):
         where = f"messages[{index}].content[{block_index}]"
         if isinstance(block, TextBlock):
             parts.append(block.text)
         elif isinstance(block, ToolUseBlock):
-            parts.append(call_text(block.name, block.input))
+            uses.append((block.name, block.input))
         elif isinstance(block, ToolResultBlock):
             turns.append(_tool_result_turn(block, where, message.role, images))
         elif isinstance(block, ImageBlock):
             _user_only(message.role, where)
             found.append(_image(block, where, len("\n".join(parts))))
         # thinking blocks from earlier turns are not fed back to the model
+    if uses:
+        parts.append(calls_text(uses))
     if parts or found or not turns:
         turns.append(image_inputs.bind(found, ChatTurn(role=message.role, content="\n".join(parts)), images))
     return turns
@@ -164,6 +167,7 @@ def tool_use_of(body: MessagesRequest | CountTokensRequest) -> ToolUse:
         use = ToolUse(tools, "auto", choice.name)
     else:
         use = ToolUse(tools, "none")
+    use.parallel = not (choice is not None and choice.disable_parallel_tool_use)
     use.check("tool_choice")
     return use
 
@@ -228,11 +232,12 @@ def count_budget(body: CountTokensRequest, model: ModelRecord) -> int | None:
     return 1 if body.output_config and body.output_config.effort else None
 
 
-def stop_reason(engine_reason: str | None, stop_sequence: str | None, call: ToolCall | None = None) -> str:
-    if call is not None:
-        return "tool_use"
+def stop_reason(engine_reason: str | None, stop_sequence: str | None, called: bool = False) -> str:
+    """Why the message ended; max_tokens even in a tool_use block (the call was cut short)."""
     if engine_reason == "length":
         return "max_tokens"
+    if called:
+        return "tool_use"
     return "stop_sequence" if stop_sequence else "end_turn"
 
 
@@ -257,15 +262,15 @@ def message_body(
     engine_reason: str | None,
     stop_sequence: str | None,
     usage: dict[str, Any],
-    call: ToolCall | None = None,
+    calls: list[ToolCall] | None = None,
 ) -> dict[str, Any]:
     return {
         "id": message_id,
         "type": "message",
         "role": "assistant",
         "model": requested_model,
-        "content": [tool_use_block(call)] if call else [{"type": "text", "text": text}],
-        "stop_reason": stop_reason(engine_reason, stop_sequence, call),
+        "content": [tool_use_block(c) for c in calls] if calls else [{"type": "text", "text": text}],
+        "stop_reason": stop_reason(engine_reason, stop_sequence, bool(calls)),
         "stop_sequence": stop_sequence,
         "usage": usage,
     }
@@ -293,40 +298,13 @@ def message_start(message_id: str, requested_model: str, input_tokens: int) -> b
     )
 
 
-def tool_use_events(call: ToolCall) -> bytes:
-    """A tool_use block: opened with empty input, the input as one input_json_delta, closed."""
-    opening = {**tool_use_block(call), "input": {}}
-    return b"".join(
-        [
-            event("content_block_start", {"index": 0, "content_block": opening}),
-            event(
-                "content_block_delta",
-                {"index": 0, "delta": {"type": "input_json_delta", "partial_json": call.arguments_json}},
-            ),
-            block_stop(),
-        ]
-    )
-
-
-def text_block_start() -> bytes:
-    return event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
-
-
-def text_delta(text: str) -> bytes:
-    return event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": text}})
-
-
-def block_stop() -> bytes:
-    return event("content_block_stop", {"index": 0})
-
-
 def message_delta(
-    engine_reason: str | None, stop_sequence: str | None, usage: dict[str, Any], call: ToolCall | None = None
+    engine_reason: str | None, stop_sequence: str | None, usage: dict[str, Any], called: bool = False
 ) -> bytes:
     return event(
         "message_delta",
         {
-            "delta": {"stop_reason": stop_reason(engine_reason, stop_sequence, call), "stop_sequence": stop_sequence},
+            "delta": {"stop_reason": stop_reason(engine_reason, stop_sequence, called), "stop_sequence": stop_sequence},
             "usage": usage,
         },
     )

@@ -1,7 +1,7 @@
 """Reasoning ("thinking"), protocol-free: the one setting the OpenAI `reasoning`/`reasoning_effort`
 and the Anthropic `thinking` parameters translate into (lexora_gateway.openai.translation,
 lexora_gateway.anthropic.translation), what of it reaches the engine, and the split of the answer
-both protocols render (lexora_gateway.openai.reasoning, lexora_gateway.anthropic.reasoning). Pure:
+the protocols render (lexora_gateway.chat.answer). Pure:
 no I/O.
 
 Models without the "reasoning" capability ignore the setting (it is still validated). For models

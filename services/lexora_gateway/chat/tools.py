@@ -1,20 +1,21 @@
 """Tool calling for any chat model, protocol-free and pure.
 
 The tools are described to the model in its system prompt, and a call is a JSON object
-{"name": ..., "arguments": {...}}. When the client forces a call (OpenAI "required" or a named
-function, Anthropic "any" or "tool"), the engine's guided decoding constrains the output to exactly
-such an object for the allowed tools' argument schemas, so the call is always well-formed.
+{"name": ..., "arguments": {...}}, several parallel calls a JSON array of them. Whenever tools are
+offered, the engine's guided decoding holds the answer to the grammar tool_grammar.py writes: prose
+or well-formed calls to offered tools (with tool_choice forcing a call, calls only), so a call
+always parses. tool_stream.py reads the calls out of the answer as it is generated.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import ChatTurn
+from lexora_gateway.chat.tool_grammar import tool_call_grammar
 
 ToolMode = Literal["auto", "none", "required"]
 
@@ -44,10 +45,17 @@ class ToolUse:
     tools: list[ToolSpec] = field(default_factory=list)
     mode: ToolMode = "auto"
     forced_name: str | None = None  # a specific tool the client requires
+    parallel: bool = True  # several calls in one answer (OpenAI parallel_tool_calls)
 
     @property
     def active(self) -> bool:
         return bool(self.tools) and self.mode != "none"
+
+    @property
+    def several(self) -> bool:
+        """Whether one answer may hold several calls: when parallel calls are allowed and the
+        client did not name the one tool to call."""
+        return self.parallel and self.forced_name is None
 
     @property
     def forced(self) -> bool:
@@ -63,9 +71,10 @@ class ToolUse:
             raise InvalidRequest("tool_choice requires a tool call but no tools were given", param=param)
 
 
-def call_text(name: str, arguments: dict[str, Any]) -> str:
-    """An earlier call as the model wrote it, for conversation history."""
-    return json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
+def calls_text(calls: list[tuple[str, dict[str, Any]]]) -> str:
+    """Earlier calls as the model writes them, for conversation history: (name, arguments) pairs."""
+    written = [{"name": name, "arguments": arguments} for name, arguments in calls]
+    return json.dumps(written[0] if len(written) == 1 else written, ensure_ascii=False)
 
 
 def with_instructions(messages: list[ChatTurn], use: ToolUse) -> list[ChatTurn]:
@@ -83,6 +92,7 @@ def with_instructions(messages: list[ChatTurn], use: ToolUse) -> list[ChatTurn]:
     instructions = (
         f"You can call these tools:\n{catalog}\n\n"
         f'{how}: {{"name": <tool name>, "arguments": <arguments object>}}.'
+        + (" To call several tools at once, reply with a JSON array of such objects." if use.several else "")
         + ("" if use.forced else " Otherwise answer normally.")
     )
     if messages and messages[0].role == "system":
@@ -96,32 +106,8 @@ def _allowed(use: ToolUse) -> list[ToolSpec]:
 
 
 def guide(use: ToolUse) -> tuple[str, str] | None:
-    """The guided-decoding constraint for a forced call: one object per allowed tool."""
-    if not use.forced:
-        return None
-    options = [
-        {
-            "type": "object",
-            "properties": {"name": {"const": t.name}, "arguments": t.parameters or {"type": "object"}},
-            "required": ["name", "arguments"],
-        }
-        for t in _allowed(use)
-    ]
-    schema = options[0] if len(options) == 1 else {"anyOf": options}
-    return "json_schema", json.dumps(schema)
-
-
-def parse_call(text: str, use: ToolUse, id_prefix: str) -> ToolCall | None:
-    """The tool call in the model's answer, or None when it answered in prose."""
+    """The guided-decoding constraint whenever tools are offered (tool_grammar.py)."""
     if not use.active:
         return None
-    try:
-        value = json.loads(text.strip())
-    except ValueError:
-        return None
-    if not isinstance(value, dict) or not isinstance(value.get("arguments", {}), dict):
-        return None
-    name = value.get("name")
-    if name not in {t.name for t in _allowed(use)}:
-        return None
-    return ToolCall(id=f"{id_prefix}{uuid.uuid4().hex[:24]}", name=name, arguments=value.get("arguments", {}))
+    tools = [(t.name, t.parameters) for t in _allowed(use)]
+    return "ebnf_grammar", tool_call_grammar(tools, allow_prose=not use.forced, parallel=use.several)

@@ -15,10 +15,11 @@ from lexora_contracts.messages import GenerationChunk
 from lexora_gateway.admission import rate_limits
 from lexora_gateway.admission.admit import JobSpec, admit_and_hold
 from lexora_gateway.admission.identity import CurrentIdentity
+from lexora_gateway.chat.answer import AnswerReader, Piece, ReasoningPiece
 from lexora_gateway.chat.jobs import ChatJob, max_tokens_headers
-from lexora_gateway.chat.reasoning import ReasoningTracker, splits_output
-from lexora_gateway.chat.tools import parse_call
-from lexora_gateway.dispatch import dispatch
+from lexora_gateway.chat.reasoning import splits_output
+from lexora_gateway.chat.tool_stream import CallArguments, CallOpened, TextPiece
+from lexora_gateway.dispatch import answer_pieces, dispatch
 from lexora_gateway.http import JSONBody, ReceivedAt, parse_body
 from lexora_gateway.openai import responses_translation as rt
 from lexora_gateway.openai.responses_events import ResponseEvents
@@ -89,40 +90,23 @@ class _Keeper:
 async def _answer(
     stream: GenerationStream, first: GenerationChunk, job: ChatJob, events: ResponseEvents, kept: _Keeper
 ) -> AsyncIterator[bytes]:
-    """The answer as events. Reasoning and text stream as they come, unless tools are offered: then
-    the answer is read whole, since only then is it known whether it is a call or prose."""
-    tracker = ReasoningTracker() if splits_output(stream.request) else None
-    hold_answer = job.tools.active
-    reasoning_text: list[str] = []
-    answer_text: list[str] = []
-
-    def emit(reasoning: str, answer: str) -> bytes:
-        reasoning_text.append(reasoning)
-        answer_text.append(answer)
-        out = events.reasoning(reasoning)
-        return out if hold_answer or not answer else out + events.text(answer)
-
+    """The answer as events: reasoning, text and function calls as they are generated."""
+    reader = AnswerReader(job.tools, splits_output(stream.request), rt.CALL_ID_PREFIX)
     try:
         yield events.start()
-        chunk = first
-        while True:
-            if chunk.kind == "delta" and chunk.text:
-                split = tracker.feed(chunk.text, chunk.completion_tokens) if tracker else ("", chunk.text)
-                out = emit(*split)
-                if out:
-                    yield out
-            if chunk.kind == "done":
-                break
-            chunk = await stream.next()
-        out = emit(*tracker.finish(chunk.completion_tokens)) if tracker else b""
-        answer = "".join(answer_text)
-        if hold_answer:
-            call = parse_call(answer, job.tools, rt.CALL_ID_PREFIX)
-            out += events.function_call(call) if call is not None else events.text(answer)
-        known = tracker.reasoning_tokens if tracker else 0
-        reasoning_tokens = rt.reasoning_token_count(known, "".join(reasoning_text), answer, chunk.completion_tokens)
-        usage = rt.usage_block(chunk.prompt_tokens, chunk.completion_tokens, chunk.cost_pico, reasoning_tokens)
-        out += events.complete(chunk.finish_reason, usage)
+        async for pieces in answer_pieces(stream, first, reader):
+            out = b"".join(_event_of(events, piece) for piece in pieces)
+            if out:
+                yield out
+        answer = reader.answer
+        assert answer is not None
+        done = answer.done
+        written = answer.text + "".join(call.arguments_json for call in answer.calls)
+        reasoning_tokens = rt.reasoning_token_count(
+            answer.reasoning_tokens, answer.reasoning, written, done.completion_tokens
+        )
+        usage = rt.usage_block(done.prompt_tokens, done.completion_tokens, done.cost_pico, reasoning_tokens)
+        out = events.complete(done.finish_reason, usage)
         assert events.final is not None
         await kept.keep(events.final)
         yield out
@@ -133,6 +117,18 @@ async def _answer(
     finally:
         # A client that disconnected lands here too (the generator is closed): stop the engine.
         await stream.release()
+
+
+def _event_of(events: ResponseEvents, piece: Piece) -> bytes:
+    if isinstance(piece, ReasoningPiece):
+        return events.reasoning(piece.text)
+    if isinstance(piece, TextPiece):
+        return events.text(piece.text)
+    if isinstance(piece, CallOpened):
+        return events.call_opened(piece.call_id, piece.name)
+    if isinstance(piece, CallArguments):
+        return events.call_arguments(piece.text)
+    return events.close()  # CallClosed
 
 
 @router.get("/responses/{response_id}")

@@ -8,7 +8,8 @@ end with the same output items:
                      reasoning_summary_text.done, reasoning_summary_part.done], output_item.done
     message item:    output_item.added, content_part.added, output_text.delta…, output_text.done,
                      content_part.done, output_item.done
-    function call:   output_item.added, function_call_arguments.delta, .done, output_item.done
+    function call:   output_item.added, function_call_arguments.delta…, .done, output_item.done
+                     (one item per call; parallel calls follow each other)
     response.completed (response.incomplete when max_output_tokens cut it; response.failed on an error)
 
 Each event carries its `sequence_number`, counted from 0.
@@ -21,7 +22,6 @@ from typing import Any
 
 import orjson
 
-from lexora_gateway.chat.tools import ToolCall
 from lexora_gateway.openai import responses_translation as rt
 
 
@@ -143,6 +143,10 @@ class ResponseEvents:
                     summary_index=0,
                     part=part,
                 )
+        elif item["type"] == "function_call":
+            done = {**item, "status": "completed", "arguments": text}
+            where = {"item_id": item_id, "output_index": index}
+            out += self._event("response.function_call_arguments.done", **where, name=item["name"], arguments=text)
         else:
             done = rt.message_item(item_id, text)
             where = {"item_id": item_id, "output_index": index, "content_index": 0}
@@ -151,24 +155,19 @@ class ResponseEvents:
         self.output.append(done)
         return out + self._event("response.output_item.done", output_index=index, item=done)
 
-    def function_call(self, call: ToolCall) -> bytes:
+    def call_opened(self, call_id: str, name: str) -> bytes:
+        """A function_call item, opened as soon as the call's name is known."""
         out = self.close()
-        item_id, index, arguments = self._new_id("fc"), self._index, call.arguments_json
-        opened = rt.function_call_item(item_id, call, "", "in_progress")
-        done = rt.function_call_item(item_id, call, arguments)
-        out += self._event("response.output_item.added", output_index=index, item=opened)
-        out += self._event(
-            "response.function_call_arguments.delta", item_id=item_id, output_index=index, delta=arguments
+        self._open = rt.function_call_item(self._new_id("fc"), call_id, name, "", "in_progress")
+        return out + self._event("response.output_item.added", output_index=self._index, item=self._open)
+
+    def call_arguments(self, text: str) -> bytes:
+        """The next piece of the open call's arguments, as the model writes them."""
+        assert self._open is not None and self._open["type"] == "function_call"
+        self._parts.append(text)
+        return self._event(
+            "response.function_call_arguments.delta", item_id=self._open["id"], output_index=self._index, delta=text
         )
-        out += self._event(
-            "response.function_call_arguments.done",
-            item_id=item_id,
-            output_index=index,
-            name=call.name,
-            arguments=arguments,
-        )
-        self.output.append(done)
-        return out + self._event("response.output_item.done", output_index=index, item=done)
 
     def complete(self, finish_reason: str | None, usage: dict[str, Any]) -> bytes:
         """Close the last item (an answer always has a message or a call, maybe empty) and end."""

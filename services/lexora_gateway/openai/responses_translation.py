@@ -26,7 +26,7 @@ from lexora_gateway.chat import image_inputs
 from lexora_gateway.chat.image_inputs import PendingImage
 from lexora_gateway.chat.jobs import ChatJob
 from lexora_gateway.chat.reasoning import ReasoningSetting
-from lexora_gateway.chat.tools import ToolCall, ToolSpec, ToolUse, call_text
+from lexora_gateway.chat.tools import ToolSpec, ToolUse, calls_text
 from lexora_gateway.openai.responses_schemas import (
     Content,
     CustomToolCallItem,
@@ -103,11 +103,14 @@ def to_turns(items: Sequence[InputItem], images: list[PendingImage], where: Call
     """Items as the engine reads them; image parts are appended to `images`, in order."""
     turns: list[ChatTurn] = []
     assistant: list[str] = []  # assistant text and calls in a row: one turn
+    calls: list[tuple[str, dict[str, Any]]] = []  # written after the text, as the model writes them
 
     def flush() -> None:
-        if assistant:
-            turns.append(ChatTurn(role="assistant", content="\n".join(assistant)))
+        if assistant or calls:
+            written = [*assistant, calls_text(calls)] if calls else assistant
+            turns.append(ChatTurn(role="assistant", content="\n".join(written)))
             assistant.clear()
+            calls.clear()
 
     for index, item in enumerate(items):
         if isinstance(item, MessageItem) and item.role == "assistant":
@@ -119,9 +122,9 @@ def to_turns(items: Sequence[InputItem], images: list[PendingImage], where: Call
             text = _text_of(item.content, where(index), found if item.role == "user" else None)
             turns.append(image_inputs.bind(found, ChatTurn(role=role, content=text), images))
         elif isinstance(item, FunctionCallItem):
-            assistant.append(call_text(item.name, _arguments(item.arguments, f"{where(index)}.arguments")))
+            calls.append((item.name, _arguments(item.arguments, f"{where(index)}.arguments")))
         elif isinstance(item, CustomToolCallItem):
-            assistant.append(call_text(item.name, {"input": item.input}))
+            calls.append((item.name, {"input": item.input}))
         elif isinstance(item, FunctionCallOutputItem | CustomToolCallOutputItem):
             flush()
             turns.append(ChatTurn(role="tool", content=_text_of(item.output, f"{where(index)}.output", None)))
@@ -209,6 +212,7 @@ def tool_use_of(body: ResponsesRequest) -> ToolUse:
         use = ToolUse(tools, "none")
     else:
         use = ToolUse(tools, "auto" if tools else "none")
+    use.parallel = body.parallel_tool_calls is not False
     use.check("tool_choice")
     return use
 
@@ -256,13 +260,15 @@ def message_item(item_id: str, text: str | None, status: str = "completed") -> d
     return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": content}
 
 
-def function_call_item(item_id: str, call: ToolCall, arguments: str, status: str = "completed") -> dict[str, Any]:
+def function_call_item(
+    item_id: str, call_id: str, name: str, arguments: str, status: str = "completed"
+) -> dict[str, Any]:
     return {
         "id": item_id,
         "type": "function_call",
         "status": status,
-        "call_id": call.id,
-        "name": call.name,
+        "call_id": call_id,
+        "name": name,
         "arguments": arguments,
     }
 
@@ -295,7 +301,7 @@ def usage_block(
 ) -> dict[str, Any]:
     return {
         "input_tokens": prompt_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
         "output_tokens": completion_tokens,
         "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
         "total_tokens": prompt_tokens + completion_tokens,

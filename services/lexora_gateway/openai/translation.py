@@ -14,7 +14,7 @@ from lexora_gateway.chat import image_inputs
 from lexora_gateway.chat.image_inputs import PendingImage
 from lexora_gateway.chat.jobs import ChatJob
 from lexora_gateway.chat.reasoning import ReasoningSetting
-from lexora_gateway.chat.tools import ToolCall, ToolSpec, ToolUse, call_text
+from lexora_gateway.chat.tools import ToolCall, ToolSpec, ToolUse, calls_text
 from lexora_gateway.openai.schemas import (
     ChatCompletionRequest,
     ChatMessage,
@@ -98,7 +98,7 @@ def _turn(message: ChatMessage, index: int, images: list[PendingImage]) -> ChatT
     if _has_images(message):
         return _image_turn(message, index, images)
     if message.role == "assistant" and message.tool_calls:
-        calls = []
+        calls: list[tuple[str, dict[str, Any]]] = []
         for call_index, call in enumerate(message.tool_calls):
             try:
                 arguments = json.loads(call.function.arguments or "{}")
@@ -107,8 +107,8 @@ def _turn(message: ChatMessage, index: int, images: list[PendingImage]) -> ChatT
                     "Tool call arguments must be a JSON object",
                     param=f"messages[{index}].tool_calls[{call_index}].function.arguments",
                 ) from None
-            calls.append(call_text(call.function.name, arguments))
-        return ChatTurn(role="assistant", content="\n".join([message.text(), *calls]).strip())
+            calls.append((call.function.name, arguments))
+        return ChatTurn(role="assistant", content="\n".join([message.text(), calls_text(calls)]).strip())
     return ChatTurn(role="system" if message.role == "developer" else message.role, content=message.text())
 
 
@@ -164,9 +164,10 @@ def _output_guide(body: ChatCompletionRequest) -> tuple[str, str] | None:
 def _tool_use(body: ChatCompletionRequest) -> ToolUse:
     tools = [ToolSpec(t.function.name, t.function.description, t.function.parameters) for t in body.tools or []]
     choice = body.tool_choice
+    parallel = body.parallel_tool_calls is not False
     if isinstance(choice, NamedToolChoice):
-        return ToolUse(tools, "auto", choice.function.name)
-    return ToolUse(tools, choice or ("auto" if tools else "none"))
+        return ToolUse(tools, "auto", choice.function.name, parallel)
+    return ToolUse(tools, choice or ("auto" if tools else "none"), parallel=parallel)
 
 
 def reasoning_setting(body: ChatCompletionRequest) -> ReasoningSetting | None:
@@ -220,12 +221,12 @@ def completion_body(
     text: str,
     finish_reason: str | None,
     usage: dict[str, Any],
-    call: ToolCall | None = None,
+    calls: list[ToolCall] | None = None,
 ) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": text}
-    if call is not None:
-        message = {"role": "assistant", "content": None, "tool_calls": [tool_call_body(call)]}
-        finish_reason = "tool_calls"
+    if calls:
+        tool_calls = [tool_call_body(call, index) for index, call in enumerate(calls)]
+        message = {"role": "assistant", "content": None, "tool_calls": tool_calls}
     return {
         "id": request_id,
         "object": "chat.completion",

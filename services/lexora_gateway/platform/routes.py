@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from lexora_contracts.errors import LexoraError, ModelNotFound
 from lexora_contracts.messages import HealthReply
 from lexora_contracts.registry import ModelRecord
+from lexora_gateway.admission.admit import find_model
 from lexora_gateway.http import JSONBody
 from lexora_gateway.state import StateDep
 
@@ -25,7 +26,7 @@ async def list_models(state: StateDep) -> Response:
 
 @router.get("/models/{model_id:path}")
 async def get_model(model_id: str, state: StateDep) -> Response:
-    model = state.registry.get(model_id)
+    model = find_model(state, model_id)  # an alias or a name pattern shows the model it means
     if model is None:
         raise ModelNotFound(f"The model '{model_id}' does not exist; GET /v1/models lists them", param="model")
     return JSONBody(_model_card(model))

@@ -1,9 +1,11 @@
-"""Anthropic Messages answers from a reasoning model: a `thinking` block (with the `signature` the
-SDK expects) before the text or tool_use block; streamed as `thinking_delta`s closed by a
-`signature_delta`, then the answer's block at the next index.
+"""Anthropic Messages answers, streamed or whole, from the pieces of chat/answer.py: a reasoning
+model's `thinking` block (with the `signature` the SDK expects) first, then the answer's text block
+or its tool_use blocks, one per call. Streamed, blocks open and close in order: `thinking_delta`s
+closed by a `signature_delta`, `text_delta`s, and a tool_use block opened as soon as the call's
+name is known, its input following as `input_json_delta` pieces while the model writes it.
 
-With `thinking.display: "omitted"` the block is still there, as Anthropic sends it, but its
-`thinking` text is empty and, streamed, it has no `thinking_delta`s: only the signature."""
+With `thinking.display: "omitted"` the thinking block is still there, as Anthropic sends it, but
+its `thinking` text is empty and, streamed, it has no `thinking_delta`s: only the signature."""
 
 from __future__ import annotations
 
@@ -17,39 +19,33 @@ from fastapi.responses import Response, StreamingResponse
 from lexora_contracts.errors import LexoraError
 from lexora_contracts.messages import GenerationChunk
 from lexora_gateway.anthropic import translation
+from lexora_gateway.chat.answer import AnswerReader, Piece, ReasoningPiece
 from lexora_gateway.chat.jobs import ChatJob
-from lexora_gateway.chat.reasoning import ReasoningTracker
-from lexora_gateway.chat.tools import ToolCall, parse_call
-from lexora_gateway.dispatch import collect
+from lexora_gateway.chat.reasoning import splits_output
+from lexora_gateway.chat.tool_stream import CallArguments, CallClosed, CallOpened, TextPiece
+from lexora_gateway.dispatch import answer_pieces, whole_answer
 from lexora_gateway.errors import anthropic_sse_error_event
 from lexora_gateway.http import JSONBody
 from lexora_router.client import GenerationStream
 
+TOOL_ID_PREFIX = "toolu_"
+
 
 async def respond(
-    stream: GenerationStream,
-    first: GenerationChunk,
-    job: ChatJob,
-    requested_model: str,
-    headers: dict[str, str],
-    tool_id_prefix: str,
+    stream: GenerationStream, first: GenerationChunk, job: ChatJob, requested_model: str, headers: dict[str, str]
 ) -> Response:
-    message_id = stream.request.request_id
+    reader = AnswerReader(job.tools, splits_output(stream.request), TOOL_ID_PREFIX)
     if job.stream:
-        events = _events(stream, first, job, requested_model, tool_id_prefix)
+        events = _events(stream, first, reader, requested_model, _omitted(job))
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-    try:
-        text, done = await collect(stream, first)
-    finally:
-        await stream.release()
-    thinking, answer = ReasoningTracker().split(text, done.completion_tokens)
+    answer = await whole_answer(stream, first, reader)
+    done, message_id = answer.done, stream.request.request_id
     usage = translation.usage_block(done.prompt_tokens, done.completion_tokens, done.cost_pico)
-    call = parse_call(answer, job.tools, tool_id_prefix)
     body = translation.message_body(
-        message_id, requested_model, answer, done.finish_reason, done.stop_sequence, usage, call
+        message_id, requested_model, answer.text, done.finish_reason, done.stop_sequence, usage, answer.calls
     )
-    if thinking:
-        body["content"] = [thinking_block(message_id, thinking, _omitted(job)), *body["content"]]
+    if answer.reasoning:
+        body["content"] = [thinking_block(message_id, answer.reasoning, _omitted(job)), *body["content"]]
     return JSONBody(body, headers=headers)
 
 
@@ -87,6 +83,20 @@ class _Blocks:
         self.open = None
         return out + translation.event("content_block_stop", {"index": self.count - 1})
 
+    def piece(self, piece: Piece) -> bytes:
+        if isinstance(piece, ReasoningPiece):
+            return self.thought(piece.text)
+        if isinstance(piece, TextPiece):
+            return self.text(piece.text)
+        if isinstance(piece, CallOpened):
+            self.answered = True
+            block = {"type": "tool_use", "id": piece.call_id, "name": piece.name, "input": {}}
+            return self.start(block)
+        if isinstance(piece, CallArguments):
+            return self.delta({"type": "input_json_delta", "partial_json": piece.text})
+        assert isinstance(piece, CallClosed)
+        return self.stop()
+
     def thought(self, text: str) -> bytes:
         if not text:
             return b""
@@ -111,54 +121,27 @@ class _Blocks:
         """Close the last block; a message always has a text (maybe empty) or tool_use block."""
         return (b"" if self.answered else self._text_block()) + self.stop()
 
-    def tool_use(self, call: ToolCall) -> bytes:
-        self.answered = True
-        out = self.start({**translation.tool_use_block(call), "input": {}})
-        return out + self.delta({"type": "input_json_delta", "partial_json": call.arguments_json}) + self.stop()
-
 
 async def _events(
-    stream: GenerationStream, first: GenerationChunk, job: ChatJob, requested_model: str, tool_id_prefix: str
+    stream: GenerationStream, first: GenerationChunk, reader: AnswerReader, requested_model: str, omit: bool
 ) -> AsyncIterator[bytes]:
-    """Thinking streams as it comes. The answer does too, unless tools are offered: then it is read
-    whole, since only then is it known whether it is a tool_use block or text."""
-    blocks = _Blocks(stream.request.request_id, _omitted(job))
-    tracker = ReasoningTracker()
-    hold_answer = job.tools.active
-    held: list[str] = []
-
-    def emit(thinking: str, answer: str) -> bytes:
-        out = blocks.thought(thinking)
-        if hold_answer:
-            held.append(answer)
-            return out
-        return out + blocks.text(answer)
-
+    blocks = _Blocks(stream.request.request_id, omit)
     try:
         yield (
             translation.message_start(stream.request.request_id, requested_model, first.prompt_tokens)
             + translation.ping()
         )
-        chunk = first
-        while True:
-            if chunk.kind == "delta" and chunk.text:
-                out = emit(*tracker.feed(chunk.text, chunk.completion_tokens))
-                if out:
-                    yield out
-            if chunk.kind == "done":
-                break
-            chunk = await stream.next()
-        out = emit(*tracker.finish(chunk.completion_tokens))
-        call = parse_call("".join(held), job.tools, tool_id_prefix) if hold_answer else None
-        if call is not None:
-            out += blocks.tool_use(call)
-        elif hold_answer:
-            out += blocks.text("".join(held))
-        out += blocks.end()
-        usage = translation.usage_block(chunk.prompt_tokens, chunk.completion_tokens, chunk.cost_pico)
+        async for pieces in answer_pieces(stream, first, reader):
+            out = b"".join(blocks.piece(piece) for piece in pieces)
+            if out:
+                yield out
+        answer = reader.answer
+        assert answer is not None
+        done = answer.done
+        usage = translation.usage_block(done.prompt_tokens, done.completion_tokens, done.cost_pico)
         yield (
-            out
-            + translation.message_delta(chunk.finish_reason, chunk.stop_sequence, usage, call)
+            blocks.end()
+            + translation.message_delta(done.finish_reason, done.stop_sequence, usage, bool(answer.calls))
             + translation.message_stop()
         )
     except LexoraError as exc:
