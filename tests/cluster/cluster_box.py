@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 from pod_runner import ContainerFailed, LocalPod, PodEnvironment, decode_secret
+
 from support.stack import RunningStack
 
 NAMESPACE = "lexora-models"

@@ -12,16 +12,16 @@ from __future__ import annotations
 import base64
 import copy
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 import yaml
-
 from cluster_box import NAMESPACE, Box
+
 from lexora_dev.catalog import LOCAL_CHAT_MODEL, LOCAL_EMBEDDING_MODEL, LOCAL_IMAGE_MODEL
 
 MD_API = "serving.lexora.network/v1alpha1"
