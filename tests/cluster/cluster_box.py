@@ -278,7 +278,7 @@ class ClusterInABox:
         state.thread = threading.Thread(target=self._kubelet, args=(state,), name=f"kubelet-{name}", daemon=True)
         state.thread.start()
 
-    def _stop_pod(self, state: PodState, delete: bool = True, grace: float = 10) -> None:
+    def _stop_pod(self, state: PodState, delete: bool = True, grace: float = 5) -> None:
         state.stopping.set()
         state.ready = False
         state.pod.stop(grace)
@@ -333,6 +333,8 @@ class ClusterInABox:
                 if code is not None:
                     raise ContainerFailed(triton["name"], code, pod.termination_message(triton))
                 ok, said = pod.probe(triton, readiness) if readiness else (True, "")
+                if state.stopping.is_set():
+                    return  # terminating: out of the Service's endpoints for good
                 if ok != state.ready:
                     self.event(f"pod {state.name} {'ready' if ok else 'not ready'}: {said}")
                     state.ready = ok
