@@ -55,6 +55,15 @@ class InvalidRequest(LexoraError):
     anthropic_type = "invalid_request_error"
 
 
+class PayloadTooLarge(InvalidRequest):
+    """The request body (or the job made of it) is larger than the gateway takes. Anthropic names
+    this error type `request_too_large`."""
+
+    status = 413
+    code = "request_too_large"
+    anthropic_type = "request_too_large"
+
+
 class ContextLengthExceeded(InvalidRequest):
     """The prompt alone does not fit in the model's context. Its message is Anthropic's words
     ("prompt is too long: N tokens > M maximum"), which is what crosses NATS; the OpenAI envelope

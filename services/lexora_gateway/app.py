@@ -24,7 +24,7 @@ from lexora_gateway.anthropic.routes import router as anthropic_routes
 from lexora_gateway.errors import install_error_handlers
 from lexora_gateway.http import JSONBody
 from lexora_gateway.media.routes import router as media_routes
-from lexora_gateway.metrics_middleware import MetricsMiddleware
+from lexora_gateway.metrics_middleware import BodyLimit, MetricsMiddleware
 from lexora_gateway.openai.responses import router as responses_routes
 from lexora_gateway.openai.responses_store import ResponseStore, responses_bucket
 from lexora_gateway.openai.routes import router as openai_routes
@@ -115,6 +115,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    def body_limit() -> int:
+        # A body the job could never be sent in (NATS's max_payload) is refused before anything else.
+        state = getattr(app.state, "gateway", None)
+        configured = settings.max_request_bytes
+        return configured if configured is not None or state is None else state.nc.max_payload
+
+    app.add_middleware(BodyLimit, limit=body_limit)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator
 
+from nats.errors import MaxPayloadError
+
+from lexora_contracts.errors import PayloadTooLarge
 from lexora_contracts.messages import GenerationChunk
 from lexora_gateway.admission.admit import Admitted, record_refusal
 from lexora_gateway.chat.answer import Answer, AnswerReader, Piece
@@ -42,6 +45,16 @@ async def first_output(state: GatewayState, admitted: Admitted, stream: Generati
         await record_refusal(state, admitted.spec, exc, admitted.model.id, admitted.reserved_micro)
         await stream.close()
         raise
+    except MaxPayloadError:
+        # The body passed the size limit but the job made of it (fetched images included) is more
+        # than one NATS message: refused like a job no router took, its hold released.
+        too_large = PayloadTooLarge(
+            f"The request is larger than the {state.nc.max_payload:,} bytes one job may carry; send less "
+            "(fewer or smaller images, a shorter conversation)"
+        )
+        await record_refusal(state, admitted.spec, too_large, admitted.model.id, admitted.reserved_micro)
+        await stream.close()
+        raise too_large from None
 
 
 async def chunks(stream: GenerationStream, first: GenerationChunk) -> AsyncIterator[GenerationChunk]:

@@ -1,13 +1,28 @@
-"""The edge middleware (plain ASGI, cheap): request counts and latencies per route and status, and
-the X-RateLimit-* headers the rate limiter decided, on every response that carries them."""
+"""The edge middleware (plain ASGI, cheap): request counts and latencies per route and status, the
+X-RateLimit-* headers the rate limiter decided on every response that carries them, and the limit on
+request bodies."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
+from lexora_contracts.errors import PayloadTooLarge
 from lexora_gateway.admission.rate_limits import SCOPE_KEY
+from lexora_gateway.errors import error_response, speaks_anthropic
 from lexora_runtime.metrics import ServiceMetrics
+
+# The label of requests no route matched: one series however many unknown paths are tried.
+UNMATCHED = "unmatched"
+
+
+def route_label(scope: dict[str, Any]) -> str:
+    """The matched route's template (`/v1/models/{model_id:path}`), never the raw path, so a client
+    cannot mint a metric series per URL; `/api/v1/…` counts as `/v1/…`."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path.removeprefix("/api") if isinstance(path, str) else UNMATCHED
 
 
 class MetricsMiddleware:
@@ -36,6 +51,43 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_recording_status)
         finally:
-            path = scope["path"].removeprefix("/api")
+            path = route_label(scope)
             self.metrics.requests.labels("gateway", path, str(status["code"])).inc()
             self.metrics.latency.labels("gateway", path).observe(time.perf_counter() - started)
+
+
+class BodyLimit:
+    """Refuses a request body larger than `limit()` bytes with a 413 in the route's protocol envelope,
+    before any key is checked or credit held: at once when Content-Length says so, otherwise as soon
+    as the bytes read pass it (the route's body read raises, and the error handlers render it)."""
+
+    def __init__(self, app: Any, limit: Callable[[], int]):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit()
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            response = error_response(_too_large(limit), speaks_anthropic(scope["path"]))
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def counting_receive() -> dict[str, Any]:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _too_large(limit)
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The request body is larger than the {limit:,} bytes this gateway accepts")

@@ -38,3 +38,6 @@ class GatewaySettings(ServiceSettings):
     # LEXORA_MODEL_ALIASES='{"claude-*-haiku-*": "HuggingFaceTB/SmolLM2-135M-Instruct", "gpt-5*": "..."}'
     # (lexora_gateway.admission.model_names).
     model_aliases: dict[str, str] = Field(default_factory=dict)
+    # The largest request body taken (413 above it, before the key is checked or credit held).
+    # Unset: NATS's max_payload, since a job larger than one NATS message could not be sent anyway.
+    max_request_bytes: int | None = Field(default=None, gt=0)

@@ -147,3 +147,34 @@ def test_error_after_streaming_began_arrives_as_final_sse_event(lexora: RunningS
             pass
     balance = lexora.settled_balance(account.account_id)
     assert balance.exact_balance_pico == 5_000_000 * 10**6, "a timed-out job is a failed job: not charged"
+
+
+def test_a_body_larger_than_a_job_can_be_is_413_before_any_credit_is_held(lexora: RunningStack) -> None:
+    """A 60 MB chat body once got a 500 (NATS refused the job) with its hold left to the sweeper."""
+    account = lexora.create_account()
+    before = lexora.balance(account.account_id)
+    huge = {"model": LOCAL_CHAT_MODEL, "messages": [{"role": "user", "content": "x" * 60_000_000}]}
+    response = post(lexora, huge, Authorization=f"Bearer {account.api_key}")
+    error = assert_envelope(response, 413, "invalid_request_error", "request_too_large")
+    assert "bytes this gateway accepts" in error["message"]
+    anthropic = httpx.post(
+        f"{lexora.base_url}/messages",
+        content=b"{" + b" " * 60_000_000 + b"}",
+        headers={"x-api-key": account.api_key, "content-type": "application/json"},
+        timeout=60,
+    )
+    assert anthropic.status_code == 413 and anthropic.json()["error"]["type"] == "request_too_large"
+    after = lexora.balance(account.account_id)
+    assert (after.balance_micro, after.held_micro) == (before.balance_micro, 0)
+
+
+def test_metrics_label_requests_by_route_not_by_url(lexora: RunningStack) -> None:
+    """Unknown model ids and unknown paths must not mint a Prometheus series each."""
+    account = lexora.create_account()
+    headers = {"Authorization": f"Bearer {account.api_key}"}
+    for n in range(3):
+        httpx.get(f"{lexora.base_url}/models/no-such-model-{n}", headers=headers)
+        httpx.get(f"{lexora.base_url}/no-such-route-{n}", headers=headers)
+    metrics = httpx.get(lexora.base_url.removesuffix("/v1") + "/metrics").text
+    assert "no-such-model" not in metrics and "no-such-route" not in metrics
+    assert 'operation="/v1/models/{model_id:path}"' in metrics and 'operation="unmatched"' in metrics
