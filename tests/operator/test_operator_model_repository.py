@@ -153,6 +153,27 @@ def test_flux_is_one_python_model_on_the_gpu_with_its_code_from_the_image() -> N
     assert files["layout"] == "model flux-1-schnell /opt/lexora/models/flux-1-schnell/1\n"
 
 
+def test_embedding_and_image_models_declare_what_model_repo_declares() -> None:
+    """Triton refuses a tensor its config does not declare ("unexpected inference output"), and
+    model-repo/'s Python models declare none through auto_complete_config: the generated configs
+    must offer the router the tensors of model-repo/'s hand-written ones, with the same types (the
+    cluster in a box, tests/cluster, sees the rendered pods fail readiness otherwise)."""
+    for sample, model in (("all-minilm-l6-v2-cpu.yaml", "all-minilm-l6-v2"), ("flux-1-schnell.yaml", "flux-1-schnell")):
+        local = text_format.Parse(
+            (REPO_ROOT / "model-repo" / model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
+        )
+        manifest = load_sample(sample)
+        files = model_repository_files(parse_spec(manifest["metadata"]["name"], manifest["spec"]))
+        generated = text_format.Parse(files[f"{model}.config.pbtxt"], model_config_pb2.ModelConfig())
+        for kind in ("input", "output"):
+            declared = {
+                t.name: (t.data_type, getattr(t, "optional", False), len(t.dims)) for t in getattr(generated, kind)
+            }
+            assert declared == {
+                t.name: (t.data_type, getattr(t, "optional", False), len(t.dims)) for t in getattr(local, kind)
+            }
+
+
 def test_the_fetch_script_is_shipped_with_the_layout_it_reads() -> None:
     manifest = load_sample("llama-3.2-3b-instruct.yaml")
     files = model_repository_files(parse_spec(manifest["metadata"]["name"], manifest["spec"]))

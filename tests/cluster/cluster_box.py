@@ -1,0 +1,392 @@
+"""The cluster around the operator: what kube-controller-manager, the kubelet, kube-proxy and
+cluster DNS do for a Triton Deployment, over the API emulator's HTTP API. Test harness.
+
+- Deployment controller: one pod per desired replica from the Deployment's pod template; a changed
+  template rolls the pods as the rendered strategy says (maxSurge 0: the old pod goes first);
+  Deployment status (replicas, updatedReplicas, readyReplicas, observedGeneration).
+- kubelet: each pod runs here (pod_runner.LocalPod): init containers to completion, then Triton;
+  the startup probe, then the readiness probe every periodSeconds; the Pod object's status
+  (init and container states, termination messages, the Ready condition) follows.
+- kube-proxy and DNS: each Service gets a cluster IP on the loopback network; its ports forward to
+  its ready pods' target ports. `hosts` maps `<service>.<namespace>.svc.cluster.local` to that IP:
+  the router reads it as its /etc/hosts (conftest.py), so it dials the addresses the operator
+  publishes, unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import json
+import random
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pod_runner import ContainerFailed, LocalPod, PodEnvironment, decode_secret
+
+from support.stack import RunningStack
+
+NAMESPACE = "lexora-models"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _template_hash(template: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
+
+
+@dataclass
+class PodState:
+    name: str
+    namespace: str
+    owner: str  # the Deployment
+    template_hash: str
+    labels: dict[str, str]
+    pod: LocalPod
+    ready: bool = False
+    status: dict[str, Any] = field(default_factory=dict)
+    stopping: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+
+class Api:
+    """The emulator's HTTP API, for the controllers (synchronous: they run in threads)."""
+
+    def __init__(self, base: str):
+        self.http = httpx.Client(base_url=base, timeout=10)
+
+    @staticmethod
+    def path(api: str, plural: str, namespace: str | None = None, name: str | None = None) -> str:
+        base = f"/api/{api}" if "/" not in api else f"/apis/{api}"
+        ns = f"/namespaces/{namespace}" if namespace else ""
+        return f"{base}{ns}/{plural}" + (f"/{name}" if name else "")
+
+    def list(self, api: str, plural: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        response = self.http.get(self.path(api, plural, namespace))
+        response.raise_for_status()
+        return list(response.json().get("items") or [])
+
+    def get(self, api: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        response = self.http.get(self.path(api, plural, namespace, name))
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return dict(response.json())
+
+    def create(self, api: str, plural: str, namespace: str, body: dict[str, Any]) -> httpx.Response:
+        return self.http.post(self.path(api, plural, namespace), json=body)
+
+    def patch(
+        self, api: str, plural: str, namespace: str, name: str, body: dict[str, Any], subresource: str = ""
+    ) -> httpx.Response:
+        path = self.path(api, plural, namespace, name) + (f"/{subresource}" if subresource else "")
+        return self.http.patch(path, json=body, headers={"Content-Type": "application/merge-patch+json"})
+
+    def delete(self, api: str, plural: str, namespace: str, name: str) -> httpx.Response:
+        return self.http.delete(self.path(api, plural, namespace, name))
+
+
+class ServiceProxy:
+    """kube-proxy for one Service: listens on the cluster IP's ports, forwards to a ready pod."""
+
+    def __init__(self, ip: str, ports: list[dict[str, Any]], event: Callable[[str], None]):
+        self.ip = ip
+        self.event = event
+        self.endpoints: list[PodState] = []
+        self._listeners: list[socket.socket] = []
+        self._closed = threading.Event()
+        for port in ports:
+            listener = socket.create_server((ip, int(port["port"])), reuse_port=False)
+            self._listeners.append(listener)
+            target = port.get("targetPort", port["port"])
+            threading.Thread(target=self._accept, args=(listener, target), daemon=True, name=f"proxy-{ip}").start()
+
+    def _accept(self, listener: socket.socket, target: int | str) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._forward, args=(client, target), daemon=True).start()
+
+    def _forward(self, client: socket.socket, target: int | str) -> None:
+        ready = [p for p in self.endpoints if p.ready]
+        if not ready:
+            self.event(f"proxy {self.ip} {target}: no ready endpoint, refused")
+            client.close()  # no endpoints: connection refused, as kube-proxy's REJECT rule
+            return
+        state = random.choice(ready)
+        self.event(f"proxy {self.ip} {target} -> pod {state.name}")
+        container = next(
+            (c for c in state.pod.spec["containers"] for p in c.get("ports") or [] if p.get("name") == target),
+            state.pod.spec["containers"][0],
+        )
+        try:
+            upstream = state.pod.connect(state.pod.port_of(container, target))
+        except OSError:
+            client.close()
+            return
+        threading.Thread(target=_pump, args=(upstream, client), daemon=True).start()
+        _pump(client, upstream)
+
+    def close(self) -> None:
+        self._closed.set()
+        for listener in self._listeners:
+            with contextlib.suppress(OSError):
+                listener.close()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+class ClusterInABox:
+    """The controllers, the kubelet and kube-proxy, reconciling every `period` seconds."""
+
+    def __init__(self, api_url: str, environment: PodEnvironment, workdir: Path, hosts: Path, period: float = 0.3):
+        self.api = Api(api_url)
+        self.environment = environment
+        self.workdir = workdir
+        self.hosts = hosts
+        self.period = period
+        self.pods: dict[str, PodState] = {}
+        self.services: dict[tuple[str, str], ServiceProxy] = {}
+        self.errors: list[str] = []
+        self._ips = (f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.{i}" for i in range(2, 255))
+        self._stop = threading.Event()
+        self._counter = 0
+        self._base_hosts = Path("/etc/hosts").read_text()
+        self.hosts.write_text(self._base_hosts)
+        self._thread = threading.Thread(target=self._run, name="cluster-in-a-box", daemon=True)
+        self.log_path = workdir / "events.log"
+
+    def event(self, what: str) -> None:
+        """One line in events.log: what the controllers and kubelet did, for a failing test's reader."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a") as log:
+            log.write(f"{time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d} {what}\n")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        stopping = [
+            threading.Thread(target=self._stop_pod, args=(state,), kwargs={"delete": False, "grace": 2})
+            for state in list(self.pods.values())
+        ]
+        for thread in stopping:
+            thread.start()
+        for thread in stopping:
+            thread.join(30)
+        for proxy in self.services.values():
+            proxy.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            try:
+                self._sync()
+            except Exception:  # noqa: BLE001 - reported by the tests, the loop carries on
+                self.errors.append(traceback.format_exc())
+
+    # ---- one pass ----------------------------------------------------------------------------------
+    def _sync(self) -> None:
+        self._refresh_environment()
+        deployments = {
+            (d["metadata"]["namespace"], d["metadata"]["name"]): d for d in self.api.list("apps/v1", "deployments")
+        }
+        for state in list(self.pods.values()):
+            if (state.namespace, state.owner) not in deployments:
+                self._stop_pod(state)
+        for key, deployment in deployments.items():
+            self._sync_deployment(key, deployment)
+        self._sync_services()
+
+    def _refresh_environment(self) -> None:
+        self.environment.config_maps = {
+            cm["metadata"]["name"]: dict(cm.get("data") or {}) for cm in self.api.list("v1", "configmaps")
+        }
+        self.environment.secrets = {s["metadata"]["name"]: decode_secret(s) for s in self.api.list("v1", "secrets")}
+
+    def _sync_deployment(self, key: tuple[str, str], deployment: dict[str, Any]) -> None:
+        namespace, name = key
+        spec = deployment["spec"]
+        desired = int(spec.get("replicas", 1))
+        template = spec["template"]
+        current_hash = _template_hash(template)
+        mine = [s for s in self.pods.values() if (s.namespace, s.owner) == key]
+        old = [s for s in mine if s.template_hash != current_hash]
+        updated = [s for s in mine if s.template_hash == current_hash]
+        # maxSurge 0 / maxUnavailable 1: an old pod goes before its replacement starts.
+        if old:
+            self._stop_pod(old[0])
+        elif len(updated) < desired:
+            self._start_pod(namespace, name, template, current_hash)
+        elif len(updated) > desired:
+            self._stop_pod(updated[-1])
+        mine = [s for s in self.pods.values() if (s.namespace, s.owner) == key]
+        ready = sum(1 for s in mine if s.ready)
+        fresh = sum(1 for s in mine if s.template_hash == current_hash)
+        status = {
+            "observedGeneration": deployment["metadata"].get("generation", 1),
+            "replicas": len(mine),
+            "updatedReplicas": fresh,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "unavailableReplicas": max(0, desired - ready),
+        }
+        if {k: (deployment.get("status") or {}).get(k) for k in status} != status:
+            self.api.patch("apps/v1", "deployments", namespace, name, {"status": status}, "status")
+
+    def _start_pod(self, namespace: str, owner: str, template: dict[str, Any], template_hash: str) -> None:
+        self._counter += 1
+        name = f"{owner}-{template_hash}-{self._counter}"
+        labels = dict(template["metadata"].get("labels") or {})
+        pod = LocalPod(name, namespace, template["spec"], self.environment, self.workdir)
+        state = PodState(name, namespace, owner, template_hash, labels, pod)
+        body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": template["spec"],
+            "status": {"phase": "Pending"},
+        }
+        self.api.create("v1", "pods", namespace, body).raise_for_status()
+        self.pods[name] = state
+        self.event(f"pod {namespace}/{name} created")
+        state.thread = threading.Thread(target=self._kubelet, args=(state,), name=f"kubelet-{name}", daemon=True)
+        state.thread.start()
+
+    def _stop_pod(self, state: PodState, delete: bool = True, grace: float = 5) -> None:
+        state.stopping.set()
+        state.ready = False
+        state.pod.stop(grace)
+        if state.thread is not None:
+            state.thread.join(30)
+        self.pods.pop(state.name, None)
+        self.event(f"pod {state.namespace}/{state.name} stopped")
+        if delete:
+            self.api.delete("v1", "pods", state.namespace, state.name)
+
+    # ---- the kubelet -------------------------------------------------------------------------------
+    def _report(self, state: PodState, **status: Any) -> None:
+        conditions = [
+            {"type": "PodScheduled", "status": "True"},
+            {"type": "Ready", "status": "True" if state.ready else "False"},
+        ]
+        state.status = {"conditions": conditions, **state.status, **status}
+        state.status["conditions"] = conditions
+        if not state.stopping.is_set():
+            self.api.patch("v1", "pods", state.namespace, state.name, {"status": state.status}, "status")
+
+    def _kubelet(self, state: PodState) -> None:
+        pod, spec = state.pod, state.pod.spec
+        inits = [c["name"] for c in spec.get("initContainers") or []]
+        mains = [c["name"] for c in spec["containers"]]
+        waiting = {"waiting": {"reason": "PodInitializing"}}
+        try:
+            pod.start()
+            self._report(
+                state,
+                phase="Pending",
+                initContainerStatuses=[{"name": n, "ready": False, "state": {"running": {}}} for n in inits],
+                containerStatuses=[{"name": n, "ready": False, "state": waiting} for n in mains],
+            )
+            pod.run_init_containers()
+            done = {"terminated": {"exitCode": 0, "reason": "Completed"}}
+            self._report(
+                state,
+                phase="Running",
+                initContainerStatuses=[{"name": n, "ready": True, "state": done} for n in inits],
+                containerStatuses=[{"name": n, "ready": False, "state": {"running": {}}} for n in mains],
+            )
+            pod.start_containers()
+            triton = spec["containers"][0]
+            startup = triton.get("startupProbe")
+            if startup:
+                allowed = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
+                pod.wait_for_probe(triton, startup, time.monotonic() + allowed)
+            readiness = triton.get("readinessProbe")
+            while not state.stopping.is_set():
+                code = pod.container_exited(triton["name"])
+                if code is not None:
+                    raise ContainerFailed(triton["name"], code, pod.termination_message(triton))
+                ok, said = pod.probe(triton, readiness) if readiness else (True, "")
+                if state.stopping.is_set():
+                    return  # terminating: out of the Service's endpoints for good
+                if ok != state.ready:
+                    self.event(f"pod {state.name} {'ready' if ok else 'not ready'}: {said}")
+                    state.ready = ok
+                    statuses = [{"name": n, "ready": ok, "state": {"running": {}}} for n in mains]
+                    self._report(state, phase="Running", containerStatuses=statuses)
+                state.stopping.wait(readiness.get("periodSeconds", 10) if readiness and ok else 1)
+        except ContainerFailed as failed:
+            if state.stopping.is_set():
+                return
+            state.ready = False
+            terminated = {"terminated": {"exitCode": failed.exit_code, "reason": "Error", "message": failed.message}}
+            key = "initContainerStatuses" if failed.container in inits else "containerStatuses"
+            names = inits if key == "initContainerStatuses" else mains
+            statuses = [
+                {"name": n, "ready": False, "state": terminated if n == failed.container else waiting} for n in names
+            ]
+            self._report(state, phase="Failed" if key == "initContainerStatuses" else "Running", **{key: statuses})
+            self.errors.append(f"pod {state.name}: {failed}")
+            self.event(f"pod {state.name} failed: {failed}")
+        except Exception:  # noqa: BLE001 - the test reads the errors
+            if not state.stopping.is_set():
+                self.errors.append(f"pod {state.name}: {traceback.format_exc()}")
+
+    # ---- kube-proxy and DNS ------------------------------------------------------------------------
+    def _sync_services(self) -> None:
+        services = {(s["metadata"]["namespace"], s["metadata"]["name"]): s for s in self.api.list("v1", "services")}
+        for key in [k for k in self.services if k not in services]:
+            self.services.pop(key).close()
+        for key, service in services.items():
+            if key not in self.services:
+                self.services[key] = ServiceProxy(next(self._ips), service["spec"]["ports"], self.event)
+                self.event(f"service {key[0]}/{key[1]} at {self.services[key].ip}")
+            selector = service["spec"].get("selector") or {}
+            self.services[key].endpoints = [
+                s
+                for s in self.pods.values()
+                if s.namespace == key[0] and all(s.labels.get(k) == v for k, v in selector.items())
+            ]
+        entries = "".join(
+            f"{proxy.ip}\t{name}.{namespace}.svc.cluster.local\n" for (namespace, name), proxy in self.services.items()
+        )
+        wanted = self._base_hosts + entries
+        if self.hosts.read_text() != wanted:
+            with open(self.hosts, "r+") as f:  # in place: the router's bind mount holds this inode
+                f.write(wanted)
+                f.truncate()
+
+
+@dataclass
+class Box:
+    """What the tests get (conftest.py's `box`): the API's URL, the box, and the platform."""
+
+    api_url: str
+    cluster: ClusterInABox
+    platform: RunningStack

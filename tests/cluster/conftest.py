@@ -1,0 +1,130 @@
+"""A cluster in a box: the API emulator admitting ModelDeployments as kube-apiserver does, the real
+operator, the controllers, kubelet and kube-proxy of cluster_box.py running the rendered pods here
+on the real CPU tritonserver, and the platform (NATS, Postgres, the five services) whose router dials the
+Service addresses the operator publishes.
+
+Nothing here skips: a component that is missing (tritonserver, unshare, a model) fails the tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kmock
+import kopf
+import pytest
+from cluster_box import Box, ClusterInABox
+from local_images import local_images
+from pod_runner import PodEnvironment
+
+from lexora_contracts.registry import Endpoint
+from lexora_dev.processes import ManagedProcess
+from lexora_dev.triton_server import ensure_flux_weights
+from lexora_operator.app import run_operator
+from lexora_operator.settings import OperatorSettings
+from support.postgres import fresh_database
+from support.stack import RunningStack, running_stack
+
+# The API emulator and its admission live with the operator's tests; this folder shares them.
+sys.path.append(str(Path(__file__).resolve().parents[1] / "operator"))
+operator_support: Any = importlib.import_module("operator_support")
+crd_admission: Any = importlib.import_module("crd_admission")
+
+FLUX_CLAIM = "flux-1-schnell-weights"  # manifests/samples/flux-1-schnell-cpu.yaml
+
+
+@contextlib.contextmanager
+def api_emulator() -> Iterator[str]:
+    """kmock in a thread of its own, with the CRD's admission; yields its URL."""
+    emulator = operator_support.ClusterEmulator()
+    emulator.crds = {
+        ("serving.lexora.network", "modeldeployments"): crd_admission.CrdSchema.from_file(operator_support.CRD_PATH)
+    }
+    for key, (kind, namespaced, subresources) in operator_support.RESOURCES.items():
+        emulator.resources[key] = kmock.ResourceInfo(
+            kind=kind, namespaced=namespaced, subresources=subresources, verbs=operator_support.VERBS
+        )
+    started, url = threading.Event(), {}
+    stop: asyncio.Event | None = None
+    loop = asyncio.new_event_loop()
+
+    async def serve() -> None:
+        nonlocal stop
+        stop = asyncio.Event()
+        async with emulator, kmock.Server(emulator):
+            url["url"] = str(emulator.url).rstrip("/")
+            started.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), name="kube-api", daemon=True)
+    thread.start()
+    assert started.wait(20), "the API emulator did not start"
+    try:
+        yield url["url"]
+    finally:
+        assert stop is not None
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(20)
+
+
+@contextlib.contextmanager
+def running_operator(api_url: str, nats_url: str) -> Iterator[None]:
+    settings = OperatorSettings(nats_url=nats_url, resync_seconds=5, health_port=0)
+    connection = kopf.ConnectionInfo(server=api_url, insecure=True)
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(
+        target=lambda: asyncio.run(run_operator(settings, connection, stop_flag=stop, ready_flag=ready)),
+        name="lexora-operator",
+        daemon=True,
+    )
+    thread.start()
+    assert ready.wait(30), "the operator did not start"
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+def router_with_cluster_dns(platform: RunningStack, hosts: Path) -> None:
+    """The stack's router again, with `hosts` as its /etc/hosts (a private mount namespace): it
+    resolves `<service>.<namespace>.svc.cluster.local` as a pod in the cluster does."""
+    platform.processes.pop("router").stop()
+    config = platform.config
+    wrapper = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c"]
+    argv = [*wrapper, 'mount --bind "$0" /etc/hosts && exec "$@"', str(hosts), sys.executable, "-m", "lexora_router"]
+    env = {**config.env_for("router"), "GRPC_DNS_RESOLVER": "native"}
+    log = config.state_dir / "logs" / "router.log"
+    platform.processes["router"] = ManagedProcess("router", argv, log, env=env).start()
+
+
+@pytest.fixture(scope="module")
+def box(state_root: Path, postgres_url: str) -> Iterator[Box]:
+    state = state_root / "cluster"
+    state.mkdir(parents=True, exist_ok=True)
+    hosts = state / "hosts"
+    environment = PodEnvironment(
+        images=local_images(state / "images"), claims={FLUX_CLAIM: ensure_flux_weights(state / "images")}
+    )
+    placeholder = Endpoint(name="none", grpc_address="127.0.0.1:9")  # the catalog is empty
+    with (
+        running_stack(
+            "cluster", fresh_database(postgres_url, "cluster"), state / "platform", placeholder, catalog=[]
+        ) as platform,
+        api_emulator() as api_url,
+    ):
+        cluster = ClusterInABox(api_url, environment, state / "pods", hosts)
+        router_with_cluster_dns(platform, hosts)
+        cluster.start()
+        try:
+            with running_operator(api_url, platform.config.nats_url):
+                yield Box(api_url, cluster, platform)
+        finally:
+            cluster.stop()  # the pods' logs and events.log stay in state_root when a test failed

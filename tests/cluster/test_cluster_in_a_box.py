@@ -1,0 +1,185 @@
+"""What the operator renders actually serves: samples applied to the API emulator become Triton pods
+run here (pod_runner), and the OpenAI SDK is answered through the gateway and router.
+
+One scenario, in order, on one module-scoped box (conftest.py): SmolLM2 on CPU answers a chat; the
+embedding and FLUX samples answer; the CRD's rules refuse a bad spec with 422; a key removed from a
+spec leaves the Deployment and the model serves again after the rollout; a deleted ModelDeployment
+leaves /v1/models and its requests get 404.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import yaml
+from cluster_box import NAMESPACE, Box
+
+from lexora_dev.catalog import LOCAL_CHAT_MODEL, LOCAL_EMBEDDING_MODEL, LOCAL_IMAGE_MODEL
+
+MD_API = "serving.lexora.network/v1alpha1"
+SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
+pytestmark = pytest.mark.timeout(420)
+
+
+def sample(name: str) -> dict[str, Any]:
+    return dict(yaml.safe_load((SAMPLES / name).read_text()))
+
+
+def eventually(check: Callable[[], Any], box: Box, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        assert not box.cluster.errors, "\n".join(box.cluster.errors)
+        last = check()
+        if last:
+            return last
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}: last value {last!r}")
+
+
+class Kubectl:
+    """What a platform engineer does, over the API emulator's HTTP API."""
+
+    def __init__(self, box: Box):
+        self.box = box
+        self.api = box.cluster.api
+
+    def apply(self, manifest: dict[str, Any]) -> httpx.Response:
+        return self.api.create(MD_API, "modeldeployments", NAMESPACE, manifest)
+
+    def patch(self, name: str, patch: dict[str, Any]) -> httpx.Response:
+        return self.api.patch(MD_API, "modeldeployments", NAMESPACE, name, patch)
+
+    def delete(self, name: str) -> None:
+        self.api.delete(MD_API, "modeldeployments", NAMESPACE, name).raise_for_status()
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        return self.api.get(MD_API, "modeldeployments", NAMESPACE, name)
+
+    def deployment(self, name: str) -> dict[str, Any] | None:
+        return self.api.get("apps/v1", "deployments", NAMESPACE, name)
+
+    def wait_ready(self, name: str, timeout: float = 150) -> dict[str, Any]:
+        def ready() -> dict[str, Any] | None:
+            md = self.get(name)
+            status = (md or {}).get("status") or {}
+            generation = (md or {}).get("metadata", {}).get("generation")
+            current = status.get("observedGeneration") == generation
+            return md if status.get("phase") == "Ready" and current else None
+
+        try:
+            return eventually(ready, self.box, timeout, f"{name} Ready")  # type: ignore[no-any-return]
+        except AssertionError as error:
+            raise AssertionError(
+                f"{error}\nstatus: {(self.get(name) or {}).get('status')}\n{self.pod_logs()}"
+            ) from None
+
+    def pod_logs(self) -> str:
+        return "\n".join(
+            f"--- {state.name}/{c}:\n{state.pod.logs(c)}"
+            for state in self.box.cluster.pods.values()
+            for c in ("fetch-model", "triton")
+        )
+
+
+@pytest.fixture(scope="module")
+def kubectl(box: Box) -> Kubectl:
+    return Kubectl(box)
+
+
+@pytest.fixture(scope="module")
+def client(box: Box) -> openai.OpenAI:
+    account = box.platform.create_account()
+    return openai.OpenAI(base_url=box.platform.base_url, api_key=account.api_key, max_retries=0, timeout=60)
+
+
+def served_ids(client: openai.OpenAI) -> set[str]:
+    return {m.id for m in client.models.list().data}
+
+
+# Every Linux node has it, so the pod still runs here; a later test removes it from the spec.
+NODE_SELECTOR = {"kubernetes.io/os": "linux"}
+
+
+def test_smollm2_cpu_sample_becomes_ready_and_answers_a_chat(kubectl: Kubectl, client: openai.OpenAI) -> None:
+    manifest = sample("smollm2-cpu.yaml")
+    manifest["spec"]["nodeSelector"] = NODE_SELECTOR
+    assert kubectl.apply(manifest).is_success
+    md = kubectl.wait_ready("smollm2-135m-instruct")
+    assert md["status"]["endpoints"][0]["grpcAddress"] == "smollm2-135m-instruct.lexora-models.svc.cluster.local:8001"
+    reply = client.chat.completions.create(
+        model=LOCAL_CHAT_MODEL, messages=[{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0
+    )
+    assert reply.choices[0].message.content
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
+    streamed = client.chat.completions.create(
+        model="smollm2", messages=[{"role": "user", "content": "Count to three."}], max_tokens=8, stream=True
+    )
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in streamed if chunk.choices)
+
+
+def test_embedding_and_flux_samples_answer(kubectl: Kubectl, client: openai.OpenAI) -> None:
+    assert kubectl.apply(sample("all-minilm-l6-v2-cpu.yaml")).is_success
+    assert kubectl.apply(sample("flux-1-schnell-cpu.yaml")).is_success
+    kubectl.wait_ready("all-minilm-l6-v2")
+    vectors = client.embeddings.create(model=LOCAL_EMBEDDING_MODEL, input=["a cat", "a dog"])
+    assert [len(item.embedding) for item in vectors.data] == [384, 384]
+    kubectl.wait_ready("flux-1-schnell-cpu")
+    image = client.images.generate(
+        model=LOCAL_IMAGE_MODEL, prompt="a red cube", size="256x256", extra_body={"num_inference_steps": 1, "seed": 7}
+    )
+    assert image.data and base64.b64decode(image.data[0].b64_json or "").startswith(b"\x89PNG")
+    # Done with FLUX: its probes (the kubelet's and the router's, an image each) would only slow
+    # down the rest on a small machine.
+    kubectl.delete("flux-1-schnell-cpu")
+    eventually(lambda: kubectl.deployment("flux-1-schnell-cpu") is None, kubectl.box, 30, "FLUX's Deployment gone")
+
+
+def test_the_crd_rules_refuse_a_bad_spec_with_422(kubectl: Kubectl) -> None:
+    bad = copy.deepcopy(sample("smollm2-cpu.yaml"))
+    bad["metadata"]["name"] = "two-sources"
+    bad["spec"]["source"]["pvc"] = {"claimName": "weights"}
+    refused = kubectl.apply(bad)
+    assert refused.status_code == 422, refused.text
+    assert "set exactly one of pvc, objectStore, huggingFace, image" in refused.text
+    assert kubectl.get("two-sources") is None
+    patched = kubectl.patch("all-minilm-l6-v2", {"spec": {"replicas": -1}})
+    assert patched.status_code == 422, patched.text
+    assert kubectl.get("all-minilm-l6-v2")["spec"]["replicas"] == 1  # type: ignore[index]
+
+
+def test_a_key_removed_from_the_spec_leaves_the_deployment(kubectl: Kubectl) -> None:
+    name = "smollm2-135m-instruct"
+
+    def node_selector() -> dict[str, str]:
+        deployment = kubectl.deployment(name) or {}
+        return dict(deployment.get("spec", {}).get("template", {}).get("spec", {}).get("nodeSelector") or {})
+
+    assert node_selector() == NODE_SELECTOR
+    assert kubectl.patch(name, {"spec": {"nodeSelector": None}}).status_code == 200
+    eventually(lambda: node_selector() == {}, kubectl.box, 30, "the nodeSelector gone from the Deployment")
+    # The new pod serves: Ready means its readiness probe (probe.py) had the model generate. (The
+    # router gets back to it after its gRPC reconnect backoff, which a one-replica rollout's gap
+    # can stretch to tens of seconds; the chat through the gateway is the first test's.)
+    kubectl.wait_ready(name)
+    [pod] = [s for s in kubectl.box.cluster.pods.values() if s.owner == name]
+    assert pod.ready and "nodeSelector" not in pod.pod.spec
+
+
+def test_a_deleted_model_leaves_the_catalog_and_gets_404(kubectl: Kubectl, client: openai.OpenAI) -> None:
+    assert LOCAL_CHAT_MODEL in served_ids(client)
+    kubectl.delete("smollm2-135m-instruct")
+    eventually(lambda: LOCAL_CHAT_MODEL not in served_ids(client), kubectl.box, 30, "the model leaving /v1/models")
+    with pytest.raises(openai.NotFoundError) as raised:
+        client.chat.completions.create(model=LOCAL_CHAT_MODEL, messages=[{"role": "user", "content": "Hi"}])
+    assert raised.value.code == "model_not_found"
+    eventually(lambda: kubectl.deployment("smollm2-135m-instruct") is None, kubectl.box, 30, "the Deployment gone")
+    assert LOCAL_EMBEDDING_MODEL in served_ids(client)  # the others serve on
