@@ -28,7 +28,7 @@ from lexora_contracts.messages import ChatTurn, GenerationRequest
 from lexora_router import triton_wire
 from lexora_router.engine_errors import Fault, classify
 from lexora_router.triton_http import HttpEngineError, HttpStreams, first_value
-from lexora_router.triton_streams import EndpointStreams, StreamClosed
+from lexora_router.triton_streams import CHANNEL_OPTIONS, EndpointStreams, StreamClosed
 from lexora_router.triton_wire import Tensors
 
 REQUIRED_OUTPUTS = tuple(t.name for t in CHAT_OUTPUTS)
@@ -183,7 +183,7 @@ class TritonEngine:
     def _client(self, address: str) -> InferenceServerClient:
         client = self._clients.get(address)
         if client is None:
-            client = self._clients[address] = InferenceServerClient(address)
+            client = self._clients[address] = InferenceServerClient(address, channel_args=CHANNEL_OPTIONS)
         return client
 
     async def generate(

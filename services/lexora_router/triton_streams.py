@@ -28,6 +28,12 @@ INT32_MAX = 2**31 - 1
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", INT32_MAX),
     ("grpc.max_receive_message_length", INT32_MAX),
+    # An engine's address outlives its pods: after a rollout the new pod is Ready within seconds,
+    # but gRPC's default backoff (up to 120 s) left the router dialling it 25-50 s later (seen in the
+    # cluster in a box). Retry a lost connection within 2 s at most.
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
 ]
 
 
