@@ -1,6 +1,6 @@
 """The edge middleware (plain ASGI, cheap): request counts and latencies per route and status, the
-X-RateLimit-* headers the rate limiter decided on every response that carries them, and the limit on
-request bodies."""
+X-RateLimit-* headers on every authenticated response (those the rate limiter decided, else the
+caller's current standing), and the limit on request bodies."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 from lexora_contracts.errors import PayloadTooLarge
-from lexora_gateway.admission.rate_limits import SCOPE_KEY
+from lexora_gateway.admission.identity import IDENTITY_SCOPE_KEY
+from lexora_gateway.admission.rate_limits import SCOPE_KEY, peek_headers
 from lexora_gateway.errors import error_response, speaks_anthropic
 from lexora_runtime.metrics import ServiceMetrics
 
@@ -47,6 +48,8 @@ class MetricsMiddleware:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 rate_headers = scope.get(SCOPE_KEY)
+                if rate_headers is None and IDENTITY_SCOPE_KEY in scope:
+                    rate_headers = await _peeked_headers(scope)
                 if rate_headers:
                     message["headers"] = [
                         *message.get("headers", []),
@@ -60,6 +63,16 @@ class MetricsMiddleware:
             path = route_label(scope)
             self.metrics.requests.labels("gateway", path, str(status["code"])).inc()
             self.metrics.latency.labels("gateway", path).observe(time.perf_counter() - started)
+
+
+async def _peeked_headers(scope: dict[str, Any]) -> dict[str, str] | None:
+    """The rate-limit headers of an authenticated request that counted nothing (an account route, a
+    refused body): every authenticated response carries them. None if the counters cannot be read;
+    the response goes out without them rather than failing."""
+    try:
+        return await peek_headers(scope["app"].state.gateway, scope[IDENTITY_SCOPE_KEY])
+    except Exception:
+        return None
 
 
 class BodyLimit:

@@ -64,6 +64,14 @@ def test_every_response_carries_rate_limit_headers(lexora: RunningStack, replica
         json={"model": "no/such-model", "messages": HI},
     )
     assert error.status_code == 404 and "x-ratelimit-limit" in error.headers
+    headers = {"Authorization": f"Bearer {account.api_key}"}
+    malformed = httpx.post(f"{replicas[0]}/chat/completions", headers=headers, content=b"{not json")
+    checkout = httpx.post(f"{replicas[0]}/billing/checkout", headers=headers, json={"amount_usd": "5.00"})
+    usage = httpx.get(f"{replicas[0]}/usage", headers=headers)
+    for response, status in ((malformed, 400), (usage, 200)):
+        assert response.status_code == status and response.headers["x-ratelimit-limit"] == "1000", response.text
+    assert checkout.status_code >= 400 and "x-ratelimit-remaining" in checkout.headers, checkout.text
+    assert int(malformed.headers["x-ratelimit-remaining"]) == int(second.headers["x-ratelimit-remaining"])
 
 
 def test_limits_hold_across_two_gateway_replicas(lexora: RunningStack, replicas: tuple[str, str]) -> None:

@@ -82,7 +82,6 @@ def _model_param(request: Request) -> str | None:
 
 @router.get("/usage")
 async def usage(request: Request, identity: CurrentIdentity, state: StateDep) -> Response:
-    await rate_limits.peek(request, state, identity)
     start, end = _date_param(request, "start_date"), _date_param(request, "end_date")
     if start and end and end < start:
         raise InvalidRequest("'end_date' is before 'start_date'", param="end_date")
@@ -153,7 +152,6 @@ async def usage(request: Request, identity: CurrentIdentity, state: StateDep) ->
 
 @router.get("/key")
 async def current_key(request: Request, identity: CurrentIdentity, state: StateDep) -> Response:
-    await rate_limits.peek(request, state, identity)
     spend = await state.billing.key_spend(identity.key_id)
     keys = await state.auth.list_keys(identity.account_id)
     key = next((k for k in keys.keys if k.key_id == identity.key_id), None)
@@ -178,7 +176,6 @@ async def current_key(request: Request, identity: CurrentIdentity, state: StateD
 
 @router.get("/credits")
 async def credits(request: Request, identity: CurrentIdentity, state: StateDep) -> Response:
-    await rate_limits.peek(request, state, identity)
     summary = await state.billing.credits_summary(identity.account_id)
     return JSONBody(
         {"data": {"total_credits": micro_usd(summary.credited_micro), "total_usage": micro_usd(summary.charged_micro)}}

@@ -110,12 +110,9 @@ async def admit_model(
     request: Request, state: GatewayState, identity: Identity, model_id: str, kind: ModelKind
 ) -> ModelRecord:
     """Resolve the model and count the request against the caller's limits (429 with Retry-After
-    when one is reached). A refused model still gets the caller's rate-limit headers."""
-    try:
-        model = serving_model(find_model(state, model_id), model_id, kind)
-    except LexoraError:
-        await rate_limits.peek(request, state, identity)
-        raise
+    when one is reached). A refused model still gets the caller's rate-limit headers (the edge
+    middleware's)."""
+    model = serving_model(find_model(state, model_id), model_id, kind)
     await rate_limits.admit(request, state, identity, model)
     return model
 

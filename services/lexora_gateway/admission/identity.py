@@ -16,6 +16,8 @@ from lexora_contracts.errors import Unauthorized
 from lexora_contracts.messages import Identity
 from lexora_gateway.state import StateDep
 
+IDENTITY_SCOPE_KEY = "lexora.identity"
+
 
 def api_key_of(request: Request) -> str | None:
     authorization = request.headers.get("authorization")
@@ -30,7 +32,9 @@ async def current_identity(request: Request, state: StateDep) -> Identity:
     api_key = api_key_of(request)
     if api_key is None:
         raise Unauthorized("Missing API key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
-    return await state.keys.identity(api_key)
+    identity = await state.keys.identity(api_key)
+    request.scope[IDENTITY_SCOPE_KEY] = identity  # the edge middleware gives its response rate headers
+    return identity
 
 
 CurrentIdentity = Annotated[Identity, Depends(current_identity)]

@@ -54,7 +54,8 @@ async def _count_key(
     _remember(request, admission)
 
 
-async def peek(request: Request, state: GatewayState, identity: Identity) -> None:
-    """Headers for a request that does not count against the limits."""
+async def peek_headers(state: GatewayState, identity: Identity) -> dict[str, str]:
+    """The X-RateLimit-* headers of a response that did not count against the limits (the edge
+    middleware puts them on every authenticated response that has none)."""
     plan = plan_of(state, identity)
-    _remember(request, limits.peek_key(await state.counters.read(f"key.{identity.key_id}"), plan, datetime.now(UTC)))
+    return limits.peek_key(await state.counters.read(f"key.{identity.key_id}"), plan, datetime.now(UTC)).headers()

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from lexora_contracts.messages import CountTokensRequest as EngineCountRequest
-from lexora_gateway.admission import rate_limits
 from lexora_gateway.admission.admit import JobSpec, admit_and_hold, find_model, serving_model
 from lexora_gateway.admission.identity import CurrentIdentity
 from lexora_gateway.anthropic import message_answers, translation
@@ -43,7 +42,6 @@ async def create_message(
 
 @router.post("/messages/count_tokens")
 async def count_tokens(request: Request, identity: CurrentIdentity, state: StateDep) -> Response:
-    await rate_limits.peek(request, state, identity)
     body = parse_body(CountTokensRequest, await request.body())
     model = serving_model(find_model(state, body.model), body.model, "chat")
     images: list[PendingImage] = []

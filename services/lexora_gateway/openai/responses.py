@@ -12,7 +12,6 @@ from fastapi.responses import Response, StreamingResponse
 
 from lexora_contracts.errors import LexoraError, NotFound
 from lexora_contracts.messages import GenerationChunk
-from lexora_gateway.admission import rate_limits
 from lexora_gateway.admission.admit import JobSpec, admit_and_hold
 from lexora_gateway.admission.identity import CurrentIdentity
 from lexora_gateway.chat.answer import AnswerReader, Piece, ReasoningPiece
@@ -39,7 +38,6 @@ async def create_response(
     if body.previous_response_id is not None:
         previous = await state.responses.get(identity.account_id, body.previous_response_id)
         if previous is None:
-            await rate_limits.peek(request, state, identity)
             raise NotFound(
                 f"Previous response with id '{body.previous_response_id}' not found", param="previous_response_id"
             )
@@ -133,7 +131,6 @@ def _event_of(events: ResponseEvents, piece: Piece) -> bytes:
 
 @router.get("/responses/{response_id}")
 async def get_response(request: Request, response_id: str, identity: CurrentIdentity, state: StateDep) -> Response:
-    await rate_limits.peek(request, state, identity)
     stored = await state.responses.get(identity.account_id, response_id)
     if stored is None:
         raise _not_found(response_id)
@@ -144,7 +141,6 @@ async def get_response(request: Request, response_id: str, identity: CurrentIden
 async def list_input_items(request: Request, response_id: str, identity: CurrentIdentity, state: StateDep) -> Response:
     """The items the response continued from (its own input after the previous response's), oldest
     first, in one page."""
-    await rate_limits.peek(request, state, identity)
     stored = await state.responses.get(identity.account_id, response_id)
     if stored is None:
         raise _not_found(response_id)
@@ -155,7 +151,6 @@ async def list_input_items(request: Request, response_id: str, identity: Current
 
 @router.delete("/responses/{response_id}")
 async def delete_response(request: Request, response_id: str, identity: CurrentIdentity, state: StateDep) -> Response:
-    await rate_limits.peek(request, state, identity)
     if not await state.responses.delete(identity.account_id, response_id):
         raise _not_found(response_id)
     return JSONBody({"id": response_id, "object": "response", "deleted": True})
