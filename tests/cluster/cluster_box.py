@@ -7,6 +7,12 @@ cluster DNS do for a Triton Deployment, over the API emulator's HTTP API. Test h
 - kubelet: each pod runs here (pod_runner.LocalPod): init containers to completion, then Triton;
   the startup probe, then the readiness probe every periodSeconds; the Pod object's status
   (init and container states, termination messages, the Ready condition) follows.
+- PV provisioner: each PersistentVolumeClaim with a storage class is bound to a directory of its
+  own (`PodEnvironment.claims`), which every pod mounting the claim sees, as a ReadWriteMany volume.
+- Job controller: each Job's pod runs here to completion (pod_runner.LocalPod.run_job_pod), again
+  after a failure up to backoffLimit; the Pod's status carries the container's termination message
+  and the Job's status (active, succeeded, failed, the Complete or Failed condition) follows. The
+  pods' logs are what the API serves for `GET pods/<name>/log` (`pod_logs`, set on the emulator).
 - kube-proxy and DNS: each Service gets a cluster IP on the loopback network; its ports forward to
   its ready pods' target ports. `hosts` maps `<service>.<namespace>.svc.cluster.local` to that IP:
   the router reads it as its /etc/hosts (conftest.py), so it dials the addresses the operator
@@ -179,6 +185,9 @@ class ClusterInABox:
         self.hosts.write_text(self._base_hosts)
         self._thread = threading.Thread(target=self._run, name="cluster-in-a-box", daemon=True)
         self.log_path = workdir / "events.log"
+        self.jobs: dict[tuple[str, str], threading.Thread] = {}
+        self.job_pods: dict[tuple[str, str], LocalPod] = {}  # every Job pod run, by (namespace, name)
+        self.pod_logs = PodLogs(self)
 
     def event(self, what: str) -> None:
         """One line in events.log: what the controllers and kubelet did, for a failing test's reader."""
@@ -202,6 +211,8 @@ class ClusterInABox:
             thread.join(30)
         for proxy in self.services.values():
             proxy.close()
+        for job_pod in list(self.job_pods.values()):
+            job_pod.stop(grace=2)
 
     def _run(self) -> None:
         while not self._stop.wait(self.period):
@@ -212,10 +223,15 @@ class ClusterInABox:
 
     # ---- one pass ----------------------------------------------------------------------------------
     def _sync(self) -> None:
-        self._refresh_environment()
+        # Claims first, then the Jobs and Deployments, then the ConfigMaps and Secrets: what a listed
+        # pod template refers to was created before it (by the operator), so it is seen.
+        self._sync_claims()
+        jobs = self.api.list("batch/v1", "jobs")
         deployments = {
             (d["metadata"]["namespace"], d["metadata"]["name"]): d for d in self.api.list("apps/v1", "deployments")
         }
+        self._refresh_environment()
+        self._sync_jobs(jobs)
         for state in list(self.pods.values()):
             if (state.namespace, state.owner) not in deployments:
                 self._stop_pod(state)
@@ -358,6 +374,124 @@ class ClusterInABox:
             if not state.stopping.is_set():
                 self.errors.append(f"pod {state.name}: {traceback.format_exc()}")
 
+    # ---- the PV provisioner and the Job controller -------------------------------------------------
+    def _sync_claims(self) -> None:
+        for claim in self.api.list("v1", "persistentvolumeclaims"):
+            meta, spec = claim["metadata"], claim.get("spec") or {}
+            if (claim.get("status") or {}).get("phase") == "Bound" or not spec.get("storageClassName"):
+                continue
+            volume = self.workdir / "volumes" / f"{meta['namespace']}.{meta['name']}"
+            volume.mkdir(parents=True, exist_ok=True)
+            self.environment.claims[meta["name"]] = volume
+            status = {
+                "phase": "Bound",
+                "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
+                "capacity": {"storage": ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")},
+            }
+            self.api.patch(
+                "v1", "persistentvolumeclaims", meta["namespace"], meta["name"], {"status": status}, "status"
+            )
+            self.event(f"claim {meta['namespace']}/{meta['name']} bound to {volume}")
+
+    def _sync_jobs(self, jobs: list[dict[str, Any]]) -> None:
+        for job in jobs:
+            key = (job["metadata"]["namespace"], job["metadata"]["name"])
+            finished = any(
+                c.get("type") in ("Complete", "Failed") for c in (job.get("status") or {}).get("conditions") or []
+            )
+            if key in self.jobs or finished:
+                continue
+            volumes = job["spec"]["template"]["spec"].get("volumes") or []
+            claims = [v["persistentVolumeClaim"]["claimName"] for v in volumes if "persistentVolumeClaim" in v]
+            if any(claim not in self.environment.claims for claim in claims):
+                continue  # its pod would be Pending on an unbound claim: try again next pass
+            thread = threading.Thread(target=self._job_controller, args=(job,), name=f"job-{key[1]}", daemon=True)
+            self.jobs[key] = thread
+            thread.start()
+
+    def _job_controller(self, job: dict[str, Any]) -> None:
+        namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
+        uid = job["metadata"].get("uid", "")
+        template = job["spec"]["template"]
+        attempts = int(job["spec"].get("backoffLimit", 6)) + 1
+        failed = 0
+        try:
+            for _ in range(attempts):
+                if self._stop.is_set():
+                    return
+                if self._run_job_pod(namespace, name, uid, template, failed):
+                    status = {
+                        "active": None,
+                        "succeeded": 1,
+                        "completionTime": _now(),
+                        "conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": _now()}],
+                    }
+                    self.api.patch("batch/v1", "jobs", namespace, name, {"status": status}, "status")
+                    self.event(f"job {namespace}/{name} complete")
+                    return
+                failed += 1
+            condition = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}
+            status = {"active": None, "failed": failed, "conditions": [{**condition, "lastTransitionTime": _now()}]}
+            self.api.patch("batch/v1", "jobs", namespace, name, {"status": status}, "status")
+            self.event(f"job {namespace}/{name} failed")
+        except Exception:  # noqa: BLE001 - the test reads the errors
+            if not self._stop.is_set():
+                self.errors.append(f"job {name}: {traceback.format_exc()}")
+
+    def _run_job_pod(self, namespace: str, job: str, uid: str, template: dict[str, Any], failed: int) -> bool:
+        """One pod of the Job, run to completion here: whether it succeeded."""
+        name = f"{job}-{''.join(random.choices('bcdfghjklmnpqrstvwxz2456789', k=5))}"
+        labels = {
+            **(template["metadata"].get("labels") or {}),
+            "job-name": job,
+            "batch.kubernetes.io/job-name": job,
+            "controller-uid": uid,
+        }
+        body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": template["spec"],
+            "status": {"phase": "Pending"},
+        }
+        self.api.create("v1", "pods", namespace, body).raise_for_status()
+        self.event(f"pod {namespace}/{name} created for job {job}")
+        pod = LocalPod(name, namespace, template["spec"], self.environment, self.workdir)
+        self.job_pods[(namespace, name)] = pod
+        containers = [c["name"] for c in template["spec"]["containers"]]
+
+        def report(phase: str, states: dict[str, dict[str, Any]]) -> None:
+            statuses = [{"name": c, "ready": phase == "Running", "state": states[c]} for c in containers]
+            status = {"phase": phase, "containerStatuses": statuses}
+            self.api.patch("v1", "pods", namespace, name, {"status": status}, "status")
+
+        try:
+            pod.start()
+            report("Running", {c: {"running": {"startedAt": _now()}} for c in containers})
+            self.api.patch(
+                "batch/v1", "jobs", namespace, job, {"status": {"active": 1, "failed": failed or None}}, "status"
+            )
+            pod.run_job_pod()
+        except ContainerFailed as failure:
+            exited = {"terminated": {"exitCode": failure.exit_code, "reason": "Error", "message": failure.message}}
+            report("Failed", {c: exited if c == failure.container else {"waiting": {}} for c in containers})
+            self.event(f"pod {namespace}/{name} failed: {failure}")
+            return False
+        finally:
+            pod.stop(grace=2)
+        by_name = {c["name"]: c for c in template["spec"]["containers"]}
+        report(
+            "Succeeded",
+            {
+                c: {
+                    "terminated": {"exitCode": 0, "reason": "Completed", "message": pod.termination_message(by_name[c])}
+                }
+                for c in containers
+            },
+        )
+        self.event(f"pod {namespace}/{name} succeeded")
+        return True
+
     # ---- kube-proxy and DNS ------------------------------------------------------------------------
     def _sync_services(self) -> None:
         services = {(s["metadata"]["namespace"], s["metadata"]["name"]): s for s in self.api.list("v1", "services")}
@@ -381,6 +515,24 @@ class ClusterInABox:
             with open(self.hosts, "r+") as f:  # in place: the router's bind mount holds this inode
                 f.write(wanted)
                 f.truncate()
+
+
+class PodLogs:
+    """`GET pods/<name>/log` as the kubelet answers it: the tail of the pod's first container's
+    log, for the API emulator (its `pod_logs`); None for a pod this box does not run."""
+
+    def __init__(self, cluster: ClusterInABox, lines: int = 20):
+        self.cluster = cluster
+        self.lines = lines
+
+    def get(self, key: tuple[str, str]) -> str | None:
+        pod = self.cluster.job_pods.get(key)
+        if pod is None:
+            state = self.cluster.pods.get(key[1])
+            pod = state.pod if state is not None and state.namespace == key[0] else None
+        if pod is None:
+            return None
+        return pod.logs(pod.spec["containers"][0]["name"], self.lines) + "\n"
 
 
 @dataclass

@@ -38,11 +38,15 @@ operator_support: Any = importlib.import_module("operator_support")
 crd_admission: Any = importlib.import_module("crd_admission")
 
 FLUX_CLAIM = "flux-1-schnell-weights"  # manifests/samples/flux-1-schnell-cpu.yaml
+# The ReadWriteMany class the box's provisioner binds (cluster_box.py): the operator's default for
+# the model cache, as the chart's operator.modelCache.storageClassName sets it. Only downloaded
+# sources are cached, so the samples (image and PVC sources) run as before.
+CACHE_STORAGE_CLASS = "box-rwx"
 
 
 @contextlib.contextmanager
-def api_emulator() -> Iterator[str]:
-    """kmock in a thread of its own, with the CRD's admission; yields its URL."""
+def api_emulator() -> Iterator[tuple[str, Any]]:
+    """kmock in a thread of its own, with the CRD's admission; yields its URL and the emulator."""
     emulator = operator_support.ClusterEmulator()
     emulator.crds = {
         ("serving.lexora.network", "modeldeployments"): crd_admission.CrdSchema.from_file(operator_support.CRD_PATH)
@@ -67,7 +71,7 @@ def api_emulator() -> Iterator[str]:
     thread.start()
     assert started.wait(20), "the API emulator did not start"
     try:
-        yield url["url"]
+        yield url["url"], emulator
     finally:
         assert stop is not None
         loop.call_soon_threadsafe(stop.set)
@@ -76,7 +80,9 @@ def api_emulator() -> Iterator[str]:
 
 @contextlib.contextmanager
 def running_operator(api_url: str, nats_url: str) -> Iterator[None]:
-    settings = OperatorSettings(nats_url=nats_url, resync_seconds=5, health_port=0)
+    settings = OperatorSettings(
+        nats_url=nats_url, resync_seconds=5, health_port=0, cache_storage_class=CACHE_STORAGE_CLASS
+    )
     connection = kopf.ConnectionInfo(server=api_url, insecure=True)
     stop, ready = threading.Event(), threading.Event()
     thread = threading.Thread(
@@ -118,9 +124,10 @@ def box(state_root: Path, postgres_url: str) -> Iterator[Box]:
         running_stack(
             "cluster", fresh_database(postgres_url, "cluster"), state / "platform", placeholder, catalog=[]
         ) as platform,
-        api_emulator() as api_url,
+        api_emulator() as (api_url, emulator),
     ):
         cluster = ClusterInABox(api_url, environment, state / "pods", hosts)
+        emulator.pod_logs = cluster.pod_logs
         router_with_cluster_dns(platform, hosts)
         cluster.start()
         try:

@@ -8,7 +8,10 @@ Each is this machine's filesystem plus what the image's Dockerfile puts at fixed
   venv's packages (torch, diffusers, transformers, llama-cpp-python, the model wheels) on its Python;
 - ghcr.io/lexora/model-fetcher (images/model-fetcher/Dockerfile): sh, curl, tar and `hf`.
 
-There is no egress in the box, and none is needed: nothing is downloaded from the internet.
+There is no internet in the box: a pod reaches only the ports a test opens (PodEnvironment.egress),
+e.g. the model cache test's HTTP server. The fetcher reports a fill's progress every second here
+(LEXORA_PROGRESS_SECONDS; the script's default, 10 s, is what runs in a cluster), so a fill of a
+few seconds shows progress.
 """
 
 from __future__ import annotations
@@ -53,5 +56,5 @@ def local_images(state_dir: Path) -> dict[str, LocalImage]:
             "/opt/lexora/models": REPO_ROOT / "model-repo",
         },
     )
-    fetcher = LocalImage(env={"PATH": f"{venv_bin}:{SYSTEM_PATH}"})
+    fetcher = LocalImage(env={"PATH": f"{venv_bin}:{SYSTEM_PATH}", "LEXORA_PROGRESS_SECONDS": "1"})
     return {TRITON_PYTHON_IMAGE: triton, DEFAULT_FETCHER_IMAGE: fetcher}

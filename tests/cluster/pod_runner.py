@@ -5,7 +5,9 @@ runs it with no change to its commands, arguments, environment or paths:
 
 - the pod gets its own network namespace (a "pause" process holds it, loopback up), so Triton binds
   its rendered ports 8000/8001/8002 without meeting any other process; `connect` reaches a port of
-  the pod from this machine (the kubelet's probes, kube-proxy);
+  the pod from this machine (the kubelet's probes, kube-proxy); its only egress is what
+  `PodEnvironment.egress` opens: a port on the pod's loopback that reaches the same port on this
+  machine's (a test's stand-in for a server on the internet, which counts what it serves);
 - each volume is a directory of the pod's (emptyDir, configMap with its defaultMode, secret,
   persistentVolumeClaim from `PodEnvironment.claims`); emptyDir with medium Memory is a tmpfs of
   its sizeLimit, as the kubelet makes it;
@@ -69,6 +71,9 @@ class PodEnvironment:
     config_maps: dict[str, dict[str, str]] = field(default_factory=dict)
     secrets: dict[str, dict[str, str]] = field(default_factory=dict)  # decoded values
     claims: dict[str, Path] = field(default_factory=dict)  # PVC name -> its directory
+    # Ports of 127.0.0.1 on this machine that every pod reaches at 127.0.0.1:<port> in its own
+    # network namespace: its egress (nothing else outside the pod is reachable).
+    egress: set[int] = field(default_factory=set)
 
 
 def _quantity_bytes(value: str) -> int:
@@ -108,6 +113,64 @@ def connect_in_netns(netns: str, port: int, timeout: float = 5.0) -> socket.sock
     return sock
 
 
+def listen_in_netns(netns: str, port: int) -> socket.socket:
+    """A listening socket on 127.0.0.1:`port` inside the network namespace `netns` (as
+    connect_in_netns: a short-lived thread enters the namespace; the socket stays there)."""
+    result: dict[str, Any] = {}
+
+    def listen() -> None:
+        try:
+            fd = os.open(netns, os.O_RDONLY)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns failed")
+            finally:
+                os.close(fd)
+            result["sock"] = socket.create_server(("127.0.0.1", port))
+        except OSError as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=listen, name=f"listen-{port}", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    sock: socket.socket = result["sock"]
+    return sock
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+def _egress(listener: socket.socket, port: int) -> None:
+    """Forward each connection accepted in the pod to 127.0.0.1:`port` on this machine (this thread
+    was started from a thread in this machine's network namespace, so it connects from there)."""
+    while True:
+        try:
+            inside, _ = listener.accept()
+        except OSError:
+            return  # the pod stopped
+        try:
+            outside = socket.create_connection(("127.0.0.1", port), timeout=5)
+        except OSError:
+            inside.close()
+            continue
+        outside.settimeout(None)
+        threading.Thread(target=_pump, args=(outside, inside), daemon=True).start()
+        threading.Thread(target=_pump, args=(inside, outside), daemon=True).start()
+
+
 class LocalPod:
     """One pod spec, run here. `start()` makes the sandbox and volumes, `run_init_containers()` runs
     them to completion, `start_containers()` starts the rest; `stop()` ends everything."""
@@ -119,6 +182,7 @@ class LocalPod:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.termination: dict[str, str] = {}
         self._pause: subprocess.Popen[bytes] | None = None
+        self._egress: list[socket.socket] = []
         self._lock = threading.Lock()
 
     # ---- sandbox and volumes ---------------------------------------------------------------------
@@ -140,6 +204,10 @@ class LocalPod:
             if self._pause.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"pod {self.name}: cannot make its network namespace")
             time.sleep(0.02)
+        for port in sorted(self.environment.egress):
+            listener = listen_in_netns(self.netns, port)
+            self._egress.append(listener)
+            threading.Thread(target=_egress, args=(listener, port), daemon=True, name=f"egress-{port}").start()
         for volume in self.spec.get("volumes") or []:
             self.volumes[volume["name"]] = self._make_volume(volume)
 
@@ -390,6 +458,11 @@ class LocalPod:
             processes = list(self.processes.values())
         for process in processes:
             self._kill(process, grace)
+        for listener in self._egress:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)  # wakes its accept()
+            with contextlib.suppress(OSError):
+                listener.close()
         if self._pause is not None:
             self._kill(self._pause, grace=2)
 

