@@ -22,6 +22,7 @@ from lexora_dev.catalog import (
     local_catalog,
 )
 from lexora_dev.processes import ManagedProcess, port_is_free
+from lexora_dev.supervision import Supervisor
 
 
 def run_dev(args: argparse.Namespace) -> int:
@@ -73,11 +74,9 @@ def run_dev(args: argparse.Namespace) -> int:
             running["database_url"] = database_url
         write_stack_file(state_dir, running)
         print_welcome(gateway_port, state_dir, failing)
+        supervisor = Supervisor(processes, say)
         while True:
-            for process in processes:
-                if not process.alive:
-                    say(f"{process.name} exited unexpectedly; stopping. Its log:\n{process.log_tail()}")
-                    return 1
+            supervisor.tick()
             if not triton.process.alive:  # a crashed engine can take the server with it: start it again
                 say(f"tritonserver exited unexpectedly; starting it again. Its log:\n{triton.process.log_tail(8)}")
                 triton.keep_alive()
