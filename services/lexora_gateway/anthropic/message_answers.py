@@ -68,7 +68,9 @@ class _Blocks:
         out = self.stop()
         self.open = block["type"]
         self.count += 1
-        return out + translation.event("content_block_start", {"index": self.count - 1, "content_block": block})
+        out += translation.event("content_block_start", {"index": self.count - 1, "content_block": block})
+        # Anthropic's order: message_start, the first content_block_start, then a ping.
+        return out + translation.ping() if self.count == 1 else out
 
     def delta(self, delta: dict[str, Any]) -> bytes:
         return translation.event("content_block_delta", {"index": self.count - 1, "delta": delta})
@@ -127,10 +129,7 @@ async def _events(
 ) -> AsyncIterator[bytes]:
     blocks = _Blocks(stream.request.request_id, omit)
     try:
-        yield (
-            translation.message_start(stream.request.request_id, requested_model, first.prompt_tokens)
-            + translation.ping()
-        )
+        yield translation.message_start(stream.request.request_id, requested_model, first.prompt_tokens)
         async for pieces in answer_pieces(stream, first, reader):
             out = b"".join(blocks.piece(piece) for piece in pieces)
             if out:
