@@ -67,8 +67,9 @@ def test_aider_message_edits_a_file_through_the_gateway_and_is_charged(lexora: R
         )
     )
     # aider sends no max_tokens (the gateway's default, 512, applies) and temperature 0, at which a
-    # 135M model may repeat itself to the limit: its own model settings cap the answer, which is
-    # plenty for a whole-file listing of a two-line file.
+    # 135M model repeats itself to the limit ("You must return a file listing …" over and over):
+    # aider's own model settings cap the answer (plenty for a whole-file listing of a two-line
+    # file) and add a frequency penalty, with which the model ends its answer by itself.
     settings = home / "model-settings.yml"
     settings.write_text(
         f"- name: openai/{LOCAL_CHAT_MODEL}\n"
@@ -76,6 +77,7 @@ def test_aider_message_edits_a_file_through_the_gateway_and_is_charged(lexora: R
         "  use_repo_map: false\n"
         "  extra_params:\n"
         f"    max_tokens: {MAX_TOKENS}\n"
+        "    frequency_penalty: 1.0\n"
     )
     args = [
         "--model",
@@ -126,8 +128,9 @@ def test_aider_message_edits_a_file_through_the_gateway_and_is_charged(lexora: R
     assert result.returncode == 0, printed
     # No error from the API (LiteLLM names its exceptions litellm.<Error>) and no retry after one.
     assert "litellm." not in printed and "Retrying in" not in printed, printed
-    # aider reports the tokens the gateway counted (usage on the response), or, for an answer cut
-    # at max_tokens (finish_reason "length"), that the model hit its token limit.
+    # aider reports its token count and cost (its own estimate when streaming: it counts with its
+    # tokenizer, not from the usage), or, for an answer cut at max_tokens (finish_reason "length"),
+    # that the model hit its token limit.
     assert "Tokens:" in result.stdout or "hit a token limit" in result.stdout, result.stdout
     deadline = time.monotonic() + 30
     while True:
