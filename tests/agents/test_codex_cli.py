@@ -3,7 +3,7 @@ scripts/bootstrap.sh) against the running stack, configured as docs/integrations
 `[model_providers.lexora]` entry in `$CODEX_HOME/config.toml` (base_url = the gateway's /v1,
 env_key naming the variable that holds a Lexora key, wire_api = "responses"), then `codex exec`.
 
-Codex's default first request is ~21 KB of instructions, eight function tools, a namespace of
+Codex's default first request is ~21 KB of instructions, seven function tools, a namespace of
 sub-agent tools and a hosted web_search (about 40 KB of JSON; the last two are not offered to the
 model here, see docs/integrations.md): ~6,400 prompt tokens, which the local 8,192-token model holds
 but takes about a minute to read on 2 cores. Trimmed with Codex's own settings (its instructions
