@@ -13,19 +13,22 @@ STAMP=.venv/.lexora-installed
 # The editable install maps each top-level package it saw; a package added since needs a reinstall.
 PACKAGES="$(cd services && ls -d lexora_*/ | tr -d / | sort | tr '\n' ' ')"
 
-# Coding agents the tests run as clients (tests/agents): Claude Code, pinned in
+# Coding agents the tests run as clients (tests/agents): Claude Code and Codex CLI, pinned in
 # tests/agents/package-lock.json, from the npm registry. npm's install-script policy may skip the
-# wrapper's postinstall; the tests run the native binary from the platform package
-# (@anthropic-ai/claude-code-linux-x64/claude), which needs no postinstall. Checked on every run
-# (a stat when installed), so a fresh Python stamp does not skip it.
+# wrappers' postinstall; the tests run the native binaries from the platform packages
+# (@anthropic-ai/claude-code-linux-x64/claude, @openai/codex-linux-x64/vendor/<triple>/bin/codex),
+# which need no postinstall. Checked on every run (a stat when installed), so a fresh Python stamp
+# does not skip it.
 AGENTS_DIR=tests/agents
 CLAUDE_BIN="$AGENTS_DIR/node_modules/@anthropic-ai/claude-code-linux-x64/claude"
-if [ ! -x "$CLAUDE_BIN" ] || [ "$AGENTS_DIR/package-lock.json" -nt "$AGENTS_DIR/node_modules/.package-lock.json" ]; then
+CODEX_BIN="$AGENTS_DIR/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex"
+if [ ! -x "$CLAUDE_BIN" ] || [ ! -x "$CODEX_BIN" ] \
+    || [ "$AGENTS_DIR/package-lock.json" -nt "$AGENTS_DIR/node_modules/.package-lock.json" ]; then
   if command -v npm >/dev/null 2>&1; then
     echo "[bootstrap] installing the pinned coding agents into $AGENTS_DIR/node_modules (npm ci)"
     (cd "$AGENTS_DIR" && npm ci --no-audit --no-fund --loglevel=error)
   else
-    echo "[bootstrap] npm not found: tests/agents (Claude Code) will fail until node and npm are installed" >&2
+    echo "[bootstrap] npm not found: tests/agents (Claude Code, Codex CLI) will fail until node and npm are installed" >&2
   fi
 fi
 
@@ -62,6 +65,16 @@ if ! "$LITELLM_VENV/bin/python" -c "import importlib.metadata as m, sys; m.versi
   "$PYTHON" -m venv "$LITELLM_VENV"
   "$LITELLM_VENV/bin/python" -m pip install --quiet --upgrade pip
   "$LITELLM_VENV/bin/python" -m pip install --quiet "litellm==1.106.2" "mcp>=2.2,<3"
+fi
+# aider for its client test (tests/agents/test_aider.py), in a virtualenv of its own: aider-chat
+# pins litellm, openai and dozens more exactly, none of which may move ours.
+AIDER_VENV=.venv/aider
+if ! "$AIDER_VENV/bin/python" -c "import importlib.metadata as m, sys; \
+    sys.exit(m.version('aider-chat') != '0.86.2')" 2>/dev/null; then
+  echo "[bootstrap] installing aider-chat==0.86.2 into $AIDER_VENV (the aider client test)"
+  "$PYTHON" -m venv "$AIDER_VENV"
+  "$AIDER_VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$AIDER_VENV/bin/python" -m pip install --quiet "aider-chat==0.86.2"
 fi
 echo "$PACKAGES" > "$STAMP"
 echo "[bootstrap] done"
