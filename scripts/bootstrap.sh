@@ -68,10 +68,14 @@ if ! "$LITELLM_VENV/bin/python" -c "import importlib.metadata as m, sys; m.versi
 fi
 # aider for its client test (tests/agents/test_aider.py), in a virtualenv of its own: aider-chat
 # pins litellm, openai and dozens more exactly, none of which may move ours.
+# A virtualenv's scripts name its path in their first line: one made elsewhere (and moved or
+# linked here) has an aider that cannot start, so it is made again.
 AIDER_VENV=.venv/aider
 if ! "$AIDER_VENV/bin/python" -c "import importlib.metadata as m, sys; \
-    sys.exit(m.version('aider-chat') != '0.86.2')" 2>/dev/null; then
+    sys.exit(m.version('aider-chat') != '0.86.2')" 2>/dev/null \
+    || ! head -n 1 "$AIDER_VENV/bin/aider" 2>/dev/null | grep -qF "$PWD/$AIDER_VENV/bin/python"; then
   echo "[bootstrap] installing aider-chat==0.86.2 into $AIDER_VENV (the aider client test)"
+  rm -rf "$AIDER_VENV"
   "$PYTHON" -m venv "$AIDER_VENV"
   "$AIDER_VENV/bin/python" -m pip install --quiet --upgrade pip
   "$AIDER_VENV/bin/python" -m pip install --quiet "aider-chat==0.86.2"
