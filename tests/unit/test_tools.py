@@ -81,6 +81,11 @@ def test_auto_allows_prose_or_calls_that_match_the_schemas() -> None:
     assert not accepts(grammar, " " + PARIS), "whitespace before a call would hide it"
 
 
+def test_a_model_without_guided_decoding_gets_a_grammar_only_for_a_forced_call() -> None:
+    assert guide(ToolUse([WEATHER, TIME]), guided_decoding=False) is None
+    assert guide(ToolUse([WEATHER, TIME], "required"), guided_decoding=False) is not None
+
+
 def test_forced_and_sequential_modes_narrow_the_grammar() -> None:
     _, forced = guide(ToolUse([WEATHER, TIME], "required"))
     assert accepts(forced, PARIS) and not accepts(forced, "It is sunny.")

@@ -15,7 +15,7 @@ from lexora_contracts.registry import ModelKind, ModelRecord, Pricing
 from lexora_gateway.chat import image_inputs, vision
 from lexora_gateway.chat.image_inputs import PendingImage
 from lexora_gateway.chat.reasoning import ReasoningSetting, engine_fields
-from lexora_gateway.chat.tools import ToolUse, guide, with_instructions
+from lexora_gateway.chat.tools import GUIDED_DECODING_CAPABILITY, ToolUse, guide, with_instructions
 
 if TYPE_CHECKING:
     from lexora_gateway.state import GatewayState
@@ -126,8 +126,9 @@ def reservation_micro(job: ChatJob, model: ModelRecord, pricing: Pricing, max_to
 
 def generation_request(job: ChatJob, model: ModelRecord, max_tokens: int, header: dict[str, Any]) -> GenerationRequest:
     """What the router is sent; `header` is the JobHeader every job carries (admission.admit.job_header)."""
-    # A forced tool call decides the output's shape; otherwise the requested response format does.
-    guide_type, guide_text = guide(job.tools) or job.output_guide or (None, None)
+    # Offered tools decide the output's shape (prose or calls); otherwise the requested response format.
+    guided = GUIDED_DECODING_CAPABILITY in model.capabilities
+    guide_type, guide_text = guide(job.tools, guided) or job.output_guide or (None, None)
     # A raw prompt has no chat template to think in: reasoning is a chat matter.
     reasoning, budget = engine_fields(job.reasoning, model, max_tokens) if job.raw_prompt is None else (False, None)
     return GenerationRequest(

@@ -105,9 +105,15 @@ def _allowed(use: ToolUse) -> list[ToolSpec]:
     return [t for t in use.tools if use.forced_name in (None, t.name)]
 
 
-def guide(use: ToolUse) -> tuple[str, str] | None:
-    """The guided-decoding constraint whenever tools are offered (tool_grammar.py)."""
-    if not use.active:
+# The capability of a model whose engine applies guided decoding (grammars, JSON schemas).
+GUIDED_DECODING_CAPABILITY = "json_output"
+
+
+def guide(use: ToolUse, guided_decoding: bool = True) -> tuple[str, str] | None:
+    """The guided-decoding constraint when tools are offered (tool_grammar.py). A model whose engine
+    does not declare guided decoding gets it only for a forced call, which nothing else can force;
+    under `auto` it answers from the prompt alone, and tool_stream.py tells a call from prose."""
+    if not use.active or not (guided_decoding or use.forced):
         return None
     tools = [(t.name, t.parameters) for t in _allowed(use)]
     return "ebnf_grammar", tool_call_grammar(tools, allow_prose=not use.forced, parallel=use.several)
