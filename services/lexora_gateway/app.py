@@ -41,6 +41,9 @@ from lexora_runtime.model_registry import ModelRegistryView
 from lexora_runtime.service import connect_with_patience
 from lexora_usage.client import UsageClient
 
+# Beyond the largest image a body may carry: the rest of the request.
+REQUEST_ROOM_BYTES = 1024 * 1024
+
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
@@ -116,10 +119,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     def body_limit() -> int:
-        # A body the job could never be sent in (NATS's max_payload) is refused before anything else.
+        # Refused before anything else: a body larger than a job can be (NATS's max_payload) or than
+        # one image at its size limit, base64-encoded, with room for the rest (so an image too large
+        # still gets the error that names it).
+        if settings.max_request_bytes is not None:
+            return settings.max_request_bytes
         state = getattr(app.state, "gateway", None)
-        configured = settings.max_request_bytes
-        return configured if configured is not None or state is None else state.nc.max_payload
+        one_image = -(-settings.image_max_bytes * 4 // 3) + REQUEST_ROOM_BYTES
+        return max(state.nc.max_payload if state is not None else 0, one_image)
 
     app.add_middleware(BodyLimit, limit=body_limit)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -39,5 +39,7 @@ class GatewaySettings(ServiceSettings):
     # (lexora_gateway.admission.model_names).
     model_aliases: dict[str, str] = Field(default_factory=dict)
     # The largest request body taken (413 above it, before the key is checked or credit held).
-    # Unset: NATS's max_payload, since a job larger than one NATS message could not be sent anyway.
+    # Unset: NATS's max_payload (a job larger than one NATS message could not be sent anyway), or
+    # one base64 image of image_max_bytes plus 1 MiB if that is more, so an oversized image still
+    # gets the error that names it.
     max_request_bytes: int | None = Field(default=None, gt=0)
