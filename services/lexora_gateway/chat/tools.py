@@ -2,9 +2,10 @@
 
 The tools are described to the model in its system prompt, and a call is a JSON object
 {"name": ..., "arguments": {...}}, several parallel calls a JSON array of them. Whenever tools are
-offered, the engine's guided decoding holds the answer to the grammar tool_grammar.py writes: prose
-or well-formed calls to offered tools (with tool_choice forcing a call, calls only), so a call
-always parses. tool_stream.py reads the calls out of the answer as it is generated.
+offered to a model whose engine does guided decoding, it holds the answer to the grammar
+tool_grammar.py writes: prose or well-formed calls to offered tools (with tool_choice forcing a
+call, calls only, on any engine), so a call always parses. tool_stream.py reads the calls out of
+the answer as it is generated.
 """
 
 from __future__ import annotations
