@@ -178,8 +178,14 @@ def test_a_key_removed_from_the_spec_leaves_the_deployment(kubectl: Kubectl) -> 
     # router gets back to it after its gRPC reconnect backoff, which a one-replica rollout's gap
     # can stretch to tens of seconds; the chat through the gateway is the first test's.)
     kubectl.wait_ready(name)
-    [pod] = [s for s in kubectl.box.cluster.pods.values() if s.owner == name]
-    assert pod.ready and "nodeSelector" not in pod.pod.spec
+
+    def rolled_out() -> bool:
+        # The status can say Ready for the new generation a moment before the box has retired the
+        # old pod, so the rollout's end is waited for, not read once.
+        pods = [s for s in list(kubectl.box.cluster.pods.values()) if s.owner == name]
+        return len(pods) == 1 and pods[0].ready and "nodeSelector" not in pods[0].pod.spec
+
+    eventually(rolled_out, kubectl.box, 60, "one Ready pod without the nodeSelector")
 
 
 def test_a_deleted_model_leaves_the_catalog_and_gets_404(kubectl: Kubectl, client: openai.OpenAI) -> None:
