@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -132,13 +131,7 @@ def test_aider_message_edits_a_file_through_the_gateway_and_is_charged(lexora: R
     # tokenizer, not from the usage), or, for an answer cut at max_tokens (finish_reason "length"),
     # that the model hit its token limit.
     assert "Tokens:" in result.stdout or "hit a token limit" in result.stdout, result.stdout
-    deadline = time.monotonic() + 30
-    while True:
-        rows = lexora.usage_rows(account.account_id)
-        served = [r for r in rows if r["status_code"] == 200 and r["endpoint"] == "/v1/chat/completions"]
-        if served or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    served, rows = lexora.wait_for_served(account.account_id, "/v1/chat/completions")
     assert served, [(r["endpoint"], r["status_code"], r["error_type"], r["completion_tokens"]) for r in rows]
     assert all(r["status_code"] == 200 for r in rows), rows
     for row in served:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -91,15 +90,8 @@ def test_claude_code_trimmed_to_the_model_answers_and_is_charged(lexora: Running
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip(), "Claude Code printed no answer"
     assert "API Error" not in result.stdout + result.stderr
-    # Claude Code may make more than one request (each recorded on its own, in any order): wait for
-    # the one that answered rather than for the first row.
-    deadline = time.monotonic() + 30
-    while True:
-        rows = lexora.usage_rows(account.account_id)
-        served = [r for r in rows if r["status_code"] == 200 and r["endpoint"] == "/v1/messages"]
-        if served or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    # Claude Code may make more than one request: wait for the one that answered.
+    served, rows = lexora.wait_for_served(account.account_id, "/v1/messages")
     assert served, [(r["endpoint"], r["status_code"], r["error_type"], r["completion_tokens"]) for r in rows]
     for row in served:
         assert row["model"] == LOCAL_CHAT_MODEL

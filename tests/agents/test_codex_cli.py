@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -150,13 +149,7 @@ def test_codex_trimmed_to_the_model_answers_and_is_charged(lexora: RunningStack,
     # `codex exec` prints the agent's last message alone on stdout (its log goes to stderr).
     assert result.stdout.strip(), "Codex printed no answer"
     assert "ERROR" not in result.stderr, result.stderr
-    deadline = time.monotonic() + 30
-    while True:
-        rows = lexora.usage_rows(account.account_id)
-        served = [r for r in rows if r["status_code"] == 200 and r["endpoint"] == "/v1/responses"]
-        if served or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    served, rows = lexora.wait_for_served(account.account_id, "/v1/responses")
     assert served, [(r["endpoint"], r["status_code"], r["error_type"], r["completion_tokens"]) for r in rows]
     assert all(r["status_code"] == 200 for r in rows), rows
     for row in served:

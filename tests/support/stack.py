@@ -137,6 +137,20 @@ class RunningStack:
             rows = self.usage_rows(account_id)
         return rows
 
+    def wait_for_served(
+        self, account_id: str, endpoint: str, timeout: float = 30.0
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(the account's answered rows on `endpoint`, all its rows), once there is one answered row
+        or `timeout` passed. A client may make several requests, each recorded on its own and in any
+        order: this waits for the one that answered rather than for the first row."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.usage_rows(account_id)
+            served = [r for r in rows if r["status_code"] == 200 and r["endpoint"] == endpoint]
+            if served or time.monotonic() > deadline:
+                return served, rows
+            time.sleep(0.2)
+
     def assert_ledger_consistent(self, account_id: str) -> None:
         """The balances row is exactly what the ledger entries re-derive, and never negative.
 
