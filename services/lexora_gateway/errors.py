@@ -80,12 +80,24 @@ def _most_specific(errors: Sequence[Any]) -> Any:
     return max(alternatives, key=lambda e: (len(e["loc"]), not e["type"].endswith("_type")))
 
 
+class ParamValueError(ValueError):
+    """A refusal from a validator that looks at several fields: it names the one to fix, which
+    pydantic's location (the whole model) cannot."""
+
+    def __init__(self, message: str, param: str):
+        super().__init__(message)
+        self.param = param
+
+
 def invalid_request_from(exc: ValidationError) -> InvalidRequest:
     """Turn pydantic's first complaint into a message a developer can act on, naming the field."""
     errors = exc.errors()
     first = _most_specific(errors)
     if first["type"] == "json_invalid":
         return InvalidRequest("The request body is not valid JSON")
+    named = (first.get("ctx") or {}).get("error")
+    if isinstance(named, ParamValueError):
+        return InvalidRequest(str(named), param=named.param)
     param = _param_name(first["loc"])
     if not param:
         return InvalidRequest("The request body must be a JSON object")

@@ -1,8 +1,9 @@
 """Schema-driven fuzzing: schemathesis turns the served /openapi.json into requests, valid and not.
 
-For the chat routes and the GET routes of the document: no input is answered with a 5xx or left hanging,
-every error arrives in its protocol's envelope, a body that violates the document is refused with a
-400, and a body the document allows is not refused for a field the document describes.
+For the chat, embedding and image routes and the GET routes of the document: no input is answered
+with a 5xx or left hanging, every error arrives in its protocol's envelope, a body that violates the
+document is refused with a 400, and a body the document allows is not refused for a field the
+document describes.
 
 The requests come from schemathesis's two generators, both deterministic: its coverage phase
 (boundary values, wrong types, missing and extra properties for each keyword of the schema, no
@@ -38,7 +39,7 @@ from hypothesis import strategies as st
 from schemathesis.core.transport import Response as SchemathesisResponse
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
-from lexora_dev.catalog import LOCAL_CHAT_MODEL
+from lexora_dev.catalog import LOCAL_CHAT_MODEL, LOCAL_EMBEDDING_MODEL, LOCAL_IMAGE_MODEL
 from support.stack import RunningStack
 
 # A request with no answer within this is a hung request: the client gives up and the test fails.
@@ -48,9 +49,10 @@ REQUEST_TIMEOUT_S = 30
 FUNDED_TIMEOUT_S = 150
 ANTHROPIC_PATHS = {"/v1/messages", "/v1/messages/count_tokens"}
 # Not fuzzed here: /v1/billing/checkout (it calls Stripe, and a 502 when Stripe cannot be reached is
-# by design), /v1/embeddings and /v1/images/generations (not yet).
+# by design). Embeddings and images are fuzzed unfunded only (every accepted body stops at 402).
 GENERATION_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages")
-BODY_PATHS = (*GENERATION_PATHS, "/v1/messages/count_tokens")
+MEDIA_PATHS = ("/v1/embeddings", "/v1/images/generations")
+BODY_PATHS = (*GENERATION_PATHS, "/v1/messages/count_tokens", *MEDIA_PATHS)
 GET_PATHS = (
     "/v1/models",
     "/v1/models/{model_id}",
@@ -68,6 +70,10 @@ FUNDED_MAX_TOKENS = 3
 # The served model, by id and by alias: a drawn model name is swapped for these in two of every
 # three bodies, so the requests get past the model lookup to the limits, the credit hold, the engine.
 REAL_MODELS = (LOCAL_CHAT_MODEL, "smollm2")
+REAL_MODELS_BY_PATH = {
+    "/v1/embeddings": (LOCAL_EMBEDDING_MODEL, "all-minilm-l6-v2"),
+    "/v1/images/generations": (LOCAL_IMAGE_MODEL, "flux-schnell"),
+}
 # Bodies schemathesis does not draw on its own: names the database and the logs must survive.
 EDGE_MODEL_NAMES = ("m" * 300, "nul\u0000model", "\u00e9\u4e2d\U0001f600", " ", "../../etc/passwd")
 # Schema-valid bodies may still be refused for what a schema cannot say (a tool_choice naming a tool
@@ -78,7 +84,9 @@ SEMANTIC_PARAMS = re.compile(
     r"messages\[\d+\]\.(content\[\d+\].*|tool_calls\[\d+\]\.function\.arguments)|"
     # /v1/responses: an empty input, an item's arguments that are not a JSON object, its images, a
     # json_schema format without its schema, background responses
-    r"input|input\[\d+\]\.(arguments|(content|output)\[\d+\].*)|text\.format\.schema|background)$"
+    r"input|input\[\d+\]\.(arguments|(content|output)\[\d+\].*)|text\.format\.schema|background|"
+    # /v1/images/generations: a size outside the sides the model takes, or disagreeing with width/height
+    r"size)$"
 )
 # Anthropic's envelope names no param: there, the same refusals are known by their messages.
 SEMANTIC_MESSAGES = re.compile(r"^max_tokens is |^prompt is too long|tool_choice|[Ii]mage|budget_tokens|thinking")
@@ -166,7 +174,7 @@ def with_real_model(case: Any, index: int) -> Any:
     """Two in three string model names become the served model (the third stays: 404 paths)."""
     body = case.body
     if case.method == "POST" and isinstance(body, dict) and isinstance(body.get("model"), str) and index % 3 < 2:
-        body["model"] = REAL_MODELS[index % 3]
+        body["model"] = REAL_MODELS_BY_PATH.get(case.path, REAL_MODELS)[index % 3]
     return case
 
 
@@ -174,18 +182,25 @@ def edge_cases(document: dict[str, Any], path: str) -> Iterator[Any]:
     schema = schemathesis.openapi.from_dict(copy.deepcopy(document))
     operation = schema[path]["POST"]
     messages = [{"role": "user", "content": "Hi"}]
-    base: dict[str, Any] = {"/v1/completions": {"prompt": "Hi"}, "/v1/responses": {"input": "Hi"}}.get(
-        path, {"messages": messages}
-    )
+    base: dict[str, Any] = {
+        "/v1/completions": {"prompt": "Hi"},
+        "/v1/responses": {"input": "Hi"},
+        "/v1/embeddings": {"input": "Hi"},
+        "/v1/images/generations": {"prompt": "Hi"},
+    }.get(path, {"messages": messages})
     if path == "/v1/messages":
         base = {**base, "max_tokens": 2}
     for model in EDGE_MODEL_NAMES:
         yield operation.Case(body={**base, "model": model}, media_type="application/json")
     for text in ("\u0000", "\ud800 lone surrogate", "x" * 20_000):
-        content = {"/v1/completions": {"prompt": text}, "/v1/responses": {"input": text}}.get(
-            path, {"messages": [{"role": "user", "content": text}]}
-        )
-        yield operation.Case(body={**base, **content, "model": LOCAL_CHAT_MODEL}, media_type="application/json")
+        content = {
+            "/v1/completions": {"prompt": text},
+            "/v1/responses": {"input": text},
+            "/v1/embeddings": {"input": text},
+            "/v1/images/generations": {"prompt": text},
+        }.get(path, {"messages": [{"role": "user", "content": text}]})
+        model = REAL_MODELS_BY_PATH.get(path, REAL_MODELS)[0]
+        yield operation.Case(body={**base, **content, "model": model}, media_type="application/json")
 
 
 # ---- what every answer must satisfy ----------------------------------------------------------------

@@ -1,6 +1,7 @@
+import pytest
 from pydantic import ValidationError
 
-from lexora_contracts.errors import ErrorInfo, InsufficientCredits, ModelUnavailable, error_from_info
+from lexora_contracts.errors import ErrorInfo, InsufficientCredits, InvalidRequest, ModelUnavailable, error_from_info
 from lexora_gateway.errors import invalid_request_from, openai_error_body
 from lexora_gateway.openai.schemas import ChatCompletionRequest
 
@@ -30,3 +31,16 @@ def test_validation_errors_name_the_field_like_openai() -> None:
         error = invalid_request_from(exc)
     assert error.param == "messages[0].role"
     assert "messages[0].role" in error.message
+
+
+def test_a_refusal_that_weighs_several_fields_names_the_one_to_fix() -> None:
+    """Once 'The request body must be a JSON object' (pydantic locates a model validator's error at
+    the whole model); found by fuzzing /v1/images/generations."""
+    from lexora_gateway.http import parse_body
+    from lexora_gateway.media.schemas import ImageGenerationRequest
+
+    for size, says in (("64x64", "must be"), ("512x512", "disagrees with width=768")):
+        body = f'{{"model": "m", "prompt": "a cube", "size": "{size}", "width": 768}}'.encode()
+        with pytest.raises(InvalidRequest) as refused:
+            parse_body(ImageGenerationRequest, body)
+        assert refused.value.param == "size" and says in refused.value.message

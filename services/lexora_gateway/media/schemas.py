@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 
+from lexora_gateway.errors import ParamValueError
+
 MAX_EMBEDDING_INPUTS = 2048  # OpenAI's limit on items per request
 MIN_SIDE, MAX_SIDE, DEFAULT_SIDE = 256, 2048, 768
 SIDE_MULTIPLE = 16  # FLUX packs 2x2 patches of latents 8x smaller than the image
@@ -55,7 +57,7 @@ class ImageGenerationRequest(BaseModel):
     width: int = Field(default=DEFAULT_SIDE, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIDE_MULTIPLE)
     height: int = Field(default=DEFAULT_SIDE, ge=MIN_SIDE, le=MAX_SIDE, multiple_of=SIDE_MULTIPLE)
     # OpenAI clients send the size as "WIDTHxHEIGHT" instead; it must agree with width/height if both come.
-    size: str | None = None
+    size: str | None = Field(default=None, pattern=r"^(auto|[0-9]+x[0-9]+)$")
     num_inference_steps: int = Field(default=4, ge=1, le=50)
     guidance_scale: float = Field(default=0.0, ge=0, le=20)
     n: Literal[1] = 1  # one image per request
@@ -71,15 +73,16 @@ class ImageGenerationRequest(BaseModel):
             return self
         match = _SIZE.match(self.size)
         if match is None:
-            raise ValueError(f"size must look like '768x768' (width x height), not {self.size!r}")
+            raise ParamValueError(f"size must look like '768x768' (width x height), not {self.size!r}", "size")
         width, height = int(match[1]), int(match[2])
         for side, value in (("width", width), ("height", height)):
             if not MIN_SIDE <= value <= MAX_SIDE or value % SIDE_MULTIPLE:
-                raise ValueError(
-                    f"size {self.size!r}: {side} must be {MIN_SIDE}-{MAX_SIDE} and a multiple of {SIDE_MULTIPLE}"
+                raise ParamValueError(
+                    f"size {self.size!r}: {side} must be {MIN_SIDE}-{MAX_SIDE} and a multiple of {SIDE_MULTIPLE}",
+                    "size",
                 )
         given = self.model_fields_set
         if ("width" in given and self.width != width) or ("height" in given and self.height != height):
-            raise ValueError(f"size {self.size!r} disagrees with width={self.width}, height={self.height}")
+            raise ParamValueError(f"size {self.size!r} disagrees with width={self.width}, height={self.height}", "size")
         self.width, self.height = width, height
         return self
