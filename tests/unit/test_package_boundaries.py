@@ -17,9 +17,17 @@ SERVICES = ("lexora_auth", "lexora_billing", "lexora_usage", "lexora_router")
 PRODUCTION = (*SERVICES, "lexora_gateway", "lexora_contracts", "lexora_runtime", "lexora_db", "lexora_operator")
 
 
+def _python_files(root: Path) -> list[Path]:
+    """The project's own Python files under `root`: not what hidden folders hold (bench/.venv-litellm,
+    made by `make bench`, is a whole virtualenv)."""
+    return [
+        p for p in sorted(root.rglob("*.py")) if not any(part.startswith(".") for part in p.relative_to(root).parts)
+    ]
+
+
 def _sources() -> Iterator[tuple[str, Path]]:
     for root in (REPO / "services", REPO / "operator", REPO / "bench"):
-        for path in sorted(root.rglob("*.py")):
+        for path in _python_files(root):
             relative = path.relative_to(root)
             package = "bench" if root.name == "bench" else relative.parts[0]
             yield package, path
@@ -94,7 +102,7 @@ def test_no_database_but_postgres() -> None:
     mentions = [
         f"{path.relative_to(REPO)}:{number}"
         for root in (REPO / "services", REPO / "operator")
-        for path in sorted(root.rglob("*.py"))
+        for path in _python_files(root)
         for number, text in enumerate(path.read_text().splitlines(), 1)
         if "sqlite" in text.lower()
     ]
