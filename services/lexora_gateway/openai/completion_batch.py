@@ -27,7 +27,7 @@ from lexora_contracts.errors import InternalError, InvalidRequest, LexoraError
 from lexora_contracts.messages import GenerationChunk, Identity
 from lexora_gateway.admission.admit import Admitted, JobSpec, admit_and_hold_all
 from lexora_gateway.chat.jobs import ChatJob
-from lexora_gateway.dispatch import collect, first_output, job_stream
+from lexora_gateway.dispatch import chunks, collect, first_output, job_stream
 from lexora_gateway.errors import sse_error_event
 from lexora_gateway.http import JSONBody
 from lexora_gateway.openai import translation
@@ -148,13 +148,10 @@ def _event(body: dict[str, Any]) -> bytes:
 
 
 async def _pump(index: int, run: Run, out: asyncio.Queue[tuple[int, GenerationChunk | LexoraError]]) -> None:
-    stream, chunk = run
+    stream, first = run
     try:
-        while True:
+        async for chunk in chunks(stream, first):
             await out.put((index, chunk))
-            if chunk.kind == "done":
-                return
-            chunk = await stream.next()
     except LexoraError as exc:
         await out.put((index, exc))
     except Exception:
