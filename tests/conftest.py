@@ -13,6 +13,7 @@ from lexora_contracts.registry import Endpoint
 from lexora_dev import stack
 from lexora_dev.catalog import local_catalog
 from lexora_dev.processes import free_port
+from support import secret_scan
 from support.postgres import private_postgres
 from support.stack import MODEL_ALIASES_TEST_ENV, RunningStack, running_stack
 from support.stripe_events import STRIPE_TEST_ENV
@@ -20,9 +21,12 @@ from support.triton_processes import supervised_triton
 
 
 @pytest.fixture(scope="session")
-def state_root(request: pytest.FixtureRequest) -> Iterator[Path]:
+def state_root(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = Path(tempfile.mkdtemp(prefix="lexora-tests-"))
     yield root
+    # Every log line the session produced, before the logs go: no key, pepper, password or Stripe secret.
+    found = secret_scan.leaks([root, tmp_path_factory.getbasetemp()])
+    assert not found, "secrets in the logs:\n" + "\n".join(found[:20])
     if request.session.testsfailed:
         print(f"\nservice logs kept for inspection under {root}/*/logs")
     else:

@@ -139,6 +139,10 @@ async def serve(settings: BillingSettings, ctx: ServiceContext) -> None:
                 released = await ledger.release_expired(utcnow())
                 if released:
                     log.warning("released expired reservations", extra={"fields": {"count": released}})
+                    metrics.holds_released.inc(released)
+                # What this pass left behind (a hold it could not release): an alert's business.
+                metrics.oldest_overdue_hold.set(await ledger.oldest_overdue_hold_s(utcnow()))
+                metrics.last_sweep.set_to_current_time()
             except Exception:
                 log.exception("reservation sweep failed")
 
@@ -163,6 +167,7 @@ async def serve(settings: BillingSettings, ctx: ServiceContext) -> None:
             stop,
             batch=settings.settle_batch_size,
             gather_s=settings.settle_gather_s,
+            pending=metrics.consumer_pending.labels(subjects.BILLING_SETTLE_CONSUMER).set,
         )
     )
     sweeper = asyncio.create_task(sweep())

@@ -414,6 +414,16 @@ class Ledger:
             carry_pico=row.carry_pico,
         )
 
+    async def oldest_overdue_hold_s(self, now: datetime) -> float:
+        """How long the oldest hold still held has outlived its expiry (0 when none has)."""
+        async with self._engine.connect() as conn:
+            oldest = await conn.scalar(
+                select(func.min(reservations.c.expires_at)).where(
+                    reservations.c.status == "held", reservations.c.expires_at < now
+                )
+            )
+        return (now - oldest).total_seconds() if oldest is not None else 0.0
+
     async def release_expired(self, now: datetime) -> int:
         """Release holds whose request never settled (its gateway or router died). Returns how many."""
         async with self._engine.connect() as conn:

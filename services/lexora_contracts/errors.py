@@ -64,6 +64,22 @@ class PayloadTooLarge(InvalidRequest):
     anthropic_type = "request_too_large"
 
 
+class HeadersTooLarge(InvalidRequest):
+    """The request line and headers together are larger than the gateway reads."""
+
+    status = 431
+    code = "request_header_fields_too_large"
+    anthropic_type = "request_too_large"
+
+
+class RequestTimeout(InvalidRequest):
+    """The client sent its request too slowly: the headers did not arrive in time, or the body
+    stopped arriving. The connection is closed (a slow client cannot hold it open)."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class ContextLengthExceeded(InvalidRequest):
     """The prompt alone does not fit in the model's context. Its message is Anthropic's words
     ("prompt is too long: N tokens > M maximum"), which is what crosses NATS; the OpenAI envelope

@@ -11,6 +11,7 @@ from __future__ import annotations
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 
 PICO_PER_MICRO = 1_000_000
+PICO_PER_USD = 10**12
 MICRO_PER_USD = 1_000_000
 MICRO_PER_CREDIT = MICRO_PER_USD // 100  # 100 credits = 1 USD
 TOKENS_PER_PRICE_UNIT = 1_000_000  # prices are per 1M tokens

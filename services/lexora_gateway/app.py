@@ -29,6 +29,7 @@ from lexora_gateway.openai.responses import router as responses_routes
 from lexora_gateway.openai.responses_store import ResponseStore, responses_bucket
 from lexora_gateway.openai.routes import router as openai_routes
 from lexora_gateway.openapi import install_openapi
+from lexora_gateway.platform.edge_protocol import EdgeHttpProtocol
 from lexora_gateway.platform.routes import router as platform_routes
 from lexora_gateway.settings import GatewaySettings
 from lexora_gateway.state import GatewayState
@@ -128,7 +129,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         one_image = -(-settings.image_max_bytes * 4 // 3) + REQUEST_ROOM_BYTES
         return max(state.nc.max_payload if state is not None else 0, one_image)
 
-    app.add_middleware(BodyLimit, limit=body_limit)
+    app.add_middleware(BodyLimit, limit=body_limit, idle_timeout_s=settings.body_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 
@@ -136,7 +137,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 def main() -> None:
     settings = GatewaySettings()
     configure_logging("gateway", settings.log_level)
-    common = {"host": settings.host, "port": settings.port, "log_config": None, "access_log": False}
+    common = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "http": EdgeHttpProtocol,
+    }
     if settings.workers > 1:
         uvicorn.run("lexora_gateway.app:create_app", factory=True, workers=settings.workers, **common)
     else:

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lexora_contracts.errors import InternalError, InvalidRequest, LexoraError, RouteNotFound
+from lexora_contracts.errors import InternalError, InvalidRequest, LexoraError, RequestTimeout, RouteNotFound
 
 ANTHROPIC_ROUTES = ("/v1/messages", "/v1/messages/count_tokens")
 
@@ -30,7 +30,9 @@ def anthropic_error_body(error: LexoraError) -> dict[str, Any]:
 
 
 def error_response(error: LexoraError, anthropic: bool = False) -> Response:
-    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
+    if isinstance(error, RequestTimeout):
+        headers["Connection"] = "close"  # a client too slow to send its request does not keep the connection
     body = anthropic_error_body(error) if anthropic else openai_error_body(error)
     return JSONResponse(body, status_code=error.status, headers=headers)
 

@@ -1,14 +1,15 @@
 """The edge middleware (plain ASGI, cheap): request counts and latencies per route and status, the
 X-RateLimit-* headers on every authenticated response (those the rate limiter decided, else the
-caller's current standing), and the limit on request bodies."""
+caller's current standing), and the limits on request bodies: their size and how long they may stall."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
 
-from lexora_contracts.errors import PayloadTooLarge
+from lexora_contracts.errors import PayloadTooLarge, RequestTimeout
 from lexora_gateway.admission.identity import IDENTITY_SCOPE_KEY
 from lexora_gateway.admission.rate_limits import SCOPE_KEY, peek_headers
 from lexora_gateway.errors import error_response, speaks_anthropic
@@ -78,11 +79,15 @@ async def _peeked_headers(scope: dict[str, Any]) -> dict[str, str] | None:
 class BodyLimit:
     """Refuses a request body larger than `limit()` bytes with a 413 in the route's protocol envelope,
     before any key is checked or credit held: at once when Content-Length says so, otherwise as soon
-    as the bytes read pass it (the route's body read raises, and the error handlers render it)."""
+    as the bytes read pass it (the route's body read raises, and the error handlers render it).
 
-    def __init__(self, app: Any, limit: Callable[[], int]):
+    A body that stops arriving for `idle_timeout_s` while the route waits for it is answered 408 the
+    same way: a slow client cannot hold a request (and its connection) open by trickling its body."""
+
+    def __init__(self, app: Any, limit: Callable[[], int], idle_timeout_s: float):
         self.app = app
         self.limit = limit
+        self.idle_timeout_s = idle_timeout_s
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -95,17 +100,27 @@ class BodyLimit:
             await response(scope, receive, send)
             return
         seen = 0
+        complete = False
 
-        async def counting_receive() -> dict[str, Any]:
-            nonlocal seen
-            message = await receive()
+        async def guarded_receive() -> dict[str, Any]:
+            nonlocal seen, complete
+            if complete:  # the body is read: what follows is waiting for a disconnect, for as long as it takes
+                return await receive()
+            try:
+                async with asyncio.timeout(self.idle_timeout_s):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestTimeout(f"The request body stopped arriving for {self.idle_timeout_s:g} seconds") from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     raise _too_large(limit)
+                complete = not message.get("more_body", False)
+            else:
+                complete = True
             return message
 
-        await self.app(scope, counting_receive, send)
+        await self.app(scope, guarded_receive, send)
 
 
 def _too_large(limit: int) -> PayloadTooLarge:

@@ -43,3 +43,10 @@ class GatewaySettings(ServiceSettings):
     # one base64 image of image_max_bytes plus 1 MiB if that is more, so an oversized image still
     # gets the error that names it.
     max_request_bytes: int | None = Field(default=None, gt=0)
+    # Slow and oversized clients (docs/architecture.md, "The edge"): the request line and headers may
+    # take at most this many bytes (431 above it) and must arrive within header_timeout_s of the
+    # request's first byte (408 and the connection closed, so a slowloris client cannot hold it); a
+    # body the route is reading must not stall for longer than body_timeout_s between chunks (408).
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    header_timeout_s: float = Field(default=15.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)

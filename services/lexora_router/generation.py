@@ -39,7 +39,7 @@ from lexora_contracts.messages import (
     JobHeader,
     UsageEvent,
 )
-from lexora_contracts.money import image_cost_pico, request_cost_pico
+from lexora_contracts.money import PICO_PER_USD, image_cost_pico, request_cost_pico
 from lexora_contracts.registry import Endpoint, EndpointHealth
 from lexora_router import triton_media
 from lexora_router.endpoint_health import HealthBook
@@ -112,6 +112,8 @@ class Router:
         started = time.monotonic()
         queued_ms = (time.time() - request.received_at) * 1000
         outcome = Outcome()
+        running = self.metrics.in_flight.labels(request.model)
+        running.inc()
         try:
             timeout = min(request.deadline - time.time(), self.max_job_s)
             async with asyncio.timeout(max(timeout, 0)):
@@ -139,6 +141,7 @@ class Router:
             outcome.status_code, outcome.error = 500, InternalError("Internal error while running the job")
         finally:
             self.cancelled_by_client.discard(request.request_id)
+            running.dec()
         cost = self._cost(request, outcome)
         worked = time.monotonic()
         await self._record(request, outcome, cost, started)
@@ -199,8 +202,12 @@ class Router:
             # only when the end of the thinking block arrives as a delta of its own.
             grouped = request.stream and not request.reasoning
             groups = ready_batches(outputs) if grouped else _one_by_one(outputs)
+            first = True
             async with aclosing(groups):
                 async for group in groups:
+                    if first:
+                        self.metrics.first_token.labels(request.model).observe(time.time() - request.received_at)
+                        first = False
                     last = group[-1]
                     outcome.endpoint = address
                     outcome.prompt_tokens = last.prompt_tokens
@@ -350,6 +357,8 @@ class Router:
         )
         self.metrics.tokens.labels("router", request.model, "input").inc(outcome.prompt_tokens)
         self.metrics.tokens.labels("router", request.model, "output").inc(outcome.completion_tokens)
+        if cost:
+            self.metrics.spend.labels(request.model).inc(cost / PICO_PER_USD)
         await publish_usage_event(self.js, event)
 
     async def _send(self, reply: str, chunk: GenerationChunk) -> None:

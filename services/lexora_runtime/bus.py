@@ -224,6 +224,7 @@ async def consume_usage_event_batches(
     batch: int = 256,
     linger_s: float = 0.05,
     gather_s: float = 0.0,
+    pending: Callable[[int], None] | None = None,
 ) -> None:
     """Pull usage events with a durable consumer and hand every fetched batch to `handle_batch` at
     once (so it can commit the batch in one transaction); ack each event only after it has
@@ -236,6 +237,8 @@ async def consume_usage_event_batches(
     wake-up then serve many events instead of one each, for at most `gather_s` more delay.
     An event the handler could not commit is redelivered after a delay growing with its attempts
     (a poison event never holds the others back); a PoisonEvent is terminated.
+    `pending` is told how many events wait behind each fetch (0 when a fetch finds none): the
+    consumer's lag, for its metric.
     """
     sub = await _usage_subscription(js, durable)
     try:
@@ -243,12 +246,17 @@ async def consume_usage_event_batches(
             try:
                 messages = await sub.fetch(1, timeout=1)
             except nats.errors.TimeoutError:
+                if pending is not None:
+                    pending(0)
                 continue
             except Exception:
                 log.warning("fetching usage events failed; retrying", exc_info=True)
                 await asyncio.sleep(0.5)
                 continue
-            ready = min(_pending_after(messages[-1]), batch - 1)
+            waiting = _pending_after(messages[-1])
+            if pending is not None:
+                pending(waiting)
+            ready = min(waiting, batch - 1)
             if gather_s > 0 and ready < batch - 1:
                 await asyncio.sleep(gather_s)
                 # Whatever arrived meanwhile is returned at once; if nothing did, this gives up

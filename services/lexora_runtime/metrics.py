@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from lexora_contracts.registry import ModelRecord
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -15,6 +19,16 @@ class ServiceMetrics:
     requests: Counter
     latency: Histogram
     tokens: Counter
+    # What the dashboard and the alerts of charts/lexora (files/grafana, PrometheusRule) read beyond
+    # the three above; each service sets those that are its business (docs/kubernetes.md, "Dashboard
+    # and alerts").
+    first_token: Histogram  # router: from the gateway's receipt of a request to its first output
+    in_flight: Gauge  # router: jobs running per model
+    spend: Counter  # router: what the served requests cost, in USD
+    consumer_pending: Gauge  # billing, usage: usage events waiting for their consumer
+    holds_released: Counter  # billing: holds the sweeper released (their request never settled)
+    oldest_overdue_hold: Gauge  # billing: seconds the oldest hold has outlived its expiry (0: none)
+    last_sweep: Gauge  # billing: when the sweeper last finished a pass (unix time)
 
 
 def create_metrics(service: str) -> ServiceMetrics:
@@ -30,9 +44,53 @@ def create_metrics(service: str) -> ServiceMetrics:
             registry=registry,
         ),
         tokens=Counter("lexora_tokens", "Tokens processed", ["service", "model", "direction"], registry=registry),
+        first_token=Histogram(
+            "lexora_time_to_first_token_seconds",
+            "From the gateway's receipt of a request to the engine's first output",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        ),
+        in_flight=Gauge("lexora_in_flight_requests", "Jobs running on the engines", ["model"], registry=registry),
+        spend=Counter("lexora_spend_usd", "What the served requests cost", ["model"], registry=registry),
+        consumer_pending=Gauge(
+            "lexora_consumer_pending_events", "Usage events waiting for the consumer", ["consumer"], registry=registry
+        ),
+        holds_released=Counter(
+            "lexora_holds_released_by_sweeper",
+            "Credit holds released because their request never settled",
+            registry=registry,
+        ),
+        oldest_overdue_hold=Gauge(
+            "lexora_oldest_overdue_hold_seconds", "How long the oldest hold has outlived its expiry", registry=registry
+        ),
+        last_sweep=Gauge(
+            "lexora_last_hold_sweep_timestamp_seconds", "When the hold sweeper last finished", registry=registry
+        ),
     )
 
 
 def serve_metrics(metrics: ServiceMetrics, host: str, port: int) -> None:
     if port:
         start_http_server(port, addr=host, registry=metrics.registry)
+
+
+class _ModelEndpoints:
+    """`lexora_model_endpoints{model, state}`, read from the registry at each scrape: the endpoints
+    whose deployment says ready (`deployed`) and those of them that serve (`ready`)."""
+
+    def __init__(self, records: Callable[[], Iterable[ModelRecord]]):
+        self._records = records
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "lexora_model_endpoints", "Endpoints of each model, deployed and ready to serve", labels=["model", "state"]
+        )
+        for record in self._records():
+            family.add_metric([record.id, "deployed"], len(record.deployed_endpoints))
+            family.add_metric([record.id, "ready"], len(record.ready_endpoints))
+        yield family
+
+
+def export_model_endpoints(metrics: ServiceMetrics, records: Callable[[], Iterable[ModelRecord]]) -> None:
+    metrics.registry.register(_ModelEndpoints(records))

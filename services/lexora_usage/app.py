@@ -84,6 +84,7 @@ async def serve(settings: UsageSettings, ctx: ServiceContext) -> None:
             stop,
             batch=settings.record_batch_size,
             gather_s=settings.record_gather_s,
+            pending=metrics.consumer_pending.labels(subjects.USAGE_RECORD_CONSUMER).set,
         )
     )
     try:

@@ -168,6 +168,21 @@ def test_a_body_larger_than_a_job_can_be_is_413_before_any_credit_is_held(lexora
     assert (after.balance_micro, after.held_micro) == (before.balance_micro, 0)
 
 
+def test_headers_over_the_limit_are_431_and_too_many_messages_400(lexora: RunningStack) -> None:
+    """The gateway reads at most 32 KiB of request line and headers, and 10,000 messages."""
+    account = lexora.create_account()
+    body = {"model": LOCAL_CHAT_MODEL, "messages": HELLO, "max_tokens": 1}
+    padded = post(lexora, body, Authorization=f"Bearer {account.api_key}", **{"X-Padding": "a" * 40_000})
+    error = assert_envelope(padded, 431, "invalid_request_error", "request_header_fields_too_large")
+    assert "32,768 bytes" in error["message"]
+    many = {**body, "messages": HELLO * 10_001}
+    error = assert_envelope(
+        post(lexora, many, Authorization=f"Bearer {account.api_key}"), 400, "invalid_request_error", "invalid_request"
+    )
+    assert error["param"] == "messages"
+    assert lexora.balance(account.account_id).held_micro == 0
+
+
 def test_metrics_label_requests_by_route_not_by_url(lexora: RunningStack) -> None:
     """Unknown model ids and unknown paths must not mint a Prometheus series each."""
     account = lexora.create_account()

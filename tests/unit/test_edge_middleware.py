@@ -30,7 +30,7 @@ def app_with_edge() -> tuple[FastAPI, object]:
     async def model(model_id: str) -> JSONResponse:
         return JSONResponse({"id": model_id})
 
-    app.add_middleware(BodyLimit, limit=lambda: LIMIT)
+    app.add_middleware(BodyLimit, limit=lambda: LIMIT, idle_timeout_s=30)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app, metrics
 

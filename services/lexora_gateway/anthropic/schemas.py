@@ -10,6 +10,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lexora_gateway.chat import MAX_MESSAGES
+
 
 class _Block(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -123,7 +125,7 @@ class ContextManagement(_Block):
 class MessagesRequest(_Block):
     model: str = Field(min_length=1)
     max_tokens: int = Field(ge=1, le=32768)
-    messages: list[Message] = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
     system: str | list[TextBlock] | None = None
     temperature: float = Field(default=0.7, ge=0, le=1)
     top_p: float = Field(default=1.0, gt=0, le=1)
@@ -140,7 +142,7 @@ class MessagesRequest(_Block):
 
 class CountTokensRequest(_Block):
     model: str = Field(min_length=1)
-    messages: list[Message] = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
     system: str | list[TextBlock] | None = None
     tools: list[AnyTool] | None = None
     tool_choice: ToolChoice | None = None

@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from lexora_gateway.chat import MAX_MESSAGES
 from lexora_gateway.openai.schemas import MAX_TOKENS_CEILING
 
 
@@ -236,7 +237,7 @@ class ResponsesRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(min_length=1)
-    input: str | list[InputItem] = ""
+    input: str | Annotated[list[InputItem], Field(max_length=MAX_MESSAGES)] = ""
     instructions: str | None = None
     previous_response_id: str | None = None
     tools: list[ToolDef] | None = Field(default=None, max_length=128)

@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lexora_gateway.chat import MAX_MESSAGES
+
 MAX_TOKENS_CEILING = 32768
 
 
@@ -147,7 +149,7 @@ class GenerationParameters(BaseModel):
 
 
 class ChatCompletionRequest(GenerationParameters):
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_CEILING)
     response_format: ResponseFormat | None = None
     tools: list[ToolDef] | None = Field(default=None, max_length=128)
