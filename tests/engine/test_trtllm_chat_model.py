@@ -245,8 +245,7 @@ async def test_a_raw_prompt_is_tokenized_as_it_is(
 
 
 async def test_a_request_the_model_cannot_read_is_refused(engine: TritonEngine, triton: Endpoint) -> None:
-    image = ChatTurn.model_validate(
-        {"role": "user", "content": "What is this?", "images": [{"offset": 0, "media_type": "image/png", "data": "AA=="}]}
-    )
+    picture = {"offset": 0, "media_type": "image/png", "data": "AA=="}
+    image = ChatTurn.model_validate({"role": "user", "content": "What is this?", "images": [picture]})
     with pytest.raises(EngineRejected, match="text only"):
         await _run(engine, triton, _request(messages=[image]))

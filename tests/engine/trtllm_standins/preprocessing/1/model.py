@@ -81,7 +81,8 @@ class TritonPythonModel:
         for row in words:
             ids, ends = [], []
             for word in row:
-                tokens = self.tokenizer.encode(word.decode() if isinstance(word, bytes) else word, add_special_tokens=False)
+                text = word.decode() if isinstance(word, bytes) else word
+                tokens = self.tokenizer.encode(text, add_special_tokens=False)
                 if tokens:
                     ids += tokens
                     ends.append(len(ids))
