@@ -93,9 +93,9 @@ def held_back(text: str, stops: list[str]) -> int:
     return longest
 
 
-def first_stop(text: str, stops: list[str]) -> tuple[int, str] | None:
-    """The earliest stop word in `text`, as (index, word)."""
-    hits = [(i, s) for i, s in ((text.find(s), s) for s in stops) if i >= 0]
+def first_stop(text: str, stops: list[str], start: int = 0) -> tuple[int, str] | None:
+    """The earliest stop word in text[start:], as (index, word)."""
+    hits = [(i, s) for i, s in ((text.find(s, start), s) for s in stops) if i >= 0]
     return min(hits) if hits else None
 
 
@@ -171,8 +171,10 @@ class Reply:
     def add(self, text: str, n_tokens: int) -> bool:
         """Add generated text; True when a stop word ended the answer."""
         self.n_out += n_tokens
+        # Only where a stop word could end that was not there before: linear in the answer's length.
+        start = max(0, len(self.text) - max((len(s) for s in self.stops), default=0) + 1)
         self.text += text
-        hit = first_stop(self.text, self.stops)
+        hit = first_stop(self.text, self.stops, start)
         if hit is not None:
             self.text, self.stop_word = self.text[: hit[0]], hit[1]
             return True
@@ -263,6 +265,7 @@ class TritonPythonModel:
                 self._cancel(responses)
                 pb_utils.Logger.log_info(f"request cancelled after {reply.n_out} generated tokens")
                 sender.send(_response("", n_in, reply.n_out, "cancelled"), flags=FINAL)
+                self._drain(responses)
                 return
             tokens = self._new_tokens(response)
             if tokens is None:
@@ -272,8 +275,12 @@ class TritonPythonModel:
                 self._cancel(responses)
                 break
         if not stopped and reply.add(detokenizer.rest(), 0):
-            stopped = True
+            stopped = True  # a stop word in the last characters: the engine has already finished
+            reply.finish("stop")
+            return
         reply.finish("stop" if stopped or reply.n_out < max_tokens else "length")
+        if stopped:  # the loop left the engine's request before its end
+            self._drain(responses)
 
     def _prompt(self, request) -> str:
         text = _text(request, "text_input")
@@ -374,6 +381,13 @@ class TritonPythonModel:
             raise EngineError(f"{self.postprocessing}: {response.error().message()}")
         texts = _output(response, "OUTPUT").reshape(-1)
         return [t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t) for t in texts]
+
+    @staticmethod
+    def _drain(responses) -> None:
+        """Read the engine's request to its end after the caller was answered (at once when it was
+        cancelled), so that nothing of it is left behind in this model."""
+        for _ in responses:
+            pass
 
     @staticmethod
     def _cancel(responses) -> None:
