@@ -13,9 +13,12 @@ tokenizer files from the GGUF of the local model. Driven by the router's own Tri
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from lexora_contracts.messages import ChatTurn, GenerationRequest
 from lexora_contracts.registry import Endpoint, Pricing
 from lexora_dev.stack import start_triton
 from lexora_operator import model_repository as repo
+from lexora_operator.render import render_children
 from lexora_operator.spec import parse_spec
 from lexora_router.triton_engine import EngineOutput, EngineRejected, TritonEngine
 
@@ -47,16 +51,18 @@ def _checkpoint_tokenizer(where: Path) -> AutoTokenizer:
     return AutoTokenizer.from_pretrained(str(where))
 
 
+SPEC = {
+    "model": {"id": "meta-llama/Llama-3.2-3B-Instruct", "kind": "chat", "contextLength": 8192},
+    "backend": "tensorrtllm",
+    "triton": {"image": "ghcr.io/lexora/triton-trtllm:0.1.0", "maxBatchSize": 8},
+    "source": {"objectStore": {"uri": "s3://models/llama"}},
+    "gpu": {"count": 1, "product": "NVIDIA-H100-80GB-HBM3"},
+}
+
+
 def _rendered_files() -> dict[str, str]:
-    """The operator's model repository files for a TensorRT-LLM deployment (the Llama sample)."""
-    spec = {
-        "model": {"id": "meta-llama/Llama-3.2-3B-Instruct", "kind": "chat", "contextLength": 8192},
-        "backend": "tensorrtllm",
-        "triton": {"image": "ghcr.io/lexora/triton-trtllm:0.1.0", "maxBatchSize": 8},
-        "source": {"objectStore": {"uri": "s3://models/llama"}},
-        "gpu": {"count": 1, "product": "NVIDIA-H100-80GB-HBM3"},
-    }
-    return repo.model_repository_files(parse_spec("llama", spec))
+    """The operator's model repository files for a TensorRT-LLM deployment (like the Llama sample)."""
+    return repo.model_repository_files(parse_spec("llama", SPEC))
 
 
 @pytest.fixture(scope="module")
@@ -249,3 +255,30 @@ async def test_a_request_the_model_cannot_read_is_refused(engine: TritonEngine, 
     image = ChatTurn.model_validate({"role": "user", "content": "What is this?", "images": [picture]})
     with pytest.raises(EngineRejected, match="text only"):
         await _run(engine, triton, _request(messages=[image]))
+
+
+def test_the_pods_readiness_probe_passes_through_the_whole_chain(triton: Endpoint, tmp_path: Path) -> None:
+    """The rendered readiness probe asks lexora-trtllm-chat for one token (preprocessing, engine and
+    postprocessing all run), as the kubelet runs it in the pod."""
+    children = render_children("llama", "lexora-models", parse_spec("llama", SPEC))
+    for key, text in children.config_map["data"].items():
+        (tmp_path / key).write_text(text)
+    argv = children.deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["exec"]["command"]
+    assert argv[-1] == f"chat:{MODEL}"
+    assert triton.http_address is not None
+    port = triton.http_address.rsplit(":", 1)[1]
+    options = [f"--port={port}" if arg.startswith("--port=") else arg for arg in argv[4:]]
+    probe = [sys.executable, *argv[1:3], str(tmp_path / Path(argv[3]).name), *options]
+    result = subprocess.run(probe, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+async def test_requests_in_flight_together_each_get_their_own_answer(
+    engine: TritonEngine, triton: Endpoint, tokenizer: AutoTokenizer
+) -> None:
+    """Each request runs in a thread of its own in the BLS model: answers never mix."""
+    limits = [5, 9, 13, 256]
+    runs = [_run(engine, triton, _request(request_id=f"req-{n}", max_tokens=n, stream=True)) for n in limits]
+    for limit, outputs in zip(limits, await asyncio.gather(*runs), strict=True):
+        assert "".join(o.text for o in outputs) == tokenizer.decode(_reply_tokens(tokenizer)[:limit])
+        assert outputs[-1].completion_tokens == min(limit, len(_reply_tokens(tokenizer)))
