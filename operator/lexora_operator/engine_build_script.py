@@ -11,8 +11,13 @@ product, tensor-parallel size, TensorRT-LLM version and build settings), LEXORA_
 LEXORA_TRTLLM_VERSION (expected; empty: any), LEXORA_DTYPE, LEXORA_MAX_BATCH_SIZE,
 LEXORA_MAX_SEQ_LEN, LEXORA_MAX_NUM_TOKENS (0: TensorRT-LLM's default), LEXORA_TERMINATION_LOG.
 
+- Next to the engine it writes `xgrammar_tokenizer_info.json`: the checkpoint's tokenizer as xgrammar
+  reads it (the vocabulary in id order, the tokenizer's JSON, the stop token ids), made by the same
+  TensorRT-LLM function as its `examples/generate_xgrammar_tokenizer_info.py`. The C++ tensorrtllm
+  backend needs it for guided decoding (the `xgrammar_tokenizer_info_path` of the tensorrt_llm config).
 - An engine directory whose marker holds this key is reused: nothing is built (every replica and
-  every later rollout, and a Job re-run after the operator lost track of it).
+  every later rollout, and a Job re-run after the operator lost track of it). An engine built before
+  the tokenizer file existed gets the file added in place.
 - The engine is built into `<dir>.partial` and renamed into place only when complete, so a crashed
   build never leaves a directory that looks finished.
 - A failure writes one line to the termination log ("engine build failed: ..."), which the operator
@@ -33,6 +38,7 @@ import sys
 from pathlib import Path
 
 MARKER = ".lexora-engine"
+TOKENIZER_INFO = "xgrammar_tokenizer_info.json"
 
 
 class BuildError(Exception):
@@ -78,6 +84,16 @@ def build(source: Path, out: Path, tp: int, dtype: str, max_batch: int, max_seq:
             shutdown()
 
 
+def write_tokenizer_info(source: Path, out: Path) -> None:
+    """The tokenizer file for xgrammar, from TensorRT-LLM's own helper (what its C++ backend reads)."""
+    from tensorrt_llm.llmapi.tokenizer import _xgrammar_tokenizer_info, tokenizer_factory
+
+    info = _xgrammar_tokenizer_info(tokenizer_factory(str(source)))
+    partial = out / (TOKENIZER_INFO + ".partial")
+    partial.write_text(json.dumps(info), encoding="utf-8")
+    partial.rename(out / TOKENIZER_INFO)
+
+
 def main() -> int:
     try:
         source = Path(_env("LEXORA_ENGINE_SOURCE"))
@@ -88,6 +104,9 @@ def main() -> int:
         marker = out / MARKER
         if marker.is_file() and marker.read_text(encoding="utf-8").strip() == key and (out / "config.json").is_file():
             print(f"engine cache hit: {key}", flush=True)
+            if not (out / TOKENIZER_INFO).is_file():
+                write_tokenizer_info(source, out)
+                print(f"wrote {TOKENIZER_INFO} next to the engine", flush=True)
             _report(json.dumps({"sizeBytes": _size(out), "key": key, "cached": True}))
             return 0
         if not (source / "config.json").is_file():
@@ -123,6 +142,7 @@ def main() -> int:
         )
         if not (partial / "config.json").is_file():
             raise BuildError(f"the build wrote no config.json into {partial}")
+        write_tokenizer_info(source, partial)
         (partial / MARKER).write_text(key + "\n", encoding="utf-8")
         shutil.rmtree(out, ignore_errors=True)
         partial.rename(out)

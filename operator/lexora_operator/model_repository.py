@@ -4,11 +4,11 @@ Everything here is pure: spec in, file contents out. The operator puts the files
 pod's init container fetches the model source into the cache volume and assembles /models from the
 `layout` file (which model directories to create, which source directories to link in as version 1).
 
-tensorrtllm: the inflight_batcher_llm layout of tensorrtllm_backend (preprocessing -> tensorrt_llm ->
-postprocessing, wired by `ensemble`). The ensemble exposes the tensor names the router sends (the
-TensorRT-LLM ensemble's own `text_input`, `max_tokens`, `stream`, `temperature`, `top_p`, `seed`,
-`stop_words`) plus Lexora's `apply_chat_template` in and `num_input_tokens`/`num_output_tokens`/
-`finish_reason` out, which the source's preprocessing/postprocessing models implement.
+tensorrtllm: tensorrtllm_backend's inflight_batcher_llm models (NVIDIA's stock `preprocessing` and
+`postprocessing`, and the `tensorrt_llm` engine) behind our BLS model `lexora-trtllm-chat` (the
+model the router calls: it takes the router's tensors, applies the chat template, counts tokens and
+derives the finish reason). The model code comes from the Lexora TensorRT-LLM runtime image; the
+model source is only the Hugging Face checkpoint (or a prebuilt engine and tokenizer).
 python: one model whose code (`1/model.py`) comes from the source or the image; the config declares
 the router's tensors for its kind (lexora_contracts.engine_tensors: chat, embedding, image) and
 passes `model_dir` (where the model's files are) and `model_id`.
@@ -66,18 +66,7 @@ def model_repository_files(spec: ModelDeploymentSpec) -> dict[str, str]:
     the probe script."""
     if spec.backend == "tensorrtllm":
         configs = tensorrtllm_configs(spec)
-        # build: a Hugging Face checkpoint (the engine is built into /cache/engine, by the model
-        # cache's build Job or by the pod's build-engine init container); prebuilt: engine/ and tokenizer/.
-        checkpoint = ["require config.json", "require tokenizer_config.json"]
-        layout = [
-            *(checkpoint if spec.builds_engine else ["require engine/config.json", "require tokenizer"]),
-            "require preprocessing/1/model.py",
-            "require postprocessing/1/model.py",
-            "model ensemble",
-            "model tensorrt_llm",
-            "model preprocessing preprocessing/1",
-            "model postprocessing postprocessing/1",
-        ]
+        layout = tensorrtllm_layout(spec)
     else:
         configs = {spec.triton_model_name: python_config(spec)}
         code = spec.triton.model_code_dir
@@ -172,18 +161,72 @@ def _chat_inputs(reasoning: bool = False) -> list[str]:
 
 # --- TensorRT-LLM -----------------------------------------------------------------------------------
 
+# Where the Lexora TensorRT-LLM runtime image (images/triton-trtllm/Dockerfile) keeps the model code:
+# NVIDIA's stock preprocessing and postprocessing of tensorrtllm_backend's inflight_batcher_llm, as
+# shipped at the tag of the image's TensorRT-LLM, and our BLS model (model-repo/lexora-trtllm-chat).
+TRTLLM_CHAT_CODE_DIR = "/opt/lexora/models/lexora-trtllm-chat/1"
+STOCK_MODELS_DIR = "/opt/lexora/trtllm"
+# Written next to the engine by the build (engine_build_script.py): the tokenizer as xgrammar reads
+# it, which the C++ tensorrtllm backend needs for guided decoding.
+XGRAMMAR_TOKENIZER_INFO = "xgrammar_tokenizer_info.json"
+TRTLLM_STEP_MODELS = ("preprocessing", "tensorrt_llm", "postprocessing")
+
 
 def tensorrtllm_configs(spec: ModelDeploymentSpec) -> dict[str, str]:
     return {
-        "ensemble": ensemble_config(spec),
+        spec.triton_model_name: trtllm_chat_config(spec),
         "preprocessing": preprocessing_config(spec),
         "tensorrt_llm": tensorrt_llm_config(spec),
         "postprocessing": postprocessing_config(spec),
     }
 
 
+def tensorrtllm_layout(spec: ModelDeploymentSpec) -> list[str]:
+    # build: a Hugging Face checkpoint (the engine and its xgrammar tokenizer file are built into
+    # /cache/engine, by the model cache's build Job or by the pod's build-engine init container);
+    # prebuilt: engine/ (with the tokenizer file) and tokenizer/.
+    if spec.builds_engine:
+        files = ["require config.json", "require tokenizer_config.json"]
+    else:
+        files = ["require engine/config.json", f"require engine/{XGRAMMAR_TOKENIZER_INFO}", "require tokenizer"]
+    return [
+        *files,
+        f"model {spec.triton_model_name} {TRTLLM_CHAT_CODE_DIR}",
+        "model tensorrt_llm",
+        f"model preprocessing {STOCK_MODELS_DIR}/preprocessing/1",
+        f"model postprocessing {STOCK_MODELS_DIR}/postprocessing/1",
+    ]
+
+
+def trtllm_chat_config(spec: ModelDeploymentSpec) -> str:
+    """The model the router calls: our BLS model (chat template, counts, finish reason, stop words)
+    in front of the stock models. Always decoupled: it streams when the caller asks. No thinking
+    budget: TensorRT-LLM has no input to enforce one, so reasoning_budget is not declared."""
+    parameters = {
+        "tokenizer_dir": tokenizer_dir(spec),
+        "preprocessing_model": "preprocessing",
+        "engine_model": "tensorrt_llm",
+        "postprocessing_model": "postprocessing",
+        # Requests in flight through this model (each waits on its engine request in a thread).
+        "max_concurrent_requests": str(max(2 * spec.max_batch_size, 8)),
+    }
+    return _join(
+        _header(spec.triton_model_name, 'backend: "python"', 0),
+        _decoupled(True),
+        _tensors("input", _chat_inputs()),
+        _tensors("output", _declared(CHAT_OUTPUTS + OPTIONAL_CHAT_OUTPUTS)),
+        _instances(spec.triton.instance_count, "KIND_CPU"),
+        _parameters(parameters),
+    )
+
+
+def _scalar_input(name: str, data_type: str) -> str:
+    return _tensor(name, data_type, "1", optional=True, extra="reshape: { shape: [ ] }")
+
+
 def tensorrt_llm_config(spec: ModelDeploymentSpec) -> str:
-    """The engine itself: in-flight batching, paged KV cache sized as a fraction of free GPU memory."""
+    """The engine itself (tensorrtllm_backend's C++ backend): in-flight batching, paged KV cache sized
+    as a fraction of free GPU memory, guided decoding by xgrammar. Tensor names are the backend's."""
     parameters = {
         "max_beam_width": "1",
         "FORCE_CPU_ONLY_INPUT_TENSORS": "no",
@@ -196,23 +239,26 @@ def tensorrt_llm_config(spec: ModelDeploymentSpec) -> str:
         "exclude_input_in_output": "true",
         "cancellation_check_period_ms": "100",
         "executor_worker_path": "/opt/tritonserver/backends/tensorrtllm/trtllmExecutorWorker",
+        "tokenizer_dir": tokenizer_dir(spec),
+        "guided_decoding_backend": "xgrammar",
+        "xgrammar_tokenizer_info_path": f"{engine_dir(spec)}/{XGRAMMAR_TOKENIZER_INFO}",
         **spec.triton.parameters,
     }
     inputs = [
         _tensor("input_ids", "TYPE_INT32", "-1", extra="allow_ragged_batch: true"),
         _tensor("input_lengths", "TYPE_INT32", "1", extra="reshape: { shape: [ ] }"),
         _tensor("request_output_len", "TYPE_INT32", "1", extra="reshape: { shape: [ ] }"),
-        _tensor("end_id", "TYPE_INT32", "1", optional=True, extra="reshape: { shape: [ ] }"),
-        _tensor("pad_id", "TYPE_INT32", "1", optional=True, extra="reshape: { shape: [ ] }"),
+        _scalar_input("end_id", "TYPE_INT32"),
+        _scalar_input("pad_id", "TYPE_INT32"),
         _tensor("stop_words_list", "TYPE_INT32", "2, -1", optional=True, extra="allow_ragged_batch: true"),
         _tensor("bad_words_list", "TYPE_INT32", "2, -1", optional=True, extra="allow_ragged_batch: true"),
-        _tensor("temperature", "TYPE_FP32", "1", optional=True, extra="reshape: { shape: [ ] }"),
-        _tensor("runtime_top_p", "TYPE_FP32", "1", optional=True, extra="reshape: { shape: [ ] }"),
-        _tensor("runtime_top_k", "TYPE_INT32", "1", optional=True, extra="reshape: { shape: [ ] }"),
-        _tensor("frequency_penalty", "TYPE_FP32", "1", optional=True, extra="reshape: { shape: [ ] }"),
-        _tensor("presence_penalty", "TYPE_FP32", "1", optional=True, extra="reshape: { shape: [ ] }"),
-        _tensor("seed", "TYPE_UINT64", "1", optional=True, extra="reshape: { shape: [ ] }"),
-        _tensor("streaming", "TYPE_BOOL", "1", optional=True),
+        _scalar_input("temperature", "TYPE_FP32"),
+        _scalar_input("runtime_top_p", "TYPE_FP32"),
+        _scalar_input("runtime_top_k", "TYPE_INT32"),
+        _scalar_input("frequency_penalty", "TYPE_FP32"),
+        _scalar_input("presence_penalty", "TYPE_FP32"),
+        _scalar_input("random_seed", "TYPE_UINT64"),
+        _scalar_input("streaming", "TYPE_BOOL"),
         _tensor("guided_decoding_guide_type", "TYPE_STRING", "1", optional=True, extra="allow_ragged_batch: true"),
         _tensor("guided_decoding_guide", "TYPE_STRING", "1", optional=True, extra="allow_ragged_batch: true"),
     ]
@@ -222,7 +268,8 @@ def tensorrt_llm_config(spec: ModelDeploymentSpec) -> str:
     ]
     return _join(
         _header("tensorrt_llm", 'backend: "tensorrtllm"', spec.max_batch_size),
-        _decoupled(spec.decoupled),
+        # Always decoupled: the BLS model streams from it when its caller streams.
+        _decoupled(True),
         _dynamic_batching(spec),
         _tensors("input", inputs),
         _tensors("output", outputs),
@@ -232,130 +279,80 @@ def tensorrt_llm_config(spec: ModelDeploymentSpec) -> str:
     )
 
 
+# The stock models' tensors, as tensorrtllm_backend's all_models/inflight_batcher_llm declares them
+# (v0.19.0). Their model.py reads several of these declarations at load time (the multimodal ones
+# included), so each config declares all of them, exactly as NVIDIA's does.
+_PREPROCESSING_INPUTS = (
+    ("QUERY", "TYPE_STRING", "1", False),
+    ("DECODER_QUERY", "TYPE_STRING", "1", True),
+    ("IMAGE_BYTES", "TYPE_UINT8", "-1, -1, -1, -1", True),
+    ("IMAGE_URL", "TYPE_STRING", "1", True),
+    ("VIDEO_BYTES", "TYPE_UINT8", "-1, -1, -1, -1", True),
+    ("REQUEST_OUTPUT_LEN", "TYPE_INT32", "1", False),
+    ("BAD_WORDS_DICT", "TYPE_STRING", "-1", True),
+    ("STOP_WORDS_DICT", "TYPE_STRING", "-1", True),
+    ("EMBEDDING_BIAS_WORDS", "TYPE_STRING", "-1", True),
+    ("EMBEDDING_BIAS_WEIGHTS", "TYPE_FP32", "-1", True),
+    ("END_ID", "TYPE_INT32", "1", True),
+    ("PAD_ID", "TYPE_INT32", "1", True),
+    ("PROMPT_TABLE_EXTRA_ID", "TYPE_UINT64", "1", True),
+)
+_PREPROCESSING_OUTPUTS = (
+    ("INPUT_ID", "TYPE_INT32", "-1"),
+    ("REQUEST_INPUT_LEN", "TYPE_INT32", "1"),
+    ("DECODER_INPUT_ID", "TYPE_INT32", "-1"),
+    ("REQUEST_DECODER_INPUT_LEN", "TYPE_INT32", "1"),
+    ("BAD_WORDS_IDS", "TYPE_INT32", "2, -1"),
+    ("STOP_WORDS_IDS", "TYPE_INT32", "2, -1"),
+    ("EMBEDDING_BIAS", "TYPE_FP32", "-1"),
+    ("REQUEST_OUTPUT_LEN", "TYPE_INT32", "-1"),
+    ("OUT_END_ID", "TYPE_INT32", "1"),
+    ("OUT_PAD_ID", "TYPE_INT32", "1"),
+    ("OUT_PROMPT_TABLE_EXTRA_IDS", "TYPE_UINT64", "-1"),
+    ("PIXEL_VALUES", "TYPE_FP16", "-1, -1, -1, -1"),
+    ("ASPECT_RATIO_IDS", "TYPE_INT64", "-1"),
+    ("ASPECT_RATIO_MASK", "TYPE_INT64", "-1, -1"),
+    ("CROSS_ATTENTION_MASK", "TYPE_INT64", "-1, -1, -1"),
+    ("IMAGE_SIZES", "TYPE_INT64", "2"),
+    ("IS_VIDEO_INPUT", "TYPE_BOOL", "1"),
+    ("ATTENTION_MASK", "TYPE_INT64", "-1"),
+    ("IMAGE_GRID_THW", "TYPE_INT64", "3"),
+    ("VISION_INPUT_ID", "TYPE_INT32", "-1"),
+)
+
+
 def preprocessing_config(spec: ModelDeploymentSpec) -> str:
-    """Chat template + tokenizer: messages (or a raw prompt) in, token ids and their count out."""
-    inputs = [
-        _tensor("QUERY", "TYPE_STRING", "1"),
-        _tensor("REQUEST_OUTPUT_LEN", "TYPE_INT32", "1"),
-        _tensor("STOP_WORDS_DICT", "TYPE_STRING", "-1", optional=True),
-        _tensor("APPLY_CHAT_TEMPLATE", "TYPE_BOOL", "1", optional=True),
-    ]
-    outputs = [
-        _tensor("INPUT_ID", "TYPE_INT32", "-1"),
-        _tensor("REQUEST_INPUT_LEN", "TYPE_INT32", "1"),
-        _tensor("REQUEST_OUTPUT_LEN", "TYPE_INT32", "-1"),
-        _tensor("STOP_WORDS_IDS", "TYPE_INT32", "2, -1"),
-        _tensor("OUT_END_ID", "TYPE_INT32", "1"),
-        _tensor("OUT_PAD_ID", "TYPE_INT32", "1"),
-    ]
+    """NVIDIA's tokenizer model, with its stock tensors and parameters. add_special_tokens is off:
+    the BLS model hands it prompts that a chat template already opened (with BOS)."""
+    inputs = [_tensor(n, t, d, optional=o) for n, t, d, o in _PREPROCESSING_INPUTS]
+    outputs = [_tensor(n, t, d) for n, t, d in _PREPROCESSING_OUTPUTS]
+    parameters = {
+        "tokenizer_dir": tokenizer_dir(spec),
+        "add_special_tokens": "false",
+        "multimodal_model_path": "",
+        "gpt_model_path": engine_dir(spec),
+        "max_num_images": "",
+    }
     return _join(
         _header("preprocessing", 'backend: "python"', spec.max_batch_size),
+        _dynamic_batching(spec),
         _tensors("input", inputs),
         _tensors("output", outputs),
         _instances(spec.triton.instance_count, "KIND_CPU"),
-        _parameters({"tokenizer_dir": tokenizer_dir(spec), "add_special_tokens": "false"}),
+        _parameters(parameters),
     )
 
 
 def postprocessing_config(spec: ModelDeploymentSpec) -> str:
-    """Detokenizer: token ids in, text plus the counts and finish reason the router bills from."""
-    inputs = [
-        _tensor("TOKENS_BATCH", "TYPE_INT32", "-1, -1"),
-        _tensor("SEQUENCE_LENGTH", "TYPE_INT32", "-1"),
-        _tensor("REQUEST_INPUT_LEN", "TYPE_INT32", "1"),
-        _tensor("REQUEST_OUTPUT_LEN", "TYPE_INT32", "-1"),
-        _tensor("END_ID", "TYPE_INT32", "1"),
-    ]
-    outputs = [
-        _tensor("OUTPUT", "TYPE_STRING", "1"),
-        _tensor("NUM_INPUT_TOKENS", "TYPE_INT32", "1"),
-        _tensor("NUM_OUTPUT_TOKENS", "TYPE_INT32", "1"),
-        _tensor("FINISH_REASON", "TYPE_STRING", "1"),
-    ]
+    """NVIDIA's detokenizer model, with its stock tensors: token ids in, text out."""
+    inputs = [_tensor("TOKENS_BATCH", "TYPE_INT32", "-1, -1"), _tensor("SEQUENCE_LENGTH", "TYPE_INT32", "-1")]
     return _join(
         _header("postprocessing", 'backend: "python"', spec.max_batch_size),
         "dynamic_batching {\n}",
         _tensors("input", inputs),
-        _tensors("output", outputs),
+        _tensors("output", [_tensor("OUTPUT", "TYPE_STRING", "-1")]),
         _instances(spec.triton.instance_count, "KIND_CPU"),
         _parameters({"tokenizer_dir": tokenizer_dir(spec), "skip_special_tokens": "true"}),
-    )
-
-
-def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
-    maps = [
-        f'      input_map {{\n        key: "{key}"\n        value: "{value}"\n      }}' for key, value in inputs.items()
-    ]
-    maps += [
-        f'      output_map {{\n        key: "{key}"\n        value: "{value}"\n      }}'
-        for key, value in outputs.items()
-    ]
-    return "    {\n" + f'      model_name: "{model}"\n      model_version: -1\n' + "\n".join(maps) + "\n    }"
-
-
-def ensemble_config(spec: ModelDeploymentSpec) -> str:
-    steps = [
-        _step(
-            "preprocessing",
-            {
-                "QUERY": "text_input",
-                "REQUEST_OUTPUT_LEN": "max_tokens",
-                "STOP_WORDS_DICT": "stop_words",
-                "APPLY_CHAT_TEMPLATE": "apply_chat_template",
-            },
-            {
-                "INPUT_ID": "_INPUT_ID",
-                "REQUEST_INPUT_LEN": "_REQUEST_INPUT_LEN",
-                "REQUEST_OUTPUT_LEN": "_REQUEST_OUTPUT_LEN",
-                "STOP_WORDS_IDS": "_STOP_WORDS_IDS",
-                "OUT_END_ID": "_END_ID",
-                "OUT_PAD_ID": "_PAD_ID",
-            },
-        ),
-        _step(
-            "tensorrt_llm",
-            {
-                "input_ids": "_INPUT_ID",
-                "input_lengths": "_REQUEST_INPUT_LEN",
-                "request_output_len": "_REQUEST_OUTPUT_LEN",
-                "end_id": "_END_ID",
-                "pad_id": "_PAD_ID",
-                "stop_words_list": "_STOP_WORDS_IDS",
-                "temperature": "temperature",
-                "runtime_top_p": "top_p",
-                "runtime_top_k": "top_k",
-                "frequency_penalty": "frequency_penalty",
-                "presence_penalty": "presence_penalty",
-                "seed": "seed",
-                "streaming": "stream",
-                "guided_decoding_guide_type": "guided_decoding_guide_type",
-                "guided_decoding_guide": "guided_decoding_guide",
-            },
-            {"output_ids": "_TOKENS_BATCH", "sequence_length": "_SEQUENCE_LENGTH"},
-        ),
-        _step(
-            "postprocessing",
-            {
-                "TOKENS_BATCH": "_TOKENS_BATCH",
-                "SEQUENCE_LENGTH": "_SEQUENCE_LENGTH",
-                "REQUEST_INPUT_LEN": "_REQUEST_INPUT_LEN",
-                "REQUEST_OUTPUT_LEN": "_REQUEST_OUTPUT_LEN",
-                "END_ID": "_END_ID",
-            },
-            {
-                "OUTPUT": "text_output",
-                "NUM_INPUT_TOKENS": "num_input_tokens",
-                "NUM_OUTPUT_TOKENS": "num_output_tokens",
-                "FINISH_REASON": "finish_reason",
-            },
-        ),
-    ]
-    return _join(
-        _header("ensemble", 'platform: "ensemble"', spec.max_batch_size),
-        _tensors("input", _chat_inputs()),
-        # The stock postprocessing reports no stop word; the router asks only for declared outputs.
-        _tensors("output", _declared(CHAT_OUTPUTS)),
-        "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}",
     )
 
 

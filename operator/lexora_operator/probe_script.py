@@ -20,7 +20,7 @@ and the kubelet runs it with the image's python3 (`python3 -I -S`): standard lib
 Python 3.8 or newer (NVIDIA's Triton images have python3 for the Python backend: 3.8 in the
 Ubuntu 20.04 based releases, 3.10 and 3.12 since).
 
-    python3 -I -S probe.py --port 8000 --timeout 3 --stall-seconds 120 chat:ensemble
+    python3 -I -S probe.py --port 8000 --timeout 3 --stall-seconds 120 chat:lexora-trtllm-chat
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def _target(value: str) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Exit 0 when every model answers a minimal request.")
-    parser.add_argument("models", nargs="+", type=_target, metavar="KIND:MODEL", help="e.g. chat:ensemble")
+    parser.add_argument("models", nargs="+", type=_target, metavar="KIND:MODEL", help="e.g. chat:lexora-trtllm-chat")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="Triton's HTTP port")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds for the whole probe")

@@ -17,6 +17,8 @@ from lexora_contracts.money import usd_per_mtok_to_micro, usd_to_micro
 from lexora_contracts.registry import ModelKind, Pricing, registry_key
 
 GROUP = "serving.lexora.network"
+# The Triton model the router calls in a tensorrtllm deployment (model-repo/lexora-trtllm-chat).
+TRTLLM_CHAT_MODEL = "lexora-trtllm-chat"
 VERSION = "v1alpha1"
 PLURAL = "modeldeployments"
 KIND = "ModelDeployment"
@@ -260,7 +262,8 @@ class ModelDeploymentSpec(SpecModel):
         if self.triton.model_name:
             return self.triton.model_name
         if self.backend == "tensorrtllm":
-            return "ensemble"  # the router calls the ensemble: preprocessing -> tensorrt_llm -> postprocessing
+            # Our BLS model in front of preprocessing -> tensorrt_llm -> postprocessing (model_repository.py).
+            return TRTLLM_CHAT_MODEL
         return re.sub(r"[^a-z0-9_-]+", "-", self.model.id.rsplit("/", 1)[-1].lower()).strip("-")
 
     @property

@@ -130,6 +130,12 @@ def _python_paths() -> list[str]:
     return list(dict.fromkeys([paths["purelib"], paths["platlib"]]))
 
 
+def servable_models(model_repo: Path) -> list[str]:
+    """The models of a repository that carry their own config.pbtxt. model-repo/lexora-trtllm-chat
+    does not: it is code for the TensorRT-LLM runtime image, whose configs the operator renders."""
+    return sorted(p.name for p in Path(model_repo).iterdir() if (p / "config.pbtxt").is_file())
+
+
 def triton_command(
     model_repo: Path,
     state_dir: Path,
@@ -158,7 +164,7 @@ def triton_command(
         # Explicit control, every model loaded at start: lexora_dev.model_recovery reloads one model
         # whose Python-backend stub died (an unload, then a load) without restarting the others.
         "--model-control-mode=explicit",
-        "--load-model=*",
+        *(f"--load-model={name}" for name in servable_models(model_repo)),
         # Every model in the repository ships a complete config.pbtxt; backends must not guess.
         "--disable-auto-complete-config",
         "--strict-readiness=true",

@@ -21,6 +21,7 @@ import pytest
 import yaml
 from chart_support import CHART_DIR, REPO_ROOT, pod_specs
 
+from lexora_operator import model_repository as repo
 from lexora_operator.fetch_script import FETCH_SCRIPT
 from lexora_operator.spec import DEFAULT_FETCHER_IMAGE
 
@@ -36,6 +37,7 @@ SKAFFOLD = REPO_ROOT / "skaffold.yaml"
 CRD = REPO_ROOT / "manifests" / "crds" / "modeldeployments.serving.lexora.network.yaml"
 SAMPLES = REPO_ROOT / "manifests" / "samples"
 TRITON_PYTHON = REPO_ROOT / "images" / "triton-python" / "Dockerfile"
+TRITON_TRTLLM = REPO_ROOT / "images" / "triton-trtllm" / "Dockerfile"
 FETCHER = REPO_ROOT / "images" / "model-fetcher" / "Dockerfile"
 
 
@@ -112,7 +114,7 @@ def all_references(renders: dict[str, list[dict]]) -> list[tuple[str, str]]:
 def test_every_place_that_names_images_was_searched(renders: dict[str, list[dict]]) -> None:
     named = {split_ref(ref)[0] for _, ref in all_references(renders)}
     assert {f"{OURS}lexora", f"{OURS}operator", f"{OURS}model-fetcher", f"{OURS}triton-python"} <= named
-    assert {"nats", "postgres", "nvcr.io/nvidia/tritonserver"} <= named
+    assert {f"{OURS}triton-trtllm", "nats", "postgres"} <= named
 
 
 def test_every_image_named_anywhere_has_a_recipe_or_is_upstream(renders: dict[str, list[dict]]) -> None:
@@ -271,6 +273,12 @@ def _docker_included(path: str) -> bool:
     return any(path == a or path.startswith(a + "/") for a in allowed)
 
 
+# What a Dockerfile may ADD from the network: a tagged release archive of a GitHub repository.
+RELEASE_ARCHIVE = re.compile(
+    r"^https://github\.com/[\w.-]+/[\w.-]+/archive/refs/tags/v(\$\{\w+\}|[0-9][\w.]*)\.tar\.gz$"
+)
+
+
 @pytest.mark.parametrize("relative", DOCKERFILES)
 def test_dockerfile_copies_only_what_the_build_context_holds(relative: str) -> None:
     for stage in parse_dockerfile(REPO_ROOT / relative).stages:
@@ -279,6 +287,10 @@ def test_dockerfile_copies_only_what_the_build_context_holds(relative: str) -> N
                 continue
             words = [w for w in line.split()[1:] if not w.startswith("--")]
             for source in words[:-1]:
+                if "://" in source:
+                    assert line.upper().startswith("ADD "), f"{line!r}: only ADD fetches"
+                    assert RELEASE_ARCHIVE.match(source), f"{line!r}: fetch a tagged release archive, nothing moving"
+                    continue
                 path = source.rstrip("/")
                 assert (REPO_ROOT / path).exists(), f"{line!r}: {path} does not exist"
                 assert _docker_included(path), f"{line!r}: .dockerignore keeps {path} out of the context"
@@ -357,6 +369,36 @@ def test_the_python_runtime_is_nvidias_triton_of_the_samples_release() -> None:
         sample_repository, sample_tag = split_ref(image)
         if sample_repository == "nvcr.io/nvidia/tritonserver":
             assert sample_tag == f"{release}-trtllm-python-py3", f"{sample.name}: Triton {sample_tag}, runtime {tag}"
+
+
+def test_the_trtllm_runtime_is_nvidias_image_of_the_samples_tensorrt_llm() -> None:
+    """The stock pre/postprocessing are fetched at the tag of the image's TensorRT-LLM (the build
+    checks the image's version), and every TensorRT-LLM sample builds its engines for that version."""
+    dockerfile = parse_dockerfile(TRITON_TRTLLM)
+    repository, tag = split_ref(dockerfile.args["TRITON_IMAGE"])
+    assert repository == "nvcr.io/nvidia/tritonserver" and tag is not None and tag.endswith("-trtllm-python-py3")
+    version = dockerfile.args["TRTLLM_VERSION"]
+    assert "tensorrtllm_backend/archive/refs/tags/v${TRTLLM_VERSION}.tar.gz" in dockerfile.text
+    assert "m.version('tensorrt_llm')" in dockerfile.text and "${TRTLLM_VERSION}" in dockerfile.text
+    samples = 0
+    for sample in sorted(SAMPLES.glob("*.yaml")):
+        spec = yaml.safe_load(sample.read_text())["spec"]
+        if spec["backend"] != "tensorrtllm":
+            continue
+        samples += 1
+        assert split_ref(spec["triton"]["image"])[0] == f"{OURS}triton-trtllm", sample.name
+        assert spec.get("engine", {}).get("trtllmVersion") == version, f"{sample.name}: TensorRT-LLM {version}"
+    assert samples, "no TensorRT-LLM sample"
+
+
+def test_the_trtllm_runtime_carries_the_model_code_the_operator_links() -> None:
+    text = TRITON_TRTLLM.read_text()
+    assert f"COPY model-repo/lexora-trtllm-chat/ {repo.TRTLLM_CHAT_CODE_DIR.removesuffix('/1')}/" in text
+    assert (REPO_ROOT / "model-repo" / "lexora-trtllm-chat" / "1" / "model.py").is_file()
+    assert f"COPY --from=stock-models /stock/ {repo.STOCK_MODELS_DIR}/" in text
+    for model in ("preprocessing", "postprocessing"):
+        assert f"all_models/inflight_batcher_llm/{model}" in text
+        assert f"/stock/{model}/1/model.py" in text
 
 
 def test_the_python_runtime_carries_the_model_code_the_samples_point_at() -> None:

@@ -180,16 +180,16 @@ async def test_the_engine_is_built_once_per_key_after_the_fill(cluster: Cluster)
     build = await the_job(cluster, "engine-build")
     pod = build["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert container["image"] == "nvcr.io/nvidia/tritonserver:25.01-trtllm-python-py3"
+    assert container["image"] == "ghcr.io/lexora/triton-trtllm:0.1.0"  # our runtime carries tensorrt_llm
     assert container["command"] == ["python3", "/etc/lexora/model-cache/build_engine.py"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["LEXORA_TP_SIZE"] == "1" and env["LEXORA_TRTLLM_VERSION"] == "0.17.0"
+    assert env["LEXORA_TP_SIZE"] == "1" and env["LEXORA_TRTLLM_VERSION"] == "0.19.0"
     assert env["LEXORA_ENGINE_DIR"].startswith("/model-cache/engines/NVIDIA-H100-80GB-HBM3-tp1-")
 
     status = await until(cluster, LLAMA, "building", lambda s: (s.get("engine") or {}).get("phase") == "Pending")
-    assert status["engine"]["builtFor"].endswith("NVIDIA-H100-80GB-HBM3, tp=1, TensorRT-LLM 0.17.0")
+    assert status["engine"]["builtFor"].endswith("NVIDIA-H100-80GB-HBM3, tp=1, TensorRT-LLM 0.19.0")
     await cluster.run_job(build["metadata"]["name"], phase="Running")
     status = await until(cluster, LLAMA, "building", lambda s: (s.get("engine") or {}).get("phase") == "Building")
     assert status["phase"] == "Loading" and reason(status) == "BuildingEngine"

@@ -36,14 +36,31 @@ class LLM:
         pass
 """
 
+# tensorrt_llm.llmapi.tokenizer: the two functions build_engine.py calls for xgrammar's tokenizer file.
+FAKE_TOKENIZER = """
+import json
+from pathlib import Path
+
+def tokenizer_factory(path):
+    return json.loads(Path(path, "tokenizer.json").read_text())
+
+def _xgrammar_tokenizer_info(tokenizer):
+    vocab = sorted(tokenizer["vocab"], key=tokenizer["vocab"].get)
+    return {"encoded_vocab": vocab, "tokenizer_str": json.dumps(tokenizer), "stop_token_ids": [tokenizer["eos"]]}
+"""
+
 
 def run_build(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     fake = tmp_path / "fake"
     (fake / "tensorrt_llm").mkdir(parents=True, exist_ok=True)
     (fake / "tensorrt_llm" / "__init__.py").write_text(FAKE_TRTLLM)
+    (fake / "tensorrt_llm" / "llmapi").mkdir(exist_ok=True)
+    (fake / "tensorrt_llm" / "llmapi" / "__init__.py").write_text("")
+    (fake / "tensorrt_llm" / "llmapi" / "tokenizer.py").write_text(FAKE_TOKENIZER)
     source = tmp_path / "source"
     source.mkdir(exist_ok=True)
     (source / "config.json").write_text("{}")
+    (source / "tokenizer.json").write_text(json.dumps({"vocab": {"b": 1, "a": 0, "</s>": 2}, "eos": 2}))
     script = tmp_path / "build_engine.py"
     script.write_text(mc.build_script())
     values = {
@@ -80,11 +97,20 @@ def test_the_engine_is_built_with_the_llm_api_once_per_key(tmp_path: Path) -> No
     }
     report = json.loads((tmp_path / "termination-log").read_text())
     assert report["trtllmVersion"] == "0.17.0" and report["sizeBytes"] > 100
+    # Guided decoding on the C++ backend reads the tokenizer as xgrammar does, next to the engine.
+    info = json.loads((engine / "xgrammar_tokenizer_info.json").read_text())
+    assert info["encoded_vocab"] == ["a", "b", "</s>"] and info["stop_token_ids"] == [2]
 
     again = run_build(tmp_path)
     assert again.returncode == 0, again.stderr
     assert "engine cache hit" in again.stdout
     assert len((tmp_path / "calls").read_text().splitlines()) == 1, "an engine that exists is never rebuilt"
+
+    (engine / "xgrammar_tokenizer_info.json").unlink()  # an engine built before the file existed
+    added = run_build(tmp_path)
+    assert added.returncode == 0, added.stderr
+    assert (engine / "xgrammar_tokenizer_info.json").is_file()
+    assert len((tmp_path / "calls").read_text().splitlines()) == 1, "the file is added without a rebuild"
 
     other_key = run_build(tmp_path, LEXORA_ENGINE_KEY="h100-tp1-def")
     assert other_key.returncode == 0, other_key.stderr

@@ -45,13 +45,10 @@ def run_fetch(
 
 
 def test_fetch_assembles_the_tensorrtllm_repository_from_the_source(tmp_path: Path) -> None:
+    """A prebuilt source is only the engine (with xgrammar's tokenizer file) and the tokenizer: the
+    model code (our BLS model, NVIDIA's stock pre/postprocessing) is linked from the runtime image."""
     source = tmp_path / "source"
-    for path in [
-        "engine/config.json",
-        "tokenizer/tokenizer.json",
-        "preprocessing/1/model.py",
-        "postprocessing/1/model.py",
-    ]:
+    for path in ["engine/config.json", "engine/xgrammar_tokenizer_info.json", "tokenizer/tokenizer.json"]:
         (source / path).parent.mkdir(parents=True, exist_ok=True)
         (source / path).write_text("{}")
 
@@ -59,10 +56,23 @@ def test_fetch_assembles_the_tensorrtllm_repository_from_the_source(tmp_path: Pa
 
     assert result.returncode == 0, result.stderr
     models = tmp_path / "models"
-    assert sorted(p.name for p in models.iterdir()) == ["ensemble", "postprocessing", "preprocessing", "tensorrt_llm"]
-    assert (models / "ensemble" / "config.pbtxt").read_text().startswith('name: "ensemble"')
+    assert sorted(p.name for p in models.iterdir()) == [
+        "lexora-trtllm-chat",
+        "postprocessing",
+        "preprocessing",
+        "tensorrt_llm",
+    ]
+    assert (models / "lexora-trtllm-chat" / "config.pbtxt").read_text().startswith('name: "lexora-trtllm-chat"')
     assert (models / "tensorrt_llm" / "1").is_dir()
-    assert (models / "preprocessing" / "1" / "model.py").exists()
+    links = {
+        name: str((models / name / "1").readlink())
+        for name in ("lexora-trtllm-chat", "preprocessing", "postprocessing")
+    }
+    assert links == {
+        "lexora-trtllm-chat": "/opt/lexora/models/lexora-trtllm-chat/1",
+        "preprocessing": "/opt/lexora/trtllm/preprocessing/1",
+        "postprocessing": "/opt/lexora/trtllm/postprocessing/1",
+    }
 
 
 def test_fetch_fails_with_a_readable_reason_when_the_engine_is_missing(tmp_path: Path) -> None:

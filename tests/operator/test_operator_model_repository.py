@@ -39,13 +39,11 @@ def parameters(config: model_config_pb2.ModelConfig) -> dict[str, str]:
     return {key: value.string_value for key, value in config.parameters.items()}
 
 
-def test_tensorrtllm_repository_is_the_inflight_batcher_ensemble() -> None:
-    assert sorted(configs("llama-3.2-3b-instruct.yaml")) == [
-        "ensemble",
-        "postprocessing",
-        "preprocessing",
-        "tensorrt_llm",
-    ]
+BLS = "lexora-trtllm-chat"
+
+
+def test_tensorrtllm_repository_is_our_bls_model_in_front_of_the_stock_models() -> None:
+    assert sorted(configs("llama-3.2-3b-instruct.yaml")) == [BLS, "postprocessing", "preprocessing", "tensorrt_llm"]
 
 
 def test_tensorrt_llm_engine_gets_batch_size_kv_cache_fraction_and_streaming() -> None:
@@ -63,41 +61,122 @@ def test_tensorrt_llm_engine_gets_batch_size_kv_cache_fraction_and_streaming() -
     assert parameters(prebuilt["preprocessing"])["tokenizer_dir"] == "/cache/source/tokenizer"
 
 
+def test_the_engine_always_streams_to_the_bls_model() -> None:
+    models = configs("llama-3.2-3b-instruct.yaml", decoupled=False)
+    assert models["tensorrt_llm"].model_transaction_policy.decoupled is True
+    assert models[BLS].model_transaction_policy.decoupled is True
+
+
+def test_guided_decoding_uses_xgrammar_with_the_tokenizer_file_next_to_the_engine() -> None:
+    for engine, where in ((None, "/cache/engine"), ({"mode": "prebuilt"}, "/cache/source/engine")):
+        params = parameters(configs("llama-3.2-3b-instruct.yaml", engine=engine)["tensorrt_llm"])
+        assert params["guided_decoding_backend"] == "xgrammar"
+        assert params["xgrammar_tokenizer_info_path"] == f"{where}/xgrammar_tokenizer_info.json"
+    engine = configs("llama-3.2-3b-instruct.yaml")["tensorrt_llm"]
+    names = {t.name for t in engine.input}
+    assert {"guided_decoding_guide_type", "guided_decoding_guide", "random_seed", "runtime_top_k"} <= names
+
+
 def test_a_built_engine_reads_the_tokenizer_from_the_hugging_face_checkpoint() -> None:
     models = configs("llama-3.2-3b-instruct.yaml")
-    for model in ("preprocessing", "postprocessing"):
+    for model in (BLS, "preprocessing", "postprocessing", "tensorrt_llm"):
         assert parameters(models[model])["tokenizer_dir"] == "/cache/source"
 
 
-def test_ensemble_exposes_exactly_the_router_tensors() -> None:
-    ensemble = configs("llama-3.2-3b-instruct.yaml")["ensemble"]
-    assert ensemble.platform == "ensemble"
-    assert {t.name for t in ensemble.input} == ROUTER_INPUTS
-    assert {t.name for t in ensemble.output} == ROUTER_OUTPUTS
-
-
-def test_every_ensemble_step_maps_tensors_its_model_declares_with_matching_types() -> None:
+def test_the_stock_models_get_their_stock_interface() -> None:
+    """NVIDIA's model.py reads its declared tensors and parameters at load time; a missing one fails
+    the load (a KeyError on multimodal_model_path, a None config for an output)."""
     models = configs("llama-3.2-3b-instruct.yaml")
-    ensemble = models["ensemble"]
-    types = {t.name: t.data_type for t in ensemble.input}
-    produced = set(types)
-    for step in ensemble.ensemble_scheduling.step:
-        model = models[step.model_name]
-        declared_in = {t.name: t.data_type for t in model.input}
-        declared_out = {t.name: t.data_type for t in model.output}
-        for model_tensor, ensemble_tensor in step.input_map.items():
-            assert model_tensor in declared_in, f"{step.model_name} has no input {model_tensor}"
-            assert ensemble_tensor in produced, f"{ensemble_tensor} is used before any step produces it"
-            assert types[ensemble_tensor] == declared_in[model_tensor], (step.model_name, model_tensor)
-        for model_tensor, ensemble_tensor in step.output_map.items():
-            assert model_tensor in declared_out, f"{step.model_name} has no output {model_tensor}"
-            types[ensemble_tensor] = declared_out[model_tensor]
-            produced.add(ensemble_tensor)
-        required = {t.name for t in model.input if not t.optional}
-        assert required <= set(step.input_map), f"{step.model_name} misses {required - set(step.input_map)}"
-    assert produced >= ROUTER_OUTPUTS
-    for output in ensemble.output:
-        assert types[output.name] == output.data_type
+    pre, post = models["preprocessing"], models["postprocessing"]
+    assert {"QUERY", "REQUEST_OUTPUT_LEN", "STOP_WORDS_DICT", "BAD_WORDS_DICT", "END_ID", "PAD_ID"} <= {
+        t.name for t in pre.input
+    }
+    assert {t.name for t in pre.input if not t.optional} == {"QUERY", "REQUEST_OUTPUT_LEN"}
+    read_at_load = {"INPUT_ID", "DECODER_INPUT_ID", "REQUEST_INPUT_LEN", "REQUEST_DECODER_INPUT_LEN", "BAD_WORDS_IDS"}
+    read_at_load |= {"STOP_WORDS_IDS", "OUT_END_ID", "OUT_PAD_ID", "OUT_PROMPT_TABLE_EXTRA_IDS", "PIXEL_VALUES"}
+    assert read_at_load | {"IMAGE_SIZES"} <= {t.name for t in pre.output}
+    assert {"EMBEDDING_BIAS_WORDS", "EMBEDDING_BIAS_WEIGHTS"} <= {t.name for t in pre.input}
+    assert parameters(pre) == {
+        "tokenizer_dir": "/cache/source",
+        "add_special_tokens": "false",  # the chat template writes BOS itself
+        "multimodal_model_path": "",
+        "gpt_model_path": "/cache/engine",
+        "max_num_images": "",
+    }
+    assert [t.name for t in post.input] == ["TOKENS_BATCH", "SEQUENCE_LENGTH"]
+    assert [t.name for t in post.output] == ["OUTPUT"]
+    assert parameters(post) == {"tokenizer_dir": "/cache/source", "skip_special_tokens": "true"}
+    assert pre.max_batch_size == post.max_batch_size == 64
+
+
+def test_the_bls_model_exposes_exactly_the_router_tensors() -> None:
+    bls = configs("llama-3.2-3b-instruct.yaml")[BLS]
+    assert bls.backend == "python" and bls.max_batch_size == 0
+    assert {t.name for t in bls.input} == ROUTER_INPUTS
+    assert {t.name for t in bls.input if not t.optional} == {"text_input", "max_tokens"}
+    # It names the stop word it cut the answer at; it takes no thinking budget (TensorRT-LLM has none).
+    assert {t.name for t in bls.output} == ROUTER_OUTPUTS | STOP_WORD
+    manifest = load_sample("llama-3.2-3b-instruct.yaml")
+    spec = copy.deepcopy(manifest["spec"])
+    spec["model"]["capabilities"] = ["chat", "reasoning"]
+    files = model_repository_files(parse_spec(manifest["metadata"]["name"], spec))
+    reasoning = text_format.Parse(files[f"{BLS}.config.pbtxt"], model_config_pb2.ModelConfig())
+    assert "reasoning_budget" not in {t.name for t in reasoning.input}
+    params = parameters(bls)
+    assert (params["preprocessing_model"], params["engine_model"], params["postprocessing_model"]) == (
+        "preprocessing",
+        "tensorrt_llm",
+        "postprocessing",
+    )
+
+
+def test_the_bls_model_calls_the_stock_models_by_their_tensor_names() -> None:
+    """The tensors model-repo/lexora-trtllm-chat sends each step model and reads back are declared
+    there with the types it uses."""
+    code = (REPO_ROOT / "model-repo" / BLS / "1" / "model.py").read_text()
+    models = configs("llama-3.2-3b-instruct.yaml")
+    sent = {
+        "preprocessing": {"QUERY", "REQUEST_OUTPUT_LEN", "STOP_WORDS_DICT"},
+        "tensorrt_llm": {
+            "input_ids", "input_lengths", "request_output_len", "end_id", "pad_id", "streaming",
+            "stop_words_list", "temperature", "runtime_top_k", "runtime_top_p", "random_seed",
+            "guided_decoding_guide_type", "guided_decoding_guide",
+        },
+        "postprocessing": {"TOKENS_BATCH", "SEQUENCE_LENGTH"},
+    }  # fmt: skip
+    read = {
+        "preprocessing": {"INPUT_ID", "REQUEST_INPUT_LEN", "STOP_WORDS_IDS", "OUT_END_ID", "OUT_PAD_ID"},
+        "tensorrt_llm": {"output_ids", "sequence_length"},
+        "postprocessing": {"OUTPUT"},
+    }
+    for model, names in sent.items():
+        assert names <= {t.name for t in models[model].input}, model
+        assert all(f'"{name}"' in code for name in names), model
+    for model, names in read.items():
+        assert names <= {t.name for t in models[model].output}, model
+        assert all(f'"{name}"' in code for name in names), model
+    for name in ("frequency_penalty", "presence_penalty"):
+        assert name in {t.name for t in models["tensorrt_llm"].input}
+
+
+def test_the_model_code_comes_from_the_runtime_image() -> None:
+    manifest = load_sample("llama-3.2-3b-instruct.yaml")
+    layout = model_repository_files(parse_spec(manifest["metadata"]["name"], manifest["spec"]))["layout"]
+    assert layout.splitlines() == [
+        "require config.json",
+        "require tokenizer_config.json",
+        f"model {BLS} /opt/lexora/models/{BLS}/1",
+        "model tensorrt_llm",
+        "model preprocessing /opt/lexora/trtllm/preprocessing/1",
+        "model postprocessing /opt/lexora/trtllm/postprocessing/1",
+    ]
+    prebuilt = dict(manifest["spec"], engine={"mode": "prebuilt"})
+    layout = model_repository_files(parse_spec(manifest["metadata"]["name"], prebuilt))["layout"]
+    assert layout.splitlines()[:3] == [
+        "require engine/config.json",
+        "require engine/xgrammar_tokenizer_info.json",
+        "require tokenizer",
+    ]
 
 
 def python_chat_config(**model: Any) -> model_config_pb2.ModelConfig:
@@ -181,4 +260,4 @@ def test_the_fetch_script_is_shipped_with_the_layout_it_reads() -> None:
     assert "require config.json" in files["layout"].splitlines(), "a Hugging Face checkpoint to build from"
     assert "require engine/config.json" not in files["layout"]
     assert files["build_engine.py"].startswith('"""Build a TensorRT-LLM engine')
-    assert "model preprocessing preprocessing/1" in files["layout"]
+    assert "require preprocessing/1/model.py" not in files["layout"], "the stock models come from the image"

@@ -69,7 +69,7 @@ async def test_create_renders_owned_children_and_lists_the_model_without_endpoin
     # Catalog entry with prices and no endpoint: listed as "pipeline", the gateway answers 503.
     await registry_endpoints(cluster, LLAMA_ID, [])
     record = cluster.record(LLAMA_ID)
-    assert record.status == "pipeline" and record.triton_model == "ensemble"
+    assert record.status == "pipeline" and record.triton_model == "lexora-trtllm-chat"
     assert record.pricing.input_micro_per_mtok == 40_000 and record.context_length == 131072
     live = await cluster.get("ModelDeployment", LLAMA)
     assert "serving.lexora.network/finalizer" in live["metadata"]["finalizers"]

@@ -192,7 +192,7 @@ def option(probe: dict[str, Any], name: str) -> float:
 @pytest.mark.parametrize(
     ("sample", "overrides", "target"),
     [
-        ("llama-3.2-3b-instruct.yaml", {}, "chat:ensemble"),
+        ("llama-3.2-3b-instruct.yaml", {}, "chat:lexora-trtllm-chat"),
         ("flux-1-schnell.yaml", {}, "image:flux-1-schnell"),
         (
             "flux-1-schnell.yaml",
