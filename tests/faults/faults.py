@@ -99,6 +99,7 @@ class FaultResult:
     hangups: int
     recovered_after_s: float | None  # None: no request failed
     problems: dict[str, list[str]] = field(default_factory=dict)
+    load_average: float = 0.0  # the machine's 1-minute load average as the phase ended (context)
 
 
 def run_fault(
@@ -139,6 +140,7 @@ def run_fault(
         hangups=books.hangups,
         recovered_after_s=recovery_time(outcomes, fault_at),
         problems=books.problems(),
+        load_average=round(os.getloadavg()[0], 1),
     )
     record_result(result)
     return result, books
