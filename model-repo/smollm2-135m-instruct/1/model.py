@@ -12,6 +12,7 @@ development model that exercises the reasoning path end to end.
 """
 
 import codecs
+import contextlib
 import importlib.util
 import json
 import os
@@ -297,10 +298,8 @@ class TritonPythonModel:
 
     @staticmethod
     def _finish_cancelled(sender):
-        try:
+        with contextlib.suppress(Exception):  # the client is gone: nobody to tell
             sender.send(_response("", 0, 0, "cancelled"), flags=FINAL)
-        except Exception:  # the client is gone: nobody to tell
-            pass
 
     @staticmethod
     def _fail(sender, message, code):
