@@ -41,7 +41,10 @@ def fault_stack(request: pytest.FixtureRequest) -> Iterator[FaultStack]:
     }
     try:
         with (
-            private_postgres(root / "postgres", fsync=False, max_connections=200) as postgres,
+            # Production durability (fsync, synchronous commit): the tests' usual fsync=False also
+            # turns synchronous commit off server-wide, and an immediate stop then loses commits
+            # that were acknowledged (seen here: a usage record gone after a "Postgres restarted").
+            private_postgres(root / "postgres", fsync=True, max_connections=200) as postgres,
             supervised_triton(root / "triton", repo) as triton,
         ):
             catalog = [r for r in local_catalog(triton.endpoint) if r.id == LOCAL_CHAT_MODEL]
