@@ -1,5 +1,5 @@
 # Lexora: the two commands that matter are `make dev` and `make test`.
-.PHONY: dev test test-unit bootstrap lint clean
+.PHONY: dev test test-unit bootstrap lint clean faults soak
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -14,6 +14,18 @@ dev: bootstrap
 ## Run the whole test suite against real NATS, Postgres, Triton and the OpenAI SDK.
 test: bootstrap lint
 	@$(PY) -m pytest -q
+
+## The fault suite alone (also part of `make test`), with its per-fault table (docs/reliability.md).
+faults: bootstrap
+	@rm -f .lexora/fault-results.json; mkdir -p .lexora
+	@LEXORA_FAULT_RESULTS=$(CURDIR)/.lexora/fault-results.json $(PY) -m pytest -q tests/faults; \
+	status=$$?; PYTHONPATH=tests $(PY) -m faults.report .lexora/fault-results.json; exit $$status
+
+## The fault suite with ten times longer load after each fault and twice the clients.
+soak: bootstrap
+	@rm -f .lexora/fault-results.json; mkdir -p .lexora
+	@LEXORA_SOAK=1 LEXORA_FAULT_RESULTS=$(CURDIR)/.lexora/fault-results.json $(PY) -m pytest -q tests/faults; \
+	status=$$?; PYTHONPATH=tests $(PY) -m faults.report .lexora/fault-results.json; exit $$status
 
 test-unit: bootstrap
 	@$(PY) -m pytest -q tests/unit

@@ -22,7 +22,7 @@ from lexora_contracts.messages import (
     RevokeKeyRequest,
     VerifyKeyRequest,
 )
-from lexora_db.engine import create_asyncpg_pool, create_engine
+from lexora_db.engine import create_asyncpg_pool, create_engine, database_unreachable
 from lexora_runtime.bus import encode
 from lexora_runtime.metrics import create_metrics, serve_metrics
 from lexora_runtime.service import ServiceContext, health_of, run_until_stopped
@@ -80,6 +80,7 @@ async def serve(settings: AuthSettings, ctx: ServiceContext) -> None:
             "revoke_key": (subjects.AUTH_KEY_REVOKE, RevokeKeyRequest, revoke_key),
             "health": (subjects.AUTH_HEALTH, HealthProbe, health),
         },
+        unreachable=database_unreachable,
     )
     try:
         await ctx.stopped()

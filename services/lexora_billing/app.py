@@ -27,7 +27,7 @@ from lexora_contracts.usage_api import (
     KeySpend,
     KeySpendRequest,
 )
-from lexora_db.engine import create_engine
+from lexora_db.engine import create_engine, database_unreachable
 from lexora_runtime.bus import consume_usage_event_batches, parse_usage_events
 from lexora_runtime.metrics import create_metrics, serve_metrics
 from lexora_runtime.service import ServiceContext, health_of, run_until_stopped
@@ -157,6 +157,7 @@ async def serve(settings: BillingSettings, ctx: ServiceContext) -> None:
             "health": (subjects.BILLING_HEALTH, HealthProbe, health),
             **topups.endpoints(),
         },
+        unreachable=database_unreachable,
     )
     stop = asyncio.Event()
     consumer = asyncio.create_task(

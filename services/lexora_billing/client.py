@@ -26,7 +26,7 @@ from nats.aio.client import Client as NATS
 
 from lexora_billing import ledger
 from lexora_contracts import subjects
-from lexora_contracts.errors import InternalError
+from lexora_contracts.errors import InternalError, ServiceUnavailable
 from lexora_contracts.messages import (
     Balance,
     BalanceRequest,
@@ -57,7 +57,7 @@ from lexora_contracts.usage_api import (
     KeySpend,
     KeySpendRequest,
 )
-from lexora_db.engine import CONNECTION_LOST, create_asyncpg_pool, create_engine
+from lexora_db.engine import CONNECTION_LOST, create_asyncpg_pool, create_engine, database_unreachable
 from lexora_runtime.bus import call
 
 # A hold's commit does not wait for the WAL flush (see the module docstring); settlement's do.
@@ -121,8 +121,13 @@ class BillingClient:
                 identity.spend_limit_micro,
             )
         except (*CONNECTION_LOST, asyncpg.PostgresError) as exc:
-            # As when billing cannot be reached: a 500 on record, nothing charged. Should the lost
-            # statement have committed, its hold is released by billing's sweeper.
+            # As when billing cannot be reached: a 503 on record (500 for a statement that failed
+            # on its own), nothing charged. Should the lost statement have committed, its hold is
+            # released by billing's sweeper.
+            if database_unreachable(exc):
+                raise ServiceUnavailable(
+                    "The credit ledger cannot be reached right now; retry in a few seconds"
+                ) from exc
             raise InternalError("the credit ledger could not be reached") from exc
 
     async def reserve(self, request: ReserveRequest, timeout: float = 5.0) -> ReserveReply:

@@ -163,6 +163,19 @@ class ModelUnavailable(LexoraError):
     retry_after = 30
 
 
+class ServiceUnavailable(LexoraError):
+    """Something the request depends on cannot be reached right now: a service (auth, billing, the
+    router's bus), NATS itself, or a database. Nothing was done for the request and nothing is
+    charged; a client should retry after `Retry-After`. Never a 401 (the key was not judged) and
+    never served without its credit hold (docs/reliability.md, "Dependency outages")."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "service_unavailable"
+    anthropic_type = "overloaded_error"
+    retry_after = 5
+
+
 class EngineFailure(LexoraError):
     """The engine broke while serving the request (its process died, it answered INTERNAL, or the
     stream was cut). The server's fault, never the client's: not charged, and worth retrying."""
@@ -210,6 +223,7 @@ _BY_CODE: dict[str, type[LexoraError]] = {
         RateLimitExceeded,
         InternalError,
         ModelUnavailable,
+        ServiceUnavailable,
         EngineFailure,
         JobTimeout,
         PaymentsNotConfigured,

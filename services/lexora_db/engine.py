@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import asyncpg
+import sqlalchemy.exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -28,6 +29,35 @@ CONNECTION_LOST = (
     asyncpg.exceptions.AdminShutdownError,
     OSError,
 )
+
+
+# ... and what a server that is down, starting or shutting down answers a new connection.
+_SERVER_UNAVAILABLE = (
+    *CONNECTION_LOST,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.exceptions.CrashShutdownError,
+    sqlalchemy.exc.TimeoutError,  # no pooled connection came free in time
+)
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether `exc` (raised by asyncpg, or by SQLAlchemy around it) says the database cannot be
+    reached right now — down, restarting, refusing connections — rather than that a statement
+    failed on its own. Such failures are answered 503, not 500 (lexora_contracts ServiceUnavailable)."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        error = pending.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, _SERVER_UNAVAILABLE):
+            return True
+        if isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated:
+            return True
+        pending += [error.__cause__, error.__context__, getattr(error, "orig", None)]
+    return False
 
 
 async def on_pooled_connection(pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:

@@ -122,6 +122,31 @@ def private_postgres(root: Path, fsync: bool = True, max_connections: int = 300)
             run([*pg_ctl, "-m", "immediate", "stop"], check=False)
 
 
+def stop_cluster(cluster: PostgresCluster, mode: str = "immediate") -> None:
+    """Stop a running cluster; `immediate` ends it as a crash would (no checkpoint: it recovers from
+    its WAL when started again). For fault tests; `private_postgres` stops it for good on exit."""
+    _pg_ctl(cluster, "-m", mode, "-w", "-t", "60", "stop")
+
+
+def start_cluster(cluster: PostgresCluster) -> None:
+    """Start a stopped cluster again on the port and options it had (pg_ctl reads them from
+    `postmaster.opts`), waiting until it takes connections."""
+    data = cluster.root / "data"
+    options = (data / "postmaster.opts").read_text().split(None, 1)[1].strip()
+    # postmaster.opts quotes each argument: "-p" "5432" ...; pg_ctl -o takes them as one string.
+    _pg_ctl(cluster, "-l", str(cluster.root / "postgres.log"), "-o", options, "-w", "-t", "60", "start")
+
+
+def _pg_ctl(cluster: PostgresCluster, *args: str) -> None:
+    data = cluster.root / "data"
+    user = _server_user(data)
+    as_user = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []} if user else {}
+    argv = [str(postgres_bin_dir() / "pg_ctl"), "-D", str(data), *args]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=cluster.root, check=False, **as_user)
+    if done.returncode != 0:
+        raise RuntimeError(f"pg_ctl {' '.join(args)} failed: {done.stderr.strip() or done.stdout.strip()}")
+
+
 def _server_user(data: Path) -> pwd.struct_passwd | None:
     """Whom the server runs as: None (the caller) unless the caller is root, which initdb and
     postgres refuse; then the owner of an existing cluster, else SERVER_USER, created if missing."""

@@ -6,14 +6,26 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import nats.errors
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lexora_contracts.errors import InternalError, InvalidRequest, LexoraError, RequestTimeout, RouteNotFound
+from lexora_contracts.errors import (
+    InternalError,
+    InvalidRequest,
+    LexoraError,
+    RequestTimeout,
+    RouteNotFound,
+    ServiceUnavailable,
+)
+from lexora_runtime.bus import BUS_UNREACHABLE
 
 ANTHROPIC_ROUTES = ("/v1/messages", "/v1/messages/count_tokens")
+# NATS failures that reach the edge untyped (a shared counter or a KV read while the bus is down):
+# the request could not be judged, so 503 with Retry-After rather than a 500.
+BUS_FAILURES = (nats.errors.TimeoutError, nats.errors.NoRespondersError, *BUS_UNREACHABLE)
 
 
 def speaks_anthropic(path: str) -> bool:
@@ -124,7 +136,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=exc.status_code)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
-        return error_response(InternalError("Internal error"), speaks_anthropic(request.url.path))
+        if isinstance(exc, BUS_FAILURES):
+            error: LexoraError = ServiceUnavailable("The message bus cannot be reached; retry in a few seconds")
+        else:
+            error = InternalError("Internal error")
+        return error_response(error, speaks_anthropic(request.url.path))
 
     app.add_exception_handler(LexoraError, on_lexora_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

@@ -20,7 +20,14 @@ from nats.micro.request import ERROR_CODE_HEADER
 from pydantic import BaseModel, ValidationError
 
 from lexora_contracts import subjects
-from lexora_contracts.errors import ErrorInfo, InternalError, InvalidRequest, LexoraError, error_from_info
+from lexora_contracts.errors import (
+    ErrorInfo,
+    InternalError,
+    InvalidRequest,
+    LexoraError,
+    ServiceUnavailable,
+    error_from_info,
+)
 from lexora_contracts.messages import UsageEvent
 from lexora_runtime.logs import request_id_var
 
@@ -57,20 +64,39 @@ def request_headers(request_id: str | None = None) -> dict[str, str] | None:
     return {subjects.REQUEST_ID_HEADER: request_id} if request_id else None
 
 
+# What nats-py raises when the bus itself is down or being reconnected to (a request's publish).
+BUS_UNREACHABLE: tuple[type[Exception], ...] = (
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.StaleConnectionError,
+    nats.errors.NoServersError,
+)
+
+
 async def call(nc: NATS, subject: str, payload: BaseModel, reply_model: type[Rep], *, timeout: float = 5.0) -> Rep:
-    """Request/reply to another service; its typed errors are raised here as they were raised there."""
+    """Request/reply to another service; its typed errors are raised here as they were raised there.
+
+    A service that is not running (no responders), does not answer in time, or a bus that cannot be
+    reached is a ServiceUnavailable (503 with Retry-After): the request was not judged, so it is
+    neither refused (401, 402) nor served."""
+    service = subject.split(".")[0]
     try:
         msg = await nc.request(subject, encode(payload), timeout=timeout, headers=request_headers())
     except nats.errors.NoRespondersError as exc:
-        raise InternalError(f"service behind {subject.split('.')[0]} is not running") from exc
+        raise ServiceUnavailable(f"The {service} service is not running; retry in a few seconds") from exc
     except nats.errors.TimeoutError as exc:
-        raise InternalError(f"service behind {subject.split('.')[0]} did not answer in time") from exc
+        raise ServiceUnavailable(f"The {service} service did not answer in time; retry in a few seconds") from exc
+    except BUS_UNREACHABLE as exc:
+        raise ServiceUnavailable("The message bus cannot be reached; retry in a few seconds") from exc
     if msg.headers and msg.headers.get(ERROR_CODE_HEADER):
         raise error_from_info(ErrorInfo.model_validate_json(msg.data))
     return reply_model.model_validate_json(msg.data)
 
 
 Handler = Callable[[Req], Awaitable[BaseModel]]
+Unreachable = Callable[[BaseException], bool]
 
 
 class EndpointRunner:
@@ -83,7 +109,12 @@ class EndpointRunner:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def adapt(self, request_model: type[Req], handler: Handler[Req]) -> Callable[[micro.Request], Awaitable[None]]:
+    def adapt(
+        self, request_model: type[Req], handler: Handler[Req], unreachable: Unreachable | None = None
+    ) -> Callable[[micro.Request], Awaitable[None]]:
+        """`unreachable`: whether an exception says a dependency (the service's database) cannot be
+        reached right now; such a failure is answered ServiceUnavailable, not InternalError."""
+
         async def handle(request: micro.Request) -> None:
             request_id_var.set((request.headers or {}).get(subjects.REQUEST_ID_HEADER))
             try:
@@ -94,7 +125,12 @@ class EndpointRunner:
                 await _respond_error(request, InvalidRequest(f"malformed message: {exc.errors()[0]['msg']}"))
             except LexoraError as exc:
                 await _respond_error(request, exc)
-            except Exception:
+            except Exception as exc:
+                if unreachable is not None and unreachable(exc):
+                    log.warning("handler's database unreachable: %s", type(exc).__name__)
+                    down = ServiceUnavailable("The database cannot be reached right now; retry in a few seconds")
+                    await _respond_error(request, down)
+                    return
                 log.exception("handler failed")
                 await _respond_error(request, InternalError("internal error"))
 
@@ -119,14 +155,16 @@ async def start_service(
     name: str,
     endpoints: dict[str, tuple[str, type[BaseModel], Handler]],  # type: ignore[type-arg]
     runner: EndpointRunner,
+    unreachable: Unreachable | None = None,
 ) -> micro.Service:
-    """Register a micro service (PING/INFO/STATS for free) with one queue-grouped endpoint per subject."""
+    """Register a micro service (PING/INFO/STATS for free) with one queue-grouped endpoint per subject.
+    `unreachable`: see EndpointRunner.adapt."""
     service = await micro.add_service(nc, name=name, version="0.1.0", description=f"lexora {name}")
     for endpoint_name, (subject, request_model, handler) in endpoints.items():
         await service.add_endpoint(
             name=endpoint_name,
             subject=subject,
-            handler=runner.adapt(request_model, handler),
+            handler=runner.adapt(request_model, handler, unreachable),
             queue_group=subjects.SERVICE_QUEUE[name],
         )
     return service

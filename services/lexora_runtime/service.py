@@ -35,8 +35,12 @@ class ServiceContext:
         self._stop = stop
         self._services: list[micro.Service] = []
 
-    async def start_service(self, name: str, endpoints: dict[str, Any]) -> micro.Service:
-        service = await bus.start_service(self.nc, name, endpoints, self.runner)
+    async def start_service(
+        self, name: str, endpoints: dict[str, Any], unreachable: bus.Unreachable | None = None
+    ) -> micro.Service:
+        """`unreachable`: whether a handler's exception means its database cannot be reached (then
+        answered 503 ServiceUnavailable; lexora_db.engine.database_unreachable)."""
+        service = await bus.start_service(self.nc, name, endpoints, self.runner, unreachable)
         self._services.append(service)
         return service
 

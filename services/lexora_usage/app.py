@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from lexora_contracts import subjects
 from lexora_contracts.messages import HealthProbe, HealthReply, UsageEvent
 from lexora_contracts.usage_api import USAGE_REPORT_GET, UsageReport, UsageReportRequest
-from lexora_db.engine import create_engine
+from lexora_db.engine import create_engine, database_unreachable
 from lexora_runtime.bus import consume_usage_event_batches, parse_usage_events
 from lexora_runtime.metrics import create_metrics, serve_metrics
 from lexora_runtime.service import ServiceContext, health_of, run_until_stopped
@@ -74,6 +74,7 @@ async def serve(settings: UsageSettings, ctx: ServiceContext) -> None:
             "report": (USAGE_REPORT_GET, UsageReportRequest, report),
             "health": (subjects.USAGE_HEALTH, HealthProbe, health),
         },
+        unreachable=database_unreachable,
     )
     stop = asyncio.Event()
     consumer = asyncio.create_task(

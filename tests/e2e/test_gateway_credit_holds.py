@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from lexora_billing.client import BillingClient
 from lexora_billing.ledger import Ledger
-from lexora_contracts.errors import InsufficientCredits, InternalError
+from lexora_contracts.errors import InsufficientCredits, InternalError, ServiceUnavailable
 from lexora_contracts.messages import Identity, UsageEvent
 from lexora_contracts.money import PICO_PER_MICRO
 from lexora_db.engine import migrate
@@ -135,11 +135,12 @@ async def test_the_same_request_is_never_held_twice(ledger: Ledger, holds: Billi
     assert (await ledger.balance(account)).held_micro == 100
 
 
-async def test_an_unreachable_database_is_an_internal_error(ledger: Ledger) -> None:
+async def test_an_unreachable_database_is_a_503_to_retry(ledger: Ledger) -> None:
     holds = await BillingClient.open(None, "postgresql+asyncpg://nobody:x@127.0.0.1:1/none", pool_size=1)  # type: ignore[arg-type]
     try:
-        with pytest.raises(InternalError, match="credit ledger"):
+        with pytest.raises(ServiceUnavailable, match="credit ledger") as caught:
             await holds.hold(_identity("acct_x"), "req_x", 100, TTL_S)
+        assert caught.value.status == 503 and caught.value.retry_after
     finally:
         await holds.close()
 

@@ -4,6 +4,7 @@ streaming exactly as the router does it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import re
@@ -332,6 +333,28 @@ async def test_cancelled_stream_stops_generation(triton):
         await asyncio.sleep(0.2)
     [generated] = re.findall(r"cancelled after (\d+) generated tokens", log_path.read_text(errors="replace"))
     assert int(generated) < 100
+
+
+async def test_a_request_cancelled_while_queued_is_never_evaluated(triton):
+    """Found by the fault suite: on a starved machine, requests the router had given up (probes past
+    their timeout, jobs past their deadline) waited in Triton's queue and were each evaluated in
+    turn, so the engine served only requests nobody waited for any more."""
+    url, log_path = triton
+    long = [{"role": "user", "content": "Count from 1 to 2000, one number per line."}]
+    skipped_before = log_path.read_text(errors="replace").count("cancelled before it started")
+    busy = asyncio.create_task(generate(url, long, max_tokens=120, stream=True))
+    await asyncio.sleep(1.0)  # the engine is busy with it; the next request waits in the queue
+    queued = asyncio.create_task(complete(url, GREETING, max_tokens=8))
+    await asyncio.sleep(0.5)
+    queued.cancel()  # the client gives up on it before it started: its call is cancelled
+    with contextlib.suppress(asyncio.CancelledError):
+        await queued
+    await busy
+    assert (await complete(url, GREETING, max_tokens=2))["n_out"] == 2
+    deadline = time.monotonic() + 10
+    while log_path.read_text(errors="replace").count("cancelled before it started") == skipped_before:
+        assert time.monotonic() < deadline, "the queued request was evaluated after its client left"
+        await asyncio.sleep(0.2)
 
 
 async def test_greedy_answer_does_not_depend_on_earlier_requests(triton):

@@ -240,6 +240,7 @@ def running_stack(
     triton_endpoint: Endpoint,
     catalog: list[ModelRecord] | None = None,
     extra_env: dict[str, str] | None = None,
+    job_timeout_s: float = 120.0,
 ) -> Iterator[RunningStack]:
     """The platform on real components, started as `lexora dev` starts it: NATS, the database, the
     catalog (by default every local model on `triton_endpoint`), the five services, then a warm-up
@@ -252,6 +253,7 @@ def running_stack(
         database_url=database_url,
         state_dir=state_dir,
         gateway_port=free_port(),
+        job_timeout_s=job_timeout_s,
         log_level="INFO",
         extra_env=extra_env or {},
     )

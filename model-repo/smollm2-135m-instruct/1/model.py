@@ -12,6 +12,7 @@ development model that exercises the reasoning path end to end.
 """
 
 import codecs
+import contextlib
 import importlib.util
 import json
 import os
@@ -276,6 +277,13 @@ class TritonPythonModel:
         # Requests run one after another: a llama.cpp context holds a single KV cache.
         for request in requests:
             sender = request.get_response_sender()
+            if sender.is_cancelled():
+                # Given up while it waited in the queue (a deadline, a probe's timeout, a client
+                # gone): no prompt evaluation for nobody. Under overload, queued requests nobody
+                # waits for would otherwise take the engine's time from those still waited for.
+                pb_utils.Logger.log_info("request cancelled before it started")
+                self._finish_cancelled(sender)
+                continue
             try:
                 self._serve(request, sender)
             except BadRequest as exc:
@@ -287,6 +295,11 @@ class TritonPythonModel:
 
     def finalize(self):
         self.llm.close()
+
+    @staticmethod
+    def _finish_cancelled(sender):
+        with contextlib.suppress(Exception):  # the client is gone: nobody to tell
+            sender.send(_response("", 0, 0, "cancelled"), flags=FINAL)
 
     @staticmethod
     def _fail(sender, message, code):

@@ -20,7 +20,14 @@ from typing import Any, ClassVar, Protocol
 
 from fastapi import Request
 
-from lexora_contracts.errors import InternalError, InvalidRequest, LexoraError, ModelNotFound, ModelUnavailable
+from lexora_contracts.errors import (
+    InternalError,
+    InvalidRequest,
+    LexoraError,
+    ModelNotFound,
+    ModelUnavailable,
+    ServiceUnavailable,
+)
 from lexora_contracts.messages import Identity, UsageEvent
 from lexora_contracts.registry import ModelKind, ModelRecord, Pricing
 from lexora_gateway.admission import model_names, rate_limits
@@ -121,6 +128,7 @@ async def admit_and_hold(http: Request, state: GatewayState, spec: JobSpec) -> A
     """Resolve the model, count the request, fit the job to the model and hold its credit; a refusal
     is raised here (so a streaming client still gets a proper HTTP status) and on record at cost 0."""
     request_id_var.set(spec.request_id)  # carried to billing and the router in NATS headers
+    require_bus(state)
     work = spec.work
     try:
         model = await admit_model(http, state, spec.identity, work.model, work.kind)
@@ -140,6 +148,7 @@ async def admit_and_hold_all(http: Request, state: GatewayState, specs: list[Job
     counts once against the plan, and every job's credit is held before any is dispatched. If one
     hold is refused (402, a key's spend limit), nothing runs: every job is on record as refused, at
     cost 0, and billing releases the holds that were placed."""
+    require_bus(state)
     first = specs[0]
     holds = [0] * len(specs)
     try:
@@ -165,6 +174,14 @@ async def admit_and_hold_all(http: Request, state: GatewayState, specs: list[Job
         Admitted(spec, model, hold, one.engine_request(model, job_header(spec, model, pricing, hold, timeout)))
         for spec, one, hold in zip(specs, fitted, holds, strict=True)
     ]
+
+
+def require_bus(state: GatewayState) -> None:
+    """Refuse (503) before anything is held while NATS cannot be reached: no router could take the
+    job, and its outcome could not be recorded. Not on record for the same reason: the record
+    travels on the bus."""
+    if not state.nc.is_connected:
+        raise ServiceUnavailable("The message bus cannot be reached right now; retry in a few seconds")
 
 
 def _price(model: ModelRecord, spec: JobSpec) -> Pricing:
