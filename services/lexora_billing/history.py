@@ -20,7 +20,7 @@ def merged(credits: list[Transaction], charge_days: list[Transaction], limit: in
     def when(t: Transaction) -> tuple[str, int]:
         if t.created_at is not None:
             return (t.created_at.isoformat(), 0)
-        return (f"{t.date.isoformat()}T99", 1)  # type: ignore[union-attr]
+        return (f"{t.day.isoformat()}T99", 1)  # type: ignore[union-attr]
 
     return sorted([*credits, *charge_days], key=when, reverse=True)[:limit]
 
@@ -54,5 +54,5 @@ async def transactions(engine: AsyncEngine, request: TransactionsRequest) -> lis
         Transaction(kind=r.kind, amount_micro=r.amount_micro, created_at=r.created_at, reason=r.reason, actor=r.actor)
         for r in credit_rows
     ]
-    days = [Transaction(kind="charges", amount_micro=int(total), date=d, count=n) for d, total, n in day_rows]
+    days = [Transaction(kind="charges", amount_micro=int(total), day=d, count=n) for d, total, n in day_rows]
     return merged(credits, days, request.limit)

@@ -108,7 +108,7 @@ class Transaction(BaseModel):
     kind: str  # topup | adjustment | charges
     amount_micro: int  # signed: credits positive, charges negative
     created_at: datetime | None = None  # a credit's time
-    date: date | None = None  # a day of charges
+    day: date | None = None  # a day of charges
     count: int = 1  # how many charges that day
     reason: str | None = None
     actor: str | None = None

@@ -15,6 +15,8 @@ from lexora_auth.client import AuthClient
 from lexora_billing.client import BillingClient
 from lexora_contracts import subjects
 from lexora_contracts.messages import KeyRevoked
+from lexora_gateway.account.admin_api import router as admin_routes
+from lexora_gateway.account.console_api import router as console_api_routes
 from lexora_gateway.account.routes import router as account_routes
 from lexora_gateway.account.topups import router as topup_routes
 from lexora_gateway.admission.counters import CounterStore, limits_bucket
@@ -91,6 +93,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         platform_routes,
         account_routes,
         topup_routes,
+        console_api_routes,
+        admin_routes,
     )
     install_openapi(app, api, prefix="/v1")
     for routes in api:

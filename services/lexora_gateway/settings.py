@@ -1,10 +1,12 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 
 from lexora_contracts.plans import DEFAULT_PLANS, PlanLimits
 from lexora_gateway.chat import image_inputs
 from lexora_runtime.settings import ServiceSettings
+
+DEV_CONSOLE_SECRET = "lexora-development-console-secret-not-for-production"
 
 
 class GatewaySettings(ServiceSettings):
@@ -43,3 +45,14 @@ class GatewaySettings(ServiceSettings):
     # one base64 image of image_max_bytes plus 1 MiB if that is more, so an oversized image still
     # gets the error that names it.
     max_request_bytes: int | None = Field(default=None, gt=0)
+    # The web console (docs/console.md): the secret its CSRF tokens are signed with, and whether its
+    # cookies are Secure (browsers send Secure cookies to http://localhost and 127.0.0.1 too).
+    environment: str = "development"
+    console_secret: SecretStr = SecretStr(DEV_CONSOLE_SECRET)
+    console_cookie_secure: bool = True
+
+    @model_validator(mode="after")
+    def _refuse_default_secret(self) -> GatewaySettings:
+        if self.environment != "development" and self.console_secret.get_secret_value() == DEV_CONSOLE_SECRET:
+            raise ValueError("LEXORA_CONSOLE_SECRET must be set outside development")
+        return self
