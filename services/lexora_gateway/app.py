@@ -8,11 +8,13 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
 from nats.aio.msg import Msg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lexora_auth.client import AuthClient
 from lexora_billing.client import BillingClient
+from lexora_console.pages import ConsoleConfig, create_router
 from lexora_contracts import subjects
 from lexora_contracts.messages import KeyRevoked
 from lexora_gateway.account.admin_api import router as admin_routes
@@ -100,6 +102,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     for routes in api:
         app.include_router(routes, prefix="/v1")
         app.include_router(routes, prefix="/api/v1", include_in_schema=False)
+
+    # The web console at `/`: pages rendered from the account API above (docs/console.md).
+    console = ConsoleConfig(settings.console_secret.get_secret_value(), settings.console_cookie_secure)
+    app.include_router(create_router(console))
+    app.mount("/console-static", StaticFiles(packages=[("lexora_console", "static")]), name="console-static")
 
     @app.get("/livez", include_in_schema=False)
     async def livez() -> Response:

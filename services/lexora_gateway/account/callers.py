@@ -72,6 +72,22 @@ async def admin_caller(caller: Annotated[Caller, Depends(current_caller)]) -> Ca
     return caller
 
 
+def identity_of(caller: Caller) -> Identity:
+    """The caller as an Identity, for routes written for keys (/v1/usage): a session stands for its
+    account, with the account's plan and timezone."""
+    if caller.identity is not None:
+        return caller.identity
+    assert caller.user is not None
+    account = caller.user.account
+    return Identity(
+        account_id=account.account_id,
+        key_id=f"session:{caller.user.user_id}",
+        plan=account.plan,
+        timezone=account.timezone,
+        admin=caller.admin,
+    )
+
+
 def account_for(caller: Caller, account_id: str | None) -> str:
     """The account a request is about: the caller's own, or (for an admin) the one it names."""
     if account_id is None or account_id == caller.account_id:

@@ -114,6 +114,8 @@ async def me(caller: AnyCaller, state: StateDep) -> Response:
         "balance_usd": micro_usd(balance.balance_micro),
         "available_usd": micro_usd(balance.available_micro),
     }
+    limits = state.settings.plans.get(account.plan)
+    body["plan_limits"] = limits.model_dump() if limits else {}
     if caller.user is not None:
         body["user"] = {"id": caller.user.user_id, "email": caller.user.email, "role": caller.user.role}
     return JSONBody(body)
