@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from lexora_contracts.accounts_api import AccountUpdate
 from lexora_contracts.money import usd_to_micro
-from lexora_gateway.account.callers import AdminCaller
+from lexora_gateway.account.callers import AdminCaller, checked_id
 from lexora_gateway.account.console_api import account_view
 from lexora_gateway.account.routes import _int_param, micro_usd
 from lexora_gateway.account.schemas import AccountChange, GrantCreate, InvitationCreate
@@ -31,7 +31,7 @@ async def search_accounts(request: Request, caller: AdminCaller, state: StateDep
 
 @router.get("/admin/accounts/{account_id}", tags=["admin"])
 async def get_account(account_id: str, caller: AdminCaller, state: StateDep) -> Response:
-    account = await state.auth.account(account_id)
+    account = await state.auth.account(checked_id(account_id, "account_id"))
     balance = await state.billing.balance(account_id)
     return JSONBody({**account_view(account), "balance_usd": micro_usd(balance.balance_micro)})
 
@@ -39,6 +39,7 @@ async def get_account(account_id: str, caller: AdminCaller, state: StateDep) -> 
 @router.patch("/admin/accounts/{account_id}", tags=["admin"])
 async def change_account(account_id: str, request: Request, caller: AdminCaller, state: StateDep) -> Response:
     """Change the plan, or disable (its keys stop at once) and re-enable the account."""
+    checked_id(account_id, "account_id")
     body = parse_body(AccountChange, await request.body())
     account = await state.auth.update_account(
         AccountUpdate(account_id=account_id, plan=body.plan, disabled=body.disabled)
@@ -48,6 +49,7 @@ async def change_account(account_id: str, request: Request, caller: AdminCaller,
 
 @router.post("/admin/accounts/{account_id}/grants", tags=["admin"])
 async def grant_credit(account_id: str, request: Request, caller: AdminCaller, state: StateDep) -> Response:
+    checked_id(account_id, "account_id")
     body = parse_body(GrantCreate, await request.body())
     await state.auth.account(account_id)  # a NotFound for an account that does not exist
     key = request.headers.get("idempotency-key") or uuid.uuid4().hex

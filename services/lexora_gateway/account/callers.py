@@ -17,12 +17,20 @@ from fastapi import Depends, Request
 
 from lexora_console import cookies, csrf
 from lexora_contracts.accounts_api import UserInfo
-from lexora_contracts.errors import Forbidden, Unauthorized
+from lexora_contracts.errors import Forbidden, InvalidRequest, Unauthorized
 from lexora_contracts.messages import Identity
 from lexora_gateway.admission.identity import IDENTITY_SCOPE_KEY, api_key_of
 from lexora_gateway.state import StateDep
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+MAX_ID_LENGTH = 64
+
+
+def checked_id(value: str, name: str) -> str:
+    """An account or key id as the API takes it: what the database can hold, else a 400."""
+    if not value or len(value) > MAX_ID_LENGTH or not value.isprintable():
+        raise InvalidRequest(f"'{name}' is not a valid id", param=name)
+    return value
 
 
 @dataclass(frozen=True)
@@ -90,11 +98,11 @@ def identity_of(caller: Caller) -> Identity:
 
 def account_for(caller: Caller, account_id: str | None) -> str:
     """The account a request is about: the caller's own, or (for an admin) the one it names."""
-    if account_id is None or account_id == caller.account_id:
+    if not account_id or account_id == caller.account_id:
         return caller.account_id
     if not caller.admin:
         raise Forbidden("Only an administrator may act on another account")
-    return account_id
+    return checked_id(account_id, "account_id")
 
 
 AnyCaller = Annotated[Caller, Depends(current_caller)]

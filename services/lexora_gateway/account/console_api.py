@@ -25,7 +25,7 @@ from lexora_contracts.accounts_api import (
 from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.money import usd_to_micro
 from lexora_contracts.usage_api import TransactionsRequest
-from lexora_gateway.account.callers import AnyCaller, ConsoleCaller, account_for, session_token_of
+from lexora_gateway.account.callers import AnyCaller, ConsoleCaller, account_for, checked_id, session_token_of
 from lexora_gateway.account.routes import _date_param, _int_param, iso, micro_usd, usd
 from lexora_gateway.account.schemas import KeyCreate, SettingsUpdate, SignIn, SignUp
 from lexora_gateway.http import JSONBody, parse_body
@@ -170,7 +170,7 @@ async def create_key(request: Request, caller: ConsoleCaller, state: StateDep) -
 @router.delete("/keys/{key_id}", tags=["console"])
 async def revoke_key(key_id: str, request: Request, caller: ConsoleCaller, state: StateDep) -> Response:
     account_id = account_for(caller, request.query_params.get("account_id"))
-    await state.auth.revoke_key(key_id, account_id)
+    await state.auth.revoke_key(checked_id(key_id, "key_id"), account_id)
     return JSONBody({"id": key_id, "object": "api_key", "revoked": True})
 
 
