@@ -104,6 +104,11 @@ async def serve(settings: AuthSettings, ctx: ServiceContext) -> None:
         signin_limits.succeeded(email)
         return reply
 
+    async def sign_in_external(request: api.ExternalSignInRequest) -> api.SessionReply:
+        reply = await people.sign_in_external(request.email, settings.signup_mode)
+        log.info("signed in through OpenID Connect", extra={"fields": {"user_id": reply.user.user_id}})
+        return reply
+
     async def verify_session(request: api.SessionRequest) -> api.UserInfo:
         return await people.verify_session(request.token)
 
@@ -124,8 +129,9 @@ async def serve(settings: AuthSettings, ctx: ServiceContext) -> None:
 
     async def update_account(request: api.AccountUpdate) -> api.AccountInfo:
         account, key_ids = await people.update_account(request)
-        await announce_stale(key_ids)
         changed = request.model_dump(exclude_none=True, exclude={"account_id"})
+        if changed:
+            await announce_stale(key_ids)
         log.info("account updated", extra={"fields": {"account_id": request.account_id, **changed}})
         return account
 
@@ -149,6 +155,7 @@ async def serve(settings: AuthSettings, ctx: ServiceContext) -> None:
             "sign_up": (api.AUTH_USER_SIGNUP, api.SignUpRequest, sign_up),
             "create_user": (api.AUTH_USER_CREATE, api.CreateUserRequest, create_user),
             "sign_in": (api.AUTH_SESSION_CREATE, api.SignInRequest, sign_in),
+            "sign_in_external": (api.AUTH_SESSION_EXTERNAL, api.ExternalSignInRequest, sign_in_external),
             "verify_session": (api.AUTH_SESSION_VERIFY, api.SessionRequest, verify_session),
             "delete_session": (api.AUTH_SESSION_DELETE, api.SessionRequest, delete_session),
             "signup_mode": (api.AUTH_SIGNUP_MODE_GET, api.SignupModeRequest, signup_mode),

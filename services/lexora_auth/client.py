@@ -70,6 +70,10 @@ class AuthClient:
         """A new session, Unauthorized for a wrong email or password, or RateLimitExceeded."""
         return await call(self._nc, api.AUTH_SESSION_CREATE, request, api.SessionReply, timeout=10.0)
 
+    async def sign_in_external(self, request: api.ExternalSignInRequest) -> api.SessionReply:
+        """A session for a user an OpenID Connect provider vouched for (the caller checked the ID token)."""
+        return await call(self._nc, api.AUTH_SESSION_EXTERNAL, request, api.SessionReply, timeout=10.0)
+
     async def verify_session(self, token: str) -> api.UserInfo:
         return await call(self._nc, api.AUTH_SESSION_VERIFY, api.SessionRequest(token=token), api.UserInfo)
 

@@ -118,7 +118,7 @@ class UserStore:
         self,
         conn: AsyncConnection,
         email: str,
-        password_hash: str,
+        password_hash: str | None,
         role: Role,
         plan: Plan,
         timezone: str,
@@ -194,6 +194,25 @@ class UserStore:
             async with self._engine.begin() as conn:
                 await conn.execute(update(users).where(users.c.id == row.id).values(password_hash=new_hash))
         return await self._open_session(row.id, datetime.now(UTC))
+
+    async def sign_in_external(self, email: str, mode: SignupMode) -> SessionReply:
+        """A session for the user with this (provider-verified) email; a new user when sign-up is
+        open. Such a user has no password until they set one (Settings needs the current one, so
+        they keep signing in through the provider)."""
+        email = checked_email(email)
+        now = datetime.now(UTC)
+        async with self._engine.begin() as conn:
+            query = select(users.c.id, accounts.c.disabled_at).join_from(users, accounts)
+            row = (await conn.execute(query.where(users.c.email == email))).first()
+            if row is None:
+                if mode != "open":
+                    raise Forbidden("No account for this email here, and sign-up is not open: ask an administrator")
+                user_id = await self._insert_user(conn, email, None, "user", "free", "UTC", now)
+            elif row.disabled_at is not None:
+                raise Forbidden("This account is disabled")
+            else:
+                user_id = row.id
+        return await self._open_session(user_id, now)
 
     async def _open_session(self, user_id: str, now: datetime) -> SessionReply:
         token = sessions.new_token()

@@ -73,10 +73,13 @@ class Console:
 
 
 def usd(value: Any) -> str:
+    """Dollars for people: cents, or every digit the API gives for amounts under a cent (a request
+    can cost a millionth of a dollar)."""
     number = float(value or 0)
-    if 0 < abs(number) < 0.01:
-        return f"${number:.6f}".rstrip("0")
-    return f"-${-number:,.2f}" if number < 0 else f"${number:,.2f}"
+    sign, number = ("-" if number < 0 else ""), abs(number)
+    if 0 < number < 0.01:
+        return f"{sign}${number:.8f}".rstrip("0")
+    return f"{sign}${number:,.2f}"
 
 
 def relay_cookies(answer: ApiAnswer, response: Response) -> Response:

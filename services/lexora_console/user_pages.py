@@ -31,8 +31,13 @@ def add_routes(router: APIRouter, console: Console) -> None:  # noqa: C901 - one
     # ---- sign-up, sign-in, sign-out ---------------------------------------------------------------
     @router.get("/signin")
     async def signin_page(request: Request) -> Response:
+        methods = (await Api(request).get("/v1/auth/signup-mode")).body or {}
         return console.render(
-            request, "signin.html", title="Sign in", next=_safe_next(request.query_params.get("next"))
+            request,
+            "signin.html",
+            title="Sign in",
+            next=_safe_next(request.query_params.get("next")),
+            oidc=methods.get("oidc"),
         )
 
     @router.post("/signin")

@@ -18,6 +18,7 @@ AUTH_USER_CREATE = "auth.v1.user.create"  # an operator's: `lexora admin create-
 AUTH_SESSION_CREATE = "auth.v1.session.create"  # sign-in
 AUTH_SESSION_VERIFY = "auth.v1.session.verify"
 AUTH_SESSION_DELETE = "auth.v1.session.delete"  # sign-out
+AUTH_SESSION_EXTERNAL = "auth.v1.session.external"  # sign-in vouched for by an OpenID Connect provider
 AUTH_SIGNUP_MODE_GET = "auth.v1.signupmode.get"
 AUTH_INVITATION_CREATE = "auth.v1.invitation.create"
 AUTH_ACCOUNT_GET = "auth.v1.account.get"
@@ -62,6 +63,15 @@ class SignInRequest(BaseModel):
     email: str
     password: str
     client: str = "unknown"  # the caller's address: attempts are limited per address and per email
+
+
+class ExternalSignInRequest(BaseModel):
+    """A user an OpenID Connect provider signed in (the gateway checked the ID token): found by
+    email, or created when sign-up is open."""
+
+    email: str
+    issuer: str
+    subject: str
 
 
 class SessionReply(BaseModel):

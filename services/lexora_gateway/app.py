@@ -19,6 +19,7 @@ from lexora_contracts import subjects
 from lexora_contracts.messages import KeyRevoked
 from lexora_gateway.account.admin_api import router as admin_routes
 from lexora_gateway.account.console_api import router as console_api_routes
+from lexora_gateway.account.oidc import router as oidc_routes
 from lexora_gateway.account.routes import router as account_routes
 from lexora_gateway.account.topups import router as topup_routes
 from lexora_gateway.admission.counters import CounterStore, limits_bucket
@@ -97,6 +98,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         topup_routes,
         console_api_routes,
         admin_routes,
+        oidc_routes,
     )
     install_openapi(app, api, prefix="/v1")
     for routes in api:

@@ -50,6 +50,15 @@ class GatewaySettings(ServiceSettings):
     environment: str = "development"
     console_secret: SecretStr = SecretStr(DEV_CONSOLE_SECRET)
     console_cookie_secure: bool = True
+    # OpenID Connect sign-in (optional; docs/console.md): the provider's issuer URL (its discovery
+    # document is <issuer>/.well-known/openid-configuration), this client's id and secret, the name
+    # the sign-in page shows, and the callback URL when the gateway sits behind a proxy
+    # (default: <this origin>/v1/auth/oidc/callback; register it with the provider).
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_name: str = "single sign-on"
+    oidc_redirect_url: str | None = None
 
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> GatewaySettings:

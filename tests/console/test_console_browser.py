@@ -16,6 +16,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from lexora_billing.topups import topup_for
 from lexora_dev.catalog import LOCAL_CHAT_MODEL
+from support.browser import off_the_loop
 from support.stack import RunningStack
 from support.stripe_events import STRIPE_TEST_ENV, checkout_session_event, signature_header
 
@@ -23,8 +24,8 @@ PASSWORD = "correct horse battery staple"
 PHONE = {"width": 390, "height": 844}
 
 
-def root_of(lexora: RunningStack) -> str:
-    return lexora.base_url.removesuffix("/v1")
+def root_of(stack: RunningStack) -> str:
+    return stack.base_url.removesuffix("/v1")
 
 
 def new_email(kind: str) -> str:
@@ -60,13 +61,13 @@ def account_id_of(page: Page, root: str) -> str:
     return me.json()["account"]["id"]
 
 
-def deliver_topup(lexora: RunningStack, account_id: str, package: str) -> None:
+def deliver_topup(stack: RunningStack, account_id: str, package: str) -> None:
     """A paid Checkout Session, as Stripe would deliver it to the webhook (signed)."""
     suffix = uuid.uuid4().hex
     payload = checkout_session_event(f"evt_test_{suffix}", f"cs_test_{suffix}", account_id, topup_for(package, None))
     signature = signature_header(payload, STRIPE_TEST_ENV["LEXORA_STRIPE_WEBHOOK_SECRET"])
     response = httpx.post(
-        f"{lexora.base_url}/billing/stripe/webhook",
+        f"{stack.base_url}/billing/stripe/webhook",
         content=payload.encode(),
         headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
         timeout=30,
@@ -79,9 +80,9 @@ def fits_the_screen(page: Page) -> bool:
 
 
 def test_a_new_user_works_from_the_console(
-    lexora: RunningStack, browser: Browser, screenshots: Path, monkeypatch: pytest.MonkeyPatch
+    console_stack: RunningStack, browser: Browser, screenshots: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root = root_of(lexora)
+    root = root_of(console_stack)
     user_email = new_email("user")
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = sign_up(context, root, user_email)
@@ -94,7 +95,7 @@ def test_a_new_user_works_from_the_console(
     # Top-up through a signed Stripe event: the balance and the history show it.
     page.get_by_role("link", name="Credits", exact=True).click()
     expect(page.get_by_text("Balance: $0.00")).to_be_visible()
-    deliver_topup(lexora, account_id, "credits_2000")  # 2,000 credits = $20
+    deliver_topup(console_stack, account_id, "credits_2000")  # 2,000 credits = $20
     page.reload()
     expect(page.locator("#balance")).to_have_text("$20.00")
     expect(page.locator("#transactions")).to_contain_text("Top-up")
@@ -113,17 +114,17 @@ def test_a_new_user_works_from_the_console(
     assert api_key.startswith("sk-lexora-")
     expect(page.get_by_role("button", name="Copy")).to_be_visible()
     page.screenshot(path=str(screenshots / "keys.png"), full_page=True)
-    page.reload()  # shown once: a fresh page has no key in it
+    page.goto(f"{root}/keys")  # shown once: a fresh page has no key in it
     assert api_key not in page.content()
 
     # The key works with the real OpenAI SDK, and the request shows in Usage with its cost.
-    client = openai.OpenAI(base_url=lexora.base_url, api_key=api_key, max_retries=0)
+    client = openai.OpenAI(base_url=console_stack.base_url, api_key=api_key, max_retries=0)
     reply = client.chat.completions.create(
         model=LOCAL_CHAT_MODEL, messages=[{"role": "user", "content": "Say hello."}], max_tokens=8
     )
     cost = reply.usage.model_extra["cost"]
     assert cost > 0
-    lexora.wait_for_usage_rows(account_id, 1)
+    off_the_loop(console_stack.wait_for_usage_rows, account_id, 1)
     page.get_by_role("link", name="Usage", exact=True).click()
     recent = page.locator("#recent tbody tr").first
     expect(recent).to_contain_text(LOCAL_CHAT_MODEL)
@@ -138,7 +139,7 @@ def test_a_new_user_works_from_the_console(
     # The admin, signed in with the keyboard alone, grants credit and changes the plan.
     admin_email = new_email("admin")
     monkeypatch.setenv("LEXORA_USER_PASSWORD", PASSWORD)
-    lexora.admin_cli("create-user", "--email", admin_email, "--admin")
+    console_stack.admin_cli("create-user", "--email", admin_email, "--admin")
     admin_context = browser.new_context(viewport={"width": 1280, "height": 900})
     admin = sign_in_with_keyboard(admin_context, root, admin_email)
     admin.get_by_role("link", name="Admin", exact=True).click()
@@ -156,13 +157,14 @@ def test_a_new_user_works_from_the_console(
     expect(admin.locator("#deployments")).to_contain_text(LOCAL_CHAT_MODEL)
     admin.screenshot(path=str(screenshots / "admin.png"), full_page=True)
 
+    off_the_loop(console_stack.settled_balance, account_id)
     page.get_by_role("link", name="Credits", exact=True).click()
     expect(page.locator("#transactions")).to_contain_text("welcome credit")
     expect(page.locator("#transactions")).to_contain_text("Charges (1 requests)")
     page.get_by_role("link", name="Settings", exact=True).click()
     expect(page.get_by_text("Plan: pro")).to_be_visible()
     # The plan reached the gateway at once (cached verifications dropped): /v1/key says pro.
-    key_view = httpx.get(f"{lexora.base_url}/key", headers={"Authorization": f"Bearer {api_key}"}, timeout=10)
+    key_view = httpx.get(f"{console_stack.base_url}/key", headers={"Authorization": f"Bearer {api_key}"}, timeout=10)
     assert key_view.json()["data"]["plan"] == "pro"
 
     # Revoked from the Keys page: the key gets 401 from then on.
@@ -194,8 +196,8 @@ def test_a_new_user_works_from_the_console(
         ctx.close()
 
 
-def test_forms_without_the_csrf_token_are_refused(lexora: RunningStack, browser: Browser) -> None:
-    root = root_of(lexora)
+def test_forms_without_the_csrf_token_are_refused(console_stack: RunningStack, browser: Browser) -> None:
+    root = root_of(console_stack)
     context = browser.new_context()
     page = sign_up(context, root, new_email("csrf"))
     # The session cookie rides along (same site), but the forged form has no token: refused.
@@ -209,8 +211,8 @@ def test_forms_without_the_csrf_token_are_refused(lexora: RunningStack, browser:
     context.close()
 
 
-def test_sign_in_attempts_are_limited(lexora: RunningStack, browser: Browser) -> None:
-    root = root_of(lexora)
+def test_sign_in_attempts_are_limited(console_stack: RunningStack, browser: Browser) -> None:
+    root = root_of(console_stack)
     context = browser.new_context()
     email = new_email("limited")
     sign_up(context, root, email).close()

@@ -126,3 +126,18 @@ def test_the_usage_chart_scales_to_the_largest_day() -> None:
     assert bars[1].y == 0 and bars[0].y == charts.HEIGHT
     assert bars[2].label == "2026-03-03: 1"
     assert charts.daily_bars([]) == []
+
+
+def test_the_oidc_state_cookie_is_signed_and_short_lived() -> None:
+    from lexora_gateway.account.oidc import STATE_TTL_S, read_state, safe_next, sign_state
+
+    state = {"state": "s", "nonce": "n", "verifier": "v", "next": "/keys", "at": 1000.0}
+    cookie = sign_state(SECRET, state)
+    assert read_state(SECRET, cookie, 1000.0 + 5) == state
+    assert read_state(SECRET, cookie, 1000.0 + STATE_TTL_S + 1) is None  # too old
+    assert read_state("another secret", cookie, 1001.0) is None
+    body, _, mac = cookie.rpartition(".")
+    assert read_state(SECRET, body + "x." + mac, 1001.0) is None  # tampered
+    assert read_state(SECRET, None, 1001.0) is None
+    assert safe_next("//evil.example") == "/" and safe_next("https://evil.example") == "/"
+    assert safe_next("/usage") == "/usage"

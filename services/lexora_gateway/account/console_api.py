@@ -10,7 +10,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 
 from lexora_console import cookies, csrf
 from lexora_contracts.accounts_api import (
@@ -58,11 +58,15 @@ def user_view(user: UserInfo) -> dict[str, Any]:
     }
 
 
-def _signed_in(state: GatewayState, request: Request, reply: SessionReply) -> Response:
-    """The user, with the session cookie (and a CSRF token for the forms and scripts that follow)."""
+def signed_in_response(state: GatewayState, reply: SessionReply, redirect_to: str | None = None) -> Response:
+    """The user (or a redirect), with the session cookie and a CSRF token for the forms and scripts
+    that follow."""
     secure = state.settings.console_cookie_secure
     token = csrf.new_token(state.settings.console_secret.get_secret_value())
-    response = JSONBody({**user_view(reply.user), "csrf_token": token})
+    if redirect_to is None:
+        response: Response = JSONBody({**user_view(reply.user), "csrf_token": token})
+    else:
+        response = RedirectResponse(redirect_to, status_code=303)
     max_age = max(int((reply.expires_at - datetime.now(UTC)).total_seconds()), 60)
     response.set_cookie(**cookies.session_cookie(reply.token, max_age, secure))
     response.set_cookie(**cookies.csrf_cookie(csrf.COOKIE, token, secure))
@@ -77,7 +81,7 @@ def _client_of(request: Request) -> str:
 async def sign_up(request: Request, state: StateDep) -> Response:
     body = parse_body(SignUp, await request.body())
     reply = await state.auth.sign_up(SignUpRequest(**body.model_dump()))
-    return _signed_in(state, request, reply)
+    return signed_in_response(state, reply)
 
 
 @router.post("/auth/signin", tags=["console"])
@@ -86,7 +90,7 @@ async def sign_in(request: Request, state: StateDep) -> Response:
     reply = await state.auth.sign_in(
         SignInRequest(email=body.email, password=body.password, client=_client_of(request))
     )
-    return _signed_in(state, request, reply)
+    return signed_in_response(state, reply)
 
 
 @router.post("/auth/signout", tags=["console"])
@@ -101,7 +105,10 @@ async def sign_out(request: Request, state: StateDep) -> Response:
 
 @router.get("/auth/signup-mode", tags=["console"])
 async def signup_mode(state: StateDep) -> Response:
-    return JSONBody({"mode": (await state.auth.signup_mode()).mode})
+    """Who may sign up (open, invite, closed), and the OpenID Connect provider's name when one is set up."""
+    settings = state.settings
+    oidc = settings.oidc_name if settings.oidc_issuer and settings.oidc_client_id else None
+    return JSONBody({"mode": (await state.auth.signup_mode()).mode, "oidc": oidc})
 
 
 @router.get("/me", tags=["console"])
