@@ -50,10 +50,11 @@ def screenshots(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def console_stack(state_root: Path, triton_endpoint: Endpoint, postgres_url: str) -> Iterator[RunningStack]:
     """The platform with the chat model alone in its catalog (the console needs no other, and the
-    warm-up of every model is the slowest part of a start), Stripe's test settings included."""
+    warm-up of every model is the slowest part of a start), Stripe's test settings included.
+    Session-scoped, so it starts before any module's Playwright loop (see above)."""
     catalog = [record for record in local_catalog(triton_endpoint) if record.id == LOCAL_CHAT_MODEL]
     state_dir = state_root / "console"
     with running_stack("console", postgres_url, state_dir, triton_endpoint, catalog, STRIPE_TEST_ENV) as running:

@@ -9,20 +9,18 @@ import uuid
 from oidc_provider_mock import run_server_in_thread
 from playwright.sync_api import Browser, expect
 
-from support.browser import off_the_loop
 from support.stack import RunningStack
 
 
 def test_a_user_signs_in_through_the_provider(console_stack: RunningStack, browser: Browser) -> None:
     with run_server_in_thread(port=0) as provider:
         issuer = f"http://localhost:{provider.server_port}"
-        gateway = off_the_loop(
-            lambda: console_stack.start_gateway(
-                LEXORA_OIDC_ISSUER=issuer,
-                LEXORA_OIDC_CLIENT_ID="lexora-console",
-                LEXORA_OIDC_CLIENT_SECRET="console-client-secret",
-                LEXORA_OIDC_NAME="Example SSO",
-            )
+        # Started from this thread (no asyncio in it): a service dies with the thread that started it.
+        gateway = console_stack.start_gateway(
+            LEXORA_OIDC_ISSUER=issuer,
+            LEXORA_OIDC_CLIENT_ID="lexora-console",
+            LEXORA_OIDC_CLIENT_SECRET="console-client-secret",
+            LEXORA_OIDC_NAME="Example SSO",
         )
         root = gateway.removesuffix("/v1")
         email = f"sso-{uuid.uuid4().hex[:8]}@example.test"

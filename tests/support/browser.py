@@ -24,6 +24,7 @@ CHROMIUM_ARGS = [
 
 
 def off_the_loop(call: Callable[..., T], *args: Any) -> T:
-    """`call(*args)` in a worker thread, away from Playwright's event loop."""
+    """`call(*args)` in a worker thread, away from Playwright's event loop. Not for starting
+    processes: the local stack's children die with the thread that started them (PDEATHSIG)."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(call, *args).result()
