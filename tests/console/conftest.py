@@ -57,9 +57,5 @@ def console_stack(state_root: Path, triton_endpoint: Endpoint, postgres_url: str
     Session-scoped, so it starts before any module's Playwright loop (see above)."""
     catalog = [record for record in local_catalog(triton_endpoint) if record.id == LOCAL_CHAT_MODEL]
     state_dir = state_root / "console"
-    # A longer warm-up than the default: this stack's first request often meets a Triton still
-    # loading the session's other models, on a machine shared with other test sessions.
-    with running_stack(
-        "console", postgres_url, state_dir, triton_endpoint, catalog, STRIPE_TEST_ENV, warm_up_timeout_s=420
-    ) as running:
+    with running_stack("console", postgres_url, state_dir, triton_endpoint, catalog, STRIPE_TEST_ENV) as running:
         yield running

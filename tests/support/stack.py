@@ -240,7 +240,6 @@ def running_stack(
     triton_endpoint: Endpoint,
     catalog: list[ModelRecord] | None = None,
     extra_env: dict[str, str] | None = None,
-    warm_up_timeout_s: float = 180,
 ) -> Iterator[RunningStack]:
     """The platform on real components, started as `lexora dev` starts it: NATS, the database, the
     catalog (by default every local model on `triton_endpoint`), the five services, then a warm-up
@@ -265,7 +264,7 @@ def running_stack(
         for service in stack.SERVICES:
             running.start(service)
         stack.wait_for_gateway(config.gateway_port, running.processes["gateway"])
-        failing = stack.wait_for_warm_up(config.nats_url, catalog, since=services_started, timeout=warm_up_timeout_s)
+        failing = stack.wait_for_warm_up(config.nats_url, catalog, since=services_started)
         assert not failing, f"models failed their warm-up request: {failing}"
         yield running
     finally:

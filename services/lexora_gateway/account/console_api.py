@@ -6,7 +6,7 @@ cookie (with the CSRF header when it changes something) or an API key (lexora_ga
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -222,7 +222,8 @@ async def transactions(request: Request, caller: AnyCaller, state: StateDep) -> 
         TransactionsRequest(
             account_id=account_id,
             start=datetime.combine(start, time(), UTC) if start else None,
-            end=datetime.combine(end + timedelta(days=1), time(), UTC) if end else None,
+            # end_date is inclusive; the last day there is has no day after it.
+            end=datetime.combine(end + timedelta(days=1), time(), UTC) if end and end < date.max else None,
             timezone=account.timezone,
             limit=limit,
         )
