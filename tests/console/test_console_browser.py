@@ -227,3 +227,66 @@ def test_sign_in_attempts_are_limited(console_stack: RunningStack, browser: Brow
     right = httpx.post(f"{root}/v1/auth/signin", json={"email": email, "password": PASSWORD}, timeout=30)
     assert right.status_code == 429
     context.close()
+
+
+def key_status(stack: RunningStack, api_key: str) -> int:
+    return httpx.get(f"{stack.base_url}/key", headers={"Authorization": f"Bearer {api_key}"}, timeout=10).status_code
+
+
+def create_key_on_the_page(page: Page, root: str, name: str) -> str:
+    page.goto(f"{root}/keys")
+    page.get_by_label("Name").fill(name)
+    page.get_by_role("button", name="Create key").click()
+    return page.get_by_label("API key").input_value()
+
+
+def test_the_playground_streams_an_answer(console_stack: RunningStack, browser: Browser) -> None:
+    root = root_of(console_stack)
+    context = browser.new_context()
+    page = sign_up(context, root, new_email("playground"))
+    deliver_topup(console_stack, account_id_of(page, root), "credits_2000")
+    page.get_by_role("link", name="Playground", exact=True).click()
+    page.get_by_role("button", name="Create a playground key").click()
+    expect(page.get_by_label("API key")).to_have_value(re.compile(r"^sk-lexora-"))
+    page.get_by_label("Maximum tokens").fill("8")
+    page.get_by_label("Message").fill("Say hello.")
+    page.get_by_role("button", name="Send").click()
+    # The answer streams in, and the final chunk's usage carries the cost.
+    expect(page.locator("#pg-usage")).to_contain_text("cost $", timeout=120_000)
+    assert page.locator("#pg-answer").inner_text().strip()
+    keys = page.request.get(f"{root}/v1/keys").json()["data"]
+    assert [k["name"] for k in keys] == ["Playground"]
+    context.close()
+
+
+def test_a_disabled_account_stops_at_once(
+    console_stack: RunningStack, browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = root_of(console_stack)
+    user_email = new_email("disabled")
+    context = browser.new_context()
+    page = sign_up(context, root, user_email)
+    account_id = account_id_of(page, root)
+    api_key = create_key_on_the_page(page, root, "soon disabled")
+    assert key_status(console_stack, api_key) == 200
+
+    admin_email = new_email("admin")
+    monkeypatch.setenv("LEXORA_USER_PASSWORD", PASSWORD)
+    console_stack.admin_cli("create-user", "--email", admin_email, "--admin")
+    admin_context = browser.new_context()
+    admin = sign_in_with_keyboard(admin_context, root, admin_email)
+    admin.goto(f"{root}/admin?q={user_email}")
+    admin.locator(f'tr[data-account="{account_id}"]').get_by_role("button", name="Disable").click()
+    expect(admin.locator(f'tr[data-account="{account_id}"]')).to_contain_text("disabled")
+
+    # Its key and its session stop at once: auth refuses them and gateways dropped their cache.
+    # (The cache is dropped by a NATS event: a moment, so asked again for up to five seconds.)
+    deadline = time.monotonic() + 5
+    while (status := key_status(console_stack, api_key)) != 401 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert status == 401
+    assert page.request.get(f"{root}/v1/me").status == 401
+    page.goto(f"{root}/keys")
+    expect(page.get_by_role("heading", name="Sign in", level=1)).to_be_visible()
+    context.close()
+    admin_context.close()
