@@ -32,6 +32,11 @@ if [ ! -x "$CLAUDE_BIN" ] || [ ! -x "$CODEX_BIN" ] \
   fi
 fi
 
+# The console's browser tests (tests/console) drive Debian's chromium; .ci/run installs it.
+if [ ! -x /usr/bin/chromium ]; then
+  echo "[bootstrap] /usr/bin/chromium not found: tests/console will fail until 'apt-get install -y chromium'" >&2
+fi
+
 if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ] && [ "$STAMP" -nt scripts/bootstrap.sh ] \
     && [ "$STAMP" -nt scripts/build-llama-cpp.sh ] && [ "$(cat "$STAMP")" = "$PACKAGES" ]; then
   exit 0

@@ -16,20 +16,22 @@ from lexora_db.schema import accounts, api_keys
 
 LAST_USE_PRECISION = timedelta(seconds=30)
 
-# A verification is this one statement: the key's identity, and its "last used" time
+# A verification is this one statement: the key's identity (none for a disabled account's key;
+# `admin` when an admin owns the account), and its "last used" time
 # moved forward in the same statement when it is older than LAST_USE_PRECISION ($2 now, $3 now
 # minus the precision). A revoked or unknown key returns no row and changes nothing.
 IDENTIFY = """
 WITH found AS (
-    SELECT k.id, k.account_id, k.spend_limit_micro, k.last_used_at, a.plan, a.timezone
+    SELECT k.id, k.account_id, k.spend_limit_micro, k.last_used_at, a.plan, a.timezone,
+           EXISTS (SELECT 1 FROM users u WHERE u.account_id = a.id AND u.role = 'admin') AS admin
     FROM api_keys k JOIN accounts a ON a.id = k.account_id
-    WHERE k.key_hash = $1 AND k.revoked_at IS NULL
+    WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND a.disabled_at IS NULL
 ), touched AS (
     UPDATE api_keys SET last_used_at = $2
     FROM found
     WHERE api_keys.id = found.id AND (found.last_used_at IS NULL OR found.last_used_at < $3)
 )
-SELECT id, account_id, spend_limit_micro, plan, timezone FROM found
+SELECT id, account_id, spend_limit_micro, plan, timezone, admin FROM found
 """
 
 
@@ -41,6 +43,7 @@ def _identity(row: asyncpg.Record) -> Identity:
         plan=row["plan"],
         timezone=row["timezone"],
         spend_limit_micro=row["spend_limit_micro"],
+        admin=row["admin"],
     )
 
 

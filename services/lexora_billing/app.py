@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from lexora_billing.history import transactions
 from lexora_billing.ledger import Ledger, utcnow
 from lexora_billing.settings import BillingSettings
 from lexora_billing.topup_endpoints import TopUpEndpoints, stripe_from
@@ -22,10 +23,13 @@ from lexora_contracts.messages import (
 from lexora_contracts.usage_api import (
     BILLING_CREDITS_SUMMARY,
     BILLING_KEY_SPEND_GET,
+    BILLING_TRANSACTIONS_LIST,
     CreditsSummary,
     CreditsSummaryRequest,
     KeySpend,
     KeySpendRequest,
+    TransactionList,
+    TransactionsRequest,
 )
 from lexora_db.engine import create_engine, database_unreachable
 from lexora_runtime.bus import consume_usage_event_batches, parse_usage_events
@@ -89,6 +93,9 @@ async def serve(settings: BillingSettings, ctx: ServiceContext) -> None:
     async def key_spend(request: KeySpendRequest) -> KeySpend:
         spent, held = await ledger.key_spend(request.key_id)
         return KeySpend(key_id=request.key_id, spent_micro=spent, held_micro=held)
+
+    async def transaction_list(request: TransactionsRequest) -> TransactionList:
+        return TransactionList(transactions=await transactions(engine, request))
 
     async def health(_: HealthProbe) -> HealthReply:
         return await health_of("billing", database=ledger.ping)
@@ -154,6 +161,7 @@ async def serve(settings: BillingSettings, ctx: ServiceContext) -> None:
             "balance": (subjects.BILLING_BALANCE_GET, BalanceRequest, balance),
             "credits_summary": (BILLING_CREDITS_SUMMARY, CreditsSummaryRequest, credits_summary),
             "key_spend": (BILLING_KEY_SPEND_GET, KeySpendRequest, key_spend),
+            "transactions": (BILLING_TRANSACTIONS_LIST, TransactionsRequest, transaction_list),
             "health": (subjects.BILLING_HEALTH, HealthProbe, health),
             **topups.endpoints(),
         },

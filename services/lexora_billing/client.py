@@ -52,10 +52,13 @@ from lexora_contracts.topups import (
 from lexora_contracts.usage_api import (
     BILLING_CREDITS_SUMMARY,
     BILLING_KEY_SPEND_GET,
+    BILLING_TRANSACTIONS_LIST,
     CreditsSummary,
     CreditsSummaryRequest,
     KeySpend,
     KeySpendRequest,
+    TransactionList,
+    TransactionsRequest,
 )
 from lexora_db.engine import CONNECTION_LOST, create_asyncpg_pool, create_engine, database_unreachable
 from lexora_runtime.bus import call
@@ -164,6 +167,10 @@ class BillingClient:
 
     async def key_spend(self, key_id: str) -> KeySpend:
         return await call(self._nc, BILLING_KEY_SPEND_GET, KeySpendRequest(key_id=key_id), KeySpend)
+
+    async def transactions(self, request: TransactionsRequest) -> TransactionList:
+        """Credits one by one and charges per day, newest first (holds and releases left out)."""
+        return await call(self._nc, BILLING_TRANSACTIONS_LIST, request, TransactionList, timeout=15.0)
 
     # ---- top-ups ------------------------------------------------------------------------------
     async def packages(self) -> PackagesReply:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import os
 import sys
@@ -17,6 +18,7 @@ from lexora_auth.client import AuthClient
 from lexora_billing.client import BillingClient
 from lexora_cli.accounts import open_funded_account
 from lexora_cli.local import DEFAULT_NATS_PORT, read_stack_file, state_dir_from_env
+from lexora_contracts.accounts_api import CreateUserRequest
 from lexora_contracts.errors import LexoraError
 from lexora_contracts.messages import Balance
 from lexora_contracts.money import micro_to_usd_str, usd_to_micro
@@ -68,7 +70,24 @@ async def revoke_key(args: argparse.Namespace, nc: NATS) -> dict[str, object]:
     return {"revoked": (await AuthClient(nc).revoke_key(args.key)).key_id}
 
 
+async def create_user(args: argparse.Namespace, nc: NATS) -> dict[str, object]:
+    """A console user with their own account; `--admin` makes the first administrator."""
+    password = os.environ.get("LEXORA_USER_PASSWORD") or getpass.getpass("Password for the new user: ")
+    request = CreateUserRequest(
+        email=args.email, password=password, role="admin" if args.admin else "user", plan=args.plan
+    )
+    user = await AuthClient(nc).create_user(request)
+    return {"user_id": user.user_id, "email": user.email, "role": user.role, "account_id": user.account.account_id}
+
+
+async def invite(args: argparse.Namespace, nc: NATS) -> dict[str, object]:
+    reply = await AuthClient(nc).create_invitation(args.actor, args.email)
+    return {"invitation": reply.token, "expires_at": reply.expires_at.isoformat()}
+
+
 COMMANDS: dict[str, Command] = {
+    "create-user": create_user,
+    "invite": invite,
     "create-key": create_key,
     "grant": grant,
     "balance": balance,
@@ -117,6 +136,17 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     new_key.add_argument("--spend-limit", default=None, help="optional cap on the key's total spend, in USD")
     listing = admin.add_parser("list-keys", help="list an account's keys (prefix and last use, never the key)")
     listing.add_argument("--account", required=True)
+    user = admin.add_parser(
+        "create-user", help="create a console user (password from LEXORA_USER_PASSWORD, else asked for)"
+    )
+    user.add_argument("--email", required=True)
+    user.add_argument("--admin", action="store_true", help="the user administers every account")
+    user.add_argument("--plan", choices=["free", "pro", "enterprise"], default="free")
+    invitation = admin.add_parser(
+        "invite", help="create an invitation (sign-up mode 'invite'): <console>/signup?invitation=<token>"
+    )
+    invitation.add_argument("--email", default=None, help="the only address that may use it")
+    invitation.add_argument("--actor", default=os.environ.get("USER", "admin"))
     revoke = admin.add_parser("revoke-key", help="revoke a key; every gateway refuses it within a second")
     revoke.add_argument("--key", required=True)
 

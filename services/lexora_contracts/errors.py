@@ -117,6 +117,25 @@ class Unauthorized(LexoraError):
     anthropic_type = "authentication_error"
 
 
+class Forbidden(LexoraError):
+    """Signed in, but not allowed: an admin's route for a user, a form without its CSRF token,
+    sign-up while it is closed."""
+
+    status = 403
+    type = "permission_error"
+    code = "forbidden"
+    anthropic_type = "permission_error"
+
+
+class Conflict(LexoraError):
+    """The request clashes with what exists (an email already registered)."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
+    anthropic_type = "invalid_request_error"
+
+
 class InsufficientCredits(LexoraError):
     status = 402
     type = "insufficient_credits"
@@ -217,6 +236,8 @@ _BY_CODE: dict[str, type[LexoraError]] = {
         InvalidRequest,
         ContextLengthExceeded,
         Unauthorized,
+        Forbidden,
+        Conflict,
         InsufficientCredits,
         ModelNotFound,
         NotFound,

@@ -26,6 +26,7 @@ class Identity(BaseModel):
     plan: Plan
     timezone: str = "UTC"  # the account's; daily limits reset at its midnight
     spend_limit_micro: int | None = None  # this key's optional cap on total spend
+    admin: bool = False  # the key's account belongs to an admin: it may use the admin API
 
 
 class CreateAccountRequest(BaseModel):

@@ -88,3 +88,39 @@ class KeySpend(BaseModel):
     key_id: str
     spent_micro: int
     held_micro: int
+
+
+BILLING_TRANSACTIONS_LIST = "billing.v1.transactions.list"
+USAGE_KEY_SPEND_LIST = "usage.v1.keyspend.list"
+
+
+class TransactionsRequest(BaseModel):
+    account_id: str
+    start: datetime | None = None  # inclusive
+    end: datetime | None = None  # exclusive
+    timezone: str = "UTC"  # charges are summed per day in this zone
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class Transaction(BaseModel):
+    """One credit (a top-up or an adjustment, which includes admin grants) or one day's charges."""
+
+    kind: str  # topup | adjustment | charges
+    amount_micro: int  # signed: credits positive, charges negative
+    created_at: datetime | None = None  # a credit's time
+    day: date | None = None  # a day of charges
+    count: int = 1  # how many charges that day
+    reason: str | None = None
+    actor: str | None = None
+
+
+class TransactionList(BaseModel):
+    transactions: list[Transaction]  # newest first
+
+
+class KeySpendListRequest(BaseModel):
+    account_id: str
+
+
+class KeySpendList(BaseModel):
+    cost_pico: dict[str, int]  # key id -> what its requests cost, in total

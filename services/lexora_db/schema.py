@@ -26,6 +26,7 @@ accounts = Table(
     Column("plan", String(20), nullable=False),
     Column("timezone", String(64), nullable=False, server_default="UTC"),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("disabled_at", DateTime(timezone=True)),  # a disabled account's keys and sessions stop
 )
 
 api_keys = Table(
@@ -114,4 +115,40 @@ usage_records = Table(
     Column("latency_ms", Integer, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
     Index("ix_usage_account_time", "account_id", "received_at"),
+)
+
+# ---- auth: people who sign in to the console ---------------------------------------------------
+# One user owns one account (its sign-up made it); `role` admin may act on every account.
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("email", String(320), nullable=False, unique=True),  # stored lower-cased
+    Column("password_hash", String(200)),  # Argon2id, PHC string; NULL for OpenID Connect users
+    Column("role", String(16), nullable=False, server_default="user"),  # user | admin
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# A signed-in browser: the cookie carries a random token, the table only its keyed hash.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", String(40), ForeignKey("users.id"), nullable=False, index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+# Invitation links an admin creates (sign-up mode `invite`); each signs up one user.
+invitations = Table(
+    "invitations",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("created_by", String(40), nullable=False),
+    Column("email", String(320)),  # when given, only this address may use it
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("used_at", DateTime(timezone=True)),
 )

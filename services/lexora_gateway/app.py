@@ -8,13 +8,18 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
 from nats.aio.msg import Msg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lexora_auth.client import AuthClient
 from lexora_billing.client import BillingClient
+from lexora_console.pages import ConsoleConfig, create_router
 from lexora_contracts import subjects
 from lexora_contracts.messages import KeyRevoked
+from lexora_gateway.account.admin_api import router as admin_routes
+from lexora_gateway.account.console_api import router as console_api_routes
+from lexora_gateway.account.oidc import router as oidc_routes
 from lexora_gateway.account.routes import router as account_routes
 from lexora_gateway.account.topups import router as topup_routes
 from lexora_gateway.admission.counters import CounterStore, limits_bucket
@@ -92,11 +97,19 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         platform_routes,
         account_routes,
         topup_routes,
+        console_api_routes,
+        admin_routes,
+        oidc_routes,
     )
     install_openapi(app, api, prefix="/v1")
     for routes in api:
         app.include_router(routes, prefix="/v1")
         app.include_router(routes, prefix="/api/v1", include_in_schema=False)
+
+    # The web console at `/`: pages rendered from the account API above (docs/console.md).
+    console = ConsoleConfig(settings.console_secret.get_secret_value(), settings.console_cookie_secure)
+    app.include_router(create_router(console))
+    app.mount("/console-static", StaticFiles(packages=[("lexora_console", "static")]), name="console-static")
 
     @app.get("/livez", include_in_schema=False)
     async def livez() -> Response:

@@ -19,7 +19,17 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from lexora_contracts.usage_api import MAX_USAGE_PAGE
-from lexora_gateway.account.schemas import CheckoutCreate
+from lexora_gateway.account.callers import current_caller
+from lexora_gateway.account.schemas import (
+    AccountChange,
+    CheckoutCreate,
+    GrantCreate,
+    InvitationCreate,
+    KeyCreate,
+    SettingsUpdate,
+    SignIn,
+    SignUp,
+)
 from lexora_gateway.admission.identity import current_identity
 from lexora_gateway.anthropic.schemas import CountTokensRequest, MessagesRequest
 from lexora_gateway.errors import speaks_anthropic
@@ -36,9 +46,23 @@ REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "/v1/messages": MessagesRequest,
     "/v1/messages/count_tokens": CountTokensRequest,
     "/v1/billing/checkout": CheckoutCreate,
+    "/v1/auth/signup": SignUp,
+    "/v1/auth/signin": SignIn,
+    "/v1/keys": KeyCreate,
+    "/v1/admin/accounts/{account_id}/grants": GrantCreate,
+    "/v1/admin/invitations": InvitationCreate,
+    "PATCH /v1/settings": SettingsUpdate,
+    "PATCH /v1/admin/accounts/{account_id}": AccountChange,
 }
 REF = "#/components/schemas/{model}"
 KEY_SECURITY = [{"bearer": []}, {"apiKey": []}]
+# The account API also takes the console's session cookie (with an X-CSRF-Token header on changes).
+CALLER_SECURITY = [*KEY_SECURITY, {"session": []}]
+ACCOUNT_PARAMETER = {"name": "account_id", "in": "query", "schema": {"type": "string"}}
+DATE_RANGE = [
+    {"name": "start_date", "in": "query", "schema": {"type": "string", "format": "date"}},
+    {"name": "end_date", "in": "query", "schema": {"type": "string", "format": "date"}},
+]
 # Query parameters that routes read by hand, with the bounds the route enforces.
 QUERY_PARAMETERS: dict[str, list[dict[str, Any]]] = {
     "/v1/usage": [
@@ -51,6 +75,18 @@ QUERY_PARAMETERS: dict[str, list[dict[str, Any]]] = {
             "in": "query",
             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_USAGE_PAGE, "default": 1},
         },
+    ],
+    "/v1/credits/transactions": [
+        *DATE_RANGE,
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+        ACCOUNT_PARAMETER,
+    ],
+    "/v1/keys": [ACCOUNT_PARAMETER],
+    "/v1/keys/{key_id}": [ACCOUNT_PARAMETER],
+    "/v1/settings": [ACCOUNT_PARAMETER],
+    "/v1/admin/accounts": [
+        {"name": "q", "in": "query", "schema": {"type": "string"}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
     ],
 }
 # Every error is one of these envelopes (lexora_gateway.errors), never FastAPI's 422 body.
@@ -103,10 +139,12 @@ def build(app: FastAPI, routers: Sequence[APIRouter], prefix: str) -> dict[str, 
     security = {
         "bearer": {"type": "http", "scheme": "bearer"},
         "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+        "session": {"type": "apiKey", "in": "cookie", "name": "lexora_session"},
     }
     document["components"]["securitySchemes"] = security
-    for path, model in REQUEST_BODIES.items():
-        operation = document["paths"].get(path, {}).get("post")
+    for where, model in REQUEST_BODIES.items():
+        method, _, path = where.rpartition(" ")
+        operation = document["paths"].get(path, {}).get((method or "post").lower())
         if operation is None:
             continue
         schema = model.model_json_schema(ref_template=REF)
@@ -117,18 +155,22 @@ def build(app: FastAPI, routers: Sequence[APIRouter], prefix: str) -> dict[str, 
             "content": {"application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}},
         }
     for route in (route for router in routers for route in router.routes):
-        if isinstance(route, APIRoute) and route.include_in_schema and _takes_a_key(route.dependant):
-            for method in route.methods:
-                document["paths"][prefix + route.path_format][method.lower()]["security"] = KEY_SECURITY
+        if isinstance(route, APIRoute) and route.include_in_schema:
+            security = KEY_SECURITY if _depends_on(route.dependant, current_identity) else None
+            security = CALLER_SECURITY if _depends_on(route.dependant, current_caller) else security
+            for method in route.methods if security else ():
+                document["paths"][prefix + route.path_format][method.lower()]["security"] = security
     for path, parameters in QUERY_PARAMETERS.items():
-        if operation := document["paths"].get(path, {}).get("get"):
-            operation["parameters"] = [*operation.get("parameters", []), *parameters]
+        for operation in document["paths"].get(path, {}).values():
+            wanted = parameters if operation is document["paths"][path].get("get") else [ACCOUNT_PARAMETER]
+            wanted = [p for p in wanted if p in parameters]
+            operation["parameters"] = [*operation.get("parameters", []), *wanted]
     _document_errors(document)
     return document
 
 
-def _takes_a_key(dependant: Dependant) -> bool:
-    return any(d.call is current_identity or _takes_a_key(d) for d in dependant.dependencies)
+def _depends_on(dependant: Dependant, call: object) -> bool:
+    return any(d.call is call or _depends_on(d, call) for d in dependant.dependencies)
 
 
 def _document_errors(document: dict[str, Any]) -> None:

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 
 from lexora_contracts.plans import DEFAULT_PLANS, PlanLimits
 from lexora_gateway.chat import image_inputs
 from lexora_runtime.settings import ServiceSettings
+
+DEV_CONSOLE_SECRET = "lexora-development-console-secret-not-for-production"
 
 
 class GatewaySettings(ServiceSettings):
@@ -50,3 +52,23 @@ class GatewaySettings(ServiceSettings):
     max_header_bytes: int = Field(default=32 * 1024, ge=1024)
     header_timeout_s: float = Field(default=15.0, gt=0)
     body_timeout_s: float = Field(default=30.0, gt=0)
+    # The web console (docs/console.md): the secret its CSRF tokens are signed with, and whether its
+    # cookies are Secure (browsers send Secure cookies to http://localhost and 127.0.0.1 too).
+    environment: str = "development"
+    console_secret: SecretStr = SecretStr(DEV_CONSOLE_SECRET)
+    console_cookie_secure: bool = True
+    # OpenID Connect sign-in (optional; docs/console.md): the provider's issuer URL (its discovery
+    # document is <issuer>/.well-known/openid-configuration), this client's id and secret, the name
+    # the sign-in page shows, and the callback URL when the gateway sits behind a proxy
+    # (default: <this origin>/v1/auth/oidc/callback; register it with the provider).
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_name: str = "single sign-on"
+    oidc_redirect_url: str | None = None
+
+    @model_validator(mode="after")
+    def _refuse_default_secret(self) -> GatewaySettings:
+        if self.environment != "development" and self.console_secret.get_secret_value() == DEV_CONSOLE_SECRET:
+            raise ValueError("LEXORA_CONSOLE_SECRET must be set outside development")
+        return self

@@ -8,13 +8,20 @@ from datetime import UTC, datetime
 
 from lexora_contracts import subjects
 from lexora_contracts.messages import HealthProbe, HealthReply, UsageEvent
-from lexora_contracts.usage_api import USAGE_REPORT_GET, UsageReport, UsageReportRequest
+from lexora_contracts.usage_api import (
+    USAGE_KEY_SPEND_LIST,
+    USAGE_REPORT_GET,
+    KeySpendList,
+    KeySpendListRequest,
+    UsageReport,
+    UsageReportRequest,
+)
 from lexora_db.engine import create_engine, database_unreachable
 from lexora_runtime.bus import consume_usage_event_batches, parse_usage_events
 from lexora_runtime.metrics import create_metrics, serve_metrics
 from lexora_runtime.service import ServiceContext, health_of, run_until_stopped
 from lexora_usage.recorder import UsageRecorder
-from lexora_usage.report import usage_report
+from lexora_usage.report import key_costs, usage_report
 from lexora_usage.settings import UsageSettings
 
 log = logging.getLogger("lexora.usage")
@@ -68,10 +75,14 @@ async def serve(settings: UsageSettings, ctx: ServiceContext) -> None:
     async def report(request: UsageReportRequest) -> UsageReport:
         return await usage_report(engine, request)
 
+    async def key_spend(request: KeySpendListRequest) -> KeySpendList:
+        return await key_costs(engine, request.account_id)
+
     await ctx.start_service(
         "usage",
         {
             "report": (USAGE_REPORT_GET, UsageReportRequest, report),
+            "key_spend": (USAGE_KEY_SPEND_LIST, KeySpendListRequest, key_spend),
             "health": (subjects.USAGE_HEALTH, HealthProbe, health),
         },
         unreachable=database_unreachable,

@@ -11,6 +11,7 @@ from lexora_contracts.usage_api import (
     DAILY_DAYS,
     Activity,
     DailyTotals,
+    KeySpendList,
     ModelTotals,
     Totals,
     UsageReport,
@@ -107,3 +108,11 @@ async def usage_report(engine: AsyncEngine, request: UsageReportRequest) -> Usag
         ],
         total_recent=totals[0],
     )
+
+
+async def key_costs(engine: AsyncEngine, account_id: str) -> KeySpendList:
+    """What each of the account's keys has cost, from its usage records (every key, limited or not)."""
+    query = select(u.c.key_id, func.sum(u.c.cost_pico)).where(u.c.account_id == account_id).group_by(u.c.key_id)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return KeySpendList(cost_pico={key_id: int(cost) for key_id, cost in rows})

@@ -14,7 +14,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("lexora_auth", "lexora_billing", "lexora_usage", "lexora_router")
-PRODUCTION = (*SERVICES, "lexora_gateway", "lexora_contracts", "lexora_runtime", "lexora_db", "lexora_operator")
+PRODUCTION = (
+    *SERVICES,
+    "lexora_gateway",
+    "lexora_console",
+    "lexora_contracts",
+    "lexora_runtime",
+    "lexora_db",
+    "lexora_operator",
+)
 
 
 def _python_files(root: Path) -> list[Path]:
@@ -86,6 +94,19 @@ def test_production_code_does_not_import_the_local_stack(package: str) -> None:
         if module.split(".")[0] == "lexora_dev"
     ]
     assert not importers, importers
+
+
+def test_the_console_reaches_the_platform_only_through_the_http_api() -> None:
+    """The pages are a client of the account API (lexora_console.api_client): no service, client
+    or contract is imported, so what a page shows is what the API answers."""
+    reaching = [
+        f"{_where(path, line)} imports {module}"
+        for package, path in _sources()
+        if package == "lexora_console"
+        for line, module in _imports(path)
+        if module.split(".")[0] in (*SERVICES, "lexora_gateway", "lexora_contracts", "lexora_db", "lexora_runtime")
+    ]
+    assert not reaching, reaching
 
 
 def test_the_cli_loads_the_local_stack_only_for_lexora_dev() -> None:

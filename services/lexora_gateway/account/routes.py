@@ -13,6 +13,7 @@ from lexora_contracts.errors import InvalidRequest
 from lexora_contracts.messages import Identity
 from lexora_contracts.money import MICRO_PER_CREDIT, MICRO_PER_USD
 from lexora_contracts.usage_api import MAX_USAGE_PAGE, UsageReportRequest
+from lexora_gateway.account.callers import AnyCaller, identity_of
 from lexora_gateway.admission import limits, rate_limits
 from lexora_gateway.admission.identity import CurrentIdentity
 from lexora_gateway.http import JSONBody
@@ -81,7 +82,9 @@ def _model_param(request: Request) -> str | None:
 
 
 @router.get("/usage")
-async def usage(request: Request, identity: CurrentIdentity, state: StateDep) -> Response:
+async def usage(request: Request, caller: AnyCaller, state: StateDep) -> Response:
+    """An API key's account, or the signed-in user's (the console's Usage page)."""
+    identity = identity_of(caller)
     start, end = _date_param(request, "start_date"), _date_param(request, "end_date")
     if start and end and end < start:
         raise InvalidRequest("'end_date' is before 'start_date'", param="end_date")
