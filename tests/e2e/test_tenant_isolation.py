@@ -39,17 +39,16 @@ def owned_things(lexora: RunningStack) -> tuple[Any, dict[str, str], dict[str, s
     )
     stored = sdk.responses.create(model=LOCAL_CHAT_MODEL, input="Hello", max_output_tokens=2)
     lexora.wait_for_usage_rows(owner.account_id, 2)
-    owner_headers = {"Authorization": f"Bearer {owner.api_key}"}
-    (key,) = httpx.get(f"{lexora.base_url}/keys", headers=owner_headers).json()["data"]
+    (key,) = lexora.admin_cli("list-keys", "--account", owner.account_id)["keys"]
     secrets = {
         "account id": owner.account_id,
         "request id": chat.headers["x-request-id"],
         "response id": stored.id,
         "chat id": chat.parse().id,
-        "key id": key["id"],
-        "key prefix": key["prefix"].rstrip("…"),
+        "key id": key["key_id"],
+        "key prefix": key["display_prefix"].rstrip("…"),
     }
-    identifiers = {"response_id": stored.id, "account_id": owner.account_id, "key_id": key["id"]}
+    identifiers = {"response_id": stored.id, "account_id": owner.account_id, "key_id": key["key_id"]}
     return owner, secrets, identifiers
 
 
