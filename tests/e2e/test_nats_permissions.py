@@ -16,6 +16,7 @@ from pathlib import Path
 
 import nats
 import pytest
+import trustme
 from nats.aio.client import Client as NATS
 
 from lexora_billing.client import BillingClient
@@ -23,7 +24,7 @@ from lexora_contracts import subjects
 from lexora_contracts.errors import InternalError
 from lexora_contracts.nats_permissions import ADMIN, DEV, GATEWAY, inbox_prefix
 from lexora_dev import stack
-from lexora_dev.processes import ManagedProcess, free_port
+from lexora_dev.processes import ManagedProcess, free_port, tcp_open, wait_until
 from lexora_runtime.bus import NatsAccess, connect
 from support.postgres import fresh_database
 
@@ -152,3 +153,58 @@ def test_services_connect_with_their_settings(bus: SecuredBus) -> None:
             await nc.close()
 
     assert json.loads(asyncio.run(ask_health()))["status"] == "ok"
+
+
+def _certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A test CA and a server certificate for 127.0.0.1 signed by it: (ca.crt, tls.crt, tls.key)."""
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1")
+    paths = directory / "ca.crt", directory / "tls.crt", directory / "tls.key"
+    ca.cert_pem.write_to_path(str(paths[0]))
+    server.cert_chain_pems[0].write_to_path(str(paths[1]))
+    server.private_key_pem.write_to_path(str(paths[2]))
+    return paths
+
+
+def test_over_tls_a_client_that_trusts_the_ca_connects_as_its_user(tmp_path: Path) -> None:
+    """nats.tls in the chart: the server presents a certificate of the CA the clients are given
+    (LEXORA_NATS_CA_FILE); permissions apply as without TLS."""
+    ca, cert, key = _certificates(tmp_path)
+    users = stack.local_nats_users(tmp_path)
+    config = tmp_path / "nats.conf"
+    tls = f'tls {{\n  cert_file: "{cert}"\n  key_file: "{key}"\n  ca_file: "{ca}"\n}}\n'
+    config.write_text(tls + users.authorization())
+    port = free_port()
+    argv = [stack.nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-c", str(config)]
+    server = ManagedProcess("nats-tls", argv, tmp_path / "nats.log", env=users.server_env()).start()
+    url = f"nats://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: tcp_open(port), 20, "nats-server", server)
+
+        async def attempt(access: NatsAccess) -> list[Exception]:
+            errors: list[Exception] = []
+
+            async def on_error(exc: Exception) -> None:
+                errors.append(exc)
+
+            nc = await nats.connect(url, allow_reconnect=False, error_cb=on_error, **access.options())
+            try:
+                await nc.publish(subjects.BILLING_CREDITS_GRANT, b"{}")
+                for _ in range(50):
+                    await nc.flush()
+                    if errors:
+                        break
+                    await asyncio.sleep(0.1)
+                return errors
+            finally:
+                await nc.close()
+
+        gateway = users.access(GATEWAY)
+        errors = asyncio.run(attempt(NatsAccess(gateway.user, gateway.password, str(ca))))
+        assert any("permissions violation for publish" in str(e).lower() for e in errors), errors
+
+        with pytest.raises(Exception) as untrusted:  # noqa: PT011 - the TLS handshake's own error
+            asyncio.run(attempt(gateway))  # no CA given: the server's certificate is not trusted
+        assert "CERTIFICATE_VERIFY_FAILED" in repr(untrusted.value) or "certificate" in str(untrusted.value).lower()
+    finally:
+        server.stop()
