@@ -91,12 +91,15 @@ def _stream_reader(stream: str) -> Grants:
 
 
 def kv_reader(bucket: str) -> Grants:
-    return _stream_reader(f"KV_{bucket}")
+    """Read and watch a bucket, and create it if it is missing: whoever starts first creates it
+    (lexora_runtime.model_registry), so a gateway never waits on the operator. A create of a
+    bucket that exists changes nothing."""
+    return _stream_reader(f"KV_{bucket}") + _api(f"STREAM.CREATE.KV_{bucket}")
 
 
 def kv_writer(bucket: str) -> Grants:
     """Read, create the bucket if missing, and put/update/delete its keys."""
-    return kv_reader(bucket) + _api(f"STREAM.CREATE.KV_{bucket}") + _pub(f"$KV.{bucket}.>")
+    return kv_reader(bucket) + _pub(f"$KV.{bucket}.>")
 
 
 def usage_stream_keeper() -> Grants:
