@@ -234,8 +234,8 @@ PERMISSIONS: dict[str, Grants] = {
 }
 
 
-# Each principal's own reply inbox, added to every entry when rendered.
 def with_inbox(principal: str, grants: Grants) -> Grants:
+    """`grants` plus the principal's own reply inbox, which every user gets when rendered."""
     return grants + _sub(f"{inbox_prefix(principal)}.>")
 
 
@@ -293,6 +293,7 @@ def _matches(tokens: list[str], pattern: list[str]) -> bool:
 
 
 def grants_of(principal: str, table: Mapping[str, Grants] = PERMISSIONS) -> Grants:
+    """Everything `principal` may do, as rendered."""
     return with_inbox(principal, table[principal])
 
 
