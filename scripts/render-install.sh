@@ -25,12 +25,17 @@ mkdir -p "$(dirname "$output")"
 #   kubectl create namespace lexora        # also in this file; the Secret must exist before the pods
 #   kubectl -n lexora create secret generic lexora-secrets \
 #     --from-literal=key-pepper="$(openssl rand -hex 32)" \
-#     --from-literal=postgres-password="$(openssl rand -hex 24)"
+#     --from-literal=postgres-password="$(openssl rand -hex 24)" \
+#     $(for u in gateway auth billing usage router operator admin; do
+#         echo --from-literal=nats-password-$u="n$(openssl rand -hex 24)"; done)
 #   kubectl apply --server-side -f manifests/install/lexora.yaml
 #
 # The migration Job runs once; before applying a newer version, `kubectl -n lexora delete job
-# lexora-migrations` so that it runs again. Then create the first key:
-#   kubectl -n lexora exec deploy/lexora-auth -- lexora admin create-key --credits 5
+# lexora-migrations` so that it runs again. Then create the first key, as NATS user admin (the only
+# one that may grant credit), its password piped in so it appears on no command line:
+#   kubectl -n lexora get secret lexora-secrets -o jsonpath='{.data.nats-password-admin}' | base64 -d |
+#     kubectl -n lexora exec -i deploy/lexora-auth -- sh -c \
+#       'LEXORA_NATS_USER=admin LEXORA_NATS_PASSWORD="$(cat)" exec lexora admin create-key --credits 5'
 ---
 apiVersion: v1
 kind: Namespace

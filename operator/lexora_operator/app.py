@@ -49,7 +49,7 @@ async def run_operator(
     ready_flag: asyncio.Event | None = None,
 ) -> None:
     api = KubeApi(connection, token_file=SERVICE_ACCOUNT_TOKEN if connection.token else None)
-    publisher = RegistryPublisher(settings.nats_url)
+    publisher = RegistryPublisher(settings.nats_url, settings.nats_access)
     registry = build_registry(settings.resync_seconds)
 
     @kopf.on.login(registry=registry)

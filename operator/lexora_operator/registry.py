@@ -18,6 +18,7 @@ from nats.js.errors import KeyNotFoundError
 from lexora_contracts.registry import Endpoint, ModelRecord, registry_key
 from lexora_operator.render import grpc_address, http_address
 from lexora_operator.spec import ModelDeploymentSpec
+from lexora_runtime.bus import NatsAccess
 from lexora_runtime.model_registry import publish_model, registry_bucket, withdraw_model
 
 log = logging.getLogger("lexora.operator.registry")
@@ -49,8 +50,9 @@ def model_record(name: str, namespace: str, spec: ModelDeploymentSpec, *, servin
 class RegistryPublisher:
     """Writes records only when they differ from what the bucket holds, so resyncs cost one read."""
 
-    def __init__(self, nats_url: str) -> None:
+    def __init__(self, nats_url: str, access: NatsAccess | None = None) -> None:
         self.nats_url = nats_url
+        self.access = access or NatsAccess()
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._connecting = asyncio.Lock()
@@ -67,6 +69,7 @@ class RegistryPublisher:
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=1,
                 connect_timeout=5,
+                **self.access.options(),
             )
             self._nc = await asyncio.wait_for(connecting, CONNECT_TIMEOUT_S)
             self._js = self._nc.jetstream()

@@ -1,5 +1,7 @@
 """`lexora admin ...`: accounts, keys and credit, asked of a running platform over NATS
-(`LEXORA_NATS_URL`, else the local stack's, else nats://127.0.0.1:4222)."""
+(`LEXORA_NATS_URL`, else the local stack's, else nats://127.0.0.1:4222) as its `admin` user, the
+only one allowed to grant credit (`LEXORA_NATS_USER`/`LEXORA_NATS_PASSWORD`/`LEXORA_NATS_CA_FILE`,
+else the local stack's admin password)."""
 
 from __future__ import annotations
 
@@ -17,12 +19,14 @@ from nats.aio.client import Client as NATS
 from lexora_auth.client import AuthClient
 from lexora_billing.client import BillingClient
 from lexora_cli.accounts import open_funded_account
-from lexora_cli.local import DEFAULT_NATS_PORT, read_stack_file, state_dir_from_env
+from lexora_cli.local import DEFAULT_NATS_PORT, read_nats_passwords, read_stack_file, state_dir_from_env
 from lexora_contracts.accounts_api import CreateUserRequest
 from lexora_contracts.errors import LexoraError
 from lexora_contracts.messages import Balance
 from lexora_contracts.money import micro_to_usd_str, usd_to_micro
-from lexora_runtime.bus import connect
+from lexora_contracts.nats_permissions import ADMIN
+from lexora_runtime.bus import NatsAccess, connect
+from lexora_runtime.settings import ServiceSettings
 
 Command = Callable[[argparse.Namespace, NATS], Awaitable[dict[str, object]]]
 
@@ -33,6 +37,14 @@ def nats_url_for_admin() -> str:
         or read_stack_file(state_dir_from_env()).get("nats_url")
         or f"nats://127.0.0.1:{DEFAULT_NATS_PORT}"
     )
+
+
+def nats_access_for_admin() -> NatsAccess:
+    access = ServiceSettings().nats_access
+    if access.user:
+        return access
+    local_password = read_nats_passwords(state_dir_from_env()).get(ADMIN)
+    return NatsAccess(ADMIN, local_password, access.ca_file) if local_password else access
 
 
 async def create_key(args: argparse.Namespace, nc: NATS) -> dict[str, object]:
@@ -98,7 +110,7 @@ COMMANDS: dict[str, Command] = {
 
 
 async def _run(command: Command, args: argparse.Namespace) -> dict[str, object]:
-    nc = await connect(nats_url_for_admin(), "lexora-admin")
+    nc = await connect(nats_url_for_admin(), "lexora-admin", nats_access_for_admin())
     try:
         return await command(args, nc)
     finally:

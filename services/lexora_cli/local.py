@@ -1,5 +1,6 @@
-"""The local stack's state directory (`LEXORA_STATE_DIR`, default `.lexora`) and the file in which
-a running `lexora dev` tells the other commands where it is (`stack.json`)."""
+"""The local stack's state directory (`LEXORA_STATE_DIR`, default `.lexora`), the file in which
+a running `lexora dev` tells the other commands where it is (`stack.json`), and the passwords of
+its NATS users (`nats-users.json`, made by `lexora dev`, readable by its owner only)."""
 
 from __future__ import annotations
 
@@ -26,3 +27,12 @@ def read_stack_file(state_dir: Path) -> dict[str, str]:
 
 def remove_stack_file(state_dir: Path) -> None:
     (state_dir / "stack.json").unlink(missing_ok=True)
+
+
+NATS_USERS_FILE = "nats-users.json"
+
+
+def read_nats_passwords(state_dir: Path) -> dict[str, str]:
+    """The local stack's NATS password of each principal; empty before `lexora dev` first ran."""
+    path = state_dir / NATS_USERS_FILE
+    return json.loads(path.read_text()) if path.exists() else {}

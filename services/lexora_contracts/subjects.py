@@ -39,6 +39,8 @@ MODEL_REGISTRY_BUCKET = "lexora-models"
 ENDPOINT_HEALTH_BUCKET = "lexora-endpoint-health"
 # stored Responses API responses (NATS KV), written and read by gateways; entries expire after 30 days
 RESPONSES_BUCKET = "lexora-responses"
+# rate-limit counters (NATS KV), written and read by gateways by compare-and-set
+RATE_LIMITS_BUCKET = "lexora-limits"
 
 # headers
 REQUEST_ID_HEADER = "Lexora-Request-Id"

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from lexora_cli.local import DEFAULT_NATS_PORT, remove_stack_file, state_dir_from_env, write_stack_file
+from lexora_contracts.nats_permissions import DEV
 from lexora_dev import stack
 from lexora_dev.catalog import (
     LOCAL_CHAT_MODEL,
@@ -46,8 +47,10 @@ def run_dev(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, request_stop)
     try:
         say(f"state directory {state_dir}")
-        processes.append(stack.start_nats(state_dir, nats_port))
-        say(f"nats-server with JetStream on {nats_url}")
+        nats_users = stack.local_nats_users(state_dir)
+        processes.append(stack.start_nats(state_dir, nats_port, users=nats_users))
+        say(f"nats-server with JetStream on {nats_url} (a user per service: {state_dir / 'nats-users.json'})")
+        tooling = nats_users.access(DEV)
         database_url = database.enter_context(stack.local_database(state_dir, server_url))
         if server_url:
             say("database ready (DATABASE_URL)")
@@ -60,15 +63,17 @@ def run_dev(args: argparse.Namespace) -> int:
         say(f"tritonserver serving model-repo/ (gRPC {endpoint.grpc_address}, HTTP {endpoint.http_address})")
         catalog = local_catalog(endpoint)
         processes.append(stack.start_model_recovery(state_dir, endpoint, catalog))
-        stack.publish_catalog(nats_url, catalog)
+        stack.publish_catalog(nats_url, catalog, tooling)
         job_timeout_s = float(os.environ.get("LEXORA_JOB_TIMEOUT_S", "120"))
-        config = stack.ServiceConfig(nats_url, database_url, state_dir, gateway_port, job_timeout_s=job_timeout_s)
+        config = stack.ServiceConfig(
+            nats_url, database_url, state_dir, gateway_port, job_timeout_s=job_timeout_s, nats_users=nats_users
+        )
         services_started = time.time()
         for service in stack.SERVICES:
             processes.append(stack.start_service(service, config))
         stack.wait_for_gateway(gateway_port, processes[-1])
         say("warming up: one small request to every model")
-        failing = stack.wait_for_warm_up(nats_url, catalog, since=services_started)
+        failing = stack.wait_for_warm_up(nats_url, catalog, since=services_started, access=tooling)
         running = {"nats_url": nats_url, "gateway_url": f"http://127.0.0.1:{gateway_port}"}
         if not server_url:  # the embedded database's URL holds no secret (trust on loopback)
             running["database_url"] = database_url

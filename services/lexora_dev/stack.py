@@ -11,6 +11,7 @@ import asyncio
 import json
 import secrets
 import shutil
+import string
 import sys
 import time
 import urllib.error
@@ -23,11 +24,14 @@ from pathlib import Path
 import nats
 from nats.js import JetStreamContext
 
+from lexora_cli.local import NATS_USERS_FILE, read_nats_passwords
+from lexora_contracts.nats_permissions import PERMISSIONS, password_variable, render_authorization
 from lexora_contracts.registry import Endpoint, EndpointHealth, ModelRecord, endpoint_health_key
 from lexora_db.engine import migrate
 from lexora_dev.postgres import private_postgres
 from lexora_dev.processes import ManagedProcess, free_port, http_ok, tcp_open, wait_until
 from lexora_dev.triton_server import triton_command
+from lexora_runtime.bus import NatsAccess
 from lexora_runtime.model_registry import publish_model, read_endpoint_health, withdraw_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -43,13 +47,60 @@ def nats_server_binary() -> str:
     return found
 
 
-def start_nats(state_dir: Path, port: int, monitor_port: int | None = None) -> ManagedProcess:
+@dataclass(frozen=True)
+class NatsUsers:
+    """The local NATS server's users, one per principal of `lexora_contracts.nats_permissions`
+    (plus any the test harness adds with every permission), and their passwords."""
+
+    passwords: dict[str, str]
+
+    def access(self, principal: str) -> NatsAccess:
+        return NatsAccess(principal, self.passwords[principal])
+
+    def env_for(self, principal: str) -> dict[str, str]:
+        return {"LEXORA_NATS_USER": principal, "LEXORA_NATS_PASSWORD": self.passwords[principal]}
+
+    def server_env(self) -> dict[str, str]:
+        """What nats-server reads the passwords from (the config holds variable names only)."""
+        return {password_variable(p): password for p, password in self.passwords.items()}
+
+    def authorization(self) -> str:
+        restricted = [p for p in PERMISSIONS if p in self.passwords]
+        return render_authorization(restricted, unrestricted=[p for p in self.passwords if p not in PERMISSIONS])
+
+
+def local_nats_users(state_dir: Path, unrestricted: tuple[str, ...] = ()) -> NatsUsers:
+    """A password for every principal (and every `unrestricted` user), made once and kept in the
+    state directory (`nats-users.json`, owner only), where `lexora admin` finds the admin's."""
+    path = state_dir / NATS_USERS_FILE
+    passwords = read_nats_passwords(state_dir)
+    wanted = (*PERMISSIONS, *unrestricted)
+    if any(p not in passwords for p in wanted):
+        alphabet = string.ascii_letters  # letters only: nats-server parses a variable's value
+        passwords |= {p: "".join(secrets.choice(alphabet) for _ in range(32)) for p in wanted if p not in passwords}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(passwords, indent=2))
+    return NatsUsers({p: passwords[p] for p in wanted})
+
+
+def start_nats(
+    state_dir: Path, port: int, monitor_port: int | None = None, users: NatsUsers | None = None
+) -> ManagedProcess:
+    """nats-server with JetStream on 127.0.0.1; with `users`, only they may connect, each limited
+    to its permissions (a refused publish or subscription is logged as a "Violation")."""
     store = state_dir / "nats"
     store.mkdir(parents=True, exist_ok=True)
     argv = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)]
     if monitor_port:
         argv += ["-m", str(monitor_port)]  # HTTP monitoring (/connz, /jsz) on 127.0.0.1 via -a
-    process = ManagedProcess("nats-server", argv, state_dir / "logs" / "nats.log").start()
+    env: dict[str, str] = {}
+    if users is not None:
+        config = state_dir / "nats-authorization.conf"
+        config.write_text(users.authorization())
+        argv += ["-c", str(config)]
+        env = users.server_env()
+    process = ManagedProcess("nats-server", argv, state_dir / "logs" / "nats.log", env=env).start()
     wait_until(lambda: tcp_open(port), 20, "nats-server", process)
     return process
 
@@ -113,7 +164,12 @@ def start_model_recovery(state_dir: Path, endpoint: Endpoint, records: list[Mode
 
 
 def wait_for_warm_up(
-    nats_url: str, records: list[ModelRecord], since: float, timeout: float = 180, grace: float = 20
+    nats_url: str,
+    records: list[ModelRecord],
+    since: float,
+    timeout: float = 180,
+    grace: float = 20,
+    access: NatsAccess | None = None,
 ) -> dict[str, str]:
     """Until the routers have sent every model on every endpoint its first real request (a probe:
     one token, one embedding, the smallest image; lexora_router.prober) since `since` (unix time;
@@ -124,7 +180,7 @@ def wait_for_warm_up(
     expected = {endpoint_health_key(r.id, e.name): r.id for r in records for e in r.endpoints if e.ready}
 
     async def wait() -> dict[str, EndpointHealth]:
-        nc = await nats.connect(nats_url)
+        nc = await nats.connect(nats_url, **(access or NatsAccess()).options())
         try:
             deadline = time.monotonic() + timeout
             all_seen_at: float | None = None
@@ -171,12 +227,15 @@ class ServiceConfig:
     job_timeout_s: float = 120.0
     log_level: str = "INFO"
     extra_env: dict[str, str] = field(default_factory=dict)
+    # The server's users: each service connects as its own (None: a server without authorization).
+    nats_users: NatsUsers | None = None
 
     def env_for(self, service: str) -> dict[str, str]:
         env = {
             "LEXORA_NATS_URL": self.nats_url,
             "LEXORA_LOG_LEVEL": self.log_level,
             "LEXORA_METRICS_PORT": str(free_port()),
+            **(self.nats_users.env_for(service) if self.nats_users else {}),
             **self.extra_env,
         }
         if service in ("auth", "billing", "usage", "gateway"):  # the gateway's: for credit holds on Postgres
@@ -222,11 +281,13 @@ def _services_reachable(url: str) -> bool:
     return all(check.get("status") != "down" for check in checks.values())
 
 
-def wait_for_service(nats_url: str, health_subject: str, process: ManagedProcess, timeout: float = 60) -> None:
+def wait_for_service(
+    nats_url: str, health_subject: str, process: ManagedProcess, timeout: float = 60, access: NatsAccess | None = None
+) -> None:
     """Until the service answers its NATS health subject (it has connected and subscribed)."""
 
     async def wait() -> None:
-        nc = await nats.connect(nats_url)
+        nc = await nats.connect(nats_url, **(access or NatsAccess()).options())
         try:
             deadline = time.monotonic() + timeout
             while True:
@@ -244,25 +305,27 @@ def wait_for_service(nats_url: str, health_subject: str, process: ManagedProcess
     asyncio.run(wait())
 
 
-def publish_catalog(nats_url: str, records: list[ModelRecord]) -> None:
+def publish_catalog(nats_url: str, records: list[ModelRecord], access: NatsAccess | None = None) -> None:
     async def publish(js: JetStreamContext) -> None:
         for record in records:
             await publish_model(js, record)
 
-    _on_registry(nats_url, publish)
+    _on_registry(nats_url, publish, access)
 
 
-def withdraw_catalog(nats_url: str, model_ids: list[str]) -> None:
+def withdraw_catalog(nats_url: str, model_ids: list[str], access: NatsAccess | None = None) -> None:
     async def withdraw(js: JetStreamContext) -> None:
         for model_id in model_ids:
             await withdraw_model(js, model_id)
 
-    _on_registry(nats_url, withdraw)
+    _on_registry(nats_url, withdraw, access)
 
 
-def _on_registry(nats_url: str, change: Callable[[JetStreamContext], Awaitable[None]]) -> None:
+def _on_registry(
+    nats_url: str, change: Callable[[JetStreamContext], Awaitable[None]], access: NatsAccess | None = None
+) -> None:
     async def connected() -> None:
-        nc = await nats.connect(nats_url)
+        nc = await nats.connect(nats_url, **(access or NatsAccess()).options())
         try:
             await change(nc.jetstream())
         finally:

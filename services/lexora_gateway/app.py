@@ -57,7 +57,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        nc = await connect_with_patience(settings.nats_url, "lexora-gateway")
+        nc = await connect_with_patience(settings.nats_url, "lexora-gateway", settings.nats_access)
         js = nc.jetstream()
         await ensure_usage_stream(js)
         registry = ModelRegistryView()

@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import nats
 from nats import micro
@@ -29,6 +31,7 @@ from lexora_contracts.errors import (
     error_from_info,
 )
 from lexora_contracts.messages import UsageEvent
+from lexora_contracts.nats_permissions import inbox_prefix
 from lexora_runtime.logs import request_id_var
 
 log = logging.getLogger(__name__)
@@ -44,7 +47,30 @@ USAGE_DEDUP_WINDOW_S = 600
 USAGE_PUBLISH_ATTEMPTS = 10
 
 
-async def connect(url: str, name: str) -> NATS:
+@dataclass(frozen=True)
+class NatsAccess:
+    """Who a process is on NATS: its user (a principal of `lexora_contracts.nats_permissions`) and
+    password, and the CA that signed the server's certificate when NATS speaks TLS. No user: a
+    server without authorization (a component's own test server)."""
+
+    user: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+
+    def __repr__(self) -> str:  # never the password
+        return f"NatsAccess(user={self.user!r}, ca_file={self.ca_file!r})"
+
+    def options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        if self.user:
+            # Replies arrive under the user's own inbox prefix, the only one it may subscribe to.
+            options |= {"user": self.user, "password": self.password or "", "inbox_prefix": inbox_prefix(self.user)}
+        if self.ca_file:
+            options["tls"] = ssl.create_default_context(cafile=self.ca_file)
+        return options
+
+
+async def connect(url: str, name: str, access: NatsAccess | None = None) -> NATS:
     return await nats.connect(
         url,
         name=name,
@@ -52,6 +78,7 @@ async def connect(url: str, name: str) -> NATS:
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         connect_timeout=2,
+        **(access or NatsAccess()).options(),
     )
 
 

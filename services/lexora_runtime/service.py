@@ -65,12 +65,12 @@ class ServiceContext:
         await self.runner.drain()
 
 
-async def connect_with_patience(url: str, name: str) -> NATS:
+async def connect_with_patience(url: str, name: str, access: bus.NatsAccess | None = None) -> NATS:
     """Services may start before NATS is up (pods start in any order): keep trying for a while."""
     deadline = asyncio.get_running_loop().time() + CONNECT_PATIENCE_S
     while True:
         try:
-            return await bus.connect(url, name)
+            return await bus.connect(url, name, access)
         except (TimeoutError, OSError, nats.errors.NoServersError):
             if asyncio.get_running_loop().time() > deadline:
                 raise
@@ -82,7 +82,7 @@ async def _run(name: str, settings: S, serve: Callable[[S, ServiceContext], Awai
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    nc = await connect_with_patience(settings.nats_url, f"lexora-{name}")
+    nc = await connect_with_patience(settings.nats_url, f"lexora-{name}", settings.nats_access)
     ctx = ServiceContext(nc, stop)
     log.info("service starting")
     freeze_startup_heap()

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from lexora_contracts.nats_permissions import CHART_PRINCIPALS
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO_ROOT / "charts" / "lexora"
 CI_VALUES_DIR = CHART_DIR / "ci"
@@ -21,7 +23,11 @@ RELEASE = "lexora"
 NAMESPACE = "lexora"
 # Without a cluster (as here, and as in GitOps) the chart refuses to generate secrets it could not
 # keep (templates/secret.yaml): renders get them inline, as a GitOps user gives them.
-OFFLINE_SECRETS = {"secrets.keyPepper": "offline-render-pepper", "secrets.postgresPassword": "offline-render-password"}
+OFFLINE_SECRETS = {
+    "secrets.keyPepper": "offline-render-pepper",
+    "secrets.postgresPassword": "offline-render-password",
+    **{f"secrets.natsPasswords.{p}": f"offlineRender{p.capitalize()}" for p in CHART_PRINCIPALS},
+}
 
 
 def offline_secret_args() -> list[str]:

@@ -92,6 +92,14 @@ def _operator_env(objects: list[dict]) -> dict[str, str | None]:
     return {var["name"]: var.get("value") for var in container["env"]}
 
 
+def _operator_secret_refs(objects: list[dict]) -> dict[str, dict]:
+    (deployment,) = [o for o in objects_of(objects, "Deployment") if o["metadata"]["name"] == "lexora-operator"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {
+        v["name"]: v["valueFrom"]["secretKeyRef"] for v in container["env"] if "secretKeyRef" in v.get("valueFrom", {})
+    }
+
+
 @pytest.mark.parametrize(
     "paths",
     [sorted(STANDALONE_OPERATOR.glob("*.yaml")), [INSTALL]],
@@ -118,8 +126,9 @@ def test_the_standalone_operator_reaches_the_nats_and_router_the_chart_installs(
     chart = renders["default"]
     standalone = _documents(sorted(STANDALONE_OPERATOR.glob("*.yaml")))
     theirs, ours = _operator_env(chart), _operator_env(standalone)
-    for name in ("LEXORA_NATS_URL", "LEXORA_ROUTER_NAMESPACE", "LEXORA_TRITON_NETWORK_POLICY"):
+    for name in ("LEXORA_NATS_URL", "LEXORA_NATS_USER", "LEXORA_ROUTER_NAMESPACE", "LEXORA_TRITON_NETWORK_POLICY"):
         assert ours[name] == theirs[name], name
+    assert _operator_secret_refs(standalone) == _operator_secret_refs(chart)
     assert json.loads(ours["LEXORA_ROUTER_POD_LABELS"]) == json.loads(theirs["LEXORA_ROUTER_POD_LABELS"])
     assert _operator_env(_documents([INSTALL]))["LEXORA_NATS_URL"] == theirs["LEXORA_NATS_URL"]
     (deployment,) = objects_of(standalone, "Deployment")

@@ -157,7 +157,12 @@ def test_notes_print_the_api_url_and_how_to_create_the_first_key(helm: Helm) -> 
     default = notes(helm)
     assert "port-forward svc/lexora-gateway 8080:80" in default
     assert "http://127.0.0.1:8080/v1" in default
-    assert "exec deploy/lexora-auth -- lexora admin create-key" in default
+    # As NATS user admin, the only one that may grant credit, its password piped in.
+    assert "get secret lexora -o jsonpath='{.data.nats-password-admin}'" in default
+    assert "exec -i deploy/lexora-auth -- sh -c" in default
+    assert 'LEXORA_NATS_USER=admin LEXORA_NATS_PASSWORD="$(cat)" exec lexora admin create-key' in default
+    without_nats_users = notes(helm, set_values={"nats.auth.enabled": "false"})
+    assert "exec deploy/lexora-auth -- lexora admin create-key" in without_nats_users
     assert "helm test lexora -n lexora" in default
     assert "https://api.lexora.example/v1" in notes(helm, [VALUE_SETS["production"]])
 

@@ -7,6 +7,7 @@ import json
 import pytest
 from chart_support import NAMESPACE, RELEASE, Helm, named, objects_of, pod_specs
 
+from lexora_contracts.nats_permissions import CHART_PRINCIPALS, password_variable
 from lexora_operator.render import TritonAccess, render_network_policy
 
 RELEASE_SELECTOR = {"app.kubernetes.io/name": "lexora", "app.kubernetes.io/instance": RELEASE}
@@ -143,7 +144,11 @@ SECRET_ENV = {
     "POSTGRES_PASSWORD",
     "LEXORA_STRIPE_SECRET_KEY",
     "LEXORA_STRIPE_WEBHOOK_SECRET",
+    "LEXORA_NATS_PASSWORD",
+    *(password_variable(p) for p in CHART_PRINCIPALS),
 }
+NATS_GIVEN = {f"secrets.natsPasswords.{p}": f"given{p}" for p in CHART_PRINCIPALS}
+ALL_NATS = "secrets.natsPasswords.{" + ",".join(CHART_PRINCIPALS) + "}"
 
 
 def _secret_refs(objects: list[dict]) -> set[str]:
@@ -181,11 +186,18 @@ def test_secret_values_reach_pods_only_through_secret_refs(renders: dict[str, li
 
 
 def test_generated_secret_holds_what_the_services_read(renders: dict[str, list[dict]]) -> None:
+    nats_passwords = {f"nats-password-{p}" for p in CHART_PRINCIPALS}
     bundled = named(renders["default"], "Secret", RELEASE)
-    assert set(bundled["data"]) == {"key-pepper", "postgres-password"}
+    assert set(bundled["data"]) == {"key-pepper", "postgres-password", *nats_passwords}
     assert bundled["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     external = named(renders["external-db"], "Secret", RELEASE)
-    assert set(external["data"]) == {"key-pepper", "database-url", "stripe-secret-key", "stripe-webhook-secret"}
+    assert set(external["data"]) == {
+        "key-pepper",
+        "database-url",
+        "stripe-secret-key",
+        "stripe-webhook-secret",
+        *nats_passwords,
+    }
 
 
 # --- hooks ---------------------------------------------------------------------------------------
@@ -352,12 +364,20 @@ def test_network_policy_off_turns_the_triton_policies_off(helm: Helm) -> None:
 @pytest.mark.parametrize(
     ("values", "refused"),
     [
-        pytest.param({}, "secrets.keyPepper and secrets.postgresPassword", id="bundled-postgres"),
-        pytest.param({"secrets.postgresPassword": "given"}, "secrets.keyPepper", id="pepper-only"),
+        pytest.param({}, f"secrets.keyPepper and secrets.postgresPassword and {ALL_NATS}", id="bundled-postgres"),
+        pytest.param({"secrets.postgresPassword": "given", **NATS_GIVEN}, "secrets.keyPepper", id="pepper-only"),
         pytest.param(
-            {"postgresql.enabled": "false", "secrets.databaseUrl": "postgresql+asyncpg://u:p@db:5432/x"},
+            {"postgresql.enabled": "false", "secrets.databaseUrl": "postgresql+asyncpg://u:p@db:5432/x", **NATS_GIVEN},
             "secrets.keyPepper",
             id="external-postgres",
+        ),
+        pytest.param(
+            {"secrets.keyPepper": "p", "secrets.postgresPassword": "w", "secrets.natsPasswords.admin": "given"},
+            "secrets.natsPasswords.{gateway,auth,billing,usage,router,operator}",
+            id="nats-passwords-but-admin",
+        ),
+        pytest.param(
+            {"nats.auth.enabled": "false"}, "secrets.keyPepper and secrets.postgresPassword", id="no-nats-auth"
         ),
     ],
 )
@@ -375,7 +395,7 @@ def test_without_a_cluster_the_chart_refuses_to_generate_secrets(
     "values",
     [
         pytest.param({"secrets.existingSecret": "lexora-secrets"}, id="existing-secret"),
-        pytest.param({"secrets.keyPepper": "p", "secrets.postgresPassword": "w"}, id="inline"),
+        pytest.param({"secrets.keyPepper": "p", "secrets.postgresPassword": "w", **NATS_GIVEN}, id="inline"),
     ],
 )
 def test_without_a_cluster_given_secrets_render(helm: Helm, values: dict[str, str]) -> None:

@@ -24,11 +24,13 @@ from cluster_box import Box, ClusterInABox
 from local_images import local_images
 from pod_runner import PodEnvironment
 
+from lexora_contracts.nats_permissions import OPERATOR
 from lexora_contracts.registry import Endpoint
 from lexora_dev.processes import ManagedProcess
 from lexora_dev.triton_server import ensure_flux_weights
 from lexora_operator.app import run_operator
 from lexora_operator.settings import OperatorSettings
+from lexora_runtime.bus import NatsAccess
 from support.postgres import fresh_database
 from support.stack import RunningStack, running_stack
 
@@ -79,9 +81,14 @@ def api_emulator() -> Iterator[tuple[str, Any]]:
 
 
 @contextlib.contextmanager
-def running_operator(api_url: str, nats_url: str) -> Iterator[None]:
+def running_operator(api_url: str, nats_url: str, access: NatsAccess) -> Iterator[None]:
     settings = OperatorSettings(
-        nats_url=nats_url, resync_seconds=5, health_port=0, cache_storage_class=CACHE_STORAGE_CLASS
+        nats_url=nats_url,
+        nats_user=access.user,
+        nats_password=access.password,
+        resync_seconds=5,
+        health_port=0,
+        cache_storage_class=CACHE_STORAGE_CLASS,
     )
     connection = kopf.ConnectionInfo(server=api_url, insecure=True)
     stop, ready = threading.Event(), threading.Event()
@@ -131,7 +138,7 @@ def box(state_root: Path, postgres_url: str) -> Iterator[Box]:
         router_with_cluster_dns(platform, hosts)
         cluster.start()
         try:
-            with running_operator(api_url, platform.config.nats_url):
+            with running_operator(api_url, platform.config.nats_url, platform.nats_users.access(OPERATOR)):
                 yield Box(api_url, cluster, platform)
         finally:
             cluster.stop()  # the pods' logs and events.log stay in state_root when a test failed

@@ -118,7 +118,7 @@ def test_redelivered_usage_event_is_neither_recorded_nor_charged_twice(lexora: R
     async def redeliver() -> None:
         # Past JetStream's dedup window a redelivery arrives with a new message id: the consumers
         # themselves must recognise the request.
-        nc = await nats.connect(lexora.config.nats_url)
+        nc = await nats.connect(lexora.nats_url)
         event = UsageEvent(
             request_id=row["request_id"],
             account_id=account.account_id,
@@ -165,7 +165,7 @@ def test_a_scheduled_price_change_applies_to_later_requests_only(lexora: Running
             "price_changes": [ScheduledPrice(effective_from=change_at, pricing=doubled)],
         }
     )
-    stack.publish_catalog(lexora.config.nats_url, [record])
+    stack.publish_catalog(lexora.nats_url, [record])
     account = lexora.create_account()
     client = openai.OpenAI(base_url=lexora.base_url, api_key=account.api_key, max_retries=0)
 

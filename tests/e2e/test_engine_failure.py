@@ -247,11 +247,11 @@ def test_the_warm_up_names_a_model_that_cannot_serve_and_why(
     update = {"id": "test/not-in-triton", "triton_model": "no-such-model", "endpoints": [endpoint]}
     broken = chat.model_copy(update=update)
     since = time.time()
-    stack.publish_catalog(running.config.nats_url, [broken])
+    stack.publish_catalog(running.nats_url, [broken])
     try:
-        failing = stack.wait_for_warm_up(running.config.nats_url, [broken], since=since, timeout=30, grace=2)
+        failing = stack.wait_for_warm_up(running.nats_url, [broken], since=since, timeout=30, grace=2)
     finally:
-        stack.withdraw_catalog(running.config.nats_url, [broken.id])
+        stack.withdraw_catalog(running.nats_url, [broken.id])
     assert list(failing) == ["test/not-in-triton"]
     assert "no-such-model" in failing["test/not-in-triton"], failing
 

@@ -35,7 +35,7 @@ def replicas(lexora: RunningStack) -> tuple[str, str]:
     free = lexora.registry_record(LOCAL_CHAT_MODEL).model_copy(
         update={"id": FREE_MODEL, "pricing": Pricing(input_micro_per_mtok=0, output_micro_per_mtok=0), "aliases": []}
     )
-    stack.publish_catalog(lexora.config.nats_url, [free])
+    stack.publish_catalog(lexora.nats_url, [free])
     for gateway in (first, second, lexora.base_url):
         wait_until(lambda g=gateway: httpx.get(f"{g}/models/{FREE_MODEL}").status_code == 200, 10, "free model listed")
     return first, second

@@ -28,10 +28,10 @@ def extra_models(lexora: RunningStack) -> Iterator[dict[str, str]]:
     dead = Endpoint(name="dead", grpc_address=f"127.0.0.1:{free_port()}", http_address=f"127.0.0.1:{free_port()}")
     failover = live.model_copy(update={"id": "test/failover", "endpoints": [dead, *live.endpoints]})
     all_dead = live.model_copy(update={"id": "test/all-dead", "endpoints": [dead]})
-    stack.publish_catalog(lexora.config.nats_url, [failover, all_dead])
+    stack.publish_catalog(lexora.nats_url, [failover, all_dead])
     _wait_listed(lexora, {failover.id, all_dead.id})
     yield {"failover": failover.id, "all_dead": all_dead.id}
-    stack.withdraw_catalog(lexora.config.nats_url, [failover.id, all_dead.id])
+    stack.withdraw_catalog(lexora.nats_url, [failover.id, all_dead.id])
 
 
 def _wait_listed(lexora: RunningStack, ids: set[str]) -> None:

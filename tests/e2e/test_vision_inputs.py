@@ -85,7 +85,7 @@ def vision_unserved(lexora: RunningStack) -> str:
     record = lexora.registry_record(LOCAL_CHAT_MODEL).model_copy(
         update={"id": VISION_UNSERVED, "aliases": [], "capabilities": ["chat", "vision"]}
     )
-    stack.publish_catalog(lexora.config.nats_url, [record])
+    stack.publish_catalog(lexora.nats_url, [record])
     client = sdk(lexora, lexora.create_account().api_key)
     deadline = time.monotonic() + 10
     while VISION_UNSERVED not in {m.id for m in client.models.list()}:

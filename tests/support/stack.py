@@ -20,12 +20,13 @@ from lexora_auth.client import AuthClient
 from lexora_billing.client import BillingClient
 from lexora_cli.accounts import open_funded_account
 from lexora_contracts.messages import Balance
+from lexora_contracts.nats_permissions import ADMIN, DEV
 from lexora_contracts.registry import Endpoint, ModelRecord
 from lexora_db.engine import create_engine
 from lexora_dev import stack
 from lexora_dev.catalog import local_catalog
 from lexora_dev.processes import ManagedProcess, free_port
-from lexora_runtime.bus import connect
+from lexora_runtime.bus import NatsAccess, connect
 
 # The platform's model name patterns in the test stack (LEXORA_MODEL_ALIASES): what Claude Code
 # asks for by name is served by the local chat model.
@@ -64,6 +65,11 @@ class Account:
     api_key: str
 
 
+# The test harness's own NATS user, with every permission: tests play every role (publish usage
+# events, read and change the registry). Each service and the admin CLI keep their own users.
+TESTS_NATS_USER = "tests"
+
+
 @dataclass
 class RunningStack:
     name: str
@@ -76,6 +82,26 @@ class RunningStack:
         return f"http://127.0.0.1:{self.config.gateway_port}/v1"
 
     @property
+    def nats_users(self) -> stack.NatsUsers:
+        assert self.config.nats_users is not None
+        return self.config.nats_users
+
+    @property
+    def nats_url(self) -> str:
+        """The server's URL with the test harness's credentials in it, for `nats.connect(url)`."""
+        password = self.nats_users.passwords[TESTS_NATS_USER]
+        return self.config.nats_url.replace("nats://", f"nats://{TESTS_NATS_USER}:{password}@", 1)
+
+    @property
+    def admin_access(self) -> NatsAccess:
+        return self.nats_users.access(ADMIN)
+
+    def nats_violations(self) -> list[str]:
+        """The publishes and subscriptions nats-server refused so far (its log), any user's."""
+        log = self.config.state_dir / "logs" / "nats.log"
+        return [line for line in log.read_text(errors="replace").splitlines() if "Violation" in line]
+
+    @property
     def database_url(self) -> str:
         return self.config.database_url
 
@@ -84,7 +110,7 @@ class RunningStack:
         """An account with credit; unlimited by default so only the rate-limit tests meet limits."""
 
         async def create() -> Account:
-            nc = await connect(self.config.nats_url, "tests")
+            nc = await connect(self.config.nats_url, "tests", self.admin_access)
             try:
                 funded = await open_funded_account(
                     AuthClient(nc), BillingClient(nc), credits_micro, plan=plan, actor="tests", reason="test credit"
@@ -97,7 +123,7 @@ class RunningStack:
 
     def balance(self, account_id: str) -> Balance:
         async def get() -> Balance:
-            nc = await connect(self.config.nats_url, "tests")
+            nc = await connect(self.config.nats_url, "tests", self.admin_access)
             try:
                 return await BillingClient(nc).balance(account_id)
             finally:
@@ -201,7 +227,7 @@ class RunningStack:
         from lexora_runtime.model_registry import registry_bucket
 
         async def read() -> ModelRecord:
-            nc = await nats.connect(self.config.nats_url)
+            nc = await nats.connect(self.nats_url)
             try:
                 entry = await (await registry_bucket(nc.jetstream())).get(model_id)
                 return ModelRecord.model_validate_json(entry.value)
@@ -213,7 +239,7 @@ class RunningStack:
     def admin_cli(self, *args: str) -> dict[str, Any]:
         result = subprocess.run(
             [sys.executable, "-m", "lexora_cli", "admin", *args],
-            env={**os.environ, "LEXORA_NATS_URL": self.config.nats_url},
+            env={**os.environ, "LEXORA_NATS_URL": self.config.nats_url, **self.nats_users.env_for(ADMIN)},
             capture_output=True,
             text=True,
             timeout=60,
@@ -245,9 +271,12 @@ def running_stack(
     """The platform on real components, started as `lexora dev` starts it: NATS, the database, the
     catalog (by default every local model on `triton_endpoint`), the five services, then a warm-up
     request to every model, which must answer. The tritonserver behind `triton_endpoint`, and its
-    model recovery (one per server), are the caller's."""
+    model recovery (one per server), are the caller's. NATS runs with a user per service, each
+    limited to its permissions (lexora_contracts.nats_permissions); the stack fails at its end if
+    nats-server refused any publish or subscription meanwhile."""
     nats_port, monitor_port = free_port(), free_port()
-    nats_process = stack.start_nats(state_dir, nats_port, monitor_port)
+    users = stack.local_nats_users(state_dir, unrestricted=(TESTS_NATS_USER,))
+    nats_process = stack.start_nats(state_dir, nats_port, monitor_port, users=users)
     config = stack.ServiceConfig(
         nats_url=f"nats://127.0.0.1:{nats_port}",
         database_url=database_url,
@@ -256,19 +285,24 @@ def running_stack(
         job_timeout_s=job_timeout_s,
         log_level="INFO",
         extra_env=extra_env or {},
+        nats_users=users,
     )
     running = RunningStack(name, config, {"nats": nats_process}, nats_monitor_port=monitor_port)
     try:
         stack.prepare_database(database_url)
         catalog = local_catalog(triton_endpoint) if catalog is None else catalog
-        stack.publish_catalog(config.nats_url, catalog)
+        stack.publish_catalog(config.nats_url, catalog, users.access(DEV))
         services_started = time.time()
         for service in stack.SERVICES:
             running.start(service)
         stack.wait_for_gateway(config.gateway_port, running.processes["gateway"])
-        failing = stack.wait_for_warm_up(config.nats_url, catalog, since=services_started)
+        failing = stack.wait_for_warm_up(config.nats_url, catalog, since=services_started, access=users.access(DEV))
         assert not failing, f"models failed their warm-up request: {failing}"
         yield running
+        violations = running.nats_violations()
+        assert not violations, "nats-server refused these (a subject missing from nats_permissions?):\n" + "\n".join(
+            violations[:20]
+        )
     finally:
         for process in reversed(list(running.processes.values())):
             process.stop()

@@ -123,6 +123,67 @@ Connection to NATS: the bundled server, or the URL of yours.
 {{- include "lexora.component.fullname" (dict "root" . "component" "nats") }}
 {{- end }}
 
+{{/*
+NATS users: one per principal of charts/lexora/files/nats-authorization.conf, which
+lexora_contracts.nats_permissions generates (the permissions table, written once). The principals
+are read from that file, so the chart follows the table.
+*/}}
+{{- define "lexora.natsPrincipals" -}}
+{{- $users := list }}
+{{- range regexFindAll "user: \"[a-z-]+\"" (.Files.Get "files/nats-authorization.conf") -1 }}
+{{- $users = append $users (trimSuffix "\"" (trimPrefix "user: \"" .)) }}
+{{- end }}
+{{- join " " $users }}
+{{- end }}
+
+{{/* Env var nats-server reads a principal's password from (nats_permissions.password_variable). */}}
+{{- define "lexora.natsPasswordVariable" -}}
+{{- printf "LEXORA_NATS_PASSWORD_%s" (. | upper | replace "-" "_") }}
+{{- end }}
+
+{{/* Where the clients find the CA of a NATS server that speaks TLS (nats.tls.enabled). */}}
+{{- define "lexora.natsCaSecretName" -}}
+{{- default .Values.nats.tls.secretName .Values.nats.tls.caSecretName }}
+{{- end }}
+
+{{/* A client's NATS identity: user, password from the Secret, the CA when TLS is on.
+Takes (dict "root" $ "principal" name). */}}
+{{- define "lexora.natsClientEnv" -}}
+{{- if .root.Values.nats.auth.enabled }}
+- name: LEXORA_NATS_USER
+  value: {{ .principal | quote }}
+- name: LEXORA_NATS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "lexora.secretName" .root }}
+      key: {{ printf "nats-password-%s" .principal }}
+{{- end }}
+{{- if .root.Values.nats.tls.enabled }}
+- name: LEXORA_NATS_CA_FILE
+  value: /etc/lexora/nats-ca/ca.crt
+{{- end }}
+{{- end }}
+
+{{/* The volume and mount of the NATS CA (only its ca.crt, never the server's key). */}}
+{{- define "lexora.natsCaVolumeMounts" -}}
+{{- if .Values.nats.tls.enabled }}
+- name: nats-ca
+  mountPath: /etc/lexora/nats-ca
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "lexora.natsCaVolumes" -}}
+{{- if .Values.nats.tls.enabled }}
+- name: nats-ca
+  secret:
+    secretName: {{ required "nats.tls.enabled: set nats.tls.secretName (or nats.tls.caSecretName)" (include "lexora.natsCaSecretName" .) }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
+{{- end }}
+
 {{- define "lexora.natsUrl" -}}
 {{- if .Values.nats.enabled }}
 {{- printf "nats://%s.%s.svc:4222" (include "lexora.nats.fullname" .) (include "lexora.namespace" .) }}
@@ -163,11 +224,12 @@ whole from the Secret. `secretName` lets the migration hook point at its own Sec
 {{- end }}
 
 {{/*
-Environment every Lexora process gets. Takes (dict "root" $ "component" name "metricsPort" port).
+Environment every Lexora service gets, its NATS user included. Takes (dict "root" $ "component" name "metricsPort" port).
 */}}
 {{- define "lexora.commonEnv" -}}
 - name: LEXORA_NATS_URL
   value: {{ include "lexora.natsUrl" .root | quote }}
+{{- include "lexora.natsClientEnv" (dict "root" .root "principal" .component) }}
 - name: LEXORA_LOG_LEVEL
   value: {{ .root.Values.logLevel | quote }}
 - name: LEXORA_METRICS_HOST
@@ -300,13 +362,16 @@ Wait for the bundled Postgres before running something that needs it (an initCon
 {{- end }}
 
 {{/*
-A Secret value, base64: the one given in values, else the live one (lookup), else a new random one.
+A Secret value, base64: the one given in values, else the live one (lookup), else a new random one
+(letters only with "lettersOnly": nats-server parses the variable a NATS password is read from).
 */}}
 {{- define "lexora.secretValue" -}}
 {{- if .value }}
 {{- .value | b64enc }}
 {{- else if hasKey .live .key }}
 {{- index .live .key }}
+{{- else if .lettersOnly }}
+{{- randAlpha 48 | b64enc }}
 {{- else }}
 {{- randAlphaNum 48 | b64enc }}
 {{- end }}

@@ -18,12 +18,13 @@ from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from lexora_contracts import subjects
 from lexora_contracts.errors import InternalError
 
 T = TypeVar("T")
 State = dict[str, Any]
 Decide = Callable[[State | None], tuple[State, T]]
-LIMITS_BUCKET = "lexora-limits"
+LIMITS_BUCKET = subjects.RATE_LIMITS_BUCKET
 COUNTER_TTL_S = 2 * 24 * 3600  # past a day and a minute, a counter is stale anyway
 MAX_ATTEMPTS = 50
 
