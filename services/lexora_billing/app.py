@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from lexora_auth.client import AuthClient
 from lexora_billing.history import transactions
 from lexora_billing.ledger import Ledger, utcnow
 from lexora_billing.settings import BillingSettings
 from lexora_billing.topup_endpoints import TopUpEndpoints, stripe_from
 from lexora_contracts import subjects
+from lexora_contracts.errors import Forbidden, Unauthorized
 from lexora_contracts.messages import (
+    AdminGrantRequest,
     Balance,
     BalanceRequest,
     GrantRequest,
@@ -81,6 +84,23 @@ async def serve(settings: BillingSettings, ctx: ServiceContext) -> None:
             extra={"fields": {"account_id": request.account_id, "amount_micro": request.amount_micro}},
         )
         return await ledger.balance(request.account_id)
+
+    auth = AuthClient(ctx.nc)
+
+    async def admin_grant(request: AdminGrantRequest) -> Balance:
+        """A grant made in the console: the caller's own credential must belong to an admin (asked
+        of auth here, not taken from the gateway), and the admin is the grant's actor."""
+        if request.session_token:
+            user = await auth.verify_session(request.session_token)
+            admin, actor = user.role == "admin", user.email
+        elif request.api_key:
+            identity = await auth.verify_key(request.api_key)
+            admin, actor = identity.admin, identity.key_id
+        else:
+            raise Unauthorized("A grant needs the administrator's session or API key")
+        if not admin:
+            raise Forbidden("Only an administrator may grant credit")
+        return await grant(request.grant.model_copy(update={"actor": actor}))
 
     async def balance(request: BalanceRequest) -> Balance:
         return await ledger.balance(request.account_id)
@@ -158,6 +178,7 @@ async def serve(settings: BillingSettings, ctx: ServiceContext) -> None:
         {
             "reserve": (subjects.BILLING_CREDITS_RESERVE, ReserveRequest, reserve),
             "grant": (subjects.BILLING_CREDITS_GRANT, GrantRequest, grant),
+            "admin_grant": (subjects.BILLING_CREDITS_ADMIN_GRANT, AdminGrantRequest, admin_grant),
             "balance": (subjects.BILLING_BALANCE_GET, BalanceRequest, balance),
             "credits_summary": (BILLING_CREDITS_SUMMARY, CreditsSummaryRequest, credits_summary),
             "key_spend": (BILLING_KEY_SPEND_GET, KeySpendRequest, key_spend),

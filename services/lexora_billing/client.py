@@ -28,6 +28,7 @@ from lexora_billing import ledger
 from lexora_contracts import subjects
 from lexora_contracts.errors import InternalError, ServiceUnavailable
 from lexora_contracts.messages import (
+    AdminGrantRequest,
     Balance,
     BalanceRequest,
     GrantRequest,
@@ -157,6 +158,24 @@ class BillingClient:
             kind=kind,
         )
         return await call(self._nc, subjects.BILLING_CREDITS_GRANT, request, Balance, timeout=timeout)
+
+    async def grant_as_admin(
+        self,
+        account_id: str,
+        amount_micro: int,
+        idempotency_key: str,
+        reason: str,
+        *,
+        session_token: str | None = None,
+        api_key: str | None = None,
+    ) -> Balance:
+        """A grant an administrator made, proven by their session or API key (billing asks auth);
+        Forbidden for anyone else."""
+        grant = GrantRequest(
+            account_id=account_id, amount_micro=amount_micro, idempotency_key=idempotency_key, actor="", reason=reason
+        )
+        request = AdminGrantRequest(grant=grant, session_token=session_token, api_key=api_key)
+        return await call(self._nc, subjects.BILLING_CREDITS_ADMIN_GRANT, request, Balance)
 
     async def balance(self, account_id: str) -> Balance:
         return await call(self._nc, subjects.BILLING_BALANCE_GET, BalanceRequest(account_id=account_id), Balance)

@@ -108,6 +108,15 @@ class GrantRequest(BaseModel):
     kind: Literal["adjustment", "topup"] = "adjustment"  # topup: paid for (e.g. a Stripe event)
 
 
+class AdminGrantRequest(BaseModel):
+    """A grant on an administrator's behalf, with the credential they called with (exactly one):
+    billing verifies it with auth and records the admin as the grant's actor."""
+
+    grant: GrantRequest
+    session_token: str | None = None
+    api_key: str | None = None
+
+
 class BalanceRequest(BaseModel):
     account_id: str
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from lexora_contracts import accounts_api as accounts
 from lexora_contracts import subjects as s
 from lexora_contracts import topups, usage_api
 
@@ -141,6 +142,24 @@ PERMISSIONS: dict[str, Grants] = {
         asks(
             s.AUTH_KEY_VERIFY,
             s.AUTH_KEY_LIST,  # /v1/key: the caller's own keys
+            # the console's account API (docs/console.md): keys, users, sessions, accounts
+            s.AUTH_KEY_CREATE,
+            s.AUTH_KEY_REVOKE,
+            accounts.AUTH_USER_SIGNUP,
+            accounts.AUTH_USER_UPDATE,
+            accounts.AUTH_SESSION_CREATE,
+            accounts.AUTH_SESSION_VERIFY,
+            accounts.AUTH_SESSION_DELETE,
+            accounts.AUTH_SESSION_EXTERNAL,
+            accounts.AUTH_SIGNUP_MODE_GET,
+            accounts.AUTH_INVITATION_CREATE,
+            accounts.AUTH_ACCOUNT_GET,
+            accounts.AUTH_ACCOUNT_SEARCH,
+            accounts.AUTH_ACCOUNT_UPDATE,
+            # an admin's grant, which billing checks with auth: never the plain grant
+            s.BILLING_CREDITS_ADMIN_GRANT,
+            usage_api.BILLING_TRANSACTIONS_LIST,
+            usage_api.USAGE_KEY_SPEND_LIST,
             s.BILLING_CREDITS_RESERVE,
             s.BILLING_BALANCE_GET,
             usage_api.BILLING_CREDITS_SUMMARY,
@@ -171,6 +190,18 @@ PERMISSIONS: dict[str, Grants] = {
             s.AUTH_KEY_LIST,
             s.AUTH_KEY_REVOKE,
             s.AUTH_HEALTH,
+            accounts.AUTH_USER_SIGNUP,
+            accounts.AUTH_USER_CREATE,
+            accounts.AUTH_USER_UPDATE,
+            accounts.AUTH_SESSION_CREATE,
+            accounts.AUTH_SESSION_VERIFY,
+            accounts.AUTH_SESSION_DELETE,
+            accounts.AUTH_SESSION_EXTERNAL,
+            accounts.AUTH_SIGNUP_MODE_GET,
+            accounts.AUTH_INVITATION_CREATE,
+            accounts.AUTH_ACCOUNT_GET,
+            accounts.AUTH_ACCOUNT_SEARCH,
+            accounts.AUTH_ACCOUNT_UPDATE,
         )
         + announces(s.AUTH_KEY_REVOKED)
         + micro_service(AUTH)
@@ -179,7 +210,9 @@ PERMISSIONS: dict[str, Grants] = {
         serves(
             s.BILLING_CREDITS_RESERVE,
             s.BILLING_CREDITS_GRANT,
+            s.BILLING_CREDITS_ADMIN_GRANT,
             s.BILLING_BALANCE_GET,
+            usage_api.BILLING_TRANSACTIONS_LIST,
             usage_api.BILLING_CREDITS_SUMMARY,
             usage_api.BILLING_KEY_SPEND_GET,
             topups.BILLING_PACKAGES_LIST,
@@ -187,12 +220,14 @@ PERMISSIONS: dict[str, Grants] = {
             topups.BILLING_WEBHOOK_STRIPE,
             s.BILLING_HEALTH,
         )
+        + asks(s.AUTH_KEY_VERIFY, accounts.AUTH_SESSION_VERIFY)  # an admin grant's credential
         + micro_service(BILLING)
         + usage_consumer(s.BILLING_SETTLE_CONSUMER)
     ),
     USAGE: (
         serves(
             usage_api.USAGE_REPORT_GET,
+            usage_api.USAGE_KEY_SPEND_LIST,
             s.USAGE_HEALTH,
         )
         + micro_service(USAGE)
@@ -222,6 +257,8 @@ PERMISSIONS: dict[str, Grants] = {
             s.AUTH_KEY_REVOKE,
             s.BILLING_CREDITS_GRANT,
             s.BILLING_BALANCE_GET,
+            accounts.AUTH_USER_CREATE,  # create-user
+            accounts.AUTH_INVITATION_CREATE,  # invite
         )
     ),
     # `lexora dev` itself (never in the chart): publishes the local catalog, waits for the services

@@ -12,6 +12,9 @@ AUTH_HEALTH = "auth.v1.health.get"
 # billing
 BILLING_CREDITS_RESERVE = "billing.v1.credits.reserve"
 BILLING_CREDITS_GRANT = "billing.v1.credits.grant"
+# A grant an administrator made in the console: billing checks the admin's own credential with auth
+# before it credits, so the gateway (which may send this, never a plain grant) cannot mint credit.
+BILLING_CREDITS_ADMIN_GRANT = "billing.v1.credits.admingrant"
 BILLING_BALANCE_GET = "billing.v1.balance.get"
 BILLING_HEALTH = "billing.v1.health.get"
 

@@ -25,6 +25,7 @@ NAMESPACE = "lexora"
 # keep (templates/secret.yaml): renders get them inline, as a GitOps user gives them.
 OFFLINE_SECRETS = {
     "secrets.keyPepper": "offline-render-pepper",
+    "secrets.consoleSecret": "offline-render-console-secret",
     "secrets.postgresPassword": "offline-render-password",
     **{f"secrets.natsPasswords.{p}": f"offlineRender{p.capitalize()}" for p in CHART_PRINCIPALS},
 }

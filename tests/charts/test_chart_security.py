@@ -133,6 +133,8 @@ def test_the_gateway_is_open_by_default_and_restrictable(renders: dict[str, list
 
 INLINE_SECRETS = {
     "secrets.keyPepper": "inline-pepper-must-not-render",
+    "secrets.consoleSecret": "inline-console-secret-must-not-render",
+    "secrets.oidcClientSecret": "inline-oidc-secret-must-not-render",
     "secrets.databaseUrl": "postgresql+asyncpg://u:inline-db-password@db:5432/lexora",
     "secrets.postgresPassword": "inline-postgres-password",
     "secrets.stripeSecretKey": "sk_test_inline_must_not_render",
@@ -140,6 +142,8 @@ INLINE_SECRETS = {
 }
 SECRET_ENV = {
     "LEXORA_KEY_PEPPER",
+    "LEXORA_CONSOLE_SECRET",
+    "LEXORA_OIDC_CLIENT_SECRET",
     "LEXORA_DATABASE_URL",
     "POSTGRES_PASSWORD",
     "LEXORA_STRIPE_SECRET_KEY",
@@ -188,11 +192,12 @@ def test_secret_values_reach_pods_only_through_secret_refs(renders: dict[str, li
 def test_generated_secret_holds_what_the_services_read(renders: dict[str, list[dict]]) -> None:
     nats_passwords = {f"nats-password-{p}" for p in CHART_PRINCIPALS}
     bundled = named(renders["default"], "Secret", RELEASE)
-    assert set(bundled["data"]) == {"key-pepper", "postgres-password", *nats_passwords}
+    assert set(bundled["data"]) == {"key-pepper", "console-secret", "postgres-password", *nats_passwords}
     assert bundled["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     external = named(renders["external-db"], "Secret", RELEASE)
     assert set(external["data"]) == {
         "key-pepper",
+        "console-secret",
         "database-url",
         "stripe-secret-key",
         "stripe-webhook-secret",
@@ -364,20 +369,45 @@ def test_network_policy_off_turns_the_triton_policies_off(helm: Helm) -> None:
 @pytest.mark.parametrize(
     ("values", "refused"),
     [
-        pytest.param({}, f"secrets.keyPepper and secrets.postgresPassword and {ALL_NATS}", id="bundled-postgres"),
-        pytest.param({"secrets.postgresPassword": "given", **NATS_GIVEN}, "secrets.keyPepper", id="pepper-only"),
         pytest.param(
-            {"postgresql.enabled": "false", "secrets.databaseUrl": "postgresql+asyncpg://u:p@db:5432/x", **NATS_GIVEN},
+            {},
+            f"secrets.keyPepper and secrets.consoleSecret and secrets.postgresPassword and {ALL_NATS}",
+            id="bundled-postgres",
+        ),
+        pytest.param(
+            {"secrets.postgresPassword": "given", "secrets.consoleSecret": "c", **NATS_GIVEN},
+            "secrets.keyPepper",
+            id="pepper-only",
+        ),
+        pytest.param(
+            {"secrets.keyPepper": "p", "secrets.postgresPassword": "w", **NATS_GIVEN},
+            "secrets.consoleSecret",
+            id="console-secret-only",
+        ),
+        pytest.param(
+            {
+                "postgresql.enabled": "false",
+                "secrets.databaseUrl": "postgresql+asyncpg://u:p@db:5432/x",
+                "secrets.consoleSecret": "c",
+                **NATS_GIVEN,
+            },
             "secrets.keyPepper",
             id="external-postgres",
         ),
         pytest.param(
-            {"secrets.keyPepper": "p", "secrets.postgresPassword": "w", "secrets.natsPasswords.admin": "given"},
+            {
+                "secrets.keyPepper": "p",
+                "secrets.consoleSecret": "c",
+                "secrets.postgresPassword": "w",
+                "secrets.natsPasswords.admin": "given",
+            },
             "secrets.natsPasswords.{gateway,auth,billing,usage,router,operator}",
             id="nats-passwords-but-admin",
         ),
         pytest.param(
-            {"nats.auth.enabled": "false"}, "secrets.keyPepper and secrets.postgresPassword", id="no-nats-auth"
+            {"nats.auth.enabled": "false"},
+            "secrets.keyPepper and secrets.consoleSecret and secrets.postgresPassword",
+            id="no-nats-auth",
         ),
     ],
 )
@@ -395,9 +425,35 @@ def test_without_a_cluster_the_chart_refuses_to_generate_secrets(
     "values",
     [
         pytest.param({"secrets.existingSecret": "lexora-secrets"}, id="existing-secret"),
-        pytest.param({"secrets.keyPepper": "p", "secrets.postgresPassword": "w", **NATS_GIVEN}, id="inline"),
+        pytest.param(
+            {"secrets.keyPepper": "p", "secrets.consoleSecret": "c", "secrets.postgresPassword": "w", **NATS_GIVEN},
+            id="inline",
+        ),
     ],
 )
 def test_without_a_cluster_given_secrets_render(helm: Helm, values: dict[str, str]) -> None:
     args = helm.template_args([], values, offline_secrets=False)
     assert helm.run(*args).returncode == 0
+
+
+def test_the_console_gets_its_secret_signup_mode_and_oidc_from_values(helm: Helm) -> None:
+    """Outside development the gateway refuses to start on the built-in console secret, so the chart
+    must hand it the generated one; sign-up mode and OpenID Connect come from values."""
+    values = {
+        "console.signupMode": "invite",
+        "console.oidc.issuer": "https://idp.example.com",
+        "console.oidc.clientId": "lexora",
+        "secrets.oidcClientSecret": "oidc-secret-must-not-render",
+    }
+    objects = helm.template([], values)
+    env = {
+        component: {var["name"]: var for c in _containers(spec) for var in c.get("env", [])}
+        for component, spec in pod_specs(objects)
+    }
+    gateway = env[f"Deployment/{RELEASE}-gateway"]
+    assert gateway["LEXORA_ENVIRONMENT"]["value"] == "production"
+    assert gateway["LEXORA_CONSOLE_SECRET"]["valueFrom"]["secretKeyRef"] == {"name": RELEASE, "key": "console-secret"}
+    assert gateway["LEXORA_OIDC_ISSUER"]["value"] == "https://idp.example.com"
+    assert gateway["LEXORA_OIDC_CLIENT_SECRET"]["valueFrom"]["secretKeyRef"]["key"] == "oidc-client-secret"
+    assert env[f"Deployment/{RELEASE}-auth"]["LEXORA_SIGNUP_MODE"]["value"] == "invite"
+    assert "oidc-secret-must-not-render" not in repr([o for o in objects if o["kind"] != "Secret"])

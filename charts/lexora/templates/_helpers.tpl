@@ -250,6 +250,34 @@ Environment every Lexora service gets, its NATS user included. Takes (dict "root
   value: {{ .Values.gateway.workers | quote }}
 - name: LEXORA_JOB_TIMEOUT_S
   value: {{ .Values.gateway.jobTimeoutSeconds | quote }}
+{{- /* The web console (docs/console.md): outside development the gateway refuses to start without
+       its own signing secret. */}}
+- name: LEXORA_ENVIRONMENT
+  value: {{ .Values.environment | quote }}
+- name: LEXORA_CONSOLE_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "lexora.secretName" . }}
+      key: console-secret
+{{- with .Values.console.oidc }}
+{{- if .issuer }}
+- name: LEXORA_OIDC_ISSUER
+  value: {{ .issuer | quote }}
+- name: LEXORA_OIDC_CLIENT_ID
+  value: {{ required "console.oidc.clientId is required with console.oidc.issuer" .clientId | quote }}
+- name: LEXORA_OIDC_NAME
+  value: {{ .name | quote }}
+{{- with .redirectUrl }}
+- name: LEXORA_OIDC_REDIRECT_URL
+  value: {{ . | quote }}
+{{- end }}
+- name: LEXORA_OIDC_CLIENT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "lexora.secretName" $ }}
+      key: oidc-client-secret
+{{- end }}
+{{- end }}
 {{- with .Values.gateway.modelAliases }}
 {{- /* A JSON object written pair by pair: the first matching pattern wins, and toJson of a map
        would sort the patterns. */}}
@@ -268,6 +296,8 @@ Environment every Lexora service gets, its NATS user included. Takes (dict "root
   value: {{ .Values.environment | quote }}
 - name: LEXORA_KEY_PREFIX
   value: {{ .Values.auth.keyPrefix | quote }}
+- name: LEXORA_SIGNUP_MODE
+  value: {{ .Values.console.signupMode | quote }}
 - name: LEXORA_KEY_PEPPER
   valueFrom:
     secretKeyRef:

@@ -10,10 +10,11 @@ from fastapi.responses import Response
 
 from lexora_contracts.accounts_api import AccountUpdate
 from lexora_contracts.money import usd_to_micro
-from lexora_gateway.account.callers import AdminCaller, checked_id
+from lexora_gateway.account.callers import AdminCaller, checked_id, session_token_of
 from lexora_gateway.account.console_api import account_view
 from lexora_gateway.account.routes import _int_param, micro_usd
 from lexora_gateway.account.schemas import AccountChange, GrantCreate, InvitationCreate
+from lexora_gateway.admission.identity import api_key_of
 from lexora_gateway.http import JSONBody, parse_body
 from lexora_gateway.state import StateDep
 
@@ -53,12 +54,14 @@ async def grant_credit(account_id: str, request: Request, caller: AdminCaller, s
     body = parse_body(GrantCreate, await request.body())
     await state.auth.account(account_id)  # a NotFound for an account that does not exist
     key = request.headers.get("idempotency-key") or uuid.uuid4().hex
-    balance = await state.billing.grant(
+    # Billing asks auth whether this credential is an admin's: the gateway may not grant by itself.
+    balance = await state.billing.grant_as_admin(
         account_id,
         usd_to_micro(body.amount_usd),
         idempotency_key=f"console:{key}",
-        actor=caller.actor,
         reason=body.reason,
+        session_token=None if caller.by_key else session_token_of(request),
+        api_key=api_key_of(request) if caller.by_key else None,
     )
     return JSONBody(
         {"account_id": account_id, "object": "grant", "balance_usd": micro_usd(balance.balance_micro)}, status_code=201
