@@ -21,7 +21,7 @@ from nats.aio.client import Client as NATS
 
 from lexora_billing.client import BillingClient
 from lexora_contracts import subjects
-from lexora_contracts.errors import InternalError
+from lexora_contracts.errors import Forbidden, LexoraError, ServiceUnavailable, Unauthorized
 from lexora_contracts.nats_permissions import ADMIN, DEV, GATEWAY, inbox_prefix
 from lexora_dev import stack
 from lexora_dev.processes import ManagedProcess, free_port, tcp_open, wait_until
@@ -89,7 +89,7 @@ def test_only_the_admin_cli_may_grant_credit(bus: SecuredBus) -> None:
         errors: list[Exception] = []
         nc = await connected_as(bus, GATEWAY, errors)
         try:
-            with pytest.raises(InternalError) as refused:
+            with pytest.raises(ServiceUnavailable) as refused:
                 await BillingClient(nc).grant(
                     account_id, 1_000_000_000, idempotency_key="steal-1", actor="gateway", reason="x", timeout=2
                 )
@@ -108,6 +108,45 @@ def test_only_the_admin_cli_may_grant_credit(bus: SecuredBus) -> None:
     granted = bus.admin_cli("grant", "--account", account_id, "--credits", "2.5", "--reason", "test")
     assert granted.returncode == 0, granted.stderr
     assert json.loads(granted.stdout)["balance_micro"] == 3_500_000
+
+
+def test_the_gateway_grants_only_on_an_administrators_own_credential(bus: SecuredBus) -> None:
+    """The console's admin grant (billing.v1.credits.admingrant): billing asks auth whose credential
+    came with it, so the gateway's NATS user cannot mint credit with an ordinary or forged key."""
+    created = bus.admin_cli("create-key", "--credits", "1")
+    assert created.returncode == 0, created.stderr
+    ordinary = json.loads(created.stdout)
+    made = subprocess.run(
+        [sys.executable, "-m", "lexora_cli", "admin", "create-user", "--email", "root@example.com", "--admin"],
+        env={
+            **os.environ,
+            "LEXORA_NATS_URL": bus.nats_url,
+            "LEXORA_USER_PASSWORD": "correct horse battery staple",
+            **bus.users.env_for(ADMIN),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    admin_key = bus.admin_cli("add-key", "--account", json.loads(made.stdout)["account_id"])
+    assert admin_key.returncode == 0, admin_key.stderr
+
+    async def grant_as_gateway(api_key: str, key: str) -> Exception | int:
+        nc = await connected_as(bus, GATEWAY, [])
+        try:
+            balance = await BillingClient(nc).grant_as_admin(
+                ordinary["account_id"], 2_000_000, idempotency_key=key, reason="console", api_key=api_key
+            )
+            return balance.balance_micro
+        except LexoraError as exc:
+            return exc
+        finally:
+            await nc.close()
+
+    assert isinstance(asyncio.run(grant_as_gateway(ordinary["api_key"], "with-ordinary")), Forbidden)
+    assert isinstance(asyncio.run(grant_as_gateway("sk-lexora-forged", "with-forged")), Unauthorized)
+    assert asyncio.run(grant_as_gateway(json.loads(admin_key.stdout)["api_key"], "with-admin")) == 3_000_000
 
 
 def test_a_service_cannot_answer_for_another_or_read_its_replies(bus: SecuredBus) -> None:
