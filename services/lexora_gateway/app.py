@@ -39,6 +39,7 @@ from lexora_runtime.loop import freeze_startup_heap
 from lexora_runtime.metrics import create_metrics
 from lexora_runtime.model_registry import ModelRegistryView
 from lexora_runtime.service import connect_with_patience
+from lexora_runtime.tracing import set_tracer_provider_from_env
 from lexora_usage.client import UsageClient
 
 # Beyond the largest image a body may carry: the rest of the request.
@@ -48,6 +49,8 @@ REQUEST_ROOM_BYTES = 1024 * 1024
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     metrics = create_metrics("gateway")
+    # Here, not in main(): with several workers each process makes its own app (and exporter thread).
+    tracer_provider = set_tracer_provider_from_env("gateway")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -80,6 +83,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             await keys.close()
             await billing.close()
             await nc.drain()
+            if tracer_provider is not None:
+                tracer_provider.shutdown()  # sends the spans still queued
 
     app = FastAPI(title="Lexora API", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)

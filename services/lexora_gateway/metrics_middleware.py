@@ -1,6 +1,7 @@
 """The edge middleware (plain ASGI, cheap): request counts and latencies per route and status, the
-X-RateLimit-* headers on every authenticated response (those the rate limiter decided, else the
-caller's current standing), and the limit on request bodies."""
+request's trace span when tracing is on (lexora_runtime.tracing), the X-RateLimit-* headers on every
+authenticated response (those the rate limiter decided, else the caller's current standing), and the
+limit on request bodies."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from lexora_contracts.errors import PayloadTooLarge
 from lexora_gateway.admission.identity import IDENTITY_SCOPE_KEY
 from lexora_gateway.admission.rate_limits import SCOPE_KEY, peek_headers
 from lexora_gateway.errors import error_response, speaks_anthropic
+from lexora_runtime import tracing
 from lexora_runtime.metrics import ServiceMetrics
 
 # The label of requests no route matched: one series however many unknown paths are tried.
 UNMATCHED = "unmatched"
+# A client's trace context, which the request's span continues.
+_TRACE_HEADERS = (b"traceparent", b"tracestate")
 
 
 def route_label(scope: dict[str, Any]) -> str:
@@ -40,7 +44,37 @@ class MetricsMiddleware:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
-            return
+        elif tracing.tracing_on():
+            await self._traced(scope, receive, send)
+        else:
+            await self._counted(scope, receive, send)
+
+    async def _traced(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """The request in a SERVER span, the root of its trace (or a child of the client's, when it
+        sent a `traceparent`); the routes add the GenAI attributes (lexora_gateway.dispatch)."""
+        method = scope["method"]
+        incoming = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in scope.get("headers") or ()
+            if name in _TRACE_HEADERS
+        }
+        attributes = {
+            "http.request.method": method,
+            "url.path": scope["path"],
+            "url.scheme": scope.get("scheme", "http"),
+        }
+        with tracing.span(method, tracing.SpanKind.SERVER, incoming, attributes) as span:
+            status = await self._counted(scope, receive, send)
+            route = route_label(scope)
+            if route != UNMATCHED:
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.route", route)
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                tracing.mark_failed(span, f"HTTP {status}")
+
+    async def _counted(self, scope: dict[str, Any], receive: Any, send: Any) -> int:
+        """Serve the request, counting it and its latency; returns the status it was answered with."""
         started = time.perf_counter()
         status = {"code": 500}
 
@@ -63,6 +97,7 @@ class MetricsMiddleware:
             path = route_label(scope)
             self.metrics.requests.labels("gateway", path, str(status["code"])).inc()
             self.metrics.latency.labels("gateway", path).observe(time.perf_counter() - started)
+        return status["code"]
 
 
 async def _peeked_headers(scope: dict[str, Any]) -> dict[str, str] | None:

@@ -1,0 +1,193 @@
+"""OpenTelemetry for every Lexora process: set up from the environment, and the W3C trace context
+carried across NATS in message headers (`traceparent`, `tracestate`).
+
+Off unless an OTLP endpoint is named (OTEL_EXPORTER_OTLP_ENDPOINT, or its traces-only form): then
+no SDK is loaded, no span is created and nothing is added to a message; every helper here returns
+after one check (`tracing_on`). On, spans go to that endpoint over OTLP/HTTP in batches (the SDK's
+own variables apply: OTEL_BSP_SCHEDULE_DELAY, OTEL_TRACES_SAMPLER, OTEL_RESOURCE_ATTRIBUTES, ...).
+
+The GenAI attributes follow OpenTelemetry's semantic conventions for generative AI
+(gen_ai.operation.name, gen_ai.request.model, gen_ai.usage.input_tokens, ...); the cost, which the
+conventions have no name for, is `lexora.cost_usd` (and `lexora.cost_pico`, exact).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from lexora_contracts.messages import EmbeddingJob, GenerationRequest, ImageJob, JobHeader
+
+ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+TRACEPARENT = "traceparent"
+SCOPE = "lexora"
+PROVIDER = "lexora"  # gen_ai.provider.name: who serves the model, as the conventions' providers name themselves
+PICO_PER_USD = 10**12
+
+__all__ = [
+    "Span",
+    "SpanKind",
+    "consumer_spans",
+    "current_span",
+    "end_consumer_spans",
+    "headers_with_context",
+    "mark_failed",
+    "operation_name",
+    "record_usage",
+    "set_tracer_provider_from_env",
+    "span",
+    "tracing_on",
+]
+
+
+def set_tracer_provider_from_env(service: str, environ: Mapping[str, str] = os.environ) -> Any | None:
+    """Install the SDK's tracer provider, exporting OTLP/HTTP, when the environment names an OTLP
+    endpoint; returns it (to shut down, which sends what is left), or None when tracing stays off."""
+    if not any(environ.get(name) for name in ENDPOINT_VARIABLES):
+        return None
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    # Imported here: a process that does not trace never loads the SDK or the exporter.
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    attributes = {"service.namespace": "lexora"}
+    if not environ.get("OTEL_SERVICE_NAME"):  # else the SDK's resource detector takes it from there
+        attributes[SERVICE_NAME] = f"lexora-{service}"
+    provider = TracerProvider(resource=Resource.create(attributes))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def tracing_on() -> bool:
+    """Whether this process records spans: a tracer provider was installed (the API's default is a
+    proxy that hands out no-op tracers)."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+def current_span() -> Span:
+    """The span of the code running now (a non-recording one when there is none)."""
+    return trace.get_current_span()
+
+
+def headers_with_context(headers: dict[str, str] | None = None) -> dict[str, str] | None:
+    """`headers` (a new dict if None) with the current trace context added, for a NATS message or
+    an HTTP/gRPC request to Triton; `headers` unchanged when no span is current."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return headers
+    carrier = {} if headers is None else headers
+    propagate.inject(carrier)
+    return carrier
+
+
+def context_from(headers: Mapping[str, str] | None) -> Context | None:
+    """The trace context a message or request carried; None (a new trace) when it carried none."""
+    if not headers or TRACEPARENT not in headers:
+        return None
+    return propagate.extract(headers)
+
+
+@contextlib.contextmanager
+def span(
+    name: str,
+    kind: SpanKind = SpanKind.INTERNAL,
+    headers: Mapping[str, str] | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> Iterator[Span]:
+    """A span around the block, current inside it, continuing the trace `headers` carry (if any),
+    else the current one. An exception leaving the block is recorded on it and marks it failed.
+    Off: the non-recording span, and nothing else."""
+    if not tracing_on():
+        yield trace.INVALID_SPAN
+        return
+    tracer = trace.get_tracer(SCOPE)
+    with tracer.start_as_current_span(name, context=context_from(headers), kind=kind, attributes=attributes) as new:
+        yield new
+
+
+def consumer_spans(name: str, messages: list[Any], attributes: Mapping[str, Any] | None = None) -> list[Span] | None:
+    """One CONSUMER span per message of a batch, each continuing the trace its message carried
+    (a batch's events belong to as many requests); None when off. End them with end_consumer_spans."""
+    if not tracing_on():
+        return None
+    tracer = trace.get_tracer(SCOPE)
+    return [
+        tracer.start_span(name, context=context_from(msg.headers), kind=SpanKind.CONSUMER, attributes=attributes)
+        for msg in messages
+    ]
+
+
+def end_consumer_spans(spans: list[Span] | None, outcomes: list[BaseException | None]) -> None:
+    """End the spans of a batch, each marked failed when its message could not be handled."""
+    for consumer, outcome in zip(spans or (), outcomes, strict=False):
+        if outcome is not None:
+            mark_failed(consumer, str(outcome))
+        consumer.end()
+
+
+def mark_failed(target: Span, description: str) -> None:
+    target.set_status(Status(StatusCode.ERROR, description[:200]))
+
+
+def operation_name(job: JobHeader) -> str:
+    """gen_ai.operation.name of a router job."""
+    if isinstance(job, GenerationRequest):
+        return "text_completion" if job.raw_prompt is not None else "chat"
+    if isinstance(job, EmbeddingJob):
+        return "embeddings"
+    if isinstance(job, ImageJob):
+        return "generate_content"
+    return "chat"
+
+
+def request_attributes(job: JobHeader, requested_model: str | None = None) -> dict[str, Any]:
+    """The GenAI attributes a job has before it runs: the operation, the model asked for and served."""
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": operation_name(job),
+        "gen_ai.provider.name": PROVIDER,
+        "gen_ai.system": PROVIDER,  # the older name of gen_ai.provider.name, which backends still read
+        "gen_ai.request.model": requested_model or job.model,
+        "gen_ai.response.model": job.model,
+        "lexora.request_id": job.request_id,
+    }
+    if isinstance(job, GenerationRequest):
+        attributes["gen_ai.request.max_tokens"] = job.max_tokens
+        attributes["gen_ai.request.temperature"] = job.temperature
+    return attributes
+
+
+def record_usage(
+    target: Span,
+    input_tokens: int,
+    output_tokens: int,
+    cost_pico: int,
+    finish_reason: str | None = None,
+) -> None:
+    """A job's token counts and cost on `target`, added to what it holds already (a request may run
+    several jobs: a legacy completion's prompts)."""
+    if not target.is_recording():
+        return
+    held: Mapping[str, Any] = getattr(target, "attributes", None) or {}
+    input_tokens += int(held.get("gen_ai.usage.input_tokens", 0))
+    output_tokens += int(held.get("gen_ai.usage.output_tokens", 0))
+    cost_pico += int(held.get("lexora.cost_pico", 0))
+    target.set_attributes(
+        {
+            "gen_ai.usage.input_tokens": input_tokens,
+            "gen_ai.usage.output_tokens": output_tokens,
+            "lexora.cost_pico": cost_pico,
+            "lexora.cost_usd": cost_pico / PICO_PER_USD,
+        }
+    )
+    if finish_reason:
+        reasons = tuple(held.get("gen_ai.response.finish_reasons", ()))
+        target.set_attribute("gen_ai.response.finish_reasons", (*reasons, finish_reason))
