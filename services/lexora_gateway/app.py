@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import Response
+from fastapi.telemetry import TelemetryConfig
 from nats.aio.msg import Msg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -44,6 +45,7 @@ from lexora_usage.client import UsageClient
 
 # Beyond the largest image a body may carry: the rest of the request.
 REQUEST_ROOM_BYTES = 1024 * 1024
+NO_FASTAPI_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -86,7 +88,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             if tracer_provider is not None:
                 tracer_provider.shutdown()  # sends the spans still queued
 
-    app = FastAPI(title="Lexora API", version="0.1.0", lifespan=lifespan)
+    # FastAPI (0.165+) traces a request on its own once a tracer provider is set. The edge middleware's
+    # span is the request's here, with the GenAI attributes the routes add; FastAPI's would be a
+    # second SERVER span around it, its operation spans ending before a streamed answer does.
+    app = FastAPI(title="Lexora API", version="0.1.0", lifespan=lifespan, telemetry=NO_FASTAPI_TELEMETRY)
     install_error_handlers(app)
     api = (
         openai_routes,

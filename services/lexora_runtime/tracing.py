@@ -23,6 +23,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from lexora_contracts.messages import EmbeddingJob, GenerationRequest, ImageJob, JobHeader
+from lexora_contracts.subjects import REQUEST_ID_HEADER
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 TRACEPARENT = "traceparent"
@@ -120,10 +121,12 @@ def consumer_spans(name: str, messages: list[Any], attributes: Mapping[str, Any]
     if not tracing_on():
         return None
     tracer = trace.get_tracer(SCOPE)
-    return [
-        tracer.start_span(name, context=context_from(msg.headers), kind=SpanKind.CONSUMER, attributes=attributes)
-        for msg in messages
-    ]
+    spans = []
+    for msg in messages:
+        headers = msg.headers or {}
+        each = {**(attributes or {}), "lexora.request_id": headers.get(REQUEST_ID_HEADER, "")}
+        spans.append(tracer.start_span(name, context=context_from(headers), kind=SpanKind.CONSUMER, attributes=each))
+    return spans
 
 
 def end_consumer_spans(spans: list[Span] | None, outcomes: list[BaseException | None]) -> None:

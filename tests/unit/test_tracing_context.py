@@ -106,7 +106,10 @@ def test_a_failing_block_marks_its_span_failed(recorded_spans: InMemorySpanExpor
 
 def test_each_event_of_a_batch_continues_its_own_trace(recorded_spans: InMemorySpanExporter) -> None:
     other = "00-1af7651916cd43dd8448eb211c80319c-c7ad6b7169203331-01"
-    messages = [SimpleNamespace(headers={"traceparent": TRACEPARENT}), SimpleNamespace(headers={"traceparent": other})]
+    messages = [
+        SimpleNamespace(headers={"traceparent": TRACEPARENT, "Lexora-Request-Id": "req-1"}),
+        SimpleNamespace(headers={"traceparent": other}),
+    ]
     spans = tracing.consumer_spans("process usage.v1.request.completed", messages, {"messaging.system": "nats"})
     tracing.end_consumer_spans(spans, [None, RuntimeError("database down")])
     first, second = recorded_spans.get_finished_spans()
@@ -114,6 +117,7 @@ def test_each_event_of_a_batch_continues_its_own_trace(recorded_spans: InMemoryS
     assert second.context.trace_id == 0x1AF7651916CD43DD8448EB211C80319C
     assert (first.kind, first.status.status_code) == (SpanKind.CONSUMER, StatusCode.UNSET)
     assert second.status.status_code is StatusCode.ERROR
+    assert first.attributes is not None and first.attributes["lexora.request_id"] == "req-1"
 
 
 def test_usage_adds_up_over_the_jobs_of_a_request(recorded_spans: InMemorySpanExporter) -> None:
