@@ -20,6 +20,8 @@ from lexora_runtime.metrics import ServiceMetrics
 UNMATCHED = "unmatched"
 # A client's trace context, which the request's span continues.
 _TRACE_HEADERS = (b"traceparent", b"tracestate")
+# Probes and scrapes, every few seconds from each kubelet and Prometheus: no trace of their own.
+UNTRACED_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
 
 
 def route_label(scope: dict[str, Any]) -> str:
@@ -44,7 +46,7 @@ class MetricsMiddleware:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
-        elif tracing.tracing_on():
+        elif tracing.tracing_on() and scope["path"] not in UNTRACED_PATHS:
             await self._traced(scope, receive, send)
         else:
             await self._counted(scope, receive, send)

@@ -3,6 +3,8 @@ headers, extracted on the other side, and nothing at all while tracing is off.""
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterator
 from types import SimpleNamespace
 
@@ -17,6 +19,7 @@ from lexora_contracts.messages import ChatTurn, EmbeddingJob, GenerationRequest,
 from lexora_contracts.registry import Pricing
 from lexora_dev.triton_server import trace_arguments
 from lexora_runtime import tracing
+from lexora_runtime.logs import JsonFormatter
 
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
 SPAN_ID = 0xB7AD6B7169203331
@@ -205,3 +208,12 @@ def test_triton_traces_only_when_an_endpoint_is_named() -> None:
     assert "opentelemetry,bsp_schedule_delay=100" in settings
     traces_only = trace_arguments({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"})
     assert "opentelemetry,url=http://collector:4318/v1/traces" in traces_only
+
+
+def test_log_lines_of_a_traced_request_name_its_trace(recorded_spans: InMemorySpanExporter) -> None:
+    formatter = JsonFormatter("router")
+    record = logging.LogRecord("lexora.router", logging.INFO, __file__, 1, "generation finished", None, None)
+    with tracing.span("chat m") as job:
+        traced = json.loads(formatter.format(record))
+    assert traced["trace_id"] == format(job.get_span_context().trace_id, "032x")
+    assert "trace_id" not in json.loads(formatter.format(record))
