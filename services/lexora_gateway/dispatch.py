@@ -39,8 +39,8 @@ async def first_output(state: GatewayState, admitted: Admitted, stream: Generati
     """Publish the job and wait for its first delta or final chunk. A job no router took is recorded
     here (cost 0; billing releases its hold), since no router will."""
     request_id_var.set(admitted.spec.request_id)
-    span = tracing.current_span()  # the request's, from the edge middleware (non-recording when off)
-    if span.is_recording():
+    span = tracing.current_span()  # the request's, from the edge middleware; None when not traced
+    if span is not None:
         span.set_attributes(tracing.request_attributes(admitted.request, admitted.spec.work.model))
     try:
         await stream.start()

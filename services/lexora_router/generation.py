@@ -114,8 +114,8 @@ class Router:
         started = time.monotonic()
         queued_ms = (time.time() - request.received_at) * 1000
         outcome = Outcome()
-        span = tracing.current_span()  # the job's (lexora_router.app), non-recording when tracing is off
-        if span.is_recording():
+        span = tracing.current_span()  # the job's (lexora_router.app); None when not traced
+        if span is not None:
             span.set_attributes(tracing.request_attributes(request))
         try:
             timeout = min(request.deadline - time.time(), self.max_job_s)
@@ -145,7 +145,7 @@ class Router:
         finally:
             self.cancelled_by_client.discard(request.request_id)
         cost = self._cost(request, outcome)
-        if span.is_recording():
+        if span is not None:
             _trace_outcome(span, outcome, cost)
         worked = time.monotonic()
         await self._record(request, outcome, cost, started)

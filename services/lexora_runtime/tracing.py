@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from lexora_contracts.messages import EmbeddingJob, GenerationRequest, ImageJob, JobHeader
 from lexora_contracts.subjects import REQUEST_ID_HEADER
@@ -44,6 +44,7 @@ __all__ = [
     "set_tracer_provider_from_env",
     "span",
     "tracing_on",
+    "use_tracer",
 ]
 
 
@@ -65,25 +66,41 @@ def set_tracer_provider_from_env(service: str, environ: Mapping[str, str] = os.e
         attributes[SERVICE_NAME] = f"lexora-{service}"
     provider = TracerProvider(resource=Resource.create(attributes))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    trace.set_tracer_provider(provider)
+    trace.set_tracer_provider(provider)  # for any library that traces through the API's global too
+    use_tracer(provider.get_tracer(SCOPE))
     return provider
 
 
+# The process's tracer, once tracing is set up; None while it is off. Process-wide as the API's own
+# tracer provider is, and kept here because asking the API whether one was installed costs a look
+# into os.environ on every call (a few microseconds: more than the rest of the off path together).
+_tracer: Tracer | None = None
+
+
+def use_tracer(tracer: Tracer | None) -> None:
+    """Record spans with `tracer` from now on (None: stop). set_tracer_provider_from_env calls it;
+    tests give a tracer of their own."""
+    global _tracer
+    _tracer = tracer
+
+
 def tracing_on() -> bool:
-    """Whether this process records spans: a tracer provider was installed (the API's default is a
-    proxy that hands out no-op tracers)."""
-    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    """Whether this process records spans."""
+    return _tracer is not None
 
 
-def current_span() -> Span:
-    """The span of the code running now (a non-recording one when there is none)."""
-    return trace.get_current_span()
+def current_span() -> Span | None:
+    """The recording span of the code running now; None when there is none (always, while off)."""
+    if _tracer is None:
+        return None
+    running = trace.get_current_span()
+    return running if running.is_recording() else None
 
 
 def headers_with_context(headers: dict[str, str] | None = None) -> dict[str, str] | None:
     """`headers` (a new dict if None) with the current trace context added, for a NATS message or
     an HTTP/gRPC request to Triton; `headers` unchanged when no span is current."""
-    if not trace.get_current_span().get_span_context().is_valid:
+    if _tracer is None or not trace.get_current_span().get_span_context().is_valid:
         return headers
     carrier = {} if headers is None else headers
     propagate.inject(carrier)
@@ -97,30 +114,40 @@ def context_from(headers: Mapping[str, str] | None) -> Context | None:
     return propagate.extract(headers)
 
 
-@contextlib.contextmanager
+class _Untraced(contextlib.AbstractContextManager[Span]):
+    """What `span` gives while tracing is off: the non-recording span, and nothing else."""
+
+    def __enter__(self) -> Span:
+        return trace.INVALID_SPAN
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+
+_UNTRACED = _Untraced()
+
+
 def span(
     name: str,
     kind: SpanKind = SpanKind.INTERNAL,
     headers: Mapping[str, str] | None = None,
     attributes: Mapping[str, Any] | None = None,
-) -> Iterator[Span]:
-    """A span around the block, current inside it, continuing the trace `headers` carry (if any),
-    else the current one. An exception leaving the block is recorded on it and marks it failed.
-    Off: the non-recording span, and nothing else."""
-    if not tracing_on():
-        yield trace.INVALID_SPAN
-        return
-    tracer = trace.get_tracer(SCOPE)
-    with tracer.start_as_current_span(name, context=context_from(headers), kind=kind, attributes=attributes) as new:
-        yield new
+) -> contextlib.AbstractContextManager[Span]:
+    """A span around a `with` block, current inside it, continuing the trace `headers` carry (if
+    any), else the current one. An exception leaving the block is recorded on it and marks it failed.
+    Off: a non-recording span (one shared object, nothing created)."""
+    tracer = _tracer
+    if tracer is None:
+        return _UNTRACED
+    return tracer.start_as_current_span(name, context=context_from(headers), kind=kind, attributes=attributes)
 
 
 def consumer_spans(name: str, messages: list[Any], attributes: Mapping[str, Any] | None = None) -> list[Span] | None:
     """One CONSUMER span per message of a batch, each continuing the trace its message carried
     (a batch's events belong to as many requests); None when off. End them with end_consumer_spans."""
-    if not tracing_on():
+    tracer = _tracer
+    if tracer is None:
         return None
-    tracer = trace.get_tracer(SCOPE)
     spans = []
     for msg in messages:
         headers = msg.headers or {}
@@ -169,15 +196,15 @@ def request_attributes(job: JobHeader, requested_model: str | None = None) -> di
 
 
 def record_usage(
-    target: Span,
+    target: Span | None,
     input_tokens: int,
     output_tokens: int,
     cost_pico: int,
     finish_reason: str | None = None,
 ) -> None:
     """A job's token counts and cost on `target`, added to what it holds already (a request may run
-    several jobs: a legacy completion's prompts)."""
-    if not target.is_recording():
+    several jobs: a legacy completion's prompts). None (not traced): nothing."""
+    if target is None or not target.is_recording():
         return
     held: Mapping[str, Any] = getattr(target, "attributes", None) or {}
     input_tokens += int(held.get("gen_ai.usage.input_tokens", 0))

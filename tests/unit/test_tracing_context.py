@@ -28,29 +28,32 @@ TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 @pytest.fixture
 def recorded_spans() -> Iterator[InMemorySpanExporter]:
-    """An SDK tracer provider recording into memory, installed as the process's for one test.
-
-    The API lets a process set its provider once; the tests swap it in and out through the same
-    private globals OpenTelemetry's own test utilities reset."""
+    """Tracing on for one test, recording into memory (the process's tracer, as
+    set_tracer_provider_from_env installs one, without the API's once-only global provider)."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    saved = trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE._done
-    trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE._done = provider, True
+    tracing.use_tracer(provider.get_tracer(tracing.SCOPE))
     try:
         yield exporter
     finally:
-        trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE._done = saved
+        tracing.use_tracer(None)
 
 
 def remote_parent() -> NonRecordingSpan:
     return NonRecordingSpan(SpanContext(TRACE_ID, SPAN_ID, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)))
 
 
-def test_headers_carry_the_current_span_as_traceparent() -> None:
+def test_headers_carry_the_current_span_as_traceparent(recorded_spans: InMemorySpanExporter) -> None:
     with trace.use_span(remote_parent()):
         headers = tracing.headers_with_context({"Lexora-Request-Id": "req-1"})
     assert headers == {"Lexora-Request-Id": "req-1", "traceparent": TRACEPARENT}
+
+
+def test_while_off_no_context_is_sent_even_under_a_span() -> None:
+    with trace.use_span(remote_parent()):
+        assert tracing.headers_with_context({"Lexora-Request-Id": "req-1"}) == {"Lexora-Request-Id": "req-1"}
+        assert tracing.current_span() is None
 
 
 def test_extracting_the_headers_gives_back_the_sender_span() -> None:
@@ -65,7 +68,7 @@ def test_extracting_the_headers_gives_back_the_sender_span() -> None:
     )
 
 
-def test_without_a_current_span_headers_are_left_alone() -> None:
+def test_without_a_current_span_headers_are_left_alone(recorded_spans: InMemorySpanExporter) -> None:
     assert tracing.headers_with_context() is None
     assert tracing.headers_with_context({"Lexora-Request-Id": "req-1"}) == {"Lexora-Request-Id": "req-1"}
     assert tracing.context_from({"Lexora-Request-Id": "req-1"}) is None
