@@ -167,6 +167,8 @@ def measure_variant(
                 "latency_ms": report.summarize(result["latency_ms"]),
                 "services_cpu_ms_per_request": round(services * 1000 / ok, 3),
                 "cpu_ms_per_request": {k: round(v * 1000 / ok, 3) for k, v in cpu.items()},
+                # Cores busy with work outside the benchmark meanwhile: how noisy the machine was.
+                "foreign_cores": round(cpu["foreign"] / max(result["duration_s"], 0.001), 2),
                 "command": command,
             }
             if mode == "stream":
@@ -197,6 +199,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 "p50_ms": statistics.median(r[latency]["p50"] for r in runs_of),
                 "p99_ms": statistics.median(r[latency]["p99"] for r in runs_of),
                 "services_cpu_ms_per_request": statistics.median(r["services_cpu_ms_per_request"] for r in runs_of),
+                "foreign_cores": statistics.median(r.get("foreign_cores", 0.0) for r in runs_of),
             }
             if tracing:
                 figures[label]["spans_per_request"] = statistics.median(r.get("spans_per_request", 0) for r in runs_of)
@@ -216,11 +219,12 @@ def markdown(summary: dict[str, Any]) -> str:
         "p50_ms": "p50 ms",
         "p99_ms": "p99 ms",
         "services_cpu_ms_per_request": "services' CPU ms per request",
+        "foreign_cores": "cores busy with other work (noise)",
     }
     for mode, figures in summary.items():
         shown = "non-streaming (latency)" if mode == "nonstream" else "streaming (time to first token)"
         for key, name in names.items():
-            ratio = figures["on_over_off"][key]
+            ratio = None if key == "foreign_cores" else figures["on_over_off"][key]
             lines.append(
                 f"| {shown} | {name} | {figures['off'][key]:.2f} | {figures['on'][key]:.2f} | "
                 f"{'-' if ratio is None else f'{ratio:.3f}'} |"
