@@ -132,23 +132,6 @@ def _python_paths() -> list[str]:
     return list(dict.fromkeys([paths["purelib"], paths["platlib"]]))
 
 
-def trace_arguments(environ: Mapping[str, str]) -> list[str]:
-    """tritonserver's OpenTelemetry tracing when `environ` names an OTLP endpoint (as the services'
-    tracing does, lexora_runtime.tracing), else none. Triton then traces only the requests that
-    carry a trace context (rate=0: the router sends it), continuing the router's trace, and exports
-    its spans (request, model, compute) to the same endpoint over OTLP/HTTP."""
-    url = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    if not url and environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-        url = environ["OTEL_EXPORTER_OTLP_ENDPOINT"].rstrip("/") + "/v1/traces"
-    if not url or environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return []
-    settings = ["mode=opentelemetry", "rate=0", "count=-1", "level=TIMESTAMPS", f"opentelemetry,url={url}"]
-    settings.append("opentelemetry,resource=service.name=lexora-triton")
-    if environ.get("OTEL_BSP_SCHEDULE_DELAY"):
-        settings.append(f"opentelemetry,bsp_schedule_delay={environ['OTEL_BSP_SCHEDULE_DELAY']}")
-    return [argument for setting in settings for argument in ("--trace-config", setting)]
-
-
 def triton_command(
     model_repo: Path,
     state_dir: Path,
@@ -218,3 +201,20 @@ def triton_command(
     if (Path(model_repo) / FLUX_MODEL).exists() and not os.environ.get(FLUX_WEIGHTS_ENV):
         env[FLUX_WEIGHTS_ENV] = str(ensure_flux_weights(state_dir))
     return argv, env
+
+
+def trace_arguments(environ: Mapping[str, str]) -> list[str]:
+    """tritonserver's OpenTelemetry tracing when `environ` names an OTLP endpoint (as the services'
+    tracing does, lexora_runtime.tracing), else none. Triton then traces only the requests that
+    carry a trace context (rate=0: the router sends it), continuing the router's trace, and exports
+    its spans (request, model, compute) to the same endpoint over OTLP/HTTP."""
+    url = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if not url and environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        url = environ["OTEL_EXPORTER_OTLP_ENDPOINT"].rstrip("/") + "/v1/traces"
+    if not url or environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return []
+    settings = ["mode=opentelemetry", "rate=0", "count=-1", "level=TIMESTAMPS", f"opentelemetry,url={url}"]
+    settings.append("opentelemetry,resource=service.name=lexora-triton")
+    if environ.get("OTEL_BSP_SCHEDULE_DELAY"):
+        settings.append(f"opentelemetry,bsp_schedule_delay={environ['OTEL_BSP_SCHEDULE_DELAY']}")
+    return [argument for setting in settings for argument in ("--trace-config", setting)]

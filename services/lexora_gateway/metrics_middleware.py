@@ -1,7 +1,6 @@
 """The edge middleware (plain ASGI, cheap): request counts and latencies per route and status, the
-request's trace span when tracing is on (lexora_runtime.tracing), the X-RateLimit-* headers on every
-authenticated response (those the rate limiter decided, else the caller's current standing), and the
-limit on request bodies."""
+X-RateLimit-* headers on every authenticated response (those the rate limiter decided, else the
+caller's current standing), and the limit on request bodies."""
 
 from __future__ import annotations
 
@@ -39,6 +38,8 @@ def route_label(scope: dict[str, Any]) -> str:
 
 
 class MetricsMiddleware:
+    """Counts each request, and traces it when tracing is on (lexora_runtime.tracing)."""
+
     def __init__(self, app: Any, metrics: ServiceMetrics):
         self.app = app
         self.metrics = metrics

@@ -105,7 +105,9 @@ async def serve(settings: RouterSettings, ctx: ServiceContext) -> None:
                 try:
                     run = None if work is None else functools.partial(work, request, reply)
                     # The gateway's trace goes on in the job's span (GenAI attributes: Router.run).
-                    with tracing.span(f"{tracing.operation_name(request)} {request.model}", SERVER, headers):
+                    with tracing.span(f"{tracing.operation_name(request)} {request.model}", SERVER, headers) as span:
+                        if span.is_recording():
+                            span.set_attributes(tracing.request_attributes(request))
                         await router.run(request, reply, run)
                 finally:
                     router.jobs.pop(request.request_id, None)

@@ -114,9 +114,6 @@ class Router:
         started = time.monotonic()
         queued_ms = (time.time() - request.received_at) * 1000
         outcome = Outcome()
-        span = tracing.current_span()  # the job's (lexora_router.app); None when not traced
-        if span is not None:
-            span.set_attributes(tracing.request_attributes(request))
         try:
             timeout = min(request.deadline - time.time(), self.max_job_s)
             async with asyncio.timeout(max(timeout, 0)):
@@ -145,7 +142,7 @@ class Router:
         finally:
             self.cancelled_by_client.discard(request.request_id)
         cost = self._cost(request, outcome)
-        if span is not None:
+        if (span := tracing.current_span()) is not None:  # the job's (lexora_router.app), when traced
             _trace_outcome(span, outcome, cost)
         worked = time.monotonic()
         await self._record(request, outcome, cost, started)
