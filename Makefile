@@ -64,3 +64,9 @@ images-runtimes:
 bench: bootstrap
 	@bash bench/setup.sh
 	@$(PY) -m bench
+
+.PHONY: bench-tracing
+
+## Tracing's cost: the stack with tracing off and on (OTLP sink), side by side (docs/benchmarks.md, "Tracing").
+bench-tracing: bootstrap
+	@$(PY) -m bench tracing

@@ -5,6 +5,7 @@
     python -m bench --sections hops,memory  # some sections only (writes partial.json, leaves the docs alone)
     python -m bench render [results.json]   # derive the headline and the docs' results section again
     python -m bench billing --baseline-ref <git ref>   # billing alone, before and after a change
+    python -m bench tracing                 # the stack with tracing off and on, side by side
 
 The gateway run's options are also read from the environment (BENCH_QUICK=1, BENCH_LEVELS=1,4,16,
 ...; docs/benchmarks.md lists them); an option given here wins. The other subcommands are the
@@ -34,6 +35,12 @@ PROGRAMS: dict[str, tuple[str, str, str]] = {
     "loadgen": ("bench.tools.loadgen", "main", "closed- or open-loop HTTP load generator (streaming TTFT, fixed rate)"),
     "billing-load": ("bench.tools.billing_load", "main", "reserve-then-settle load on billing, over NATS"),
     "shim": ("bench.tools.openai_shim", "main", "minimal OpenAI-compatible front for Triton (LiteLLM's backend)"),
+    "tracing": (
+        "bench.tracing_bench",
+        "main",
+        "the stack with tracing off and on (OTLP sink), side by side (not part of make bench)",
+    ),
+    "otlp-sink": ("bench.tools.otlp_sink", "main", "an OTLP/HTTP trace sink that counts the spans it receives"),
 }
 
 # gateway-run option -> environment variable it sets (bench.settings reads them)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import shutil
 import string
@@ -16,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,10 +116,16 @@ class SupervisedTriton:
     repository holds flux-1-schnell and LEXORA_FLUX_WEIGHTS is unset, the tiny FLUX pipeline is
     built once (a few seconds) into the shared cache and handed to Triton in that variable."""
 
-    def __init__(self, state_dir: Path, model_repo: Path = MODEL_REPO, timeout: float = 300):
+    def __init__(
+        self,
+        state_dir: Path,
+        model_repo: Path = MODEL_REPO,
+        timeout: float = 300,
+        environ: Mapping[str, str] = os.environ,
+    ):
         self.timeout = timeout
         http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
-        self._argv, self._env = triton_command(model_repo, state_dir, http_port, grpc_port, metrics_port)
+        self._argv, self._env = triton_command(model_repo, state_dir, http_port, grpc_port, metrics_port, environ)
         self._log = state_dir / "logs" / "triton.log"
         self._ready_url = f"http://127.0.0.1:{http_port}/v2/health/ready"
         self.endpoint = Endpoint(

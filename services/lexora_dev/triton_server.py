@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Mapping
 from pathlib import Path
 
 from lexora_dev.cache import cache_dir
@@ -28,6 +29,7 @@ __all__ = [
     "cache_dir",
     "ensure_flux_weights",
     "prepare_backends",
+    "trace_arguments",
     "triton_command",
     "tritonserver_binary",
     "pytriton_root",
@@ -142,8 +144,10 @@ def triton_command(
     http_port: int,
     grpc_port: int,
     metrics_port: int,
+    environ: Mapping[str, str] = os.environ,
 ) -> tuple[list[str], dict[str, str]]:
-    """argv and the environment variables to add to ``os.environ`` for running tritonserver.
+    """argv and the environment variables to add to ``os.environ`` for running tritonserver;
+    traced when `environ` names an OTLP endpoint (trace_arguments).
 
     Loopback only: this is the developer/test engine, not a network service.
     """
@@ -174,6 +178,7 @@ def triton_command(
         "--pinned-memory-pool-byte-size=0",
         "--model-load-thread-count=2",
         "--exit-timeout-secs=10",
+        *trace_arguments(environ),
     ]
     # The stub links libpython3.11.so.1.0 by soname; without the running interpreter's lib dir
     # first, the loader may pick a different build's libpython (e.g. the distro's) and the stub
@@ -202,3 +207,20 @@ def triton_command(
     if (Path(model_repo) / FLUX_MODEL).exists() and not os.environ.get(FLUX_WEIGHTS_ENV):
         env[FLUX_WEIGHTS_ENV] = str(ensure_flux_weights(state_dir))
     return argv, env
+
+
+def trace_arguments(environ: Mapping[str, str]) -> list[str]:
+    """tritonserver's OpenTelemetry tracing when `environ` names an OTLP endpoint (as the services'
+    tracing does, lexora_runtime.tracing), else none. Triton then traces only the requests that
+    carry a trace context (rate=0: the router sends it), continuing the router's trace, and exports
+    its spans (request, model, compute) to the same endpoint over OTLP/HTTP."""
+    url = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if not url and environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        url = environ["OTEL_EXPORTER_OTLP_ENDPOINT"].rstrip("/") + "/v1/traces"
+    if not url or environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return []
+    settings = ["mode=opentelemetry", "rate=0", "count=-1", "level=TIMESTAMPS", f"opentelemetry,url={url}"]
+    settings.append("opentelemetry,resource=service.name=lexora-triton")
+    if environ.get("OTEL_BSP_SCHEDULE_DELAY"):
+        settings.append(f"opentelemetry,bsp_schedule_delay={environ['OTEL_BSP_SCHEDULE_DELAY']}")
+    return [argument for setting in settings for argument in ("--trace-config", setting)]

@@ -9,6 +9,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
+from fastapi.telemetry import TelemetryConfig
 from nats.aio.msg import Msg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -45,15 +46,19 @@ from lexora_runtime.loop import freeze_startup_heap
 from lexora_runtime.metrics import create_metrics
 from lexora_runtime.model_registry import ModelRegistryView
 from lexora_runtime.service import connect_with_patience
+from lexora_runtime.tracing import set_tracer_provider_from_env
 from lexora_usage.client import UsageClient
 
 # Beyond the largest image a body may carry: the rest of the request.
 REQUEST_ROOM_BYTES = 1024 * 1024
+NO_FASTAPI_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     metrics = create_metrics("gateway")
+    # Here, not in main(): with several workers each process makes its own app (and exporter thread).
+    tracer_provider = set_tracer_provider_from_env("gateway")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -86,8 +91,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             await keys.close()
             await billing.close()
             await nc.drain()
+            if tracer_provider is not None:
+                tracer_provider.shutdown()  # sends the spans still queued
 
-    app = FastAPI(title="Lexora API", version="0.1.0", lifespan=lifespan)
+    # FastAPI (0.165+) traces a request on its own once a tracer provider is set. The edge middleware's
+    # span is the request's here, with the GenAI attributes the routes add; FastAPI's would be a
+    # second SERVER span around it, its operation spans ending before a streamed answer does.
+    app = FastAPI(title="Lexora API", version="0.1.0", lifespan=lifespan, telemetry=NO_FASTAPI_TELEMETRY)
     install_error_handlers(app)
     api = (
         openai_routes,

@@ -13,6 +13,7 @@ from lexora_gateway.admission.admit import Admitted, record_refusal
 from lexora_gateway.chat.answer import Answer, AnswerReader, Piece
 from lexora_gateway.state import GatewayState
 from lexora_router.client import GenerationStream, NoRouter
+from lexora_runtime import tracing
 from lexora_runtime.logs import request_id_var
 
 
@@ -38,6 +39,9 @@ async def first_output(state: GatewayState, admitted: Admitted, stream: Generati
     """Publish the job and wait for its first delta or final chunk. A job no router took is recorded
     here (cost 0; billing releases its hold), since no router will."""
     request_id_var.set(admitted.spec.request_id)
+    span = tracing.current_span()  # the request's, from the edge middleware; None when not traced
+    if span is not None:
+        span.set_attributes(tracing.request_attributes(admitted.request, admitted.spec.work.model))
     try:
         await stream.start()
         return await stream.next()
@@ -58,12 +62,16 @@ async def first_output(state: GatewayState, admitted: Admitted, stream: Generati
 
 
 async def chunks(stream: GenerationStream, first: GenerationChunk) -> AsyncIterator[GenerationChunk]:
-    """The job's chunks in order, from `first` through the final one."""
+    """The job's chunks in order, from `first` through the final one (whose counts and cost go on
+    the request's span, when traced)."""
     chunk = first
     yield chunk
     while chunk.kind != "done":
         chunk = await stream.next()
         yield chunk
+    tracing.record_usage(
+        tracing.current_span(), chunk.prompt_tokens, chunk.completion_tokens, chunk.cost_pico, chunk.finish_reason
+    )
 
 
 async def answer_pieces(

@@ -13,10 +13,15 @@ from lexora_contracts.errors import PayloadTooLarge, RequestTimeout
 from lexora_gateway.admission.identity import IDENTITY_SCOPE_KEY
 from lexora_gateway.admission.rate_limits import SCOPE_KEY, peek_headers
 from lexora_gateway.errors import error_response, speaks_anthropic
+from lexora_runtime import tracing
 from lexora_runtime.metrics import ServiceMetrics
 
 # The label of requests no route matched: one series however many unknown paths are tried.
 UNMATCHED = "unmatched"
+# A client's trace context, which the request's span continues.
+_TRACE_HEADERS = (b"traceparent", b"tracestate")
+# Probes and scrapes, every few seconds from each kubelet and Prometheus: no trace of their own.
+UNTRACED_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
 
 
 def route_label(scope: dict[str, Any]) -> str:
@@ -34,6 +39,8 @@ def route_label(scope: dict[str, Any]) -> str:
 
 
 class MetricsMiddleware:
+    """Counts each request, and traces it when tracing is on (lexora_runtime.tracing)."""
+
     def __init__(self, app: Any, metrics: ServiceMetrics):
         self.app = app
         self.metrics = metrics
@@ -41,7 +48,37 @@ class MetricsMiddleware:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
-            return
+        elif tracing.tracing_on() and scope["path"] not in UNTRACED_PATHS:
+            await self._traced(scope, receive, send)
+        else:
+            await self._counted(scope, receive, send)
+
+    async def _traced(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """The request in a SERVER span, the root of its trace (or a child of the client's, when it
+        sent a `traceparent`); the routes add the GenAI attributes (lexora_gateway.dispatch)."""
+        method = scope["method"]
+        incoming = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in scope.get("headers") or ()
+            if name in _TRACE_HEADERS
+        }
+        attributes = {
+            "http.request.method": method,
+            "url.path": scope["path"],
+            "url.scheme": scope.get("scheme", "http"),
+        }
+        with tracing.span(method, tracing.SpanKind.SERVER, incoming, attributes) as span:
+            status = await self._counted(scope, receive, send)
+            route = route_label(scope)
+            if route != UNMATCHED:
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.route", route)
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                tracing.mark_failed(span, f"HTTP {status}")
+
+    async def _counted(self, scope: dict[str, Any], receive: Any, send: Any) -> int:
+        """Serve the request, counting it and its latency; returns the status it was answered with."""
         started = time.perf_counter()
         status = {"code": 500}
 
@@ -64,6 +101,7 @@ class MetricsMiddleware:
             path = route_label(scope)
             self.metrics.requests.labels("gateway", path, str(status["code"])).inc()
             self.metrics.latency.labels("gateway", path).observe(time.perf_counter() - started)
+        return status["code"]
 
 
 async def _peeked_headers(scope: dict[str, Any]) -> dict[str, str] | None:

@@ -30,6 +30,7 @@ from lexora_router.prober import EndpointProber
 from lexora_router.routing import PolicyName, make_policy
 from lexora_router.settings import RouterSettings
 from lexora_router.triton_engine import TritonEngine
+from lexora_runtime import tracing
 from lexora_runtime.bus import ensure_usage_stream
 from lexora_runtime.logs import request_id_var
 from lexora_runtime.metrics import create_metrics, export_model_endpoints, serve_metrics
@@ -38,6 +39,7 @@ from lexora_runtime.service import ServiceContext, run_until_stopped
 
 log = logging.getLogger("lexora.router")
 J = TypeVar("J", bound=JobHeader)
+SERVER = tracing.SpanKind.SERVER
 
 
 async def serve(settings: RouterSettings, ctx: ServiceContext) -> None:
@@ -97,13 +99,17 @@ async def serve(settings: RouterSettings, ctx: ServiceContext) -> None:
             except ValueError:
                 log.error("dropping malformed job", extra={"fields": {"subject": msg.subject}})
                 return
-            reply = msg.reply
+            reply, headers = msg.reply, msg.headers
 
             async def job() -> None:
                 request_id_var.set(request.request_id)
                 try:
                     run = None if work is None else functools.partial(work, request, reply)
-                    await router.run(request, reply, run)
+                    # The gateway's trace goes on in the job's span (GenAI attributes: Router.run).
+                    with tracing.span(f"{tracing.operation_name(request)} {request.model}", SERVER, headers) as span:
+                        if span.is_recording():
+                            span.set_attributes(tracing.request_attributes(request))
+                        await router.run(request, reply, run)
                 finally:
                     router.jobs.pop(request.request_id, None)
 

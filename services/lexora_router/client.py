@@ -27,7 +27,7 @@ from lexora_contracts.messages import (
     HealthReply,
     JobHeader,
 )
-from lexora_runtime.bus import call, encode
+from lexora_runtime.bus import call, encode, request_headers
 
 Job = JobHeader  # every job a gateway sends: GenerationRequest, EmbeddingJob, ImageJob
 # Extra wait beyond the job deadline for the router's own 504 to arrive before we give up on it.
@@ -86,7 +86,7 @@ class GenerationStream:
             self._subject,
             encode(self.request),
             reply=self._inbox,
-            headers={subjects.REQUEST_ID_HEADER: self.request.request_id},
+            headers=request_headers(self.request.request_id),  # and the trace, when traced
         )
 
     async def next(self) -> GenerationChunk:

@@ -47,6 +47,7 @@ from lexora_router.ready_batches import ready_batches
 from lexora_router.routing import RoutingPolicy
 from lexora_router.triton_engine import EngineFailed, EngineRejected, EngineUnreachable, TritonEngine
 from lexora_router.triton_media import Embeddings
+from lexora_runtime import tracing
 from lexora_runtime.bus import encode, publish_usage_event
 from lexora_runtime.metrics import ServiceMetrics
 from lexora_runtime.model_registry import ModelRegistryView
@@ -56,6 +57,7 @@ log = logging.getLogger("lexora.router")
 T = TypeVar("T")
 BINARY_SLICE_BYTES = 256 * 1024
 CLIENT_CLOSED = 499  # nginx's code for "client closed request": charged for what was produced
+CLIENT = tracing.SpanKind.CLIENT
 
 
 @dataclass
@@ -143,6 +145,8 @@ class Router:
             self.cancelled_by_client.discard(request.request_id)
             running.dec()
         cost = self._cost(request, outcome)
+        if (span := tracing.current_span()) is not None:  # the job's (lexora_router.app), when traced
+            _trace_outcome(span, outcome, cost)
         worked = time.monotonic()
         await self._record(request, outcome, cost, started)
         recorded = time.monotonic()
@@ -288,7 +292,10 @@ class Router:
             address = endpoint.grpc_address
             self.in_flight[address] += 1
             try:
-                result = await work(endpoint, record.triton_model)
+                # One span per endpoint tried; Triton's own spans join it when it traces (triton_http,
+                # triton_streams send the trace context with the request).
+                with tracing.span(f"triton {record.triton_model}", CLIENT, attributes=_engine_attributes(endpoint)):
+                    result = await work(endpoint, record.triton_model)
             except EngineUnreachable as exc:
                 log.warning("endpoint unreachable, trying another", extra={"fields": {"error": str(exc)}})
                 self._mark(self.health.failed(record.id, endpoint.name, str(exc), time.time()))
@@ -363,6 +370,22 @@ class Router:
 
     async def _send(self, reply: str, chunk: GenerationChunk) -> None:
         await self.nc.publish(reply, encode(chunk))
+
+
+def _engine_attributes(endpoint: Endpoint) -> dict[str, object]:
+    host, _, port = endpoint.grpc_address.rpartition(":")
+    return {"server.address": host, "server.port": int(port) if port.isdigit() else 0, "lexora.endpoint": endpoint.name}
+
+
+def _trace_outcome(span: tracing.Span, outcome: Outcome, cost_pico: int) -> None:
+    """A job's outcome on its span: the GenAI token counts and cost, the status it ended with."""
+    tracing.record_usage(span, outcome.prompt_tokens, outcome.completion_tokens, cost_pico, outcome.finish_reason)
+    span.set_attribute("lexora.status_code", outcome.status_code)
+    if outcome.images:
+        span.set_attribute("lexora.images", outcome.images)
+    if outcome.error is not None:
+        span.set_attribute("error.type", outcome.error.type)
+        tracing.mark_failed(span, outcome.error.message)
 
 
 async def _one_by_one(outputs: AsyncIterator[T]) -> AsyncIterator[list[T]]:

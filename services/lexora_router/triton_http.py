@@ -23,6 +23,7 @@ import aiohttp
 import orjson
 
 from lexora_router.triton_wire import Tensors
+from lexora_runtime import tracing
 
 CONNECT_TIMEOUT_S = 10.0
 _DATA = b"data:"
@@ -112,7 +113,8 @@ class HttpStreams:
     async def generate_stream(self, model: str, tensors: Tensors) -> AsyncIterator[dict[str, Any]]:
         """Each response's outputs, to the last. Raises HttpEngineError."""
         url = f"{self._base}{model}/generate_stream"
-        headers = {"Content-Type": "application/json"}
+        # Triton traced with --trace-config mode=opentelemetry continues the caller's trace.
+        headers = tracing.headers_with_context({"Content-Type": "application/json"})
         try:
             response = await self._open().post(url, data=generate_body(tensors), headers=headers)
         except aiohttp.ClientError as exc:

@@ -22,6 +22,7 @@ import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from lexora_router.triton_wire import is_final
+from lexora_runtime import tracing
 
 Response = service_pb2.ModelStreamInferResponse
 INT32_MAX = 2**31 - 1
@@ -35,6 +36,13 @@ CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 250),
     ("grpc.max_reconnect_backoff_ms", 2000),
 ]
+
+
+def _trace_metadata() -> tuple[tuple[str, str], ...] | None:
+    """The current trace context as gRPC metadata, which Triton traced with
+    --trace-config mode=opentelemetry continues; None when not traced."""
+    headers = tracing.headers_with_context()
+    return tuple(headers.items()) if headers else None
 
 
 class StreamClosed(Exception):
@@ -98,7 +106,7 @@ class EndpointStreams:
     async def own(self, request: service_pb2.ModelInferRequest) -> AsyncIterator[Response]:
         """The responses to `request` on a call of its own, which is cancelled (and Triton stops the
         request) as soon as the caller stops reading."""
-        call = self._stub.ModelStreamInfer()
+        call = self._stub.ModelStreamInfer(metadata=_trace_metadata())
         try:
             await call.write(request)
             async for response in call:
@@ -110,6 +118,8 @@ class EndpointStreams:
             call.cancel()
 
     def _open_shared(self) -> _OpenCall:
+        # Metadata is the call's, not a request's: requests on the shared call carry no trace
+        # context to Triton (their spans end at the router's).
         outbox: asyncio.Queue[service_pb2.ModelInferRequest] = asyncio.Queue()
 
         async def requests() -> AsyncIterator[service_pb2.ModelInferRequest]:

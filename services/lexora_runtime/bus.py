@@ -32,6 +32,7 @@ from lexora_contracts.errors import (
 )
 from lexora_contracts.messages import UsageEvent
 from lexora_contracts.nats_permissions import inbox_prefix
+from lexora_runtime import tracing
 from lexora_runtime.logs import request_id_var
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,9 @@ def encode(model: BaseModel) -> bytes:
 
 
 def request_headers(request_id: str | None = None) -> dict[str, str] | None:
+    """The headers of a message sent for a request: its id, and the trace it is part of (if traced)."""
     request_id = request_id or request_id_var.get()
-    return {subjects.REQUEST_ID_HEADER: request_id} if request_id else None
+    return tracing.headers_with_context({subjects.REQUEST_ID_HEADER: request_id} if request_id else None)
 
 
 # What nats-py raises when the bus itself is down or being reconnected to (a request's publish).
@@ -109,17 +111,22 @@ async def call(nc: NATS, subject: str, payload: BaseModel, reply_model: type[Rep
     reached is a ServiceUnavailable (503 with Retry-After): the request was not judged, so it is
     neither refused (401, 402) nor served."""
     service = subject.split(".")[0]
-    try:
-        msg = await nc.request(subject, encode(payload), timeout=timeout, headers=request_headers())
-    except nats.errors.NoRespondersError as exc:
-        raise ServiceUnavailable(f"The {service} service is not running; retry in a few seconds") from exc
-    except nats.errors.TimeoutError as exc:
-        raise ServiceUnavailable(f"The {service} service did not answer in time; retry in a few seconds") from exc
-    except BUS_UNREACHABLE as exc:
-        raise ServiceUnavailable("The message bus cannot be reached; retry in a few seconds") from exc
+    with tracing.span(subject, tracing.SpanKind.CLIENT, attributes=_nats_attributes(subject)):
+        try:
+            msg = await nc.request(subject, encode(payload), timeout=timeout, headers=request_headers())
+        except nats.errors.NoRespondersError as exc:
+            raise ServiceUnavailable(f"The {service} service is not running; retry in a few seconds") from exc
+        except nats.errors.TimeoutError as exc:
+            raise ServiceUnavailable(f"The {service} service did not answer in time; retry in a few seconds") from exc
+        except BUS_UNREACHABLE as exc:
+            raise ServiceUnavailable("The message bus cannot be reached; retry in a few seconds") from exc
     if msg.headers and msg.headers.get(ERROR_CODE_HEADER):
         raise error_from_info(ErrorInfo.model_validate_json(msg.data))
     return reply_model.model_validate_json(msg.data)
+
+
+def _nats_attributes(subject: str, **more: object) -> dict[str, object]:
+    return {"messaging.system": "nats", "messaging.destination.name": subject, **more}
 
 
 Handler = Callable[[Req], Awaitable[BaseModel]]
@@ -143,23 +150,26 @@ class EndpointRunner:
         reached right now; such a failure is answered ServiceUnavailable, not InternalError."""
 
         async def handle(request: micro.Request) -> None:
-            request_id_var.set((request.headers or {}).get(subjects.REQUEST_ID_HEADER))
-            try:
-                payload = request_model.model_validate_json(request.data)
-                reply = await handler(payload)
-                await request.respond(encode(reply))
-            except ValidationError as exc:
-                await _respond_error(request, InvalidRequest(f"malformed message: {exc.errors()[0]['msg']}"))
-            except LexoraError as exc:
-                await _respond_error(request, exc)
-            except Exception as exc:
-                if unreachable is not None and unreachable(exc):
-                    log.warning("handler's database unreachable: %s", type(exc).__name__)
-                    down = ServiceUnavailable("The database cannot be reached right now; retry in a few seconds")
-                    await _respond_error(request, down)
-                    return
-                log.exception("handler failed")
-                await _respond_error(request, InternalError("internal error"))
+            headers = request.headers or {}
+            request_id_var.set(headers.get(subjects.REQUEST_ID_HEADER))
+            # The caller's trace goes on here (a span of the service's own, SERVER: it answers).
+            with tracing.span(request.subject, tracing.SpanKind.SERVER, headers, _nats_attributes(request.subject)):
+                try:
+                    payload = request_model.model_validate_json(request.data)
+                    reply = await handler(payload)
+                    await request.respond(encode(reply))
+                except ValidationError as exc:
+                    await _respond_error(request, InvalidRequest(f"malformed message: {exc.errors()[0]['msg']}"))
+                except LexoraError as exc:
+                    await _respond_error(request, exc)
+                except Exception as exc:
+                    if unreachable is not None and unreachable(exc):
+                        log.warning("handler's database unreachable: %s", type(exc).__name__)
+                        down = ServiceUnavailable("The database cannot be reached right now; retry in a few seconds")
+                        await _respond_error(request, down)
+                        return
+                    log.exception("handler failed")
+                    await _respond_error(request, InternalError("internal error"))
 
         async def spawn(request: micro.Request) -> None:
             task = asyncio.create_task(handle(request))
@@ -333,11 +343,21 @@ async def consume_usage_event_batches(
                 # should some have gone to another consumer replica meanwhile).
                 with contextlib.suppress(Exception):  # the first one alone is a batch too
                     messages += await sub.fetch(ready, timeout=linger_s)
+            # Each event goes on with the trace of the request it records, in a span of its own.
+            spans = tracing.consumer_spans(
+                f"process {subjects.USAGE_REQUEST_COMPLETED}",
+                messages,
+                _nats_attributes(
+                    subjects.USAGE_REQUEST_COMPLETED,
+                    **{"messaging.consumer.group.name": durable, "messaging.batch.message_count": len(messages)},
+                ),
+            )
             try:
                 outcomes = await handle_batch([msg.data for msg in messages])
             except Exception as exc:
                 log.exception("usage event batch handling failed; will be redelivered")
                 outcomes = [exc] * len(messages)
+            tracing.end_consumer_spans(spans, list(outcomes))
             for msg, outcome in zip(messages, outcomes, strict=True):
                 if outcome is None:
                     await msg.ack()
@@ -369,12 +389,18 @@ def _retry_delay(msg: Msg) -> float:
 
 
 async def publish_usage_event(js: JetStreamContext, event: UsageEvent) -> None:
-    """Publish once, retrying through NATS hiccups; JetStream drops duplicates of the same id."""
-    headers = {subjects.MSG_ID_HEADER: event.request_id, subjects.REQUEST_ID_HEADER: event.request_id}
-    for attempt in range(USAGE_PUBLISH_ATTEMPTS):
-        try:
-            await js.publish(subjects.USAGE_REQUEST_COMPLETED, encode(event), headers=headers, timeout=5)
-            return
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionReconnectingError):
-            await asyncio.sleep(min(0.2 * 2**attempt, 5))
+    """Publish once, retrying through NATS hiccups; JetStream drops duplicates of the same id.
+    Billing's and usage's consumers go on with the trace of the request (a PRODUCER span here)."""
+    subject = subjects.USAGE_REQUEST_COMPLETED
+    with tracing.span(f"publish {subject}", tracing.SpanKind.PRODUCER, attributes=_nats_attributes(subject)) as sent:
+        headers = tracing.headers_with_context(
+            {subjects.MSG_ID_HEADER: event.request_id, subjects.REQUEST_ID_HEADER: event.request_id}
+        )
+        for attempt in range(USAGE_PUBLISH_ATTEMPTS):
+            try:
+                await js.publish(subject, encode(event), headers=headers, timeout=5)
+                return
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionReconnectingError):
+                await asyncio.sleep(min(0.2 * 2**attempt, 5))
+        tracing.mark_failed(sent, "not published")
     log.error("usage event could not be published; its hold will be released by the sweeper")

@@ -1,4 +1,5 @@
-"""Structured JSON logs with the request id of the request being served (carried in NATS headers)."""
+"""Structured JSON logs with the request id of the request being served (carried in NATS headers),
+and its trace id when it is traced."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import logging
 import sys
 import time
+
+from opentelemetry import trace
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
@@ -27,6 +30,9 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:  # traced (lexora_runtime.tracing): the log line finds its trace
+            entry["trace_id"] = format(span_context.trace_id, "032x")
         extra = getattr(record, "fields", None)
         if extra:
             entry.update(extra)

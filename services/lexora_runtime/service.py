@@ -18,6 +18,7 @@ from lexora_runtime import bus
 from lexora_runtime.logs import configure_logging
 from lexora_runtime.loop import fast_runner, freeze_startup_heap
 from lexora_runtime.settings import ServiceSettings
+from lexora_runtime.tracing import set_tracer_provider_from_env
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,13 @@ async def _run(name: str, settings: S, serve: Callable[[S, ServiceContext], Awai
 
 def run_until_stopped(name: str, settings: S, serve: Callable[[S, ServiceContext], Awaitable[None]]) -> None:
     configure_logging(name, settings.log_level)
-    with fast_runner() as runner:
-        runner.run(_run(name, settings, serve))
+    tracer_provider = set_tracer_provider_from_env(name)  # None: tracing off (no OTLP endpoint named)
+    try:
+        with fast_runner() as runner:
+            runner.run(_run(name, settings, serve))
+    finally:
+        if tracer_provider is not None:
+            tracer_provider.shutdown()  # sends the spans still queued
 
 
 async def health_of(service: str, **checks: Callable[[], Awaitable[object]]) -> HealthReply:

@@ -240,3 +240,30 @@ def test_model_aliases_reach_the_gateway_in_their_order(helm: Helm, monkeypatch:
     assert list(settings.model_aliases.items()) == [("gpt-5*", "big"), ("claude-*", "small")]
     plain = named(helm.template(), "Deployment", f"{RELEASE}-gateway")
     assert "LEXORA_MODEL_ALIASES" not in json.dumps(plain)
+
+
+def test_tracing_reaches_every_service_only_when_an_endpoint_is_set(helm: Helm, tmp_path: Path) -> None:
+    """The OTLP endpoint goes to every service under the name lexora_runtime.tracing reads; without
+    one, no OTEL_ variable is rendered and the services do not trace."""
+    from lexora_runtime.tracing import ENDPOINT_VARIABLES
+
+    endpoint = "http://otel-collector.monitoring:4318"
+    values = tmp_path / "tracing-values.yaml"
+    values.write_text(yaml.safe_dump({"tracing": {"otlpEndpoint": endpoint, "sampleRatio": 0.25}}))
+    traced = helm.template([values])
+    for service in SERVICES:
+        deployment = named(traced, "Deployment", f"{RELEASE}-{service}")
+        [env] = [c["env"] for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == service]
+        values = {e["name"]: e.get("value") for e in env}
+        assert values["OTEL_EXPORTER_OTLP_ENDPOINT"] == endpoint and "OTEL_EXPORTER_OTLP_ENDPOINT" in ENDPOINT_VARIABLES
+        assert (values["OTEL_TRACES_SAMPLER"], values["OTEL_TRACES_SAMPLER_ARG"]) == (
+            "parentbased_traceidratio",
+            "0.25",
+        )
+    plain = objects_of(helm.template(), "Deployment")
+    assert plain and "OTEL_" not in json.dumps(plain)
+
+
+@pytest.mark.parametrize("values", [{"tracing.otlpEndpoint": "otel-collector:4318"}, {"tracing.sampleRatio": "2"}])
+def test_tracing_values_are_checked(helm: Helm, values: dict[str, str]) -> None:
+    assert "tracing" in helm.template_error([], values)
