@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from lexora_contracts.money import usd_per_mtok_to_micro, usd_to_micro
@@ -35,6 +35,9 @@ DEFAULT_TRITON_REQUESTS = {"cpu": "1", "memory": "2Gi"}
 # the router's requests per ModelDeployment (External) and TensorRT-LLM's waiting queue per pod (Pods).
 ROUTER_PENDING_METRIC = "lexora_pending_requests"
 TRTLLM_WAITING_METRIC = "nv_trt_llm_waiting_requests"
+# The CRD's former default of pendingRequestsMetric, stored in every ModelDeployment created before
+# it went: Triton's queue, near zero under in-flight batching and served by no shipped adapter rule.
+LEGACY_PENDING_METRIC = "nv_inference_pending_request_count"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 USD = r"^[0-9]+(\.[0-9]+)?$"
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -188,6 +191,11 @@ class AutoscalingSpec(SpecModel):
     # Requests waiting in the engine's queue per replica (tensorrtllm: not yet scheduled in a batch).
     target_waiting_requests: int = Field(default=1, ge=1)
     scale_down_stabilization_seconds: int = Field(default=300, ge=0)
+
+    @field_validator("pending_requests_metric")
+    @classmethod
+    def _former_default_is_unset(cls, metric: str | None) -> str | None:
+        return None if metric == LEGACY_PENDING_METRIC else metric
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> AutoscalingSpec:

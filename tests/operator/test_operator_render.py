@@ -101,9 +101,17 @@ def test_a_python_model_scales_on_the_routers_metric_alone_unless_given_an_engin
     hpa = children_of("smollm2-cpu.yaml", autoscaling=autoscaling).hpa["spec"]
     assert hpa["minReplicas"] == 0  # the External metric exists while no pod runs
     assert [m["type"] for m in hpa["metrics"]] == ["External"]
-    autoscaling["pendingRequestsMetric"] = "nv_inference_pending_request_count"
+    autoscaling["pendingRequestsMetric"] = "vllm_num_requests_waiting"
     hpa = children_of("smollm2-cpu.yaml", autoscaling=autoscaling).hpa["spec"]
-    assert hpa["metrics"][1]["pods"]["metric"] == {"name": "nv_inference_pending_request_count"}
+    assert hpa["metrics"][1]["pods"]["metric"] == {"name": "vllm_num_requests_waiting"}
+
+
+def test_the_former_default_engine_metric_stored_in_old_objects_counts_as_unset() -> None:
+    autoscaling = {"maxReplicas": 2, "pendingRequestsMetric": "nv_inference_pending_request_count"}
+    llama = children_of("llama-3.2-3b-instruct.yaml", autoscaling=autoscaling).hpa["spec"]["metrics"]
+    assert [m["pods"]["metric"]["name"] for m in llama if m["type"] == "Pods"] == ["nv_trt_llm_waiting_requests"]
+    smollm = children_of("smollm2-cpu.yaml", autoscaling=autoscaling).hpa["spec"]["metrics"]
+    assert [m["type"] for m in smollm] == ["External"]
 
 
 def test_keda_scales_the_model_deployment_itself_on_prometheus_queries() -> None:
