@@ -73,6 +73,7 @@ async def run_operator(
                     publisher,
                     access=settings.triton_access(),
                     cache_storage_class=settings.cache_storage_class or None,
+                    prometheus_address=settings.prometheus_address,
                 )
             ),
             liveness_endpoint=liveness,

@@ -32,6 +32,7 @@ PLURALS = {
     "Job": "jobs",
     "PersistentVolumeClaim": "persistentvolumeclaims",
     "ModelDeployment": "modeldeployments",
+    "ScaledObject": "scaledobjects",  # KEDA's (keda.sh/v1alpha1)
 }
 # Server-side apply's field manager: the fields the operator sets are owned under this name, and a
 # field it stops setting is removed from the object by the next apply.

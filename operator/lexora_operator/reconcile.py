@@ -23,10 +23,12 @@ import kopf
 
 from lexora_operator import cache as mc
 from lexora_operator import status as st
+from lexora_operator.autoscaling import KEDA_API_VERSION, deployment_replicas
 from lexora_operator.drift import needs_apply, with_applied_hash
 from lexora_operator.kube import FIELD_MANAGER, KubeApi, KubeError, object_path, path_for
 from lexora_operator.registry import RegistryPublisher, model_record
 from lexora_operator.render import (
+    DEFAULT_PROMETHEUS_ADDRESS,
     Children,
     TritonAccess,
     config_map_name,
@@ -60,6 +62,8 @@ class Reconciler:
     access: TritonAccess | None = None
     # The model cache's default storage class (ReadWriteMany); None: only specs naming one get a cache.
     cache_storage_class: str | None = None
+    # Where KEDA's ScaledObjects query (spec.autoscaling.provider keda).
+    prometheus_address: str = DEFAULT_PROMETHEUS_ADDRESS
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     # The phase each ModelDeployment (by uid) was last given: a pass queued behind another holds a
     # body read before that pass wrote its status.
@@ -103,7 +107,13 @@ class Reconciler:
             credentials = await self._credentials_hash(namespace, spec)
             plan = mc.plan_cache(name, spec, self.cache_storage_class)
             children = render_children(
-                name, namespace, spec, credentials_hash=credentials, access=self.access, cache=plan
+                name,
+                namespace,
+                spec,
+                credentials_hash=credentials,
+                access=self.access,
+                cache=plan,
+                prometheus_address=self.prometheus_address,
             )
             cache = await self._prepare_cache(body, spec, plan) if plan is not None else None
             # Until the cache holds what the new spec reads, the pods keep the old one (or none).
@@ -164,6 +174,8 @@ class Reconciler:
             live["Deployment"] = await self.api.get(path_for("apps/v1", "Deployment", namespace, name))
         if children.hpa is None:
             await self.api.delete(path_for("autoscaling/v2", "HorizontalPodAutoscaler", namespace, name))
+        if children.scaled_object is None:  # 404 (also without KEDA installed) is no error
+            await self.api.delete(path_for(KEDA_API_VERSION, "ScaledObject", namespace, name))
         if children.network_policy is None:
             await self.api.delete(path_for("networking.k8s.io/v1", "NetworkPolicy", namespace, name))
         return dict(live["Deployment"]) if live["Deployment"] is not None else None
@@ -270,12 +282,14 @@ class Reconciler:
     ) -> st.Observation:
         pods = await self.api.list(path_for("v1", "Pod", namespace), selector_labels(name))
         cache_view = None if cache is None else st.CacheView(cache.ready, cache.failed, cache.reason, cache.message)
+        fixed = deployment_replicas(spec)  # None: the HPA sets them
         if deployment is None:
-            desired = spec.replicas if spec.autoscaling is None else spec.autoscaling.min_replicas
+            desired = fixed if fixed is not None else spec.autoscaling.min_replicas  # type: ignore[union-attr]
             return st.Observation(name, desired, None, pods, gpu_count=spec.gpu.count, cache=cache_view)
-        if spec.autoscaling is None:
-            desired = spec.replicas
+        if fixed is not None:
+            desired = fixed
         else:
+            assert spec.autoscaling is not None
             desired = int((deployment.get("spec") or {}).get("replicas", spec.autoscaling.min_replicas or 1))
         ready = int((deployment.get("status") or {}).get("readyReplicas") or 0)
         matching: int | None = None
@@ -419,6 +433,7 @@ def _child_refs(name: str, namespace: str) -> list[str]:
     return [
         path_for("networking.k8s.io/v1", "NetworkPolicy", namespace, name),
         path_for("autoscaling/v2", "HorizontalPodAutoscaler", namespace, name),
+        path_for(KEDA_API_VERSION, "ScaledObject", namespace, name),
         path_for("policy/v1", "PodDisruptionBudget", namespace, name),
         path_for("v1", "Service", namespace, name),
         path_for("apps/v1", "Deployment", namespace, name),

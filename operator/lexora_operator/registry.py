@@ -15,7 +15,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 
-from lexora_contracts.registry import Endpoint, ModelRecord, registry_key
+from lexora_contracts.registry import DeploymentRef, Endpoint, ModelRecord, registry_key
 from lexora_operator.render import grpc_address, http_address
 from lexora_operator.spec import ModelDeploymentSpec
 from lexora_runtime.bus import NatsAccess
@@ -44,6 +44,7 @@ def model_record(name: str, namespace: str, spec: ModelDeploymentSpec, *, servin
         capabilities=list(spec.model.capabilities) or [spec.model.kind],
         created=created,
         endpoints=endpoints,
+        deployment=DeploymentRef(namespace=namespace, name=name),
     )
 
 

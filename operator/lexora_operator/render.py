@@ -14,6 +14,7 @@ from typing import Any
 
 from lexora_operator import cache as mc
 from lexora_operator import model_repository as repo
+from lexora_operator.autoscaling import deployment_replicas, render_hpa, render_scaled_object
 from lexora_operator.drift import quantity as parse_quantity
 from lexora_operator.spec import DEFAULT_TRITON_REQUESTS, GPU_PRODUCT_LABEL, GROUP, ModelDeploymentSpec
 
@@ -67,6 +68,8 @@ LIVENESS = ProbeTiming(period_s=10, failure_threshold=3, wait_s=20, stall_s=300)
 
 
 # The router's pods, by default: the chart's selector labels of its router component.
+# prometheus-operator's Service for a Prometheus in the monitoring namespace; the chart sets it.
+DEFAULT_PROMETHEUS_ADDRESS = "http://prometheus-operated.monitoring.svc:9090"
 DEFAULT_ROUTER_LABELS = {"app.kubernetes.io/name": "lexora", "app.kubernetes.io/component": "router"}
 
 
@@ -92,9 +95,18 @@ class Children:
     pdb: dict[str, Any]
     hpa: dict[str, Any] | None
     network_policy: dict[str, Any] | None = None
+    scaled_object: dict[str, Any] | None = None  # KEDA's, with spec.autoscaling.provider keda
 
     def all(self) -> list[dict[str, Any]]:
-        children = (self.config_map, self.deployment, self.service, self.pdb, self.hpa, self.network_policy)
+        children = (
+            self.config_map,
+            self.deployment,
+            self.service,
+            self.pdb,
+            self.hpa,
+            self.scaled_object,
+            self.network_policy,
+        )
         return [c for c in children if c is not None]
 
 
@@ -131,18 +143,26 @@ def render_children(
     credentials_hash: str | None = None,
     access: TritonAccess | None = None,
     cache: mc.CachePlan | None = None,
+    prometheus_address: str = DEFAULT_PROMETHEUS_ADDRESS,
 ) -> Children:
     """`credentials_hash`: of the Secret data the source names (None: no Secret, or unreadable);
     `access`: the NetworkPolicy's peers (None: no NetworkPolicy); `cache`: the model cache the pods
-    mount read-only (None: every pod fetches, and builds its engine, itself)."""
+    mount read-only (None: every pod fetches, and builds its engine, itself); `prometheus_address`:
+    where KEDA's ScaledObjects query (provider keda)."""
     files = repo.model_repository_files(spec)
+    provider = spec.autoscaling.provider if spec.autoscaling else None
     return Children(
         config_map=render_config_map(name, namespace, files),
         deployment=render_deployment(name, namespace, spec, config_hash(files), credentials_hash, cache),
         service=render_service(name, namespace),
         pdb=render_pdb(name, namespace),
-        hpa=render_hpa(name, namespace, spec) if spec.autoscaling else None,
+        hpa=render_hpa(name, namespace, spec, labels(name)) if provider == "hpa" else None,
         network_policy=render_network_policy(name, namespace, access) if access is not None else None,
+        scaled_object=(
+            render_scaled_object(name, namespace, spec, labels(name), prometheus_address)
+            if provider == "keda"
+            else None
+        ),
     )
 
 
@@ -224,54 +244,6 @@ def render_network_policy(name: str, namespace: str, access: TritonAccess) -> di
     }
 
 
-def render_hpa(name: str, namespace: str, spec: ModelDeploymentSpec) -> dict[str, Any]:
-    scaling = spec.autoscaling
-    assert scaling is not None
-    target = {"type": "AverageValue", "averageValue": str(scaling.target_pending_requests)}
-    metrics: list[dict[str, Any]] = [
-        {
-            # Triton's per-model gauge of requests waiting to be scheduled, via a custom metrics adapter.
-            "type": "Pods",
-            "pods": {
-                "metric": {
-                    "name": scaling.pending_requests_metric,
-                    "selector": {"matchLabels": {"model": spec.triton_model_name}},
-                },
-                "target": target,
-            },
-        }
-    ]
-    if scaling.min_replicas == 0:
-        # With no pod there is no Triton metric: scaling up from zero needs demand measured upstream.
-        metrics.append(
-            {
-                "type": "External",
-                "external": {
-                    "metric": {
-                        "name": "lexora_pending_requests",
-                        "selector": {"matchLabels": {"model_deployment": name}},
-                    },
-                    "target": target,
-                },
-            }
-        )
-    return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": _metadata(name, namespace),
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-            "minReplicas": scaling.min_replicas,
-            "maxReplicas": scaling.max_replicas,
-            "metrics": metrics,
-            "behavior": {
-                "scaleUp": {"stabilizationWindowSeconds": 0},
-                "scaleDown": {"stabilizationWindowSeconds": scaling.scale_down_stabilization_seconds},
-            },
-        },
-    }
-
-
 def render_deployment(
     name: str,
     namespace: str,
@@ -299,8 +271,9 @@ def render_deployment(
             "spec": _pod_spec(name, spec, cache),
         },
     }
-    if spec.autoscaling is None:  # with autoscaling the HPA owns replicas
-        deployment_spec = {"replicas": spec.replicas, **deployment_spec}
+    replicas = deployment_replicas(spec)
+    if replicas is not None:  # None: the HPA owns them
+        deployment_spec = {"replicas": replicas, **deployment_spec}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
-from lexora_operator.render import DEFAULT_ROUTER_LABELS, TritonAccess
+from lexora_operator.render import DEFAULT_PROMETHEUS_ADDRESS, DEFAULT_ROUTER_LABELS, TritonAccess
 from lexora_runtime.settings import ServiceSettings
 
 
@@ -34,6 +34,8 @@ class OperatorSettings(ServiceSettings):
     # a ModelDeployment's spec.cache.storageClassName overrides it. Unset: no model cache unless the
     # spec names a class; every pod fetches its own copy into an emptyDir.
     cache_storage_class: str | None = None
+    # Prometheus, where KEDA's ScaledObjects query (spec.autoscaling.provider keda).
+    prometheus_address: str = DEFAULT_PROMETHEUS_ADDRESS
     # Set by the Downward API in the operator's pod.
     pod_namespace: str | None = Field(default=None, validation_alias="POD_NAMESPACE")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from lexora_contracts.money import usd_per_mtok_to_micro, usd_to_micro
@@ -31,7 +31,13 @@ DEFAULT_FETCHER_IMAGE = "ghcr.io/lexora/model-fetcher:0.1.0"
 # (the first pods evicted under node pressure). No default limits: a model's memory need varies by
 # orders of magnitude, and a limit below it would OOM-kill the load.
 DEFAULT_TRITON_REQUESTS = {"cpu": "1", "memory": "2Gi"}
-DEFAULT_PENDING_METRIC = "nv_inference_pending_request_count"
+# What the HPA reads (served by prometheus-adapter with the chart's rules, see docs/operator.md):
+# the router's requests per ModelDeployment (External) and TensorRT-LLM's waiting queue per pod (Pods).
+ROUTER_PENDING_METRIC = "lexora_pending_requests"
+TRTLLM_WAITING_METRIC = "nv_trt_llm_waiting_requests"
+# The CRD's former default of pendingRequestsMetric, stored in every ModelDeployment created before
+# it went: Triton's queue, near zero under in-flight batching and served by no shipped adapter rule.
+LEGACY_PENDING_METRIC = "nv_inference_pending_request_count"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 USD = r"^[0-9]+(\.[0-9]+)?$"
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -172,11 +178,24 @@ class GpuSpec(SpecModel):
 
 
 class AutoscalingSpec(SpecModel):
+    # hpa: a HorizontalPodAutoscaler on the Deployment, through prometheus-adapter; keda: a KEDA
+    # ScaledObject on the ModelDeployment's scale subresource, querying Prometheus itself.
+    provider: Literal["hpa", "keda"] = "hpa"
     min_replicas: int = Field(default=1, ge=0)
     max_replicas: int = Field(ge=1)
+    # Requests the router holds for the model (running on its engines) per replica.
     target_pending_requests: int = Field(default=8, ge=1)
-    pending_requests_metric: str = DEFAULT_PENDING_METRIC
+    # A Pods metric of the engine's own queue; unset: nv_trt_llm_waiting_requests for tensorrtllm,
+    # none for python (its requests are all the router's).
+    pending_requests_metric: str | None = Field(default=None, min_length=1)
+    # Requests waiting in the engine's queue per replica (tensorrtllm: not yet scheduled in a batch).
+    target_waiting_requests: int = Field(default=1, ge=1)
     scale_down_stabilization_seconds: int = Field(default=300, ge=0)
+
+    @field_validator("pending_requests_metric")
+    @classmethod
+    def _former_default_is_unset(cls, metric: str | None) -> str | None:
+        return None if metric == LEGACY_PENDING_METRIC else metric
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> AutoscalingSpec:

@@ -55,6 +55,14 @@ class Endpoint(BaseModel):
     unhealthy_reason: str | None = None
 
 
+class DeploymentRef(BaseModel):
+    """The Kubernetes ModelDeployment that publishes a model: what the router labels the model's
+    pending requests with, so an autoscaler can select them for that ModelDeployment."""
+
+    namespace: str
+    name: str
+
+
 class EndpointHealth(BaseModel):
     """What a router last saw of one model on one endpoint: a real request served, or failed."""
 
@@ -91,6 +99,7 @@ class ModelRecord(BaseModel):
     aliases: list[str] = Field(default_factory=list)
     created: int = 0
     endpoints: list[Endpoint] = Field(default_factory=list)
+    deployment: DeploymentRef | None = None  # None: not published by the operator (the dev stack)
 
     def pricing_at(self, moment: datetime) -> Pricing:
         """The price in force at `moment`: the latest scheduled change already in effect, else `pricing`."""

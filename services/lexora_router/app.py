@@ -33,7 +33,7 @@ from lexora_router.triton_engine import TritonEngine
 from lexora_runtime import tracing
 from lexora_runtime.bus import ensure_usage_stream
 from lexora_runtime.logs import request_id_var
-from lexora_runtime.metrics import create_metrics, export_model_endpoints, serve_metrics
+from lexora_runtime.metrics import create_metrics, export_model_endpoints, export_pending_requests, serve_metrics
 from lexora_runtime.model_registry import ModelRegistryView, publish_endpoint_health
 from lexora_runtime.service import ServiceContext, run_until_stopped
 
@@ -77,6 +77,7 @@ async def serve(settings: RouterSettings, ctx: ServiceContext) -> None:
         health=health_book,
         publish_health=publish_health,
     )
+    export_pending_requests(metrics, registry.all, router.pending)
     prober = EndpointProber(
         registry,
         engine,

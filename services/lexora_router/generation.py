@@ -96,6 +96,8 @@ class Router:
     health: HealthBook
     publish_health: Callable[[EndpointHealth], Awaitable[None]]
     in_flight: Counter[str] = field(default_factory=Counter)
+    # Requests held per model id, from start to end (lexora_pending_requests, the autoscaler's input).
+    pending: Counter[str] = field(default_factory=Counter)
     jobs: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     cancelled_by_client: set[str] = field(default_factory=set)
     _publishing: set[asyncio.Task[None]] = field(default_factory=set)
@@ -116,6 +118,9 @@ class Router:
         outcome = Outcome()
         running = self.metrics.in_flight.labels(request.model)
         running.inc()
+        record = self.registry.get(request.model)
+        model_id = record.id if record is not None else request.model
+        self.pending[model_id] += 1
         try:
             timeout = min(request.deadline - time.time(), self.max_job_s)
             async with asyncio.timeout(max(timeout, 0)):
@@ -144,6 +149,9 @@ class Router:
         finally:
             self.cancelled_by_client.discard(request.request_id)
             running.dec()
+            self.pending[model_id] -= 1
+            if not self.pending[model_id]:
+                del self.pending[model_id]
         cost = self._cost(request, outcome)
         if (span := tracing.current_span()) is not None:  # the job's (lexora_router.app), when traced
             _trace_outcome(span, outcome, cost)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -94,3 +94,40 @@ class _ModelEndpoints:
 
 def export_model_endpoints(metrics: ServiceMetrics, records: Callable[[], Iterable[ModelRecord]]) -> None:
     metrics.registry.register(_ModelEndpoints(records))
+
+
+class _PendingRequests:
+    """`lexora_pending_requests{model, model_deployment, model_namespace}`: the requests this router
+    holds for each model, labelled with the ModelDeployment that publishes it so an autoscaler can
+    select them for that ModelDeployment (docs/operator.md, "Autoscaling"). Today every one of them
+    runs on an engine: the router keeps no queue of its own, a model without a ready endpoint is
+    answered 503 at once. Every published model is exported, at 0 when idle, so the autoscaler
+    always has a value to read."""
+
+    def __init__(self, records: Callable[[], Iterable[ModelRecord]], pending: Mapping[str, int]):
+        self._records = records
+        self._pending = pending
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "lexora_pending_requests",
+            "Requests the router holds for a model, by the ModelDeployment that publishes it",
+            labels=["model", "model_deployment", "model_namespace"],
+        )
+        published: set[str] = set()
+        for record in self._records():
+            published.add(record.id)
+            where = record.deployment
+            labels = [record.id, where.name if where else "", where.namespace if where else ""]
+            family.add_metric(labels, self._pending.get(record.id, 0))
+        for model, count in sorted(self._pending.items()):
+            if model not in published and count:  # withdrawn while its requests still run
+                family.add_metric([model, "", ""], count)
+        yield family
+
+
+def export_pending_requests(
+    metrics: ServiceMetrics, records: Callable[[], Iterable[ModelRecord]], pending: Mapping[str, int]
+) -> None:
+    """`pending`: the requests held per model id, kept by the router as they start and end."""
+    metrics.registry.register(_PendingRequests(records, pending))

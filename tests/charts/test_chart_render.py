@@ -13,7 +13,11 @@ from chart_support import CHART_DIR, NAMESPACE, RELEASE, VALUE_SETS, Helm, named
 
 # Custom kinds kubernetes-validate has no schema for; each is named here on purpose, so that a new
 # unknown kind fails the test instead of being skipped silently.
-KINDS_WITHOUT_SCHEMA = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
+KINDS_WITHOUT_SCHEMA = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schemas at hand.
 KUBE_VERSIONS = ("1.27", kubernetes_validate.latest_version())
 SERVICES = ("gateway", "auth", "billing", "usage", "router")

@@ -270,6 +270,8 @@ def test_operator_is_a_single_standalone_replica_with_the_rbac_it_needs(renders:
         ("", "configmaps", "delete"),
         ("policy", "poddisruptionbudgets", "create"),
         ("autoscaling", "horizontalpodautoscalers", "create"),
+        ("keda.sh", "scaledobjects", "create"),
+        ("keda.sh", "scaledobjects", "delete"),
         ("", "events", "create"),
         ("", "pods", "list"),
         ("", "nodes", "watch"),

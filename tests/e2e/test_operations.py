@@ -64,6 +64,8 @@ def test_the_dashboards_metrics_follow_what_was_served(lexora: RunningStack) -> 
     spent = after[("lexora_spend_usd_total", model)] - before.get(("lexora_spend_usd_total", model), 0)
     assert spent > 0 and spent == pytest.approx(reply.usage.cost, abs=1e-6)
     assert after[("lexora_in_flight_requests", model)] == 0
+    # What a ModelDeployment's autoscaler reads; the dev stack's records name no ModelDeployment.
+    assert after[("lexora_pending_requests", (*model, ("model_deployment", ""), ("model_namespace", "")))] == 0
     assert after[("lexora_model_endpoints", (*model, ("state", "ready")))] == 1
     lexora.settled_balance(account.account_id)
     billing = samples(lexora.processes["billing"].env["LEXORA_METRICS_PORT"])

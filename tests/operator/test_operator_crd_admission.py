@@ -79,3 +79,52 @@ def test_schema_types_enums_and_required_fields_are_checked() -> None:
     assert any(c.startswith("spec.backend: Unsupported value: 'vllm'") for c in causes)
     assert any(c.startswith("spec.replicas: Invalid value: 'two'") for c in causes)
     assert "spec.triton.image: Required value" in causes
+
+
+def scaled(manifest: dict[str, Any], replicas: int) -> dict[str, Any]:
+    """What `kubectl scale` stores: the object with spec.replicas set through the scale subresource,
+    validated as an update of the whole object (CEL transition rules included)."""
+    new = copy.deepcopy(manifest)
+    new["spec"]["replicas"] = replicas
+    return new
+
+
+def test_kubectl_scale_is_refused_with_a_message_while_an_hpa_owns_the_replicas() -> None:
+    stored, causes = admit(load_sample("llama-3.2-3b-instruct.yaml"))
+    assert causes == [] and stored["spec"]["autoscaling"]["provider"] == "hpa"
+    _, causes = SCHEMA.admit(scaled(stored, 3), stored)
+    assert [str(c) for c in causes] == [
+        "spec: Invalid value: spec.replicas is ignored while spec.autoscaling is set (provider hpa): "
+        "change autoscaling.minReplicas/maxReplicas instead, or remove spec.autoscaling"
+    ]
+    # The same count, and any other change, passes; so does the create that sets both at once.
+    assert SCHEMA.admit(scaled(stored, stored["spec"]["replicas"]), stored)[1] == []
+    retargeted = copy.deepcopy(stored)
+    retargeted["spec"]["autoscaling"]["maxReplicas"] = 8
+    assert SCHEMA.admit(retargeted, stored)[1] == []
+    assert admit(scaled(load_sample("llama-3.2-3b-instruct.yaml"), 3))[1] == []
+
+
+def test_kubectl_scale_works_without_autoscaling_and_under_keda() -> None:
+    fixed, causes = admit(load_sample("smollm2-cpu.yaml"))
+    assert causes == [] and "autoscaling" not in fixed["spec"]
+    assert SCHEMA.admit(scaled(fixed, 3), fixed)[1] == []
+    keda_manifest = load_sample("llama-3.2-3b-instruct.yaml")
+    keda_manifest["spec"]["autoscaling"]["provider"] = "keda"
+    keda, causes = admit(keda_manifest)
+    assert causes == []
+    assert SCHEMA.admit(scaled(keda, 3), keda)[1] == []  # KEDA's own writes go the same way
+    # Turning autoscaling off and setting the count in one write is how to take the count back.
+    autoscaled, _ = admit(load_sample("llama-3.2-3b-instruct.yaml"))
+    manual = scaled(autoscaled, 3)
+    del manual["spec"]["autoscaling"]
+    assert SCHEMA.admit(manual, autoscaled)[1] == []
+
+
+def test_the_autoscaling_provider_is_hpa_or_keda() -> None:
+    def unknown_provider(m: dict[str, Any]) -> None:
+        m["spec"]["autoscaling"]["provider"] = "vpa"
+
+    assert broken("llama-3.2-3b-instruct.yaml", unknown_provider) == [
+        'spec.autoscaling.provider: Unsupported value: \'vpa\': supported values: "hpa", "keda"'
+    ]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
+import promql_parser
 import pytest
 from operator_support import load_sample
 
@@ -66,21 +67,90 @@ def test_rollout_replaces_one_pod_at_a_time_without_a_spare_gpu() -> None:
     assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
 
 
-def test_autoscaling_hands_replicas_to_an_hpa_on_triton_pending_requests() -> None:
+def test_autoscaling_hands_replicas_to_an_hpa_on_the_work_waiting() -> None:
     children = children_of("llama-3.2-3b-instruct.yaml")
     assert "replicas" not in children.deployment["spec"]
+    assert children.scaled_object is None
     hpa = children.hpa["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llama-3-2-3b-instruct"}
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 4)
-    metric = hpa["metrics"][0]["pods"]
-    assert metric["metric"]["name"] == "nv_inference_pending_request_count"
-    assert metric["target"] == {"type": "AverageValue", "averageValue": "16"}
+    router, engine = hpa["metrics"]
+    # The router's requests for this ModelDeployment (prometheus-adapter's external rule maps the
+    # model_deployment label), and TensorRT-LLM's own waiting queue on each pod.
+    assert router == {
+        "type": "External",
+        "external": {
+            "metric": {
+                "name": "lexora_pending_requests",
+                "selector": {"matchLabels": {"model_deployment": "llama-3-2-3b-instruct"}},
+            },
+            "target": {"type": "AverageValue", "averageValue": "16"},
+        },
+    }
+    assert engine == {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": "nv_trt_llm_waiting_requests"},
+            "target": {"type": "AverageValue", "averageValue": "1"},
+        },
+    }
 
 
-def test_scale_to_zero_adds_a_demand_metric_that_exists_without_pods() -> None:
+def test_a_python_model_scales_on_the_routers_metric_alone_unless_given_an_engine_metric() -> None:
     autoscaling = {"minReplicas": 0, "maxReplicas": 2}
-    hpa = children_of("llama-3.2-3b-instruct.yaml", autoscaling=autoscaling).hpa
-    assert hpa["spec"]["minReplicas"] == 0
-    assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Pods", "External"]
+    hpa = children_of("smollm2-cpu.yaml", autoscaling=autoscaling).hpa["spec"]
+    assert hpa["minReplicas"] == 0  # the External metric exists while no pod runs
+    assert [m["type"] for m in hpa["metrics"]] == ["External"]
+    autoscaling["pendingRequestsMetric"] = "vllm_num_requests_waiting"
+    hpa = children_of("smollm2-cpu.yaml", autoscaling=autoscaling).hpa["spec"]
+    assert hpa["metrics"][1]["pods"]["metric"] == {"name": "vllm_num_requests_waiting"}
+
+
+def test_the_former_default_engine_metric_stored_in_old_objects_counts_as_unset() -> None:
+    autoscaling = {"maxReplicas": 2, "pendingRequestsMetric": "nv_inference_pending_request_count"}
+    llama = children_of("llama-3.2-3b-instruct.yaml", autoscaling=autoscaling).hpa["spec"]["metrics"]
+    assert [m["pods"]["metric"]["name"] for m in llama if m["type"] == "Pods"] == ["nv_trt_llm_waiting_requests"]
+    smollm = children_of("smollm2-cpu.yaml", autoscaling=autoscaling).hpa["spec"]["metrics"]
+    assert [m["type"] for m in smollm] == ["External"]
+
+
+def test_keda_scales_the_model_deployment_itself_on_prometheus_queries() -> None:
+    autoscaling = {"provider": "keda", "minReplicas": 0, "maxReplicas": 3, "targetPendingRequests": 4}
+    children = children_of("llama-3.2-3b-instruct.yaml", autoscaling=autoscaling, replicas=2)
+    assert children.hpa is None
+    for child in children.all():  # KEDA's ScaledObject has no schema here; the rest must be valid
+        if child["kind"] != "ScaledObject":
+            kubernetes_validate.validate(child, K8S_VERSION, strict=True)
+    # KEDA writes spec.replicas through the scale subresource; the operator passes it on.
+    assert children.deployment["spec"]["replicas"] == 2
+    scaled = children.scaled_object
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1" and scaled["kind"] == "ScaledObject"
+    assert scaled["metadata"]["name"] == "llama-3-2-3b-instruct"
+    spec = scaled["spec"]
+    assert spec["scaleTargetRef"] == {
+        "apiVersion": "serving.lexora.network/v1alpha1",
+        "kind": "ModelDeployment",
+        "name": "llama-3-2-3b-instruct",
+    }
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (0, 3)
+    router, engine = spec["triggers"]
+    assert router["type"] == engine["type"] == "prometheus"
+    assert router["metadata"]["serverAddress"] == "http://prometheus-operated.monitoring.svc:9090"
+    assert router["metadata"]["query"] == (
+        'sum(lexora_pending_requests{model_deployment="llama-3-2-3b-instruct",model_namespace="lexora-models"})'
+    )
+    assert (router["metadata"]["threshold"], router["metadata"]["activationThreshold"]) == ("4", "0")
+    assert engine["metadata"]["threshold"] == "1"
+    for trigger in (router, engine):
+        promql_parser.parse(trigger["metadata"]["query"])  # raises on invalid PromQL
+    assert 'request_type="waiting"' in engine["metadata"]["query"]
+    assert 'pod=~"llama-3-2-3b-instruct-[a-z0-9]+-[a-z0-9]+"' in engine["metadata"]["query"]
+
+
+def test_keda_keeps_a_manual_replica_count_within_the_bounds() -> None:
+    autoscaling = {"provider": "keda", "minReplicas": 1, "maxReplicas": 3}
+    assert children_of("smollm2-cpu.yaml", autoscaling=autoscaling, replicas=9).deployment["spec"]["replicas"] == 3
+    assert children_of("smollm2-cpu.yaml", autoscaling=autoscaling, replicas=0).deployment["spec"]["replicas"] == 1
 
 
 def test_fixed_replicas_render_no_hpa() -> None:
