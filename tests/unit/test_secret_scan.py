@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import secrets
+import tempfile
 from pathlib import Path
+
+import pytest
 
 from lexora_auth.keys import display_prefix, new_api_key
 from support import secret_scan
 
 
-def test_keys_peppers_and_remembered_secrets_are_found_and_not_repeated(tmp_path: Path) -> None:
+def test_keys_peppers_and_remembered_secrets_are_found_and_not_repeated(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Outside pytest's temporary directories, and forgotten afterwards: the session's own scan
+    # (tests/conftest.py) must not find the secrets this test plants.
+    monkeypatch.setattr(secret_scan, "_remembered", dict(secret_scan._remembered))
+    with tempfile.TemporaryDirectory() as planted:
+        check_planted_secrets(Path(planted))
+
+
+def check_planted_secrets(tmp_path: Path) -> None:
     key = new_api_key("sk-lexora-")
     pepper = secrets.token_urlsafe(32)
     (tmp_path / "stack").mkdir()
