@@ -52,15 +52,17 @@ class FaultStack:
             stack.wait_for_gateway(self.lexora.config.gateway_port, process)
         else:
             subject = {"auth": "auth", "billing": "billing", "usage": "usage", "router": "router"}[name]
-            stack.wait_for_service(self.lexora.config.nats_url, f"{subject}.v1.health.get", process)
+            health = f"{subject}.v1.health.get"
+            stack.wait_for_service(self.lexora.nats_url, health, process)  # as the tests' own NATS user
 
     def stop_nats(self) -> None:
         self.lexora.processes["nats"].kill()
 
     def start_nats(self) -> None:
         port = int(self.lexora.config.nats_url.rsplit(":", 1)[1])
+        # Started again as it was: every service's user, and only those, with their permissions.
         self.lexora.processes["nats"] = stack.start_nats(
-            self.lexora.config.state_dir, port, self.lexora.nats_monitor_port
+            self.lexora.config.state_dir, port, self.lexora.nats_monitor_port, users=self.lexora.nats_users
         )
 
     def restart_nats(self) -> None:
