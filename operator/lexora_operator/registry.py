@@ -44,7 +44,7 @@ def model_record(name: str, namespace: str, spec: ModelDeploymentSpec, *, servin
         capabilities=list(spec.model.capabilities) or [spec.model.kind],
         created=created,
         endpoints=endpoints,
-        deployment=DeploymentRef(namespace=namespace, name=name),
+        deployments=[DeploymentRef(namespace=namespace, name=name)],
     )
 
 

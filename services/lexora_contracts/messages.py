@@ -310,3 +310,14 @@ class HealthReply(BaseModel):
     service: str
     status: Literal["ok", "degraded", "down"]
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class ModelDemand(BaseModel):
+    """A router's demand for a model (`router.v1.model.demanded`): the requests it holds waiting for
+    a replica (`waiting`, > 0 wakes a deployment that scales from zero) and those running on one."""
+
+    model_id: str
+    waiting: int = Field(ge=0)
+    running: int = Field(ge=0)
+    at: float  # unix time
+    observer: str = ""  # the router that sent it

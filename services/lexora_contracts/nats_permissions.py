@@ -242,13 +242,14 @@ PERMISSIONS: dict[str, Grants] = {
             s.ROUTER_HEALTH,
         )
         + hears(s.ROUTER_GENERATION_CANCEL)
+        + announces(s.ROUTER_MODEL_DEMANDED)
         + micro_service(ROUTER)
         + _pub(f"{inbox_prefix(GATEWAY)}.>")  # a job's chunks stream to the gateway's job inbox
         + usage_publisher()
         + kv_reader(s.MODEL_REGISTRY_BUCKET)
         + kv_writer(s.ENDPOINT_HEALTH_BUCKET)
     ),
-    OPERATOR: kv_writer(s.MODEL_REGISTRY_BUCKET),
+    OPERATOR: kv_writer(s.MODEL_REGISTRY_BUCKET) + hears(s.ROUTER_MODEL_DEMANDED),
     ADMIN: (
         asks(
             s.AUTH_ACCOUNT_CREATE,

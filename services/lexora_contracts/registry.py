@@ -49,6 +49,12 @@ class Endpoint(BaseModel):
     grpc_address: str  # host:port
     http_address: str | None = None  # host:port
     ready: bool = True
+    # The ModelDeployment this replica belongs to (`DeploymentRef.key`, "namespace/name"): the router
+    # splits a model's traffic among its deployments by their weights. None: the dev stack's.
+    deployment: str | None = None
+    # host:port of the replica's Triton metrics (Prometheus text), where the router reads the
+    # engine's own queue and KV-cache use to weigh its choice. None: not reported.
+    metrics_address: str | None = None
     # Observed, never written by the operator: False while the router's probes or a failed request
     # say the engine cannot serve (filled in by readers from the endpoint-health bucket).
     healthy: bool = True
@@ -56,11 +62,23 @@ class Endpoint(BaseModel):
 
 
 class DeploymentRef(BaseModel):
-    """The Kubernetes ModelDeployment that publishes a model: what the router labels the model's
-    pending requests with, so an autoscaler can select them for that ModelDeployment."""
+    """A Kubernetes ModelDeployment that serves a model: what the router labels the model's pending
+    requests with (so an autoscaler can select them for that ModelDeployment), its share of the
+    model's traffic, and whether a request may wake it from zero replicas."""
 
     namespace: str
     name: str
+    # spec.traffic.weight. A model's traffic is split among its deployments that have a ready
+    # replica in proportion to their weights; a deployment at 0 takes traffic only while no
+    # deployment with a weight above 0 has a ready replica.
+    weight: int = Field(default=100, ge=0)
+    # Its autoscaling allows zero replicas: while none of the model's replicas is ready, a router
+    # holds the model's requests (bounded) and announces the demand (`ModelDemand`) to wake it.
+    scales_from_zero: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
 
 
 class EndpointHealth(BaseModel):
@@ -99,7 +117,9 @@ class ModelRecord(BaseModel):
     aliases: list[str] = Field(default_factory=list)
     created: int = 0
     endpoints: list[Endpoint] = Field(default_factory=list)
-    deployment: DeploymentRef | None = None  # None: not published by the operator (the dev stack)
+    # The ModelDeployments serving this model id, oldest first (several during a weighted rollout).
+    # Empty: not published by the operator (the dev stack).
+    deployments: list[DeploymentRef] = Field(default_factory=list)
 
     def pricing_at(self, moment: datetime) -> Pricing:
         """The price in force at `moment`: the latest scheduled change already in effect, else `pricing`."""
@@ -115,6 +135,12 @@ class ModelRecord(BaseModel):
     def ready_endpoints(self) -> list[Endpoint]:
         """Endpoints that can take a request: deployed ready and not seen failing."""
         return [e for e in self.endpoints if e.ready and e.healthy]
+
+    @property
+    def wakes_on_request(self) -> bool:
+        """A request may wake one of its deployments from zero replicas: held, not refused, while
+        no replica is up."""
+        return any(d.scales_from_zero for d in self.deployments)
 
     @property
     def status(self) -> ModelStatus:

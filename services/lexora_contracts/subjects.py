@@ -25,6 +25,10 @@ ROUTER_TOKENS_COUNT = "router.v1.tokens.count"  # the model's own tokenizer; not
 ROUTER_EMBEDDING_CREATE = "router.v1.embedding.create"  # like generation.start: chunks to the reply inbox
 ROUTER_IMAGE_CREATE = "router.v1.image.create"  # like generation.start: PNG slices to the reply inbox
 ROUTER_HEALTH = "router.v1.health.get"
+# event (`ModelDemand`): a router holds requests for a model with no ready replica (at once, to wake
+# a deployment that scales from zero), and while it serves a model (at most every few seconds, so
+# the operator knows which models are idle); heard by the operator
+ROUTER_MODEL_DEMANDED = "router.v1.model.demanded"
 
 # usage: JetStream stream of request outcomes, consumed by billing (settle) and usage (record)
 USAGE_STREAM = "USAGE"

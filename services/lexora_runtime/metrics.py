@@ -117,7 +117,7 @@ class _PendingRequests:
         published: set[str] = set()
         for record in self._records():
             published.add(record.id)
-            where = record.deployment
+            where = record.deployments[0] if record.deployments else None
             labels = [record.id, where.name if where else "", where.namespace if where else ""]
             family.add_metric(labels, self._pending.get(record.id, 0))
         for model, count in sorted(self._pending.items()):

@@ -122,7 +122,12 @@ def test_every_subject_is_served_by_someone_and_sent_by_someone() -> None:
 def test_each_request_subject_is_answered_by_its_own_service_only() -> None:
     """`<service>.v1.…` requests are served by that service alone: nobody else may subscribe to
     them and answer in its place. (Events, like auth.v1.key.revoked, go the other way.)"""
-    events = {subjects.AUTH_KEY_REVOKED, subjects.ROUTER_GENERATION_CANCEL, subjects.USAGE_REQUEST_COMPLETED}
+    events = {
+        subjects.AUTH_KEY_REVOKED,
+        subjects.ROUTER_GENERATION_CANCEL,
+        subjects.ROUTER_MODEL_DEMANDED,
+        subjects.USAGE_REQUEST_COMPLETED,
+    }
     for subject in set(subject_constants().values()) - events:
         receivers = {p for p in PERMISSIONS if granted(subject, grants_of(p).subscribe)}
         assert receivers == {subject.split(".")[0]}, (subject, receivers)

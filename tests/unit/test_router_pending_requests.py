@@ -24,9 +24,9 @@ PUBLISHED = ModelRecord(
     context_length=1024,
     pricing=Pricing(input_micro_per_mtok=1, output_micro_per_mtok=1),
     endpoints=[Endpoint(name="models/model-a", grpc_address="model-a:8001")],
-    deployment=DeploymentRef(namespace="models", name="model-a"),
+    deployments=[DeploymentRef(namespace="models", name="model-a")],
 )
-BY_HAND = PUBLISHED.model_copy(update={"id": "dev/model", "deployment": None})
+BY_HAND = PUBLISHED.model_copy(update={"id": "dev/model", "deployments": []})
 LABELS = {"model": "org/model", "model_deployment": "model-a", "model_namespace": "models"}
 
 
