@@ -53,7 +53,7 @@ ENVIRONMENT = {
     "profile": "BENCH_PROFILE",
     "pg_fsync": "BENCH_PG_FSYNC",
     "litellm_db": "BENCH_LITELLM_DB",
-    "memory_duration": "BENCH_MEMORY_DURATION",
+    "memory_requests": "BENCH_MEMORY_REQUESTS",
     "keep_state": "BENCH_KEEP_STATE",
 }
 
@@ -77,7 +77,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--litellm-db", action="store_const", const="1", help="try LiteLLM's database mode first (BENCH_LITELLM_DB=1)"
     )
-    run.add_argument("--memory-duration", metavar="S", help="seconds of the memory section (BENCH_MEMORY_DURATION)")
+    run.add_argument(
+        "--memory-requests", metavar="N", help="requests in the memory section's long run (BENCH_MEMORY_REQUESTS)"
+    )
     run.add_argument(
         "--keep-state",
         action="store_const",
