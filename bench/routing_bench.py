@@ -109,7 +109,7 @@ def system_prompts(count: int, tokens: int, bytes_per_token: int, seed: int) -> 
     out = []
     for i in range(count):
         words = [f"You are assistant {i} of the logistics desk."]
-        while sum(len(w) + 1 for w in words) < tokens * bytes_per_token:
+        while sum(len(w) + 1 for w in words) <= tokens * bytes_per_token:
             words.append(rng.choice(WORDS))
         out.append(" ".join(words)[: tokens * bytes_per_token])
     return out
