@@ -77,9 +77,32 @@ METRIC_LINE = re.compile(r"^(\w+)\{([^}]*)\}\s+(\S+)$")
 # -- the simulated replica's parameters (its config.pbtxt) --
 
 
+PARAMETER = re.compile(r'(parameters:\s*\{\s*key:\s*"(\w+)"\s*value:\s*\{\s*string_value:\s*")([^"]*)(")')
+
+
 def sim_parameters(config: Path = SIM_REPO / SIM_TRITON / "config.pbtxt") -> dict[str, float]:
-    pattern = re.compile(r'parameters:\s*\{\s*key:\s*"(\w+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"')
-    return {key: float(value) for key, value in pattern.findall(config.read_text())}
+    return {match.group(2): float(match.group(3)) for match in PARAMETER.finditer(config.read_text())}
+
+
+def with_parameters(config_text: str, overrides: dict[str, str]) -> str:
+    """The sim's config.pbtxt with some of its `parameters` set to other values."""
+    unknown = set(overrides) - {match.group(2) for match in PARAMETER.finditer(config_text)}
+    if unknown:
+        raise ValueError(f"the sim has no parameter {', '.join(sorted(unknown))}")
+    return PARAMETER.sub(lambda m: m.group(1) + overrides.get(m.group(2), m.group(3)) + m.group(4), config_text)
+
+
+def sim_repository(state: Path, overrides: dict[str, str]) -> Path:
+    """A model repository holding the sim: bench/routing/model-repo itself, or a copy of its config
+    with `overrides` (--sim NAME=VALUE) beside a link to its code."""
+    if not overrides:
+        return SIM_REPO
+    model = state / "sim-model-repo" / SIM_TRITON
+    model.mkdir(parents=True)
+    (model / "1").symlink_to(SIM_REPO / SIM_TRITON / "1")
+    config = (SIM_REPO / SIM_TRITON / "config.pbtxt").read_text()
+    (model / "config.pbtxt").write_text(with_parameters(config, overrides))
+    return model.parent
 
 
 def slot_seconds(params: dict[str, float], prompt_tokens: int, max_tokens: int) -> float:
@@ -278,6 +301,7 @@ class Replica:
 class Platform:
     state: Path
     replicas: int
+    repository: Path = SIM_REPO
     procs: dict[str, ManagedProcess] = field(default_factory=dict)
     sims: list[Replica] = field(default_factory=list)
     exits: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
@@ -290,7 +314,7 @@ class Platform:
         for i in range(self.replicas):
             http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
             state = self.state / f"triton-{i}"
-            argv, env = triton_command(SIM_REPO, state, http_port, grpc_port, metrics_port)
+            argv, env = triton_command(self.repository, state, http_port, grpc_port, metrics_port)
             self.sims.append(
                 Replica(
                     i,
@@ -486,7 +510,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="measured seconds per policy (default 75, quick 15)")
     parser.add_argument("--warmup", type=float, help="seconds sent but not measured (default 10, quick 5)")
     parser.add_argument("--seed", type=int, default=24)
+    parser.add_argument(
+        "--sim",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set one of the sim's config.pbtxt parameters for this run (repeatable), e.g. prefix_cache_blocks=80",
+    )
     args = parser.parse_args(argv)
+    args.sim_overrides = dict(item.split("=", 1) for item in args.sim)
     args.duration = args.duration or (15.0 if args.quick else 75.0)
     args.warmup = args.warmup if args.warmup is not None else (5.0 if args.quick else 10.0)
     return args
@@ -494,7 +526,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    params = sim_parameters()
+    root = Path(tempfile.mkdtemp(prefix="lexora-routing-bench-"))
+    repository = sim_repository(root, args.sim_overrides)
+    params = sim_parameters(repository / SIM_TRITON / "config.pbtxt")
     bytes_per_token = int(params["bytes_per_token"])
     prompts = system_prompts(args.prefixes, args.prefix_tokens, bytes_per_token, args.seed)
     # The prompt the sim sees: the messages as JSON, system prompt and question.
@@ -502,10 +536,9 @@ def main(argv: list[str] | None = None) -> int:
     capacity = capacity_rps(params, args.replicas, prompt_tokens_estimate, args.max_tokens)
     rate = capacity * args.rate_share
     schedule = arrivals(rate, args.warmup + args.duration, args.prefixes, args.max_tokens, args.seed)
-    root = Path(tempfile.mkdtemp(prefix="lexora-routing-bench-"))
     started = dt.datetime.now(dt.UTC)
     log(f"{args.replicas} replicas, capacity {capacity:.1f} req/s, sending {rate:.1f} req/s; state in {root}")
-    platform = Platform(root, args.replicas)
+    platform = Platform(root, args.replicas, repository)
     runs = []
     ok = False
     try:
@@ -527,6 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "replicas": args.replicas,
         "sim": params,
+        "sim_overrides": args.sim_overrides,
         "workload": {
             "prefixes": args.prefixes,
             "prefix_tokens": args.prefix_tokens,

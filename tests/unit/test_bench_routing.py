@@ -4,6 +4,8 @@ the table it prints."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench.routing_bench import (
@@ -12,9 +14,11 @@ from bench.routing_bench import (
     markdown,
     prompt_tokens,
     sim_parameters,
+    sim_repository,
     slot_seconds,
     system_prompts,
     waiting_requests,
+    with_parameters,
 )
 
 
@@ -23,6 +27,18 @@ def test_the_parameters_are_read_from_the_sim_models_config() -> None:
     assert params["batch_slots"] == 4
     assert params["block_tokens"] == 64
     assert set(params) >= {"prefill_ms_per_token", "decode_ms_per_step", "prefix_cache_blocks", "bytes_per_token"}
+
+
+def test_a_run_may_set_some_of_the_sims_parameters(tmp_path: Path) -> None:
+    repository = sim_repository(tmp_path, {"prefix_cache_blocks": "80", "batch_slots": "8"})
+    params = sim_parameters(repository / "lexora-sim-llm" / "config.pbtxt")
+    assert params["prefix_cache_blocks"] == 80 and params["batch_slots"] == 8
+    assert {k: v for k, v in params.items() if k not in ("prefix_cache_blocks", "batch_slots")} == {
+        k: v for k, v in sim_parameters().items() if k not in ("prefix_cache_blocks", "batch_slots")
+    }
+    assert (repository / "lexora-sim-llm" / "1" / "model.py").is_file()
+    with pytest.raises(ValueError, match="no parameter slots"):
+        with_parameters('parameters: { key: "batch_slots" value: { string_value: "4" } }', {"slots": "2"})
 
 
 def test_capacity_is_slots_over_the_time_a_request_without_cache_hits_holds_one() -> None:
