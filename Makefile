@@ -68,7 +68,7 @@ bench: bootstrap
 .PHONY: bench-routing
 
 ## Routing: p50/p99 time to first token over 4 simulated LLM replicas, round robin vs our policy
-## (docs/benchmarks.md, "Routing"); BENCH_QUICK=1: ~1.5 min.
+## (docs/benchmarks.md, "Routing"; ~4.5 min on 2 cores); BENCH_QUICK=1: ~2.5 min.
 bench-routing: bootstrap
 	@$(PY) -m bench.routing_bench
 

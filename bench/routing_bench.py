@@ -1,8 +1,8 @@
 """The routing benchmark: time to first token across N simulated LLM replicas, round robin against
 the router's own policy (issue 24, item 6; docs/benchmarks.md, "Routing").
 
-    python -m bench.routing_bench               # ~4 minutes on 2 cores (make bench-routing)
-    BENCH_QUICK=1 python -m bench.routing_bench  # ~2 minutes: shorter measured windows
+    python -m bench.routing_bench               # ~4.5 minutes on 2 cores (make bench-routing)
+    BENCH_QUICK=1 python -m bench.routing_bench  # ~2.5 minutes: shorter measured windows
     python -m bench.routing_bench --replicas 4 --rate-share 0.7 --duration 60
 
 The platform is the real one on 127.0.0.1: a private Postgres, nats-server, the five services, and N
