@@ -6,6 +6,7 @@
     python -m bench render [results.json]   # derive the headline and the docs' results section again
     python -m bench billing --baseline-ref <git ref>   # billing alone, before and after a change
     python -m bench tracing                 # the stack with tracing off and on, side by side
+    python -m bench routing                 # round robin vs our routing policy over simulated replicas
 
 The gateway run's options are also read from the environment (BENCH_QUICK=1, BENCH_LEVELS=1,4,16,
 ...; docs/benchmarks.md lists them); an option given here wins. The other subcommands are the
@@ -39,6 +40,11 @@ PROGRAMS: dict[str, tuple[str, str, str]] = {
         "bench.tracing_bench",
         "main",
         "the stack with tracing off and on (OTLP sink), side by side (not part of make bench)",
+    ),
+    "routing": (
+        "bench.routing_bench",
+        "main",
+        "time to first token over simulated LLM replicas, round robin vs our policy (make bench-routing)",
     ),
     "otlp-sink": ("bench.tools.otlp_sink", "main", "an OTLP/HTTP trace sink that counts the spans it receives"),
 }
