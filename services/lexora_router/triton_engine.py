@@ -165,6 +165,9 @@ def _engine_output(values: dict[str, object]) -> EngineOutput:
     )
 
 
+_GONE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+
+
 def _not_loaded(message: str) -> bool:
     return "unknown model" in message
 
@@ -279,8 +282,12 @@ class TritonEngine:
                     produced = True
                     yield _engine_output(triton_wire.first_values(response.infer_response))
         except grpc.aio.AioRpcError as exc:
-            if not produced and exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            # CANCELLED here is the server's doing (ours ends the call without an error): a replica
+            # shutting down cancels the calls it still holds.
+            if not produced and exc.code() in _GONE:
                 raise EngineUnreachable(f"{address}: {exc.code().name}") from exc
+            if exc.code() == grpc.StatusCode.CANCELLED:
+                raise EngineFailed(f"{address}: the engine cancelled the call", produced=True) from exc
             if not produced and (exc.code() == grpc.StatusCode.NOT_FOUND or _not_loaded(exc.details() or "")):
                 raise EngineUnreachable(f"{address}: model {model} not loaded") from exc
             raise engine_error(exc.details() or exc.code().name, exc.code().name, produced=produced) from exc
