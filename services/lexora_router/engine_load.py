@@ -4,7 +4,8 @@ Pure: text in, numbers out (lexora_router.load_scraper fetches the text).
 - `nv_inference_pending_request_count{model=<triton model>}`: requests Triton holds for the model
   before its backend takes them (every Triton; near zero for an in-flight-batching TensorRT-LLM
   model, whose queue is inside TensorRT-LLM).
-- `nv_trt_llm_request_metrics{request_type="waiting"}`: TensorRT-LLM's own waiting requests.
+- `nv_trt_llm_request_metrics{request_type="waiting"}`: TensorRT-LLM's own waiting requests;
+  `{request_type="max"}`: the most requests it runs at once (its batch slots).
 - `nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="fraction"}`: the share of KV-cache blocks
   in use, 0..1 (from `used` / `max` where a version reports no `fraction`).
 
@@ -28,17 +29,19 @@ TRT_LLM_KV_BLOCKS = "nv_trt_llm_kv_cache_block_metrics"
 @dataclass(frozen=True)
 class EngineLoad:
     """`waiting`: requests the engine has taken but not started (Triton's pending count plus
-    TensorRT-LLM's waiting requests). `kv_cache_use`: KV-cache blocks in use, 0..1; None where the
-    engine does not report it."""
+    TensorRT-LLM's waiting requests). `kv_cache_use`: KV-cache blocks in use, 0..1; `batch_slots`:
+    the most requests it runs at once; each None where the engine does not report it."""
 
     waiting: float = 0.0
     kv_cache_use: float | None = None
+    batch_slots: float | None = None
 
 
 def parse_engine_load(text: str, triton_model: str) -> EngineLoad:
     """The load of `triton_model`'s replica from its Triton metrics text. Raises ValueError on text
     that is not Prometheus exposition format."""
     pending = trt_waiting = 0.0
+    slots: float | None = None
     kv: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -47,10 +50,12 @@ def parse_engine_load(text: str, triton_model: str) -> EngineLoad:
                 pending += sample.value
             elif sample.name == TRT_LLM_REQUESTS and labels.get("request_type") == "waiting":
                 trt_waiting += sample.value
+            elif sample.name == TRT_LLM_REQUESTS and labels.get("request_type") == "max":
+                slots = (slots or 0.0) + sample.value
             elif sample.name == TRT_LLM_KV_BLOCKS and "kv_cache_block_type" in labels:
                 kind = labels["kv_cache_block_type"]
                 kv[kind] = kv.get(kind, 0.0) + sample.value
-    return EngineLoad(waiting=pending + trt_waiting, kv_cache_use=_kv_use(kv))
+    return EngineLoad(waiting=pending + trt_waiting, kv_cache_use=_kv_use(kv), batch_slots=slots or None)
 
 
 def _kv_use(blocks: dict[str, float]) -> float | None:

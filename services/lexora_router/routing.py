@@ -9,8 +9,12 @@ Both policies first split the model's traffic among its deployments by weight
   KV-cache use: `(outstanding + waiting + 1) / (1 - 0.9 * kv_cache_use)`, so a replica whose cache
   is full counts as ten times as loaded. Ties go round-robin. A request with a long prompt prefix
   (lexora_router.prefix_affinity) goes to the replica that served its longest known prefix last,
-  unless that one is overloaded: more than AFFINITY_SLACK requests above the least queued replica,
-  or its KV cache nearly full while another's is not.
+  unless that one is overloaded: a backlog more than AFFINITY_SLACK requests above the least
+  backlogged replica's, or its KV cache nearly full while another's is not. A replica's backlog is
+  what waits for a batch slot: where the engine reports its slots, the requests beyond them (or
+  the engine's own waiting count, if larger); elsewhere every request outstanding and waiting. A
+  request running in a batch with room does not delay the next one's prefill, so it does not move
+  a prefix away from the replica that caches it.
 - `round_robin`: each replica in turn, whatever its load (the baseline the routing bench compares).
 """
 
@@ -57,6 +61,14 @@ class Load:
         """Requests outstanding here plus those the engine says are waiting."""
         engine = self.engine(endpoint)
         return self.outstanding.get(endpoint.grpc_address, 0) + (engine.waiting if engine else 0.0)
+
+    def backlog(self, endpoint: Endpoint) -> float:
+        """What waits for a batch slot on `endpoint`: beyond its reported slots, else everything queued."""
+        engine = self.engine(endpoint)
+        if engine is None or engine.batch_slots is None:
+            return self.queue(endpoint)
+        beyond = self.outstanding.get(endpoint.grpc_address, 0) - engine.batch_slots
+        return max(engine.waiting, beyond, 0.0)
 
     def kv_cache_use(self, endpoint: Endpoint) -> float:
         engine = self.engine(endpoint)
@@ -122,9 +134,9 @@ class LeastOutstanding(RoutingPolicy):
 
 
 def _overloaded(endpoint: Endpoint, pool: list[Endpoint], load: Load) -> bool:
-    """Too busy to keep a prefix: AFFINITY_SLACK requests above the least queued replica, or its KV
-    cache nearly full while another replica's is not."""
-    if load.queue(endpoint) > min(load.queue(e) for e in pool) + AFFINITY_SLACK:
+    """Too busy to keep a prefix: a backlog AFFINITY_SLACK requests above the least backlogged
+    replica's, or its KV cache nearly full while another replica's is not."""
+    if load.backlog(endpoint) > min(load.backlog(e) for e in pool) + AFFINITY_SLACK:
         return True
     return load.kv_cache_use(endpoint) >= KV_CACHE_HIGH and any(load.kv_cache_use(e) < KV_CACHE_HIGH for e in pool)
 

@@ -44,9 +44,9 @@ def test_tritons_pending_count_is_read_for_the_model_called_only() -> None:
     assert parse_engine_load(text, "other").waiting == 7
 
 
-def test_tensorrt_llm_waiting_requests_and_kv_cache_fraction_are_read() -> None:
+def test_tensorrt_llm_waiting_requests_batch_slots_and_kv_cache_fraction_are_read() -> None:
     load = parse_engine_load(TRITON_TEXT + TRT_LLM_GAUGES, "ensemble")
-    assert load == EngineLoad(waiting=3.0, kv_cache_use=0.75)
+    assert load == EngineLoad(waiting=3.0, kv_cache_use=0.75, batch_slots=64)
 
 
 def test_kv_cache_use_comes_from_used_and_max_without_a_fraction() -> None:

@@ -130,6 +130,23 @@ def test_affinity_breaks_when_its_replica_is_overloaded_and_follows_the_new_one(
     assert policy.choose(route, [A, B], full, set()) == other
 
 
+def test_affinity_counts_only_what_waits_for_a_batch_slot_where_the_engine_reports_its_slots() -> None:
+    policy = least_outstanding()
+    route = Route("org/model", prefixes=("k3",))
+    first = policy.choose(route, [A, B], Load(), set())
+    other = B if first == A else A
+    slots = {e.metrics_address: EngineLoad(batch_slots=4) for e in (A, B)}
+    # three running in a batch of four: nothing waits there, the prefix stays where it is cached
+    running = Load(outstanding={first.grpc_address: AFFINITY_SLACK + 1}, engines=slots)
+    assert policy.choose(route, [A, B], running, set()) == first
+    # beyond its slots, requests wait: the prefix moves
+    beyond = Load(outstanding={first.grpc_address: 4 + AFFINITY_SLACK + 1}, engines=slots)
+    assert policy.choose(route, [A, B], beyond, set()) == other
+    # and so it does when the engine itself says requests wait
+    waiting = {**slots, other.metrics_address: EngineLoad(waiting=AFFINITY_SLACK + 1, batch_slots=4)}
+    assert policy.choose(route, [A, B], Load(engines=waiting), set()) == first
+
+
 def test_affinity_gives_way_on_a_retry() -> None:
     policy = least_outstanding()
     route = Route("org/model", prefixes=("k2",))
