@@ -48,6 +48,7 @@ RESOURCES = {
     "apps/v1/deployments": ("Deployment", True, {"status", "scale"}),
     "v1/pods": ("Pod", True, {"status"}),
     "v1/services": ("Service", True, set()),
+    "discovery.k8s.io/v1/endpointslices": ("EndpointSlice", True, set()),
     "v1/configmaps": ("ConfigMap", True, set()),
     "v1/nodes": ("Node", False, {"status"}),
     "v1/events": ("Event", True, set()),
