@@ -306,6 +306,7 @@ class ClusterInABox:
         first = random.randint(10, 99)
         self._pod_ips = (f"127.{first}.{b}.{c}" for b in range(256) for c in range(2, 255))
         self.slices: dict[tuple[str, str], dict[str, Any]] = {}  # what the slice controller last wrote
+        self.addresses: dict[str, str] = {}  # every pod IP given out -> its pod's name
         self._service_objects: dict[tuple[str, str], dict[str, Any]] = {}
         self._slice_lock = threading.Lock()
         self._stop = threading.Event()
@@ -506,6 +507,7 @@ class ClusterInABox:
         try:
             pod.start()
             state.address = PodAddress(next(self._pod_ips), pod)
+            self.addresses[state.address.ip] = state.name
             self.event(f"pod {state.namespace}/{state.name} at {state.ip}")
             self._report(
                 state,
