@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import kopf
@@ -13,6 +14,11 @@ from lexora_operator.reconcile import Reconciler
 from lexora_operator.registry import RegistryPublisher
 from lexora_operator.settings import OperatorSettings
 from lexora_operator.spec import GROUP
+from lexora_operator.wake import ZeroScaler
+
+log = logging.getLogger("lexora.operator")
+# Until NATS answers, try to subscribe to the routers' demand this often.
+DEMAND_RETRY_S = 2.0
 
 SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
@@ -28,6 +34,9 @@ def kopf_settings() -> kopf.OperatorSettings:
     # Resources are fixed: no watch on CRDs (and no permission for it) is needed.
     settings.scanning.disabled = True
     settings.watching.server_timeout = 300
+    # A ModelDeployment deleted while its resync timer runs is released once the timer has exited:
+    # look again every second, not every minute (kopf's default), so deletion is not held up.
+    settings.background.cancellation_polling = 1.0
     return settings
 
 
@@ -50,7 +59,7 @@ async def run_operator(
 ) -> None:
     api = KubeApi(connection, token_file=SERVICE_ACCOUNT_TOKEN if connection.token else None)
     publisher = RegistryPublisher(settings.nats_url, settings.nats_access)
-    registry = build_registry(settings.resync_seconds)
+    registry = build_registry(settings.resync_seconds, settings.idle_check_seconds)
 
     @kopf.on.login(registry=registry)
     def login(**_: object) -> kopf.ConnectionInfo:
@@ -60,6 +69,16 @@ async def run_operator(
     # One namespace (kopf run --namespace): ModelDeployments and the Triton Deployments it watches
     # elsewhere are not seen; the chart then grants a Role in that namespace instead of a ClusterRole.
     namespaces = [settings.watch_namespace] if settings.watch_namespace else []
+    reconciler = Reconciler(
+        api,
+        publisher,
+        access=settings.triton_access(),
+        cache_storage_class=settings.cache_storage_class or None,
+        prometheus_address=settings.prometheus_address,
+        watch_namespace=settings.watch_namespace or None,
+    )
+    scaler = ZeroScaler(api, reconciler.model_deployments)
+    demand = asyncio.create_task(_hear_demand(publisher, scaler), name="model-demand")
     try:
         await kopf.operator(
             registry=registry,
@@ -67,19 +86,27 @@ async def run_operator(
             clusterwide=not namespaces,
             namespaces=namespaces,
             standalone=True,
-            memo=kopf.Memo(
-                reconciler=Reconciler(
-                    api,
-                    publisher,
-                    access=settings.triton_access(),
-                    cache_storage_class=settings.cache_storage_class or None,
-                    prometheus_address=settings.prometheus_address,
-                )
-            ),
+            memo=kopf.Memo(reconciler=reconciler, scaler=scaler),
             liveness_endpoint=liveness,
             stop_flag=stop_flag,
             ready_flag=ready_flag,
         )
     finally:
+        demand.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await demand
         await publisher.close()
         await api.close()
+
+
+async def _hear_demand(publisher: RegistryPublisher, scaler: ZeroScaler) -> None:
+    """Subscribe to router.v1.model.demanded once NATS answers (it may start after the operator)."""
+    while True:
+        try:
+            await publisher.hear_demand(scaler.on_demand)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - NATS not up yet: the registry writes wait for it too
+            log.warning("cannot hear model demand yet", extra={"fields": {"error": repr(exc)}})
+            await asyncio.sleep(DEMAND_RETRY_S)

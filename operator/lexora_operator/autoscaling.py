@@ -97,7 +97,9 @@ def render_hpa(name: str, namespace: str, spec: ModelDeploymentSpec, labels: dic
         "metadata": _metadata(name, namespace, labels),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-            "minReplicas": scaling.min_replicas,
+            # An HPA cannot go below 1 without the HPAScaleToZero feature gate; with minReplicas 0 the
+            # operator scales the Deployment to zero itself, and the HPA idles while it is there.
+            "minReplicas": max(1, scaling.min_replicas),
             "maxReplicas": scaling.max_replicas,
             "metrics": metrics,
             "behavior": _behavior(scaling),

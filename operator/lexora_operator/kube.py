@@ -33,6 +33,7 @@ PLURALS = {
     "PersistentVolumeClaim": "persistentvolumeclaims",
     "ModelDeployment": "modeldeployments",
     "ScaledObject": "scaledobjects",  # KEDA's (keda.sh/v1alpha1)
+    "EndpointSlice": "endpointslices",
 }
 # Server-side apply's field manager: the fields the operator sets are owned under this name, and a
 # field it stops setting is removed from the object by the next apply.

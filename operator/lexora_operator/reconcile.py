@@ -1,13 +1,17 @@
-"""One idempotent pass over a ModelDeployment: children to spec, status from children, registry from status.
+"""One idempotent pass over a ModelDeployment: children to spec, status from children, registry
+from its replicas.
 
-Every trigger (create, spec change, resume, a change to the Triton Deployment, the resync timer) runs
-the same pass, serialised per ModelDeployment, so the last pass always sees the freshest state and
-the registry never goes back to an older answer.
+Every trigger (create, spec change, resume, a change to the Triton Deployment or its Service's
+EndpointSlices, the resync timer) runs the same pass, serialised per ModelDeployment, so the last
+pass always sees the freshest state. The registry record is per model id, merged from every
+ModelDeployment with that id (rollout.py), and rebuilt from the cluster under a per-model lock, so
+it never goes back to an older answer either.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -21,19 +25,19 @@ from typing import Any
 
 import kopf
 
+from lexora_contracts.registry import Endpoint
 from lexora_operator import cache as mc
 from lexora_operator import status as st
 from lexora_operator.autoscaling import KEDA_API_VERSION, deployment_replicas
 from lexora_operator.drift import needs_apply, with_applied_hash
+from lexora_operator.endpoints import SERVICE_NAME_LABEL, SLICE_API_VERSION, slice_endpoints
 from lexora_operator.kube import FIELD_MANAGER, KubeApi, KubeError, object_path, path_for
-from lexora_operator.registry import RegistryPublisher, model_record
+from lexora_operator.registry import Member, RegistryPublisher
 from lexora_operator.render import (
     DEFAULT_PROMETHEUS_ADDRESS,
     Children,
     TritonAccess,
     config_map_name,
-    grpc_address,
-    http_address,
     render_cache_claim,
     render_cache_config_map,
     render_children,
@@ -41,12 +45,11 @@ from lexora_operator.render import (
     render_fill_job,
     selector_labels,
 )
+from lexora_operator.rollout import MemberView, Rollout, plan_rollout
 from lexora_operator.spec import GROUP, KIND, VERSION, InvalidSpec, ModelDeploymentSpec, parse_spec
 
 log = logging.getLogger("lexora.operator")
 
-# Who owns a model id: "namespace/name" of the oldest ModelDeployment claiming it, None if nobody does.
-OwnerLookup = Callable[[str], str | None]
 # On every child: a hash of what the operator applied (drift.py).
 APPLIED_HASH_ANNOTATION = f"{GROUP}/applied-hash"
 # Phases a human should look at: their Events are Warnings.
@@ -64,7 +67,11 @@ class Reconciler:
     cache_storage_class: str | None = None
     # Where KEDA's ScaledObjects query (spec.autoscaling.provider keda).
     prometheus_address: str = DEFAULT_PROMETHEUS_ADDRESS
+    # The one namespace watched (kopf --namespace); None: every namespace.
+    watch_namespace: str | None = None
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    # One registry write per model id at a time: each rebuilds the record from the cluster.
+    _model_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     # The phase each ModelDeployment (by uid) was last given: a pass queued behind another holds a
     # body read before that pass wrote its status.
     _phases: dict[str, str] = field(default_factory=dict)
@@ -73,16 +80,16 @@ class Reconciler:
     def _lock(self, uid: str) -> asyncio.Lock:
         return self._locks.setdefault(uid, asyncio.Lock())
 
-    async def reconcile_by_name(self, namespace: str, name: str, owner_of: OwnerLookup) -> st.StatusReport | None:
+    async def reconcile_by_name(self, namespace: str, name: str) -> st.StatusReport | None:
         body = await self.api.get(md_path(namespace, name))
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
         try:
-            return await self.reconcile(body, owner_of)
+            return await self.reconcile(body)
         except InvalidSpec:
             return None  # already reported in the status; only a spec change can help
 
-    async def reconcile(self, body: Mapping[str, Any], owner_of: OwnerLookup) -> st.StatusReport:
+    async def reconcile(self, body: Mapping[str, Any]) -> st.StatusReport:
         """Raises InvalidSpec (after writing the Failed status) for a spec that can never work."""
         meta = body["metadata"]
         async with self._lock(meta["uid"]):
@@ -92,18 +99,11 @@ class Reconciler:
                 spec = parse_spec(name, dict(body.get("spec") or {}))
             except InvalidSpec as exc:
                 report = st.compute_status(st.Observation(name, 0, None, invalid_spec=str(exc)))
-                published = await self._unlist(old_status.get("publishedModelId"))
+                published = await self._leave_model(old_status.get("publishedModelId"))
                 await self._write_status(body, None, report, published, old_status.get("publishedModelId"))
                 raise
 
             me = f"{namespace}/{name}"
-            owner = owner_of(spec.model.id) or me
-            if owner != me:
-                report = st.compute_status(st.Observation(name, 0, None, duplicate_of=owner))
-                published = st.Condition("Published", "False", "DuplicateModelId", f"{owner} publishes this model id")
-                await self._write_status(body, spec, report, published, None)
-                return report
-
             credentials = await self._credentials_hash(namespace, spec)
             plan = mc.plan_cache(name, spec, self.cache_storage_class)
             children = render_children(
@@ -121,35 +121,85 @@ class Reconciler:
             report = st.compute_status(await self._observe(name, namespace, spec, deployment, cache))
 
             previous_id = old_status.get("publishedModelId")
-            if previous_id and previous_id != spec.model.id and owner_of(previous_id) in (None, me):
-                await self._withdraw_quietly(previous_id)
-            created = _epoch(meta.get("creationTimestamp"))
-            record = model_record(name, namespace, spec, serving=report.serving, created=created)
+            if previous_id and previous_id != spec.model.id:
+                await self._republish_quietly(previous_id)  # this one left that model id
+            mine: list[dict[str, Any]] = []
+            view: MemberView | None = None
             try:
-                await self.publisher.publish(record)
-                if record.endpoints:
-                    published = st.Condition("Published", "True", "Live", f"Routed to {grpc_address(name, namespace)}")
-                else:
-                    message = "Listed without endpoints: requests get 503 model_unavailable until a replica is ready"
-                    published = st.Condition("Published", "True", "NoReadyEndpoint", message)
+                members, rollout = await self.publish_model(spec.model.id)
+                view = rollout.members.get(me)
+                mine = [_status_endpoint(e) for m in members if m.key == me for e in m.endpoints]
+                published = _published_condition(rollout, me)
                 published_id: str | None = spec.model.id
             except Exception as exc:  # noqa: BLE001 - any NATS failure reads the same to a human
-                log.warning("registry publish failed", extra={"fields": {"model": spec.model.id, "error": repr(exc)}})
+                log.warning(
+                    "registry publish failed %r", exc, extra={"fields": {"model": spec.model.id, "error": repr(exc)}}
+                )
                 message = f"Cannot write the model registry ({exc!r}); retrying on the next resync"
                 published = st.Condition("Published", "False", "RegistryUnavailable", message)
                 published_id = previous_id
-            await self._write_status(body, spec, report, published, published_id, _cache_status(spec, plan, cache))
+            extra = {**_cache_status(spec, plan, cache), "endpoints": mine, "traffic": _traffic_status(spec, view)}
+            await self._write_status(body, spec, report, published, published_id, extra)
             return report
 
-    async def delete(self, body: Mapping[str, Any], owner_of: OwnerLookup) -> None:
-        """Withdraw the model first (so nothing routes to pods about to go), then remove the children."""
+    async def publish_model(self, model_id: str, *, keep_listed: bool = False) -> tuple[list[Member], Rollout]:
+        """Rebuild the record of `model_id` from every ModelDeployment that has it and publish it (or
+        withdraw it when none is left; `keep_listed`: list it without endpoints instead). The other
+        ModelDeployments' status.traffic follows: their shares move with this one's replicas."""
+        async with self._model_locks.setdefault(model_id, asyncio.Lock()):
+            bodies = await self.model_deployments(model_id)
+            members = [await self._member(body, spec) for body, spec in bodies]
+            rollout = plan_rollout(members)
+            if rollout.record is not None:
+                await self.publisher.publish(rollout.record)
+            elif keep_listed:
+                await self._unlist(model_id)
+            else:
+                await self.publisher.withdraw(model_id)
+            for body, spec in bodies:
+                view = rollout.members.get(_key(body))
+                traffic = _traffic_status(spec, view)
+                if (body.get("status") or {}).get("traffic") != traffic:
+                    path = md_path(body["metadata"]["namespace"], body["metadata"]["name"]) + "/status"
+                    with contextlib.suppress(KubeError):  # gone meanwhile: nothing to tell
+                        await self.api.patch(path, {"status": {"traffic": traffic}})
+            return members, rollout
+
+    async def model_deployments(self, model_id: str) -> list[tuple[dict[str, Any], ModelDeploymentSpec]]:
+        """The ModelDeployments of `model_id` that are not being deleted and whose spec is valid."""
+        path = path_for(f"{GROUP}/{VERSION}", KIND, self.watch_namespace)
+        found = []
+        for body in await self.api.list(path):
+            meta = body.get("metadata") or {}
+            if meta.get("deletionTimestamp") or ((body.get("spec") or {}).get("model") or {}).get("id") != model_id:
+                continue
+            try:
+                found.append((body, parse_spec(meta["name"], dict(body.get("spec") or {}))))
+            except InvalidSpec:
+                continue
+        return found
+
+    async def _member(self, body: Mapping[str, Any], spec: ModelDeploymentSpec) -> Member:
         meta = body["metadata"]
         name, namespace = meta["name"], meta["namespace"]
-        me = f"{namespace}/{name}"
+        slices = await self.api.list(
+            path_for(SLICE_API_VERSION, "EndpointSlice", namespace), {SERVICE_NAME_LABEL: name}
+        )
+        endpoints = slice_endpoints(slices, namespace, f"{namespace}/{name}")
+        return Member(name, namespace, spec, str(meta.get("creationTimestamp") or ""), tuple(endpoints))
+
+    async def delete(self, body: Mapping[str, Any]) -> None:
+        """Take this ModelDeployment out of its model first (so nothing routes to pods about to go;
+        the model is withdrawn with its last ModelDeployment), then remove the children."""
+        meta = body["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
         async with self._lock(meta["uid"]):
-            model_id = (body.get("status") or {}).get("publishedModelId")
-            if model_id and owner_of(model_id) in (None, me):
-                await self.publisher.withdraw(model_id)
+            ids = {
+                (body.get("status") or {}).get("publishedModelId"),
+                ((body.get("spec") or {}).get("model") or {}).get("id"),
+            }
+            for model_id in sorted(i for i in ids if i):
+                await self.publish_model(model_id)
             for child in _child_refs(name, namespace):
                 await self.api.delete(child)
             for job in await self.api.list(path_for("batch/v1", "Job", namespace), mc.job_selector(name)):
@@ -285,7 +335,15 @@ class Reconciler:
         fixed = deployment_replicas(spec)  # None: the HPA sets them
         if deployment is None:
             desired = fixed if fixed is not None else spec.autoscaling.min_replicas  # type: ignore[union-attr]
-            return st.Observation(name, desired, None, pods, gpu_count=spec.gpu.count, cache=cache_view)
+            return st.Observation(
+                name,
+                desired,
+                None,
+                pods,
+                gpu_count=spec.gpu.count,
+                cache=cache_view,
+                scales_from_zero=spec.scales_from_zero,
+            )
         if fixed is not None:
             desired = fixed
         else:
@@ -308,26 +366,35 @@ class Reconciler:
             gpu_count=spec.gpu.count,
             matching_gpu_nodes=matching,
             cache=cache_view,
+            scales_from_zero=spec.scales_from_zero,
         )
 
-    async def _unlist(self, model_id: str | None) -> st.Condition:
-        """Keep a failed model in the catalog but without endpoints, so the gateway answers 503."""
+    async def _leave_model(self, model_id: str | None) -> st.Condition:
+        """An invalid spec takes its ModelDeployment out of its model; a model left with none stays in
+        the catalog without endpoints, so the gateway answers 503 rather than 404."""
         if not model_id:
             return st.Condition("Published", "False", "InvalidSpec", "Nothing is published for an invalid spec")
         try:
-            record = await self.publisher.current(model_id)
-            if record is not None:
-                await self.publisher.publish(record.model_copy(update={"endpoints": []}))
+            _, rollout = await self.publish_model(model_id, keep_listed=True)
         except Exception as exc:  # noqa: BLE001
             return st.Condition("Published", "False", "RegistryUnavailable", f"Cannot write the registry ({exc!r})")
+        if rollout.record is not None:
+            message = f"Left out of {model_id}: its other ModelDeployments serve it until the spec is fixed"
+            return st.Condition("Published", "False", "InvalidSpec", message)
         message = f"{model_id} stays listed without endpoints (503 model_unavailable) until the spec is fixed"
         return st.Condition("Published", "True", "NoReadyEndpoint", message)
 
-    async def _withdraw_quietly(self, model_id: str) -> None:
+    async def _unlist(self, model_id: str) -> None:
+        """Keep a model in the catalog but without endpoints."""
+        record = await self.publisher.current(model_id)
+        if record is not None:
+            await self.publisher.publish(record.model_copy(update={"endpoints": [], "deployments": []}))
+
+    async def _republish_quietly(self, model_id: str) -> None:
         try:
-            await self.publisher.withdraw(model_id)
+            await self.publish_model(model_id)
         except Exception as exc:  # noqa: BLE001 - the next resync tries again
-            log.warning("withdraw failed", extra={"fields": {"model": model_id, "error": repr(exc)}})
+            log.warning("republish failed", extra={"fields": {"model": model_id, "error": repr(exc)}})
 
     async def _write_status(
         self,
@@ -336,24 +403,15 @@ class Reconciler:
         report: st.StatusReport,
         published: st.Condition,
         published_id: str | None,
-        cache: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
+        """`extra`: status.cache, status.engine, status.endpoints (this one's replicas in the
+        registry) and status.traffic; absent ones are written empty."""
         meta = body["metadata"]
         name, namespace = meta["name"], meta["namespace"]
         old = dict(body.get("status") or {})
         now = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
-        endpoints = (
-            [
-                {
-                    "name": f"{namespace}/{name}",
-                    "grpcAddress": grpc_address(name, namespace),
-                    "httpAddress": http_address(name, namespace),
-                    "ready": True,
-                }
-            ]
-            if report.serving
-            else []
-        )
+        extra = extra or {}
         status = {
             "phase": report.phase,
             "replicas": report.replicas,
@@ -363,9 +421,10 @@ class Reconciler:
             "modelId": spec.model.id if spec else None,
             "tritonModel": spec.triton_model_name if spec else None,
             "publishedModelId": published_id,
-            "endpoints": endpoints,
-            "cache": (cache or {}).get("cache"),
-            "engine": (cache or {}).get("engine"),
+            "endpoints": extra.get("endpoints") or [],
+            "traffic": extra.get("traffic"),
+            "cache": extra.get("cache"),
+            "engine": extra.get("engine"),
             "conditions": st.merge_conditions(
                 old.get("conditions") or [], [report.ready, report.progressing, published], now
             ),
@@ -423,6 +482,45 @@ def _cache_status(spec: ModelDeploymentSpec, plan: mc.CachePlan | None, state: m
     if spec.builds_engine:
         engine = {"phase": "InPod", "key": mc.engine_key(spec), "builtFor": mc.engine_label(spec)}
     return {"cache": cache, "engine": engine}
+
+
+def _key(body: Mapping[str, Any]) -> str:
+    return f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+
+
+def _status_endpoint(endpoint: Endpoint) -> dict[str, Any]:
+    entry = {"name": endpoint.name, "grpcAddress": endpoint.grpc_address, "ready": endpoint.ready}
+    if endpoint.http_address:
+        entry["httpAddress"] = endpoint.http_address
+    if endpoint.metrics_address:
+        entry["metricsAddress"] = endpoint.metrics_address
+    return entry
+
+
+def _traffic_status(spec: ModelDeploymentSpec, view: MemberView | None) -> dict[str, int]:
+    if view is None:
+        return {"weight": spec.traffic.weight, "share": 0, "deployments": 0}
+    return {"weight": view.weight, "share": view.share, "deployments": view.deployments}
+
+
+def _published_condition(rollout: Rollout, me: str) -> st.Condition:
+    view = rollout.members.get(me)
+    if view is not None and view.conflict is not None:
+        return st.Condition("Published", "False", "CatalogConflict", view.conflict)
+    record = rollout.record
+    if record is None:  # this one is being deleted, and was the model's last
+        return st.Condition("Published", "False", "Withdrawn", "The model id is withdrawn from the registry")
+    mine = [e for e in record.endpoints if e.deployment == me]
+    if mine:
+        share = f"{view.share}% of {record.id}'s traffic" if view is not None else record.id
+        return st.Condition("Published", "True", "Live", f"{len(mine)} replica(s) routed, {share}")
+    if record.wakes_on_request and not record.endpoints:
+        message = "Listed without endpoints: requests are held while the model wakes from zero"
+    elif record.endpoints:
+        message = "None of this ModelDeployment's replicas is ready; the model is served by the others"
+    else:
+        message = "Listed without endpoints: requests get 503 model_unavailable until a replica is ready"
+    return st.Condition("Published", "True", "NoReadyEndpoint", message)
 
 
 def md_path(namespace: str, name: str) -> str:

@@ -15,6 +15,9 @@ class OperatorSettings(ServiceSettings):
     # pod problems, rotated source credentials, and a registry that lost its records (a NATS
     # restart without storage).
     resync_seconds: float = 30.0
+    # How often each ModelDeployment that scales to zero is checked for idleness (its
+    # spec.autoscaling.scaleToZeroAfterSeconds is the idle time itself).
+    idle_check_seconds: float = 10.0
     # kopf's liveness endpoint for the operator pod's probe; 0 disables it.
     health_port: int = 8080
     # Talk to this API server without credentials (kubectl proxy, tests). Unset: in-cluster service

@@ -191,6 +191,13 @@ class AutoscalingSpec(SpecModel):
     # Requests waiting in the engine's queue per replica (tensorrtllm: not yet scheduled in a batch).
     target_waiting_requests: int = Field(default=1, ge=1)
     scale_down_stabilization_seconds: int = Field(default=300, ge=0)
+    # With min_replicas 0: idle this long (no request waiting or running for the model id) before the
+    # operator scales the ModelDeployment to zero. The CRD asks for at least 30; the operator takes 1.
+    scale_to_zero_after_seconds: int = Field(default=300, ge=1)
+
+    @property
+    def scales_from_zero(self) -> bool:
+        return self.min_replicas == 0
 
     @field_validator("pending_requests_metric")
     @classmethod
@@ -202,6 +209,11 @@ class AutoscalingSpec(SpecModel):
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"minReplicas ({self.min_replicas}) is above maxReplicas ({self.max_replicas})")
         return self
+
+
+class TrafficSpec(SpecModel):
+    # Relative share of the model id's traffic among its ModelDeployments with a ready replica.
+    weight: int = Field(default=100, ge=0)
 
 
 class TritonSpec(SpecModel):
@@ -237,6 +249,7 @@ class ModelDeploymentSpec(SpecModel):
     gpu: GpuSpec = Field(default_factory=GpuSpec)
     replicas: int = Field(default=1, ge=0)
     autoscaling: AutoscalingSpec | None = None
+    traffic: TrafficSpec = Field(default_factory=TrafficSpec)
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     affinity: dict[str, Any] = Field(default_factory=dict)
@@ -284,6 +297,11 @@ class ModelDeploymentSpec(SpecModel):
             # Our BLS model in front of preprocessing -> tensorrt_llm -> postprocessing (model_repository.py).
             return TRTLLM_CHAT_MODEL
         return re.sub(r"[^a-z0-9_-]+", "-", self.model.id.rsplit("/", 1)[-1].lower()).strip("-")
+
+    @property
+    def scales_from_zero(self) -> bool:
+        """Autoscaled with minReplicas 0: scaled to zero when idle, woken by a held request."""
+        return self.autoscaling is not None and self.autoscaling.scales_from_zero
 
     @property
     def builds_engine(self) -> bool:

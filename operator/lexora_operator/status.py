@@ -64,7 +64,7 @@ class Observation:
     gpu_count: int = 0
     matching_gpu_nodes: int | None = None  # None: not checked
     invalid_spec: str | None = None
-    duplicate_of: str | None = None
+    scales_from_zero: bool = False  # autoscaled with minReplicas 0: a request wakes it
     cache: CacheView | None = None  # None: no model cache
 
 
@@ -84,7 +84,7 @@ class StatusReport:
 def compute_status(obs: Observation) -> StatusReport:
     report = _compute(obs)
     cache = obs.cache
-    if cache is None or cache.ready or obs.invalid_spec is not None or obs.duplicate_of is not None:
+    if cache is None or cache.ready or obs.invalid_spec is not None:
         return report
     # The model cache is not ready for this spec: nothing new runs until it is.
     progressing = Condition("Progressing", "True", cache.reason, f"Waiting for the model cache: {cache.message}")
@@ -111,14 +111,6 @@ def compute_status(obs: Observation) -> StatusReport:
 def _compute(obs: Observation) -> StatusReport:
     if obs.invalid_spec is not None:
         return _not_serving(obs, "Failed", "InvalidSpec", f"The spec cannot work as written: {obs.invalid_spec}")
-    if obs.duplicate_of is not None:
-        return _not_serving(
-            obs,
-            "Failed",
-            "DuplicateModelId",
-            f"ModelDeployment {obs.duplicate_of} already serves this model id; give this one another "
-            "spec.model.id or delete one of them",
-        )
     if obs.deployment is None:
         return _not_serving(obs, "Pending", "Creating", "Creating the Triton Deployment")
 
@@ -134,7 +126,10 @@ def _compute(obs: Observation) -> StatusReport:
     )
 
     if desired == 0 and ready == 0:
-        message = "Scaled to zero: the model stays in the catalog and requests get 503 until it scales up"
+        if obs.scales_from_zero:
+            message = "Scaled to zero: a request for the model is held while it wakes to one replica"
+        else:
+            message = "Scaled to zero: the model stays in the catalog and requests get 503 until it scales up"
         return StatusReport("Pending", 0, current, Condition("Ready", "False", "ScaledToZero", message), progressing)
     if ready >= 1:
         if ready >= desired and updated >= desired and progressing.status == "False":

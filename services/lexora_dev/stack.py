@@ -129,7 +129,10 @@ class SupervisedTriton:
         self._log = state_dir / "logs" / "triton.log"
         self._ready_url = f"http://127.0.0.1:{http_port}/v2/health/ready"
         self.endpoint = Endpoint(
-            name="local", grpc_address=f"127.0.0.1:{grpc_port}", http_address=f"127.0.0.1:{http_port}"
+            name="local",
+            grpc_address=f"127.0.0.1:{grpc_port}",
+            http_address=f"127.0.0.1:{http_port}",
+            metrics_address=f"127.0.0.1:{metrics_port}",  # the router reads the engine's own load there
         )
         self.restarts = 0
         self.process = self._start()

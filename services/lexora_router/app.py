@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
 import socket
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from lexora_contracts import subjects
@@ -24,14 +28,17 @@ from lexora_contracts.messages import (
     JobHeader,
 )
 from lexora_contracts.registry import EndpointHealth
+from lexora_router.demand import DemandSchedule
 from lexora_router.endpoint_health import HealthBook
 from lexora_router.generation import Outcome, Router
+from lexora_router.load_scraper import LoadScraper
+from lexora_router.model_holds import ModelHolds
 from lexora_router.prober import EndpointProber
-from lexora_router.routing import PolicyName, make_policy
+from lexora_router.routing import make_policy
 from lexora_router.settings import RouterSettings
 from lexora_router.triton_engine import TritonEngine
 from lexora_runtime import tracing
-from lexora_runtime.bus import ensure_usage_stream
+from lexora_runtime.bus import encode, ensure_usage_stream
 from lexora_runtime.logs import request_id_var
 from lexora_runtime.metrics import create_metrics, export_model_endpoints, export_pending_requests, serve_metrics
 from lexora_runtime.model_registry import ModelRegistryView, publish_endpoint_health
@@ -50,7 +57,9 @@ async def serve(settings: RouterSettings, ctx: ServiceContext) -> None:
     await registry.start(ctx.js)
     export_model_endpoints(metrics, registry.all)
     engine = TritonEngine()
-    health_book = HealthBook(observer=f"router@{socket.gethostname()}:{os.getpid()}")
+    observer = f"router@{socket.gethostname()}:{os.getpid()}"
+    health_book = HealthBook(observer=observer)
+    scraper = LoadScraper(registry.all, settings.engine_load_interval_s)
 
     async def publish_health(health: EndpointHealth) -> None:
         """Every change a request or a probe saw (and an unhealthy state again, as it ages) goes
@@ -70,13 +79,16 @@ async def serve(settings: RouterSettings, ctx: ServiceContext) -> None:
         js=ctx.js,
         registry=registry,
         engine=engine,
-        policy=make_policy(PolicyName.LEAST_IN_FLIGHT),
+        policy=make_policy(settings.policy),
         metrics=metrics,
         max_endpoint_attempts=settings.max_endpoint_attempts,
         max_job_s=settings.max_job_s,
         health=health_book,
         publish_health=publish_health,
+        engine_load=scraper.loads,
+        holds=ModelHolds(settings.hold_limit, settings.hold_retry_after_s),
     )
+    log.info("routing", extra={"fields": {"policy": str(settings.policy), "hold_limit": settings.hold_limit}})
     export_pending_requests(metrics, registry.all, router.pending)
     prober = EndpointProber(
         registry,
@@ -139,16 +151,38 @@ async def serve(settings: RouterSettings, ctx: ServiceContext) -> None:
             "health": (subjects.ROUTER_HEALTH, HealthProbe, health),
         },
     )
-    probing = asyncio.create_task(prober.run())
+    background = [
+        asyncio.create_task(prober.run()),
+        asyncio.create_task(scraper.run()),
+        asyncio.create_task(announce_demand(ctx.nc, router, DemandSchedule(observer))),
+    ]
     try:
         await ctx.stopped()
     finally:
-        probing.cancel()
+        for task in background:
+            task.cancel()
         # Let running jobs finish (and record their outcome) before the process goes.
         if router.jobs:
             await asyncio.wait(list(router.jobs.values()), timeout=30)
         await registry.stop()
         await engine.close()
+
+
+async def announce_demand(nc: NATS, router: Router, schedule: DemandSchedule) -> None:
+    """Announce this router's demand per model (lexora_router.demand) on router.v1.model.demanded:
+    looked at every half second, and at once when a model gets its first held request."""
+    holds = router.holds
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(holds.woken.wait(), 0.5)
+        holds.woken.clear()
+        waiting = Counter(holds.waiting)
+        counts = {m: (waiting[m], router.serving[m]) for m in {*waiting, *router.serving}}
+        for demand in schedule.due(counts, time.time()):
+            try:
+                await nc.publish(subjects.ROUTER_MODEL_DEMANDED, encode(demand))
+            except Exception:  # the next round announces it again
+                log.exception("could not announce demand", extra={"fields": {"model": demand.model_id}})
 
 
 def main() -> None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
+import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -40,11 +42,14 @@ from lexora_contracts.messages import (
     UsageEvent,
 )
 from lexora_contracts.money import PICO_PER_USD, image_cost_pico, request_cost_pico
-from lexora_contracts.registry import Endpoint, EndpointHealth
+from lexora_contracts.registry import Endpoint, EndpointHealth, ModelRecord
 from lexora_router import triton_media
 from lexora_router.endpoint_health import HealthBook
+from lexora_router.engine_load import EngineLoad
+from lexora_router.model_holds import ModelHolds
+from lexora_router.prefix_affinity import prefix_keys
 from lexora_router.ready_batches import ready_batches
-from lexora_router.routing import RoutingPolicy
+from lexora_router.routing import Load, Route, RoutingPolicy
 from lexora_router.triton_engine import EngineFailed, EngineRejected, EngineUnreachable, TritonEngine
 from lexora_router.triton_media import Embeddings
 from lexora_runtime import tracing
@@ -58,6 +63,8 @@ T = TypeVar("T")
 BINARY_SLICE_BYTES = 256 * 1024
 CLIENT_CLOSED = 499  # nginx's code for "client closed request": charged for what was produced
 CLIENT = tracing.SpanKind.CLIENT
+# How long a token count waits for a model woken from zero (the gateway gives a count 30 s).
+COUNT_HOLD_S = 20.0
 
 
 @dataclass
@@ -72,6 +79,8 @@ class Outcome:
     images: int = 0
     text: str = ""  # a non-streaming client's answer, sent whole in the final chunk
     max_tokens: int | None = None  # the clamped max_tokens, when the prompt left less room (clamped_max_tokens)
+    deadline: float = math.inf  # unix time the job must end by
+    counted_as: tuple[str, str] | None = None  # where the job is counted in Router.pending
 
 
 def clamped_max_tokens(requested: int, context_length: int, prompt_tokens: int) -> int | None:
@@ -95,9 +104,17 @@ class Router:
     max_job_s: float
     health: HealthBook
     publish_health: Callable[[EndpointHealth], Awaitable[None]]
+    # Requests outstanding per endpoint (gRPC address): what the policy balances.
     in_flight: Counter[str] = field(default_factory=Counter)
-    # Requests held per model id, from start to end (lexora_pending_requests, the autoscaler's input).
-    pending: Counter[str] = field(default_factory=Counter)
+    # Requests this router holds, from start to end, by (model id, ModelDeployment key or ""): under
+    # the model's first deployment until an endpoint takes it, then under that endpoint's
+    # (lexora_pending_requests, the autoscaler's input).
+    pending: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # Requests running on a replica, by model id (what the router announces as `running`).
+    serving: Counter[str] = field(default_factory=Counter)
+    # Each engine's own report of its load, by metrics address (lexora_router.load_scraper).
+    engine_load: Mapping[str, EngineLoad] = field(default_factory=dict)
+    holds: ModelHolds = field(default_factory=ModelHolds)
     jobs: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     cancelled_by_client: set[str] = field(default_factory=set)
     _publishing: set[asyncio.Task[None]] = field(default_factory=set)
@@ -120,10 +137,12 @@ class Router:
         running.inc()
         record = self.registry.get(request.model)
         model_id = record.id if record is not None else request.model
-        self.pending[model_id] += 1
+        outcome.counted_as = (model_id, _first_deployment(record))
+        self.pending[outcome.counted_as] += 1
+        timeout = max(min(request.deadline - time.time(), self.max_job_s), 0)
+        outcome.deadline = time.time() + timeout
         try:
-            timeout = min(request.deadline - time.time(), self.max_job_s)
-            async with asyncio.timeout(max(timeout, 0)):
+            async with asyncio.timeout(timeout):
                 if work is not None:
                     await work(outcome)
                 else:
@@ -149,9 +168,7 @@ class Router:
         finally:
             self.cancelled_by_client.discard(request.request_id)
             running.dec()
-            self.pending[model_id] -= 1
-            if not self.pending[model_id]:
-                del self.pending[model_id]
+            self._uncount(outcome.counted_as)
         cost = self._cost(request, outcome)
         if (span := tracing.current_span()) is not None:  # the job's (lexora_router.app), when traced
             _trace_outcome(span, outcome, cost)
@@ -243,7 +260,8 @@ class Router:
                         outcome.finish_reason = last.finish_reason
                         outcome.stop_sequence = last.stop_word
 
-        await self._on_an_endpoint(request.model, stream_from)
+        prefixes = prefix_keys(request.messages, request.raw_prompt)
+        await self._on_an_endpoint(request.model, stream_from, outcome, prefixes)
         outcome.text = "".join(parts)
 
     async def embed(self, request: EmbeddingJob, reply: str, outcome: Outcome) -> None:
@@ -253,7 +271,7 @@ class Router:
             outcome.endpoint = endpoint.grpc_address
             return await triton_media.embed(self.engine, endpoint.grpc_address, triton_model, request.inputs)
 
-        result = await self._on_an_endpoint(request.model, embed_on)
+        result = await self._on_an_endpoint(request.model, embed_on, outcome)
         outcome.prompt_tokens = result.tokens
         await self._send_binary(reply, result.vectors.tobytes())
 
@@ -264,7 +282,7 @@ class Router:
             outcome.endpoint = endpoint.grpc_address
             return await triton_media.paint(self.engine, endpoint.grpc_address, triton_model, request)
 
-        png = await self._on_an_endpoint(request.model, paint_on)
+        png = await self._on_an_endpoint(request.model, paint_on, outcome)
         await self._send_binary(reply, png)
         outcome.images = 1
 
@@ -281,24 +299,42 @@ class Router:
 
         return CountTokensReply(input_tokens=await self._on_an_endpoint(request.model, count_on))
 
-    async def _on_an_endpoint(self, model_id: str, work: Callable[[Endpoint, str], Awaitable[T]]) -> T:
+    async def _on_an_endpoint(
+        self,
+        model_id: str,
+        work: Callable[[Endpoint, str], Awaitable[T]],
+        outcome: Outcome | None = None,
+        prefixes: tuple[str, ...] = (),
+    ) -> T:
         """Run `work` on a healthy endpoint the policy picks. When the endpoint cannot be reached or
         its engine fails before producing anything, mark it unhealthy and try another; a failure
         after output is the server's error (502). The engine refusing the request is the caller's
-        error (400), and says nothing against the endpoint."""
+        error (400), and says nothing against the endpoint. A model with no replica up that can be
+        woken from zero is waited for (lexora_router.model_holds) until the job's deadline.
+        `outcome`: the job's, when it is one (not a token count); `prefixes`: its prompt's affinity keys."""
         record = self.registry.get(model_id)
-        if record is None or not record.deployed_endpoints:
-            raise ModelUnavailable(f"No ready instance of {model_id}; retry in 30 seconds")
-        candidates = [e for e in record.ready_endpoints if self.health.healthy(record.id, e.name)]
-        if not candidates:
-            raise ModelUnavailable(f"{model_id} cannot serve right now: its engine is failing; retry in 30 seconds")
+        if record is not None and not record.deployed_endpoints and record.wakes_on_request:
+            until = outcome.deadline if outcome is not None else time.time() + COUNT_HOLD_S
+            ready = functools.partial(self._servable, record.id)
+            record, candidates = await self.holds.hold(record.id, ready, self.registry.changed, until)
+        else:
+            if record is None or not record.deployed_endpoints:
+                raise ModelUnavailable(f"No ready instance of {model_id}; retry in 30 seconds")
+            candidates = self._candidates(record)
+            if not candidates:
+                raise ModelUnavailable(f"{model_id} cannot serve right now: its engine is failing; retry in 30 seconds")
+        route = Route(record.id, record.deployments, prefixes)
+        load = Load(self.in_flight, self.engine_load)
         tried: set[str] = set()
         for _ in range(self.max_endpoint_attempts):
-            endpoint = self.policy.choose(candidates, self.in_flight, tried)
+            endpoint = self.policy.choose(route, candidates, load, tried)
             if endpoint is None:
                 break
             address = endpoint.grpc_address
+            if outcome is not None:
+                self._count_as(outcome, (record.id, endpoint.deployment or _first_deployment(record)))
             self.in_flight[address] += 1
+            self.serving[record.id] += 1
             try:
                 # One span per endpoint tried; Triton's own spans join it when it traces (triton_http,
                 # triton_streams send the trace context with the request).
@@ -330,7 +366,35 @@ class Router:
                 return result
             finally:
                 self.in_flight[address] -= 1
+                self.serving[record.id] -= 1
+                if not self.serving[record.id]:
+                    del self.serving[record.id]
         raise ModelUnavailable(f"No instance of {model_id} could serve the request; retry in 30 seconds")
+
+    def _candidates(self, record: ModelRecord) -> list[Endpoint]:
+        """The endpoints that can take a request: ready, and not seen failing by anyone."""
+        return [e for e in record.ready_endpoints if self.health.healthy(record.id, e.name)]
+
+    def _servable(self, model_id: str) -> tuple[ModelRecord, list[Endpoint]] | None:
+        """A held request's model and its candidates, once it has any."""
+        record = self.registry.get(model_id)
+        if record is None:
+            raise ModelUnavailable(f"{model_id} was withdrawn while the request waited for it")
+        candidates = self._candidates(record)
+        return (record, candidates) if candidates else None
+
+    def _count_as(self, outcome: Outcome, key: tuple[str, str]) -> None:
+        if outcome.counted_as != key:
+            self._uncount(outcome.counted_as)
+            outcome.counted_as = key
+            self.pending[key] += 1
+
+    def _uncount(self, key: tuple[str, str] | None) -> None:
+        if key is None:
+            return
+        self.pending[key] -= 1
+        if not self.pending[key]:
+            del self.pending[key]
 
     def _mark(self, change: EndpointHealth | None) -> None:
         """Publish a change of an endpoint's health without holding up the request."""
@@ -378,6 +442,11 @@ class Router:
 
     async def _send(self, reply: str, chunk: GenerationChunk) -> None:
         await self.nc.publish(reply, encode(chunk))
+
+
+def _first_deployment(record: ModelRecord | None) -> str:
+    """The ModelDeployment a model's requests count under before an endpoint takes them."""
+    return record.deployments[0].key if record is not None and record.deployments else ""
 
 
 def _engine_attributes(endpoint: Endpoint) -> dict[str, object]:

@@ -165,6 +165,9 @@ def _engine_output(values: dict[str, object]) -> EngineOutput:
     )
 
 
+_GONE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+
+
 def _not_loaded(message: str) -> bool:
     return "unknown model" in message
 
@@ -279,8 +282,12 @@ class TritonEngine:
                     produced = True
                     yield _engine_output(triton_wire.first_values(response.infer_response))
         except grpc.aio.AioRpcError as exc:
-            if not produced and exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            # CANCELLED here is the server's doing (ours ends the call without an error): a replica
+            # shutting down cancels the calls it still holds.
+            if not produced and exc.code() in _GONE:
                 raise EngineUnreachable(f"{address}: {exc.code().name}") from exc
+            if exc.code() == grpc.StatusCode.CANCELLED:
+                raise EngineFailed(f"{address}: the engine cancelled the call", produced=True) from exc
             if not produced and (exc.code() == grpc.StatusCode.NOT_FOUND or _not_loaded(exc.details() or "")):
                 raise EngineUnreachable(f"{address}: model {model} not loaded") from exc
             raise engine_error(exc.details() or exc.code().name, exc.code().name, produced=produced) from exc
@@ -294,18 +301,26 @@ class TritonEngine:
         streams = self._http_streams.get(address)
         if streams is None:
             streams = self._http_streams[address] = HttpStreams(address)
-        produced = False
+        produced = finished = False
         try:
             async with aclosing(streams.generate_stream(model, tensors)) as events:
                 async for values in events:
                     produced = True
-                    yield _engine_output({name: first_value(values, name) for name in OUTPUTS})
+                    output = _engine_output({name: first_value(values, name) for name in OUTPUTS})
+                    finished = output.finish_reason is not None
+                    yield output
         except HttpEngineError as exc:
             if exc.unreachable and not produced:
                 raise EngineUnreachable(f"{address}: {exc}") from exc
             if exc.unreachable:  # the connection broke after outputs came back
                 raise EngineFailed(str(exc), produced=True) from exc
             raise engine_error(str(exc), exc.status, produced=produced) from exc
+        # Every model's last response carries its finish_reason: a stream that ends without one was
+        # cut (the replica went away between two events), like a gRPC call ended early.
+        if not finished:
+            if not produced:
+                raise EngineUnreachable(f"{address}: the engine ended the stream before any response")
+            raise EngineFailed("the engine ended the stream before the request's last response", produced=True)
 
     async def infer(self, address: str, model: str, tensors: Tensors, outputs: tuple[str, ...]) -> object:
         """One request, one response (embedding and image models are not decoupled). Raises

@@ -98,36 +98,39 @@ def export_model_endpoints(metrics: ServiceMetrics, records: Callable[[], Iterab
 
 class _PendingRequests:
     """`lexora_pending_requests{model, model_deployment, model_namespace}`: the requests this router
-    holds for each model, labelled with the ModelDeployment that publishes it so an autoscaler can
-    select them for that ModelDeployment (docs/operator.md, "Autoscaling"). Today every one of them
-    runs on an engine: the router keeps no queue of its own, a model without a ready endpoint is
-    answered 503 at once. Every published model is exported, at 0 when idle, so the autoscaler
-    always has a value to read."""
+    holds for each model, labelled with a ModelDeployment that serves it so an autoscaler can
+    select them for that ModelDeployment (docs/operator.md, "Autoscaling"): a request waiting for a
+    replica (a model woken from zero) counts under the model's first ModelDeployment, one running
+    under the ModelDeployment of the endpoint that took it. Every ModelDeployment of every
+    published model is exported, at 0 when idle, so the autoscaler always has a value to read."""
 
-    def __init__(self, records: Callable[[], Iterable[ModelRecord]], pending: Mapping[str, int]):
+    def __init__(self, records: Callable[[], Iterable[ModelRecord]], pending: Mapping[tuple[str, str], int]):
         self._records = records
         self._pending = pending
 
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
             "lexora_pending_requests",
-            "Requests the router holds for a model, by the ModelDeployment that publishes it",
+            "Requests the router holds for a model, by the ModelDeployment that serves them",
             labels=["model", "model_deployment", "model_namespace"],
         )
-        published: set[str] = set()
+        exported: set[tuple[str, str]] = set()
         for record in self._records():
-            published.add(record.id)
-            where = record.deployments[0] if record.deployments else None
-            labels = [record.id, where.name if where else "", where.namespace if where else ""]
-            family.add_metric(labels, self._pending.get(record.id, 0))
-        for model, count in sorted(self._pending.items()):
-            if model not in published and count:  # withdrawn while its requests still run
-                family.add_metric([model, "", ""], count)
+            for where in record.deployments or [None]:
+                key = (record.id, where.key if where else "")
+                exported.add(key)
+                labels = [record.id, where.name if where else "", where.namespace if where else ""]
+                family.add_metric(labels, self._pending.get(key, 0))
+        for (model, deployment), count in sorted(self._pending.items()):
+            if (model, deployment) not in exported and count:  # withdrawn while its requests still run
+                namespace, _, name = deployment.rpartition("/")
+                family.add_metric([model, name, namespace], count)
         yield family
 
 
 def export_pending_requests(
-    metrics: ServiceMetrics, records: Callable[[], Iterable[ModelRecord]], pending: Mapping[str, int]
+    metrics: ServiceMetrics, records: Callable[[], Iterable[ModelRecord]], pending: Mapping[tuple[str, str], int]
 ) -> None:
-    """`pending`: the requests held per model id, kept by the router as they start and end."""
+    """`pending`: the requests held by (model id, ModelDeployment key "namespace/name" or ""), kept
+    by the router as they start, move to an endpoint, and end."""
     metrics.registry.register(_PendingRequests(records, pending))

@@ -84,6 +84,7 @@ class ModelRegistryView:
         self._tasks: list[asyncio.Task[None]] = []
         self._loaded = asyncio.Event()
         self._health_loaded = asyncio.Event()
+        self._change = asyncio.Event()  # set (and replaced) at each change
 
     def get(self, model_id: str) -> ModelRecord | None:
         """By id, else by alias."""
@@ -91,6 +92,14 @@ class ModelRegistryView:
 
     def all(self) -> list[ModelRecord]:
         return sorted(self._models.values(), key=lambda m: m.id)
+
+    async def changed(self) -> None:
+        """Returns at the next change of any record: published, withdrawn, or an endpoint's health."""
+        await self._change.wait()
+
+    def _changed(self) -> None:
+        self._change.set()
+        self._change = asyncio.Event()
 
     @property
     def loaded(self) -> bool:
@@ -119,6 +128,7 @@ class ModelRegistryView:
                 self._records.pop(entry.key, None)
                 self._models.pop(entry.key, None)
                 self._index_aliases()
+                self._changed()
                 continue
             try:
                 record = ModelRecord.model_validate_json(entry.value)
@@ -163,6 +173,7 @@ class ModelRegistryView:
             return
         self._models[model_id] = record.with_health(self._health.get(model_id, {}))
         self._index_aliases()
+        self._changed()
 
     def _index_aliases(self) -> None:
         self._by_alias = {alias: m for m in self._models.values() for alias in m.aliases}

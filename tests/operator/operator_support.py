@@ -263,6 +263,7 @@ class Cluster:
             "Event": ("", "v1", "events"),
             "Job": ("batch", "v1", "jobs"),
             "PersistentVolumeClaim": ("", "v1", "persistentvolumeclaims"),
+            "EndpointSlice": ("discovery.k8s.io", "v1", "endpointslices"),
         }[kind]
         base = f"/api/{version}" if not group else f"/apis/{group}/{version}"
         ns = f"/namespaces/{namespace}" if namespace else ""
@@ -293,8 +294,11 @@ class Cluster:
     async def delete(self, kind: str, name: str, namespace: str | None = NAMESPACE) -> None:
         await self._call("DELETE", self.path(kind, name, namespace))
 
-    async def report_deployment(self, name: str, *, ready: int, replicas: int | None = None, **extra: Any) -> None:
-        """Play the Deployment controller + kubelet: this many replicas exist, this many are ready."""
+    async def report_deployment(
+        self, name: str, *, ready: int, replicas: int | None = None, slices: bool = True, **extra: Any
+    ) -> None:
+        """Play the Deployment controller + kubelet: this many replicas exist, this many are ready;
+        and (`slices`) the EndpointSlice controller: pods <name>-pod-<i>, the first `ready` ready."""
         deployment = await self.get("Deployment", name)
         assert deployment is not None
         replicas = ready if replicas is None else replicas
@@ -307,6 +311,50 @@ class Cluster:
             **extra,
         }
         await self.patch("Deployment", name, {"status": status}, subresource="status")
+        if slices:
+            pods = [(f"{name}-pod-{i}", pod_ip(name, i), "ready" if i < ready else "starting") for i in range(replicas)]
+            await self.report_slice(name, pods)
+
+    async def report_slice(self, service: str, pods: list[tuple[str, str, str]], namespace: str = NAMESPACE) -> None:
+        """Play the EndpointSlice controller for one Service: its slice holds these pods, each
+        (pod name, pod IP, state), state one of ready, starting (not ready), terminating (still
+        ready, as with a preStop hook, but on its way out). The slice mirrors the Service's labels."""
+        live = await eventually(lambda: self.get("Service", service, namespace), what=f"Service {service}")
+        conditions = {
+            "ready": {"ready": True, "serving": True, "terminating": False},
+            "starting": {"ready": False, "serving": False, "terminating": False},
+            "terminating": {"ready": False, "serving": True, "terminating": True},
+        }
+        slice_ = {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": f"{service}-x7k2p",
+                "namespace": namespace,
+                "labels": {
+                    **(live["metadata"].get("labels") or {}),
+                    "kubernetes.io/service-name": service,
+                    "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+                },
+            },
+            "addressType": "IPv4",
+            "ports": [
+                {"name": port["name"], "port": port["port"], "protocol": "TCP"} for port in live["spec"]["ports"]
+            ],
+            "endpoints": [
+                {
+                    "addresses": [ip],
+                    "conditions": conditions[state],
+                    "targetRef": {"kind": "Pod", "name": pod, "namespace": namespace},
+                }
+                for pod, ip, state in pods
+            ],
+        }
+        if await self.get("EndpointSlice", slice_["metadata"]["name"], namespace) is None:
+            await self._call("POST", self.path("EndpointSlice", namespace=namespace), slice_)
+        else:
+            patch = {"endpoints": slice_["endpoints"], "ports": slice_["ports"]}
+            await self.patch("EndpointSlice", slice_["metadata"]["name"], patch, namespace=namespace)
 
     async def add_pod(self, deployment: str, pod_name: str, status: dict[str, Any]) -> None:
         live = await self.get("Deployment", deployment)
@@ -371,6 +419,11 @@ class Cluster:
 
     def record(self, model_id: str) -> ModelRecord | None:
         return self.registry.get(model_id)
+
+
+def pod_ip(deployment: str, index: int) -> str:
+    """The IP the tests give pod `index` of a Deployment: stable per name, distinct across names."""
+    return f"10.{sum(deployment.encode()) % 250}.{len(deployment) % 250}.{index + 1}"
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0, what: str = "") -> Any:

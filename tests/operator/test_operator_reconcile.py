@@ -12,14 +12,17 @@ import asyncio
 import copy
 from typing import Any
 
-from operator_support import RESYNC_SECONDS, Cluster, eventually, load_sample
+from operator_support import RESYNC_SECONDS, Cluster, eventually, load_sample, pod_ip
 
 LLAMA_ID = "meta-llama/Llama-3.2-3B-Instruct"
 LLAMA = "llama-3-2-3b-instruct"
 FLUX_ID = "black-forest-labs/FLUX.1-schnell"
 FLUX = "flux-1-schnell"
-LLAMA_ADDRESS = f"{LLAMA}.lexora-models.svc.cluster.local:8001"
-LLAMA_HTTP_ADDRESS = f"{LLAMA}.lexora-models.svc.cluster.local:8000"
+# The first Triton pod's own addresses (from its Service's EndpointSlice), not the Service's.
+LLAMA_POD = f"{LLAMA}-pod-0"
+LLAMA_ADDRESS = f"{pod_ip(LLAMA, 0)}:8001"
+LLAMA_HTTP_ADDRESS = f"{pod_ip(LLAMA, 0)}:8000"
+LLAMA_METRICS_ADDRESS = f"{pod_ip(LLAMA, 0)}:8002"
 
 
 async def status_of(cluster: Cluster, name: str) -> dict[str, Any]:
@@ -75,7 +78,7 @@ async def test_create_renders_owned_children_and_lists_the_model_without_endpoin
     assert "serving.lexora.network/finalizer" in live["metadata"]["finalizers"]
 
 
-async def test_ready_replica_publishes_the_service_endpoint(cluster: Cluster) -> None:
+async def test_ready_replica_publishes_the_pod_endpoint(cluster: Cluster) -> None:
     await cluster.apply(load_sample("llama-3.2-3b-instruct.yaml"))
     await eventually(lambda: cluster.get("Deployment", LLAMA), what="deployment")
     await cluster.add_node("gpu-1", {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, gpus=8)
@@ -84,12 +87,23 @@ async def test_ready_replica_publishes_the_service_endpoint(cluster: Cluster) ->
 
     status = await until_phase(cluster, LLAMA, "Ready")
     assert status["readyReplicas"] == 1
-    endpoint = {"name": f"lexora-models/{LLAMA}", "grpcAddress": LLAMA_ADDRESS, "httpAddress": LLAMA_HTTP_ADDRESS}
+    endpoint = {
+        "name": f"lexora-models/{LLAMA_POD}",
+        "grpcAddress": LLAMA_ADDRESS,
+        "httpAddress": LLAMA_HTTP_ADDRESS,
+        "metricsAddress": LLAMA_METRICS_ADDRESS,
+    }
+    status = await eventually(
+        lambda: _when(status_of(cluster, LLAMA), lambda s: s.get("endpoints")), what="status endpoints"
+    )
     assert status["endpoints"] == [{**endpoint, "ready": True}]
     await registry_endpoints(cluster, LLAMA_ID, [LLAMA_ADDRESS])
     record = cluster.record(LLAMA_ID)
     assert record is not None and record.status == "live"
-    assert [e.http_address for e in record.endpoints] == [LLAMA_HTTP_ADDRESS]
+    (published,) = record.endpoints
+    assert published.http_address == LLAMA_HTTP_ADDRESS and published.metrics_address == LLAMA_METRICS_ADDRESS
+    assert published.deployment == f"lexora-models/{LLAMA}"
+    assert [d.key for d in record.deployments] == [f"lexora-models/{LLAMA}"]
 
 
 async def test_scaling_changes_replicas_and_partial_readiness_is_degraded(cluster: Cluster) -> None:
@@ -106,7 +120,7 @@ async def test_scaling_changes_replicas_and_partial_readiness_is_degraded(cluste
     await cluster.report_deployment(FLUX, ready=1, replicas=3)
     status = await until_phase(cluster, FLUX, "Degraded")
     assert ready_condition(status)["message"].startswith("Serving from 1/3 replicas")
-    await registry_endpoints(cluster, FLUX_ID, [f"{FLUX}.lexora-models.svc.cluster.local:8001"])
+    await registry_endpoints(cluster, FLUX_ID, [f"{pod_ip(FLUX, 0)}:8001"])
 
 
 async def test_spec_change_rolls_out_a_new_pod_template(cluster: Cluster) -> None:

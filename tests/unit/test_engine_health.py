@@ -12,7 +12,7 @@ from lexora_contracts.registry import Endpoint, EndpointHealth, ModelRecord, Pri
 from lexora_router.endpoint_health import HealthBook
 from lexora_router.engine_errors import Fault, classify
 from lexora_router.generation import Router
-from lexora_router.routing import LeastInFlight
+from lexora_router.routing import LeastOutstanding
 from lexora_router.triton_engine import EngineFailed, EngineRejected, EngineUnreachable, engine_error
 
 STUB_DEAD = "Stub process 'smollm2-135m-instruct_0_0' is not healthy."
@@ -109,7 +109,7 @@ def _router(record: ModelRecord, published: list[EndpointHealth]) -> Router:
         js=None,  # type: ignore[arg-type]
         registry=_Registry(record),  # type: ignore[arg-type]
         engine=None,  # type: ignore[arg-type]
-        policy=LeastInFlight(),
+        policy=LeastOutstanding(),
         metrics=None,  # type: ignore[arg-type]
         max_endpoint_attempts=3,
         max_job_s=60,

@@ -13,7 +13,7 @@ from lexora_contracts.messages import JobHeader
 from lexora_contracts.registry import DeploymentRef, Endpoint, EndpointHealth, ModelRecord, Pricing
 from lexora_router.endpoint_health import HealthBook
 from lexora_router.generation import Outcome, Router
-from lexora_router.routing import LeastInFlight
+from lexora_router.routing import LeastOutstanding
 from lexora_runtime.bus import ensure_usage_stream
 from lexora_runtime.metrics import create_metrics, export_pending_requests
 from lexora_runtime.model_registry import ModelRegistryView, publish_model
@@ -63,7 +63,7 @@ async def test_a_request_is_pending_from_start_to_end_under_its_model_deployment
         js=js,
         registry=view,
         engine=None,  # type: ignore[arg-type]  # the job's own work below never reaches an engine
-        policy=LeastInFlight(),
+        policy=LeastOutstanding(),
         metrics=metrics,
         max_endpoint_attempts=1,
         max_job_s=30,

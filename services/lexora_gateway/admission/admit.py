@@ -109,7 +109,8 @@ def serving_model(model: ModelRecord | None, model_id: str, kind: ModelKind) -> 
     if not model.ready_endpoints:
         if model.deployed_endpoints:  # deployed, but the router saw its engine fail
             raise ModelUnavailable(f"{model.id} cannot serve right now: its engine is failing; retry in 30 seconds")
-        raise ModelUnavailable(f"No ready instance of {model.id}; retry in 30 seconds")
+        if not model.wakes_on_request:  # else at zero replicas: a router holds the job while it wakes
+            raise ModelUnavailable(f"No ready instance of {model.id}; retry in 30 seconds")
     return model
 
 
