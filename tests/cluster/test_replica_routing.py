@@ -46,7 +46,7 @@ MAIN = "smollm2-135m-instruct"  # manifests/samples/smollm2-cpu.yaml
 CANARY = "smollm2-canary"
 SPLIT_REQUESTS = 40
 CANARY_REQUESTS = 200
-SCALE_TO_ZERO_AFTER_S = 20
+SCALE_TO_ZERO_AFTER_S = 30  # the CRD's minimum
 
 
 @pytest.fixture(scope="module")
@@ -207,11 +207,12 @@ def test_scaled_to_two_replicas_both_serve_and_split_the_load(
         assert after[pod] - before[pod] >= counts[pod], (before, after, counts)
 
 
+# Over a kilobyte (the router's affinity keys are 256-character blocks), a few hundred tokens: long
+# enough to be worth its cache, short enough for a busy CPU.
 LONG_SYSTEM_PROMPT = " ".join(
-    f"Rule {i}: when a customer of the Lexora rental office asks about item {i}, answer politely, "
-    f"quote the daily price of {i * 3 % 17 + 2} euros and mention the deposit."
-    for i in range(40)
+    f"Rule {i}: about item {i}, quote {i * 3 % 17 + 2} euros a day and the deposit." for i in range(20)
 )
+PREFIXED_REQUESTS = 6
 
 
 def test_a_shared_prefix_sticks_to_one_replica(kubectl: Kubectl, client: openai.OpenAI, box: Box) -> None:
@@ -225,12 +226,12 @@ def test_a_shared_prefix_sticks_to_one_replica(kubectl: Kubectl, client: openai.
             background.append(chat(client, f"{worker}.{n}: name an animal.", max_tokens=4))
             n += 1
 
-    with ThreadPoolExecutor(2) as pool:
-        workers = [pool.submit(other_traffic, w) for w in range(2)]
+    with ThreadPoolExecutor(1) as pool:
+        workers = [pool.submit(other_traffic, 0)]
         try:
             prefixed = [
                 chat(client, f"Question {i}: what does item {i} cost?", max_tokens=2, system=LONG_SYSTEM_PROMPT)
-                for i in range(10)
+                for i in range(PREFIXED_REQUESTS)
             ]
         finally:
             stop.set()
