@@ -111,15 +111,28 @@ def owner_of(box: Box, pod: str) -> str:
     return pod.rsplit("-", 2)[0]
 
 
-def triton_successes(box: Box, pods: list[str]) -> dict[str, int]:
-    """Each pod's own count of successful inferences of the model, read from its IP's metrics port."""
-    counts = {}
+def triton_metric(box: Box, pods: list[str], metric: str) -> dict[str, int]:
+    """A metric of the model on each pod, as its Triton reports it on the pod's IP."""
+    values = {}
     for name in pods:
         state = box.cluster.pods[name]
         text = httpx.get(f"http://{state.ip}:8002/metrics", timeout=10).text
-        found = re.search(rf'^nv_inference_request_success{{model="{LOCAL_TRITON_MODEL}",[^}}]*}} (\S+)$', text, re.M)
-        counts[name] = int(float(found.group(1))) if found else 0
-    return counts
+        found = re.search(rf'^{metric}{{model="{LOCAL_TRITON_MODEL}",[^}}]*}} (\S+)$', text, re.M)
+        values[name] = int(float(found.group(1))) if found else 0
+    return values
+
+
+def triton_successes(box: Box, pods: list[str]) -> dict[str, int]:
+    """Each pod's own count of successful inferences of the model."""
+    return triton_metric(box, pods, "nv_inference_request_success")
+
+
+def wait_until_idle(box: Box, pods: list[str]) -> None:
+    """No request waits in any pod's Triton queue (the kubelet's probes, which pile up when the CPU is
+    shared and slow, included), and the router has had time to read so (it reads every ~1 s)."""
+    pending = "nv_inference_pending_request_count"
+    eventually(lambda: not any(triton_metric(box, pods, pending).values()), box, 60, "the replicas' queues empty")
+    time.sleep(2)
 
 
 # ---- load --------------------------------------------------------------------------------------
@@ -216,20 +229,22 @@ def test_scaled_to_two_replicas_both_serve_and_split_the_load(
         assert after[pod] - before[pod] >= counts[pod], (before, after, counts)
 
 
-# Over a kilobyte (the router's affinity keys are 256-character blocks), a few hundred tokens: long
-# enough to be worth its cache, short enough for a busy CPU.
+# Several of the router's 256-character affinity blocks, a couple of hundred tokens: long enough to
+# be worth its cache, short enough for a busy CPU.
 LONG_SYSTEM_PROMPT = " ".join(
-    f"Rule {i}: about item {i}, quote {i * 3 % 17 + 2} euros a day and the deposit." for i in range(20)
+    f"Rule {i}: about item {i}, quote {i * 3 % 17 + 2} euros a day and the deposit." for i in range(12)
 )
 PREFIXED_REQUESTS = 6
 
 
 def test_a_shared_prefix_sticks_to_one_replica(kubectl: Kubectl, client: openai.OpenAI, box: Box) -> None:
     pods = serving(kubectl, 2)
-    # One after the other, so no replica is busier than the other by more than the probes: requests
-    # with the long system prompt, each followed by one without it.
+    # One after the other, each once no replica has a queue (the router moves a prefix off a replica
+    # whose queue is longer than the others' by its slack): requests with the long system prompt,
+    # each followed by one without it.
     prefixed, others = [], []
     for i in range(PREFIXED_REQUESTS):
+        wait_until_idle(box, pods)
         prefixed.append(
             chat(client, f"Question {i}: what does item {i} cost?", max_tokens=2, system=LONG_SYSTEM_PROMPT)
         )
