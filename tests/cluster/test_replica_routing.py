@@ -40,13 +40,22 @@ from cluster_box import NAMESPACE, Box
 
 from lexora_dev.catalog import LOCAL_CHAT_MODEL, LOCAL_TRITON_MODEL
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(1200)
 
 MAIN = "smollm2-135m-instruct"  # manifests/samples/smollm2-cpu.yaml
 CANARY = "smollm2-canary"
 SPLIT_REQUESTS = 40
 CANARY_REQUESTS = 200
 SCALE_TO_ZERO_AFTER_S = 30  # the CRD's minimum
+
+
+def smollm2(name: str = MAIN) -> dict[str, Any]:
+    """The SmolLM2 CPU sample, with one llama.cpp thread per replica (the sample's two would have two
+    replicas spin four threads on the box's two cores)."""
+    manifest = sample("smollm2-cpu.yaml")
+    manifest["metadata"]["name"] = name
+    manifest["spec"]["triton"]["parameters"]["n_threads"] = "1"
+    return manifest
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +195,7 @@ def wait_replicas(kubectl: Kubectl, name: str, count: int, timeout: float = 240)
 def serving(kubectl: Kubectl, replicas: int) -> list[str]:
     """The SmolLM2 sample applied (if an earlier scenario has not), at `replicas`; its pods."""
     if kubectl.get(MAIN) is None:
-        assert kubectl.apply(sample("smollm2-cpu.yaml")).is_success
+        assert kubectl.apply(smollm2()).is_success
     scaled = kubectl.scale(MAIN, replicas)
     assert scaled.status_code == 200, scaled.text
     return wait_replicas(kubectl, MAIN, replicas)
@@ -203,7 +212,7 @@ def shares(counts: Counter[str]) -> dict[str, float]:
 def test_scaled_to_two_replicas_both_serve_and_split_the_load(
     kubectl: Kubectl, client: openai.OpenAI, box: Box
 ) -> None:
-    assert kubectl.apply(sample("smollm2-cpu.yaml")).is_success
+    assert kubectl.apply(smollm2()).is_success
     kubectl.wait_ready(MAIN, timeout=240)
     [first] = wait_replicas(kubectl, MAIN, 1)
     assert chat(client, "Say hello.")
@@ -360,8 +369,7 @@ def test_a_pod_deleted_mid_burst_loses_no_request_that_had_produced_nothing(
 
 
 def canary_manifest() -> dict[str, Any]:
-    manifest = sample("smollm2-cpu.yaml")
-    manifest["metadata"]["name"] = CANARY
+    manifest = smollm2(CANARY)
     manifest["spec"]["replicas"] = 1
     manifest["spec"]["traffic"] = {"weight": 10}
     return manifest
