@@ -164,9 +164,12 @@ def chat(client: openai.OpenAI, content: str, max_tokens: int = 8, system: str |
 
 def steady_load(client: openai.OpenAI, requests: int, concurrency: int, max_tokens: int) -> list[str]:
     """`requests` distinct short chats, `concurrency` at a time; their request ids."""
-    with ThreadPoolExecutor(concurrency) as pool:
+    pool = ThreadPoolExecutor(concurrency)
+    try:
         futures = [pool.submit(chat, client, f"{i}: name a colour.", max_tokens) for i in range(requests)]
         return [future.result() for future in futures]
+    finally:
+        pool.shutdown(cancel_futures=True)  # a failure (or the time limit) sends no more
 
 
 def ready_endpoints(box: Box) -> list[str]:
