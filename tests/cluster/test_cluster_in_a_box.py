@@ -57,8 +57,15 @@ def test_smollm2_cpu_sample_becomes_ready_and_answers_a_chat(kubectl: Kubectl, c
     manifest = sample("smollm2-cpu.yaml")
     manifest["spec"]["nodeSelector"] = NODE_SELECTOR
     assert kubectl.apply(manifest).is_success
-    md = kubectl.wait_ready("smollm2-135m-instruct")
-    assert md["status"]["endpoints"][0]["grpcAddress"] == "smollm2-135m-instruct.lexora-models.svc.cluster.local:8001"
+    kubectl.wait_ready("smollm2-135m-instruct")
+    # Its one replica, published from the Service's EndpointSlice: the pod's own IP.
+    [pod] = kubectl.pods("smollm2-135m-instruct")
+
+    def published() -> list[dict[str, Any]]:
+        return list(((kubectl.get("smollm2-135m-instruct") or {}).get("status") or {}).get("endpoints") or [])
+
+    endpoints = eventually(published, kubectl.box, 30, "the pod in the status's endpoints")
+    assert [(e["name"], e["grpcAddress"]) for e in endpoints] == [(f"{NAMESPACE}/{pod.name}", f"{pod.ip}:8001")]
     reply = client.chat.completions.create(
         model=LOCAL_CHAT_MODEL, messages=[{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0
     )
