@@ -65,6 +65,13 @@ bench: bootstrap
 	@bash bench/setup.sh
 	@$(PY) -m bench
 
+.PHONY: bench-routing
+
+## Routing: p50/p99 time to first token over 4 simulated LLM replicas, round robin vs our policy
+## (docs/benchmarks.md, "Routing"; ~4.5 min on 2 cores); BENCH_QUICK=1: ~2.5 min.
+bench-routing: bootstrap
+	@$(PY) -m bench.routing_bench
+
 .PHONY: bench-tracing
 
 ## Tracing's cost: the stack with tracing off and on (OTLP sink), side by side (docs/benchmarks.md, "Tracing").

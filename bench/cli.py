@@ -6,6 +6,7 @@
     python -m bench render [results.json]   # derive the headline and the docs' results section again
     python -m bench billing --baseline-ref <git ref>   # billing alone, before and after a change
     python -m bench tracing                 # the stack with tracing off and on, side by side
+    python -m bench routing                 # round robin vs our routing policy over simulated replicas
 
 The gateway run's options are also read from the environment (BENCH_QUICK=1, BENCH_LEVELS=1,4,16,
 ...; docs/benchmarks.md lists them); an option given here wins. The other subcommands are the
@@ -40,6 +41,11 @@ PROGRAMS: dict[str, tuple[str, str, str]] = {
         "main",
         "the stack with tracing off and on (OTLP sink), side by side (not part of make bench)",
     ),
+    "routing": (
+        "bench.routing_bench",
+        "main",
+        "time to first token over simulated LLM replicas, round robin vs our policy (make bench-routing)",
+    ),
     "otlp-sink": ("bench.tools.otlp_sink", "main", "an OTLP/HTTP trace sink that counts the spans it receives"),
 }
 
@@ -53,7 +59,7 @@ ENVIRONMENT = {
     "profile": "BENCH_PROFILE",
     "pg_fsync": "BENCH_PG_FSYNC",
     "litellm_db": "BENCH_LITELLM_DB",
-    "memory_duration": "BENCH_MEMORY_DURATION",
+    "memory_requests": "BENCH_MEMORY_REQUESTS",
     "keep_state": "BENCH_KEEP_STATE",
 }
 
@@ -77,7 +83,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--litellm-db", action="store_const", const="1", help="try LiteLLM's database mode first (BENCH_LITELLM_DB=1)"
     )
-    run.add_argument("--memory-duration", metavar="S", help="seconds of the memory section (BENCH_MEMORY_DURATION)")
+    run.add_argument(
+        "--memory-requests", metavar="N", help="requests in the memory section's long run (BENCH_MEMORY_REQUESTS)"
+    )
     run.add_argument(
         "--keep-state",
         action="store_const",

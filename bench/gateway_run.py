@@ -1,14 +1,15 @@
-"""The gateway run: gateway overhead and throughput side by side with LiteLLM, on one machine.
+"""The gateway run: gateway overhead and throughput side by side with LiteLLM and Portkey, on one machine.
 
     make bench                 # python -m bench: the full run (~25 minutes on 2 cores)
     BENCH_QUICK=1 make bench   # python -m bench --quick: shorter, fewer levels (< 5 minutes)
 
 Starts the testbed (bench.testbed: Postgres, nats-server, Triton, the five Lexora services, the
-OpenAI shim, LiteLLM) on 127.0.0.1, creates the accounts, then runs the sections (bench.sections)
+OpenAI shim, LiteLLM, Portkey's AI Gateway) on 127.0.0.1, creates the accounts, then runs the sections (bench.sections)
 in this order, each with its load generator in its own process:
 
 - sweep (concurrency_sweep): the instant-echo model called directly (Triton's HTTP generate /
-  generate_stream), via the shim, via LiteLLM (-> shim) and via the whole Lexora stack,
+  generate_stream), via the shim, via LiteLLM (-> shim), via Portkey (-> shim) and via the whole
+  Lexora stack,
   non-streaming (wrk) and streaming (time to first token), over a sweep of client concurrencies,
   with CPU per request attributed to each process; repeated with each BENCH_WORKERS count;
 - rate, rate_stream (open_loop): every target again at one fixed request rate, 90% of LiteLLM's peak;
@@ -125,6 +126,15 @@ class GatewayRun:
                 },
                 self.keys_file("litellm.keys", [p.litellm_key]),
             ),
+            # Non-streaming only: Portkey 1.15.2 on Node answers every streaming request 500
+            # ("TypeError: immutable" as it adds its headers to the relayed stream's response;
+            # Portkey-AI/gateway#1389, #1550), so it has no streaming figures to compare.
+            "portkey": Target(
+                "portkey",
+                {"nonstream": f"http://127.0.0.1:{p.portkey_port}/v1/chat/completions"},
+                {"nonstream": self.body_file("openai.json", openai(INSTANT_TRITON, False))},
+                headers=p.portkey_headers(),
+            ),
             "stack": Target(
                 "stack",
                 dict.fromkeys(("nonstream", "stream"), f"http://127.0.0.1:{p.gateway_port}/v1/chat/completions"),
@@ -139,7 +149,7 @@ class GatewayRun:
     # -- before measuring --
     def warm(self, targets: dict[str, Target], names: list[str]) -> None:
         for name in names:
-            for mode in ("nonstream", "stream"):
+            for mode in targets[name].urls:
                 try:
                     if mode == "nonstream":
                         run_wrk(targets[name], 4, self.settings.warmup)
@@ -163,7 +173,7 @@ class GatewayRun:
         many_keys = self.keys_file("many.keys", [k for _, k in self.many])
         db = Db(p.libpq_url)
         targets = self.targets()
-        names = ["direct", "shim", "litellm", "stack"]
+        names = ["direct", "shim", "litellm", "portkey", "stack"]
         self.warm(targets, names)
         # The many-account keys are verified (and cached by the gateway) before billing is measured.
         run_loadgen(targets["stack"], "nonstream", 8, requests=len(self.many) + 8, keys_file=many_keys)
@@ -221,6 +231,8 @@ class GatewayRun:
                 "direct": "wrk/loadgen → Triton HTTP generate (/generate_stream) on instant-echo",
                 "shim": "wrk/loadgen → python -m bench shim (aiohttp, 1 process) → Triton HTTP generate",
                 "litellm": "wrk/loadgen → LiteLLM proxy (uvicorn, N workers) → shim → Triton",
+                "portkey": "wrk/loadgen → Portkey AI Gateway (node build/start-server.js, 1 process; "
+                "x-portkey-provider: openai, x-portkey-custom-host: the shim) → shim → Triton",
                 "stack": "wrk/loadgen → gateway (N workers) → [auth cache] → billing reserve (Postgres) → "
                 "router → Triton gRPC stream; usage event → JetStream → billing settle + usage record (Postgres)",
             },
@@ -265,6 +277,7 @@ def main(overrides: Mapping[str, str]) -> int:
     head = results["headline"]
     log(
         f"done in {results['meta']['elapsed_s']:.0f}s: {head['rps_ratio_vs_litellm']}x LiteLLM's req/s, "
+        f"{head['rps_ratio_vs_portkey']}x Portkey's, "
         f"added p50 {head['p50_added_ms']} ms / p99 {head['p99_added_ms']} ms at "
         f"{head['added_ms_measured_at_concurrency']} clients, TTFT added p50 {head['ttft_added_ms_p50']} ms, "
         f"stack/direct tokens/s {head['stack_vs_direct_tokens_per_s']}"

@@ -21,14 +21,22 @@ class Target:
     urls: dict[str, str]  # mode -> URL
     bodies: dict[str, Path]  # mode -> body file
     keys_file: Path | None = None
+    headers: dict[str, str] | None = None  # sent with every request (Portkey's routing headers)
 
 
 def run_wrk(target: Target, concurrency: int, duration: int, keys_file: Path | None = None) -> tuple[dict, str]:
     keys = keys_file or target.keys_file
     argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--timeout", "10s"]
     argv += ["-s", str(tools.WRK_SCRIPT), target.urls["nonstream"]]
-    env = {**os.environ, "WRK_BODY_FILE": str(target.bodies["nonstream"]), "WRK_KEYS_FILE": str(keys or "")}
+    headers = "\n".join(f"{name}: {value}" for name, value in (target.headers or {}).items())
+    env = {
+        **os.environ,
+        "WRK_BODY_FILE": str(target.bodies["nonstream"]),
+        "WRK_KEYS_FILE": str(keys or ""),
+        "WRK_HEADERS": headers,
+    }
     command = f"WRK_BODY_FILE={target.bodies['nonstream']} WRK_KEYS_FILE={keys or ''} "
+    command += f"WRK_HEADERS={shlex.quote(headers)} " if headers else ""
     command += shlex.join(argv)
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=duration + 60)
     if "WRK_JSON" not in done.stdout:
@@ -56,6 +64,8 @@ def run_loadgen(
         argv += ["--marker", FIRST_TOKEN]
     if keys:
         argv += ["--keys-file", str(keys)]
+    for name, value in (target.headers or {}).items():
+        argv += ["--header", f"{name}: {value}"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=(duration or 600) + 120, cwd=REPO)
     if done.returncode != 0:
         raise RuntimeError(f"loadgen failed: {done.stderr[-2000:]}")

@@ -3,6 +3,7 @@ code it ran (git commit, uncommitted service files), one command of each kind it
 
 from __future__ import annotations
 
+import json
 import platform
 import re
 import subprocess
@@ -51,6 +52,7 @@ def versions(postgres: str) -> dict[str, str]:
     litellm_version = run([str(litellm_py), "-c", "from importlib.metadata import version; print(version('litellm'))"])
     return {
         "litellm": litellm_version,
+        "portkey": _portkey_version(),
         "python": platform.python_version(),
         "lexora": pkg("lexora"),
         "tritonserver (nvidia-pytriton)": f"{pkg('nvidia-pytriton')} ({tritonserver_binary().parent.parent.name})",
@@ -72,3 +74,12 @@ def git_state() -> dict[str, Any]:
 
     dirty = [line[3:] for line in git("status", "--porcelain").splitlines() if line[3:].startswith("services/")]
     return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted_service_files": dirty}
+
+
+def _portkey_version() -> str:
+    """The installed @portkey-ai/gateway's version (bench/setup.sh installs the pinned one)."""
+    manifest = BENCH / "portkey" / "node_modules" / "@portkey-ai" / "gateway" / "package.json"
+    try:
+        return str(json.loads(manifest.read_text())["version"])
+    except (OSError, ValueError, KeyError):
+        return "not installed"

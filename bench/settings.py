@@ -35,7 +35,7 @@ class Settings:
     billing_accounts: int
     billing_concurrency: int
     billing_duration: int
-    memory_duration: int
+    memory_requests: int
     memory_concurrency: int
     e2e_max_tokens: int
     e2e_reps: int
@@ -64,7 +64,7 @@ class Settings:
             billing_accounts=50 if quick else 500,
             billing_concurrency=16,
             billing_duration=4 if quick else 12,
-            memory_duration=int(env.get("BENCH_MEMORY_DURATION", "15" if quick else "120")),
+            memory_requests=int(env.get("BENCH_MEMORY_REQUESTS", "10000" if quick else "100000")),
             memory_concurrency=16,
             e2e_max_tokens=64 if quick else 128,
             e2e_reps=3 if quick else 5,

@@ -31,3 +31,8 @@ if [ ! -x "$VENV/bin/litellm" ] || ! "$VENV/bin/python" -c \
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   "$VENV/bin/python" -m pip install --quiet "litellm[proxy]==$LITELLM_PIN"
 fi
+if [ ! -f bench/portkey/node_modules/@portkey-ai/gateway/build/start-server.js ]; then
+  echo "[bench setup] installing Portkey's AI Gateway (bench/portkey/package-lock.json) into bench/portkey"
+  # Its postinstall (patch-package) only patches its own build tooling: the server runs without it.
+  npm ci --prefix bench/portkey --no-audit --no-fund --ignore-scripts >/dev/null
+fi

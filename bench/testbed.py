@@ -1,6 +1,7 @@
 """The platform under test, started on 127.0.0.1 for one gateway run: a private Postgres,
 nats-server, tritonserver serving model-repo/ (instant-echo and SmolLM2), the five Lexora services,
-the OpenAI shim in front of Triton and LiteLLM's proxy pointed at that shim; plus what the sections
+the OpenAI shim in front of Triton, and the two peers pointed at that shim: LiteLLM's proxy and
+Portkey's AI Gateway (its `x-portkey-custom-host` header names the shim); plus what the sections
 read from it (process roots for CPU and memory, nats-server's message counters)."""
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from lexora_dev.triton_server import triton_command
 LITELLM_VENV = BENCH / ".venv-litellm"
 LITELLM_PIN = "1.106.2"  # the version bench/setup.sh installs
 LITELLM_MASTER_KEY = "sk-bench-master"
+PORTKEY_SERVER = BENCH / "portkey" / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Testbed:
     gateway_port: int = 0
     shim_port: int = 0
     litellm_port: int = 0
+    portkey_port: int = 0
     litellm_key: str = LITELLM_MASTER_KEY
     litellm_mode: str = "no database"
     litellm_db_probe: str = "not tried (BENCH_LITELLM_DB=1 tries it)"
@@ -93,6 +96,7 @@ class Testbed:
         self.procs["shim"] = ManagedProcess("shim", shim_argv, logs / "shim.log", cwd=REPO).start()
         wait_until(lambda: _port_answers(self.shim_port, "/v1/models"), 30, "shim", self.procs["shim"])
         self.start_litellm(workers)
+        self.start_portkey()
 
     def instant_record(self) -> ModelRecord:
         price = INSTANT_PRICE_MICRO_PER_MTOK
@@ -172,6 +176,21 @@ class Testbed:
         self.litellm_mode = "database (virtual key, spend tracking on Postgres)"
         self.litellm_db_probe = "started"
         return True
+
+    def start_portkey(self) -> None:
+        """Portkey's AI Gateway, as its README starts it (`node build/start-server.js`), one Node
+        process: it checks no key and keeps no books, it only relays to the host a request names."""
+        if not PORTKEY_SERVER.is_file():
+            raise RuntimeError(f"Portkey's gateway is not installed ({PORTKEY_SERVER}): run bash bench/setup.sh")
+        self.portkey_port = free_port()
+        argv = ["node", str(PORTKEY_SERVER), f"--port={self.portkey_port}", "--headless"]
+        log_path = self.state / "logs" / "portkey.log"
+        self.procs["portkey"] = ManagedProcess("portkey", argv, log_path, cwd=self.state).start()
+        wait_until(lambda: _port_answers(self.portkey_port, "/"), 60, "portkey", self.procs["portkey"])
+
+    def portkey_headers(self) -> dict[str, str]:
+        """What routes a request through Portkey to the shim, as a Portkey user configures it."""
+        return {"x-portkey-provider": "openai", "x-portkey-custom-host": f"http://127.0.0.1:{self.shim_port}/v1"}
 
     def restart_front(self, workers: int) -> None:
         """Gateway and LiteLLM again, with another number of worker processes."""

@@ -83,8 +83,9 @@ def sweep(bench: GatewayRun, targets: dict[str, Target], names: list[str]) -> No
     """Every level, every target, interleaved (rotating the order) so slow drifts in the machine's
     load spread evenly over the targets instead of landing on one."""
     for mode in ("nonstream", "stream"):
+        in_mode = [name for name in names if mode in targets[name].urls]
         for i, concurrency in enumerate(bench.settings.levels):
-            order = names[i % len(names) :] + names[: i % len(names)]
+            order = in_mode[i % len(in_mode) :] + in_mode[: i % len(in_mode)]
             for name in order:
                 try:
                     measure(bench, targets[name], mode, concurrency)

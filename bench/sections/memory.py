@@ -1,5 +1,6 @@
 """Memory (section `memory`): RSS and PSS of each process tree at start, before and after a long
-run of non-streaming load through the stack, as growth per 10,000 requests."""
+run of non-streaming load through the stack (100,000 requests; 10,000 quick), as growth per 10,000
+requests."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def memory(bench: GatewayRun, targets: dict[str, Target], db: Db, start: dict[st
     time.sleep(1.0)
     before = bench.testbed.memory()
     raw, command = run_loadgen(
-        targets["stack"], "nonstream", bench.settings.memory_concurrency, duration=bench.settings.memory_duration
+        targets["stack"], "nonstream", bench.settings.memory_concurrency, requests=bench.settings.memory_requests
     )
     bench.commands.append(command)
     db.wait_settled()

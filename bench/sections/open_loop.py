@@ -27,7 +27,7 @@ def open_loop(bench: GatewayRun, targets: dict[str, Target], names: list[str], m
     duration = max(2 * bench.settings.duration, 8)
     metric = report.metric_of(mode)
     runs = []
-    for name in names:
+    for name in [n for n in names if mode in targets[n].urls]:
         meter = procstat.CpuMeter(bench.testbed.roots())
         meter.start()
         raw, command = run_loadgen(targets[name], mode, OPEN_LOOP_MAX_IN_FLIGHT, duration=duration, rate=rate)

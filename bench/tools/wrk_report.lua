@@ -1,6 +1,7 @@
 -- wrk script for the non-streaming runs: POSTs the body in $WRK_BODY_FILE, rotates API keys from
--- $WRK_KEYS_FILE (one per line; none: no Authorization header) request by request, and prints a
--- JSON summary (counts, errors, latency percentiles in microseconds) after a "WRK_JSON" line.
+-- $WRK_KEYS_FILE (one per line; none: no Authorization header) request by request, adds the headers
+-- in $WRK_HEADERS, and prints a JSON summary (counts, errors, latency percentiles in microseconds)
+-- after a "WRK_JSON" line.
 
 local function read_file(path)
   local f = assert(io.open(path, "rb"))
@@ -23,8 +24,20 @@ end
 local requests = {}
 local next_request = 0
 
+-- $WRK_HEADERS: more headers, "Name: value" one per line (Portkey's routing headers).
+local extra_headers = {}
+for line in (os.getenv("WRK_HEADERS") or ""):gmatch("[^\n]+") do
+  local name, value = line:match("^([^:]+):%s*(.*)$")
+  if name then
+    extra_headers[name] = value
+  end
+end
+
 function init(args)
   local headers = { ["Content-Type"] = "application/json" }
+  for name, value in pairs(extra_headers) do
+    headers[name] = value
+  end
   if #keys == 0 then
     requests[1] = wrk.format("POST", nil, headers, body)
   else

@@ -126,15 +126,13 @@ class Reconciler:
             mine: list[dict[str, Any]] = []
             view: MemberView | None = None
             try:
-                members, rollout = await self.publish_model(spec.model.id)
+                members, rollout = await self.publish_model(spec.model.id, writing_status=me)
                 view = rollout.members.get(me)
                 mine = [_status_endpoint(e) for m in members if m.key == me for e in m.endpoints]
                 published = _published_condition(rollout, me)
                 published_id: str | None = spec.model.id
             except Exception as exc:  # noqa: BLE001 - any NATS failure reads the same to a human
-                log.warning(
-                    "registry publish failed %r", exc, extra={"fields": {"model": spec.model.id, "error": repr(exc)}}
-                )
+                log.warning("registry publish failed", extra={"fields": {"model": spec.model.id, "error": repr(exc)}})
                 message = f"Cannot write the model registry ({exc!r}); retrying on the next resync"
                 published = st.Condition("Published", "False", "RegistryUnavailable", message)
                 published_id = previous_id
@@ -142,10 +140,13 @@ class Reconciler:
             await self._write_status(body, spec, report, published, published_id, extra)
             return report
 
-    async def publish_model(self, model_id: str, *, keep_listed: bool = False) -> tuple[list[Member], Rollout]:
+    async def publish_model(
+        self, model_id: str, *, keep_listed: bool = False, writing_status: str | None = None
+    ) -> tuple[list[Member], Rollout]:
         """Rebuild the record of `model_id` from every ModelDeployment that has it and publish it (or
-        withdraw it when none is left; `keep_listed`: list it without endpoints instead). The other
-        ModelDeployments' status.traffic follows: their shares move with this one's replicas."""
+        withdraw it when none is left; `keep_listed`: list it without endpoints instead). The
+        ModelDeployments' status.traffic follows (their shares move with any one's replicas), except
+        `writing_status`'s ("namespace/name"), whose caller writes its whole status next."""
         async with self._model_locks.setdefault(model_id, asyncio.Lock()):
             bodies = await self.model_deployments(model_id)
             members = [await self._member(body, spec) for body, spec in bodies]
@@ -157,6 +158,8 @@ class Reconciler:
             else:
                 await self.publisher.withdraw(model_id)
             for body, spec in bodies:
+                if _key(body) == writing_status:
+                    continue
                 view = rollout.members.get(_key(body))
                 traffic = _traffic_status(spec, view)
                 if (body.get("status") or {}).get("traffic") != traffic:

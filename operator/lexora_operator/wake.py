@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +27,8 @@ from lexora_operator.kube import KubeApi, path_for
 from lexora_operator.spec import GROUP, KIND, VERSION, InvalidSpec, ModelDeploymentSpec, parse_spec
 
 log = logging.getLogger("lexora.operator.wake")
-# Who gets the demand's model id's ModelDeployments (Reconciler.model_deployments).
-ModelDeployments = Callable[[str], Any]
+# A model id's ModelDeployments with their parsed specs (Reconciler.model_deployments).
+ModelDeployments = Callable[[str], Awaitable[list[tuple[dict[str, Any], ModelDeploymentSpec]]]]
 
 
 @dataclass

@@ -291,6 +291,18 @@ def test_operator_rbac_covers_network_policies_and_reads_source_secrets(renders:
     assert ("", "secrets", "list") not in granted and ("", "secrets", "watch") not in granted
 
 
+def test_operator_rbac_reads_endpoint_slices_and_scales_models(renders: dict[str, list[dict]]) -> None:
+    """Every ready Triton pod is published from its Service's EndpointSlices (read-only), and models
+    are scaled to zero and back on demand (the ModelDeployment's or the Deployment's scale)."""
+    rules = named(renders["default"], "ClusterRole", f"{RELEASE}-operator")["rules"]
+    granted = {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    for verb in ("get", "list", "watch"):
+        assert ("discovery.k8s.io", "endpointslices", verb) in granted
+    assert {v for _, r, v in granted if r == "endpointslices"} == {"get", "list", "watch"}
+    for group, resource in (("serving.lexora.network", "modeldeployments"), ("apps", "deployments")):
+        assert (group, resource, "patch") in granted and (group, f"{resource}/scale", "patch") in granted
+
+
 def test_operator_rbac_covers_the_model_cache(renders: dict[str, list[dict]]) -> None:
     """A PVC and Jobs per model (kopf watches the Jobs), and the fill pod's log for its progress."""
     rules = named(renders["default"], "ClusterRole", f"{RELEASE}-operator")["rules"]

@@ -89,7 +89,7 @@ def test_crd_names_status_scale_and_printer_columns() -> None:
     assert version["subresources"]["scale"]["specReplicasPath"] == ".spec.replicas"
     assert "status" in version["subresources"]
     shown = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
-    assert shown == ["Model", "Backend", "Ready", "Phase", "Age"]
+    assert shown == ["Model", "Backend", "Ready", "Phase", "Share", "Age"]
 
 
 @pytest.mark.parametrize("sample", sorted(p.name for p in SAMPLES.glob("*.yaml")))

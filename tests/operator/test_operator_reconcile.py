@@ -263,18 +263,6 @@ async def test_deleting_releases_the_finalizer_when_another_write_lands_first(cl
     await eventually(lambda: _sync(cluster.record(LLAMA_ID) is None), what="registry record withdrawn")
 
 
-async def test_a_second_deployment_of_the_same_model_id_is_refused(cluster: Cluster) -> None:
-    await cluster.apply(load_sample("flux-1-schnell.yaml"))
-    await until_phase(cluster, FLUX, "Pending")
-    twin = load_sample("flux-1-schnell.yaml")
-    twin["metadata"]["name"] = "flux-twin"
-    await cluster.apply(twin)
-
-    status = await until_phase(cluster, "flux-twin", "Failed", "DuplicateModelId")
-    assert f"lexora-models/{FLUX}" in ready_condition(status)["message"]
-    assert await cluster.get("Deployment", "flux-twin") is None
-
-
 async def _when(value: Any, predicate: Any) -> Any:
     result = await value
     return result if predicate(result) else None
