@@ -22,9 +22,11 @@ pytestmark = pytest.mark.timeout(120)
 
 IMAGE = "box.local/http-server:1"
 LABELS = {"app.kubernetes.io/name": "echo"}
-# A server that answers GET with the pod's hostname, slowly when asked (a long request to cut).
+# A server that answers GET with the pod's hostname, slowly when asked (a long request to cut), and
+# ignores SIGTERM: it lives through the grace period until SIGKILL.
 SERVER = """
-import http.server, os, socketserver, time
+import http.server, os, signal, socketserver, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(200); self.end_headers()
@@ -132,7 +134,7 @@ def test_a_deleted_pod_terminates_in_its_slice_then_leaves_and_its_ip_resets(clu
     while state.name.encode() not in answered:
         answered += held.recv(4096)
 
-    # SIGTERM ends the server (Python's default): the connection to its IP is reset.
+    # SIGTERM, then SIGKILL two seconds later: the connection to its IP is reset.
     cluster.delete_pod(state.name, grace=2)
 
     def terminating() -> dict[str, Any] | None:
