@@ -17,6 +17,19 @@ cluster DNS do for a Triton Deployment, over the API emulator's HTTP API. Test h
   its ready pods' target ports. `hosts` maps `<service>.<namespace>.svc.cluster.local` to that IP:
   the router reads it as its /etc/hosts (conftest.py), so it dials the addresses the operator
   publishes, unchanged.
+- The pod network: each pod gets a pod IP on the loopback network too (status.podIP), whose
+  container ports forward into the pod's network namespace, so anything here (the router) dials a
+  replica directly, as a pod dials another pod's IP. A stopped pod's address resets what is
+  connected to it and refuses what comes after, as a dead pod's does.
+- EndpointSlice controller: one discovery.k8s.io/v1 EndpointSlice per Service (`<service>-<hash>`,
+  the Service's labels plus `kubernetes.io/service-name`), listing every pod that matches the
+  selector and has an IP: its address, the Service's ports by name with the pod's port numbers,
+  the conditions ready, serving and terminating, and a targetRef to the Pod.
+- Pod deletion (`kubectl delete pod`, a scale-down, a rollout): the Pod object gets its
+  deletionTimestamp (the box's pods carry a finalizer of the kubelet's, so the emulator keeps the
+  object while it terminates, as kube-apiserver does for a graceful deletion); the pod's endpoint
+  turns ready false, terminating true at once; then the kubelet sends SIGTERM, SIGKILL after the
+  grace period (metadata.deletionGracePeriodSeconds), and the endpoint and the object go.
 """
 
 from __future__ import annotations
@@ -27,6 +40,7 @@ import hashlib
 import json
 import random
 import socket
+import struct
 import threading
 import time
 import traceback
@@ -41,6 +55,13 @@ from pod_runner import ContainerFailed, LocalPod, PodEnvironment, decode_secret
 from support.stack import RunningStack
 
 NAMESPACE = "lexora-models"
+# Held on the pods the box runs for Deployments: the object stays, with its deletionTimestamp, until
+# the kubelet has stopped the pod (kube-apiserver keeps a gracefully deleted pod the same way).
+KUBELET_FINALIZER = "box.lexora.local/kubelet"
+# SIGTERM to SIGKILL for a pod the controllers retire (a scale-down, a rollout, a deleted
+# Deployment): the rendered terminationGracePeriodSeconds (minutes, for draining) cut short.
+RETIRE_GRACE_S = 5.0
+SLICE_MANAGER = "endpointslice-controller.k8s.io"
 
 
 def _now() -> str:
@@ -63,6 +84,14 @@ class PodState:
     status: dict[str, Any] = field(default_factory=dict)
     stopping: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+    uid: str = ""
+    address: PodAddress | None = None  # its pod IP, once the sandbox is up
+    serving: bool = False  # the readiness probe's last word, kept while terminating
+    terminating: bool = False  # deleted: on its way out
+
+    @property
+    def ip(self) -> str | None:
+        return None if self.address is None else self.address.ip
 
 
 class Api:
@@ -152,6 +181,100 @@ class ServiceProxy:
                 listener.close()
 
 
+class PodAddress:
+    """A pod's IP: listens on it at each of the pod's container ports and forwards every connection
+    into the pod's network namespace. `close()` resets the connections (a dead pod's peer sees a
+    reset) and stops listening (later ones are refused)."""
+
+    def __init__(self, ip: str, pod: LocalPod):
+        self.ip = ip
+        self.pod = pod
+        self._listeners: list[socket.socket] = []
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+        self.dying = False  # set by the kubelet as it kills the pod's processes
+        ports = {int(p["containerPort"]) for c in pod.spec["containers"] for p in c.get("ports") or []}
+        for port in sorted(ports):
+            listener = socket.create_server((ip, port))
+            self._listeners.append(listener)
+            threading.Thread(target=self._accept, args=(listener, port), daemon=True, name=f"pod-{ip}").start()
+
+    def _accept(self, listener: socket.socket, port: int) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._forward, args=(client, port), daemon=True).start()
+
+    def _forward(self, client: socket.socket, port: int) -> None:
+        try:
+            upstream = self.pod.connect(port)
+        except (OSError, AssertionError):
+            _reset(client)  # nothing listens there (yet): refused
+            return
+        with self._lock:
+            if self._closed:
+                _reset(client)
+                upstream.close()
+                return
+            self._connections.add(client)
+        threading.Thread(target=_pump_forward, args=(client, upstream), daemon=True).start()
+        try:
+            while data := upstream.recv(65536):
+                client.sendall(data)
+        except OSError:
+            pass
+        with self._lock:
+            self._connections.discard(client)
+            dying = self.dying
+        if dying:
+            _reset(client)  # the pod's end went with its processes: the peer sees a reset
+        else:
+            for sock in (upstream, client):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        for sock in (upstream, client):
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            connections = list(self._connections)
+        for listener in self._listeners:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)  # wakes its accept()
+            with contextlib.suppress(OSError):
+                listener.close()
+        for client in connections:
+            _reset(client)
+
+
+def _pump_forward(client: socket.socket, upstream: socket.socket) -> None:
+    """Client to pod; the client's socket is the other direction's to close (a FIN or a reset)."""
+    try:
+        while data := client.recv(65536):
+            upstream.sendall(data)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            upstream.shutdown(socket.SHUT_WR)
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with a TCP reset (SO_LINGER 0), not a FIN. SHUT_RD sends nothing; it wakes a thread
+    blocked reading the socket, which would otherwise hold it open past close()."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
 def _pump(source: socket.socket, sink: socket.socket) -> None:
     try:
         while data := source.recv(65536):
@@ -179,6 +302,13 @@ class ClusterInABox:
         self.services: dict[tuple[str, str], ServiceProxy] = {}
         self.errors: list[str] = []
         self._ips = (f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.{i}" for i in range(2, 255))
+        # Pod IPs: another part of 127/8 than the Services' cluster IPs.
+        first = random.randint(10, 99)
+        self._pod_ips = (f"127.{first}.{b}.{c}" for b in range(256) for c in range(2, 255))
+        self.slices: dict[tuple[str, str], dict[str, Any]] = {}  # what the slice controller last wrote
+        self.addresses: dict[str, str] = {}  # every pod IP given out -> its pod's name
+        self._service_objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self._slice_lock = threading.Lock()
         self._stop = threading.Event()
         self._counter = 0
         self._base_hosts = Path("/etc/hosts").read_text()
@@ -232,9 +362,15 @@ class ClusterInABox:
         }
         self._refresh_environment()
         self._sync_jobs(jobs)
+        for pod in self.api.list("v1", "pods"):
+            meta = pod["metadata"]
+            state = self.pods.get(meta["name"])
+            if meta.get("deletionTimestamp") and state is not None and state.namespace == meta.get("namespace"):
+                grace = meta.get("deletionGracePeriodSeconds", pod["spec"].get("terminationGracePeriodSeconds", 30))
+                self._terminate(state, float(grace))  # kubectl delete pod
         for state in list(self.pods.values()):
             if (state.namespace, state.owner) not in deployments:
-                self._stop_pod(state)
+                self._retire(state)
         for key, deployment in deployments.items():
             self._sync_deployment(key, deployment)
         self._sync_services()
@@ -251,17 +387,18 @@ class ClusterInABox:
         desired = int(spec.get("replicas", 1))
         template = spec["template"]
         current_hash = _template_hash(template)
-        mine = [s for s in self.pods.values() if (s.namespace, s.owner) == key]
+        # Terminating pods count for nothing: a deleted pod's replacement starts while it drains.
+        mine = [s for s in list(self.pods.values()) if (s.namespace, s.owner) == key and not s.terminating]
         old = [s for s in mine if s.template_hash != current_hash]
         updated = [s for s in mine if s.template_hash == current_hash]
         # maxSurge 0 / maxUnavailable 1: an old pod goes before its replacement starts.
         if old:
-            self._stop_pod(old[0])
+            self._retire(old[0])
         elif len(updated) < desired:
             self._start_pod(namespace, name, template, current_hash)
         elif len(updated) > desired:
-            self._stop_pod(updated[-1])
-        mine = [s for s in self.pods.values() if (s.namespace, s.owner) == key]
+            self._retire(updated[-1])
+        mine = [s for s in list(self.pods.values()) if (s.namespace, s.owner) == key and not s.terminating]
         ready = sum(1 for s in mine if s.ready)
         fresh = sum(1 for s in mine if s.template_hash == current_hash)
         status = {
@@ -284,26 +421,70 @@ class ClusterInABox:
         body = {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "metadata": {"name": name, "namespace": namespace, "labels": labels, "finalizers": [KUBELET_FINALIZER]},
             "spec": template["spec"],
             "status": {"phase": "Pending"},
         }
-        self.api.create("v1", "pods", namespace, body).raise_for_status()
+        created = self.api.create("v1", "pods", namespace, body)
+        created.raise_for_status()
+        state.uid = str(created.json()["metadata"].get("uid", ""))
         self.pods[name] = state
         self.event(f"pod {namespace}/{name} created")
         state.thread = threading.Thread(target=self._kubelet, args=(state,), name=f"kubelet-{name}", daemon=True)
         state.thread.start()
 
+    def delete_pod(self, name: str, grace: float, namespace: str = NAMESPACE) -> None:
+        """`kubectl delete pod <name> --grace-period=<grace>`: the API marks the Pod deleted (its
+        deletionTimestamp, and the grace period), and this box's kubelet takes it from there."""
+        patch = {"metadata": {"deletionGracePeriodSeconds": int(grace)}}
+        self.api.patch("v1", "pods", namespace, name, patch).raise_for_status()
+        self.api.delete("v1", "pods", namespace, name).raise_for_status()
+
+    def _retire(self, state: PodState) -> None:
+        """A controller deletes the pod (a scale-down, a rollout, its Deployment gone)."""
+        if state.terminating:
+            return
+        self.api.delete("v1", "pods", state.namespace, state.name)
+        self._terminate(state, RETIRE_GRACE_S)
+
+    def _terminate(self, state: PodState, grace: float) -> None:
+        """The pod is deleted: it terminates, in a thread of its own."""
+        if state.terminating:
+            return
+        state.terminating = True
+        state.ready = False
+        threading.Thread(target=self._terminating, args=(state, grace), name=f"terminate-{state.name}").start()
+
+    def _terminating(self, state: PodState, grace: float) -> None:
+        try:
+            self.event(f"pod {state.namespace}/{state.name} terminating (grace {grace:g} s)")
+            # Out of the Service's ready endpoints before the signal: its slice says terminating.
+            self._sync_slices()
+            mains = [c["name"] for c in state.pod.spec["containers"]]
+            statuses = [{"name": n, "ready": False, "state": {"running": {}}} for n in mains]
+            self._report(state, containerStatuses=statuses)
+            self._stop_pod(state, grace=grace)
+            self._sync_slices()
+        except Exception:  # noqa: BLE001 - the test reads the errors
+            self.errors.append(f"pod {state.name} terminating: {traceback.format_exc()}")
+
     def _stop_pod(self, state: PodState, delete: bool = True, grace: float = 5) -> None:
+        """SIGTERM, SIGKILL after `grace`; the pod's IP resets its connections; the object goes."""
         state.stopping.set()
         state.ready = False
+        if state.address is not None:
+            state.address.dying = True
         state.pod.stop(grace)
+        if state.address is not None:
+            state.address.close()
         if state.thread is not None:
             state.thread.join(30)
         self.pods.pop(state.name, None)
         self.event(f"pod {state.namespace}/{state.name} stopped")
         if delete:
             self.api.delete("v1", "pods", state.namespace, state.name)
+            # The kubelet is done with it: without its finalizer the deleted object goes.
+            self.api.patch("v1", "pods", state.namespace, state.name, {"metadata": {"finalizers": []}})
 
     # ---- the kubelet -------------------------------------------------------------------------------
     def _report(self, state: PodState, **status: Any) -> None:
@@ -313,6 +494,8 @@ class ClusterInABox:
         ]
         state.status = {"conditions": conditions, **state.status, **status}
         state.status["conditions"] = conditions
+        if state.ip is not None:
+            state.status.update(podIP=state.ip, podIPs=[{"ip": state.ip}])
         if not state.stopping.is_set():
             self.api.patch("v1", "pods", state.namespace, state.name, {"status": state.status}, "status")
 
@@ -323,6 +506,9 @@ class ClusterInABox:
         waiting = {"waiting": {"reason": "PodInitializing"}}
         try:
             pod.start()
+            state.address = PodAddress(next(self._pod_ips), pod)
+            self.addresses[state.address.ip] = state.name
+            self.event(f"pod {state.namespace}/{state.name} at {state.ip}")
             self._report(
                 state,
                 phase="Pending",
@@ -350,11 +536,13 @@ class ClusterInABox:
                     raise ContainerFailed(triton["name"], code, pod.termination_message(triton))
                 ok, said = pod.probe(triton, readiness) if readiness else (True, "")
                 if state.stopping.is_set():
-                    return  # terminating: out of the Service's endpoints for good
-                if ok != state.ready:
-                    self.event(f"pod {state.name} {'ready' if ok else 'not ready'}: {said}")
-                    state.ready = ok
-                    statuses = [{"name": n, "ready": ok, "state": {"running": {}}} for n in mains]
+                    return  # stopped: out of the Service's endpoints for good
+                state.serving = ok
+                ready = ok and not state.terminating  # terminating: never ready again
+                if ready != state.ready:
+                    self.event(f"pod {state.name} {'ready' if ready else 'not ready'}: {said}")
+                    state.ready = ready
+                    statuses = [{"name": n, "ready": ready, "state": {"running": {}}} for n in mains]
                     self._report(state, phase="Running", containerStatuses=statuses)
                 state.stopping.wait(readiness.get("periodSeconds", 10) if readiness and ok else 1)
         except ContainerFailed as failed:
@@ -501,12 +689,10 @@ class ClusterInABox:
             if key not in self.services:
                 self.services[key] = ServiceProxy(next(self._ips), service["spec"]["ports"], self.event)
                 self.event(f"service {key[0]}/{key[1]} at {self.services[key].ip}")
-            selector = service["spec"].get("selector") or {}
-            self.services[key].endpoints = [
-                s
-                for s in self.pods.values()
-                if s.namespace == key[0] and all(s.labels.get(k) == v for k, v in selector.items())
-            ]
+            self.services[key].endpoints = self._selected(service)
+        with self._slice_lock:
+            self._service_objects = services
+        self._sync_slices()
         entries = "".join(
             f"{proxy.ip}\t{name}.{namespace}.svc.cluster.local\n" for (namespace, name), proxy in self.services.items()
         )
@@ -515,6 +701,101 @@ class ClusterInABox:
             with open(self.hosts, "r+") as f:  # in place: the router's bind mount holds this inode
                 f.write(wanted)
                 f.truncate()
+
+    def _selected(self, service: dict[str, Any]) -> list[PodState]:
+        selector = service["spec"].get("selector") or {}
+        namespace = service["metadata"]["namespace"]
+        return [
+            s
+            for s in list(self.pods.values())
+            if s.namespace == namespace and all(s.labels.get(k) == v for k, v in selector.items())
+        ]
+
+    # ---- the EndpointSlice controller --------------------------------------------------------------
+    def _sync_slices(self) -> None:
+        """Each Service's EndpointSlice as its pods are now; written when it changed."""
+        with self._slice_lock:
+            services = dict(self._service_objects)
+            for key in [k for k in self.slices if k not in services]:
+                gone = self.slices.pop(key)
+                self.api.delete("discovery.k8s.io/v1", "endpointslices", key[0], gone["metadata"]["name"])
+            for key, service in services.items():
+                wanted = endpoint_slice(service, self._selected(service))
+                written = self.slices.get(key)
+                if written is None:
+                    response = self.api.create("discovery.k8s.io/v1", "endpointslices", key[0], wanted)
+                    if response.status_code == 409:  # left from an earlier pass that did not finish
+                        response = self.api.patch(
+                            "discovery.k8s.io/v1", "endpointslices", key[0], wanted["metadata"]["name"], wanted
+                        )
+                elif written != wanted:
+                    changed = {k: wanted[k] for k in ("endpoints", "ports")}
+                    changed["metadata"] = {"labels": wanted["metadata"]["labels"]}
+                    response = self.api.patch(
+                        "discovery.k8s.io/v1", "endpointslices", key[0], wanted["metadata"]["name"], changed
+                    )
+                else:
+                    continue
+                response.raise_for_status()
+                self.slices[key] = wanted
+                ready = [e["targetRef"]["name"] for e in wanted["endpoints"] if e["conditions"]["ready"]]
+                ending = [e["targetRef"]["name"] for e in wanted["endpoints"] if e["conditions"]["terminating"]]
+                self.event(f"endpointslice {key[0]}/{wanted['metadata']['name']}: ready {ready}, terminating {ending}")
+
+
+def _target_port(state: PodState, target: int | str) -> int | None:
+    """A Service port's targetPort as a number on this pod: a named port looked up in its containers."""
+    for container in state.pod.spec["containers"]:
+        for port in container.get("ports") or []:
+            if port.get("name") == target:
+                return int(port["containerPort"])
+    return int(target) if str(target).isdigit() else None
+
+
+def endpoint_slice(service: dict[str, Any], pods: list[PodState]) -> dict[str, Any]:
+    """The discovery.k8s.io/v1 EndpointSlice kube-controller-manager keeps for `service`: every
+    selected pod with an IP, with its conditions and a reference to the Pod; the Service's ports by
+    name, with the pods' port numbers."""
+    meta = service["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    with_ip = sorted((s for s in pods if s.ip is not None), key=lambda s: s.name)
+    ports: list[dict[str, Any]] = []
+    for port in service["spec"].get("ports") or []:
+        number = _target_port(with_ip[0], port.get("targetPort", port["port"])) if with_ip else None
+        if number is None:
+            continue
+        entry: dict[str, Any] = {"name": port.get("name", ""), "port": number, "protocol": port.get("protocol", "TCP")}
+        if port.get("appProtocol"):
+            entry["appProtocol"] = port["appProtocol"]
+        ports.append(entry)
+    endpoints = [
+        {
+            "addresses": [s.ip],
+            "conditions": {"ready": s.ready and not s.terminating, "serving": s.serving, "terminating": s.terminating},
+            "targetRef": {"kind": "Pod", "namespace": s.namespace, "name": s.name, "uid": s.uid},
+        }
+        for s in with_ip
+    ]
+    labels = {
+        **(meta.get("labels") or {}),
+        "kubernetes.io/service-name": name,
+        "endpointslice.kubernetes.io/managed-by": SLICE_MANAGER,
+    }
+    suffix = hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:5]
+    owner = {"apiVersion": "v1", "kind": "Service", "name": name, "uid": meta.get("uid", "")}
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{name}-{suffix}",
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [{**owner, "controller": True, "blockOwnerDeletion": True}],
+        },
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": ports,
+    }
 
 
 class PodLogs:

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import kmock
 import kopf
 import pytest
+from box_api import api_emulator
 from cluster_box import Box, ClusterInABox
 from local_images import local_images
 from pod_runner import PodEnvironment
@@ -34,50 +32,11 @@ from lexora_runtime.bus import NatsAccess
 from support.postgres import fresh_database
 from support.stack import RunningStack, running_stack
 
-# The API emulator and its admission live with the operator's tests; this folder shares them.
-sys.path.append(str(Path(__file__).resolve().parents[1] / "operator"))
-operator_support: Any = importlib.import_module("operator_support")
-crd_admission: Any = importlib.import_module("crd_admission")
-
 FLUX_CLAIM = "flux-1-schnell-weights"  # manifests/samples/flux-1-schnell-cpu.yaml
 # The ReadWriteMany class the box's provisioner binds (cluster_box.py): the operator's default for
 # the model cache, as the chart's operator.modelCache.storageClassName sets it. Only downloaded
 # sources are cached, so the samples (image and PVC sources) run as before.
 CACHE_STORAGE_CLASS = "box-rwx"
-
-
-@contextlib.contextmanager
-def api_emulator() -> Iterator[tuple[str, Any]]:
-    """kmock in a thread of its own, with the CRD's admission; yields its URL and the emulator."""
-    emulator = operator_support.ClusterEmulator()
-    emulator.crds = {
-        ("serving.lexora.network", "modeldeployments"): crd_admission.CrdSchema.from_file(operator_support.CRD_PATH)
-    }
-    for key, (kind, namespaced, subresources) in operator_support.RESOURCES.items():
-        emulator.resources[key] = kmock.ResourceInfo(
-            kind=kind, namespaced=namespaced, subresources=subresources, verbs=operator_support.VERBS
-        )
-    started, url = threading.Event(), {}
-    stop: asyncio.Event | None = None
-    loop = asyncio.new_event_loop()
-
-    async def serve() -> None:
-        nonlocal stop
-        stop = asyncio.Event()
-        async with emulator, kmock.Server(emulator):
-            url["url"] = str(emulator.url).rstrip("/")
-            started.set()
-            await stop.wait()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), name="kube-api", daemon=True)
-    thread.start()
-    assert started.wait(20), "the API emulator did not start"
-    try:
-        yield url["url"], emulator
-    finally:
-        assert stop is not None
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(20)
 
 
 @contextlib.contextmanager

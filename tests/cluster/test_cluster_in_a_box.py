@@ -19,83 +19,19 @@ import io
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
-import yaml
+from box_kubectl import Kubectl, eventually, sample
 from cluster_box import NAMESPACE, Box
 from pod_runner import LocalPod
 
 from lexora_dev.catalog import LOCAL_CHAT_MODEL, LOCAL_EMBEDDING_MODEL, LOCAL_IMAGE_MODEL
 
-MD_API = "serving.lexora.network/v1alpha1"
-SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
 pytestmark = pytest.mark.timeout(420)
-
-
-def sample(name: str) -> dict[str, Any]:
-    return dict(yaml.safe_load((SAMPLES / name).read_text()))
-
-
-def eventually(check: Callable[[], Any], box: Box, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        assert not box.cluster.errors, "\n".join(box.cluster.errors)
-        last = check()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}: last value {last!r}")
-
-
-class Kubectl:
-    """What a platform engineer does, over the API emulator's HTTP API."""
-
-    def __init__(self, box: Box):
-        self.box = box
-        self.api = box.cluster.api
-
-    def apply(self, manifest: dict[str, Any]) -> httpx.Response:
-        return self.api.create(MD_API, "modeldeployments", NAMESPACE, manifest)
-
-    def patch(self, name: str, patch: dict[str, Any]) -> httpx.Response:
-        return self.api.patch(MD_API, "modeldeployments", NAMESPACE, name, patch)
-
-    def delete(self, name: str) -> None:
-        self.api.delete(MD_API, "modeldeployments", NAMESPACE, name).raise_for_status()
-
-    def get(self, name: str) -> dict[str, Any] | None:
-        return self.api.get(MD_API, "modeldeployments", NAMESPACE, name)
-
-    def deployment(self, name: str) -> dict[str, Any] | None:
-        return self.api.get("apps/v1", "deployments", NAMESPACE, name)
-
-    def wait_ready(self, name: str, timeout: float = 150) -> dict[str, Any]:
-        def ready() -> dict[str, Any] | None:
-            md = self.get(name)
-            status = (md or {}).get("status") or {}
-            generation = (md or {}).get("metadata", {}).get("generation")
-            current = status.get("observedGeneration") == generation
-            return md if status.get("phase") == "Ready" and current else None
-
-        try:
-            return eventually(ready, self.box, timeout, f"{name} Ready")  # type: ignore[no-any-return]
-        except AssertionError as error:
-            raise AssertionError(
-                f"{error}\nstatus: {(self.get(name) or {}).get('status')}\n{self.pod_logs()}"
-            ) from None
-
-    def pod_logs(self) -> str:
-        return "\n".join(
-            f"--- {state.name}/{c}:\n{state.pod.logs(c)}"
-            for state in self.box.cluster.pods.values()
-            for c in ("fetch-model", "triton")
-        )
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +57,15 @@ def test_smollm2_cpu_sample_becomes_ready_and_answers_a_chat(kubectl: Kubectl, c
     manifest = sample("smollm2-cpu.yaml")
     manifest["spec"]["nodeSelector"] = NODE_SELECTOR
     assert kubectl.apply(manifest).is_success
-    md = kubectl.wait_ready("smollm2-135m-instruct")
-    assert md["status"]["endpoints"][0]["grpcAddress"] == "smollm2-135m-instruct.lexora-models.svc.cluster.local:8001"
+    kubectl.wait_ready("smollm2-135m-instruct")
+    # Its one replica, published from the Service's EndpointSlice: the pod's own IP.
+    [pod] = kubectl.pods("smollm2-135m-instruct")
+
+    def published() -> list[dict[str, Any]]:
+        return list(((kubectl.get("smollm2-135m-instruct") or {}).get("status") or {}).get("endpoints") or [])
+
+    endpoints = eventually(published, kubectl.box, 30, "the pod in the status's endpoints")
+    assert [(e["name"], e["grpcAddress"]) for e in endpoints] == [(f"{NAMESPACE}/{pod.name}", f"{pod.ip}:8001")]
     reply = client.chat.completions.create(
         model=LOCAL_CHAT_MODEL, messages=[{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0
     )
