@@ -226,7 +226,7 @@ def _plan_leased(plan: SettlementPlan, event: UsageEvent, lease: LeaseRow | None
                 reason=None,
             )
         )
-    if (charged or released or closing) and event.account_id in carry:
+    if (event.cost_pico > 0 or closing) and event.account_id in carry:  # the carry moves with any cost
         balance = plan.balances.setdefault(event.account_id, BalanceChange())
         balance.deduct_micro += charged
         balance.release_micro += released + closing

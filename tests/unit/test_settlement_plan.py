@@ -88,3 +88,12 @@ def test_leased_events_are_charged_against_their_lease_which_closes_with_its_las
     # The charge entries that exist make a leased event a duplicate, even at cost 0.
     again = plan_settlement([leased("free", 0)], {}, {"charge:free"}, {"a": 0}, {"L": lease})
     assert again.applied == [False] and not again.changes_anything
+
+
+def test_a_leased_cost_below_one_micro_still_moves_the_carry() -> None:
+    from lexora_billing.settlement import LeaseRow
+
+    lease = LeaseRow(held_micro=100, settled_requests=0, expected_requests=None, status="active", key_id=None)
+    tiny = event("tiny", cost=PICO_PER_MICRO // 2).model_copy(update={"lease_id": "L"})
+    plan = plan_settlement([tiny], {}, set(), {"a": 0}, {"L": lease})
+    assert plan.balances == {"a": BalanceChange(deduct_micro=0, release_micro=0, carry_pico=PICO_PER_MICRO // 2)}
