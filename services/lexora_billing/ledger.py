@@ -9,8 +9,8 @@ connection:
 
 - reserve is ONE statement (one round trip, its own transaction): the balance check and hold, the
   key's spend-limit check and hold, the `hold:<request id>` ledger entry and the reservation row
-  are data-modifying CTEs of a single statement, so they all happen or none does (`hold`, which a
-  gateway that has the database runs too);
+  are data-modifying CTEs of a single statement, so they all happen or none does (`hold`); a
+  credit lease is granted the same way (`leases`);
 - settle takes a whole batch of usage events in one transaction: BEGIN, one statement that reads
   (and locks) what the batch touches, one that writes every entry, balance, key and reservation
   (`unnest` arrays), COMMIT: four round trips, however many events (the plan: `settlement`).
@@ -210,8 +210,7 @@ async def hold(
     key_id: str | None,
     key_limit_micro: int | None,
 ) -> int:
-    """`reserve` on a pooled connection, with its refusal as the 402 the caller gets. Billing holds
-    credit this way, and so does a gateway that has the database (docs/billing.md)."""
+    """`reserve` on a pooled connection, with its refusal as the 402 the caller gets."""
     # Safe to run twice: the statement is atomic, and if an attempt lost with its connection did
     # commit, the retry fails on the reservation's request id instead of holding twice.
     try:
