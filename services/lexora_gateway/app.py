@@ -85,6 +85,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             nc,
             billing,
             use_s=settings.lease_use_s,
+            idle_s=settings.lease_idle_s,
             settle_within_s=settings.job_timeout_s + settings.reservation_grace_s,
         )
         await credit.start()

@@ -24,6 +24,8 @@ class GatewaySettings(ServiceSettings):
     # covers new requests before it is returned and another acquired. Billing expires it after this
     # plus job_timeout_s plus reservation_grace_s (the last request it covered has settled by then).
     lease_use_s: float = Field(default=30.0, gt=0)
+    # A lease that covered no request for this long is returned (a quiet account's credit is back).
+    lease_idle_s: float = Field(default=2.0, gt=0)
     # Legacy /v1/completions: the most prompts one request may list (each is its own job and charge).
     max_prompts_per_request: int = Field(default=16, ge=1)
     # Limits per plan, e.g. LEXORA_PLANS='{"free": {"requests_per_minute": 20, ...}, ...}'.

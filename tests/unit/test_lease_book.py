@@ -84,3 +84,16 @@ def test_a_lease_that_was_current_when_another_was_installed_is_retired_not_lost
     stray = book.install(ACCOUNT, "L2", 50, 10.0)
     assert stray == LeaseReturnRequest(lease_id="L1", keep_micro=10, requests=1, final=True)
     assert book.finish("r1", 3) == LeaseReturnRequest(lease_id="L1", keep_micro=3, requests=1, final=True)
+
+
+def test_a_lease_that_covered_nothing_for_a_while_is_returned() -> None:
+    book = LeaseBook()
+    book.install(ACCOUNT, "L1", 100, use_until=100.0, now=0.0)
+    assert book.due(1.0, stale_after_s=100, idle_s=2.0) == []
+    book.cover(ACCOUNT, "r1", 10, 1.5)
+    book.finish("r1", 4)
+    assert book.due(3.0, stale_after_s=100, idle_s=2.0) == [], "used 1.5 s ago"
+    assert book.due(3.5, stale_after_s=100, idle_s=2.0) == [
+        LeaseReturnRequest(lease_id="L1", keep_micro=4, requests=1, final=True)
+    ]
+    assert book.current(ACCOUNT) is None

@@ -7,7 +7,8 @@ replica (docs/billing.md "Credit leases"), the bookkeeping in lexora_gateway.adm
   is billing's 402, as a reservation's was. No request starts without covered credit.
 - `finish` is told each request's end: its exact cost (from the router's final chunk), or None
   when the gateway never saw it.
-- a periodic pass retires leases past their use window and returns them; billing's recall (another
+- a periodic pass retires leases past their use window or idle for `idle_s` and returns them, so
+  a quiet account's credit is back within seconds; billing's recall (another
   replica was refused while this one holds credit on the account) retires the account's leases at
   once; `close` returns every lease at shutdown.
 """
@@ -41,19 +42,21 @@ class CreditLeases:
         *,
         use_s: float,
         settle_within_s: float,
+        idle_s: float = 2.0,
         holder: str | None = None,
-        tick_s: float = 1.0,
     ):
-        """`use_s`: how long a lease covers new requests; `settle_within_s`: how long after that
-        the last request it covered may still be charged (the job timeout plus grace). Billing
-        expires a lease after both."""
+        """`use_s`: how long a lease covers new requests; `idle_s`: a lease that covered none for
+        this long is returned; `settle_within_s`: how long after its use the last request it
+        covered may still be charged (the job timeout plus grace). Billing expires a lease after
+        `use_s` + `settle_within_s`."""
         self.holder = holder or f"{socket.gethostname()}-{uuid.uuid4().hex[:12]}"
         self.book = LeaseBook()
         self._nc = nc
         self._billing = billing
         self._use_s = use_s
         self._settle_within_s = settle_within_s
-        self._tick_s = tick_s
+        self._idle_s = idle_s
+        self._tick_s = min(1.0, idle_s / 2)
         self._locks: dict[Scope, asyncio.Lock] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
@@ -100,7 +103,8 @@ class CreditLeases:
                     replaces=replaces,
                 )
             )
-            stray = self.book.install(scope, grant.lease_id, grant.amount_micro, started + self._use_s)
+            now = time.monotonic()
+            stray = self.book.install(scope, grant.lease_id, grant.amount_micro, started + self._use_s, now)
             if stray is not None:
                 self._send(stray)
             lease_id = self.book.cover(scope, request_id, worst_micro, time.monotonic())
@@ -136,7 +140,7 @@ class CreditLeases:
         while True:
             await asyncio.sleep(self._tick_s)
             try:
-                for request in self.book.due(time.monotonic(), self._settle_within_s):
+                for request in self.book.due(time.monotonic(), self._settle_within_s, self._idle_s):
                     self._send(request)
             except Exception:
                 log.exception("the credit lease pass failed")

@@ -31,6 +31,7 @@ class Lease:
     scope: Scope
     amount_micro: int
     use_until: float  # no request starts on it after this (monotonic seconds)
+    last_used: float = 0.0  # when it last covered a request (or was granted)
     committed_micro: int = 0
     requests: int = 0  # requests it covered, each ending in one usage event
     in_flight: dict[str, tuple[int, float]] = field(default_factory=dict)  # request id -> (worst case, started)
@@ -60,6 +61,7 @@ class LeaseBook:
             return None
         lease.committed_micro += worst_micro
         lease.requests += 1
+        lease.last_used = now
         lease.in_flight[request_id] = (worst_micro, now)
         self._requests[request_id] = lease
         return lease.lease_id
@@ -69,12 +71,14 @@ class LeaseBook:
         lease = self._current.pop(scope, None)
         return self._retire(lease) if lease is not None else None
 
-    def install(self, scope: Scope, lease_id: str, amount_micro: int, use_until: float) -> LeaseReturnRequest | None:
+    def install(
+        self, scope: Scope, lease_id: str, amount_micro: int, use_until: float, now: float = 0.0
+    ) -> LeaseReturnRequest | None:
         """A lease billing granted becomes the scope's current one. The caller retired the one it
         replaces (`retire_current`) and sent its return along; should another be current after all,
         it is retired, and its final return is returned."""
         previous = self._current.pop(scope, None)
-        self._current[scope] = Lease(lease_id, scope, amount_micro, use_until)
+        self._current[scope] = Lease(lease_id, scope, amount_micro, use_until, last_used=now)
         return self._retire(previous) if previous is not None else None
 
     def finish(self, request_id: str, cost_micro: int | None) -> LeaseReturnRequest | None:
@@ -97,12 +101,14 @@ class LeaseBook:
         scopes = [scope for scope in self._current if scope[0] == account_id]
         return [self._retire(self._current.pop(scope)) for scope in scopes]
 
-    def due(self, now: float, stale_after_s: float) -> list[LeaseReturnRequest]:
-        """What the periodic pass returns: current leases past their use window are retired, and
-        requests in flight longer than `stale_after_s` (their end was never reported) are finished
-        at their worst case."""
+    def due(self, now: float, stale_after_s: float, idle_s: float = float("inf")) -> list[LeaseReturnRequest]:
+        """What the periodic pass returns: current leases past their use window, or that covered
+        no request for `idle_s`, are retired, and requests in flight longer than `stale_after_s`
+        (their end was never reported) are finished at their worst case."""
         returns = [
-            self._retire(self._current.pop(s)) for s, lease in list(self._current.items()) if now >= lease.use_until
+            self._retire(self._current.pop(scope))
+            for scope, lease in list(self._current.items())
+            if now >= lease.use_until or now - lease.last_used >= idle_s
         ]
         stale = [rid for rid, lease in self._requests.items() if now - lease.in_flight[rid][1] > stale_after_s]
         for request_id in stale:
