@@ -105,7 +105,8 @@ async def serve(settings: BillingSettings, ctx: ServiceContext) -> None:
             try:
                 return await ledger.acquire_lease(retry, utcnow(), policy)
             except InsufficientCredits:
-                continue
+                if not await ledger.other_lease_holders(request.account_id, request.holder):
+                    return None  # every other lease was returned: what is left is not enough
         return None
 
     async def return_lease(request: LeaseReturnRequest) -> LeaseReturnReply:
