@@ -37,7 +37,7 @@ from lexora_billing.refusals import insufficient_balance, key_limit_exceeded
 from lexora_billing.settlement import LeaseRow, ReservationRow, SettlementPlan, charge_keys_of, plan_settlement
 from lexora_contracts.messages import Balance, LeaseAcquireRequest, LeaseReturnRequest, UsageEvent
 from lexora_db.engine import create_asyncpg_pool, on_pooled_connection
-from lexora_db.schema import balances, key_spend, ledger_entries, reservations
+from lexora_db.schema import balances, credit_leases, key_spend, ledger_entries, reservations
 
 # Without a key limit: hold on the balance row, journal it, record the reservation.
 # `snapshot_available` is read from the statement's snapshot, for the refusal message only (when
@@ -506,14 +506,21 @@ class Ledger:
         )
 
     async def oldest_overdue_hold_s(self, now: datetime) -> float:
-        """How long the oldest hold still held has outlived its expiry (0 when none has)."""
+        """How long the oldest hold (a reservation or a credit lease) still held has outlived its
+        expiry (0 when none has)."""
         async with self._engine.connect() as conn:
-            oldest = await conn.scalar(
+            oldest_reservation = await conn.scalar(
                 select(func.min(reservations.c.expires_at)).where(
                     reservations.c.status == "held", reservations.c.expires_at < now
                 )
             )
-        return (now - oldest).total_seconds() if oldest is not None else 0.0
+            oldest_lease = await conn.scalar(
+                select(func.min(credit_leases.c.expires_at)).where(
+                    credit_leases.c.status.in_(("active", "returned")), credit_leases.c.expires_at < now
+                )
+            )
+        overdue = [t for t in (oldest_reservation, oldest_lease) if t is not None]
+        return (now - min(overdue)).total_seconds() if overdue else 0.0
 
     async def release_expired(self, now: datetime) -> int:
         """Release holds whose request never settled (its gateway or router died). Returns how many."""

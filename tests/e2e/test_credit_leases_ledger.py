@@ -188,7 +188,9 @@ async def test_the_sweeper_releases_expired_leases_and_late_events_still_charge_
     await ledger.acquire_lease(lease, NOW, POLICY)
     await ledger.settle_batch([_event("early", account, lease.lease_id, 50)], NOW)
     assert await ledger.expire_leases(NOW + timedelta(seconds=5)) == 0
+    assert await ledger.oldest_overdue_hold_s(NOW + timedelta(seconds=13)) == 3.0, "an alert would see it"
     assert await ledger.expire_leases(NOW + timedelta(seconds=11)) == 1
+    assert await ledger.oldest_overdue_hold_s(NOW + timedelta(seconds=13)) == 0.0
     assert (await _lease(ledger, lease.lease_id))["status"] == "expired"
     assert await _balance(ledger, account) == (950, 0)
     assert await ledger.settle_batch([_event("late", account, lease.lease_id, 70)], NOW) == [True]
