@@ -97,3 +97,13 @@ def test_a_lease_that_covered_nothing_for_a_while_is_returned() -> None:
         LeaseReturnRequest(lease_id="L1", keep_micro=4, requests=1, final=True)
     ]
     assert book.current(ACCOUNT) is None
+
+
+def test_closing_returns_every_lease_current_or_retired() -> None:
+    book = book_with(100)
+    book.install(("acct_b", None), "L2", 50, 10.0)
+    book.cover(ACCOUNT, "r1", 30, 0.0)
+    book.retire_current(ACCOUNT)  # r1 still in flight on it
+    book.install(ACCOUNT, "L3", 70, 10.0)
+    assert sorted((r.lease_id, r.keep_micro) for r in book.close()) == [("L1", 30), ("L2", 0), ("L3", 0)]
+    assert book.close() == []

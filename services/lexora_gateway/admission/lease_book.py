@@ -120,11 +120,12 @@ class LeaseBook:
     def close(self) -> list[LeaseReturnRequest]:
         """Shutting down: every current lease retired, and a final return for every retired lease
         (what is still in flight stays committed; billing's sweeper releases it at expiry)."""
+        returns = {lease.lease_id: lease.final_return() for lease in self._retired.values()}
         for scope in list(self._current):
-            self._retire(self._current.pop(scope))
-        returns = [lease.final_return() for lease in self._retired.values()]
+            final = self._retire(self._current.pop(scope))
+            returns[final.lease_id] = final
         self._retired.clear()
-        return returns
+        return list(returns.values())
 
     def lease_of(self, request_id: str) -> str | None:
         lease = self._requests.get(request_id)
