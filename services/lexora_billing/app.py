@@ -7,11 +7,12 @@ import logging
 
 from lexora_auth.client import AuthClient
 from lexora_billing.history import transactions
+from lexora_billing.leases import LeasePolicy
 from lexora_billing.ledger import Ledger, utcnow
 from lexora_billing.settings import BillingSettings
 from lexora_billing.topup_endpoints import TopUpEndpoints, stripe_from
 from lexora_contracts import subjects
-from lexora_contracts.errors import Forbidden, Unauthorized
+from lexora_contracts.errors import Forbidden, InsufficientCredits, Unauthorized
 from lexora_contracts.messages import (
     AdminGrantRequest,
     Balance,
@@ -19,6 +20,11 @@ from lexora_contracts.messages import (
     GrantRequest,
     HealthProbe,
     HealthReply,
+    LeaseAcquireRequest,
+    LeaseGrant,
+    LeaseRecall,
+    LeaseReturnReply,
+    LeaseReturnRequest,
     ReserveReply,
     ReserveRequest,
     UsageEvent,
@@ -68,6 +74,45 @@ async def serve(settings: BillingSettings, ctx: ServiceContext) -> None:
                 raise
         metrics.requests.labels("billing", "reserve", "ok").inc()
         return ReserveReply(reserved_micro=request.amount_micro, available_micro=available)
+
+    policy = LeasePolicy(settings.lease_cap_micro, settings.lease_spend_multiple)
+
+    async def acquire_lease(request: LeaseAcquireRequest) -> LeaseGrant:
+        with metrics.latency.labels("billing", "lease_acquire").time():
+            try:
+                amount = await ledger.acquire_lease(request, utcnow(), policy)
+            except InsufficientCredits:
+                amount = await recalled_and_retried(request)
+                if amount is None:
+                    metrics.requests.labels("billing", "lease_acquire", "refused").inc()
+                    raise
+        metrics.requests.labels("billing", "lease_acquire", "ok").inc()
+        return LeaseGrant(lease_id=request.lease_id, amount_micro=amount)
+
+    async def recalled_and_retried(request: LeaseAcquireRequest) -> int | None:
+        """Refused while other replicas' leases hold credit on the account: ask them to return
+        their free parts, and try again as those returns land (None: still refused)."""
+        if not await ledger.other_lease_holders(request.account_id, request.holder):
+            return None
+        recall = LeaseRecall(account_id=request.account_id, key_id=request.key_id, holder=request.holder)
+        await ctx.nc.publish(subjects.BILLING_LEASE_RECALLED, recall.model_dump_json().encode())
+        retry = request.model_copy(update={"replaces": None})  # the replaced lease is shrunk already
+        deadline = asyncio.get_running_loop().time() + settings.lease_recall_wait_s
+        delay = 0.02
+        while asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+            try:
+                return await ledger.acquire_lease(retry, utcnow(), policy)
+            except InsufficientCredits:
+                if not await ledger.other_lease_holders(request.account_id, request.holder):
+                    return None  # every other lease was returned: what is left is not enough
+        return None
+
+    async def return_lease(request: LeaseReturnRequest) -> LeaseReturnReply:
+        with metrics.latency.labels("billing", "lease_return").time():
+            released = await ledger.return_lease(request, utcnow())
+        return LeaseReturnReply(released_micro=released)
 
     async def grant(request: GrantRequest) -> Balance:
         applied = await ledger.grant(
@@ -167,6 +212,10 @@ async def serve(settings: BillingSettings, ctx: ServiceContext) -> None:
                 if released:
                     log.warning("released expired reservations", extra={"fields": {"count": released}})
                     metrics.holds_released.inc(released)
+                expired = await ledger.expire_leases(utcnow())
+                if expired:
+                    log.warning("released expired credit leases", extra={"fields": {"count": expired}})
+                    metrics.holds_released.inc(expired)
                 # What this pass left behind (a hold it could not release): an alert's business.
                 metrics.oldest_overdue_hold.set(await ledger.oldest_overdue_hold_s(utcnow()))
                 metrics.last_sweep.set_to_current_time()
@@ -177,6 +226,8 @@ async def serve(settings: BillingSettings, ctx: ServiceContext) -> None:
         "billing",
         {
             "reserve": (subjects.BILLING_CREDITS_RESERVE, ReserveRequest, reserve),
+            "lease_acquire": (subjects.BILLING_LEASE_ACQUIRE, LeaseAcquireRequest, acquire_lease),
+            "lease_return": (subjects.BILLING_LEASE_RETURN, LeaseReturnRequest, return_lease),
             "grant": (subjects.BILLING_CREDITS_GRANT, GrantRequest, grant),
             "admin_grant": (subjects.BILLING_CREDITS_ADMIN_GRANT, AdminGrantRequest, admin_grant),
             "balance": (subjects.BILLING_BALANCE_GET, BalanceRequest, balance),

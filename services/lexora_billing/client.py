@@ -1,32 +1,17 @@
 """billing's typed client: what other packages may import from lexora_billing.
 
-Every method is one NATS request to billing, except credit holds on a client opened with billing's
-Postgres database (`BillingClient.open(nc, database_url, …)`): those run billing's own
-one-statement reserve (`ledger.hold`) on the client's connection pool, one database round trip
-instead of a NATS request to billing, billing's round trip to the database and billing's reply.
-Either way a hold is the same rows, refused with the same 402, and settled and swept by billing.
-
-Holds on the direct path commit asynchronously (`synchronous_commit = off` on the client's
-connections): the statement is atomic and visible at once, but its commit does not wait for the
-WAL to reach the disk, which was half of a hold's time. Only a Postgres crash can undo such a
-commit, and only for holds of the last fraction of a second; the crash undoes each of them whole
-(balance, key, entry and reservation rows together). Their jobs are still charged exactly once:
-settlement charges an event whose reservation it cannot find, and its own commits are synchronous
-(one flushes every earlier hold with it). The cost of the crash is that those few jobs ran without
-credit set aside.
+Every method is one NATS request to billing. A gateway covers its requests' credit from leases
+(`acquire_lease` / `return_lease`, docs/billing.md "Credit leases"); `hold` places a reservation
+for one job through billing (`billing.v1.credits.reserve`). Nothing here connects to a database.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Literal
 
-import asyncpg
 from nats.aio.client import Client as NATS
 
-from lexora_billing import ledger
 from lexora_contracts import subjects
-from lexora_contracts.errors import InternalError, ServiceUnavailable
 from lexora_contracts.messages import (
     AdminGrantRequest,
     Balance,
@@ -35,6 +20,10 @@ from lexora_contracts.messages import (
     HealthProbe,
     HealthReply,
     Identity,
+    LeaseAcquireRequest,
+    LeaseGrant,
+    LeaseReturnReply,
+    LeaseReturnRequest,
     ReserveReply,
     ReserveRequest,
 )
@@ -61,81 +50,43 @@ from lexora_contracts.usage_api import (
     TransactionList,
     TransactionsRequest,
 )
-from lexora_db.engine import CONNECTION_LOST, create_asyncpg_pool, create_engine, database_unreachable
 from lexora_runtime.bus import call
-
-# A hold's commit does not wait for the WAL flush (see the module docstring); settlement's do.
-ASYNC_COMMIT = {"synchronous_commit": "off"}
 
 
 class BillingClient:
-    def __init__(self, nc: NATS, pool: asyncpg.Pool | None = None):
+    def __init__(self, nc: NATS):
         self._nc = nc
-        self._pool = pool
-
-    @classmethod
-    async def open(cls, nc: NATS, database_url: str | None = None, pool_size: int = 10) -> BillingClient:
-        """A client that places holds on billing's database itself when given its URL."""
-        if not database_url:
-            return cls(nc)
-        engine = create_engine(database_url)  # only to read the connection options from the URL
-        try:
-            # min_size=0: the caller starts while Postgres is not reachable yet, as billing does.
-            pool = await create_asyncpg_pool(engine, min_size=0, max_size=pool_size, server_settings=ASYNC_COMMIT)
-        finally:
-            await engine.dispose()
-        return cls(nc, pool)
-
-    @property
-    def holds_directly(self) -> bool:
-        """Whether holds go straight to the database (else to billing over NATS)."""
-        return self._pool is not None
 
     async def close(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close()
+        """Nothing to close (kept for callers that close their clients)."""
 
     # ---- credit -------------------------------------------------------------------------------
     async def hold(self, identity: Identity, request_id: str, amount_micro: int, ttl_s: float) -> None:
-        """Hold `amount_micro` for one job, or raise the 402 (the account's balance or the key's
-        spend limit cannot cover it). Settled by billing from the job's usage event, or released
-        by its sweeper after `ttl_s`."""
-        if self._pool is None:
-            await self.reserve(
-                ReserveRequest(
-                    request_id=request_id,
-                    account_id=identity.account_id,
-                    amount_micro=amount_micro,
-                    ttl_s=ttl_s,
-                    key_id=identity.key_id,
-                    key_spend_limit_micro=identity.spend_limit_micro,
-                )
+        """Hold `amount_micro` for one job through billing, or raise the 402 (the account's balance
+        or the key's spend limit cannot cover it). Settled by billing from the job's usage event,
+        or released by its sweeper after `ttl_s`."""
+        await self.reserve(
+            ReserveRequest(
+                request_id=request_id,
+                account_id=identity.account_id,
+                amount_micro=amount_micro,
+                ttl_s=ttl_s,
+                key_id=identity.key_id,
+                key_spend_limit_micro=identity.spend_limit_micro,
             )
-            return
-        try:
-            await ledger.hold(
-                self._pool,
-                request_id,
-                identity.account_id,
-                amount_micro,
-                ttl_s,
-                datetime.now(UTC),
-                identity.key_id,  # held against only when the key has a spend limit
-                identity.spend_limit_micro,
-            )
-        except (*CONNECTION_LOST, asyncpg.PostgresError) as exc:
-            # As when billing cannot be reached: a 503 on record (500 for a statement that failed
-            # on its own), nothing charged. Should the lost statement have committed, its hold is
-            # released by billing's sweeper.
-            if database_unreachable(exc):
-                raise ServiceUnavailable(
-                    "The credit ledger cannot be reached right now; retry in a few seconds"
-                ) from exc
-            raise InternalError("the credit ledger could not be reached") from exc
+        )
+
+    async def acquire_lease(self, request: LeaseAcquireRequest, timeout: float = 5.0) -> LeaseGrant:
+        """A credit lease for a gateway replica (402 when the account or key cannot cover
+        `need_micro`)."""
+        return await call(self._nc, subjects.BILLING_LEASE_ACQUIRE, request, LeaseGrant, timeout=timeout)
+
+    async def return_lease(self, request: LeaseReturnRequest, timeout: float = 5.0) -> LeaseReturnReply:
+        """Give back what a lease holds beyond `keep_micro`."""
+        return await call(self._nc, subjects.BILLING_LEASE_RETURN, request, LeaseReturnReply, timeout=timeout)
 
     async def reserve(self, request: ReserveRequest, timeout: float = 5.0) -> ReserveReply:
-        """A hold through billing itself (what `hold` does without a database)."""
+        """A reservation for one job, placed by billing."""
         return await call(self._nc, subjects.BILLING_CREDITS_RESERVE, request, ReserveReply, timeout=timeout)
 
     async def grant(

@@ -9,8 +9,8 @@ connection:
 
 - reserve is ONE statement (one round trip, its own transaction): the balance check and hold, the
   key's spend-limit check and hold, the `hold:<request id>` ledger entry and the reservation row
-  are data-modifying CTEs of a single statement, so they all happen or none does (`hold`, which a
-  gateway that has the database runs too);
+  are data-modifying CTEs of a single statement, so they all happen or none does (`hold`); a
+  credit lease is granted the same way (`leases`);
 - settle takes a whole batch of usage events in one transaction: BEGIN, one statement that reads
   (and locks) what the batch touches, one that writes every entry, balance, key and reservation
   (`unnest` arrays), COMMIT: four round trips, however many events (the plan: `settlement`).
@@ -31,11 +31,13 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from lexora_billing import leases
+from lexora_billing.leases import LeasePolicy
 from lexora_billing.refusals import insufficient_balance, key_limit_exceeded
-from lexora_billing.settlement import ReservationRow, SettlementPlan, charge_key, plan_settlement
-from lexora_contracts.messages import Balance, UsageEvent
+from lexora_billing.settlement import LeaseRow, ReservationRow, SettlementPlan, charge_keys_of, plan_settlement
+from lexora_contracts.messages import Balance, LeaseAcquireRequest, LeaseReturnRequest, UsageEvent
 from lexora_db.engine import create_asyncpg_pool, on_pooled_connection
-from lexora_db.schema import balances, key_spend, ledger_entries, reservations
+from lexora_db.schema import balances, credit_leases, key_spend, ledger_entries, reservations
 
 # Without a key limit: hold on the balance row, journal it, record the reservation.
 # `snapshot_available` is read from the statement's snapshot, for the refusal message only (when
@@ -98,21 +100,29 @@ SELECT (SELECT available FROM held) AS available,
 
 # Settlement of a batch, read in one statement: the reservations (locked), the charge entries
 # that exist already, and the accounts' carries (balance rows locked). Locks are taken in a fixed
-# order (reservations, then balances, each sorted; UNION ALL runs its branches in order), the
-# order of the sweeper and of reserve, so concurrent writers never deadlock.
+# order (reservations, then leases, then balances, each sorted; UNION ALL runs its branches in
+# order), the order of the sweepers, of lease returns and of reserve, so concurrent writers never
+# deadlock.
 READ_FOR_SETTLEMENT = """
 WITH locked_reservations AS (
     SELECT request_id, amount_micro, status, key_id FROM reservations
     WHERE request_id = ANY($1::text[]) ORDER BY request_id FOR UPDATE
+), locked_leases AS (
+    SELECT id, held_micro, settled_requests, expected_requests, status, key_id FROM credit_leases
+    WHERE id = ANY($4::text[]) ORDER BY id FOR UPDATE
 ), locked_balances AS (
     SELECT account_id, carry_pico FROM balances
     WHERE account_id = ANY($3::text[]) ORDER BY account_id FOR UPDATE
 )
-SELECT 'reservation' AS row_kind, request_id AS id, amount_micro AS amount, status, key_id FROM locked_reservations
+SELECT 'reservation' AS row_kind, request_id AS id, amount_micro AS amount, status, key_id,
+       NULL::bigint AS settled, NULL::bigint AS expected FROM locked_reservations
 UNION ALL
-SELECT 'balance', account_id, carry_pico, NULL, NULL FROM locked_balances
+SELECT 'lease', id, held_micro, status, key_id, settled_requests, expected_requests FROM locked_leases
 UNION ALL
-SELECT 'charge', idempotency_key, NULL, NULL, NULL FROM ledger_entries WHERE idempotency_key = ANY($2::text[])
+SELECT 'balance', account_id, carry_pico, NULL, NULL, NULL, NULL FROM locked_balances
+UNION ALL
+SELECT 'charge', idempotency_key, NULL, NULL, NULL, NULL, NULL FROM ledger_entries
+WHERE idempotency_key = ANY($2::text[])
 """
 # A plain INSERT for the entries: an entry that exists after all (a concurrent settler that the
 # locks above did not cover) fails the whole batch, which is then settled event by event.
@@ -139,6 +149,15 @@ WITH entries AS (
     UPDATE reservations r SET status = 'settled', charged_micro = d.charged, closed_at = $17::timestamptz
     FROM unnest($15::text[], $16::bigint[]) AS d(request_id, charged)
     WHERE r.request_id = d.request_id
+), lease_rows AS (
+    UPDATE credit_leases l
+    SET held_micro = l.held_micro - d.released, settled_micro = l.settled_micro + d.settled,
+        settled_requests = l.settled_requests + d.requests,
+        status = CASE WHEN d.closed THEN 'closed' ELSE l.status END,
+        closed_at = CASE WHEN d.closed THEN $17::timestamptz ELSE l.closed_at END
+    FROM unnest($18::text[], $19::bigint[], $20::bigint[], $21::int[], $22::bool[])
+         AS d(lease_id, released, settled, requests, closed)
+    WHERE l.id = d.lease_id
 )
 SELECT 1
 """
@@ -191,8 +210,7 @@ async def hold(
     key_id: str | None,
     key_limit_micro: int | None,
 ) -> int:
-    """`reserve` on a pooled connection, with its refusal as the 402 the caller gets. Billing holds
-    credit this way, and so does a gateway that has the database (docs/billing.md)."""
+    """`reserve` on a pooled connection, with its refusal as the 402 the caller gets."""
     # Safe to run twice: the statement is atomic, and if an attempt lost with its connection did
     # commit, the retry fails on the reservation's request id instead of holding twice.
     try:
@@ -208,24 +226,28 @@ async def hold(
 async def settle_batch_on(conn: asyncpg.Connection, events: Sequence[UsageEvent], now: datetime) -> list[bool]:
     """Settle every event in one transaction; returns, per event, whether it was applied (False:
     it had been settled before, or came earlier in the batch)."""
-    request_ids = sorted({e.request_id for e in events})
-    charge_keys = sorted({charge_key(e.request_id) for e in events if e.cost_pico > 0})
+    request_ids = sorted({e.request_id for e in events if e.lease_id is None})
+    lease_ids = sorted({e.lease_id for e in events if e.lease_id is not None})
     account_ids = sorted({e.account_id for e in events})
     async with conn.transaction():
         reservations: dict[str, ReservationRow] = {}
+        leases: dict[str, LeaseRow] = {}
         existing: set[str] = set()
         carries: dict[str, int] = {}
-        for row in await conn.fetch(READ_FOR_SETTLEMENT, request_ids, charge_keys, account_ids):
+        rows = await conn.fetch(READ_FOR_SETTLEMENT, request_ids, charge_keys_of(events), account_ids, lease_ids)
+        for row in rows:
             kind, key = row["row_kind"], row["id"]
             if kind == "reservation":
                 reservations[key] = ReservationRow(row["amount"], row["status"], row["key_id"])
+            elif kind == "lease":
+                leases[key] = LeaseRow(row["amount"], row["settled"], row["expected"], row["status"], row["key_id"])
             elif kind == "balance":
                 carries[key] = row["amount"]
             else:
                 existing.add(key)
-        plan = plan_settlement(events, reservations, existing, carries)
+        plan = plan_settlement(events, reservations, existing, carries, leases)
         if plan.changes_anything:
-            await conn.execute(APPLY_PLAN, *plan_arguments(plan), now)
+            await conn.execute(APPLY_PLAN, *plan_arguments(plan), now, *lease_arguments(plan))
     return plan.applied
 
 
@@ -253,6 +275,18 @@ def plan_arguments(plan: SettlementPlan) -> list[list[Any]]:
         [c.held_micro for _, c in keys],
         [r for r, _ in reservations],
         [c for _, c in reservations],
+    ]
+
+
+def lease_arguments(plan: SettlementPlan) -> list[list[Any]]:
+    """The plan's lease changes as the arrays APPLY_PLAN unnests ($18 … $22), sorted by lease id."""
+    leases = sorted(plan.leases.items())
+    return [
+        [lease_id for lease_id, _ in leases],
+        [c.released_micro for _, c in leases],
+        [c.settled_micro for _, c in leases],
+        [c.settled_requests for _, c in leases],
+        [c.closed for _, c in leases],
     ]
 
 
@@ -301,6 +335,63 @@ class Ledger:
         return await hold(
             self._hot_pool, request_id, account_id, amount_micro, ttl_s, now, limited_key, key_limit_micro
         )
+
+    # ---- credit leases (lexora_billing.leases) ----------------------------------------------------
+    async def acquire_lease(self, request: LeaseAcquireRequest, now: datetime, policy: LeasePolicy) -> int:
+        """Grant a lease, or refuse with the 402 a reservation would get; returns its amount. The
+        lease it replaces is shrunk first, in a transaction of its own: committed even when the
+        new one is refused, so its free part is the account's again either way."""
+
+        async def work(conn: asyncpg.Connection) -> int:
+            if request.replaces is not None:
+                r = request.replaces
+                async with conn.transaction():
+                    await leases.shrink(conn, r.lease_id, r.keep_micro, r.requests, r.final, now)
+            return await leases.acquire(
+                conn,
+                request.lease_id,
+                request.holder,
+                request.account_id,
+                request.need_micro,
+                request.ttl_s,
+                now,
+                policy,
+                request.key_id if request.key_spend_limit_micro is not None else None,
+                request.key_spend_limit_micro,
+            )
+
+        try:
+            return await on_pooled_connection(self._hot_pool, work)
+        except leases.LeaseRefused as refused:
+            if refused.reason == "key_limit":
+                raise key_limit_exceeded(request.key_spend_limit_micro or 0) from None
+            raise insufficient_balance(request.need_micro, refused.available_micro) from None
+
+    async def return_lease(self, request: LeaseReturnRequest, now: datetime) -> int:
+        """Shrink a lease to what its holder may still be charged for; returns what was released."""
+
+        async def work(conn: asyncpg.Connection) -> int:
+            async with conn.transaction():
+                return await leases.shrink(
+                    conn, request.lease_id, request.keep_micro, request.requests, request.final, now
+                )
+
+        return await on_pooled_connection(self._hot_pool, work)
+
+    async def expire_leases(self, now: datetime) -> int:
+        """Release what leases past their expiry still hold (their holder died, or the last usage
+        events of a returned lease never came). Returns how many expired."""
+        async with self._hot_pool.acquire() as conn:
+            expired = [row["id"] for row in await conn.fetch(leases.EXPIRED, now)]
+            for lease_id in expired:
+                async with conn.transaction():
+                    await leases.expire(conn, lease_id, now)
+        return len(expired)
+
+    async def other_lease_holders(self, account_id: str, holder: str) -> list[str]:
+        """The replicas other than `holder` whose active leases on the account hold credit."""
+        async with self._hot_pool.acquire() as conn:
+            return [row["holder"] for row in await conn.fetch(leases.OTHER_HOLDERS, account_id, holder)]
 
     async def settle(self, event: UsageEvent, now: datetime) -> bool:
         """Charge a finished request's exact cost and release the rest of its hold. Idempotent.
@@ -415,14 +506,21 @@ class Ledger:
         )
 
     async def oldest_overdue_hold_s(self, now: datetime) -> float:
-        """How long the oldest hold still held has outlived its expiry (0 when none has)."""
+        """How long the oldest hold (a reservation or a credit lease) still held has outlived its
+        expiry (0 when none has)."""
         async with self._engine.connect() as conn:
-            oldest = await conn.scalar(
+            oldest_reservation = await conn.scalar(
                 select(func.min(reservations.c.expires_at)).where(
                     reservations.c.status == "held", reservations.c.expires_at < now
                 )
             )
-        return (now - oldest).total_seconds() if oldest is not None else 0.0
+            oldest_lease = await conn.scalar(
+                select(func.min(credit_leases.c.expires_at)).where(
+                    credit_leases.c.status.in_(("active", "returned")), credit_leases.c.expires_at < now
+                )
+            )
+        overdue = [t for t in (oldest_reservation, oldest_lease) if t is not None]
+        return (now - min(overdue)).total_seconds() if overdue else 0.0
 
     async def release_expired(self, now: datetime) -> int:
         """Release holds whose request never settled (its gateway or router died). Returns how many."""

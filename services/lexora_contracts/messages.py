@@ -99,6 +99,52 @@ class ReserveReply(BaseModel):
     available_micro: int
 
 
+class LeaseAcquireRequest(BaseModel):
+    """A gateway replica asks for a credit lease on an account (and on a key with a spend limit):
+    at least `need_micro`, sized by billing. `lease_id` is chosen by the gateway, so a retried
+    acquisition grants once."""
+
+    lease_id: str
+    holder: str  # the gateway replica
+    account_id: str
+    key_id: str | None = None  # set only for a key with a spend limit: the lease holds against it too
+    key_spend_limit_micro: int | None = None
+    need_micro: int = Field(gt=0)
+    ttl_s: float = Field(gt=0)  # the last request started on it must settle within this
+    # The lease this one replaces, shrunk first in the same transaction (its free part counts
+    # towards the new one): its final `LeaseReturnRequest`'s fields.
+    replaces: LeaseReturnRequest | None = None
+
+
+class LeaseGrant(BaseModel):
+    lease_id: str
+    amount_micro: int
+
+
+class LeaseReturnRequest(BaseModel):
+    """The holder will never consume more of the lease than `keep_micro` in all (what its finished
+    requests cost, rounded up, plus the worst case of those still in flight). `requests`: how many
+    requests were covered by the lease, each of which ends in one usage event; given with `final`
+    (nothing more will start on it), billing releases the rest once that many events are settled."""
+
+    lease_id: str
+    keep_micro: int = Field(ge=0)
+    requests: int = Field(default=0, ge=0)
+    final: bool = False
+
+
+class LeaseReturnReply(BaseModel):
+    released_micro: int
+
+
+class LeaseRecall(BaseModel):
+    """Another replica could not get credit on this account: give back what you do not need."""
+
+    account_id: str
+    key_id: str | None = None
+    holder: str  # the replica that was refused (it returns its own lease with its request)
+
+
 class GrantRequest(BaseModel):
     account_id: str
     amount_micro: int = Field(gt=0)
@@ -191,6 +237,7 @@ class JobHeader(BaseModel):
     received_at: float
     endpoint: str
     stream: bool = False
+    lease_id: str | None = None  # the credit lease covering it (None: a reservation of its own)
 
 
 class GenerationRequest(JobHeader):
@@ -295,6 +342,7 @@ class UsageEvent(BaseModel):
     completion_tokens: int = 0
     cost_pico: int = 0
     reserved_micro: int = 0
+    lease_id: str | None = None  # the lease its credit was covered by; None: its own reservation
     finish_reason: str | None = None
     stream: bool = False
     thinking_used: bool = False  # the model reasoned (reasoning tokens are billed as output)

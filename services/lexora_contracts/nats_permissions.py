@@ -161,6 +161,8 @@ PERMISSIONS: dict[str, Grants] = {
             usage_api.BILLING_TRANSACTIONS_LIST,
             usage_api.USAGE_KEY_SPEND_LIST,
             s.BILLING_CREDITS_RESERVE,
+            s.BILLING_LEASE_ACQUIRE,  # credit leases: the gateway asks, billing serves
+            s.BILLING_LEASE_RETURN,
             s.BILLING_BALANCE_GET,
             usage_api.BILLING_CREDITS_SUMMARY,
             usage_api.BILLING_KEY_SPEND_GET,
@@ -174,7 +176,7 @@ PERMISSIONS: dict[str, Grants] = {
             s.ROUTER_TOKENS_COUNT,
         )
         + announces(s.ROUTER_GENERATION_CANCEL)
-        + hears(s.AUTH_KEY_REVOKED)
+        + hears(s.AUTH_KEY_REVOKED, s.BILLING_LEASE_RECALLED)
         + health_of(AUTH, BILLING, USAGE, ROUTER)
         + usage_publisher()  # the outcome of a job no router took
         + kv_reader(s.MODEL_REGISTRY_BUCKET)
@@ -209,6 +211,8 @@ PERMISSIONS: dict[str, Grants] = {
     BILLING: (
         serves(
             s.BILLING_CREDITS_RESERVE,
+            s.BILLING_LEASE_ACQUIRE,
+            s.BILLING_LEASE_RETURN,
             s.BILLING_CREDITS_GRANT,
             s.BILLING_CREDITS_ADMIN_GRANT,
             s.BILLING_BALANCE_GET,
@@ -221,6 +225,7 @@ PERMISSIONS: dict[str, Grants] = {
             s.BILLING_HEALTH,
         )
         + asks(s.AUTH_KEY_VERIFY, accounts.AUTH_SESSION_VERIFY)  # an admin grant's credential
+        + announces(s.BILLING_LEASE_RECALLED)
         + micro_service(BILLING)
         + usage_consumer(s.BILLING_SETTLE_CONSUMER)
     ),

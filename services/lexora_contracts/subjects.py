@@ -17,6 +17,13 @@ BILLING_CREDITS_GRANT = "billing.v1.credits.grant"
 BILLING_CREDITS_ADMIN_GRANT = "billing.v1.credits.admingrant"
 BILLING_BALANCE_GET = "billing.v1.balance.get"
 BILLING_HEALTH = "billing.v1.health.get"
+# Credit leases (docs/billing.md): a gateway replica acquires an amount of an account's credit to
+# cover its requests from memory, and returns what it no longer needs.
+BILLING_LEASE_ACQUIRE = "billing.v1.lease.acquire"
+BILLING_LEASE_RETURN = "billing.v1.lease.return"
+# event (`LeaseRecall`): an acquisition was refused while other replicas' leases on the account hold
+# credit; every gateway returns the free part of its leases on that account
+BILLING_LEASE_RECALLED = "billing.v1.lease.recalled"
 
 # router: generation streams chunks to the caller's reply inbox
 ROUTER_GENERATION_START = "router.v1.generation.start"

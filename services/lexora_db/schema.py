@@ -69,6 +69,31 @@ reservations = Table(
     Index("ix_reservations_held_expiry", "status", "expires_at"),
 )
 
+# Credit leases (docs/billing.md "Credit leases"): credit a gateway replica (`holder`) covers its
+# requests with from memory. `held_micro` is what the lease still holds on the balance (and on the
+# key, when `key_id` is set: a key with a spend limit); `settled_micro` what was charged against it
+# from `settled_requests` usage events. A final return records `expected_requests`: once that many
+# are settled, the rest is released (status closed). Expired (the holder died or never returned it):
+# the sweeper releases what it holds.
+credit_leases = Table(
+    "credit_leases",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("account_id", String(40), nullable=False, index=True),
+    Column("key_id", String(40)),
+    Column("holder", String(200), nullable=False),
+    Column("amount_micro", BigInteger, nullable=False),  # granted
+    Column("held_micro", BigInteger, nullable=False),  # still held on the balance
+    Column("settled_micro", BigInteger, nullable=False, server_default="0"),
+    Column("settled_requests", Integer, nullable=False, server_default="0"),
+    Column("expected_requests", Integer),
+    Column("status", String(16), nullable=False),  # active | returned | closed | expired
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("closed_at", DateTime(timezone=True)),
+    Index("ix_credit_leases_open_expiry", "status", "expires_at"),
+)
+
 # What each key has spent and holds, for keys with a spend limit (checked in the same transaction
 # as the account's hold).
 key_spend = Table(
@@ -92,6 +117,7 @@ ledger_entries = Table(
     Column("actor", String(128)),
     Column("reason", String(500)),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_ledger_account_time", "account_id", "created_at"),  # an account's recent spend (leases)
 )
 
 # ---- usage ------------------------------------------------------------------------------------

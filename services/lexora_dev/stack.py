@@ -248,7 +248,7 @@ class ServiceConfig:
             **(self.nats_users.env_for(service) if self.nats_users else {}),
             **self.extra_env,
         }
-        if service in ("auth", "billing", "usage", "gateway"):  # the gateway's: for credit holds on Postgres
+        if service in ("auth", "billing", "usage"):  # the gateway has no database (credit leases)
             env["LEXORA_DATABASE_URL"] = self.database_url
         if service == "auth":
             env["LEXORA_KEY_PEPPER"] = key_pepper(self.state_dir)

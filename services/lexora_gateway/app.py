@@ -24,6 +24,7 @@ from lexora_gateway.account.oidc import router as oidc_routes
 from lexora_gateway.account.routes import router as account_routes
 from lexora_gateway.account.topups import router as topup_routes
 from lexora_gateway.admission.counters import CounterStore, limits_bucket
+from lexora_gateway.admission.credit_leases import CreditLeases
 from lexora_gateway.admission.key_cache import KeyCache
 from lexora_gateway.admission.key_verifier import KeyVerifier
 from lexora_gateway.anthropic.routes import router as anthropic_routes
@@ -77,11 +78,19 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         counters = CounterStore(await limits_bucket(js))
         inboxes = JobInboxes(nc)
         await inboxes.start()
-        billing = await BillingClient.open(nc, settings.database_url, settings.database_pool_size)
+        billing = BillingClient(nc)
         clients = (auth, billing, UsageClient(nc), RouterClient(nc))
         responses = ResponseStore(await responses_bucket(js))
+        credit = CreditLeases(
+            nc,
+            billing,
+            use_s=settings.lease_use_s,
+            idle_s=settings.lease_idle_s,
+            settle_within_s=settings.job_timeout_s + settings.reservation_grace_s,
+        )
+        await credit.start()
         app.state.gateway = GatewayState(
-            settings, nc, js, registry, keys, metrics, counters, inboxes, *clients, responses
+            settings, nc, js, registry, keys, metrics, counters, inboxes, *clients, responses, credit
         )
         freeze_startup_heap()
         try:
@@ -89,7 +98,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         finally:
             await registry.stop()
             await keys.close()
-            await billing.close()
+            await credit.close()  # returns this replica's leases
             await nc.drain()
             if tracer_provider is not None:
                 tracer_provider.shutdown()  # sends the spans still queued

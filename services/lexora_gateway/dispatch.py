@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
+from typing import Any
 
 from nats.errors import MaxPayloadError
 
 from lexora_contracts.errors import PayloadTooLarge
 from lexora_contracts.messages import GenerationChunk
 from lexora_gateway.admission.admit import Admitted, record_refusal
+from lexora_gateway.admission.credit_leases import CreditLeases
 from lexora_gateway.chat.answer import Answer, AnswerReader, Piece
 from lexora_gateway.state import GatewayState
 from lexora_router.client import GenerationStream, NoRouter
@@ -32,7 +34,31 @@ async def dispatch(state: GatewayState, admitted: Admitted) -> tuple[GenerationS
 
 def job_stream(state: GatewayState, admitted: Admitted) -> GenerationStream:
     """The job's stream, not yet published (first_output publishes it)."""
-    return GenerationStream(state.inboxes, admitted.request, admitted.spec.work.subject)
+    if admitted.lease_id is None:
+        return GenerationStream(state.inboxes, admitted.request, admitted.spec.work.subject)
+    return CoveredStream(state.credit, state.inboxes, admitted.request, admitted.spec.work.subject)
+
+
+class CoveredStream(GenerationStream):
+    """A job covered by a credit lease: its lease is told the job's exact cost when the final chunk
+    arrives, or, released without one (the client left, an error, a timeout), that its cost is
+    unknown (the worst case stays committed until billing settles the lease)."""
+
+    def __init__(self, credit: CreditLeases, *args: Any):
+        super().__init__(*args)
+        self._credit = credit
+
+    async def next(self) -> GenerationChunk:
+        chunk = await super().next()
+        if chunk.kind == "done":
+            self._credit.finish(self.request.request_id, chunk.cost_pico)
+        return chunk
+
+    async def release(self) -> None:
+        try:
+            await super().release()
+        finally:
+            self._credit.finish(self.request.request_id, None)  # no-op once the cost was known
 
 
 async def first_output(state: GatewayState, admitted: Admitted, stream: GenerationStream) -> GenerationChunk:

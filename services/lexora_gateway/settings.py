@@ -20,10 +20,12 @@ class GatewaySettings(ServiceSettings):
     auth_cache_ttl_s: float = 60.0
     # How long reservations outlive their job's deadline before billing's sweeper releases them.
     reservation_grace_s: float = 60.0
-    # Billing's Postgres database, if this gateway may place credit holds there itself (billing's
-    # one-statement reserve, through BillingClient: no round trip through billing). Unset: via billing.
-    database_url: str | None = None
-    database_pool_size: int = Field(default=4, ge=1)
+    # Credit leases (docs/billing.md "Credit leases"): how long a lease billing grants this replica
+    # covers new requests before it is returned and another acquired. Billing expires it after this
+    # plus job_timeout_s plus reservation_grace_s (the last request it covered has settled by then).
+    lease_use_s: float = Field(default=30.0, gt=0)
+    # A lease that covered no request for this long is returned (a quiet account's credit is back).
+    lease_idle_s: float = Field(default=2.0, gt=0)
     # Legacy /v1/completions: the most prompts one request may list (each is its own job and charge).
     max_prompts_per_request: int = Field(default=16, ge=1)
     # Limits per plan, e.g. LEXORA_PLANS='{"free": {"requests_per_minute": 20, ...}, ...}'.

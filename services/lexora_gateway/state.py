@@ -12,6 +12,7 @@ from nats.js import JetStreamContext
 from lexora_auth.client import AuthClient
 from lexora_billing.client import BillingClient
 from lexora_gateway.admission.counters import CounterStore
+from lexora_gateway.admission.credit_leases import CreditLeases
 from lexora_gateway.admission.key_verifier import KeyVerifier
 from lexora_gateway.openai.responses_store import ResponseStore
 from lexora_gateway.settings import GatewaySettings
@@ -32,10 +33,11 @@ class GatewayState:
     counters: CounterStore
     inboxes: JobInboxes
     auth: AuthClient
-    billing: BillingClient  # holds credit on billing's database directly when given its URL
+    billing: BillingClient
     usage: UsageClient
     router: RouterClient
     responses: ResponseStore  # stored Responses API responses (NATS KV)
+    credit: CreditLeases  # this replica's credit leases: every job's worst case is covered from them
 
 
 async def _state(request: Request) -> GatewayState:

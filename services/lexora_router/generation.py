@@ -428,6 +428,7 @@ class Router:
             completion_tokens=outcome.completion_tokens,
             cost_pico=cost,
             reserved_micro=request.reserved_micro,
+            lease_id=request.lease_id,
             finish_reason=outcome.finish_reason,
             stream=request.stream,
             thinking_used=getattr(request, "reasoning", False) and outcome.completion_tokens > 0,

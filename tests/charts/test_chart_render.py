@@ -271,3 +271,18 @@ def test_tracing_reaches_every_service_only_when_an_endpoint_is_set(helm: Helm, 
 @pytest.mark.parametrize("values", [{"tracing.otlpEndpoint": "otel-collector:4318"}, {"tracing.sampleRatio": "2"}])
 def test_tracing_values_are_checked(helm: Helm, values: dict[str, str]) -> None:
     assert "tracing" in helm.template_error([], values)
+
+
+@pytest.mark.parametrize("postgres", ["true", "false"], ids=["bundled-postgres", "external-postgres"])
+def test_the_gateway_gets_no_database_while_the_services_that_own_tables_do(helm: Helm, postgres: str) -> None:
+    """The gateway covers credit from leases billing grants it over NATS (docs/billing.md)."""
+    values = {"postgresql.enabled": postgres, "secrets.databaseUrl": "postgresql+asyncpg://u:p@db:5432/lexora"}
+    objects = helm.template(set_values=values)
+
+    def env_names(component: str) -> set[str]:
+        deployment = named(objects, "Deployment", f"{RELEASE}-{component}")
+        return {e["name"] for c in deployment["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
+
+    assert "LEXORA_DATABASE_URL" not in env_names("gateway")
+    for component in ("auth", "billing", "usage"):
+        assert "LEXORA_DATABASE_URL" in env_names(component), component

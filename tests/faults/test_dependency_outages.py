@@ -102,6 +102,9 @@ def test_postgres_down_is_503_for_every_key_and_nothing_runs_without_its_hold(
 ) -> None:
     cached, unseen, first_cost = accounts
     url = fault_stack.lexora.base_url
+    # The gateway returns an idle account's credit lease within seconds; a request it still covered
+    # would be served from it (held in the database already) and settled once Postgres is back.
+    fault_stack.lexora.settled_balance(cached.account_id)
     fault_stack.stop_postgres()
     try:
         assert_openai_503(url, unseen)  # auth cannot read its keys: not a 401

@@ -124,6 +124,7 @@ def test_each_request_subject_is_answered_by_its_own_service_only() -> None:
     them and answer in its place. (Events, like auth.v1.key.revoked, go the other way.)"""
     events = {
         subjects.AUTH_KEY_REVOKED,
+        subjects.BILLING_LEASE_RECALLED,
         subjects.ROUTER_GENERATION_CANCEL,
         subjects.ROUTER_MODEL_DEMANDED,
         subjects.USAGE_REQUEST_COMPLETED,
@@ -131,6 +132,15 @@ def test_each_request_subject_is_answered_by_its_own_service_only() -> None:
     for subject in set(subject_constants().values()) - events:
         receivers = {p for p in PERMISSIONS if granted(subject, grants_of(p).subscribe)}
         assert receivers == {subject.split(".")[0]}, (subject, receivers)
+
+
+def test_gateways_ask_for_credit_leases_and_hear_recalls_that_only_billing_sends() -> None:
+    for subject in (subjects.BILLING_LEASE_ACQUIRE, subjects.BILLING_LEASE_RETURN):
+        assert [p for p in PERMISSIONS if granted(subject, grants_of(p).publish)] == ["gateway"]
+        assert [p for p in PERMISSIONS if granted(subject, grants_of(p).subscribe)] == ["billing"]
+    recalled = subjects.BILLING_LEASE_RECALLED
+    assert [p for p in PERMISSIONS if granted(recalled, grants_of(p).publish)] == ["billing"]
+    assert [p for p in PERMISSIONS if granted(recalled, grants_of(p).subscribe)] == ["gateway"]
 
 
 def test_only_the_admin_may_grant_credit() -> None:

@@ -65,3 +65,35 @@ def test_an_account_without_a_balance_row_is_journalled_without_a_row_to_update(
     plan = plan_settlement([event("x", account="ghost", cost=PICO_PER_MICRO)], {}, set(), {})
     assert [e.idempotency_key for e in plan.entries] == ["charge:x"]
     assert plan.balances == {}
+
+
+def test_leased_events_are_charged_against_their_lease_which_closes_with_its_last_event() -> None:
+    from lexora_billing.settlement import LeaseChange, LeaseRow
+
+    def leased(request_id: str, cost_micro: int) -> UsageEvent:
+        return event(request_id, cost=cost_micro * PICO_PER_MICRO).model_copy(update={"lease_id": "L"})
+
+    lease = LeaseRow(held_micro=100, settled_requests=1, expected_requests=3, status="returned", key_id=None)
+    events = [leased("x", 30), leased("free", 0), leased("x", 30)]
+    plan = plan_settlement(events, {}, set(), {"a": 0}, {"L": lease})
+    assert plan.applied == [True, True, False]
+    assert [(e.kind, e.amount_micro, e.held_delta_micro, e.idempotency_key) for e in plan.entries] == [
+        ("charge", -30, -30, "charge:x"),
+        ("release", 0, 0, "charge:free"),
+        ("release", 0, -70, "lease-close:L"),
+    ]
+    assert plan.leases == {"L": LeaseChange(released_micro=100, settled_micro=30, settled_requests=2, closed=True)}
+    assert plan.balances == {"a": BalanceChange(deduct_micro=30, release_micro=100, carry_pico=0)}
+    assert lease.held_micro == 100, "the rows read are not changed"
+    # The charge entries that exist make a leased event a duplicate, even at cost 0.
+    again = plan_settlement([leased("free", 0)], {}, {"charge:free"}, {"a": 0}, {"L": lease})
+    assert again.applied == [False] and not again.changes_anything
+
+
+def test_a_leased_cost_below_one_micro_still_moves_the_carry() -> None:
+    from lexora_billing.settlement import LeaseRow
+
+    lease = LeaseRow(held_micro=100, settled_requests=0, expected_requests=None, status="active", key_id=None)
+    tiny = event("tiny", cost=PICO_PER_MICRO // 2).model_copy(update={"lease_id": "L"})
+    plan = plan_settlement([tiny], {}, set(), {"a": 0}, {"L": lease})
+    assert plan.balances == {"a": BalanceChange(deduct_micro=0, release_micro=0, carry_pico=PICO_PER_MICRO // 2)}

@@ -240,8 +240,7 @@ Environment every Lexora service gets, its NATS user included. Takes (dict "root
 
 {{/* Per-service environment on top of lexora.commonEnv. */}}
 {{- define "lexora.gateway.env" -}}
-{{/* The gateway places credit holds with billing's one-statement reserve on this database. */}}
-{{ include "lexora.databaseEnv" (dict "root" .) }}
+{{/* No database: the gateway covers credit from leases billing grants it over NATS. */}}
 - name: LEXORA_HOST
   value: "0.0.0.0"
 - name: LEXORA_PORT

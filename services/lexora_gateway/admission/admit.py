@@ -92,6 +92,7 @@ class Admitted:
     model: ModelRecord
     reserved_micro: int
     request: Job
+    lease_id: str | None = None  # the credit lease covering it (None: a free job)
 
 
 def find_model(state: GatewayState, name: str) -> ModelRecord | None:
@@ -136,22 +137,23 @@ async def admit_and_hold(http: Request, state: GatewayState, spec: JobSpec) -> A
         fitted = await work.fit(model, state)
         pricing = _price(model, spec)
         reserved = fitted.reservation_micro(model, pricing)
-        await hold_credit(state, spec.identity, spec.request_id, reserved)
+        lease_id = await hold_credit(state, spec.identity, spec.request_id, reserved)
     except LexoraError as exc:
         await record_refusal(state, spec, exc)
         raise
-    header = job_header(spec, model, pricing, reserved, state.settings.job_timeout_s)
-    return Admitted(spec, model, reserved, fitted.engine_request(model, header))
+    header = job_header(spec, model, pricing, reserved, state.settings.job_timeout_s, lease_id)
+    return Admitted(spec, model, reserved, fitted.engine_request(model, header), lease_id)
 
 
 async def admit_and_hold_all(http: Request, state: GatewayState, specs: list[JobSpec]) -> list[Admitted]:
     """Several jobs of one request on one model (the prompts of a legacy completion): the request
-    counts once against the plan, and every job's credit is held before any is dispatched. If one
-    hold is refused (402, a key's spend limit), nothing runs: every job is on record as refused, at
-    cost 0, and billing releases the holds that were placed."""
+    counts once against the plan, and every job's credit is covered before any is dispatched. If one
+    is refused (402, a key's spend limit), nothing runs: every job is on record as refused, at cost
+    0, and what was covered goes back to its lease."""
     require_bus(state)
     first = specs[0]
     holds = [0] * len(specs)
+    leases: list[str | None] = [None] * len(specs)
     try:
         model = await admit_model(http, state, first.identity, first.work.model, first.work.kind)
         pricing = _price(model, first)
@@ -161,7 +163,8 @@ async def admit_and_hold_all(http: Request, state: GatewayState, specs: list[Job
             *(_hold(state, spec, amount) for spec, amount in zip(specs, wanted, strict=True)),
             return_exceptions=True,
         )
-        holds = [amount if outcome is None else 0 for amount, outcome in zip(wanted, outcomes, strict=True)]
+        holds = [0 if isinstance(o, BaseException) else amount for amount, o in zip(wanted, outcomes, strict=True)]
+        leases = [None if isinstance(o, BaseException) else o for o in outcomes]
         refused = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
         if refused:
             raise refused[0] if isinstance(refused[0], LexoraError) else InternalError("Internal error")
@@ -172,8 +175,10 @@ async def admit_and_hold_all(http: Request, state: GatewayState, specs: list[Job
         raise
     timeout = state.settings.job_timeout_s
     return [
-        Admitted(spec, model, hold, one.engine_request(model, job_header(spec, model, pricing, hold, timeout)))
-        for spec, one, hold in zip(specs, fitted, holds, strict=True)
+        Admitted(
+            spec, model, hold, one.engine_request(model, job_header(spec, model, pricing, hold, timeout, lease)), lease
+        )
+        for spec, one, hold, lease in zip(specs, fitted, holds, leases, strict=True)
     ]
 
 
@@ -189,24 +194,30 @@ def _price(model: ModelRecord, spec: JobSpec) -> Pricing:
     return model.pricing_at(datetime.fromtimestamp(spec.received_at, UTC))  # the price when it arrived
 
 
-async def _hold(state: GatewayState, spec: JobSpec, amount_micro: int) -> None:
+async def _hold(state: GatewayState, spec: JobSpec, amount_micro: int) -> str | None:
     request_id_var.set(spec.request_id)
-    await hold_credit(state, spec.identity, spec.request_id, amount_micro)
+    return await hold_credit(state, spec.identity, spec.request_id, amount_micro)
 
 
-async def hold_credit(state: GatewayState, identity: Identity, request_id: str, amount_micro: int) -> None:
-    """Hold credit for one job (402 when the account or the key's spend limit cannot cover it).
-    Free models hold nothing."""
+async def hold_credit(state: GatewayState, identity: Identity, request_id: str, amount_micro: int) -> str | None:
+    """Cover one job's worst case from this replica's credit lease for the account (or the key,
+    when it has a spend limit), acquiring one from billing when needed: 402 when the account or the
+    key's spend limit cannot cover it. Returns the lease's id; free models take nothing (None)."""
     if not amount_micro:
-        return
-    ttl_s = state.settings.job_timeout_s + state.settings.reservation_grace_s
-    await state.billing.hold(identity, request_id, amount_micro, ttl_s)
+        return None
+    return await state.credit.cover(identity, request_id, amount_micro)
 
 
 def job_header(
-    spec: JobSpec, model: ModelRecord, pricing: Pricing, reserved_micro: int, job_timeout_s: float
+    spec: JobSpec,
+    model: ModelRecord,
+    pricing: Pricing,
+    reserved_micro: int,
+    job_timeout_s: float,
+    lease_id: str | None = None,
 ) -> dict[str, Any]:
-    """The `JobHeader` fields every router job carries: who pays, at what price, the hold, the deadline."""
+    """The `JobHeader` fields every router job carries: who pays, at what price, the credit covering
+    it, the deadline."""
     return {
         "request_id": spec.request_id,
         "account_id": spec.identity.account_id,
@@ -216,13 +227,16 @@ def job_header(
         "pricing": pricing,
         "reserved_micro": reserved_micro,
         "received_at": spec.received_at,
+        "lease_id": lease_id,
     }
 
 
 async def record_refusal(
     state: GatewayState, spec: JobSpec, error: LexoraError, model_id: str | None = None, reserved_micro: int = 0
 ) -> None:
-    """A job no router took: the gateway records it (cost 0); billing releases any hold."""
+    """A job no router took: the gateway records it (cost 0); what it covered goes back to its
+    lease (billing counts the event against the lease)."""
+    lease_id = state.credit.book.lease_of(spec.request_id)
     await publish_usage_event(
         state.js,
         UsageEvent(
@@ -234,8 +248,11 @@ async def record_refusal(
             status_code=error.status,
             error_type=error.type,
             reserved_micro=reserved_micro,
+            lease_id=lease_id,
             stream=spec.work.stream,
             received_at=spec.received_at,
             latency_ms=int((time.time() - spec.received_at) * 1000),
         ),
     )
+    if lease_id is not None:
+        state.credit.finish(spec.request_id, 0)
