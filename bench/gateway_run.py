@@ -15,8 +15,8 @@ in this order, each with its load generator in its own process:
 - rate, rate_stream (open_loop): every target again at one fixed request rate, 90% of LiteLLM's peak;
 - hops: each hop of the request path alone, at one client;
 - memory: resident memory of each process before and after a long run;
-- billing (billing_under_load): reserve-then-settle through the stack and directly over NATS, many
-  accounts and one hot account;
+- billing (billing_under_load): requests charged against credit leases through the stack, and
+  reserve-then-settle directly over NATS, many accounts and one hot account;
 - e2e (end_to_end): tokens/s of SmolLM2 through the stack vs directly against Triton;
 - profile (profiling; BENCH_PROFILE=1, on in the full run): py-spy profiles of the services;
 
@@ -233,8 +233,9 @@ class GatewayRun:
                 "litellm": "wrk/loadgen → LiteLLM proxy (uvicorn, N workers) → shim → Triton",
                 "portkey": "wrk/loadgen → Portkey AI Gateway (node build/start-server.js, 1 process; "
                 "x-portkey-provider: openai, x-portkey-custom-host: the shim) → shim → Triton",
-                "stack": "wrk/loadgen → gateway (N workers) → [auth cache] → billing reserve (Postgres) → "
-                "router → Triton gRPC stream; usage event → JetStream → billing settle + usage record (Postgres)",
+                "stack": "wrk/loadgen → gateway (N workers) → [auth cache] → [credit lease in memory; billing "
+                "grants one per account and replica (Postgres)] → router → Triton gRPC stream; usage event → "
+                "JetStream → billing charge against the lease + usage record (Postgres)",
             },
             "commands": ["BENCH_QUICK=1 make bench" if self.settings.quick else "make bench"],
             "state_dir_note": "$STATE is the run's bench/.state/<time> directory (request bodies, key files, logs)",

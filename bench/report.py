@@ -651,7 +651,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                 "path",
                 "accounts",
                 "clients",
-                "req/s (reserve)",
+                "req/s (over NATS: reserves/s)",
                 "settled/s",
                 "reserve p50 ms",
                 "reserve p99 ms",

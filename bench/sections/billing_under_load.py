@@ -1,7 +1,9 @@
 """Billing under load (section `billing`), on Postgres with fsync on: requests/s through the stack
-(wrk) and reserve-then-settle driven directly over NATS (`python -m bench billing-load`), each
-with many accounts and with one hot account; settled/s, settlement lag and the exactly-once check
-come from the reservations of each window (bench.db_checks)."""
+(wrk; the gateway covers requests from credit leases, billing charges each against its lease) and
+reserve-then-settle driven directly over NATS (`python -m bench billing-load`), each with many
+accounts and with one hot account. Settled/s, settlement lag and the exactly-once check come from
+the window's usage records and their charge entries (stack) or from its reservations (over NATS);
+see bench.db_checks."""
 
 from __future__ import annotations
 
@@ -35,15 +37,10 @@ def billing(bench: GatewayRun, targets: dict[str, Target], db: Db, many_keys: Pa
         until = dt.datetime.now(dt.UTC)
         bench.commands.append(command)
         db.wait_settled()
-        stats = db.window_stats(
-            "r.account_id = ANY($1::text[]) AND r.created_at >= $2 AND r.created_at <= $3",
-            account_ids,
-            since,
-            until,
-        )
+        stats = db.request_window_stats(account_ids, since, until)
         requests, ok, errors = report.wrk_counts(raw)
         case = {
-            "path": "through the stack (HTTP → gateway → billing → router → Triton)",
+            "path": "through the stack (HTTP → gateway, credit lease → router → Triton; usage event → charge)",
             "accounts_label": label,
             "concurrency": c,
             "rps": round(ok / (raw["duration_us"] / 1e6), 1),
@@ -55,11 +52,11 @@ def billing(bench: GatewayRun, targets: dict[str, Target], db: Db, many_keys: Pa
             "command": command,
         }
         # wrk does not count requests still in flight when its time is up; the server did them.
-        case["client_ok_le_reservations"] = ok <= stats["reservations"] <= ok + c + sum(errors.values())
+        case["client_ok_le_requests"] = ok <= stats["requests"] <= ok + c + sum(errors.values())
         cases.append(case)
         log(
             f"billing via stack, {label}: {case['rps']} req/s, settled/s {stats['settle_rps']}, "
-            f"exactly once: {stats['charged_exactly_once']}"
+            f"{stats['leases']} leases, exactly once: {stats['charged_exactly_once']}"
         )
     for label, account_ids in ((f"{len(many_ids)} accounts", many_ids), ("1 hot account", [hot_account])):
         accounts_file = bench.keys_file(f"accounts-{len(account_ids)}.ids", account_ids)
@@ -75,7 +72,7 @@ def billing(bench: GatewayRun, targets: dict[str, Target], db: Db, many_keys: Pa
         command = tools.shown(argv)
         bench.commands.append(command)
         db.wait_settled()
-        stats = db.window_stats("r.request_id LIKE $1", raw["request_id_prefix"] + "%")
+        stats = db.reservation_window_stats(raw["request_id_prefix"])
         case = {
             "path": "billing alone over NATS (reserve, then usage event → settle)",
             "accounts_label": label,
@@ -98,5 +95,7 @@ def billing(bench: GatewayRun, targets: dict[str, Target], db: Db, many_keys: Pa
     return {
         "cases": cases,
         "postgres": {"fsync": bench.settings.pg_fsync, "version": bench.testbed.postgres_version},
-        "note": "settled/s = settled reservations ÷ (last settlement − first reservation) in the window",
+        "note": "settled/s: through the stack, charged requests ÷ (last charge − first request received); "
+        "over NATS, settled reservations ÷ (last settlement − first reservation). Settle lag: from the "
+        "end of the request (stack) or from the reservation (over NATS) to the charge",
     }
