@@ -1,6 +1,7 @@
 """Where a gateway run's results go: one JSON file per kind of run, headline keys first
-(bench/results/full.json or quick.json, so a quick run never overwrites the last full one; a run of
-only some sections writes partial.json and partial.md, which are not committed), and the results
+(bench/results/full.json or quick.json, so a quick run never overwrites the last full one, and the
+same in latest.json, whichever kind the last complete run was; a run of only some sections writes
+partial.json and partial.md, which are not committed), and the results
 section of docs/benchmarks.md, between the bench:results markers. `python -m bench render` writes
 them again from a saved run with the current report code, measuring nothing.
 """
@@ -37,6 +38,8 @@ def write_outputs(results: dict[str, Any], results_dir: Path = RESULTS, doc: Pat
     markdown = report.render_markdown(results)
     path = results_file(results, results_dir)
     path.write_text(data)
+    if path.name != "partial.json":
+        (path.parent / "latest.json").write_text(data)
     if path.name == "partial.json":
         path.with_suffix(".md").write_text(markdown)
     elif doc.exists() and DOC_BEGIN in doc.read_text():

@@ -35,7 +35,9 @@ def test_a_complete_run_writes_its_own_file_and_the_docs_section(tmp_path: Path,
     results_dir = tmp_path / "results"
     written = outputs.write_outputs(_saved(kind), results_dir, doc)
     assert written == results_dir / f"{kind}.json"
-    assert sorted(p.name for p in results_dir.iterdir()) == [f"{kind}.json"]  # no second copy
+    # its kind's file, and the same run as the latest one
+    assert sorted(p.name for p in results_dir.iterdir()) == sorted([f"{kind}.json", "latest.json"])
+    assert (results_dir / "latest.json").read_text() == written.read_text()
     data = json.loads(written.read_text())
     assert list(data)[0] == "rps_ratio_vs_litellm"  # the headline keys first
     assert data["headline"]["rps_ratio_vs_litellm"] == data["rps_ratio_vs_litellm"]
