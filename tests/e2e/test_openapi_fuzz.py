@@ -127,6 +127,8 @@ SEMANTIC_PARAMS = re.compile(
 # Anthropic's envelope names no param: there, the same refusals are known by their messages.
 SEMANTIC_MESSAGES = re.compile(
     r"^max_tokens is |^prompt is too long|tool_choice|[Ii]mage|budget_tokens|thinking|"
+    # two tools of one name (a schema cannot say names are unique; Anthropic refuses them too)
+    r"^Tool names must be unique|"
     r"^Send either 'package'"  # /v1/billing/checkout: a package or an amount, exactly one
 )
 # The server reads a body as JSON whatever its Content-Type says (curl -d sends form encoding):
