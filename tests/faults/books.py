@@ -66,7 +66,9 @@ def check_books(
     deadline = time.monotonic() + hold_ttl_s + 2 * sweep_interval_s + 5
     while True:
         rows = _usage_rows(lexora, ids)
-        held = _held_reservations(lexora, ids)
+        # Held: a reservation, or a credit lease billing has not closed yet (it closes once every
+        # request it covered is settled, so an open one means charges still to come).
+        held = _held_reservations(lexora, ids) + _open_leases(lexora, ids)
         recorded = {r["request_id"] for r in rows}
         if (expected <= recorded and not held) or time.monotonic() > deadline:
             break
@@ -149,6 +151,13 @@ def _usage_rows(lexora: RunningStack, account_ids: list[str]) -> list[dict[str, 
 def _held_reservations(lexora: RunningStack, account_ids: list[str]) -> list[dict[str, Any]]:
     return lexora.query(
         "SELECT request_id, amount_micro FROM reservations WHERE account_id = ANY(:ids) AND status = 'held'",
+        ids=account_ids,
+    )
+
+
+def _open_leases(lexora: RunningStack, account_ids: list[str]) -> list[dict[str, Any]]:
+    return lexora.query(
+        "SELECT id, held_micro FROM credit_leases WHERE account_id = ANY(:ids) AND status IN ('active', 'returned')",
         ids=account_ids,
     )
 

@@ -82,6 +82,7 @@ class Load:
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _running_since: dict[int, float] = field(default_factory=dict)  # client -> its request's start
 
     def start(self) -> Load:
         for n in range(self.shape.clients):
@@ -101,6 +102,11 @@ class Load:
         with self._lock:
             return list(self.outcomes)
 
+    def oldest_in_flight(self) -> float | None:
+        """When the oldest request still unanswered began (None: none is)."""
+        with self._lock:
+            return min(self._running_since.values(), default=None)
+
     def _client(self, n: int) -> None:
         rng = random.Random(self.seed * 1000 + n)
         sdk = {
@@ -114,6 +120,8 @@ class Load:
             account = self.accounts[turn % len(self.accounts)]
             turn += 1
             draw = rng.random()
+            with self._lock:
+                self._running_since[n] = time.time()
             if draw < self.shape.hangup_share:
                 outcome = hang_up(self.base_url, account, rng.randint(1, 30), self.shape.hangup_max_tokens)
             elif draw < self.shape.hangup_share + self.shape.stream_share:
@@ -122,6 +130,7 @@ class Load:
                 outcome = call(sdk[account.account_id], account, self.shape.call_max_tokens)
             with self._lock:
                 self.outcomes.append(outcome)
+                del self._running_since[n]
             if outcome.failed:
                 self._stop.wait(FAILURE_PAUSE_S)
 
