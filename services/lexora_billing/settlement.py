@@ -66,6 +66,11 @@ class Entry:
     idempotency_key: str
     reason: str | None
 
+    @classmethod
+    def release(cls, account_id: str, held_micro: int, idempotency_key: str) -> Entry:
+        """Credit no longer held: the balance is unchanged, `held` falls by `held_micro`."""
+        return cls(account_id, "release", 0, -held_micro, 0, idempotency_key, None)
+
 
 @dataclass
 class BalanceChange:
@@ -156,17 +161,7 @@ def plan_settlement(
             if event.account_id in carry:
                 carry[event.account_id] = new_carry
         if still_held:
-            plan.entries.append(
-                Entry(
-                    account_id=event.account_id,
-                    kind="release",
-                    amount_micro=0,
-                    held_delta_micro=-still_held,
-                    cost_pico=0,
-                    idempotency_key=f"release:{request_id}",
-                    reason=None,
-                )
-            )
+            plan.entries.append(Entry.release(event.account_id, still_held, f"release:{request_id}"))
         if (event.cost_pico > 0 or still_held) and event.account_id in carry:
             change = plan.balances.setdefault(event.account_id, BalanceChange())
             change.deduct_micro += charged
@@ -215,17 +210,7 @@ def _plan_leased(plan: SettlementPlan, event: UsageEvent, lease: LeaseRow | None
         )
     )
     if closing:
-        plan.entries.append(
-            Entry(
-                account_id=event.account_id,
-                kind="release",
-                amount_micro=0,
-                held_delta_micro=-closing,
-                cost_pico=0,
-                idempotency_key=f"lease-close:{event.lease_id}",
-                reason=None,
-            )
-        )
+        plan.entries.append(Entry.release(event.account_id, closing, f"lease-close:{event.lease_id}"))
     if (event.cost_pico > 0 or closing) and event.account_id in carry:  # the carry moves with any cost
         balance = plan.balances.setdefault(event.account_id, BalanceChange())
         balance.deduct_micro += charged
