@@ -75,7 +75,7 @@ async def serve(settings: BillingSettings, ctx: ServiceContext) -> None:
         metrics.requests.labels("billing", "reserve", "ok").inc()
         return ReserveReply(reserved_micro=request.amount_micro, available_micro=available)
 
-    policy = LeasePolicy(settings.lease_cap_micro, settings.lease_spend_multiple)
+    policy = LeasePolicy(settings.lease_cap_micro, settings.lease_spend_multiple, settings.lease_need_multiple)
 
     async def acquire_lease(request: LeaseAcquireRequest) -> LeaseGrant:
         with metrics.latency.labels("billing", "lease_acquire").time():

@@ -26,8 +26,8 @@ from datetime import datetime, timedelta
 import asyncpg
 
 # $1 lease id, $2 account, $3 need, $4 cap, $5 now, $6 expires, $7 holder, $8 spend multiple,
-# and for a key with a limit: $9 key, $10 its limit. `account` locks the balance row first (the
-# newest version), so concurrent acquisitions on one account take turns.
+# $9 need multiple, and for a key with a limit: $10 key, $11 its limit. `account` locks the balance
+# row first (the newest version), so concurrent acquisitions on one account take turns.
 _RECENT = """
 WITH recent AS (
     SELECT COALESCE(-SUM(amount_micro), 0) AS spent FROM ledger_entries
@@ -57,7 +57,8 @@ held AS (
 ACQUIRE = (
     _RECENT.lstrip()
     + """size AS (
-    SELECT LEAST(GREATEST($3::bigint, LEAST($4::bigint, $8::bigint * recent.spent)), account.available) AS amount
+    SELECT LEAST(GREATEST($3::bigint, LEAST($4::bigint, GREATEST($8::bigint * recent.spent, $9::bigint * $3::bigint))),
+                 account.available) AS amount
     FROM account, recent WHERE account.available >= $3::bigint
 ), """
     + _SIZE_AND_HOLD.strip().replace("{key}", "NULL")
@@ -70,23 +71,23 @@ SELECT (SELECT amount FROM held) AS amount, (SELECT available FROM account) AS a
 ACQUIRE_WITH_KEY_LIMIT = (
     _RECENT.lstrip()
     + """key_row AS (
-    SELECT spent_micro + held_micro AS used FROM key_spend WHERE key_id = $9::text FOR UPDATE
+    SELECT spent_micro + held_micro AS used FROM key_spend WHERE key_id = $10::text FOR UPDATE
 ), headroom AS (
-    SELECT $10::bigint - COALESCE((SELECT used FROM key_row), 0) AS left
+    SELECT $11::bigint - COALESCE((SELECT used FROM key_row), 0) AS left
 ), wanted AS (
-    SELECT LEAST(GREATEST($3::bigint, LEAST($4::bigint, $8::bigint * recent.spent)), account.available, headroom.left)
-           AS amount
+    SELECT LEAST(GREATEST($3::bigint, LEAST($4::bigint, GREATEST($8::bigint * recent.spent, $9::bigint * $3::bigint))),
+                 account.available, headroom.left) AS amount
     FROM account, recent, headroom WHERE account.available >= $3::bigint AND headroom.left >= $3::bigint
 ), key_hold AS (
     INSERT INTO key_spend AS k (key_id, spent_micro, held_micro)
-    SELECT $9::text, 0, amount FROM wanted
+    SELECT $10::text, 0, amount FROM wanted
     ON CONFLICT (key_id) DO UPDATE SET held_micro = k.held_micro + EXCLUDED.held_micro
-    WHERE k.spent_micro + k.held_micro + EXCLUDED.held_micro <= $10::bigint
+    WHERE k.spent_micro + k.held_micro + EXCLUDED.held_micro <= $11::bigint
     RETURNING k.key_id
 ), size AS (
     SELECT amount FROM wanted WHERE EXISTS (SELECT 1 FROM key_hold)
 ), """
-    + _SIZE_AND_HOLD.strip().replace("{key}", "$9::text")
+    + _SIZE_AND_HOLD.strip().replace("{key}", "$10::text")
     + """
 SELECT (SELECT amount FROM held) AS amount, (SELECT available FROM account) AS available,
        (SELECT used FROM key_row) AS key_used
@@ -130,11 +131,14 @@ class LeaseRefused(Exception):
 
 @dataclass(frozen=True)
 class LeasePolicy:
-    """How large a lease is: at least the request's need, else `spend_multiple` × the account's
-    charges in the last minute, at most `cap_micro` and what the account (and key) can cover."""
+    """How large a lease is: at least the request's need, else the larger of `spend_multiple` × the
+    account's charges in the last minute and `need_multiple` × the need (an account with no spend
+    history yet gets room for several requests, not one lease per request), at most `cap_micro`
+    and what the account (and key) can cover."""
 
     cap_micro: int
     spend_multiple: int = 2
+    need_multiple: int = 10
 
 
 async def acquire(
@@ -152,7 +156,10 @@ async def acquire(
     """Grant a lease (one statement); returns its amount, or raises LeaseRefused. A lease id that
     exists already fails with a unique violation and changes nothing."""
     expires = now + timedelta(seconds=ttl_s)
-    common = (lease_id, account_id, need_micro, policy.cap_micro, now, expires, holder, policy.spend_multiple)
+    common = (
+        *(lease_id, account_id, need_micro, policy.cap_micro, now, expires, holder),
+        *(policy.spend_multiple, policy.need_multiple),
+    )
     if key_id is None or key_limit_micro is None:
         row = await conn.fetchrow(ACQUIRE, *common)
     else:

@@ -17,11 +17,13 @@ class BillingSettings(DatabaseSettings):
     # Connections of the Postgres pool that reserve and settle use (besides SQLAlchemy's).
     database_pool_size: int = Field(default=10, ge=1)
     # Credit leases (docs/billing.md "Credit leases"): a lease is at least what the request needs,
-    # else lease_spend_multiple × the account's charges in the last minute, at most lease_cap_micro
-    # (and what the account can cover). A refused acquisition while other replicas' leases hold
-    # credit on the account recalls it and retries for up to lease_recall_wait_s.
+    # else the larger of lease_spend_multiple × the account's charges in the last minute and
+    # lease_need_multiple × the need, at most lease_cap_micro (and what the account can cover).
+    # A refused acquisition while other replicas' leases hold credit on the account recalls it and
+    # retries for up to lease_recall_wait_s.
     lease_cap_micro: int = Field(default=1_000_000, ge=0)
     lease_spend_multiple: int = Field(default=2, ge=0)
+    lease_need_multiple: int = Field(default=10, ge=1)
     lease_recall_wait_s: float = Field(default=1.0, ge=0)
     # Stripe top-ups. Without a secret key there is no checkout (credit comes from admin grants);
     # without a webhook secret, webhooks are refused. Both come from the Stripe dashboard.

@@ -19,7 +19,7 @@ from lexora_contracts.messages import LeaseAcquireRequest, LeaseReturnRequest, U
 from lexora_contracts.money import PICO_PER_MICRO
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-POLICY = LeasePolicy(cap_micro=1_000, spend_multiple=2)
+POLICY = LeasePolicy(cap_micro=1_000, spend_multiple=2, need_multiple=1)
 
 
 async def _account(ledger: Ledger, credit_micro: int) -> str:
@@ -91,6 +91,17 @@ async def test_a_lease_is_held_in_one_statement_and_sized_from_recent_spend(ledg
     generous = LeasePolicy(cap_micro=10**9, spend_multiple=100)
     assert await ledger.acquire_lease(_acquire(account, need=10), NOW, generous) == left
     assert await _balance(ledger, account) == (balance, balance)
+
+
+async def test_an_account_without_spend_history_leases_room_for_several_requests(ledger: Ledger) -> None:
+    policy = LeasePolicy(cap_micro=1_000, spend_multiple=2, need_multiple=10)
+    account = await _account(ledger, 10_000)
+    assert await ledger.acquire_lease(_acquire(account, need=50), NOW, policy) == 500, "10x the need"
+    assert await ledger.acquire_lease(_acquire(account, need=200), NOW, policy) == 1_000, "at most the cap"
+    assert await ledger.acquire_lease(_acquire(account, need=2_000), NOW, policy) == 2_000, "at least the need"
+    small = await _account(ledger, 300)
+    assert await ledger.acquire_lease(_acquire(small, need=50), NOW, policy) == 300, "at most what is available"
+    assert await _balance(ledger, small) == (300, 300)
 
 
 async def test_a_lease_the_balance_cannot_cover_is_refused_like_a_reservation(ledger: Ledger) -> None:
@@ -202,7 +213,8 @@ async def test_a_keys_spend_limit_bounds_its_leases_and_settles_with_them(ledger
     account = await _account(ledger, 10_000)
     limited = {"key_id": "key_lim", "key_spend_limit_micro": 500}
     lease = _acquire(account, need=100, **limited)
-    assert await ledger.acquire_lease(lease, NOW, LeasePolicy(cap_micro=10**6, spend_multiple=0)) == 100
+    exact = LeasePolicy(cap_micro=10**6, spend_multiple=0, need_multiple=1)
+    assert await ledger.acquire_lease(lease, NOW, exact) == 100
     assert await ledger.key_spend("key_lim") == (0, 100)
     with pytest.raises(InsufficientCredits, match="spend limit"):
         await ledger.acquire_lease(_acquire(account, need=401, **limited), NOW, POLICY)
