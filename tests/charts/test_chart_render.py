@@ -246,6 +246,22 @@ def test_model_aliases_reach_the_gateway_in_their_order(helm: Helm, monkeypatch:
     assert "LEXORA_MODEL_ALIASES" not in json.dumps(plain)
 
 
+def test_routing_policy_and_hold_limit_reach_the_router(helm: Helm, monkeypatch: pytest.MonkeyPatch) -> None:
+    """router.policy and router.holdLimit arrive under the names the router's settings read."""
+    from lexora_router.settings import RouterSettings
+
+    chosen = {"router.policy": "round_robin", "router.holdLimit": "7"}
+    router = named(helm.template(set_values=chosen), "Deployment", f"{RELEASE}-router")
+    [env] = [c["env"] for c in router["spec"]["template"]["spec"]["containers"] if c["name"] == "router"]
+    for entry in env:
+        if entry["name"].startswith("LEXORA_ROUTER_"):
+            monkeypatch.setenv(entry["name"], entry["value"])
+    settings = RouterSettings()
+    assert (settings.policy.value, settings.hold_limit) == ("round_robin", 7)
+    with pytest.raises(Exception, match="round_robin"):
+        helm.template(set_values={"router.policy": "random"})
+
+
 def test_tracing_reaches_every_service_only_when_an_endpoint_is_set(helm: Helm, tmp_path: Path) -> None:
     """The OTLP endpoint goes to every service under the name lexora_runtime.tracing reads; without
     one, no OTEL_ variable is rendered and the services do not trace."""

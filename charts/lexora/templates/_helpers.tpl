@@ -326,6 +326,10 @@ Environment every Lexora service gets, its NATS user included. Takes (dict "root
 {{- end }}
 
 {{- define "lexora.router.env" -}}
+- name: LEXORA_ROUTER_POLICY
+  value: {{ .Values.router.policy | quote }}
+- name: LEXORA_ROUTER_HOLD_LIMIT
+  value: {{ .Values.router.holdLimit | quote }}
 {{- end }}
 
 {{/*
