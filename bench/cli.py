@@ -7,6 +7,7 @@
     python -m bench billing --baseline-ref <git ref>   # billing alone, before and after a change
     python -m bench tracing                 # the stack with tracing off and on, side by side
     python -m bench routing                 # round robin vs our routing policy over simulated replicas
+    python -m bench cpu                     # CPU per request of each process of the stack, over rounds
 
 The gateway run's options are also read from the environment (BENCH_QUICK=1, BENCH_LEVELS=1,4,16,
 ...; docs/benchmarks.md lists them); an option given here wins. The other subcommands are the
@@ -45,6 +46,11 @@ PROGRAMS: dict[str, tuple[str, str, str]] = {
         "bench.routing_bench",
         "main",
         "time to first token over simulated LLM replicas, round robin vs our policy (make bench-routing)",
+    ),
+    "cpu": (
+        "bench.cpu_bench",
+        "main",
+        "CPU per request of each process of the stack alone, over rounds; --compare saved runs (not in make bench)",
     ),
     "otlp-sink": ("bench.tools.otlp_sink", "main", "an OTLP/HTTP trace sink that counts the spans it receives"),
 }

@@ -54,7 +54,8 @@ class Testbed:
     config: stack.ServiceConfig | None = None
 
     # -- start-up --
-    def start(self, workers: int) -> None:
+    def start(self, workers: int, peers: bool = True) -> None:
+        """Everything; with `peers` False, without the shim, LiteLLM and Portkey (the CPU run)."""
         self.workers = workers
         logs = self.state / "logs"
         # Triton loads its models while the database and NATS come up.
@@ -89,6 +90,8 @@ class Testbed:
         for service in stack.SERVICES:
             self.procs[service] = stack.start_service(service, self.config)
         stack.wait_for_gateway(self.gateway_port, self.procs["gateway"])
+        if not peers:
+            return
 
         self.shim_port = free_port()
         shim_argv = tools.argv("shim", "--port", str(self.shim_port))
