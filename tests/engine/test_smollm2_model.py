@@ -342,14 +342,19 @@ async def test_a_request_cancelled_while_queued_is_never_evaluated(triton):
     url, log_path = triton
     long = [{"role": "user", "content": "Count from 1 to 2000, one number per line."}]
     skipped_before = log_path.read_text(errors="replace").count("cancelled before it started")
-    busy = asyncio.create_task(generate(url, long, max_tokens=120, stream=True))
+    # Long enough to keep the engine busy on any machine until it is cancelled below (120 tokens
+    # were over before the next request was queued on a quiet machine).
+    busy = asyncio.create_task(generate(url, long, max_tokens=4000, stream=True))
     await asyncio.sleep(1.0)  # the engine is busy with it; the next request waits in the queue
     queued = asyncio.create_task(complete(url, GREETING, max_tokens=8))
     await asyncio.sleep(0.5)
+    assert not busy.done(), "the engine must still be busy while the next request waits"
     queued.cancel()  # the client gives up on it before it started: its call is cancelled
     with contextlib.suppress(asyncio.CancelledError):
         await queued
-    await busy
+    busy.cancel()  # then the engine is free, and the next request it takes is the cancelled one
+    with contextlib.suppress(asyncio.CancelledError):
+        await busy
     assert (await complete(url, GREETING, max_tokens=2))["n_out"] == 2
     deadline = time.monotonic() + 10
     while log_path.read_text(errors="replace").count("cancelled before it started") == skipped_before:
