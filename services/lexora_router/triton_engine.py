@@ -1,6 +1,6 @@
-"""Talks to Triton over gRPC streaming (and a streaming client's requests over HTTP
-`generate_stream` where the endpoint publishes an HTTP address), with the TensorRT-LLM ensemble's
-tensor names.
+"""Talks to Triton over HTTP where the endpoint publishes an HTTP address (`generate_stream` for a
+streaming client, `generate` for a short single answer) and over gRPC streaming otherwise, with
+the TensorRT-LLM ensemble's tensor names.
 
 The same protocol serves the local Python-backend model and TensorRT-LLM on GPUs: the tensors of
 lexora_contracts.engine_tensors (`text_input`, `max_tokens`, `stream`, `temperature`, `top_p`,
@@ -31,6 +31,10 @@ from lexora_router.triton_http import HttpEngineError, HttpStreams, first_value
 from lexora_router.triton_streams import CHANNEL_OPTIONS, EndpointStreams, StreamClosed
 from lexora_router.triton_wire import Tensors
 
+# A single answer of at most this many tokens takes the cheapest path to the engine (HTTP generate,
+# or the endpoint's shared gRPC call), which cannot stop it alone when its client leaves; a longer
+# one gets a gRPC call of its own, which can (`TritonEngine.generate`).
+SHORT_ANSWER_TOKENS = 64
 REQUIRED_OUTPUTS = tuple(t.name for t in CHAT_OUTPUTS)
 OUTPUTS = (*REQUIRED_OUTPUTS, *(t.name for t in OPTIONAL_CHAT_OUTPUTS))
 
@@ -177,7 +181,8 @@ class TritonEngine:
     the streams of lexora_router.triton_streams for generation), and kept-alive HTTP connections
     (lexora_router.triton_http) for streaming clients."""
 
-    def __init__(self) -> None:
+    def __init__(self, short_answer_tokens: int = SHORT_ANSWER_TOKENS) -> None:
+        self._short_answer_tokens = short_answer_tokens
         self._clients: dict[str, InferenceServerClient] = {}
         self._interfaces: dict[tuple[str, str], ModelInterface] = {}
         self._endpoint_streams: dict[str, EndpointStreams] = {}
@@ -196,16 +201,19 @@ class TritonEngine:
         engine refuses the request, EngineFailed when the engine breaks (lexora_router.engine_errors).
         `address` is the endpoint's gRPC address, `http_address` its HTTP one if it publishes one."""
         # aclosing: when our caller stops early, the Triton request is cancelled now, not at GC.
-        # A streaming client can leave in the middle of a long answer: its request goes over an HTTP
-        # connection (or, without an HTTP address, a gRPC call) of its own, so Triton stops generating
-        # for it then. Others share the endpoint's gRPC call, one response each: over HTTP they would
-        # cost the same, and Triton (2.51) does not cancel a request whose single response is still
-        # to come when its HTTP client goes away (measured: the engine generated to the end).
+        # Where stopping early saves the engine work, the request has a connection or call of its
+        # own, which Triton cancels alone: a streaming client's (HTTP generate_stream, else a gRPC
+        # call), and a long single answer's (a gRPC call: Triton 2.51 does not cancel a request whose
+        # single response is still to come when its HTTP client goes away). A short single answer
+        # takes the cheapest path: HTTP generate, else the endpoint's shared gRPC call; one that is
+        # given up runs to its end, at most SHORT_ANSWER_TOKENS tokens (docs/architecture.md).
         tensors = build_inputs(request)
-        if request.stream and http_address:
-            stream = self._http_stream(http_address, model, tensors)
+        short = request.max_tokens <= self._short_answer_tokens
+        if http_address and (request.stream or short):
+            stream = self._http_generate(http_address, model, tensors, streamed=request.stream)
         else:
-            stream = self._stream(address, model, tensors, request.request_id, own_call=request.stream)
+            own_call = request.stream or not short
+            stream = self._stream(address, model, tensors, request.request_id, own_call=own_call)
         async with aclosing(stream) as outputs:
             async for output in outputs:
                 yield output
@@ -296,19 +304,32 @@ class TritonEngine:
                 raise EngineUnreachable(f"{address}: {exc}") from exc
             raise EngineFailed(str(exc), produced=True) from exc
 
-    async def _http_stream(self, address: str, model: str, tensors: Tensors) -> AsyncIterator[EngineOutput]:
-        """The outputs of one request over HTTP `generate_stream`, on a connection of its own."""
+    def _http(self, address: str) -> HttpStreams:
         streams = self._http_streams.get(address)
         if streams is None:
             streams = self._http_streams[address] = HttpStreams(address)
+        return streams
+
+    async def _http_generate(
+        self, address: str, model: str, tensors: Tensors, *, streamed: bool
+    ) -> AsyncIterator[EngineOutput]:
+        """The outputs of one request over HTTP, on a connection of its own while it runs: each
+        response of `generate_stream` when `streamed`, else the one response of `generate`."""
         produced = finished = False
         try:
-            async with aclosing(streams.generate_stream(model, tensors)) as events:
-                async for values in events:
-                    produced = True
-                    output = _engine_output({name: first_value(values, name) for name in OUTPUTS})
-                    finished = output.finish_reason is not None
-                    yield output
+            if streamed:
+                async with aclosing(self._http(address).generate_stream(model, tensors)) as events:
+                    async for values in events:
+                        produced = True
+                        output = _engine_output({name: first_value(values, name) for name in OUTPUTS})
+                        finished = output.finish_reason is not None
+                        yield output
+            else:
+                values = await self._http(address).generate(model, tensors)
+                produced = True
+                output = _engine_output({name: first_value(values, name) for name in OUTPUTS})
+                finished = output.finish_reason is not None
+                yield output
         except HttpEngineError as exc:
             if exc.unreachable and not produced:
                 raise EngineUnreachable(f"{address}: {exc}") from exc

@@ -1,9 +1,12 @@
-"""Requests to one Triton endpoint over HTTP `generate_stream` (Triton's generate extension, SSE).
+"""Requests to one Triton endpoint over HTTP: `generate_stream` (Triton's generate extension, SSE)
+for a streaming client, `generate` (one JSON answer) for a short single answer.
 
-The router sends a streaming client's request here when the endpoint publishes an HTTP address.
-Measured against a gRPC call of its own (one client, 16 tokens, the instant-echo model): the
-router spends 1.3-1.4 ms of CPU instead of 4.0-4.5, Triton 4.2-4.8 ms instead of 5.5-6.7, and the
-whole stream takes 3.9-4.6 ms instead of 6.6-8.0.
+The router sends those here when the endpoint publishes an HTTP address
+(lexora_router.triton_engine). Measured against a gRPC call of its own (one client, 16 tokens, the
+instant-echo model): the router spends 1.3-1.4 ms of CPU instead of 4.0-4.5, Triton 4.2-4.8 ms
+instead of 5.5-6.7, and the whole stream takes 3.9-4.6 ms instead of 6.6-8.0. A single answer
+costs the router less here too than on the endpoint's shared gRPC call (`python -m bench cpu`;
+docs/benchmarks.md), and one request given up never disturbs the others.
 
 Each request is one HTTP request on a kept-alive connection. When the caller stops reading (the
 client left, the deadline passed), the connection is closed instead of returned to the pool, and
@@ -109,6 +112,27 @@ class HttpStreams:
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
             )
         return self._session
+
+    async def generate(self, model: str, tensors: Tensors) -> dict[str, Any]:
+        """The one response's outputs. Raises HttpEngineError."""
+        url = f"{self._base}{model}/generate"
+        headers = tracing.headers_with_context({"Content-Type": "application/json"})
+        try:
+            async with self._open().post(url, data=generate_body(tensors), headers=headers) as response:
+                body = await response.read()
+        except aiohttp.ClientError as exc:
+            raise HttpEngineError(f"{type(exc).__name__}: {exc}", unreachable=True) from exc
+        if response.status != 200:
+            raise refusal_error(response.status, body)
+        try:
+            values = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            values = None
+        if not isinstance(values, dict):
+            raise HttpEngineError(f"unexpected answer from the engine: {body[:200]!r}", unreachable=False, status=502)
+        if "error" in values:
+            raise HttpEngineError(str(values["error"]), unreachable=False)
+        return values
 
     async def generate_stream(self, model: str, tensors: Tensors) -> AsyncIterator[dict[str, Any]]:
         """Each response's outputs, to the last. Raises HttpEngineError."""

@@ -1,6 +1,7 @@
-"""The router's streams to a real tritonserver: many requests multiplexed on one shared gRPC call,
-each answered with its own outputs; requests of streaming clients over HTTP `generate_stream`
-(or, for an endpoint without an HTTP address, on gRPC calls of their own)."""
+"""The router's streams to a real tritonserver: short single answers multiplexed on one shared gRPC
+call, each answered with its own outputs, or over HTTP `generate`; requests of streaming clients
+over HTTP `generate_stream`; streaming and long single answers on gRPC calls of their own where
+they must be cancellable alone."""
 
 from __future__ import annotations
 
@@ -16,7 +17,13 @@ from lexora_contracts.messages import ChatTurn, GenerationRequest
 from lexora_contracts.registry import Endpoint, Pricing
 from lexora_dev.processes import free_port
 from lexora_dev.stack import start_triton
-from lexora_router.triton_engine import EngineRejected, EngineUnreachable, TritonEngine, _chat_inputs
+from lexora_router.triton_engine import (
+    SHORT_ANSWER_TOKENS,
+    EngineRejected,
+    EngineUnreachable,
+    TritonEngine,
+    _chat_inputs,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "instant-echo"  # answers at once with max_tokens "tokens": the streams are all that is tested
@@ -139,22 +146,52 @@ async def test_a_streaming_request_stopped_early_cancels_its_call(triton: str, e
 
 
 async def test_a_request_given_up_on_the_shared_call_stops_the_engine_and_the_others_are_sent_again(
+    triton_server: tuple[Endpoint, Path],
+) -> None:
+    """Answers this long share the call only when the engine is told to (the default gives them
+    calls of their own: the next test); the shared call's give-up is what is tested here."""
+    address, log_path = triton_server[0].grpc_address, triton_server[1]
+    engine = TritonEngine(short_answer_tokens=10_000)
+    try:
+        before = len(cancelled_counts(log_path))
+        story = "Write a very long and detailed story about a dragon and a knight."
+        long = asyncio.create_task(collect(engine, address, SLOW_MODEL, request(4000, request_id="long", prompt=story)))
+        await asyncio.sleep(0.5)  # generating; the short request below waits behind it in the engine
+        short = asyncio.create_task(collect(engine, address, SLOW_MODEL, request(3, request_id="short")))
+        await asyncio.sleep(0.2)
+        assert not long.done()
+        long.cancel()  # the client left: the shared call is cancelled, so the engine stops
+        answer = await asyncio.wait_for(short, 120)  # sent again on a new shared call, and answered
+        assert answer[-1].completion_tokens > 0 and answer[-1].finish_reason in ("length", "stop")
+        with pytest.raises(asyncio.CancelledError):
+            await long
+        stopped = await cancellations_after(log_path, before)
+        assert all(n < 4000 for n in stopped), "the engine stopped the given-up request part-way"
+    finally:
+        await engine.close()
+
+
+async def test_a_long_single_answer_given_up_stops_alone_on_a_call_of_its_own(
     triton_server: tuple[Endpoint, Path], engine: TritonEngine
 ) -> None:
-    address, log_path = triton_server[0].grpc_address, triton_server[1]
+    endpoint, log_path = triton_server
+    before = len(cancelled_counts(log_path))
     story = "Write a very long and detailed story about a dragon and a knight."
-    long = asyncio.create_task(collect(engine, address, SLOW_MODEL, request(4000, request_id="long", prompt=story)))
-    await asyncio.sleep(0.5)  # generating; the short request below waits behind it in the engine
-    short = asyncio.create_task(collect(engine, address, SLOW_MODEL, request(3, request_id="short")))
+    job = request(4000, request_id="long", prompt=story)
+    long = asyncio.create_task(collect(engine, endpoint.grpc_address, SLOW_MODEL, job, endpoint.http_address))
+    await asyncio.sleep(0.5)
+    short = asyncio.create_task(collect(engine, endpoint.grpc_address, SLOW_MODEL, request(3, request_id="short")))
     await asyncio.sleep(0.2)
     assert not long.done()
-    long.cancel()  # the client left: the shared call is cancelled, so the engine stops
-    answer = await asyncio.wait_for(short, 120)  # sent again on a new shared call, and answered
-    assert answer[-1].completion_tokens > 0 and answer[-1].finish_reason in ("length", "stop")
+    shared = engine._endpoint_streams[endpoint.grpc_address]._shared
+    assert shared is not None and list(shared.waiting) and not engine._http_streams, "long: gRPC; short: shared"
+    long.cancel()  # the client left: only its own call is cancelled
+    answer = await asyncio.wait_for(short, 120)
+    assert answer[-1].completion_tokens > 0
+    assert engine._endpoint_streams[endpoint.grpc_address]._shared is shared, "the shared call was left alone"
     with pytest.raises(asyncio.CancelledError):
         await long
-    stopped = cancelled_counts(log_path)
-    assert stopped and all(n < 4000 for n in stopped), "the engine stopped the given-up request part-way"
+    assert all(n < 4000 for n in await cancellations_after(log_path, before))
 
 
 async def collect(
@@ -229,12 +266,24 @@ async def test_over_http_an_engine_error_is_the_requests_and_a_missing_model_is_
         await over_http(engine, gone, MODEL, request(2, stream=True))
 
 
-async def test_a_request_that_does_not_stream_stays_on_the_shared_grpc_call(
+async def test_a_short_single_answer_goes_over_http_generate(endpoint: Endpoint, engine: TritonEngine) -> None:
+    """One JSON answer on a kept-alive connection: no gRPC call at all. Triton does not cancel such
+    a request when its client leaves, so only answers of at most SHORT_ANSWER_TOKENS go this way."""
+    answer = await over_http(engine, endpoint, MODEL, request(3))
+    assert len(answer) == 1 and answer[0].completion_tokens == 3 and answer[0].finish_reason == "length"
+    assert (await over_http(engine, endpoint, MODEL, request(SHORT_ANSWER_TOKENS)))[0].completion_tokens > 0
+    assert engine._http_streams and endpoint.grpc_address not in engine._endpoint_streams
+    with pytest.raises(EngineRejected, match="max_tokens"):
+        await over_http(engine, endpoint, MODEL, request(-1))
+    with pytest.raises(EngineUnreachable, match="unknown model"):
+        await over_http(engine, endpoint, "no-such-model", request(2))
+
+
+async def test_a_long_single_answer_over_an_http_endpoint_takes_a_grpc_call_of_its_own(
     endpoint: Endpoint, engine: TritonEngine
 ) -> None:
-    """Triton does not cancel a single-response HTTP request when its client leaves; the shared
-    gRPC call can be cancelled (see the test of a request given up on it, above)."""
-    answer = await over_http(engine, endpoint, MODEL, request(3))
-    assert len(answer) == 1 and answer[0].completion_tokens == 3
-    assert engine._endpoint_streams[endpoint.grpc_address]._shared is not None
+    answer = await over_http(engine, endpoint, MODEL, request(SHORT_ANSWER_TOKENS + 1))
+    assert len(answer) == 1 and answer[0].completion_tokens == SHORT_ANSWER_TOKENS + 1
     assert not engine._http_streams
+    streams = engine._endpoint_streams[endpoint.grpc_address]
+    assert streams._shared is None, "not on the shared call"
