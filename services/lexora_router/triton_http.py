@@ -66,12 +66,17 @@ def event_values(line: bytes) -> dict[str, Any] | None:
     """The outputs of one SSE line (`data: {...}`); None for any other line."""
     if not line.startswith(_DATA):
         return None
+    return response_values(line[len(_DATA) :], "event")
+
+
+def response_values(body: bytes, what: str = "answer") -> dict[str, Any]:
+    """The outputs of one response (a JSON object), or the error it carries as HttpEngineError."""
     try:
-        values = orjson.loads(line[len(_DATA) :])
+        values = orjson.loads(body)
     except orjson.JSONDecodeError:
         values = None
     if not isinstance(values, dict):
-        raise HttpEngineError(f"unexpected event from the engine: {line[:200]!r}", unreachable=False, status=502)
+        raise HttpEngineError(f"unexpected {what} from the engine: {body[:200]!r}", unreachable=False, status=502)
     if "error" in values:
         raise HttpEngineError(str(values["error"]), unreachable=False)
     return values
@@ -124,15 +129,7 @@ class HttpStreams:
             raise HttpEngineError(f"{type(exc).__name__}: {exc}", unreachable=True) from exc
         if response.status != 200:
             raise refusal_error(response.status, body)
-        try:
-            values = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            values = None
-        if not isinstance(values, dict):
-            raise HttpEngineError(f"unexpected answer from the engine: {body[:200]!r}", unreachable=False, status=502)
-        if "error" in values:
-            raise HttpEngineError(str(values["error"]), unreachable=False)
-        return values
+        return response_values(body)
 
     async def generate_stream(self, model: str, tensors: Tensors) -> AsyncIterator[dict[str, Any]]:
         """Each response's outputs, to the last. Raises HttpEngineError."""

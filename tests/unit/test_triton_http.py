@@ -6,7 +6,14 @@ import numpy as np
 import orjson
 import pytest
 
-from lexora_router.triton_http import HttpEngineError, event_values, first_value, generate_body, refusal_error
+from lexora_router.triton_http import (
+    HttpEngineError,
+    event_values,
+    first_value,
+    generate_body,
+    refusal_error,
+    response_values,
+)
 
 
 def test_each_tensor_is_a_json_value_under_its_name_a_list_only_for_several_elements() -> None:
@@ -71,3 +78,14 @@ def test_an_event_that_is_not_an_object_is_an_error_of_the_engine(line: bytes) -
     with pytest.raises(HttpEngineError, match="unexpected event") as caught:
         event_values(line)
     assert not caught.value.unreachable
+
+
+def test_a_generate_answer_gives_its_outputs_or_the_error_it_carries() -> None:
+    """`generate` answers with one JSON object: the same outputs an SSE event carries."""
+    assert response_values(b'{"model_name":"m","text_output":"hi","num_output_tokens":1}')["text_output"] == "hi"
+    with pytest.raises(HttpEngineError, match="max_tokens must be") as refused:
+        response_values(b'{"error":"max_tokens must be at least 0"}')
+    assert not refused.value.unreachable
+    with pytest.raises(HttpEngineError, match="unexpected answer") as garbled:
+        response_values(b"<html>bad gateway</html>")
+    assert garbled.value.status == 502
