@@ -95,12 +95,20 @@ def test_claude_code_trimmed_to_the_model_answers_and_is_charged(lexora: Running
         # the answer the way docs/integrations.md tells a user of a small local model to.
         extra_env={"CLAUDE_CODE_MAX_OUTPUT_TOKENS": str(ANSWER_TOKENS)},
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip(), "Claude Code printed no answer"
-    assert "API Error" not in result.stdout + result.stderr
+    # The model samples at Claude Code's temperature 1 and now and then rambles to the bound. Claude
+    # Code then reports the Messages API's stop_reason "max_tokens" as its own error and exits 1:
+    # the answer was served, bounded and charged all the same (checked below), so either way passes.
+    output = result.stdout + result.stderr
+    hit_the_bound = f"exceeded the {ANSWER_TOKENS} output token maximum" in output
+    if not hit_the_bound:
+        assert result.returncode == 0, output
+        assert result.stdout.strip(), "Claude Code printed no answer"
+        assert "API Error" not in output
     # Claude Code may make more than one request: wait for the one that answered.
     served, rows = lexora.wait_for_served(account.account_id, "/v1/messages")
     assert served, [(r["endpoint"], r["status_code"], r["error_type"], r["completion_tokens"]) for r in rows]
+    if hit_the_bound:
+        assert any(row["completion_tokens"] == ANSWER_TOKENS for row in served), served
     for row in served:
         assert row["model"] == LOCAL_CHAT_MODEL
         assert 0 < row["completion_tokens"] <= ANSWER_TOKENS, row

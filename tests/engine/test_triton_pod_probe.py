@@ -117,11 +117,17 @@ def test_the_probes_fail_when_the_stub_dies_while_triton_still_reports_healthy(
     commands = probe_commands(tmp_path, port, spec("lexora/instant-echo", "chat"))
     assert commands["readinessProbe"][-1] == f"chat:{MODEL}"
 
+    succeeded_before = model_stats(port)["inference_stats"]["success"]["count"]
     for name, command in commands.items():
         healthy = run(command)
         assert (healthy.returncode, healthy.stderr) == (0, ""), name
 
-    served = model_stats(port)
+    # Triton updates a model's statistics just after it answers: wait until both probes' inferences
+    # are counted, so that `last_inference` is the healthy probes' last before the stub is killed.
+    deadline = time.monotonic() + 10
+    while (served := model_stats(port))["inference_stats"]["success"]["count"] < succeeded_before + len(commands):
+        assert time.monotonic() < deadline, served
+        time.sleep(0.05)
     assert served["last_inference"] > 0
     stub = stub_of(process, MODEL)
     os.kill(stub, signal.SIGKILL)
