@@ -179,7 +179,7 @@ def _not_loaded(message: str) -> bool:
 class TritonEngine:
     """Per endpoint: gRPC channels reused across requests (tritonclient's for the unary calls, and
     the streams of lexora_router.triton_streams for generation), and kept-alive HTTP connections
-    (lexora_router.triton_http) for streaming clients."""
+    (lexora_router.triton_http) for streaming clients and short single answers."""
 
     def __init__(self, short_answer_tokens: int = SHORT_ANSWER_TOKENS) -> None:
         self._short_answer_tokens = short_answer_tokens

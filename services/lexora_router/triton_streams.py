@@ -1,9 +1,9 @@
 """Requests to one Triton endpoint over gRPC `ModelStreamInfer`, on a shared stream or their own.
 
 Opening a gRPC call costs the router more CPU than a whole short generation (measured: ~1 ms per
-call against ~0.4 ms on a call kept open). So short single answers to an endpoint without an HTTP
-address, token counts, share one long-lived call per endpoint; each response goes back to its
-request by the id it carries.
+call against ~0.4 ms on a call kept open). So token counts, and short single answers to an
+endpoint without an HTTP address, share one long-lived call per endpoint; each response goes back
+to its request by the id it carries.
 
 Triton cancels requests only a whole call at a time. A request that can leave in the middle of a
 long answer (a streaming client's, a long single answer's) gets a call of its own. A request on
