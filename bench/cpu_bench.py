@@ -18,20 +18,18 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from bench import RESULTS, log, pyspy_summary, report
+from bench import RESULTS, log, report
 from bench.accounts import create_accounts
 from bench.db_checks import Db
 from bench.gateway_run import GatewayRun, state_dir
 from bench.load import Target, run_loadgen, run_wrk
 from bench.procstat import CpuMeter
+from bench.sections import profiling
 from bench.settings import Settings
 
-SERVICES = ("gateway", "router", "billing", "usage", "auth")
 SHOWN = ("gateway", "router", "triton", "nats", "postgres", "billing", "usage", "auth")
 
 
@@ -40,15 +38,12 @@ def one_round(
 ) -> dict[str, Any]:
     meter = CpuMeter(bench.testbed.roots())
     meter.start()
-    if rate:
-        raw, _ = run_loadgen(target, mode, concurrency, duration=duration, rate=rate)
-        ok, seconds = raw["ok"], raw["duration_s"]
-    elif mode == "nonstream":
+    if mode == "nonstream" and not rate:  # a closed loop without streaming: wrk
         raw, _ = run_wrk(target, concurrency, duration)
         _, ok, _ = report.wrk_counts(raw)
         seconds = raw["duration_us"] / 1e6
-    else:
-        raw, _ = run_loadgen(target, mode, concurrency, duration=duration)
+    else:  # the load generator, closed loop or (with a rate) open
+        raw, _ = run_loadgen(target, mode, concurrency, duration=duration, rate=rate)
         ok, seconds = raw["ok"], raw["duration_s"]
     cpu = meter.stop()
     per_request = {k: round(v * 1000 / ok, 3) for k, v in cpu.items() if k not in ("foreign", "client") and ok}
@@ -62,26 +57,12 @@ def medians(rounds: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def profile(bench: GatewayRun, target: Target, concurrency: int, duration: int, cpu: dict[str, float]) -> dict:
-    out_dir = RESULTS / "profiles"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    spy = Path(sys.executable).parent / "py-spy"
-    roots = bench.testbed.roots()
-    spies = {}
-    for name in SERVICES:
-        raw = out_dir / f"{name}.collapsed"
-        argv = [str(spy), "record", "--pid", str(roots[name]), "--duration", str(duration), "--rate", "250"]
-        argv += ["--format", "raw", "--nonblocking", "--subprocesses", "-o", str(raw)]
-        spies[name] = (subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), raw)
+    spy = profiling.py_spy()
+    if spy is None:
+        return {"skipped": "py-spy is not installed in .venv (bench/setup.sh installs it)"}
+    spies = profiling.start_spies(spy, bench.testbed.roots(), duration)
     run_wrk(target, concurrency, duration)
-    summaries = {}
-    for name, (proc, raw) in spies.items():
-        proc.wait(timeout=duration + 60)
-        if raw.exists():
-            summary = pyspy_summary.with_cpu(pyspy_summary.summarize_collapsed(raw.read_text()), cpu.get(name))
-            summaries[name] = summary
-            (out_dir / f"{name}.txt").write_text(pyspy_summary.render_text(name, summary))
-    log(f"profiles written to {out_dir}")
-    return summaries
+    return profiling.summarize_spies(spies, duration, cpu)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
