@@ -310,26 +310,29 @@ class TritonEngine:
             streams = self._http_streams[address] = HttpStreams(address)
         return streams
 
+    async def _http_responses(
+        self, address: str, model: str, tensors: Tensors, *, streamed: bool
+    ) -> AsyncIterator[dict[str, object]]:
+        """Each response of `generate_stream` when `streamed`, else the one response of `generate`."""
+        if streamed:
+            async with aclosing(self._http(address).generate_stream(model, tensors)) as events:
+                async for values in events:
+                    yield values
+        else:
+            yield await self._http(address).generate(model, tensors)
+
     async def _http_generate(
         self, address: str, model: str, tensors: Tensors, *, streamed: bool
     ) -> AsyncIterator[EngineOutput]:
-        """The outputs of one request over HTTP, on a connection of its own while it runs: each
-        response of `generate_stream` when `streamed`, else the one response of `generate`."""
+        """The outputs of one request over HTTP, on a connection of its own while it runs."""
         produced = finished = False
         try:
-            if streamed:
-                async with aclosing(self._http(address).generate_stream(model, tensors)) as events:
-                    async for values in events:
-                        produced = True
-                        output = _engine_output({name: first_value(values, name) for name in OUTPUTS})
-                        finished = output.finish_reason is not None
-                        yield output
-            else:
-                values = await self._http(address).generate(model, tensors)
-                produced = True
-                output = _engine_output({name: first_value(values, name) for name in OUTPUTS})
-                finished = output.finish_reason is not None
-                yield output
+            async with aclosing(self._http_responses(address, model, tensors, streamed=streamed)) as responses:
+                async for values in responses:
+                    produced = True
+                    output = _engine_output({name: first_value(values, name) for name in OUTPUTS})
+                    finished = output.finish_reason is not None
+                    yield output
         except HttpEngineError as exc:
             if exc.unreachable and not produced:
                 raise EngineUnreachable(f"{address}: {exc}") from exc
