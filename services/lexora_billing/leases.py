@@ -36,6 +36,10 @@ WITH recent AS (
     SELECT balance_micro - held_micro AS available FROM balances WHERE account_id = $2::text FOR UPDATE
 ), """
 
+# The lease's size before what the account (and key) can cover: at least the need, else the larger
+# of the spend multiple × the last minute's charges and the need multiple × the need, at most the cap.
+_WANTED = "GREATEST($3::bigint, LEAST($4::bigint, GREATEST($8::bigint * recent.spent, $9::bigint * $3::bigint)))"
+
 _SIZE_AND_HOLD = """
 held AS (
     UPDATE balances b SET held_micro = b.held_micro + size.amount, updated_at = $5::timestamptz
@@ -57,10 +61,9 @@ held AS (
 ACQUIRE = (
     _RECENT.lstrip()
     + """size AS (
-    SELECT LEAST(GREATEST($3::bigint, LEAST($4::bigint, GREATEST($8::bigint * recent.spent, $9::bigint * $3::bigint))),
-                 account.available) AS amount
+    SELECT LEAST({wanted}, account.available) AS amount
     FROM account, recent WHERE account.available >= $3::bigint
-), """
+), """.replace("{wanted}", _WANTED)
     + _SIZE_AND_HOLD.strip().replace("{key}", "NULL")
     + """
 SELECT (SELECT amount FROM held) AS amount, (SELECT available FROM account) AS available,
@@ -75,8 +78,7 @@ ACQUIRE_WITH_KEY_LIMIT = (
 ), headroom AS (
     SELECT $11::bigint - COALESCE((SELECT used FROM key_row), 0) AS left
 ), wanted AS (
-    SELECT LEAST(GREATEST($3::bigint, LEAST($4::bigint, GREATEST($8::bigint * recent.spent, $9::bigint * $3::bigint))),
-                 account.available, headroom.left) AS amount
+    SELECT LEAST({wanted}, account.available, headroom.left) AS amount
     FROM account, recent, headroom WHERE account.available >= $3::bigint AND headroom.left >= $3::bigint
 ), key_hold AS (
     INSERT INTO key_spend AS k (key_id, spent_micro, held_micro)
@@ -86,7 +88,7 @@ ACQUIRE_WITH_KEY_LIMIT = (
     RETURNING k.key_id
 ), size AS (
     SELECT amount FROM wanted WHERE EXISTS (SELECT 1 FROM key_hold)
-), """
+), """.replace("{wanted}", _WANTED)
     + _SIZE_AND_HOLD.strip().replace("{key}", "$10::text")
     + """
 SELECT (SELECT amount FROM held) AS amount, (SELECT available FROM account) AS available,
